@@ -1,0 +1,16 @@
+//! Palisade's value types, built only by parsers at the trust boundary, plus the
+//! device lifecycle rules, operator roles, the `Clock` and the `Signer` traits.
+//!
+//! This crate is pure: no I/O, no async runtime, no ambient clock.
+
+pub mod clock;
+pub mod ids;
+pub mod lifecycle;
+pub mod role;
+pub mod signer;
+
+pub use clock::Clock;
+pub use ids::{DeviceId, IdError, ModelId, OperatorName};
+pub use lifecycle::{DeviceState, TransitionError};
+pub use role::{Role, RoleError};
+pub use signer::{KeyAlgorithm, KeyProtection, Signer, SignerError, spki_der};

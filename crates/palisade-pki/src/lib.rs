@@ -1,0 +1,18 @@
+//! Palisade's PKI: CSR verification, certificate profiles, issuance through a
+//! [`Signer`](palisade_core::Signer), CRLs and certificate inspection.
+//!
+//! Pure: no I/O, no ambient clock (every function takes `now`), no ambient
+//! randomness (serials take a `SecureRandom`). The server owns keys, storage and time.
+
+mod ca;
+mod csr;
+mod inspect;
+mod key;
+
+pub use ca::{
+    CaError, CertificateAuthority, CrlEntry, IssueRequest, Issued, Profile, RevocationReason, San,
+    Serial,
+};
+pub use csr::{CsrError, CsrLimits, KeyType, VerifiedCsr, verify_csr};
+pub use inspect::{CertInfo, InspectError, inspect_certificate, pem_to_der};
+pub use key::SignerKey;
