@@ -1,1 +1,160 @@
-//! placeholder
+//! Palisade's persistence, behind the [`Store`] trait so that services never name
+//! a database. SQLite ([`SqliteStore`]) is the embedded default; PostgreSQL will
+//! implement the same trait.
+//!
+//! Every security-relevant change is committed together with its audit entries
+//! and a signed checkpoint covering them, in one transaction, before the caller
+//! is answered. Concurrent commits are grouped into one transaction (group
+//! commit), each in its own savepoint so that one failure does not undo others.
+
+mod records;
+mod sqlite;
+
+use async_trait::async_trait;
+use palisade_audit::{Digest32, EntryDraft, StoredCheckpoint};
+use palisade_core::{DeviceId, ModelId};
+
+pub use records::*;
+pub use sqlite::{AuditConfig, SqliteReader, SqliteStore};
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing does not exist.
+    #[error("{what} {key:?} not found")]
+    NotFound {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// A uniqueness or state precondition failed.
+    #[error("{what} {key:?}: {reason}")]
+    Conflict {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored data does not match its signed audit checkpoint.
+    #[error(
+        "the audit log in {path} does not match its latest signed checkpoint ({detail}); the database may have been altered: run `palisade audit verify --db {path}` to find the first bad entry"
+    )]
+    AuditDamaged {
+        /// Database file.
+        path: String,
+        /// What did not match.
+        detail: String,
+    },
+    /// Stored data cannot be read back (an invalid enum value, say).
+    #[error("stored {what} is invalid: {detail}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Signing the audit checkpoint failed.
+    #[error("signing the audit checkpoint failed: {0}")]
+    Checkpoint(String),
+    /// The writer task has stopped (the server is shutting down).
+    #[error("the store is shutting down")]
+    Closed,
+    /// An audit proof was asked for out of range.
+    #[error(transparent)]
+    Proof(#[from] palisade_audit::ProofError),
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// Indices of the audit entries appended.
+    pub audit_indices: Vec<u64>,
+    /// Size of the checkpoint that covers them.
+    pub checkpoint_size: u64,
+    /// New values of counters bumped by the commit, in order.
+    pub counters: Vec<i64>,
+}
+
+/// The newest signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Entries covered.
+    pub size: u64,
+    /// The signed note.
+    pub note: String,
+}
+
+/// An inclusion proof for one entry against the newest checkpoint.
+#[derive(Debug, Clone)]
+pub struct InclusionProof {
+    /// The entry.
+    pub entry: StoredEntry,
+    /// The audit path, leaf to root.
+    pub path: Vec<Digest32>,
+    /// The checkpoint it leads to.
+    pub head: AuditHead,
+}
+
+/// A consistency proof from an older size to the newest checkpoint.
+#[derive(Debug, Clone)]
+pub struct ConsistencyProof {
+    /// The older size.
+    pub old_size: u64,
+    /// The proof hashes.
+    pub path: Vec<Digest32>,
+    /// The checkpoint it leads to.
+    pub head: AuditHead,
+}
+
+/// Persistence for the control plane.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies `changes` and appends `audit` atomically; answers once durable.
+    async fn commit(
+        &self,
+        changes: Vec<Change>,
+        audit: Vec<EntryDraft>,
+    ) -> Result<Receipt, StoreError>;
+
+    /// One model.
+    async fn model(&self, id: &ModelId) -> Result<Option<ModelRecord>, StoreError>;
+    /// All models.
+    async fn models(&self) -> Result<Vec<ModelRecord>, StoreError>;
+    /// One device.
+    async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Devices matching a filter.
+    async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// One certificate by serial (lower-case hex).
+    async fn certificate(&self, serial: &str) -> Result<Option<CertRecord>, StoreError>;
+    /// Certificates matching a filter.
+    async fn certificates(&self, filter: &CertFilter) -> Result<Vec<CertRecord>, StoreError>;
+    /// Every revoked certificate that has not yet expired, for the CRL.
+    async fn revoked_unexpired(&self, now_ms: i64) -> Result<Vec<CertRecord>, StoreError>;
+    /// One API token by id.
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// All API tokens.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Audit entries from index `from`, at most `limit`.
+    async fn audit_entries(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError>;
+    /// Checkpoints with size ≥ `from_size`, at most `limit`.
+    async fn audit_checkpoints(
+        &self,
+        from_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    /// The newest checkpoint.
+    fn audit_head(&self) -> Option<AuditHead>;
+    /// Proves entry `index` is in the log of the newest checkpoint.
+    async fn inclusion_proof(&self, index: u64) -> Result<InclusionProof, StoreError>;
+    /// Proves the log of size `old_size` is a prefix of the newest checkpoint's.
+    fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError>;
+}

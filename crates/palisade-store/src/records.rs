@@ -1,0 +1,179 @@
+//! The records the store keeps, and the changes a commit may make.
+
+use palisade_audit::{Digest32, Entry};
+use palisade_core::{DeviceId, DeviceState, ModelId, OperatorName, Role};
+use serde::Serialize;
+
+/// A device model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelRecord {
+    /// Model id.
+    pub id: ModelId,
+    /// Free text.
+    pub description: String,
+    /// Lifetime of operational certificates for devices of this model.
+    pub cert_validity_days: u32,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+}
+
+/// A device in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRecord {
+    /// Device id (certificate CN).
+    pub id: DeviceId,
+    /// Its model.
+    pub model: ModelId,
+    /// Lifecycle state.
+    pub state: DeviceState,
+    /// The manufacturer's serial number, if known.
+    pub hardware_serial: Option<String>,
+    /// Registered, Unix ms.
+    pub created_ms: i64,
+    /// Last changed, Unix ms.
+    pub updated_ms: i64,
+}
+
+/// Whether a certificate is still good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertStatus {
+    /// Not revoked (it may still have expired: compare `not_after_ms`).
+    Valid,
+    /// Revoked.
+    Revoked,
+}
+
+impl CertStatus {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertStatus::Valid => "valid",
+            CertStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertRecord {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// Profile name (`device`, `server`, `edge`, `intermediate`).
+    pub profile: String,
+    /// Subject DN.
+    pub subject: String,
+    /// The device it identifies, if any.
+    pub device: Option<DeviceId>,
+    /// Validity start, Unix ms.
+    pub not_before_ms: i64,
+    /// Validity end, Unix ms.
+    pub not_after_ms: i64,
+    /// Valid or revoked.
+    pub status: CertStatus,
+    /// When revoked, Unix ms.
+    pub revoked_ms: Option<i64>,
+    /// Why revoked.
+    pub reason: Option<String>,
+    /// DER encoding.
+    #[serde(skip)]
+    pub der: Vec<u8>,
+    /// Issued, Unix ms.
+    pub issued_ms: i64,
+}
+
+/// An operator API token (only its hash is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// Public id, part of the token text.
+    pub id: String,
+    /// The operator it belongs to.
+    pub operator: OperatorName,
+    /// The role it grants.
+    pub role: Role,
+    /// SHA-256 of the secret part.
+    #[serde(skip)]
+    pub secret_hash: Digest32,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+    /// Expires, Unix ms.
+    pub expires_ms: Option<i64>,
+    /// Revoked, Unix ms.
+    pub revoked_ms: Option<i64>,
+}
+
+/// An audit entry with the digest recorded when it was appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The entry.
+    pub entry: Entry,
+    /// Its digest as recorded at append time.
+    pub recorded_digest: Digest32,
+}
+
+/// Which devices to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Only this model.
+    pub model: Option<ModelId>,
+    /// Only this state.
+    pub state: Option<DeviceState>,
+    /// At most this many (default 1000).
+    pub limit: Option<u32>,
+}
+
+/// Which certificates to list.
+#[derive(Debug, Clone, Default)]
+pub struct CertFilter {
+    /// Only this device's.
+    pub device: Option<DeviceId>,
+    /// Only this status.
+    pub status: Option<CertStatus>,
+    /// At most this many (default 1000).
+    pub limit: Option<u32>,
+}
+
+/// One change a commit may make.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Add a model (conflict if it exists).
+    InsertModel(ModelRecord),
+    /// Add a device (conflict if it exists; the model must exist).
+    InsertDevice(DeviceRecord),
+    /// Move a device between states, if it is still in `expected`.
+    SetDeviceState {
+        /// Which device.
+        id: DeviceId,
+        /// The state the caller decided from.
+        expected: DeviceState,
+        /// The new state.
+        to: DeviceState,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Record an issued certificate.
+    InsertCertificate(CertRecord),
+    /// Revoke a valid certificate.
+    RevokeCertificate {
+        /// Serial, lower-case hex.
+        serial: String,
+        /// Reason name.
+        reason: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Add an API token.
+    InsertToken(TokenRecord),
+    /// Revoke an API token.
+    RevokeToken {
+        /// Token id.
+        id: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Increment a named counter (the CRL number); the new value is in the receipt.
+    BumpCounter {
+        /// Counter name.
+        name: &'static str,
+    },
+}

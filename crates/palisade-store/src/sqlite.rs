@@ -1,0 +1,866 @@
+//! The SQLite store: WAL mode, `synchronous = FULL`, one writer task that groups
+//! concurrent commits into one transaction, a small pool of read-only readers.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use palisade_audit::{
+    Checkpoint, Digest32, Entry, EntryDraft, MerkleLog, NoteVerifier, StoredCheckpoint,
+    sign_checkpoint,
+};
+use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, Signer};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Row};
+use tokio::sync::{RwLock, mpsc, oneshot};
+
+use crate::{
+    AuditHead, CertFilter, CertRecord, CertStatus, Change, ConsistencyProof, DeviceFilter,
+    DeviceRecord, InclusionProof, ModelRecord, Receipt, Store, StoreError, StoredEntry,
+    TokenRecord,
+};
+
+/// Most commits grouped into one transaction.
+const MAX_BATCH: usize = 512;
+/// Commits waiting for the writer before callers wait for room.
+const QUEUE: usize = 4096;
+const DEFAULT_LIMIT: u32 = 1000;
+
+/// How the audit log is sealed: its origin line and the Ed25519 checkpoint key.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The checkpoint origin (the log's name).
+    pub origin: String,
+    /// The checkpoint key's name.
+    pub key_name: String,
+    /// The checkpoint signer (Ed25519).
+    pub signer: Arc<dyn Signer>,
+}
+
+impl AuditConfig {
+    /// The verifier for this log's checkpoints.
+    pub fn verifier(&self) -> Result<NoteVerifier, StoreError> {
+        NoteVerifier::new(&self.key_name, self.signer.public_key_raw())
+            .map_err(|e| StoreError::Checkpoint(e.to_string()))
+    }
+}
+
+fn ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn base_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5))
+}
+
+/// Read access to a Palisade SQLite database (also used offline by `audit verify --db`).
+#[derive(Debug, Clone)]
+pub struct SqliteReader {
+    pool: SqlitePool,
+}
+
+impl SqliteReader {
+    /// Opens an existing database read-only.
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound {
+                what: "database",
+                key: path.display().to_string(),
+            });
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(base_options(path).read_only(true))
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Audit entries from `from`, at most `limit`, in storage order.
+    pub async fn audit_entries(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, actor, action, subject, outcome, detail, digest
+             FROM audit_entries WHERE seq >= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Checkpoints with size ≥ `from_size`, at most `limit`, by size.
+    pub async fn audit_checkpoints(
+        &self,
+        from_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT size, note FROM audit_checkpoints WHERE size >= ? ORDER BY size LIMIT ?",
+        )
+        .bind(i64::try_from(from_size).unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredCheckpoint {
+                    size: u64::try_from(r.try_get::<i64, _>("size")?).unwrap_or(0),
+                    note: r.try_get("note")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn entry_from_row(r: &SqliteRow) -> Result<StoredEntry, StoreError> {
+    let digest: Vec<u8> = r.try_get("digest")?;
+    let recorded_digest: Digest32 = digest.try_into().map_err(|_| StoreError::Corrupt {
+        what: "audit entry",
+        detail: "digest is not 32 bytes".into(),
+    })?;
+    Ok(StoredEntry {
+        entry: Entry {
+            index: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(u64::MAX),
+            time_ms: r.try_get("time_ms")?,
+            actor: r.try_get("actor")?,
+            action: r.try_get("action")?,
+            subject: r.try_get("subject")?,
+            outcome: r.try_get("outcome")?,
+            detail: r.try_get("detail")?,
+        },
+        recorded_digest,
+    })
+}
+
+fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
+    Ok(ModelRecord {
+        id: ModelId::parse(r.try_get("id")?).map_err(|e| corrupt("model", e))?,
+        description: r.try_get("description")?,
+        cert_validity_days: r.try_get("cert_validity_days")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(DeviceRecord {
+        id: DeviceId::parse(r.try_get("id")?).map_err(|e| corrupt("device", e))?,
+        model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("device", e))?,
+        state: DeviceState::parse(&state).ok_or_else(|| corrupt("device", &state))?,
+        hardware_serial: r.try_get("hardware_serial")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+fn cert_from_row(r: &SqliteRow) -> Result<CertRecord, StoreError> {
+    let status: String = r.try_get("status")?;
+    let device: Option<String> = r.try_get("device_id")?;
+    Ok(CertRecord {
+        serial: r.try_get("serial")?,
+        profile: r.try_get("profile")?,
+        subject: r.try_get("subject")?,
+        device: device
+            .map(|d| DeviceId::parse(&d))
+            .transpose()
+            .map_err(|e| corrupt("certificate", e))?,
+        not_before_ms: r.try_get("not_before_ms")?,
+        not_after_ms: r.try_get("not_after_ms")?,
+        status: match status.as_str() {
+            "valid" => CertStatus::Valid,
+            "revoked" => CertStatus::Revoked,
+            other => return Err(corrupt("certificate", other)),
+        },
+        revoked_ms: r.try_get("revoked_ms")?,
+        reason: r.try_get("reason")?,
+        der: r.try_get("der")?,
+        issued_ms: r.try_get("issued_ms")?,
+    })
+}
+
+fn token_from_row(r: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let role: String = r.try_get("role")?;
+    let hash: Vec<u8> = r.try_get("secret_hash")?;
+    Ok(TokenRecord {
+        id: r.try_get("id")?,
+        operator: OperatorName::parse(r.try_get("operator")?).map_err(|e| corrupt("token", e))?,
+        role: Role::from_str(&role).map_err(|e| corrupt("token", e))?,
+        secret_hash: hash
+            .try_into()
+            .map_err(|_| corrupt("token", "hash is not 32 bytes"))?,
+        created_ms: r.try_get("created_ms")?,
+        expires_ms: r.try_get("expires_ms")?,
+        revoked_ms: r.try_get("revoked_ms")?,
+    })
+}
+
+struct Job {
+    changes: Vec<Change>,
+    audit: Vec<EntryDraft>,
+    reply: oneshot::Sender<Result<Receipt, StoreError>>,
+}
+
+/// The Merkle tree of the committed log.
+#[derive(Debug)]
+struct LogState {
+    tree: MerkleLog,
+}
+
+/// The embedded SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    reader: SqliteReader,
+    tx: mpsc::Sender<Job>,
+    log: Arc<RwLock<LogState>>,
+    head: Arc<Mutex<Option<AuditHead>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`, rebuilds
+    /// the audit tree and checks it against the newest signed checkpoint, then
+    /// starts the writer task.
+    pub async fn open(
+        path: &Path,
+        audit: AuditConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let opts = base_options(path).create_if_missing(true);
+        let mut conn = opts.connect().await?;
+        sqlx::migrate!("./migrations").run(&mut conn).await?;
+        let verifier = audit.verifier()?;
+        let (tree, head) = load_tree(
+            &mut conn,
+            &verifier,
+            &audit.origin,
+            &path.display().to_string(),
+        )
+        .await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(base_options(path).read_only(true))
+            .await?;
+        let log = Arc::new(RwLock::new(LogState { tree }));
+        let head = Arc::new(Mutex::new(head));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            conn,
+            rx,
+            log: log.clone(),
+            head: head.clone(),
+            audit,
+            verifier,
+            clock,
+            path: path.display().to_string(),
+        };
+        tokio::spawn(writer.run());
+        Ok(Self {
+            reader: SqliteReader { pool },
+            tx,
+            log,
+            head,
+        })
+    }
+
+    fn pool(&self) -> &SqlitePool {
+        &self.reader.pool
+    }
+}
+
+async fn load_tree(
+    conn: &mut SqliteConnection,
+    verifier: &NoteVerifier,
+    origin: &str,
+    path: &str,
+) -> Result<(MerkleLog, Option<AuditHead>), StoreError> {
+    let damaged = |detail: String| StoreError::AuditDamaged {
+        path: path.to_owned(),
+        detail,
+    };
+    let rows = sqlx::query(
+        "SELECT seq, time_ms, actor, action, subject, outcome, detail, digest
+         FROM audit_entries ORDER BY seq",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tree = MerkleLog::new();
+    for r in &rows {
+        let stored = entry_from_row(r)?;
+        if stored.entry.index != tree.len() {
+            return Err(damaged(format!("entry {} is missing", tree.len())));
+        }
+        tree.push(stored.entry.digest());
+    }
+    let last = sqlx::query("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(last) = last else {
+        if tree.is_empty() {
+            return Ok((tree, None));
+        }
+        return Err(damaged("entries exist but no checkpoint does".into()));
+    };
+    let note: String = last.try_get("note")?;
+    let cp = verifier
+        .verify(&note, Some(origin))
+        .map_err(|e| damaged(format!("newest checkpoint: {e}")))?;
+    if cp.size != tree.len() {
+        return Err(damaged(format!(
+            "newest checkpoint covers {} entries, the table holds {}",
+            cp.size,
+            tree.len()
+        )));
+    }
+    if cp.root != tree.root() {
+        return Err(damaged(
+            "recomputed root differs from the signed root".into(),
+        ));
+    }
+    Ok((
+        tree,
+        Some(AuditHead {
+            size: cp.size,
+            note,
+        }),
+    ))
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    rx: mpsc::Receiver<Job>,
+    log: Arc<RwLock<LogState>>,
+    head: Arc<Mutex<Option<AuditHead>>>,
+    audit: AuditConfig,
+    verifier: NoteVerifier,
+    clock: Arc<dyn Clock>,
+    path: String,
+}
+
+async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), StoreError> {
+    sqlx::query(sql).execute(&mut *conn).await?;
+    Ok(())
+}
+
+fn conflict(what: &'static str, key: &str, reason: &str) -> StoreError {
+    StoreError::Conflict {
+        what,
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn map_unique(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            conflict(what, key, "already exists")
+        }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            conflict(what, key, "refers to something that does not exist")
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+impl Writer {
+    async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.process(jobs).await;
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    async fn process(&mut self, jobs: Vec<Job>) {
+        let now_ms = ms(self.clock.now());
+        if let Err(e) = exec(&mut self.conn, "BEGIN IMMEDIATE").await {
+            let msg = e.to_string();
+            for j in jobs {
+                let _ = j.reply.send(Err(StoreError::Checkpoint(msg.clone())));
+            }
+            return;
+        }
+        let log_lock = self.log.clone();
+        let mut log = log_lock.write().await;
+        let base = log.tree.len();
+        let mut pending: Vec<Digest32> = Vec::new();
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let first_index = base + pending.len() as u64;
+            let outcome = match exec(&mut self.conn, "SAVEPOINT job").await {
+                Ok(()) => self.apply(job, first_index, now_ms).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok((receipt, digests)) => match exec(&mut self.conn, "RELEASE job").await {
+                    Ok(()) => {
+                        pending.extend(digests);
+                        results.push(Ok(receipt));
+                    }
+                    Err(e) => results.push(Err(e)),
+                },
+                Err(e) => {
+                    let _ = exec(&mut self.conn, "ROLLBACK TO job").await;
+                    let _ = exec(&mut self.conn, "RELEASE job").await;
+                    results.push(Err(e));
+                }
+            }
+        }
+        let sealed = self.seal(&mut log, &pending, now_ms).await;
+        let committed = match sealed {
+            Ok(head) => exec(&mut self.conn, "COMMIT").await.map(|()| head),
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(head) => {
+                if let Some(h) = head {
+                    if let Ok(mut slot) = self.head.lock() {
+                        *slot = Some(h.clone());
+                    }
+                    for r in results.iter_mut().flatten() {
+                        if !r.audit_indices.is_empty() {
+                            r.checkpoint_size = h.size;
+                        }
+                    }
+                }
+                drop(log);
+                for (job, r) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit batch commit failed; rolling back");
+                let _ = exec(&mut self.conn, "ROLLBACK").await;
+                // The in-memory tree may hold digests that were never committed.
+                match load_tree(
+                    &mut self.conn,
+                    &self.verifier,
+                    &self.audit.origin,
+                    &self.path,
+                )
+                .await
+                {
+                    Ok((tree, head)) => {
+                        log.tree = tree;
+                        if let Ok(mut slot) = self.head.lock() {
+                            *slot = head;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "reloading the audit tree failed"),
+                }
+                drop(log);
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Checkpoint(msg.clone())));
+                }
+            }
+        }
+    }
+
+    /// Pushes the batch's digests into the tree and writes the signed checkpoint.
+    async fn seal(
+        &mut self,
+        log: &mut LogState,
+        pending: &[Digest32],
+        now_ms: i64,
+    ) -> Result<Option<AuditHead>, StoreError> {
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        for d in pending {
+            log.tree.push(*d);
+        }
+        let cp = Checkpoint {
+            origin: self.audit.origin.clone(),
+            size: log.tree.len(),
+            root: log.tree.root(),
+        };
+        let note = sign_checkpoint(&cp, &self.audit.key_name, &*self.audit.signer)
+            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
+        sqlx::query("INSERT INTO audit_checkpoints (size, note, time_ms) VALUES (?, ?, ?)")
+            .bind(i64::try_from(cp.size).unwrap_or(i64::MAX))
+            .bind(&note)
+            .bind(now_ms)
+            .execute(&mut self.conn)
+            .await?;
+        Ok(Some(AuditHead {
+            size: cp.size,
+            note,
+        }))
+    }
+
+    async fn apply(
+        &mut self,
+        job: &Job,
+        first_index: u64,
+        now_ms: i64,
+    ) -> Result<(Receipt, Vec<Digest32>), StoreError> {
+        let mut receipt = Receipt::default();
+        for change in &job.changes {
+            if let Some(v) = self.apply_change(change).await? {
+                receipt.counters.push(v);
+            }
+        }
+        let mut digests = Vec::with_capacity(job.audit.len());
+        for (i, draft) in job.audit.iter().enumerate() {
+            let index = first_index + i as u64;
+            let entry = draft.clone().seal(index, now_ms);
+            let digest = entry.digest();
+            sqlx::query(
+                "INSERT INTO audit_entries (seq, time_ms, actor, action, subject, outcome, detail, digest)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(i64::try_from(index).unwrap_or(i64::MAX))
+            .bind(entry.time_ms)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.subject)
+            .bind(&entry.outcome)
+            .bind(&entry.detail)
+            .bind(&digest[..])
+            .execute(&mut self.conn)
+            .await?;
+            receipt.audit_indices.push(index);
+            digests.push(digest);
+        }
+        Ok((receipt, digests))
+    }
+
+    async fn apply_change(&mut self, change: &Change) -> Result<Option<i64>, StoreError> {
+        let c = &mut self.conn;
+        match change {
+            Change::InsertModel(m) => {
+                sqlx::query(
+                    "INSERT INTO models (id, description, cert_validity_days, created_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(m.id.as_str())
+                .bind(&m.description)
+                .bind(m.cert_validity_days)
+                .bind(m.created_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "model", m.id.as_str()))?;
+            }
+            Change::InsertDevice(d) => {
+                sqlx::query(
+                    "INSERT INTO devices (id, model_id, state, hardware_serial, created_ms, updated_ms)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(d.id.as_str())
+                .bind(d.model.as_str())
+                .bind(d.state.as_str())
+                .bind(&d.hardware_serial)
+                .bind(d.created_ms)
+                .bind(d.updated_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "device", d.id.as_str()))?;
+            }
+            Change::SetDeviceState {
+                id,
+                expected,
+                to,
+                at_ms,
+            } => {
+                let done = sqlx::query(
+                    "UPDATE devices SET state = ?, updated_ms = ? WHERE id = ? AND state = ?",
+                )
+                .bind(to.as_str())
+                .bind(at_ms)
+                .bind(id.as_str())
+                .bind(expected.as_str())
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(conflict(
+                        "device",
+                        id.as_str(),
+                        &format!("is no longer {expected}; retry"),
+                    ));
+                }
+            }
+            Change::InsertCertificate(r) => {
+                sqlx::query(
+                    "INSERT INTO certificates (serial, profile, subject, device_id, not_before_ms, not_after_ms,
+                       status, revoked_ms, reason, der, issued_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&r.serial)
+                .bind(&r.profile)
+                .bind(&r.subject)
+                .bind(r.device.as_ref().map(|d| d.as_str().to_owned()))
+                .bind(r.not_before_ms)
+                .bind(r.not_after_ms)
+                .bind(r.status.as_str())
+                .bind(r.revoked_ms)
+                .bind(&r.reason)
+                .bind(&r.der)
+                .bind(r.issued_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "certificate", &r.serial))?;
+            }
+            Change::RevokeCertificate {
+                serial,
+                reason,
+                at_ms,
+            } => {
+                let done = sqlx::query(
+                    "UPDATE certificates SET status = 'revoked', revoked_ms = ?, reason = ?
+                     WHERE serial = ? AND status = 'valid'",
+                )
+                .bind(at_ms)
+                .bind(reason)
+                .bind(serial)
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(conflict(
+                        "certificate",
+                        serial,
+                        "is unknown or already revoked",
+                    ));
+                }
+            }
+            Change::InsertToken(t) => {
+                sqlx::query(
+                    "INSERT INTO tokens (id, operator, role, secret_hash, created_ms, expires_ms, revoked_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&t.id)
+                .bind(t.operator.as_str())
+                .bind(t.role.as_str())
+                .bind(&t.secret_hash[..])
+                .bind(t.created_ms)
+                .bind(t.expires_ms)
+                .bind(t.revoked_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "token", &t.id))?;
+            }
+            Change::RevokeToken { id, at_ms } => {
+                let done = sqlx::query(
+                    "UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
+                )
+                .bind(at_ms)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(conflict("token", id, "is unknown or already revoked"));
+                }
+            }
+            Change::BumpCounter { name } => {
+                let v: i64 = sqlx::query_scalar(
+                    "INSERT INTO counters (name, value) VALUES (?, 1)
+                     ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+                )
+                .bind(name)
+                .fetch_one(&mut *c)
+                .await?;
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(
+        &self,
+        changes: Vec<Change>,
+        audit: Vec<EntryDraft>,
+    ) -> Result<Receipt, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                changes,
+                audit,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn model(&self, id: &ModelId) -> Result<Option<ModelRecord>, StoreError> {
+        sqlx::query("SELECT * FROM models WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(model_from_row)
+            .transpose()
+    }
+
+    async fn models(&self) -> Result<Vec<ModelRecord>, StoreError> {
+        sqlx::query("SELECT * FROM models ORDER BY id")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(model_from_row)
+            .collect()
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        sqlx::query("SELECT * FROM devices WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
+    async fn devices(&self, f: &DeviceFilter) -> Result<Vec<DeviceRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM devices WHERE (?1 IS NULL OR model_id = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY id LIMIT ?3",
+        )
+        .bind(f.model.as_ref().map(|m| m.as_str().to_owned()))
+        .bind(f.state.map(|s| s.as_str()))
+        .bind(f.limit.unwrap_or(DEFAULT_LIMIT))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(device_from_row)
+        .collect()
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<CertRecord>, StoreError> {
+        sqlx::query("SELECT * FROM certificates WHERE serial = ?")
+            .bind(serial)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(cert_from_row)
+            .transpose()
+    }
+
+    async fn certificates(&self, f: &CertFilter) -> Result<Vec<CertRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM certificates WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY issued_ms, serial LIMIT ?3",
+        )
+        .bind(f.device.as_ref().map(|d| d.as_str().to_owned()))
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.limit.unwrap_or(DEFAULT_LIMIT))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(cert_from_row)
+        .collect()
+    }
+
+    async fn revoked_unexpired(&self, now_ms: i64) -> Result<Vec<CertRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM certificates WHERE status = 'revoked' AND not_after_ms > ? ORDER BY serial",
+        )
+        .bind(now_ms)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(cert_from_row)
+        .collect()
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        sqlx::query("SELECT * FROM tokens ORDER BY created_ms, id")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    async fn audit_entries(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
+        self.reader.audit_entries(from, limit).await
+    }
+
+    async fn audit_checkpoints(
+        &self,
+        from_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.reader.audit_checkpoints(from_size, limit).await
+    }
+
+    fn audit_head(&self) -> Option<AuditHead> {
+        self.head.lock().ok().and_then(|h| h.clone())
+    }
+
+    async fn inclusion_proof(&self, index: u64) -> Result<InclusionProof, StoreError> {
+        let (path, head) = {
+            let log = self.log.read().await;
+            let head = self.audit_head().ok_or(StoreError::NotFound {
+                what: "audit entry",
+                key: index.to_string(),
+            })?;
+            (log.tree.inclusion_proof(index)?, head)
+        };
+        let entry = self
+            .reader
+            .audit_entries(index, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.entry.index == index)
+            .ok_or(StoreError::NotFound {
+                what: "audit entry",
+                key: index.to_string(),
+            })?;
+        Ok(InclusionProof { entry, path, head })
+    }
+
+    fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError> {
+        let log = self.log.try_read().map_err(|_| StoreError::Closed)?;
+        let head = self.audit_head().ok_or(StoreError::NotFound {
+            what: "audit checkpoint",
+            key: old_size.to_string(),
+        })?;
+        Ok(ConsistencyProof {
+            old_size,
+            path: log.tree.consistency_proof(old_size)?,
+            head,
+        })
+    }
+}
