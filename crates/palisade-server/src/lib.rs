@@ -1,1 +1,233 @@
-//! placeholder
+//! The Palisade control plane: configuration, bootstrap of the data directory,
+//! the services, and the HTTPS listener, composed in one place ([`Server`]).
+//!
+//! Startup is config → build → spawn: [`Server::build`] reads and checks
+//! everything and opens the store, binding nothing; [`Server::spawn`] takes an
+//! already-bound listener and returns a [`Handle`] that shuts the server down.
+//! Tests therefore run the whole platform in-process on an ephemeral port.
+
+pub mod api;
+pub mod bootstrap;
+pub mod config;
+mod files;
+pub mod fleet;
+pub mod metrics;
+pub mod pki;
+pub mod tls;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use palisade_core::Clock;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::api::auth::{AuditLimiter, PeerAddr};
+use crate::api::{AppState, router};
+pub use crate::bootstrap::DataDir;
+pub use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+use crate::tls::SwappableConfig;
+
+/// The system clock: the one place the process reads the time of day.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+}
+
+/// A built server: state loaded, nothing bound yet.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    boot: bootstrap::Bootstrapped,
+    state: AppState,
+    tls: Arc<SwappableConfig>,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Handle {
+    /// The bound address.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Stops accepting, lets connections finish (up to 10 s), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+impl Server {
+    /// Checks the configuration and loads or creates all state.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        config.validate()?;
+        let boot = bootstrap::bootstrap(&config, clock.clone()).await?;
+        let tls = tls::server_config(&boot.dir.tls_cert(), &boot.dir.tls_key())?;
+        let fleet = Arc::new(Fleet::new(
+            boot.store.clone(),
+            boot.pki.clone(),
+            clock.clone(),
+            config.limits.max_csr_bytes,
+            config.ca.device_cert_validity_days,
+        ));
+        let state = AppState {
+            fleet,
+            store: boot.store.clone(),
+            pki: boot.pki.clone(),
+            metrics: Arc::new(Metrics::default()),
+            clock,
+            audit_limiter: Arc::new(AuditLimiter::new(config.limits.auth_failure_audit_per_sec)),
+            audit_vkey: boot.audit.verifier()?.to_vkey().into(),
+            metrics_public: config.metrics_public,
+            request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
+        };
+        Ok(Self {
+            config,
+            boot,
+            state,
+            tls: Arc::new(SwappableConfig::new(tls)),
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.boot.dir
+    }
+
+    /// The admin token file, if this run created it.
+    pub fn created_admin_token(&self) -> Option<&PathBuf> {
+        self.boot.created_admin_token.as_ref()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Binds the configured listener.
+    pub async fn bind(&self) -> anyhow::Result<TcpListener> {
+        TcpListener::bind(self.config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {}: is another server using the port? Choose another with --listen",
+                self.config.listen
+            )
+        })
+    }
+
+    /// Serves on `listener` until the handle is shut down.
+    pub fn spawn(self, listener: TcpListener) -> anyhow::Result<Handle> {
+        let addr = listener.local_addr()?;
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(self.accept_loop(listener, rx));
+        Ok(Handle {
+            addr,
+            shutdown: tx,
+            task,
+        })
+    }
+
+    async fn accept_loop(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let app = router(self.state.clone(), self.config.limits.max_body_bytes);
+        let slots = Arc::new(Semaphore::new(self.config.limits.max_connections));
+        let handshake_timeout = Duration::from_secs(self.config.limits.handshake_timeout_secs);
+        let metrics = self.state.metrics.clone();
+        let mut conns = JoinSet::new();
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (HTTPS)");
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.changed() => break,
+                a = listener.accept() => a,
+            };
+            // Reap finished connections so the set does not grow.
+            while conns.try_join_next().is_some() {}
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                metrics.connection_refused();
+                drop(tcp);
+                continue;
+            };
+            let Some(cfg) = self.tls.current() else {
+                continue;
+            };
+            let app = app.clone();
+            let metrics = metrics.clone();
+            let mut conn_shutdown = shutdown.clone();
+            conns.spawn(async move {
+                let _permit = permit;
+                let _ = tcp.set_nodelay(true);
+                let tls = match tokio::time::timeout(
+                    handshake_timeout,
+                    TlsAcceptor::from(cfg).accept(tcp),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        metrics.handshake_failed();
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics.handshake_failed();
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(PeerAddr(peer));
+                        app.clone().oneshot(req.map(axum::body::Body::new))
+                    },
+                );
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .max_buf_size(64 * 1024)
+                    .serve_connection(TokioIo::new(tls), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    _ = conn_shutdown.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+                    }
+                }
+            });
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        tracing::info!("server stopped");
+        drop(self.boot.lock);
+    }
+}

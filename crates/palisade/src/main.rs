@@ -1,1 +1,105 @@
-fn main() {}
+//! `palisade`: the control plane (`palisade serve`) and the operator CLI.
+//! Only this binary touches argv, the environment, exit codes and signals.
+
+mod client;
+mod commands;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Palisade: IoT fleet security platform — control plane and operator CLI.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Data directory: the server's state; the CLI finds the server URL, root CA and
+    /// admin token there when the options below are not given.
+    #[arg(long, global = true, env = "PALISADE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Server URL [default: from DATA_DIR/url, else https://127.0.0.1:8443].
+    #[arg(long, global = true, env = "PALISADE_URL")]
+    pub url: Option<String>,
+    /// Root CA certificate that authenticates the server [default: DATA_DIR/ca/root.pem].
+    #[arg(long, global = true, env = "PALISADE_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// API token [default: the contents of DATA_DIR/admin-token].
+    #[arg(long, global = true, env = "PALISADE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print data as JSON (on stdout) instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the control plane (HTTPS API on 127.0.0.1:8443 by default).
+    Serve(serve::ServeArgs),
+    /// Device models.
+    Model {
+        #[command(subcommand)]
+        cmd: commands::ModelCmd,
+    },
+    /// Devices in the inventory.
+    Device {
+        #[command(subcommand)]
+        cmd: commands::DeviceCmd,
+    },
+    /// Issued certificates.
+    Cert {
+        #[command(subcommand)]
+        cmd: commands::CertCmd,
+    },
+    /// Operator API tokens (admin).
+    Token {
+        #[command(subcommand)]
+        cmd: commands::TokenCmd,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: commands::AuditCmd,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            output::say(format!("error: cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve(args) => serve::run(&cli.global, args).await,
+            Cmd::Model { cmd } => commands::model(&cli.global, cmd).await,
+            Cmd::Device { cmd } => commands::device(&cli.global, cmd).await,
+            Cmd::Cert { cmd } => commands::cert(&cli.global, cmd).await,
+            Cmd::Token { cmd } => commands::token(&cli.global, cmd).await,
+            Cmd::Audit { cmd } => commands::audit(&cli.global, cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::say(format!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}

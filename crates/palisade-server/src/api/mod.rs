@@ -1,0 +1,722 @@
+//! The HTTPS operator API: routes, handlers and the OpenAPI document generated
+//! from them. Public without a token: `/healthz`, `/readyz`, `/crl`,
+//! `/ca/chain.pem` (and `/metrics` only if configured so). Everything else needs
+//! a bearer token, and writes need the right role.
+
+pub mod auth;
+pub mod error;
+pub mod views;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use palisade_core::role::Access;
+use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role};
+use palisade_pki::{RevocationReason, pem_to_der};
+use palisade_store::{CertFilter, CertStatus, DeviceFilter, Store};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use self::auth::{AuditLimiter, Caller};
+use self::error::{ApiError, ErrorBody};
+use self::views::*;
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+use crate::pki::Pki;
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The fleet service.
+    pub fleet: Arc<Fleet>,
+    /// The store (reads).
+    pub store: Arc<dyn Store>,
+    /// The CAs.
+    pub pki: Arc<Pki>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Rate limit for auditing auth failures.
+    pub audit_limiter: Arc<AuditLimiter>,
+    /// The audit verifier key text.
+    pub audit_vkey: Arc<str>,
+    /// Whether `/metrics` is public.
+    pub metrics_public: bool,
+    /// Per-request time limit.
+    pub request_timeout: Duration,
+}
+
+/// A JSON body whose rejections are answered in the API's error shape.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    let status = rej.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "not_json",
+        _ => "bad_json",
+    };
+    ApiError {
+        status: if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        },
+        code,
+        message: rej.body_text(),
+    }
+}
+
+async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    raw: &str,
+) -> Result<T, ApiError> {
+    match T::from_str(raw) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // A name that could have injected into a subject or topic is worth a record.
+            let shown: String = raw.chars().take(80).collect();
+            state
+                .fleet
+                .audit_denied(&caller.actor(), action, &shown, &e.to_string())
+                .await;
+            Err(ApiError::bad_request("bad_id", e.to_string()))
+        }
+    }
+}
+
+/// Builds the router.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/models", get(list_models).post(add_model))
+        .route("/api/v1/models/{id}", get(get_model))
+        .route("/api/v1/devices", get(list_devices).post(register_device))
+        .route("/api/v1/devices/{id}", get(get_device))
+        .route("/api/v1/devices/{id}/state", post(set_device_state))
+        .route("/api/v1/devices/{id}/certificates", post(issue_certificate))
+        .route("/api/v1/certificates", get(list_certificates))
+        .route("/api/v1/certificates/{serial}", get(get_certificate))
+        .route(
+            "/api/v1/certificates/{serial}/revoke",
+            post(revoke_certificate),
+        )
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/api/v1/audit/checkpoint", get(audit_head))
+        .route("/api/v1/audit/entries", get(audit_entries))
+        .route("/api/v1/audit/checkpoints", get(audit_checkpoints))
+        .route("/api/v1/audit/proof/inclusion", get(inclusion_proof))
+        .route("/api/v1/audit/proof/consistency", get(consistency_proof))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/crl", get(crl))
+        .route("/ca/chain.pem", get(chain));
+    api.fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /api/openapi.json")
+}
+
+/// Counts responses and bounds request time.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "timeout",
+            message: "the request took too long; retry".into(),
+        }
+        .into_response(),
+    };
+    state.metrics.response(resp.status().as_u16());
+    resp
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Palisade operator API", version = "1", description = "Control plane of the Palisade IoT fleet security platform."),
+    paths(
+        healthz, readyz, crl, chain, metrics, whoami,
+        list_models, add_model, get_model,
+        list_devices, register_device, get_device, set_device_state, issue_certificate,
+        list_certificates, get_certificate, revoke_certificate,
+        list_tokens, create_token, revoke_token,
+        audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handlers.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi(_caller: Caller) -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, description = "alive")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the store answers and the audit log is sealed.
+#[utoipa::path(get, path = "/readyz", security(()), responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.store.models().await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    }
+}
+
+/// The issuing CA's CRL (DER), with nextUpdate.
+#[utoipa::path(get, path = "/crl", security(()), responses((status = 200, description = "DER CRL", content_type = "application/pkix-crl")))]
+async fn crl(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let der = s.pki.crl(&*s.store).await.map_err(ApiError::internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pkix-crl"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        der,
+    )
+        .into_response())
+}
+
+/// The issuing CA and root certificates (PEM).
+#[utoipa::path(get, path = "/ca/chain.pem", security(()), responses((status = 200, description = "PEM chain", content_type = "application/pem-certificate-chain")))]
+async fn chain(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        s.pki.chain_pem(),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics (any valid token, unless `metrics_public`).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "text exposition format"), (status = 401, body = ErrorBody)))]
+async fn metrics(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    if !s.metrics_public {
+        let (mut parts, _) = req.into_parts();
+        let _caller = <Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            &mut parts, &s,
+        )
+        .await?;
+    }
+    let size = s.store.audit_head().map_or(0, |h| h.size);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(size),
+    )
+        .into_response())
+}
+
+/// The caller's identity and role.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "operators", responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        operator: caller.operator,
+        role: caller.role.to_string(),
+        token_id: caller.token_id,
+    })
+}
+
+/// All device models.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models", responses((status = 200, body = Vec<ModelView>), (status = 401, body = ErrorBody)))]
+async fn list_models(
+    State(s): State<AppState>,
+    _c: Caller,
+) -> Result<Json<Vec<ModelView>>, ApiError> {
+    Ok(Json(
+        s.store
+            .models()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Adds a device model (operator or admin).
+#[utoipa::path(post, path = "/api/v1/models", tag = "models", request_body = AddModel,
+    responses((status = 201, body = ModelView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_model(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(req): Body<AddModel>,
+) -> Result<(StatusCode, Json<ModelView>), ApiError> {
+    c.require(&s, Access::Write, "add models").await?;
+    let id: ModelId = parse_id(&s, &c, "model.add", &req.id).await?;
+    let m = s
+        .fleet
+        .add_model(&c.actor(), id, req.description, req.cert_validity_days)
+        .await?;
+    Ok((StatusCode::CREATED, Json(m.into())))
+}
+
+/// One model.
+#[utoipa::path(get, path = "/api/v1/models/{id}", tag = "models", params(("id" = String, Path)), responses((status = 200, body = ModelView), (status = 404, body = ErrorBody)))]
+async fn get_model(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ModelView>, ApiError> {
+    let id: ModelId = parse_id(&s, &c, "model.read", &id).await?;
+    let m = s
+        .store
+        .model(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {id} not found")))?;
+    Ok(Json(m.into()))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct DeviceQuery {
+    /// Only this model.
+    model: Option<String>,
+    /// Only this state.
+    state: Option<String>,
+    /// At most this many (default 1000, at most 10000).
+    limit: Option<u32>,
+}
+
+/// Devices, optionally by model and state.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceQuery), responses((status = 200, body = Vec<DeviceView>), (status = 400, body = ErrorBody)))]
+async fn list_devices(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<DeviceQuery>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let model = match q.model {
+        Some(m) => Some(parse_id::<ModelId>(&s, &c, "device.list", &m).await?),
+        None => None,
+    };
+    let state =
+        match q.state {
+            Some(st) => Some(DeviceState::parse(&st).ok_or_else(|| {
+                ApiError::bad_request("bad_state", format!("unknown state {st:?}"))
+            })?),
+            None => None,
+        };
+    let list = s
+        .store
+        .devices(&DeviceFilter {
+            model,
+            state,
+            limit: Some(q.limit.unwrap_or(1000).min(10_000)),
+        })
+        .await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+/// Registers a device (operator or admin).
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = RegisterDevice,
+    responses((status = 201, body = DeviceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn register_device(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(req): Body<RegisterDevice>,
+) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
+    c.require(&s, Access::Write, "register devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.register", &req.id).await?;
+    let model: ModelId = parse_id(&s, &c, "device.register", &req.model).await?;
+    let d = s
+        .fleet
+        .register_device(&c.actor(), id, model, req.hardware_serial)
+        .await?;
+    Ok((StatusCode::CREATED, Json(d.into())))
+}
+
+/// One device with its certificates.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path)), responses((status = 200, body = DeviceDetail), (status = 404, body = ErrorBody)))]
+async fn get_device(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    let id: DeviceId = parse_id(&s, &c, "device.read", &id).await?;
+    let d = s
+        .store
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
+    let certs = s
+        .store
+        .certificates(&CertFilter {
+            device: Some(id),
+            ..CertFilter::default()
+        })
+        .await?;
+    Ok(Json(DeviceDetail {
+        device: d.into(),
+        certificates: certs.iter().map(CertView::summary).collect(),
+    }))
+}
+
+/// Moves a device through its lifecycle (operator or admin). Decommissioning
+/// revokes its certificates.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/state", tag = "devices", params(("id" = String, Path)), request_body = SetState,
+    responses((status = 200, body = DeviceView), (status = 409, body = ErrorBody)))]
+async fn set_device_state(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<SetState>,
+) -> Result<Json<DeviceView>, ApiError> {
+    c.require(&s, Access::Write, "change device states").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.state", &id).await?;
+    let to = DeviceState::parse(&req.state).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_state",
+            format!(
+                "unknown state {:?}: use enrolled, active, quarantined or decommissioned",
+                req.state
+            ),
+        )
+    })?;
+    Ok(Json(
+        s.fleet.set_device_state(&c.actor(), &id, to).await?.into(),
+    ))
+}
+
+/// Issues a device identity certificate from a CSR (operator or admin).
+#[utoipa::path(post, path = "/api/v1/devices/{id}/certificates", tag = "certificates", params(("id" = String, Path)), request_body = IssueCertificate,
+    responses((status = 201, body = CertView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn issue_certificate(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<IssueCertificate>,
+) -> Result<(StatusCode, Json<CertView>), ApiError> {
+    c.require(&s, Access::Write, "issue certificates").await?;
+    let id: DeviceId = parse_id(&s, &c, "cert.issue", &id).await?;
+    let der = match pem_to_der(&req.csr, "CERTIFICATE REQUEST") {
+        Ok(d) => d,
+        Err(e) => {
+            s.fleet
+                .audit_denied(&c.actor(), "cert.issue", id.as_str(), &e.to_string())
+                .await;
+            return Err(ApiError::bad_request("bad_csr", e.to_string()));
+        }
+    };
+    let rec = s
+        .fleet
+        .issue_device_certificate(&c.actor(), &id, &der)
+        .await?;
+    let mut view = CertView::full(&rec);
+    view.chain = Some(s.pki.chain_pem());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct CertQuery {
+    /// Only this device's.
+    device: Option<String>,
+    /// `valid` or `revoked`.
+    status: Option<String>,
+    /// At most this many (default 1000, at most 10000).
+    limit: Option<u32>,
+}
+
+/// The certificate inventory.
+#[utoipa::path(get, path = "/api/v1/certificates", tag = "certificates", params(CertQuery), responses((status = 200, body = Vec<CertView>)))]
+async fn list_certificates(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<CertQuery>,
+) -> Result<Json<Vec<CertView>>, ApiError> {
+    let device = match q.device {
+        Some(d) => Some(parse_id::<DeviceId>(&s, &c, "cert.list", &d).await?),
+        None => None,
+    };
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("valid") => Some(CertStatus::Valid),
+        Some("revoked") => Some(CertStatus::Revoked),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_status",
+                format!("unknown status {other:?}: use valid or revoked"),
+            ));
+        }
+    };
+    let list = s
+        .store
+        .certificates(&CertFilter {
+            device,
+            status,
+            limit: Some(q.limit.unwrap_or(1000).min(10_000)),
+        })
+        .await?;
+    Ok(Json(list.iter().map(CertView::summary).collect()))
+}
+
+fn serial_param(raw: &str) -> Result<String, ApiError> {
+    palisade_pki::Serial::from_hex(raw)
+        .map(|s| s.to_hex())
+        .ok_or_else(|| ApiError::bad_request("bad_serial", "a serial is 1 to 20 bytes of hex"))
+}
+
+/// One certificate, with its PEM.
+#[utoipa::path(get, path = "/api/v1/certificates/{serial}", tag = "certificates", params(("serial" = String, Path)), responses((status = 200, body = CertView), (status = 404, body = ErrorBody)))]
+async fn get_certificate(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path(serial): Path<String>,
+) -> Result<Json<CertView>, ApiError> {
+    let serial = serial_param(&serial)?;
+    let rec = s
+        .store
+        .certificate(&serial)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("certificate {serial} not found")))?;
+    Ok(Json(CertView::full(&rec)))
+}
+
+/// Revokes a certificate (operator or admin); the next CRL lists it.
+#[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", tag = "certificates", params(("serial" = String, Path)), request_body = Revoke,
+    responses((status = 200, body = CertView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn revoke_certificate(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(serial): Path<String>,
+    Body(req): Body<Revoke>,
+) -> Result<Json<CertView>, ApiError> {
+    c.require(&s, Access::Write, "revoke certificates").await?;
+    let serial = serial_param(&serial)?;
+    let reason = match req.reason.as_deref() {
+        None => RevocationReason::Unspecified,
+        Some(r) => RevocationReason::parse(r).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_reason",
+                format!(
+                    "unknown reason {r:?}: use one of {}",
+                    RevocationReason::ALL.map(|r| r.as_str()).join(", ")
+                ),
+            )
+        })?,
+    };
+    let rec = s
+        .fleet
+        .revoke_certificate(&c.actor(), &serial, reason)
+        .await?;
+    Ok(Json(CertView::summary(&rec)))
+}
+
+/// Operator tokens (admin).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "operators", responses((status = 200, body = Vec<TokenView>), (status = 403, body = ErrorBody)))]
+async fn list_tokens(
+    State(s): State<AppState>,
+    c: Caller,
+) -> Result<Json<Vec<TokenView>>, ApiError> {
+    c.require(&s, Access::Admin, "list tokens").await?;
+    Ok(Json(
+        s.store.tokens().await?.iter().map(Into::into).collect(),
+    ))
+}
+
+/// Creates an operator token (admin); the secret is in this response only.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "operators", request_body = CreateToken,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_token(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(req): Body<CreateToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    c.require(&s, Access::Admin, "create tokens").await?;
+    let operator: OperatorName = parse_id(&s, &c, "token.create", &req.operator).await?;
+    let role =
+        Role::from_str(&req.role).map_err(|e| ApiError::bad_request("bad_role", e.to_string()))?;
+    let (text, record) = s
+        .fleet
+        .create_token(&c.actor(), operator, role, req.ttl_days)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token: text.to_string(),
+            info: (&record).into(),
+        }),
+    ))
+}
+
+/// Revokes an operator token (admin).
+#[utoipa::path(post, path = "/api/v1/tokens/{id}/revoke", tag = "operators", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn revoke_token(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    c.require(&s, Access::Admin, "revoke tokens").await?;
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "bad_token_id",
+            "a token id is 16 hex characters",
+        ));
+    }
+    s.fleet.revoke_token(&c.actor(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The newest signed checkpoint and the verifier key.
+#[utoipa::path(get, path = "/api/v1/audit/checkpoint", tag = "audit", responses((status = 200, body = AuditHeadView)))]
+async fn audit_head(State(s): State<AppState>, _c: Caller) -> Json<AuditHeadView> {
+    let head = s.store.audit_head();
+    Json(AuditHeadView {
+        size: head.as_ref().map_or(0, |h| h.size),
+        note: head.map(|h| h.note),
+        verifier_key: s.audit_vkey.to_string(),
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    /// First index (entries) or size (checkpoints).
+    from: Option<u64>,
+    /// At most this many (default 1000, at most 5000).
+    limit: Option<u32>,
+}
+
+/// Audit entries in order.
+#[utoipa::path(get, path = "/api/v1/audit/entries", tag = "audit", params(PageQuery), responses((status = 200, body = Vec<AuditEntryView>)))]
+async fn audit_entries(
+    State(s): State<AppState>,
+    _c: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Vec<AuditEntryView>>, ApiError> {
+    let rows = s
+        .store
+        .audit_entries(q.from.unwrap_or(0), q.limit.unwrap_or(1000).min(5000))
+        .await?;
+    Ok(Json(rows.iter().map(Into::into).collect()))
+}
+
+/// Stored checkpoints by size.
+#[utoipa::path(get, path = "/api/v1/audit/checkpoints", tag = "audit", params(PageQuery), responses((status = 200, body = Vec<CheckpointView>)))]
+async fn audit_checkpoints(
+    State(s): State<AppState>,
+    _c: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Vec<CheckpointView>>, ApiError> {
+    let rows = s
+        .store
+        .audit_checkpoints(q.from.unwrap_or(0), q.limit.unwrap_or(1000).min(5000))
+        .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|c| CheckpointView {
+                size: c.size,
+                note: c.note,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct IndexQuery {
+    /// Entry index.
+    index: u64,
+}
+
+/// Proof that an entry is in the log of the newest checkpoint.
+#[utoipa::path(get, path = "/api/v1/audit/proof/inclusion", tag = "audit", params(IndexQuery), responses((status = 200, body = InclusionView), (status = 404, body = ErrorBody)))]
+async fn inclusion_proof(
+    State(s): State<AppState>,
+    _c: Caller,
+    Query(q): Query<IndexQuery>,
+) -> Result<Json<InclusionView>, ApiError> {
+    let p = s
+        .store
+        .inclusion_proof(q.index)
+        .await
+        .map_err(|e| match e {
+            palisade_store::StoreError::Proof(p) => ApiError::not_found(p.to_string()),
+            other => other.into(),
+        })?;
+    Ok(Json(InclusionView {
+        entry: (&p.entry).into(),
+        path: p.path.iter().map(hex::encode).collect(),
+        checkpoint: p.head.note,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct OldSizeQuery {
+    /// The older log size.
+    old_size: u64,
+}
+
+/// Proof that the log of `old_size` is a prefix of the newest checkpoint's.
+#[utoipa::path(get, path = "/api/v1/audit/proof/consistency", tag = "audit", params(OldSizeQuery), responses((status = 200, body = ConsistencyView), (status = 404, body = ErrorBody)))]
+async fn consistency_proof(
+    State(s): State<AppState>,
+    _c: Caller,
+    Query(q): Query<OldSizeQuery>,
+) -> Result<Json<ConsistencyView>, ApiError> {
+    let p = s.store.consistency_proof(q.old_size).map_err(|e| match e {
+        palisade_store::StoreError::Proof(p) => ApiError::not_found(p.to_string()),
+        other => other.into(),
+    })?;
+    Ok(Json(ConsistencyView {
+        old_size: p.old_size,
+        path: p.path.iter().map(hex::encode).collect(),
+        checkpoint: p.head.note,
+    }))
+}

@@ -1,0 +1,346 @@
+//! Request and response bodies of the operator API.
+
+use palisade_store::{CertRecord, DeviceRecord, ModelRecord, StoredEntry, TokenRecord};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use crate::files::pem;
+
+/// RFC 3339 text for Unix milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A device model.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelView {
+    /// Model id.
+    pub id: String,
+    /// Free text.
+    pub description: String,
+    /// Lifetime of device certificates (days).
+    pub cert_validity_days: u32,
+    /// When added.
+    pub created_at: String,
+}
+
+impl From<ModelRecord> for ModelView {
+    fn from(m: ModelRecord) -> Self {
+        Self {
+            id: m.id.to_string(),
+            description: m.description,
+            cert_validity_days: m.cert_validity_days,
+            created_at: rfc3339(m.created_ms),
+        }
+    }
+}
+
+/// Adds a model.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddModel {
+    /// Model id: lower-case letters, digits, `.`, `_`, `-`.
+    pub id: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Device certificate lifetime (days); the server default if absent.
+    pub cert_validity_days: Option<u32>,
+}
+
+/// A device.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    /// Device id (certificate CN).
+    pub id: String,
+    /// Model id.
+    pub model: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// Manufacturer serial number.
+    pub hardware_serial: Option<String>,
+    /// Registered.
+    pub created_at: String,
+    /// Last changed.
+    pub updated_at: String,
+}
+
+impl From<DeviceRecord> for DeviceView {
+    fn from(d: DeviceRecord) -> Self {
+        Self {
+            id: d.id.to_string(),
+            model: d.model.to_string(),
+            state: d.state.to_string(),
+            hardware_serial: d.hardware_serial,
+            created_at: rfc3339(d.created_ms),
+            updated_at: rfc3339(d.updated_ms),
+        }
+    }
+}
+
+/// A device with its certificates.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceDetail {
+    /// The device.
+    pub device: DeviceView,
+    /// Its certificates, oldest first.
+    pub certificates: Vec<CertView>,
+}
+
+/// Registers a device.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    /// Device id: lower-case letters, digits, `.`, `_`, `-`.
+    pub id: String,
+    /// Its model.
+    pub model: String,
+    /// Manufacturer serial number.
+    pub hardware_serial: Option<String>,
+}
+
+/// Moves a device to another lifecycle state.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetState {
+    /// `enrolled`, `active`, `quarantined` or `decommissioned`.
+    pub state: String,
+}
+
+/// Asks for a device certificate.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueCertificate {
+    /// PKCS#10 CSR, PEM. Its subject and extensions are ignored.
+    pub csr: String,
+}
+
+/// A certificate in the inventory.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertView {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// `root`, `intermediate`, `server`, `device` or `edge`.
+    pub profile: String,
+    /// Subject DN.
+    pub subject: String,
+    /// The device it identifies.
+    pub device: Option<String>,
+    /// Validity start.
+    pub not_before: String,
+    /// Validity end.
+    pub not_after: String,
+    /// `valid` or `revoked`.
+    pub status: String,
+    /// When revoked.
+    pub revoked_at: Option<String>,
+    /// Why revoked.
+    pub reason: Option<String>,
+    /// The certificate, PEM (on single-certificate responses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
+    /// Issuing CA then root, PEM (on issuance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+}
+
+impl CertView {
+    /// A list entry (no PEM).
+    pub fn summary(c: &CertRecord) -> Self {
+        Self {
+            serial: c.serial.clone(),
+            profile: c.profile.clone(),
+            subject: c.subject.clone(),
+            device: c.device.as_ref().map(ToString::to_string),
+            not_before: rfc3339(c.not_before_ms),
+            not_after: rfc3339(c.not_after_ms),
+            status: c.status.as_str().to_owned(),
+            revoked_at: c.revoked_ms.map(rfc3339),
+            reason: c.reason.clone(),
+            pem: None,
+            chain: None,
+        }
+    }
+
+    /// With the certificate PEM.
+    pub fn full(c: &CertRecord) -> Self {
+        Self {
+            pem: Some(pem("CERTIFICATE", &c.der)),
+            ..Self::summary(c)
+        }
+    }
+}
+
+/// Revokes a certificate.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Revoke {
+    /// RFC 5280 reason: `unspecified`, `key-compromise`, `affiliation-changed`,
+    /// `superseded`, `cessation-of-operation`, `privilege-withdrawn`.
+    pub reason: Option<String>,
+}
+
+/// An operator token (never its secret).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// Token id.
+    pub id: String,
+    /// Operator name.
+    pub operator: String,
+    /// `admin`, `operator` or `auditor`.
+    pub role: String,
+    /// Created.
+    pub created_at: String,
+    /// Expires.
+    pub expires_at: Option<String>,
+    /// Revoked.
+    pub revoked_at: Option<String>,
+}
+
+impl From<&TokenRecord> for TokenView {
+    fn from(t: &TokenRecord) -> Self {
+        Self {
+            id: t.id.clone(),
+            operator: t.operator.to_string(),
+            role: t.role.to_string(),
+            created_at: rfc3339(t.created_ms),
+            expires_at: t.expires_ms.map(rfc3339),
+            revoked_at: t.revoked_ms.map(rfc3339),
+        }
+    }
+}
+
+/// Creates a token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Operator name.
+    pub operator: String,
+    /// `admin`, `operator` or `auditor`.
+    pub role: String,
+    /// Lifetime in days; no expiry if absent.
+    pub ttl_days: Option<u32>,
+}
+
+/// A new token: the only time its secret is shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// The token text for `Authorization: Bearer`.
+    pub token: String,
+    /// Its record.
+    #[serde(flatten)]
+    pub info: TokenView,
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// Operator name.
+    pub operator: String,
+    /// Role.
+    pub role: String,
+    /// Token id.
+    pub token_id: String,
+}
+
+/// An audit entry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryView {
+    /// Position in the log.
+    pub index: u64,
+    /// Unix milliseconds (part of the hashed entry).
+    pub time_ms: i64,
+    /// RFC 3339.
+    pub time: String,
+    /// Who acted.
+    pub actor: String,
+    /// What happened.
+    pub action: String,
+    /// To what.
+    pub subject: String,
+    /// `success` or `denied`.
+    pub outcome: String,
+    /// Extra facts: JSON text exactly as hashed.
+    pub detail: String,
+    /// The digest recorded when it was appended (hex).
+    pub recorded_digest: String,
+}
+
+impl From<&StoredEntry> for AuditEntryView {
+    fn from(s: &StoredEntry) -> Self {
+        let e = &s.entry;
+        Self {
+            index: e.index,
+            time_ms: e.time_ms,
+            time: rfc3339(e.time_ms),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            subject: e.subject.clone(),
+            outcome: e.outcome.clone(),
+            detail: e.detail.clone(),
+            recorded_digest: hex::encode(s.recorded_digest),
+        }
+    }
+}
+
+impl AuditEntryView {
+    /// Back to the entry (for verification by clients).
+    pub fn to_entry(&self) -> palisade_audit::Entry {
+        palisade_audit::Entry {
+            index: self.index,
+            time_ms: self.time_ms,
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            subject: self.subject.clone(),
+            outcome: self.outcome.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// A stored checkpoint.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointView {
+    /// Entries covered.
+    pub size: u64,
+    /// C2SP signed note.
+    pub note: String,
+}
+
+/// The newest checkpoint and the key that verifies it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditHeadView {
+    /// Entries covered (0 and no note for an empty log).
+    pub size: u64,
+    /// C2SP signed note.
+    pub note: Option<String>,
+    /// Verifier key `name+id+key`; pin it out of band (`palisade-data/audit/log.pub`).
+    pub verifier_key: String,
+}
+
+/// An inclusion proof.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InclusionView {
+    /// The entry.
+    pub entry: AuditEntryView,
+    /// Audit path, leaf to root (hex).
+    pub path: Vec<String>,
+    /// Checkpoint the path leads to.
+    pub checkpoint: String,
+}
+
+/// A consistency proof.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyView {
+    /// Older size.
+    pub old_size: u64,
+    /// Proof hashes (hex).
+    pub path: Vec<String>,
+    /// Newest checkpoint.
+    pub checkpoint: String,
+}

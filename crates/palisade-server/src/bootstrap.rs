@@ -1,0 +1,372 @@
+//! First run and every run: the data directory, its lock, keys, CAs, the server's
+//! TLS certificate, the store and the first admin token. Idempotent: whatever
+//! exists is reused, whatever is missing is created, and every creation is
+//! recorded in the inventory and the audit log.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use palisade_audit::EntryDraft;
+use palisade_core::{Clock, KeyAlgorithm, OperatorName, Role, Signer};
+use palisade_keystore::SoftwareKey;
+use palisade_pki::{CertificateAuthority, Profile, San, Serial, inspect_certificate, pem_to_der};
+use palisade_store::{AuditConfig, CertRecord, CertStatus, Change, SqliteStore, Store};
+use ring::rand::SystemRandom;
+use sha2::{Digest, Sha256};
+use time::Duration;
+
+use crate::config::Config;
+use crate::files::{ensure_private_dir, pem, write_atomic};
+use crate::pki::{Pki, cert_record, unix_ms};
+use crate::tokens::new_token;
+
+/// The layout of the data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+    /// The SQLite database.
+    pub fn database(&self) -> PathBuf {
+        self.p("palisade.db")
+    }
+    /// The root CA certificate (PEM) that clients trust.
+    pub fn root_cert(&self) -> PathBuf {
+        self.p("ca/root.pem")
+    }
+    /// Issuing CA then root (PEM).
+    pub fn chain(&self) -> PathBuf {
+        self.p("ca/chain.pem")
+    }
+    /// The server's TLS chain (leaf, issuing CA; PEM).
+    pub fn tls_cert(&self) -> PathBuf {
+        self.p("tls/server.pem")
+    }
+    /// The server's TLS key (PKCS#8 PEM, 0600).
+    pub fn tls_key(&self) -> PathBuf {
+        self.p("tls/server.key")
+    }
+    /// The audit checkpoint verifier key (`name+id+key`).
+    pub fn audit_vkey(&self) -> PathBuf {
+        self.p("audit/log.pub")
+    }
+    /// The first admin token (0600).
+    pub fn admin_token(&self) -> PathBuf {
+        self.p("admin-token")
+    }
+    fn lock(&self) -> PathBuf {
+        self.p(".lock")
+    }
+}
+
+/// Everything `serve` needs, loaded and checked.
+#[derive(Debug)]
+pub struct Bootstrapped {
+    /// The data directory.
+    pub dir: DataDir,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The CAs.
+    pub pki: Arc<Pki>,
+    /// Audit sealing configuration.
+    pub audit: AuditConfig,
+    /// The admin token file, if this run created it.
+    pub created_admin_token: Option<PathBuf>,
+    /// Held for the life of the process: a second process is refused.
+    pub lock: File,
+}
+
+fn lock_data_dir(dir: &DataDir) -> anyhow::Result<File> {
+    let path = dir.lock();
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another palisade process is already using the data directory {} (it holds {}); \
+             stop it first, or give this one its own --data-dir",
+            dir.0.display(),
+            path.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// The audit log's name, derived from its key so it never changes.
+fn audit_origin(public: &[u8]) -> String {
+    let d = Sha256::digest(public);
+    format!("palisade-audit/{}", hex::encode(&d[..8]))
+}
+
+fn load_key(path: &Path, alg: KeyAlgorithm) -> anyhow::Result<(Arc<dyn Signer>, bool)> {
+    let (k, created) = SoftwareKey::load_or_create(path, alg)
+        .with_context(|| format!("loading or creating key {}", path.display()))?;
+    Ok((Arc::new(k), created))
+}
+
+fn read_cert(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(
+        pem_to_der(&text, "CERTIFICATE").with_context(|| format!("parsing {}", path.display()))?,
+    ))
+}
+
+/// Records a certificate found on disk in the inventory if it is not there yet
+/// (a crash between writing the file and committing leaves this gap).
+async fn ensure_recorded(
+    store: &dyn Store,
+    der: &[u8],
+    profile: &str,
+    action: &str,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    let info = inspect_certificate(der)?;
+    if store.certificate(&info.serial_hex).await?.is_some() {
+        return Ok(());
+    }
+    let record = CertRecord {
+        serial: info.serial_hex.clone(),
+        profile: profile.to_owned(),
+        subject: info.subject.clone(),
+        device: None,
+        not_before_ms: unix_ms(info.not_before),
+        not_after_ms: unix_ms(info.not_after),
+        status: CertStatus::Valid,
+        revoked_ms: None,
+        reason: None,
+        der: der.to_vec(),
+        issued_ms: now_ms,
+    };
+    store
+        .commit(
+            vec![Change::InsertCertificate(record)],
+            vec![
+                EntryDraft::success("system", action, &info.serial_hex).with_detail(
+                    serde_json::json!({ "subject": info.subject, "profile": profile,
+                        "not_after": info.not_after.unix_timestamp() }),
+                ),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Prepares the data directory and loads or creates everything in it.
+pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Bootstrapped> {
+    let dir = DataDir(config.data_dir.clone());
+    ensure_private_dir(&dir.0)?;
+    let lock = lock_data_dir(&dir)?;
+    for sub in ["ca", "tls", "audit"] {
+        ensure_private_dir(&dir.p(sub))?;
+    }
+
+    // The audit key first: nothing may be recorded before the log can be sealed.
+    let (audit_key, _) = load_key(&dir.p("audit/log.key"), KeyAlgorithm::Ed25519)?;
+    let origin = audit_origin(audit_key.public_key_raw());
+    let audit = AuditConfig {
+        origin: origin.clone(),
+        key_name: origin,
+        signer: audit_key,
+    };
+    let vkey = audit.verifier()?.to_vkey();
+    write_atomic(&dir.audit_vkey(), format!("{vkey}\n").as_bytes(), 0o644)?;
+
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.database(), audit.clone(), clock.clone())
+            .await
+            .with_context(|| format!("opening the database {}", dir.database().display()))?,
+    );
+    let now = clock.now();
+    let now_ms = unix_ms(now);
+    let rng = SystemRandom::new();
+    let org = config.organization.as_str();
+
+    // Root CA.
+    let (root_key, _) = load_key(&dir.p("ca/root.key"), KeyAlgorithm::EcdsaP256)?;
+    let root = match read_cert(&dir.root_cert())? {
+        Some(der) => CertificateAuthority::from_parts(der, root_key)
+            .context("ca/root.pem does not match ca/root.key")?,
+        None => {
+            let root = CertificateAuthority::create_root(
+                root_key,
+                org,
+                &format!("{org} Root CA"),
+                now,
+                Duration::days(i64::from(config.ca.root_validity_days)),
+                &Serial::random(&rng)?,
+            )?;
+            write_atomic(
+                &dir.root_cert(),
+                pem("CERTIFICATE", root.certificate_der()).as_bytes(),
+                0o644,
+            )?;
+            tracing::info!(path = %dir.root_cert().display(), "created root CA");
+            root
+        }
+    };
+    ensure_recorded(&*store, root.certificate_der(), "root", "ca.create", now_ms).await?;
+
+    // Issuing CA.
+    let (int_key, _) = load_key(&dir.p("ca/intermediate.key"), KeyAlgorithm::EcdsaP256)?;
+    let int_path = dir.p("ca/intermediate.pem");
+    let issuing = match read_cert(&int_path)? {
+        Some(der) => CertificateAuthority::from_parts(der, int_key)
+            .context("ca/intermediate.pem does not match ca/intermediate.key")?,
+        None => {
+            let spki = int_key.spki_der();
+            let issued = root.issue(
+                &palisade_pki::IssueRequest {
+                    profile: Profile::Intermediate,
+                    common_name: &format!("{org} Issuing CA 1"),
+                    sans: vec![],
+                    spki_der: &spki,
+                    validity: Duration::days(i64::from(config.ca.intermediate_validity_days)),
+                    crl_url: None,
+                },
+                org,
+                &Serial::random(&rng)?,
+                now,
+            )?;
+            write_atomic(&int_path, pem("CERTIFICATE", &issued.der).as_bytes(), 0o644)?;
+            tracing::info!(path = %int_path.display(), "created issuing CA");
+            CertificateAuthority::from_parts(issued.der, int_key)?
+        }
+    };
+    ensure_recorded(
+        &*store,
+        issuing.certificate_der(),
+        "intermediate",
+        "ca.create",
+        now_ms,
+    )
+    .await?;
+
+    let pki = Arc::new(Pki::new(
+        root,
+        issuing,
+        config.organization.clone(),
+        &config.public_url(),
+        Duration::hours(i64::from(config.ca.crl_validity_hours)),
+        clock.clone(),
+    ));
+    write_atomic(&dir.chain(), pki.chain_pem().as_bytes(), 0o644)?;
+
+    ensure_server_cert(config, &dir, &pki, &*store, now).await?;
+    let created_admin_token = ensure_admin_token(&dir, &*store, now_ms).await?;
+
+    Ok(Bootstrapped {
+        dir,
+        store,
+        pki,
+        audit,
+        created_admin_token,
+        lock,
+    })
+}
+
+/// Issues the server's TLS certificate when missing, when the configured names
+/// changed, or when less than a third of its lifetime remains.
+async fn ensure_server_cert(
+    config: &Config,
+    dir: &DataDir,
+    pki: &Pki,
+    store: &dyn Store,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<()> {
+    let names_path = dir.p("tls/server.names");
+    let wanted = config.server_names.join("\n");
+    let current_names = fs::read_to_string(&names_path).unwrap_or_default();
+    let (key, created) = load_key(&dir.tls_key(), KeyAlgorithm::EcdsaP256)?;
+    if !created
+        && current_names == wanted
+        && let Some(der) = read_cert(&dir.tls_cert())?
+    {
+        let info = inspect_certificate(&der)?;
+        let life = info.not_after - info.not_before;
+        if info.not_after - now > life / 3 {
+            return ensure_recorded(store, &der, "server", "cert.issue", unix_ms(now)).await;
+        }
+    }
+    let sans = config
+        .server_names
+        .iter()
+        .map(|n| match n.parse() {
+            Ok(ip) => San::Ip(ip),
+            Err(_) => San::Dns(n.clone()),
+        })
+        .collect();
+    let spki = key.spki_der();
+    let issued = pki.issue(
+        Profile::Server,
+        config
+            .server_names
+            .first()
+            .map_or("localhost", String::as_str),
+        sans,
+        &spki,
+        Duration::days(i64::from(config.ca.server_cert_validity_days)),
+    )?;
+    store
+        .commit(
+            vec![Change::InsertCertificate(cert_record(
+                &issued,
+                Profile::Server,
+                None,
+                now,
+            ))],
+            vec![
+                EntryDraft::success("system", "cert.issue", &issued.info.serial_hex).with_detail(
+                    serde_json::json!({ "profile": "server", "names": config.server_names }),
+                ),
+            ],
+        )
+        .await?;
+    let chain = format!(
+        "{}{}",
+        pem("CERTIFICATE", &issued.der),
+        pem("CERTIFICATE", pki.issuing().certificate_der())
+    );
+    write_atomic(&dir.tls_cert(), chain.as_bytes(), 0o644)?;
+    write_atomic(&names_path, wanted.as_bytes(), 0o644)?;
+    tracing::info!(names = ?config.server_names, "issued the server TLS certificate");
+    Ok(())
+}
+
+/// On the very first run (no token exists), creates the `admin` token and writes
+/// it to `admin-token` (0600).
+async fn ensure_admin_token(
+    dir: &DataDir,
+    store: &dyn Store,
+    now_ms: i64,
+) -> anyhow::Result<Option<PathBuf>> {
+    if !store.tokens().await?.is_empty() {
+        return Ok(None);
+    }
+    let operator = OperatorName::parse("admin")?;
+    let (text, record) = new_token(operator, Role::Admin, now_ms, None)?;
+    let path = dir.admin_token();
+    write_atomic(&path, format!("{}\n", text.as_str()).as_bytes(), 0o600)?;
+    store
+        .commit(
+            vec![Change::InsertToken(record.clone())],
+            vec![
+                EntryDraft::success("system", "token.create", &record.id)
+                    .with_detail(serde_json::json!({ "operator": "admin", "role": "admin" })),
+            ],
+        )
+        .await?;
+    Ok(Some(path))
+}

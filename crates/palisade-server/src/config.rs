@@ -1,0 +1,316 @@
+//! Configuration: defaults, then a TOML file, then `PALISADE_*` environment
+//! variables and flags (the binary merges those two). Everything is checked by
+//! [`Config::validate`] before a port is bound.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (with line and column).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Certificate authority settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// Root CA lifetime (days).
+    pub root_validity_days: u32,
+    /// Issuing (intermediate) CA lifetime (days).
+    pub intermediate_validity_days: u32,
+    /// The server's own TLS certificate lifetime (days).
+    pub server_cert_validity_days: u32,
+    /// Default device certificate lifetime for new models (days).
+    pub device_cert_validity_days: u32,
+    /// How long a published CRL is valid (hours); it is re-signed at half-life.
+    pub crl_validity_hours: u32,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            root_validity_days: 3650,
+            intermediate_validity_days: 1825,
+            server_cert_validity_days: 365,
+            device_cert_validity_days: 90,
+            crl_validity_hours: 24,
+        }
+    }
+}
+
+/// Limits on untrusted input and connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body (bytes).
+    pub max_body_bytes: usize,
+    /// Largest CSR (DER bytes).
+    pub max_csr_bytes: usize,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake (seconds).
+    pub handshake_timeout_secs: u64,
+    /// Time allowed for one request (seconds).
+    pub request_timeout_secs: u64,
+    /// Audit entries per second for failed logins and denied requests; more are
+    /// only counted in metrics, so a flood cannot fill the durable log.
+    pub auth_failure_audit_per_sec: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_csr_bytes: 8 * 1024,
+            max_connections: 1024,
+            handshake_timeout_secs: 10,
+            request_timeout_secs: 30,
+            auth_failure_audit_per_sec: 20,
+        }
+    }
+}
+
+/// The whole configuration of `palisade serve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where state lives (database, CA, keys, admin token).
+    pub data_dir: PathBuf,
+    /// HTTPS listener (API, later EST and dashboard).
+    pub listen: SocketAddr,
+    /// DNS names and IP addresses in the server's TLS certificate.
+    pub server_names: Vec<String>,
+    /// Organisation name in every certificate subject.
+    pub organization: String,
+    /// Base URL devices and operators use to reach this server (CRL distribution
+    /// point); default `https://<first server name>:<port>`.
+    pub public_url: Option<String>,
+    /// Whether `/metrics` is readable without a token (for a scraper on a trusted
+    /// network). Default false: any valid token may read it.
+    pub metrics_public: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log_level: String,
+    /// CA settings.
+    pub ca: CaConfig,
+    /// Limits.
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("palisade-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            organization: "Palisade".into(),
+            public_url: None,
+            metrics_public: false,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            ca: CaConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The URL of this server as others reach it.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let host = self
+                    .server_names
+                    .first()
+                    .map_or("localhost".to_owned(), |h| match h.parse::<IpAddr>() {
+                        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+                        _ => h.clone(),
+                    });
+                format!("https://{host}:{}", self.listen.port())
+            }
+        }
+    }
+
+    /// Checks every setting; the error names the setting and what to do.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.server_names.is_empty() {
+            return Err(invalid(
+                "server_names",
+                "list at least one DNS name or IP address for the TLS certificate",
+            ));
+        }
+        for n in &self.server_names {
+            if n.parse::<IpAddr>().is_err() && !valid_dns_name(n) {
+                return Err(invalid(
+                    "server_names",
+                    format!("{n:?} is neither an IP address nor a valid DNS name"),
+                ));
+            }
+        }
+        if self.organization.is_empty()
+            || self.organization.len() > 64
+            || self.organization.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "organization",
+                "must be 1 to 64 printable characters",
+            ));
+        }
+        if let Some(u) = &self.public_url
+            && (!u.starts_with("https://") || u.len() > 200 || u.chars().any(char::is_whitespace))
+        {
+            return Err(invalid(
+                "public_url",
+                "must be an https:// URL without spaces",
+            ));
+        }
+        let ca = &self.ca;
+        if ca.root_validity_days == 0 || ca.root_validity_days > 36500 {
+            return Err(invalid("ca.root_validity_days", "must be 1..=36500"));
+        }
+        if ca.intermediate_validity_days == 0
+            || ca.intermediate_validity_days > ca.root_validity_days
+        {
+            return Err(invalid(
+                "ca.intermediate_validity_days",
+                "must be at least 1 and no longer than ca.root_validity_days",
+            ));
+        }
+        if ca.server_cert_validity_days == 0 || ca.server_cert_validity_days > 825 {
+            return Err(invalid("ca.server_cert_validity_days", "must be 1..=825"));
+        }
+        if ca.device_cert_validity_days == 0 || ca.device_cert_validity_days > 3650 {
+            return Err(invalid("ca.device_cert_validity_days", "must be 1..=3650"));
+        }
+        if !(2..=24 * 31).contains(&ca.crl_validity_hours) {
+            return Err(invalid("ca.crl_validity_hours", "must be 2..=744"));
+        }
+        let l = &self.limits;
+        if !(1024..=16 * 1024 * 1024).contains(&l.max_body_bytes) {
+            return Err(invalid("limits.max_body_bytes", "must be 1 KiB..=16 MiB"));
+        }
+        if !(512..=64 * 1024).contains(&l.max_csr_bytes) {
+            return Err(invalid("limits.max_csr_bytes", "must be 512..=65536"));
+        }
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if l.handshake_timeout_secs == 0 || l.request_timeout_secs == 0 {
+            return Err(invalid(
+                "limits.handshake_timeout_secs",
+                "timeouts must be at least 1 second",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
+            invalid(
+                "log_level",
+                format!("{e}: use a filter such as \"info\" or \"palisade=debug\""),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+fn valid_dns_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bind_loopback() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(c.listen.port(), 8443);
+        assert_eq!(c.public_url(), "https://localhost:8443");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(toml::from_str::<Config>("listen_port = 1").is_err());
+        let c: Config = toml::from_str("server_names = [\"bad name\"]").unwrap();
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "server_names",
+                ..
+            })
+        ));
+        let c: Config = toml::from_str("[ca]\nintermediate_validity_days = 99999").unwrap();
+        assert!(c.validate().is_err());
+    }
+}

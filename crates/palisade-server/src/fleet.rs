@@ -1,0 +1,402 @@
+//! The fleet service: models, devices, certificates and operator tokens. Every
+//! change is committed with its audit entry before the caller is answered.
+
+use std::sync::Arc;
+
+use palisade_audit::EntryDraft;
+use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role};
+use palisade_pki::{CsrLimits, Profile, RevocationReason, verify_csr};
+use palisade_store::{
+    CertFilter, CertRecord, CertStatus, Change, DeviceRecord, ModelRecord, Store, StoreError,
+    TokenRecord,
+};
+use serde_json::json;
+use time::Duration;
+use zeroize::Zeroizing;
+
+use crate::pki::{Pki, cert_record, unix_ms};
+use crate::tokens::new_token;
+
+/// Why a fleet operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is wrong; the message says how.
+    #[error("{message}")]
+    BadRequest {
+        /// A stable code for scripts.
+        code: &'static str,
+        /// What to fix.
+        message: String,
+    },
+    /// Something named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Our fault; details are logged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ServiceError::NotFound(e.to_string()),
+            StoreError::Conflict { .. } => ServiceError::Conflict(e.to_string()),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::BadRequest {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The fleet service.
+#[derive(Debug)]
+pub struct Fleet {
+    store: Arc<dyn Store>,
+    pki: Arc<Pki>,
+    clock: Arc<dyn Clock>,
+    csr_limits: CsrLimits,
+    default_validity_days: u32,
+}
+
+impl Fleet {
+    /// Composes the service.
+    pub fn new(
+        store: Arc<dyn Store>,
+        pki: Arc<Pki>,
+        clock: Arc<dyn Clock>,
+        max_csr_bytes: usize,
+        default_validity_days: u32,
+    ) -> Self {
+        Self {
+            store,
+            pki,
+            clock,
+            csr_limits: CsrLimits {
+                max_der_len: max_csr_bytes,
+                ..CsrLimits::default()
+            },
+            default_validity_days,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        unix_ms(self.clock.now())
+    }
+
+    /// Records a refused, security-relevant request.
+    pub async fn audit_denied(&self, actor: &str, action: &str, subject: &str, reason: &str) {
+        let entry =
+            EntryDraft::denied(actor, action, subject).with_detail(json!({ "reason": reason }));
+        if let Err(e) = self.store.commit(vec![], vec![entry]).await {
+            tracing::error!(error = %e, action, "could not audit a denied request");
+        }
+    }
+
+    /// Adds a device model.
+    pub async fn add_model(
+        &self,
+        actor: &str,
+        id: ModelId,
+        description: String,
+        cert_validity_days: Option<u32>,
+    ) -> Result<ModelRecord, ServiceError> {
+        if description.len() > 1024 || description.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(bad(
+                "bad_description",
+                "description must be at most 1024 printable characters",
+            ));
+        }
+        let days = cert_validity_days.unwrap_or(self.default_validity_days);
+        if days == 0 || days > 3650 {
+            return Err(bad(
+                "bad_validity",
+                "cert_validity_days must be between 1 and 3650",
+            ));
+        }
+        let record = ModelRecord {
+            id: id.clone(),
+            description,
+            cert_validity_days: days,
+            created_ms: self.now_ms(),
+        };
+        self.store
+            .commit(
+                vec![Change::InsertModel(record.clone())],
+                vec![
+                    EntryDraft::success(actor, "model.add", id.as_str())
+                        .with_detail(json!({ "cert_validity_days": days })),
+                ],
+            )
+            .await?;
+        Ok(record)
+    }
+
+    /// Registers a device of a known model.
+    pub async fn register_device(
+        &self,
+        actor: &str,
+        id: DeviceId,
+        model: ModelId,
+        hardware_serial: Option<String>,
+    ) -> Result<DeviceRecord, ServiceError> {
+        if let Some(s) = &hardware_serial
+            && (s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control()))
+        {
+            return Err(bad(
+                "bad_hardware_serial",
+                "hardware_serial must be 1 to 128 printable characters",
+            ));
+        }
+        if self.store.model(&model).await?.is_none() {
+            return Err(ServiceError::NotFound(format!(
+                "model {model} not found: add it first with `palisade model add {model}`"
+            )));
+        }
+        let now = self.now_ms();
+        let record = DeviceRecord {
+            id: id.clone(),
+            model: model.clone(),
+            state: DeviceState::Registered,
+            hardware_serial,
+            created_ms: now,
+            updated_ms: now,
+        };
+        self.store
+            .commit(
+                vec![Change::InsertDevice(record.clone())],
+                vec![
+                    EntryDraft::success(actor, "device.register", id.as_str())
+                        .with_detail(json!({ "model": model.as_str() })),
+                ],
+            )
+            .await?;
+        Ok(record)
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<DeviceRecord, ServiceError> {
+        self.store
+            .device(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("device {id} not found")))
+    }
+
+    /// Moves a device through its lifecycle. Decommissioning revokes every valid
+    /// certificate of the device in the same commit.
+    pub async fn set_device_state(
+        &self,
+        actor: &str,
+        id: &DeviceId,
+        to: DeviceState,
+    ) -> Result<DeviceRecord, ServiceError> {
+        let device = self.device(id).await?;
+        let next = device
+            .state
+            .transition(to)
+            .map_err(|e| ServiceError::Conflict(format!("device {id}: {e}")))?;
+        let now = self.now_ms();
+        let mut changes = vec![Change::SetDeviceState {
+            id: id.clone(),
+            expected: device.state,
+            to: next,
+            at_ms: now,
+        }];
+        let mut audit = vec![
+            EntryDraft::success(actor, "device.state", id.as_str())
+                .with_detail(json!({ "from": device.state.as_str(), "to": next.as_str() })),
+        ];
+        let mut revoked = 0;
+        if next == DeviceState::Decommissioned {
+            for c in self.valid_certs(id).await? {
+                changes.push(Change::RevokeCertificate {
+                    serial: c.serial.clone(),
+                    reason: RevocationReason::CessationOfOperation.as_str().into(),
+                    at_ms: now,
+                });
+                audit.push(
+                    EntryDraft::success(actor, "cert.revoke", &c.serial).with_detail(json!({
+                        "device": id.as_str(),
+                        "reason": RevocationReason::CessationOfOperation.as_str()
+                    })),
+                );
+                revoked += 1;
+            }
+        }
+        self.store.commit(changes, audit).await?;
+        if revoked > 0 {
+            self.pki.crl_changed();
+        }
+        self.device(id).await
+    }
+
+    async fn valid_certs(&self, id: &DeviceId) -> Result<Vec<CertRecord>, ServiceError> {
+        Ok(self
+            .store
+            .certificates(&CertFilter {
+                device: Some(id.clone()),
+                status: Some(CertStatus::Valid),
+                limit: Some(10_000),
+            })
+            .await?)
+    }
+
+    /// Issues a device identity certificate from a CSR. Subject and SANs come
+    /// from the device's identity, never from the CSR.
+    pub async fn issue_device_certificate(
+        &self,
+        actor: &str,
+        id: &DeviceId,
+        csr_der: &[u8],
+    ) -> Result<CertRecord, ServiceError> {
+        let device = self.device(id).await?;
+        if matches!(
+            device.state,
+            DeviceState::Quarantined | DeviceState::Decommissioned
+        ) {
+            self.audit_denied(actor, "cert.issue", id.as_str(), device.state.as_str())
+                .await;
+            return Err(ServiceError::Conflict(format!(
+                "device {id} is {}: no certificate is issued to it",
+                device.state
+            )));
+        }
+        let csr = match verify_csr(csr_der, &self.csr_limits) {
+            Ok(c) => c,
+            Err(e) => {
+                self.audit_denied(actor, "cert.issue", id.as_str(), &e.to_string())
+                    .await;
+                return Err(bad("bad_csr", e.to_string()));
+            }
+        };
+        let model =
+            self.store.model(&device.model).await?.ok_or_else(|| {
+                ServiceError::Internal(format!("model {} vanished", device.model))
+            })?;
+        let issued = self
+            .pki
+            .issue(
+                Profile::DeviceIdentity,
+                id.as_str(),
+                vec![Pki::device_uri(id)],
+                &csr.spki_der,
+                Duration::days(i64::from(model.cert_validity_days)),
+            )
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let now = self.clock.now();
+        let record = cert_record(&issued, Profile::DeviceIdentity, Some(id.clone()), now);
+        let mut changes = vec![Change::InsertCertificate(record.clone())];
+        if device.state == DeviceState::Registered {
+            changes.push(Change::SetDeviceState {
+                id: id.clone(),
+                expected: DeviceState::Registered,
+                to: DeviceState::Enrolled,
+                at_ms: unix_ms(now),
+            });
+        }
+        self.store
+            .commit(
+                changes,
+                vec![
+                    EntryDraft::success(actor, "cert.issue", &record.serial).with_detail(json!({
+                        "device": id.as_str(),
+                        "profile": "device",
+                        "key_type": csr.key_type.to_string(),
+                        "not_after_ms": record.not_after_ms,
+                    })),
+                ],
+            )
+            .await?;
+        Ok(record)
+    }
+
+    /// Revokes a certificate.
+    pub async fn revoke_certificate(
+        &self,
+        actor: &str,
+        serial: &str,
+        reason: RevocationReason,
+    ) -> Result<CertRecord, ServiceError> {
+        let cert = self
+            .store
+            .certificate(serial)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("certificate {serial} not found")))?;
+        if matches!(cert.profile.as_str(), "root" | "intermediate") {
+            return Err(ServiceError::Conflict(format!(
+                "certificate {serial} is a CA certificate: CA rotation is not done by revocation here"
+            )));
+        }
+        self.store
+            .commit(
+                vec![Change::RevokeCertificate {
+                    serial: serial.to_owned(),
+                    reason: reason.as_str().to_owned(),
+                    at_ms: self.now_ms(),
+                }],
+                vec![
+                    EntryDraft::success(actor, "cert.revoke", serial).with_detail(json!({
+                        "reason": reason.as_str(),
+                        "device": cert.device.as_ref().map(|d| d.as_str()),
+                    })),
+                ],
+            )
+            .await?;
+        self.pki.crl_changed();
+        self.store
+            .certificate(serial)
+            .await?
+            .ok_or_else(|| ServiceError::Internal("revoked certificate vanished".into()))
+    }
+
+    /// Creates an operator token; the text is returned once and never stored.
+    pub async fn create_token(
+        &self,
+        actor: &str,
+        operator: OperatorName,
+        role: Role,
+        ttl_days: Option<u32>,
+    ) -> Result<(Zeroizing<String>, TokenRecord), ServiceError> {
+        let now = self.now_ms();
+        let expires = match ttl_days {
+            None => None,
+            Some(d) if (1..=3650).contains(&d) => Some(now + i64::from(d) * 86_400_000),
+            Some(_) => return Err(bad("bad_ttl", "ttl_days must be between 1 and 3650")),
+        };
+        let (text, record) = new_token(operator.clone(), role, now, expires)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.store
+            .commit(
+                vec![Change::InsertToken(record.clone())],
+                vec![
+                    EntryDraft::success(actor, "token.create", &record.id).with_detail(json!({
+                        "operator": operator.as_str(),
+                        "role": role.as_str(),
+                        "expires_ms": expires,
+                    })),
+                ],
+            )
+            .await?;
+        Ok((text, record))
+    }
+
+    /// Revokes an operator token.
+    pub async fn revoke_token(&self, actor: &str, id: &str) -> Result<(), ServiceError> {
+        self.store
+            .commit(
+                vec![Change::RevokeToken {
+                    id: id.to_owned(),
+                    at_ms: self.now_ms(),
+                }],
+                vec![EntryDraft::success(actor, "token.revoke", id)],
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+//! The server's TLS configuration: TLS 1.3, and TLS 1.2 only with ECDHE and AEAD
+//! suites (rustls offers nothing weaker). Kept behind a swappable pointer so a
+//! renewed certificate or a new CRL takes effect without a restart.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Builds the listener's TLS configuration from the chain and key files.
+pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .with_context(|| format!("opening {}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading certificates from {}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .with_context(|| format!("reading the private key in {}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("choosing TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the server certificate and key do not match")?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A TLS configuration that can be replaced while connections are accepted.
+#[derive(Debug)]
+pub struct SwappableConfig(RwLock<Arc<ServerConfig>>);
+
+impl SwappableConfig {
+    /// Wraps a configuration.
+    pub fn new(cfg: ServerConfig) -> Self {
+        Self(RwLock::new(Arc::new(cfg)))
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Option<Arc<ServerConfig>> {
+        self.0.read().ok().map(|c| c.clone())
+    }
+
+    /// Replaces the configuration for future handshakes.
+    pub fn replace(&self, cfg: ServerConfig) {
+        if let Ok(mut c) = self.0.write() {
+            *c = Arc::new(cfg);
+        }
+    }
+}

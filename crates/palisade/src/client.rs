@@ -1,0 +1,198 @@
+//! The CLI's HTTPS client for the operator API: one TLS stack (rustls), the
+//! server authenticated by Palisade's root CA, the operator by a bearer token.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Where and how to reach the server.
+pub struct Client {
+    url: String,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    tls: TlsConnector,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error answered by the API.
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The server's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (HTTP {})", self.message, self.status.as_u16())
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+impl Client {
+    /// Builds a client for `url` trusting the CA certificates in `ca_file`.
+    pub fn new(url: &str, ca_file: &Path, token: Option<String>) -> anyhow::Result<Self> {
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("{url:?} is not a URL; expected https://HOST:PORT"))?;
+        if uri.scheme_str() != Some("https") {
+            bail!("{url:?} must be an https:// URL: Palisade has no plaintext listener");
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow!("{url:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let mut roots = rustls::RootCertStore::empty();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+            .with_context(|| {
+                format!(
+                    "cannot read the CA certificate {}: set PALISADE_CA or --ca to Palisade's root CA (palisade-data/ca/root.pem)",
+                    ca_file.display()
+                )
+            })?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading certificates from {}", ca_file.display()))?;
+        for c in certs {
+            roots
+                .add(c)
+                .with_context(|| format!("adding the CA in {}", ca_file.display()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("choosing TLS versions")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = ServerName::try_from(host.clone())
+            .with_context(|| format!("{host:?} is not a valid server name"))?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_owned(),
+            host,
+            port,
+            server_name,
+            tls: TlsConnector::from(Arc::new(cfg)),
+            token,
+        })
+    }
+
+    /// Sends a request; returns status and body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    anyhow!(
+                        "connection refused: is `palisade serve` running on {}? (set PALISADE_URL or --url to reach another server)",
+                        self.url
+                    )
+                } else {
+                    anyhow!("cannot connect to {}: {e}", self.url)
+                }
+            })?;
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .with_context(|| {
+                format!(
+                    "TLS handshake with {} failed: is PALISADE_CA the root CA of this server?",
+                    self.url
+                )
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .context("HTTP handshake failed")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let payload = match body {
+            Some(v) => {
+                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(v)?)
+            }
+            None => Bytes::new(),
+        };
+        let resp = sender
+            .send_request(req.body(Full::new(payload))?)
+            .await
+            .with_context(|| format!("request to {}{path} failed", self.url))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the response")?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Sends a request and decodes a successful JSON answer; API errors become
+    /// [`ApiFailure`] with the server's message.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<T> {
+        let (status, bytes) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+            let hint = match status {
+                StatusCode::UNAUTHORIZED => {
+                    " — set PALISADE_TOKEN or --token (the first admin token is in palisade-data/admin-token)"
+                }
+                _ => "",
+            };
+            return Err(ApiFailure {
+                status,
+                message: format!("{message}{hint}"),
+            }
+            .into());
+        }
+        if bytes.is_empty() {
+            return serde_json::from_value(Value::Null).context("empty response");
+        }
+        serde_json::from_slice(&bytes).context("the server's answer is not the JSON expected")
+    }
+}

@@ -1,0 +1,728 @@
+//! The operator commands: each is one or a few API calls, with tables for people
+//! and `--json` for scripts.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use hyper::Method;
+use palisade_audit::{NoteVerifier, StoredCheckpoint, Verifier, VerifyReport, verify_inclusion};
+use palisade_server::api::views::*;
+use serde_json::{Value, json};
+
+use crate::Global;
+use crate::client::Client;
+use crate::output::{Progress, data, raw, say};
+
+fn data_dir(g: &Global) -> PathBuf {
+    g.data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("palisade-data"))
+}
+
+/// Builds the API client from options, environment and the data directory.
+pub fn client(g: &Global) -> anyhow::Result<Client> {
+    let dir = data_dir(g);
+    let url = match &g.url {
+        Some(u) => u.clone(),
+        None => std::fs::read_to_string(dir.join("url"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "https://127.0.0.1:8443".to_owned()),
+    };
+    let ca = g.ca.clone().unwrap_or_else(|| dir.join("ca/root.pem"));
+    let token = match &g.token {
+        Some(t) => Some(t.trim().to_owned()),
+        None => std::fs::read_to_string(dir.join("admin-token"))
+            .ok()
+            .map(|s| s.trim().to_owned()),
+    };
+    Client::new(&url, &ca, token)
+}
+
+fn dash(v: Option<&str>) -> String {
+    v.unwrap_or("-").to_owned()
+}
+
+fn enc(s: &str) -> String {
+    // Path segments and query values from the command line: keep them from
+    // changing the request's shape.
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `palisade model …`
+#[derive(Debug, Subcommand)]
+pub enum ModelCmd {
+    /// Add a device model.
+    Add {
+        /// Model id (lower-case letters, digits, '.', '_', '-').
+        id: String,
+        /// Free-text description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Lifetime of device certificates for this model, in days.
+        #[arg(long)]
+        cert_validity_days: Option<u32>,
+    },
+    /// List device models.
+    List,
+}
+
+/// `palisade device …`
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// Register a device.
+    Register {
+        /// Device id: becomes the certificate CN.
+        id: String,
+        /// Its model.
+        #[arg(long)]
+        model: String,
+        /// Manufacturer serial number.
+        #[arg(long)]
+        hardware_serial: Option<String>,
+    },
+    /// List devices.
+    List {
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only this state (registered, enrolled, active, quarantined, decommissioned).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show one device and its certificates.
+    Show {
+        /// Device id.
+        id: String,
+    },
+    /// Move a device to another lifecycle state (decommissioned revokes its certificates).
+    SetState {
+        /// Device id.
+        id: String,
+        /// enrolled, active, quarantined or decommissioned.
+        state: String,
+    },
+}
+
+/// `palisade cert …`
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// List certificates.
+    List {
+        /// Only this device's.
+        #[arg(long)]
+        device: Option<String>,
+        /// valid or revoked.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Issue a device certificate from a PEM CSR; prints the certificate PEM.
+    Issue {
+        /// Device id.
+        device: String,
+        /// PEM CSR file.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Also write the issuing CA and root chain to this file.
+        #[arg(long)]
+        chain_out: Option<PathBuf>,
+    },
+    /// Show one certificate (with --pem, print it as PEM).
+    Show {
+        /// Serial (hex).
+        serial: String,
+        /// Print the PEM certificate.
+        #[arg(long)]
+        pem: bool,
+    },
+    /// Revoke a certificate.
+    Revoke {
+        /// Serial (hex).
+        serial: String,
+        /// unspecified, key-compromise, affiliation-changed, superseded,
+        /// cessation-of-operation or privilege-withdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+}
+
+/// `palisade token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create an API token; it is printed once (stdout).
+    Create {
+        /// Operator name.
+        #[arg(long)]
+        operator: String,
+        /// admin, operator or auditor.
+        #[arg(long)]
+        role: String,
+        /// Lifetime in days (no expiry if absent).
+        #[arg(long)]
+        ttl_days: Option<u32>,
+    },
+    /// List API tokens (never their secrets).
+    List,
+    /// Revoke an API token.
+    Revoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+/// `palisade audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Recompute the whole log against its signed checkpoints; name the first
+    /// entry that was edited, deleted, inserted or reordered.
+    Verify {
+        /// Read this SQLite database directly (offline) instead of the API.
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
+        /// Checkpoint verifier key file [default: DATA_DIR/audit/log.pub].
+        #[arg(long, value_name = "FILE")]
+        log_key: Option<PathBuf>,
+    },
+    /// Fetch and check the inclusion proof of one entry.
+    Proof {
+        /// Entry index.
+        index: u64,
+        /// Checkpoint verifier key file [default: DATA_DIR/audit/log.pub].
+        #[arg(long, value_name = "FILE")]
+        log_key: Option<PathBuf>,
+    },
+}
+
+/// Runs a model command.
+pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    match cmd {
+        ModelCmd::Add {
+            id,
+            description,
+            cert_validity_days,
+        } => {
+            let m: ModelView = c
+                .call(
+                    Method::POST,
+                    "/api/v1/models",
+                    Some(&json!({ "id": id, "description": description, "cert_validity_days": cert_validity_days })),
+                )
+                .await?;
+            say(format!("added model {}", m.id));
+            show_models(g.json, &[m]);
+        }
+        ModelCmd::List => {
+            let list: Vec<ModelView> = c.call(Method::GET, "/api/v1/models", None).await?;
+            show_models(g.json, &list);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_models(json: bool, list: &[ModelView]) {
+    let rows = list
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.cert_validity_days.to_string(),
+                m.created_at.clone(),
+                m.description.clone(),
+            ]
+        })
+        .collect();
+    data(
+        json,
+        &list,
+        &["model", "cert days", "created", "description"],
+        rows,
+    );
+}
+
+fn device_rows(list: &[DeviceView]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                d.model.clone(),
+                d.state.clone(),
+                dash(d.hardware_serial.as_deref()),
+                d.updated_at.clone(),
+            ]
+        })
+        .collect()
+}
+
+const DEVICE_HEADERS: [&str; 5] = ["device", "model", "state", "hw serial", "updated"];
+
+/// Runs a device command.
+pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    match cmd {
+        DeviceCmd::Register {
+            id,
+            model,
+            hardware_serial,
+        } => {
+            let d: DeviceView = c
+                .call(
+                    Method::POST,
+                    "/api/v1/devices",
+                    Some(&json!({ "id": id, "model": model, "hardware_serial": hardware_serial })),
+                )
+                .await?;
+            say(format!("registered device {}", d.id));
+            let rows = device_rows(std::slice::from_ref(&d));
+            data(g.json, &d, &DEVICE_HEADERS, rows);
+        }
+        DeviceCmd::List { model, state } => {
+            let mut q = vec![];
+            if let Some(m) = model {
+                q.push(format!("model={}", enc(&m)));
+            }
+            if let Some(s) = state {
+                q.push(format!("state={}", enc(&s)));
+            }
+            let list: Vec<DeviceView> = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/devices?{}", q.join("&")),
+                    None,
+                )
+                .await?;
+            data(g.json, &list, &DEVICE_HEADERS, device_rows(&list));
+        }
+        DeviceCmd::Show { id } => {
+            let d: DeviceDetail = c
+                .call(Method::GET, &format!("/api/v1/devices/{}", enc(&id)), None)
+                .await?;
+            if !g.json {
+                say(format!(
+                    "device {}  model {}  state {}  hardware serial {}",
+                    d.device.id,
+                    d.device.model,
+                    d.device.state,
+                    dash(d.device.hardware_serial.as_deref())
+                ));
+            }
+            let rows = cert_rows(&d.certificates);
+            data(g.json, &d, &CERT_HEADERS, rows);
+        }
+        DeviceCmd::SetState { id, state } => {
+            let d: DeviceView = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/state", enc(&id)),
+                    Some(&json!({ "state": state })),
+                )
+                .await?;
+            say(format!("device {} is now {}", d.id, d.state));
+            let rows = device_rows(std::slice::from_ref(&d));
+            data(g.json, &d, &DEVICE_HEADERS, rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+const CERT_HEADERS: [&str; 6] = [
+    "serial",
+    "profile",
+    "device",
+    "not after",
+    "status",
+    "subject",
+];
+
+fn cert_rows(list: &[CertView]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|c| {
+            vec![
+                c.serial.clone(),
+                c.profile.clone(),
+                dash(c.device.as_deref()),
+                c.not_after.clone(),
+                match &c.reason {
+                    Some(r) => format!("{} ({r})", c.status),
+                    None => c.status.clone(),
+                },
+                c.subject.clone(),
+            ]
+        })
+        .collect()
+}
+
+/// Runs a cert command.
+pub async fn cert(g: &Global, cmd: CertCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    match cmd {
+        CertCmd::List { device, status } => {
+            let mut q = vec![];
+            if let Some(d) = device {
+                q.push(format!("device={}", enc(&d)));
+            }
+            if let Some(s) = status {
+                q.push(format!("status={}", enc(&s)));
+            }
+            let list: Vec<CertView> = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/certificates?{}", q.join("&")),
+                    None,
+                )
+                .await?;
+            data(g.json, &list, &CERT_HEADERS, cert_rows(&list));
+        }
+        CertCmd::Issue {
+            device,
+            csr,
+            chain_out,
+        } => {
+            let text = std::fs::read_to_string(&csr)
+                .with_context(|| format!("reading the CSR {}", csr.display()))?;
+            let v: CertView = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/certificates", enc(&device)),
+                    Some(&json!({ "csr": text })),
+                )
+                .await?;
+            if let (Some(path), Some(chain)) = (&chain_out, &v.chain) {
+                std::fs::write(path, chain)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            say(format!("issued certificate {} to {device}", v.serial));
+            if g.json {
+                data(true, &v, &[], vec![]);
+            } else {
+                raw(v.pem.as_deref().unwrap_or(""));
+            }
+        }
+        CertCmd::Show { serial, pem } => {
+            let v: CertView = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/certificates/{}", enc(&serial)),
+                    None,
+                )
+                .await?;
+            if pem && !g.json {
+                raw(v.pem.as_deref().unwrap_or(""));
+            } else {
+                let rows = cert_rows(std::slice::from_ref(&v));
+                data(g.json, &v, &CERT_HEADERS, rows);
+            }
+        }
+        CertCmd::Revoke { serial, reason } => {
+            let v: CertView = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/certificates/{}/revoke", enc(&serial)),
+                    Some(&json!({ "reason": reason })),
+                )
+                .await?;
+            say(format!("revoked certificate {} ({reason})", v.serial));
+            let rows = cert_rows(std::slice::from_ref(&v));
+            data(g.json, &v, &CERT_HEADERS, rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_rows(list: &[TokenView]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.operator.clone(),
+                t.role.clone(),
+                t.created_at.clone(),
+                dash(t.expires_at.as_deref()),
+                dash(t.revoked_at.as_deref()),
+            ]
+        })
+        .collect()
+}
+
+const TOKEN_HEADERS: [&str; 6] = ["id", "operator", "role", "created", "expires", "revoked"];
+
+/// Runs a token command.
+pub async fn token(g: &Global, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    match cmd {
+        TokenCmd::Create {
+            operator,
+            role,
+            ttl_days,
+        } => {
+            let t: CreatedToken = c
+                .call(
+                    Method::POST,
+                    "/api/v1/tokens",
+                    Some(&json!({ "operator": operator, "role": role, "ttl_days": ttl_days })),
+                )
+                .await?;
+            say(format!(
+                "created token {} for {} ({}); it is shown only now:",
+                t.info.id, t.info.operator, t.info.role
+            ));
+            if g.json {
+                data(true, &t, &[], vec![]);
+            } else {
+                raw(&format!("{}\n", t.token));
+            }
+        }
+        TokenCmd::List => {
+            let list: Vec<TokenView> = c.call(Method::GET, "/api/v1/tokens", None).await?;
+            data(g.json, &list, &TOKEN_HEADERS, token_rows(&list));
+        }
+        TokenCmd::Revoke { id } => {
+            let _: Value = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/tokens/{}/revoke", enc(&id)),
+                    None,
+                )
+                .await?;
+            say(format!("revoked token {id}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_vkey(g: &Global, path: Option<&Path>) -> anyhow::Result<Option<NoteVerifier>> {
+    let default = data_dir(g).join("audit/log.pub");
+    let (path, explicit) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (default, false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(NoteVerifier::parse(text.trim()).with_context(
+            || format!("{} is not a checkpoint verifier key", path.display()),
+        )?)),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+const PAGE: u32 = 2000;
+
+/// Runs an audit command.
+pub async fn audit(g: &Global, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCmd::Verify { db, log_key } => {
+            let pinned = load_vkey(g, log_key.as_deref())?;
+            let report = match db {
+                Some(path) => verify_db(&path, pinned).await?,
+                None => verify_api(g, pinned).await?,
+            };
+            report_verify(g.json, &report)
+        }
+        AuditCmd::Proof { index, log_key } => {
+            let c = client(g)?;
+            let key = match load_vkey(g, log_key.as_deref())? {
+                Some(k) => k,
+                None => bail!(
+                    "no checkpoint verifier key: pass --log-key FILE (the server's audit/log.pub)"
+                ),
+            };
+            let p: InclusionView = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/audit/proof/inclusion?index={index}"),
+                    None,
+                )
+                .await?;
+            let cp = key
+                .verify(&p.checkpoint, None)
+                .context("the checkpoint's signature does not verify with the pinned key")?;
+            let path: Vec<[u8; 32]> = p
+                .path
+                .iter()
+                .map(|h| {
+                    hex::decode(h)
+                        .ok()
+                        .and_then(|v| v.try_into().ok())
+                        .context("malformed proof hash")
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let entry = p.entry.to_entry();
+            if entry.index != index {
+                bail!(
+                    "the server answered with entry {} instead of {index}",
+                    entry.index
+                );
+            }
+            verify_inclusion(&entry.digest(), index, cp.size, &cp.root, &path).context(
+                "the inclusion proof does not verify: the entry is not in the signed log",
+            )?;
+            say(format!(
+                "entry {index} ({} {} by {}) is included in the signed log of {} entries",
+                entry.action, entry.subject, entry.actor, cp.size
+            ));
+            data(
+                g.json,
+                &p,
+                &["index", "action", "subject", "actor", "checkpoint size"],
+                vec![vec![
+                    index.to_string(),
+                    entry.action,
+                    entry.subject,
+                    entry.actor,
+                    cp.size.to_string(),
+                ]],
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn verify_db(path: &Path, pinned: Option<NoteVerifier>) -> anyhow::Result<VerifyReport> {
+    let Some(key) = pinned else {
+        bail!(
+            "no checkpoint verifier key: pass --log-key FILE (audit/log.pub of the data directory)"
+        );
+    };
+    let reader = palisade_store::SqliteReader::open_read_only(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut cps: Vec<StoredCheckpoint> = Vec::new();
+    loop {
+        let from = cps.last().map_or(0, |c| c.size + 1);
+        let page = reader.audit_checkpoints(from, PAGE).await?;
+        let done = page.len() < PAGE as usize;
+        cps.extend(page);
+        if done {
+            break;
+        }
+    }
+    let total = cps.last().map_or(0, |c| c.size);
+    let mut v = Verifier::new(&key, Some(key.name()), &cps);
+    let progress = Progress::new("verifying audit entries");
+    let mut from = 0;
+    loop {
+        let page = reader.audit_entries(from, PAGE).await?;
+        let n = page.len();
+        for e in page {
+            from = e.entry.index + 1;
+            v.push(e.entry, e.recorded_digest);
+        }
+        progress.set(from, total);
+        if n < PAGE as usize {
+            break;
+        }
+    }
+    progress.finish();
+    reader.close().await;
+    Ok(v.finish())
+}
+
+async fn verify_api(g: &Global, pinned: Option<NoteVerifier>) -> anyhow::Result<VerifyReport> {
+    let c = client(g)?;
+    let head: AuditHeadView = c
+        .call(Method::GET, "/api/v1/audit/checkpoint", None)
+        .await?;
+    let key = match pinned {
+        Some(k) => {
+            if k.to_vkey() != head.verifier_key {
+                say(
+                    "warning: the server presents a different checkpoint key than the pinned one; using the pinned key",
+                );
+            }
+            k
+        }
+        None => {
+            say(
+                "warning: no pinned checkpoint key (--log-key); trusting the key the server presents",
+            );
+            NoteVerifier::parse(&head.verifier_key)
+                .context("the server's verifier key is malformed")?
+        }
+    };
+    let mut cps: Vec<StoredCheckpoint> = Vec::new();
+    loop {
+        let from = cps.last().map_or(0, |c| c.size + 1);
+        let page: Vec<CheckpointView> = c
+            .call(
+                Method::GET,
+                &format!("/api/v1/audit/checkpoints?from={from}&limit={PAGE}"),
+                None,
+            )
+            .await?;
+        let done = page.len() < PAGE as usize;
+        cps.extend(page.into_iter().map(|p| StoredCheckpoint {
+            size: p.size,
+            note: p.note,
+        }));
+        if done {
+            break;
+        }
+    }
+    let mut v = Verifier::new(&key, Some(key.name()), &cps);
+    let progress = Progress::new("verifying audit entries");
+    let mut from = 0u64;
+    loop {
+        let page: Vec<AuditEntryView> = c
+            .call(
+                Method::GET,
+                &format!("/api/v1/audit/entries?from={from}&limit={PAGE}"),
+                None,
+            )
+            .await?;
+        let n = page.len();
+        for e in &page {
+            let digest: [u8; 32] = hex::decode(&e.recorded_digest)
+                .ok()
+                .and_then(|d| d.try_into().ok())
+                .context("malformed digest from the server")?;
+            from = e.index + 1;
+            v.push(e.to_entry(), digest);
+        }
+        progress.set(from, head.size);
+        if n < PAGE as usize {
+            break;
+        }
+    }
+    progress.finish();
+    Ok(v.finish())
+}
+
+fn report_verify(json: bool, r: &VerifyReport) -> anyhow::Result<ExitCode> {
+    let latest = r.latest.as_ref().map_or(0, |c| c.size);
+    let value = json!({
+        "ok": r.problem.is_none(),
+        "entries": r.entries,
+        "checkpoints": r.checkpoints,
+        "latest_verified_size": latest,
+        "first_bad_entry": r.problem.as_ref().map(|p| json!({
+            "index": p.index, "kind": p.kind.to_string(), "detail": p.detail })),
+    });
+    if json {
+        data(true, &value, &[], vec![]);
+    }
+    match &r.problem {
+        None => {
+            say(format!(
+                "audit log verified: {} entries, {} signed checkpoints, newest covers {latest}",
+                r.entries, r.checkpoints
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(p) => {
+            say(format!(
+                "audit log verification FAILED: first bad entry is #{} ({}): {}",
+                p.index, p.kind, p.detail
+            ));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `palisade serve`: configuration from file, environment and flags; logging;
+//! build, bind, spawn; stop on SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use palisade_server::config::LogFormat;
+use palisade_server::{Config, Server, SystemClock};
+use tracing_subscriber::EnvFilter;
+
+use crate::Global;
+use crate::output::say;
+
+/// Options of `palisade serve`; each may also come from the environment.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see README, "Configuration").
+    #[arg(long, env = "PALISADE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the HTTPS listener [default: 127.0.0.1:8443].
+    #[arg(long, env = "PALISADE_LISTEN", value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Names in the server certificate (repeat, or comma-separated in the environment)
+    /// [default: localhost, 127.0.0.1, ::1].
+    #[arg(
+        long = "server-name",
+        env = "PALISADE_SERVER_NAMES",
+        value_delimiter = ','
+    )]
+    server_names: Vec<String>,
+    /// Organisation name in certificate subjects [default: Palisade].
+    #[arg(long, env = "PALISADE_ORGANIZATION")]
+    organization: Option<String>,
+    /// URL devices and operators use to reach this server (CRL distribution point).
+    #[arg(long, env = "PALISADE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "PALISADE_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Log filter, e.g. info or palisade_server=debug [default: info].
+    #[arg(long, env = "PALISADE_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Serve /metrics without a token (for a scraper on a trusted network).
+    #[arg(long, env = "PALISADE_METRICS_PUBLIC")]
+    metrics_public: bool,
+}
+
+/// Merges file, environment and flags over the defaults.
+fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &global.data_dir {
+        c.data_dir = d.clone();
+    }
+    if let Some(l) = args.listen {
+        c.listen = l;
+    }
+    if !args.server_names.is_empty() {
+        c.server_names = args.server_names.clone();
+    }
+    if let Some(o) = &args.organization {
+        c.organization = o.clone();
+    }
+    if let Some(u) = &args.public_url {
+        c.public_url = Some(u.clone());
+    }
+    if let Some(f) = &args.log_format {
+        c.log_format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    if let Some(l) = &args.log_level {
+        c.log_level = l.clone();
+    }
+    if args.metrics_public {
+        c.metrics_public = true;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn init_logging(c: &Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&c.log_level).context("log_level")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match c.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
+}
+
+/// Runs the server until a signal.
+pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(global, &args)?;
+    init_logging(&config)?;
+    let server = Server::build(config, Arc::new(SystemClock)).await?;
+    let dir = server.data_dir().clone();
+    let listener = server.bind().await?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    let url = format!("https://{host}:{}", addr.port());
+    std::fs::write(dir.0.join("url"), format!("{url}\n"))
+        .with_context(|| format!("writing {}", dir.0.join("url").display()))?;
+    if let Some(p) = server.created_admin_token() {
+        say(format!(
+            "Created the first admin API token in {} (mode 0600). Keep it secret.",
+            p.display()
+        ));
+    }
+    say(format!(
+        "Palisade is serving on {url}\n  root CA: {}\n  try:     curl --cacert {} {url}/healthz",
+        dir.root_cert().display(),
+        dir.root_cert().display()
+    ));
+    let handle = server.spawn(listener)?;
+    wait_for_signal().await?;
+    say("shutting down");
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
