@@ -101,12 +101,26 @@ impl Client {
         })
     }
 
-    /// Sends a request; returns status and body.
+    /// Sends a request with an optional JSON body; returns status and body.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let payload = match body {
+            Some(v) => Some(("application/json", Bytes::from(serde_json::to_vec(v)?))),
+            None => None,
+        };
+        self.send_bytes(method, path, payload).await
+    }
+
+    /// Sends a request with an optional raw body of the given content type.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -144,9 +158,9 @@ impl Client {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let payload = match body {
-            Some(v) => {
-                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(v)?)
+            Some((content_type, bytes)) => {
+                req = req.header(hyper::header::CONTENT_TYPE, content_type);
+                bytes
             }
             None => Bytes::new(),
         };
@@ -162,6 +176,11 @@ impl Client {
             .context("reading the response")?
             .to_bytes();
         Ok((status, bytes))
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Sends a request and decodes a successful JSON answer; API errors become

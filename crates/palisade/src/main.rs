@@ -1,15 +1,10 @@
 //! `palisade`: the control plane (`palisade serve`) and the operator CLI.
 //! Only this binary touches argv, the environment, exit codes and signals.
 
-mod client;
-mod commands;
-mod output;
-mod serve;
-
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+use palisade::{Global, commands, output, serve};
 
 /// Palisade: IoT fleet security platform — control plane and operator CLI.
 #[derive(Debug, Parser)]
@@ -19,27 +14,6 @@ struct Cli {
     global: Global,
     #[command(subcommand)]
     cmd: Cmd,
-}
-
-/// Options every command understands.
-#[derive(Debug, Args)]
-pub struct Global {
-    /// Data directory: the server's state; the CLI finds the server URL, root CA and
-    /// admin token there when the options below are not given.
-    #[arg(long, global = true, env = "PALISADE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Server URL [default: from DATA_DIR/url, else https://127.0.0.1:8443].
-    #[arg(long, global = true, env = "PALISADE_URL")]
-    pub url: Option<String>,
-    /// Root CA certificate that authenticates the server [default: DATA_DIR/ca/root.pem].
-    #[arg(long, global = true, env = "PALISADE_CA", value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// API token [default: the contents of DATA_DIR/admin-token].
-    #[arg(long, global = true, env = "PALISADE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Print data as JSON (on stdout) instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

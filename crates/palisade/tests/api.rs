@@ -1,0 +1,581 @@
+//! The whole control plane in-process on an ephemeral port, driven through the
+//! same HTTPS client the CLI uses.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+use palisade::client::Client;
+use palisade_server::api::views::*;
+use palisade_server::{Config, Handle, Server, SystemClock};
+use serde_json::{Value, json};
+
+struct Running {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    handle: Handle,
+    admin: Client,
+}
+
+impl Running {
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.handle.addr.port())
+    }
+
+    fn client(&self, token: Option<&str>) -> Client {
+        Client::new(
+            &self.url(),
+            &self.data.join("ca/root.pem"),
+            token.map(str::to_owned),
+        )
+        .unwrap()
+    }
+
+    async fn token(&self, operator: &str, role: &str) -> String {
+        let t: CreatedToken = self
+            .admin
+            .call(
+                Method::POST,
+                "/api/v1/tokens",
+                Some(&json!({ "operator": operator, "role": role })),
+            )
+            .await
+            .unwrap();
+        t.token
+    }
+
+    async fn audit(&self) -> Vec<AuditEntryView> {
+        self.admin
+            .call(Method::GET, "/api/v1/audit/entries?limit=5000", None)
+            .await
+            .unwrap()
+    }
+}
+
+fn config(data: &std::path::Path) -> Config {
+    Config {
+        data_dir: data.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+async fn start_in(dir: tempfile::TempDir) -> Running {
+    let data = dir.path().join("data");
+    let server = Server::build(config(&data), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let listener = server.bind().await.unwrap();
+    let handle = server.spawn(listener).unwrap();
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let admin = Client::new(
+        &format!("https://127.0.0.1:{}", handle.addr.port()),
+        &data.join("ca/root.pem"),
+        Some(token.trim().to_owned()),
+    )
+    .unwrap();
+    Running {
+        _dir: dir,
+        data,
+        handle,
+        admin,
+    }
+}
+
+async fn start() -> Running {
+    start_in(tempfile::tempdir().unwrap()).await
+}
+
+fn csr_pem(alg: &'static rcgen::SignatureAlgorithm) -> String {
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["evil.example".into()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "admin");
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+async fn model_and_device(r: &Running, device: &str) {
+    let _: Value = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/models",
+            Some(&json!({ "id": "cam" })),
+        )
+        .await
+        .or_else(|e| {
+            if e.to_string().contains("already exists") {
+                Ok(Value::Null)
+            } else {
+                Err(e)
+            }
+        })
+        .unwrap();
+    let _: DeviceView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/devices",
+            Some(&json!({ "id": device, "model": "cam" })),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn api_without_a_token_is_401_and_with_the_wrong_role_is_403() {
+    let r = start().await;
+    let anon = r.client(None);
+    let (s, _) = anon
+        .send(Method::GET, "/api/v1/models", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = r
+        .client(Some("pal_0000000000000000_nope"))
+        .send(Method::GET, "/api/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let auditor = r.client(Some(&r.token("alice", "auditor").await));
+    let (s, _) = auditor
+        .send(Method::GET, "/api/v1/models", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = auditor
+        .send(Method::POST, "/api/v1/models", Some(&json!({ "id": "m" })))
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains("auditor"));
+
+    let operator = r.client(Some(&r.token("bob", "operator").await));
+    let (s, _) = operator
+        .send(Method::POST, "/api/v1/models", Some(&json!({ "id": "m" })))
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = operator
+        .send(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&json!({ "operator": "eve", "role": "admin" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let audit = r.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "auth.failure" && e.outcome == "denied")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "auth.forbidden" && e.actor == "operator:alice")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "auth.forbidden" && e.actor == "operator:bob")
+    );
+    r.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_at_once() {
+    let r = start().await;
+    let t: CreatedToken = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&json!({ "operator": "carol", "role": "operator" })),
+        )
+        .await
+        .unwrap();
+    let carol = r.client(Some(&t.token));
+    let me: WhoAmI = carol
+        .call(Method::GET, "/api/v1/whoami", None)
+        .await
+        .unwrap();
+    assert_eq!(me.role, "operator");
+    let (s, _) = r
+        .admin
+        .send(
+            Method::POST,
+            &format!("/api/v1/tokens/{}/revoke", t.info.id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, body) = carol
+        .send(Method::GET, "/api/v1/whoami", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&body).contains("revoked"));
+    r.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let r = start().await;
+    model_and_device(&r, "cam-1").await;
+    let before_devices: Vec<DeviceView> = r
+        .admin
+        .call(Method::GET, "/api/v1/devices", None)
+        .await
+        .unwrap();
+    let before_certs: Vec<CertView> = r
+        .admin
+        .call(Method::GET, "/api/v1/certificates", None)
+        .await
+        .unwrap();
+
+    type Case<'a> = (&'a str, Option<(&'a str, Bytes)>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "/api/v1/devices",
+            Some(("application/json", Bytes::from_static(b"{\"id\": "))),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            "/api/v1/devices",
+            Some(("text/plain", Bytes::from_static(b"{}"))),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_json",
+        ),
+        (
+            "/api/v1/devices",
+            Some(("application/json", Bytes::from(vec![b' '; 70 * 1024]))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "/api/v1/devices",
+            Some((
+                "application/json",
+                Bytes::from_static(b"{\"id\":\"d\",\"model\":\"cam\",\"role\":\"admin\"}"),
+            )),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            "/api/v1/devices",
+            Some((
+                "application/json",
+                Bytes::from_static(b"{\"id\":\"d,CN=admin\",\"model\":\"cam\"}"),
+            )),
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+        ),
+        (
+            "/api/v1/devices",
+            Some((
+                "application/json",
+                Bytes::from_static(b"{\"id\":\"d\\nO=x\",\"model\":\"cam\"}"),
+            )),
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+        ),
+        (
+            "/api/v1/devices/cam-1/certificates",
+            Some((
+                "application/json",
+                Bytes::from_static(b"{\"csr\":\"not a csr\"}"),
+            )),
+            StatusCode::BAD_REQUEST,
+            "bad_csr",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let (s, b) = r.admin.send_bytes(Method::POST, path, body).await.unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+        assert_eq!(s, status, "{path}: {v}");
+        assert_eq!(v["code"], code, "{path}: {v}");
+        assert!(!v["error"].as_str().unwrap_or("").is_empty());
+    }
+
+    // A CSR whose signature does not verify.
+    let mut der = pem::parse(csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256))
+        .unwrap()
+        .into_contents();
+    let n = der.len();
+    der[n - 5] ^= 0x41;
+    let bad = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+    let (s, b) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/devices/cam-1/certificates",
+            Some(&json!({ "csr": bad })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+
+    let after_devices: Vec<DeviceView> = r
+        .admin
+        .call(Method::GET, "/api/v1/devices", None)
+        .await
+        .unwrap();
+    let after_certs: Vec<CertView> = r
+        .admin
+        .call(Method::GET, "/api/v1/certificates", None)
+        .await
+        .unwrap();
+    assert_eq!(before_devices.len(), after_devices.len());
+    assert_eq!(before_certs.len(), after_certs.len());
+    let audit = r.audit().await;
+    let denied: Vec<_> = audit.iter().filter(|e| e.outcome == "denied").collect();
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.action == "device.register" && e.subject.starts_with("d,CN"))
+    );
+    assert!(denied.iter().filter(|e| e.action == "cert.issue").count() >= 2);
+    r.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn issued_device_certificate_takes_identity_from_the_server_not_the_csr() {
+    let r = start().await;
+    model_and_device(&r, "cam-7").await;
+    for alg in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+        &rcgen::PKCS_ED25519,
+    ] {
+        let c: CertView = r
+            .admin
+            .call(
+                Method::POST,
+                "/api/v1/devices/cam-7/certificates",
+                Some(&json!({ "csr": csr_pem(alg) })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.subject, "O=Palisade, CN=cam-7");
+        assert_eq!(c.device.as_deref(), Some("cam-7"));
+        assert!(c.pem.is_some() && c.chain.is_some());
+    }
+    let d: DeviceDetail = r
+        .admin
+        .call(Method::GET, "/api/v1/devices/cam-7", None)
+        .await
+        .unwrap();
+    assert_eq!(d.device.state, "enrolled");
+    assert_eq!(d.certificates.len(), 3);
+    r.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn decommissioning_revokes_certificates_and_refuses_new_ones() {
+    let r = start().await;
+    model_and_device(&r, "old-1").await;
+    let c: CertView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/devices/old-1/certificates",
+            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
+        )
+        .await
+        .unwrap();
+    let d: DeviceView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/devices/old-1/state",
+            Some(&json!({ "state": "decommissioned" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.state, "decommissioned");
+    let cert: CertView = r
+        .admin
+        .call(
+            Method::GET,
+            &format!("/api/v1/certificates/{}", c.serial),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cert.status, "revoked");
+    assert_eq!(cert.reason.as_deref(), Some("cessation-of-operation"));
+    let (s, _) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/devices/old-1/certificates",
+            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/devices/old-1/state",
+            Some(&json!({ "state": "active" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::CONFLICT);
+    r.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn openapi_and_metrics_are_served_to_token_holders() {
+    let r = start().await;
+    let doc: Value = r
+        .admin
+        .call(Method::GET, "/api/openapi.json", None)
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/devices",
+        "/api/v1/certificates/{serial}/revoke",
+        "/api/v1/audit/proof/inclusion",
+        "/crl",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
+    }
+    let (s, _) = r
+        .client(None)
+        .send(Method::GET, "/api/openapi.json", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = r
+        .client(None)
+        .send(Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, body) = r.admin.send(Method::GET, "/metrics", None).await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("palisade_api_auth_failures_total"), "{text}");
+    assert!(text.contains("palisade_audit_log_entries"), "{text}");
+    for public in ["/healthz", "/readyz", "/ca/chain.pem", "/crl"] {
+        let (s, _) = r
+            .client(None)
+            .send(Method::GET, public, None)
+            .await
+            .unwrap();
+        assert_eq!(s, StatusCode::OK, "{public}");
+    }
+    r.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused_and_a_restart_reuses_everything() {
+    let r = start().await;
+    let root_before = std::fs::read(r.data.join("ca/root.pem")).unwrap();
+    let err = Server::build(config(&r.data), Arc::new(SystemClock))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("another palisade process"),
+        "{err:#}"
+    );
+    let token = std::fs::read_to_string(r.data.join("admin-token")).unwrap();
+    let Running {
+        _dir, data, handle, ..
+    } = r;
+    handle.shutdown().await;
+
+    let server = Server::build(config(&data), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    assert!(server.created_admin_token().is_none());
+    let listener = server.bind().await.unwrap();
+    let handle = server.spawn(listener).unwrap();
+    assert_eq!(
+        std::fs::read(data.join("ca/root.pem")).unwrap(),
+        root_before
+    );
+    let c = Client::new(
+        &format!("https://127.0.0.1:{}", handle.addr.port()),
+        &data.join("ca/root.pem"),
+        Some(token.trim().to_owned()),
+    )
+    .unwrap();
+    let me: WhoAmI = c.call(Method::GET, "/api/v1/whoami", None).await.unwrap();
+    assert_eq!(me.role, "admin");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn inclusion_proofs_check_out_against_the_signed_checkpoint() {
+    let r = start().await;
+    model_and_device(&r, "p-1").await;
+    let head: AuditHeadView = r
+        .admin
+        .call(Method::GET, "/api/v1/audit/checkpoint", None)
+        .await
+        .unwrap();
+    let key = palisade_audit::NoteVerifier::parse(
+        std::fs::read_to_string(r.data.join("audit/log.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(key.to_vkey(), head.verifier_key);
+    for index in 0..head.size {
+        let p: InclusionView = r
+            .admin
+            .call(
+                Method::GET,
+                &format!("/api/v1/audit/proof/inclusion?index={index}"),
+                None,
+            )
+            .await
+            .unwrap();
+        let cp = key.verify(&p.checkpoint, None).unwrap();
+        let path: Vec<[u8; 32]> = p
+            .path
+            .iter()
+            .map(|h| hex::decode(h).unwrap().try_into().unwrap())
+            .collect();
+        palisade_audit::verify_inclusion(
+            &p.entry.to_entry().digest(),
+            index,
+            cp.size,
+            &cp.root,
+            &path,
+        )
+        .unwrap();
+    }
+    let (s, _) = r
+        .admin
+        .send(
+            Method::GET,
+            &format!("/api/v1/audit/proof/inclusion?index={}", head.size + 5),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    r.handle.shutdown().await;
+}
