@@ -86,6 +86,8 @@ pub struct Verifier {
     latest: Option<Checkpoint>,
     /// First row anomaly: position, stored seq, the entry and its recorded digest.
     first_row: Option<(u64, Entry, Digest32)>,
+    /// The row after the first anomaly, to recognise an insertion.
+    after_first_row: Option<(Entry, Digest32)>,
     first_gap: Option<u64>,
     /// First checkpoint whose root did not match: (previous size, size).
     first_root_mismatch: Option<(u64, u64)>,
@@ -128,6 +130,7 @@ impl Verifier {
             rows: 0,
             latest: None,
             first_row: None,
+            after_first_row: None,
             first_gap: None,
             first_root_mismatch: None,
             bad_checkpoint,
@@ -142,8 +145,12 @@ impl Verifier {
             self.first_gap = Some(position);
         }
         let digest = entry.digest();
-        if digest != recorded && self.first_row.is_none() {
-            self.first_row = Some((position, entry, recorded));
+        match &self.first_row {
+            None if digest != recorded => self.first_row = Some((position, entry, recorded)),
+            Some((p, _, _)) if *p + 1 == position => {
+                self.after_first_row = Some((entry, recorded));
+            }
+            _ => {}
         }
         self.log.push(digest);
         self.rows += 1;
@@ -187,6 +194,18 @@ impl Verifier {
                 detail: format!(
                     "position {position} holds entry {}: entry {position} was deleted and later entries renumbered",
                     position + 1
+                ),
+            };
+        }
+        if let Some((next, next_recorded)) = &self.after_first_row
+            && next.digest_at(position) == *next_recorded
+        {
+            return Problem {
+                index: position,
+                kind: ProblemKind::Inserted,
+                detail: format!(
+                    "position {position} holds an entry the log never appended ({} {} by {}); the original entry {position} follows it",
+                    entry.action, entry.subject, entry.actor
                 ),
             };
         }
@@ -369,6 +388,18 @@ mod tests {
         let forged = EntryDraft::success("operator:mallory", "cert.issue", "x").seal(5, 1);
         let d = forged.digest();
         f.rows.insert(5, (forged, d));
+        for (i, row) in f.rows.iter_mut().enumerate() {
+            row.0.index = i as u64;
+        }
+        let p = run(&f).problem.unwrap();
+        assert_eq!((p.index, p.kind), (5, ProblemKind::Inserted));
+    }
+
+    #[test]
+    fn names_an_inserted_entry_with_a_bogus_digest() {
+        let mut f = fixture(10);
+        let forged = EntryDraft::success("operator:mallory", "cert.issue", "x").seal(5, 1);
+        f.rows.insert(5, (forged, [0; 32]));
         for (i, row) in f.rows.iter_mut().enumerate() {
             row.0.index = i as u64;
         }

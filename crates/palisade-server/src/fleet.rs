@@ -291,15 +291,26 @@ impl Fleet {
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let now = self.clock.now();
         let record = cert_record(&issued, Profile::DeviceIdentity, Some(id.clone()), now);
-        let mut changes = vec![Change::InsertCertificate(record.clone())];
-        if device.state == DeviceState::Registered {
-            changes.push(Change::SetDeviceState {
+        // The state check above is repeated inside the commit, so a device
+        // decommissioned meanwhile gets no certificate; concurrent first
+        // issuances both succeed and the device is enrolled once.
+        let changes = vec![
+            Change::RequireDeviceState {
                 id: id.clone(),
-                expected: DeviceState::Registered,
+                allowed: vec![
+                    DeviceState::Registered,
+                    DeviceState::Enrolled,
+                    DeviceState::Active,
+                ],
+            },
+            Change::InsertCertificate(record.clone()),
+            Change::AdvanceDeviceState {
+                id: id.clone(),
+                from: DeviceState::Registered,
                 to: DeviceState::Enrolled,
                 at_ms: unix_ms(now),
-            });
-        }
+            },
+        ];
         self.store
             .commit(
                 changes,

@@ -151,6 +151,25 @@ pub enum Change {
         /// When, Unix ms.
         at_ms: i64,
     },
+    /// Fail the commit unless the device is in one of `allowed` (a guard that
+    /// makes a decision taken on an earlier read hold at commit time).
+    RequireDeviceState {
+        /// Which device.
+        id: DeviceId,
+        /// States the commit may proceed in.
+        allowed: Vec<DeviceState>,
+    },
+    /// Move a device from `from` to `to` if it is in `from`; otherwise do nothing.
+    AdvanceDeviceState {
+        /// Which device.
+        id: DeviceId,
+        /// The state to leave.
+        from: DeviceState,
+        /// The state to enter.
+        to: DeviceState,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
     /// Record an issued certificate.
     InsertCertificate(CertRecord),
     /// Revoke a valid certificate.

@@ -609,6 +609,38 @@ impl Writer {
                     ));
                 }
             }
+            Change::RequireDeviceState { id, allowed } => {
+                let state: Option<String> =
+                    sqlx::query_scalar("SELECT state FROM devices WHERE id = ?")
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *c)
+                        .await?;
+                let Some(state) = state else {
+                    return Err(StoreError::NotFound {
+                        what: "device",
+                        key: id.to_string(),
+                    });
+                };
+                if !allowed.iter().any(|a| a.as_str() == state) {
+                    return Err(conflict("device", id.as_str(), &format!("is {state}")));
+                }
+            }
+            Change::AdvanceDeviceState {
+                id,
+                from,
+                to,
+                at_ms,
+            } => {
+                sqlx::query(
+                    "UPDATE devices SET state = ?, updated_ms = ? WHERE id = ? AND state = ?",
+                )
+                .bind(to.as_str())
+                .bind(at_ms)
+                .bind(id.as_str())
+                .bind(from.as_str())
+                .execute(&mut *c)
+                .await?;
+            }
             Change::InsertCertificate(r) => {
                 sqlx::query(
                     "INSERT INTO certificates (serial, profile, subject, device_id, not_before_ms, not_after_ms,

@@ -1,1 +1,208 @@
-//! Interop tests live in tests/.
+//! Helpers for the interop tests: find the real `palisade` binary, start it as a
+//! child on an ephemeral loopback port, run peers, and require them under CI.
+//!
+//! Under `CI=true` a missing peer fails the test; elsewhere the test is skipped
+//! with the reason printed. See README.md for the list of peers.
+#![allow(clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use palisade::client::Client;
+
+/// Whether this is a CI run (missing peers are failures there).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns true if `tool` is on PATH. Under CI a missing tool panics; elsewhere
+/// the caller should skip (a reason is printed).
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if in_ci() {
+            panic!("peer `{tool}` is missing; scripts/test.sh installs it");
+        }
+        eprintln!("SKIP: peer `{tool}` is not installed (run scripts/test.sh to install it)");
+    }
+    found
+}
+
+/// The `palisade` binary built alongside these tests.
+pub fn palisade_bin() -> PathBuf {
+    // target/<profile>/deps/<test> → target/<profile>/palisade
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let bin = dir.join("palisade");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p palisade`",
+        bin.display()
+    );
+    bin
+}
+
+/// A `palisade serve` child process on an ephemeral loopback port.
+#[derive(Debug)]
+pub struct ServerProc {
+    /// The data directory.
+    pub data: PathBuf,
+    /// The child.
+    pub child: Child,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl ServerProc {
+    /// Starts `palisade serve` on `data` and waits until it answers.
+    pub fn start(data: &Path) -> anyhow::Result<Self> {
+        let url_file = data.join("url");
+        let _ = std::fs::remove_file(&url_file);
+        let log = std::fs::File::create(data.with_extension("log"))?;
+        let child = Command::new(palisade_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .env("PALISADE_DATA_DIR", data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting palisade serve")?;
+        let mut me = Self {
+            data: data.to_path_buf(),
+            child,
+            url: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(u) = std::fs::read_to_string(&url_file) {
+                me.url = u.trim().to_owned();
+                return Ok(me);
+            }
+            if let Some(status) = me.child.try_wait()? {
+                let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+                bail!("palisade serve exited with {status}: {log}");
+            }
+            if Instant::now() > deadline {
+                bail!("palisade serve did not start within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The admin token text.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin-token"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    /// An API client with the given token (the admin's by default).
+    pub fn client(&self, token: Option<String>) -> Client {
+        let token = token.or_else(|| Some(self.admin_token()));
+        match Client::new(&self.url, &self.data.join("ca/root.pem"), token) {
+            Ok(c) => c,
+            Err(e) => panic!("client for {}: {e:#}", self.url),
+        }
+    }
+
+    /// Runs a CLI command against this server; returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let out = Command::new(palisade_bin())
+            .args(args)
+            .env("PALISADE_DATA_DIR", &self.data)
+            .env_remove("PALISADE_URL")
+            .env_remove("PALISADE_TOKEN")
+            .env_remove("PALISADE_CA")
+            .output();
+        match out {
+            Ok(o) => o,
+            Err(e) => panic!("running palisade {args:?}: {e}"),
+        }
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "palisade {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait (bounded) for a clean exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs a peer tool; returns its output.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    match Command::new(cmd).args(args).output() {
+        Ok(o) => o,
+        Err(e) => panic!("running {cmd} {args:?}: {e}"),
+    }
+}
+
+/// Runs a shell snippet with `bash -c`; returns its output.
+pub fn sh(script: &str, dir: &Path) -> Output {
+    match Command::new("bash")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("running {script}: {e}"),
+    }
+}
+
+/// stdout and stderr together, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
