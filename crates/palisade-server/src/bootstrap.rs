@@ -4,6 +4,7 @@
 //! recorded in the inventory and the audit log.
 
 use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -189,6 +190,14 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
             .await
             .with_context(|| format!("opening the database {}", dir.database().display()))?,
     );
+    // The database holds token hashes and the audit trail: owner-only, like the keys.
+    for suffix in ["", "-wal", "-shm"] {
+        let f = PathBuf::from(format!("{}{suffix}", dir.database().display()));
+        if f.exists() {
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {}", f.display()))?;
+        }
+    }
     let now = clock.now();
     let now_ms = unix_ms(now);
     let rng = SystemRandom::new();

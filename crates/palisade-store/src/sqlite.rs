@@ -415,28 +415,46 @@ impl Writer {
         let base = log.tree.len();
         let mut pending: Vec<Digest32> = Vec::new();
         let mut results = Vec::with_capacity(jobs.len());
+        let mut sealed_entries: Vec<(Entry, Digest32)> = Vec::new();
         for job in &jobs {
-            let first_index = base + pending.len() as u64;
-            let outcome = match exec(&mut self.conn, "SAVEPOINT job").await {
-                Ok(()) => self.apply(job, first_index, now_ms).await,
-                Err(e) => Err(e),
+            // Changes run in a savepoint so that one job's failure (a conflict, say)
+            // leaves the others in the batch intact; audit-only jobs cannot fail
+            // here and skip the round trips.
+            let outcome = if job.changes.is_empty() {
+                Ok(Receipt::default())
+            } else {
+                match exec(&mut self.conn, "SAVEPOINT job").await {
+                    Ok(()) => match self.apply(job).await {
+                        Ok(r) => exec(&mut self.conn, "RELEASE job").await.map(|()| r),
+                        Err(e) => {
+                            let _ = exec(&mut self.conn, "ROLLBACK TO job").await;
+                            let _ = exec(&mut self.conn, "RELEASE job").await;
+                            Err(e)
+                        }
+                    },
+                    Err(e) => Err(e),
+                }
             };
             match outcome {
-                Ok((receipt, digests)) => match exec(&mut self.conn, "RELEASE job").await {
-                    Ok(()) => {
-                        pending.extend(digests);
-                        results.push(Ok(receipt));
+                Ok(mut receipt) => {
+                    for draft in &job.audit {
+                        let index = base + sealed_entries.len() as u64;
+                        let entry = draft.clone().seal(index, now_ms);
+                        let digest = entry.digest();
+                        receipt.audit_indices.push(index);
+                        sealed_entries.push((entry, digest));
                     }
-                    Err(e) => results.push(Err(e)),
-                },
-                Err(e) => {
-                    let _ = exec(&mut self.conn, "ROLLBACK TO job").await;
-                    let _ = exec(&mut self.conn, "RELEASE job").await;
-                    results.push(Err(e));
+                    results.push(Ok(receipt));
                 }
+                Err(e) => results.push(Err(e)),
             }
         }
-        let sealed = self.seal(&mut log, &pending, now_ms).await;
+        let inserted = self.insert_entries(&sealed_entries).await;
+        pending.extend(sealed_entries.iter().map(|(_, d)| *d));
+        let sealed = match inserted {
+            Ok(()) => self.seal(&mut log, &pending, now_ms).await,
+            Err(e) => Err(e),
+        };
         let committed = match sealed {
             Ok(head) => exec(&mut self.conn, "COMMIT").await.map(|()| head),
             Err(e) => Err(e),
@@ -519,41 +537,36 @@ impl Writer {
         }))
     }
 
-    async fn apply(
-        &mut self,
-        job: &Job,
-        first_index: u64,
-        now_ms: i64,
-    ) -> Result<(Receipt, Vec<Digest32>), StoreError> {
+    async fn apply(&mut self, job: &Job) -> Result<Receipt, StoreError> {
         let mut receipt = Receipt::default();
         for change in &job.changes {
             if let Some(v) = self.apply_change(change).await? {
                 receipt.counters.push(v);
             }
         }
-        let mut digests = Vec::with_capacity(job.audit.len());
-        for (i, draft) in job.audit.iter().enumerate() {
-            let index = first_index + i as u64;
-            let entry = draft.clone().seal(index, now_ms);
-            let digest = entry.digest();
-            sqlx::query(
-                "INSERT INTO audit_entries (seq, time_ms, actor, action, subject, outcome, detail, digest)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(i64::try_from(index).unwrap_or(i64::MAX))
-            .bind(entry.time_ms)
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.subject)
-            .bind(&entry.outcome)
-            .bind(&entry.detail)
-            .bind(&digest[..])
-            .execute(&mut self.conn)
-            .await?;
-            receipt.audit_indices.push(index);
-            digests.push(digest);
+        Ok(receipt)
+    }
+
+    /// Inserts the batch's audit entries, many rows per statement.
+    async fn insert_entries(&mut self, entries: &[(Entry, Digest32)]) -> Result<(), StoreError> {
+        // 8 parameters a row; SQLite allows 32766 per statement.
+        for chunk in entries.chunks(256) {
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_entries (seq, time_ms, actor, action, subject, outcome, detail, digest) ",
+            );
+            qb.push_values(chunk, |mut b, (e, d)| {
+                b.push_bind(i64::try_from(e.index).unwrap_or(i64::MAX))
+                    .push_bind(e.time_ms)
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.action.clone())
+                    .push_bind(e.subject.clone())
+                    .push_bind(e.outcome.clone())
+                    .push_bind(e.detail.clone())
+                    .push_bind(d.to_vec());
+            });
+            qb.build().execute(&mut self.conn).await?;
         }
-        Ok((receipt, digests))
+        Ok(())
     }
 
     async fn apply_change(&mut self, change: &Change) -> Result<Option<i64>, StoreError> {

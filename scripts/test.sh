@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine or a warm one:
+#   1. installs the test peers that are missing (Debian packages, as root),
+#   2. checks formatting and lints,
+#   3. builds and runs every test (unit, in-process API, interop with real peers),
+#   4. smoke-runs each fuzz target and the benchmark in quick mode.
+# Environment: CARGO_TARGET_DIR (default ~/.cache/palisade-target, reused across
+# runs), PALISADE_SKIP_FUZZ=1 and PALISADE_SKIP_BENCH=1 to skip steps 4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+# Debian packages the tests drive as peers: tool -> package.
+declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3)
+missing=()
+for tool in "${!PEERS[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")
+done
+if ((${#missing[@]})); then
+  step "installing test peers: ${missing[*]}"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing test peers: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
+    [ "${CI:-}" = true ] && exit 1
+  fi
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (the palisade binary the interop tests run)"
+cargo build --workspace --locked
+
+step "cargo test"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+# Doc tests are not used (no examples in docs yet); --lib --bins --tests runs the rest.
+cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+
+if [ "${PALISADE_SKIP_FUZZ:-0}" != 1 ]; then
+  step "fuzz smoke run (20 s per target)"
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+  for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+    (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" \
+      cargo fuzz run "$target" -- -max_total_time=20 -rss_limit_mb=2048 2>&1 | tail -n 2)
+  done
+fi
+
+if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
+  step "benchmark smoke run (quick mode; full figures: see BENCHMARKS.md)"
+  cargo bench -p palisade-server --bench issuance --locked -- --quick
+fi
+
+# The plain summary line CI reads.
+echo "tests: ${passed} passed, ${failed} failed"
