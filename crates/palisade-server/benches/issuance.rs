@@ -80,6 +80,33 @@ fn openssl_ecdsa_p256(seconds: u32) -> Option<(f64, f64)> {
     (n >= 2).then(|| (nums[n - 2], nums[n - 1]))
 }
 
+/// Runs operations `0..n` spread over `conc` concurrent tasks; returns how many ran.
+fn concurrently<F, Fut>(rt: &tokio::runtime::Runtime, conc: usize, n: usize, op: F) -> u64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    rt.block_on(async move {
+        let mut tasks = vec![];
+        for t in 0..conc {
+            let op = op.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                for i in (t..n).step_by(conc) {
+                    op(i).await;
+                    done += 1;
+                }
+                done
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    })
+}
+
 fn csrs(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|_| {
@@ -173,33 +200,16 @@ fn main() {
     });
     let requests = Arc::new(requests);
     let durable = |conc: usize| {
-        let fleet = fleet.clone();
-        let requests = requests.clone();
-        rt.block_on(async move {
-            let mut tasks = vec![];
-            for t in 0..conc {
-                let fleet = fleet.clone();
-                let requests = requests.clone();
-                tasks.push(tokio::spawn(async move {
-                    let id = DeviceId::parse(&format!("d{}", t % 64)).unwrap();
-                    let mut i = t;
-                    let mut done = 0u64;
-                    while i < n_durable {
-                        fleet
-                            .issue_device_certificate("bench", &id, &requests[i])
-                            .await
-                            .unwrap();
-                        done += 1;
-                        i += conc;
-                    }
-                    done
-                }));
+        let (fleet, requests) = (fleet.clone(), requests.clone());
+        concurrently(&rt, conc, n_durable, move |i| {
+            let (fleet, requests) = (fleet.clone(), requests.clone());
+            async move {
+                let id = DeviceId::parse(&format!("d{}", i % 64)).unwrap();
+                fleet
+                    .issue_device_certificate("bench", &id, &requests[i])
+                    .await
+                    .unwrap();
             }
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.unwrap();
-            }
-            total
         })
     };
     let durable_1 = measure("issue from CSR, durable + audited (1 client)", || {
@@ -212,32 +222,12 @@ fn main() {
     // 3. Durable audit appends alone.
     let appends = |conc: usize| {
         let store = store.clone();
-        rt.block_on(async move {
-            let mut tasks = vec![];
-            for t in 0..conc {
-                let store = store.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut done = 0u64;
-                    let mut i = t;
-                    while i < n_audit {
-                        store
-                            .commit(
-                                vec![],
-                                vec![EntryDraft::success("bench", "bench.append", i.to_string())],
-                            )
-                            .await
-                            .unwrap();
-                        done += 1;
-                        i += conc;
-                    }
-                    done
-                }));
+        concurrently(&rt, conc, n_audit, move |i| {
+            let store = store.clone();
+            async move {
+                let entry = EntryDraft::success("bench", "bench.append", i.to_string());
+                store.commit(vec![], vec![entry]).await.unwrap();
             }
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.unwrap();
-            }
-            total
         })
     };
     let audit_1 = measure("durable audit append (1 writer, one commit each)", || {

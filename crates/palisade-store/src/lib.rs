@@ -156,5 +156,5 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Proves entry `index` is in the log of the newest checkpoint.
     async fn inclusion_proof(&self, index: u64) -> Result<InclusionProof, StoreError>;
     /// Proves the log of size `old_size` is a prefix of the newest checkpoint's.
-    fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError>;
+    async fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError>;
 }

@@ -896,8 +896,8 @@ impl Store for SqliteStore {
         Ok(InclusionProof { entry, path, head })
     }
 
-    fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError> {
-        let log = self.log.try_read().map_err(|_| StoreError::Closed)?;
+    async fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError> {
+        let log = self.log.read().await;
         let head = self.audit_head().ok_or(StoreError::NotFound {
             what: "audit checkpoint",
             key: old_size.to_string(),

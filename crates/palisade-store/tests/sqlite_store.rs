@@ -41,6 +41,18 @@ async fn open(f: &Fixture) -> Result<SqliteStore, StoreError> {
     .await
 }
 
+async fn append(store: &SqliteStore, n: u64) {
+    for i in 0..n {
+        store
+            .commit(
+                vec![],
+                vec![EntryDraft::success("s", "test", format!("{i}"))],
+            )
+            .await
+            .unwrap();
+    }
+}
+
 fn model(id: &str) -> Change {
     Change::InsertModel(ModelRecord {
         id: ModelId::parse(id).unwrap(),
@@ -177,15 +189,7 @@ async fn state_changes_are_compare_and_set() {
 async fn inclusion_proofs_verify_against_the_signed_head() {
     let f = fixture();
     let store = open(&f).await.unwrap();
-    for i in 0..9 {
-        store
-            .commit(
-                vec![],
-                vec![EntryDraft::success("s", "test", format!("{i}"))],
-            )
-            .await
-            .unwrap();
-    }
+    append(&store, 9).await;
     let p = store.inclusion_proof(4).await.unwrap();
     let cp = f
         .audit
@@ -201,15 +205,7 @@ async fn inclusion_proofs_verify_against_the_signed_head() {
 async fn refuses_to_open_when_an_audit_row_was_edited() {
     let f = fixture();
     let store = open(&f).await.unwrap();
-    for i in 0..3 {
-        store
-            .commit(
-                vec![],
-                vec![EntryDraft::success("s", "test", format!("{i}"))],
-            )
-            .await
-            .unwrap();
-    }
+    append(&store, 3).await;
     drop(store);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let mut conn = {

@@ -567,6 +567,29 @@ async fn inclusion_proofs_check_out_against_the_signed_checkpoint() {
         )
         .unwrap();
     }
+    // The log grows; a consistency proof shows the old signed log is a prefix.
+    let old = key.verify(head.note.as_deref().unwrap(), None).unwrap();
+    model_and_device(&r, "p-2").await;
+    let c: ConsistencyView = r
+        .admin
+        .call(
+            Method::GET,
+            &format!("/api/v1/audit/proof/consistency?old_size={}", old.size),
+            None,
+        )
+        .await
+        .unwrap();
+    let new = key.verify(&c.checkpoint, None).unwrap();
+    assert!(new.size > old.size);
+    let path: Vec<[u8; 32]> = c
+        .path
+        .iter()
+        .map(|h| hex::decode(h).unwrap().try_into().unwrap())
+        .collect();
+    palisade_audit::verify_consistency(old.size, &old.root, new.size, &new.root, &path).unwrap();
+    assert!(
+        palisade_audit::verify_consistency(old.size, &[0; 32], new.size, &new.root, &path).is_err()
+    );
     let (s, _) = r
         .admin
         .send(

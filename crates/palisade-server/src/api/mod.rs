@@ -710,10 +710,14 @@ async fn consistency_proof(
     _c: Caller,
     Query(q): Query<OldSizeQuery>,
 ) -> Result<Json<ConsistencyView>, ApiError> {
-    let p = s.store.consistency_proof(q.old_size).map_err(|e| match e {
-        palisade_store::StoreError::Proof(p) => ApiError::not_found(p.to_string()),
-        other => other.into(),
-    })?;
+    let p = s
+        .store
+        .consistency_proof(q.old_size)
+        .await
+        .map_err(|e| match e {
+            palisade_store::StoreError::Proof(p) => ApiError::not_found(p.to_string()),
+            other => other.into(),
+        })?;
     Ok(Json(ConsistencyView {
         old_size: p.old_size,
         path: p.path.iter().map(hex::encode).collect(),
