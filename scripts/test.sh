@@ -40,6 +40,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (the palisade binary the interop tests run)"
 cargo build --workspace --locked
 
+step "cargo deny (licences, one TLS/crypto stack, sources)"
+command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny
+cargo deny --offline check licenses bans sources
+
 step "cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

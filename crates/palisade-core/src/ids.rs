@@ -131,6 +131,12 @@ name_type!(
     64
 );
 name_type!(
+    /// A supplier (manufacturer) registered with its manufacturer CA.
+    SupplierName,
+    "supplier name",
+    64
+);
+name_type!(
     /// The name of an operator (the holder of an API token).
     OperatorName,
     "operator name",

@@ -30,6 +30,9 @@ pub enum Profile {
     DeviceIdentity,
     /// A site edge gateway (TLS client and server).
     EdgeGateway,
+    /// A device's birth identity (IDevID, 802.1AR style), issued in the factory
+    /// by a supplier's manufacturer CA (TLS client).
+    BirthIdentity,
 }
 
 impl Profile {
@@ -40,6 +43,7 @@ impl Profile {
             Profile::Server => "server",
             Profile::DeviceIdentity => "device",
             Profile::EdgeGateway => "edge",
+            Profile::BirthIdentity => "idevid",
         }
     }
 }
@@ -339,7 +343,7 @@ impl CertificateAuthority {
                 params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             }
-            Profile::DeviceIdentity => {
+            Profile::DeviceIdentity | Profile::BirthIdentity => {
                 params.is_ca = IsCa::ExplicitNoCa;
                 params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

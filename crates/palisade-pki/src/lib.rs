@@ -8,6 +8,7 @@ mod ca;
 mod csr;
 mod inspect;
 mod key;
+mod manifest;
 
 pub use ca::{
     CaError, CertificateAuthority, CrlEntry, IssueRequest, Issued, Profile, RevocationReason, San,
@@ -16,3 +17,7 @@ pub use ca::{
 pub use csr::{CsrError, CsrLimits, KeyType, VerifiedCsr, verify_csr};
 pub use inspect::{CertInfo, InspectError, inspect_certificate, pem_to_der};
 pub use key::SignerKey;
+pub use manifest::{
+    ManifestBody, ManifestDevice, ManifestError, SignedManifest, VerifiedDevice, VerifiedManifest,
+    sha256_hex, sign_manifest, verify_manifest,
+};

@@ -218,3 +218,102 @@ fn serial_hex_round_trips() {
     assert!(Serial::from_hex("zz").is_none());
     assert!(Serial::from_hex(&"00".repeat(21)).is_none());
 }
+
+fn manufacturer() -> (CertificateAuthority, Arc<dyn Signer>) {
+    let key = key(KeyAlgorithm::EcdsaP256);
+    let ca = CertificateAuthority::create_root(
+        key.clone(),
+        "Acme Devices",
+        "Acme Manufacturer CA",
+        NOW,
+        Duration::days(7300),
+        &Serial::random(&SystemRandom::new()).unwrap(),
+    )
+    .unwrap();
+    (ca, key)
+}
+
+fn idevid(ca: &CertificateAuthority, serial: &str) -> ManifestDevice {
+    let k = key(KeyAlgorithm::EcdsaP256);
+    let spki = k.spki_der();
+    let issued = ca
+        .issue(
+            &IssueRequest {
+                profile: Profile::BirthIdentity,
+                common_name: serial,
+                sans: vec![],
+                spki_der: &spki,
+                validity: Duration::days(7000),
+                crl_url: None,
+            },
+            "Acme Devices",
+            &Serial::random(&SystemRandom::new()).unwrap(),
+            NOW,
+        )
+        .unwrap();
+    ManifestDevice {
+        serial: serial.into(),
+        idevid_sha256: sha256_hex(&issued.der),
+        public_key_sha256: sha256_hex(&spki),
+        certificate_pem: pem::encode(&pem::Pem::new("CERTIFICATE", issued.der)),
+    }
+}
+
+fn body(ca: &CertificateAuthority) -> ManifestBody {
+    ManifestBody {
+        version: 1,
+        supplier: "acme".into(),
+        model: "thermo".into(),
+        created_ms: 1,
+        devices: (0..3).map(|i| idevid(ca, &format!("sn{i}"))).collect(),
+    }
+}
+
+#[test]
+fn a_signed_batch_manifest_verifies_against_its_manufacturer_ca() {
+    let (ca, key) = manufacturer();
+    let file = sign_manifest(&body(&ca), &*key).unwrap();
+    let v = verify_manifest(file.as_bytes(), "acme", ca.certificate_der(), NOW).unwrap();
+    assert_eq!(v.devices.len(), 3);
+    assert_eq!(v.id.len(), 64);
+}
+
+#[test]
+fn refuses_a_manifest_with_a_bad_signature_or_a_changed_entry() {
+    let (ca, key) = manufacturer();
+    let (other_ca, other_key) = manufacturer();
+    // Signed by another supplier's key.
+    let forged = sign_manifest(&body(&ca), &*other_key).unwrap();
+    assert_eq!(
+        verify_manifest(forged.as_bytes(), "acme", ca.certificate_der(), NOW).unwrap_err(),
+        ManifestError::BadSignature("acme".into())
+    );
+    // An entry changed after signing.
+    let file = sign_manifest(&body(&ca), &*key).unwrap();
+    let mut env: SignedManifest = serde_json::from_str(&file).unwrap();
+    let mut b: ManifestBody = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &env.payload).unwrap(),
+    )
+    .unwrap();
+    b.devices[1].serial = "sn9".into();
+    env.payload = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        serde_json::to_vec(&b).unwrap(),
+    );
+    let changed = serde_json::to_string(&env).unwrap();
+    assert!(matches!(
+        verify_manifest(changed.as_bytes(), "acme", ca.certificate_der(), NOW),
+        Err(ManifestError::BadSignature(_))
+    ));
+    // Correctly signed, but an IDevID from another manufacturer CA.
+    let mut mixed = body(&ca);
+    mixed.devices[0] = idevid(&other_ca, "sn0");
+    let file = sign_manifest(&mixed, &*key).unwrap();
+    assert!(matches!(
+        verify_manifest(file.as_bytes(), "acme", ca.certificate_der(), NOW),
+        Err(ManifestError::Device { .. })
+    ));
+    for junk in [&b"{}"[..], b"not json", b""] {
+        assert!(verify_manifest(junk, "acme", ca.certificate_der(), NOW).is_err());
+    }
+}

@@ -168,6 +168,7 @@ impl Fleet {
             hardware_serial,
             created_ms: now,
             updated_ms: now,
+            onboarding: Default::default(),
         };
         self.store
             .commit(

@@ -12,7 +12,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use palisade_audit::{Digest32, EntryDraft, StoredCheckpoint};
-use palisade_core::{DeviceId, ModelId};
+use palisade_core::{DeviceId, ModelId, SupplierName};
 
 pub use records::*;
 pub use sqlite::{AuditConfig, SqliteReader, SqliteStore};
@@ -139,6 +139,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn certificates(&self, filter: &CertFilter) -> Result<Vec<CertRecord>, StoreError>;
     /// Every revoked certificate that has not yet expired, for the CRL.
     async fn revoked_unexpired(&self, now_ms: i64) -> Result<Vec<CertRecord>, StoreError>;
+    /// One supplier.
+    async fn supplier(&self, name: &SupplierName) -> Result<Option<SupplierRecord>, StoreError>;
+    /// All suppliers.
+    async fn suppliers(&self) -> Result<Vec<SupplierRecord>, StoreError>;
+    /// The device whose IDevID certificate has this SHA-256 (hex).
+    async fn device_by_birth_cert(&self, sha256: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// One enrolment token by id.
+    async fn enrollment_token(&self, id: &str)
+    -> Result<Option<EnrollmentTokenRecord>, StoreError>;
+    /// One imported batch.
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError>;
     /// One API token by id.
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// All API tokens.

@@ -1,7 +1,7 @@
 //! The records the store keeps, and the changes a commit may make.
 
 use palisade_audit::{Digest32, Entry};
-use palisade_core::{DeviceId, DeviceState, ModelId, OperatorName, Role};
+use palisade_core::{DeviceId, DeviceState, ModelId, OperatorName, Role, SupplierName};
 use serde::Serialize;
 
 /// A device model.
@@ -32,6 +32,72 @@ pub struct DeviceRecord {
     pub created_ms: i64,
     /// Last changed, Unix ms.
     pub updated_ms: i64,
+    /// Birth identity and what was attached at enrolment.
+    pub onboarding: Onboarding,
+}
+
+/// How a device came into the fleet and what it was given at enrolment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Onboarding {
+    /// The supplier whose batch listed it.
+    pub supplier: Option<SupplierName>,
+    /// The batch that listed it.
+    pub batch_id: Option<String>,
+    /// SHA-256 (hex) of its IDevID certificate.
+    pub birth_cert_sha256: Option<String>,
+    /// SHA-256 (hex) of the SubjectPublicKeyInfo it enrolled with.
+    pub enrolled_key_sha256: Option<String>,
+    /// JSON of the policy attached at enrolment.
+    pub attached_policy: Option<String>,
+}
+
+/// A supplier and its manufacturer CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupplierRecord {
+    /// Supplier name.
+    pub name: SupplierName,
+    /// Manufacturer CA certificate, DER.
+    #[serde(skip)]
+    pub ca_der: Vec<u8>,
+    /// SHA-256 (hex) of the CA certificate.
+    pub ca_sha256: String,
+    /// Registered, Unix ms.
+    pub created_ms: i64,
+}
+
+/// An imported batch manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchRecord {
+    /// Batch id (SHA-256 hex of the manifest payload).
+    pub id: String,
+    /// Supplier.
+    pub supplier: SupplierName,
+    /// Model of every device in it.
+    pub model: ModelId,
+    /// Number of devices.
+    pub device_count: u32,
+    /// Imported, Unix ms.
+    pub imported_ms: i64,
+}
+
+/// A one-time enrolment token (only its hash is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnrollmentTokenRecord {
+    /// Public id.
+    pub id: String,
+    /// The model it enrols into.
+    pub model: ModelId,
+    /// SHA-256 of the secret part.
+    #[serde(skip)]
+    pub secret_hash: Digest32,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+    /// Expires, Unix ms.
+    pub expires_ms: i64,
+    /// Used, Unix ms.
+    pub used_ms: Option<i64>,
+    /// The device it enrolled.
+    pub used_device: Option<String>,
 }
 
 /// Whether a certificate is still good.
@@ -187,6 +253,32 @@ pub enum Change {
     RevokeToken {
         /// Token id.
         id: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Register a supplier's manufacturer CA.
+    InsertSupplier(SupplierRecord),
+    /// Record an imported batch (its devices are `InsertDevice` changes).
+    InsertBatch(BatchRecord),
+    /// Add a one-time enrolment token.
+    InsertEnrollmentToken(EnrollmentTokenRecord),
+    /// Use an enrolment token: fails unless it is unused and unexpired at `at_ms`.
+    ConsumeEnrollmentToken {
+        /// Token id.
+        id: String,
+        /// The device it enrols.
+        device: DeviceId,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Record the key a device enrolled with and the policy attached to it.
+    RecordEnrollment {
+        /// Which device.
+        id: DeviceId,
+        /// SHA-256 (hex) of the enrolled SubjectPublicKeyInfo.
+        key_sha256: String,
+        /// JSON of the attached policy.
+        attached_policy: String,
         /// When, Unix ms.
         at_ms: i64,
     },

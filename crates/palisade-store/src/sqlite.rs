@@ -11,7 +11,9 @@ use palisade_audit::{
     Checkpoint, Digest32, Entry, EntryDraft, MerkleLog, NoteVerifier, StoredCheckpoint,
     sign_checkpoint,
 };
-use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, Signer};
+use palisade_core::{
+    Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, Signer, SupplierName,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -20,9 +22,9 @@ use sqlx::{ConnectOptions, Row};
 use tokio::sync::{RwLock, mpsc, oneshot};
 
 use crate::{
-    AuditHead, CertFilter, CertRecord, CertStatus, Change, ConsistencyProof, DeviceFilter,
-    DeviceRecord, InclusionProof, ModelRecord, Receipt, Store, StoreError, StoredEntry,
-    TokenRecord,
+    AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change, ConsistencyProof,
+    DeviceFilter, DeviceRecord, EnrollmentTokenRecord, InclusionProof, ModelRecord, Onboarding,
+    Receipt, Store, StoreError, StoredEntry, SupplierRecord, TokenRecord,
 };
 
 /// Most commits grouped into one transaction.
@@ -176,6 +178,41 @@ fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError> {
         hardware_serial: r.try_get("hardware_serial")?,
         created_ms: r.try_get("created_ms")?,
         updated_ms: r.try_get("updated_ms")?,
+        onboarding: Onboarding {
+            supplier: r
+                .try_get::<Option<String>, _>("supplier")?
+                .map(|s| SupplierName::parse(&s))
+                .transpose()
+                .map_err(|e| corrupt("device", e))?,
+            batch_id: r.try_get("batch_id")?,
+            birth_cert_sha256: r.try_get("birth_cert_sha256")?,
+            enrolled_key_sha256: r.try_get("enrolled_key_sha256")?,
+            attached_policy: r.try_get("attached_policy")?,
+        },
+    })
+}
+
+fn supplier_from_row(r: &SqliteRow) -> Result<SupplierRecord, StoreError> {
+    Ok(SupplierRecord {
+        name: SupplierName::parse(r.try_get("name")?).map_err(|e| corrupt("supplier", e))?,
+        ca_der: r.try_get("ca_der")?,
+        ca_sha256: r.try_get("ca_sha256")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+fn enrollment_token_from_row(r: &SqliteRow) -> Result<EnrollmentTokenRecord, StoreError> {
+    let hash: Vec<u8> = r.try_get("secret_hash")?;
+    Ok(EnrollmentTokenRecord {
+        id: r.try_get("id")?,
+        model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("enrolment token", e))?,
+        secret_hash: hash
+            .try_into()
+            .map_err(|_| corrupt("enrolment token", "hash is not 32 bytes"))?,
+        created_ms: r.try_get("created_ms")?,
+        expires_ms: r.try_get("expires_ms")?,
+        used_ms: r.try_get("used_ms")?,
+        used_device: r.try_get("used_device")?,
     })
 }
 
@@ -585,9 +622,11 @@ impl Writer {
                 .map_err(|e| map_unique(e, "model", m.id.as_str()))?;
             }
             Change::InsertDevice(d) => {
+                let o = &d.onboarding;
                 sqlx::query(
-                    "INSERT INTO devices (id, model_id, state, hardware_serial, created_ms, updated_ms)
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO devices (id, model_id, state, hardware_serial, created_ms, updated_ms,
+                       supplier, batch_id, birth_cert_sha256, enrolled_key_sha256, attached_policy)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(d.id.as_str())
                 .bind(d.model.as_str())
@@ -595,6 +634,11 @@ impl Writer {
                 .bind(&d.hardware_serial)
                 .bind(d.created_ms)
                 .bind(d.updated_ms)
+                .bind(o.supplier.as_ref().map(|s| s.as_str().to_owned()))
+                .bind(&o.batch_id)
+                .bind(&o.birth_cert_sha256)
+                .bind(&o.enrolled_key_sha256)
+                .bind(&o.attached_policy)
                 .execute(&mut *c)
                 .await
                 .map_err(|e| map_unique(e, "device", d.id.as_str()))?;
@@ -724,6 +768,81 @@ impl Writer {
                     return Err(conflict("token", id, "is unknown or already revoked"));
                 }
             }
+            Change::InsertSupplier(r) => {
+                sqlx::query(
+                    "INSERT INTO suppliers (name, ca_der, ca_sha256, created_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(r.name.as_str())
+                .bind(&r.ca_der)
+                .bind(&r.ca_sha256)
+                .bind(r.created_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "supplier", r.name.as_str()))?;
+            }
+            Change::InsertBatch(b) => {
+                sqlx::query(
+                    "INSERT INTO batches (id, supplier, model_id, device_count, imported_ms) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&b.id)
+                .bind(b.supplier.as_str())
+                .bind(b.model.as_str())
+                .bind(b.device_count)
+                .bind(b.imported_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "batch", &b.id))?;
+            }
+            Change::InsertEnrollmentToken(t) => {
+                sqlx::query(
+                    "INSERT INTO enrollment_tokens (id, model_id, secret_hash, created_ms, expires_ms)
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&t.id)
+                .bind(t.model.as_str())
+                .bind(&t.secret_hash[..])
+                .bind(t.created_ms)
+                .bind(t.expires_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "enrolment token", &t.id))?;
+            }
+            Change::ConsumeEnrollmentToken { id, device, at_ms } => {
+                let done = sqlx::query(
+                    "UPDATE enrollment_tokens SET used_ms = ?, used_device = ?
+                     WHERE id = ? AND used_ms IS NULL AND expires_ms > ?",
+                )
+                .bind(at_ms)
+                .bind(device.as_str())
+                .bind(id)
+                .bind(at_ms)
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(conflict(
+                        "enrolment token",
+                        id,
+                        "is unknown, already used or expired",
+                    ));
+                }
+            }
+            Change::RecordEnrollment {
+                id,
+                key_sha256,
+                attached_policy,
+                at_ms,
+            } => {
+                sqlx::query(
+                    "UPDATE devices SET enrolled_key_sha256 = ?, attached_policy = ?, updated_ms = ?
+                     WHERE id = ?",
+                )
+                .bind(key_sha256)
+                .bind(attached_policy)
+                .bind(at_ms)
+                .bind(id.as_str())
+                .execute(&mut *c)
+                .await?;
+            }
             Change::BumpCounter { name } => {
                 let v: i64 = sqlx::query_scalar(
                     "INSERT INTO counters (name, value) VALUES (?, 1)
@@ -837,6 +956,66 @@ impl Store for SqliteStore {
         .iter()
         .map(cert_from_row)
         .collect()
+    }
+
+    async fn supplier(&self, name: &SupplierName) -> Result<Option<SupplierRecord>, StoreError> {
+        sqlx::query("SELECT * FROM suppliers WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(supplier_from_row)
+            .transpose()
+    }
+
+    async fn suppliers(&self) -> Result<Vec<SupplierRecord>, StoreError> {
+        sqlx::query("SELECT * FROM suppliers ORDER BY name")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(supplier_from_row)
+            .collect()
+    }
+
+    async fn device_by_birth_cert(&self, sha256: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        sqlx::query("SELECT * FROM devices WHERE birth_cert_sha256 = ?")
+            .bind(sha256)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
+    async fn enrollment_token(
+        &self,
+        id: &str,
+    ) -> Result<Option<EnrollmentTokenRecord>, StoreError> {
+        sqlx::query("SELECT * FROM enrollment_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(enrollment_token_from_row)
+            .transpose()
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM batches WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| {
+            Ok(BatchRecord {
+                id: r.try_get("id")?,
+                supplier: SupplierName::parse(r.try_get("supplier")?)
+                    .map_err(|e| corrupt("batch", e))?,
+                model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("batch", e))?,
+                device_count: r.try_get("device_count")?,
+                imported_ms: r.try_get("imported_ms")?,
+            })
+        })
+        .transpose()
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {

@@ -70,6 +70,7 @@ fn device(id: &str, model: &str) -> Change {
         hardware_serial: None,
         created_ms: 1,
         updated_ms: 1,
+        onboarding: Default::default(),
     })
 }
 
