@@ -86,7 +86,7 @@ fn wrap64(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 64 + 1);
     for chunk in s.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(chunk).unwrap_or(""));
-        out.push_str("\r\n");
+        out.push('\n');
     }
     out
 }
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn csrattrs_is_well_formed_der() {
         let der = B64
-            .decode(csrattrs_p256_base64().replace("\r\n", ""))
+            .decode(csrattrs_p256_base64().replace('\n', ""))
             .unwrap();
         assert_eq!(der[0], 0x30);
         assert_eq!(usize::from(der[1]), der.len() - 2);

@@ -18,6 +18,8 @@ pub struct CertInfo {
     pub not_after: OffsetDateTime,
     /// Whether it is a CA certificate.
     pub is_ca: bool,
+    /// The subject's first common name.
+    pub common_name: Option<String>,
 }
 
 /// A certificate could not be read.
@@ -47,7 +49,20 @@ pub fn inspect_certificate(der: &[u8]) -> Result<CertInfo, InspectError> {
         not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
         is_ca: cert.is_ca(),
+        common_name: cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .map(str::to_owned),
     })
+}
+
+/// The DER SubjectPublicKeyInfo of a certificate.
+pub fn spki_der_of(der: &[u8]) -> Result<Vec<u8>, InspectError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| InspectError::Malformed(e.to_string()))?;
+    Ok(cert.public_key().raw.to_vec())
 }
 
 /// Decodes one PEM block with the given label (e.g. `CERTIFICATE REQUEST`) into DER.

@@ -125,6 +125,7 @@ impl Fleet {
             id: id.clone(),
             description,
             cert_validity_days: days,
+            policy_version: 1,
             created_ms: self.now_ms(),
         };
         self.store

@@ -9,6 +9,8 @@
 pub mod api;
 pub mod bootstrap;
 pub mod config;
+pub mod enroll;
+pub mod est;
 mod files;
 pub mod fleet;
 pub mod metrics;
@@ -30,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::auth::{AuditLimiter, PeerAddr};
+use crate::api::auth::{AuditLimiter, ClientCertChain, PeerAddr};
 use crate::api::{AppState, router};
 pub use crate::bootstrap::DataDir;
 pub use crate::config::Config;
@@ -88,8 +90,15 @@ impl Server {
             config.limits.max_csr_bytes,
             config.ca.device_cert_validity_days,
         ));
+        let enrollment = Arc::new(crate::enroll::Enrollment::new(
+            boot.store.clone(),
+            boot.pki.clone(),
+            clock.clone(),
+            config.limits.max_csr_bytes,
+        ));
         let state = AppState {
             fleet,
+            enrollment,
             store: boot.store.clone(),
             pki: boot.pki.clone(),
             metrics: Arc::new(Metrics::default()),
@@ -198,9 +207,15 @@ impl Server {
                         return;
                     }
                 };
+                let chain = tls.get_ref().1.peer_certificates().map(|c| {
+                    ClientCertChain(Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()))
+                });
                 let svc = hyper::service::service_fn(
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(PeerAddr(peer));
+                        if let Some(c) = &chain {
+                            req.extensions_mut().insert(c.clone());
+                        }
                         app.clone().oneshot(req.map(axum::body::Body::new))
                     },
                 );

@@ -25,6 +25,7 @@ pub struct Metrics {
     responses: Family<Status, Counter>,
     tls_handshake_failures: Counter,
     connections_refused: Counter,
+    enrollments_refused: Counter,
     audit_size: Gauge,
 }
 
@@ -36,6 +37,12 @@ impl Default for Metrics {
         let tls_handshake_failures = Counter::default();
         let connections_refused = Counter::default();
         let audit_size = Gauge::default();
+        let enrollments_refused = Counter::default();
+        registry.register(
+            "est_enrollments_refused",
+            "EST enrolment and re-enrolment requests refused",
+            enrollments_refused.clone(),
+        );
         registry.register(
             "api_auth_failures",
             "Operator API requests refused by authentication or role, by reason",
@@ -67,6 +74,7 @@ impl Default for Metrics {
             responses,
             tls_handshake_failures,
             connections_refused,
+            enrollments_refused,
             audit_size,
         }
     }
@@ -99,6 +107,11 @@ impl Metrics {
     /// Counts a refused connection.
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
+    }
+
+    /// Counts a refused enrolment.
+    pub fn enrollment_refused(&self) {
+        self.enrollments_refused.inc();
     }
 
     /// Renders the text exposition format, with the audit size as of now.

@@ -22,11 +22,81 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<Server
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("choosing TLS versions")?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(AnyClientCert::new(provider_algs())))
         .with_single_cert(certs, key)
         .context("the server certificate and key do not match")?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+fn provider_algs() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+/// Asks for a client certificate without requiring one, and checks only that the
+/// client holds the key of the certificate it sends. Whether that certificate is
+/// trusted (a birth identity from a registered manufacturer, a Palisade
+/// operational certificate) is decided where it is used, so a refusal can be
+/// answered with a reason and audited instead of a bare TLS alert.
+#[derive(Debug)]
+pub struct AnyClientCert {
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl AnyClientCert {
+    /// With the provider's signature algorithms.
+    pub fn new(algs: rustls::crypto::WebPkiSupportedAlgorithms) -> Self {
+        Self { algs }
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Parse it, so garbage is refused at the handshake; trust is decided later.
+        webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
 }
 
 /// A TLS configuration that can be replaced while connections are accepted.

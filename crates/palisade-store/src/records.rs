@@ -13,6 +13,8 @@ pub struct ModelRecord {
     pub description: String,
     /// Lifetime of operational certificates for devices of this model.
     pub cert_validity_days: u32,
+    /// Version of the model's policy, attached to devices at enrolment.
+    pub policy_version: u32,
     /// Created, Unix ms.
     pub created_ms: i64,
 }

@@ -165,6 +165,7 @@ fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
         id: ModelId::parse(r.try_get("id")?).map_err(|e| corrupt("model", e))?,
         description: r.try_get("description")?,
         cert_validity_days: r.try_get("cert_validity_days")?,
+        policy_version: r.try_get("policy_version")?,
         created_ms: r.try_get("created_ms")?,
     })
 }
@@ -611,12 +612,14 @@ impl Writer {
         match change {
             Change::InsertModel(m) => {
                 sqlx::query(
-                    "INSERT INTO models (id, description, cert_validity_days, created_ms) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO models (id, description, cert_validity_days, created_ms, policy_version)
+                     VALUES (?, ?, ?, ?, ?)",
                 )
                 .bind(m.id.as_str())
                 .bind(&m.description)
                 .bind(m.cert_validity_days)
                 .bind(m.created_ms)
+                .bind(m.policy_version)
                 .execute(&mut *c)
                 .await
                 .map_err(|e| map_unique(e, "model", m.id.as_str()))?;

@@ -58,6 +58,7 @@ fn model(id: &str) -> Change {
         id: ModelId::parse(id).unwrap(),
         description: String::new(),
         cert_validity_days: 90,
+        policy_version: 1,
         created_ms: 1,
     })
 }

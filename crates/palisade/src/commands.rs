@@ -726,3 +726,163 @@ fn report_verify(json: bool, r: &VerifyReport) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// `palisade supplier …`
+#[derive(Debug, Subcommand)]
+pub enum SupplierCmd {
+    /// Register a supplier's manufacturer CA (admin).
+    Add {
+        /// Supplier name.
+        name: String,
+        /// Manufacturer CA certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: PathBuf,
+    },
+    /// List registered suppliers.
+    List,
+}
+
+/// `palisade batch …`
+#[derive(Debug, Subcommand)]
+pub enum BatchCmd {
+    /// Verify a signed batch manifest and register its devices.
+    Import {
+        /// The manifest file from `palisade factory batch`.
+        file: PathBuf,
+    },
+}
+
+/// `palisade enrollment-token …`
+#[derive(Debug, Subcommand)]
+pub enum EnrollmentTokenCmd {
+    /// Create a single-use enrolment token for a model; printed once (stdout).
+    Create {
+        /// The model the device joins.
+        #[arg(long)]
+        model: String,
+        /// Lifetime: e.g. 30m, 24h, 7d [default: 24h].
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+}
+
+/// Parses `90s`, `30m`, `24h`, `7d` or plain seconds.
+pub fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration such as 30m, 24h or 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => bail!("unknown duration unit {other:?}: use s, m, h or d"),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+/// Runs a supplier command.
+pub async fn supplier(g: &Global, cmd: SupplierCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    let list = match cmd {
+        SupplierCmd::Add { name, ca_cert } => {
+            let pem = std::fs::read_to_string(&ca_cert)
+                .with_context(|| format!("reading {}", ca_cert.display()))?;
+            let s: SupplierView = c
+                .call(
+                    Method::POST,
+                    "/api/v1/suppliers",
+                    Some(&json!({ "name": name, "ca_pem": pem })),
+                )
+                .await?;
+            say(format!("registered supplier {}", s.name));
+            vec![s]
+        }
+        SupplierCmd::List => c.call(Method::GET, "/api/v1/suppliers", None).await?,
+    };
+    let rows = list
+        .iter()
+        .map(|s| vec![s.name.clone(), s.ca_sha256.clone(), s.created_at.clone()])
+        .collect();
+    data(
+        g.json,
+        &list,
+        &["supplier", "ca sha-256", "registered"],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a batch command.
+pub async fn batch(g: &Global, cmd: BatchCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    match cmd {
+        BatchCmd::Import { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let (status, body) = c
+                .send_bytes(
+                    Method::POST,
+                    "/api/v1/batches",
+                    Some(("application/json", bytes.into())),
+                )
+                .await?;
+            if !status.is_success() {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                bail!(
+                    "{} (HTTP {})",
+                    v["error"].as_str().unwrap_or("batch import failed"),
+                    status.as_u16()
+                );
+            }
+            let b: BatchView = serde_json::from_slice(&body)?;
+            say(format!(
+                "imported batch {} of {} {} devices from {}",
+                &b.id[..16.min(b.id.len())],
+                b.device_count,
+                b.model,
+                b.supplier
+            ));
+            let rows = vec![vec![
+                b.id.clone(),
+                b.supplier.clone(),
+                b.model.clone(),
+                b.device_count.to_string(),
+            ]];
+            data(g.json, &b, &["batch", "supplier", "model", "devices"], rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs an enrollment-token command.
+pub async fn enrollment_token(g: &Global, cmd: EnrollmentTokenCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    match cmd {
+        EnrollmentTokenCmd::Create { model, ttl } => {
+            let secs = parse_ttl(&ttl)?;
+            let t: CreatedEnrollmentToken = c
+                .call(
+                    Method::POST,
+                    "/api/v1/enrollment-tokens",
+                    Some(&json!({ "model": model, "ttl_secs": secs })),
+                )
+                .await?;
+            say(format!(
+                "created a single-use enrolment token for model {} (expires {}); it is shown only now:",
+                t.model, t.expires_at
+            ));
+            if g.json {
+                data(true, &t, &[], vec![]);
+            } else {
+                raw(&format!("{}\n", t.token));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod factory;
 pub mod output;
 pub mod serve;
 

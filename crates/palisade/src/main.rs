@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use palisade::{Global, commands, output, serve};
+use palisade::{Global, commands, factory, output, serve};
 
 /// Palisade: IoT fleet security platform — control plane and operator CLI.
 #[derive(Debug, Parser)]
@@ -45,6 +45,26 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::AuditCmd,
     },
+    /// Suppliers and their manufacturer CAs.
+    Supplier {
+        #[command(subcommand)]
+        cmd: commands::SupplierCmd,
+    },
+    /// Signed batch manifests of devices with birth identities.
+    Batch {
+        #[command(subcommand)]
+        cmd: commands::BatchCmd,
+    },
+    /// One-time enrolment tokens for devices without a birth identity.
+    EnrollmentToken {
+        #[command(subcommand)]
+        cmd: commands::EnrollmentTokenCmd,
+    },
+    /// The manufacturing-line workflow (offline): manufacturer CA, IDevIDs, manifests.
+    Factory {
+        #[command(subcommand)]
+        cmd: factory::FactoryCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +87,10 @@ fn main() -> ExitCode {
             Cmd::Cert { cmd } => commands::cert(&cli.global, cmd).await,
             Cmd::Token { cmd } => commands::token(&cli.global, cmd).await,
             Cmd::Audit { cmd } => commands::audit(&cli.global, cmd).await,
+            Cmd::Supplier { cmd } => commands::supplier(&cli.global, cmd).await,
+            Cmd::Batch { cmd } => commands::batch(&cli.global, cmd).await,
+            Cmd::EnrollmentToken { cmd } => commands::enrollment_token(&cli.global, cmd).await,
+            Cmd::Factory { cmd } => factory::run(cmd),
         }
     });
     match result {

@@ -15,6 +15,12 @@ use super::error::ApiError;
 use crate::pki::unix_ms;
 use crate::tokens::{parse_token, secret_matches};
 
+/// The TLS client certificate chain of the connection (leaf first), inserted by
+/// the accept loop when the client presented one. Only possession of the leaf's
+/// key is proven by the handshake; who trusts it is decided per use (EST).
+#[derive(Debug, Clone)]
+pub struct ClientCertChain(pub std::sync::Arc<Vec<rustls::pki_types::CertificateDer<'static>>>);
+
 /// The peer address of the connection, inserted by the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);

@@ -38,6 +38,8 @@ use crate::pki::Pki;
 pub struct AppState {
     /// The fleet service.
     pub fleet: Arc<Fleet>,
+    /// The enrolment service (EST, suppliers, batches, enrolment tokens).
+    pub enrollment: Arc<crate::enroll::Enrollment>,
     /// The store (reads).
     pub store: Arc<dyn Store>,
     /// The CAs.
@@ -133,6 +135,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/audit/checkpoints", get(audit_checkpoints))
         .route("/api/v1/audit/proof/inclusion", get(inclusion_proof))
         .route("/api/v1/audit/proof/consistency", get(consistency_proof))
+        .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
+        .route(
+            "/api/v1/batches",
+            post(import_batch).layer(DefaultBodyLimit::max(palisade_pki::MAX_MANIFEST_BYTES)),
+        )
+        .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
+        .route(
+            "/.well-known/est/{op}",
+            axum::routing::any(crate::est::est_unlabeled),
+        )
+        .route(
+            "/.well-known/est/{label}/{op}",
+            axum::routing::any(crate::est::est_labeled),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -172,6 +188,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         list_devices, register_device, get_device, set_device_state, issue_certificate,
         list_certificates, get_certificate, revoke_certificate,
         list_tokens, create_token, revoke_token,
+        list_suppliers, add_supplier, import_batch, create_enrollment_token,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
     ),
     components(schemas(ErrorBody)),
@@ -723,4 +740,70 @@ async fn consistency_proof(
         path: p.path.iter().map(hex::encode).collect(),
         checkpoint: p.head.note,
     }))
+}
+
+/// Registered suppliers.
+#[utoipa::path(get, path = "/api/v1/suppliers", tag = "onboarding", responses((status = 200, body = Vec<SupplierView>)))]
+async fn list_suppliers(
+    State(s): State<AppState>,
+    _c: Caller,
+) -> Result<Json<Vec<SupplierView>>, ApiError> {
+    Ok(Json(
+        s.store.suppliers().await?.iter().map(Into::into).collect(),
+    ))
+}
+
+/// Registers a supplier's manufacturer CA (admin).
+#[utoipa::path(post, path = "/api/v1/suppliers", tag = "onboarding", request_body = AddSupplier,
+    responses((status = 201, body = SupplierView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_supplier(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(req): Body<AddSupplier>,
+) -> Result<(StatusCode, Json<SupplierView>), ApiError> {
+    c.require(&s, Access::Admin, "register suppliers").await?;
+    let name: palisade_core::SupplierName = parse_id(&s, &c, "supplier.add", &req.name).await?;
+    let der = pem_to_der(&req.ca_pem, "CERTIFICATE")
+        .map_err(|e| ApiError::bad_request("bad_ca", e.to_string()))?;
+    let rec = s.enrollment.add_supplier(&c.actor(), name, der).await?;
+    Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// Imports a signed batch manifest (operator or admin): the body is the manifest file.
+#[utoipa::path(post, path = "/api/v1/batches", tag = "onboarding", request_body(content = String, content_type = "application/json"),
+    responses((status = 201, body = BatchView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn import_batch(
+    State(s): State<AppState>,
+    c: Caller,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<BatchView>), ApiError> {
+    c.require(&s, Access::Write, "import batches").await?;
+    let b = s.enrollment.import_batch(&c.actor(), &body).await?;
+    Ok((StatusCode::CREATED, Json((&b).into())))
+}
+
+/// Creates a one-time enrolment token for a model (operator or admin).
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "onboarding", request_body = CreateEnrollmentToken,
+    responses((status = 201, body = CreatedEnrollmentToken), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn create_enrollment_token(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(req): Body<CreateEnrollmentToken>,
+) -> Result<(StatusCode, Json<CreatedEnrollmentToken>), ApiError> {
+    c.require(&s, Access::Write, "create enrolment tokens")
+        .await?;
+    let model: ModelId = parse_id(&s, &c, "enrollment_token.create", &req.model).await?;
+    let (text, rec) = s
+        .enrollment
+        .create_enrollment_token(&c.actor(), model, req.ttl_secs.unwrap_or(86_400))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedEnrollmentToken {
+            token: text.to_string(),
+            id: rec.id,
+            model: rec.model.to_string(),
+            expires_at: rfc3339(rec.expires_ms),
+        }),
+    ))
 }

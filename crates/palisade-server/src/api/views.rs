@@ -1,6 +1,8 @@
 //! Request and response bodies of the operator API.
 
-use palisade_store::{CertRecord, DeviceRecord, ModelRecord, StoredEntry, TokenRecord};
+use palisade_store::{
+    BatchRecord, CertRecord, DeviceRecord, ModelRecord, StoredEntry, SupplierRecord, TokenRecord,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -343,4 +345,85 @@ pub struct ConsistencyView {
     pub path: Vec<String>,
     /// Newest checkpoint.
     pub checkpoint: String,
+}
+
+/// A registered supplier.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SupplierView {
+    /// Supplier name.
+    pub name: String,
+    /// SHA-256 (hex) of its manufacturer CA certificate.
+    pub ca_sha256: String,
+    /// Registered.
+    pub created_at: String,
+}
+
+impl From<&SupplierRecord> for SupplierView {
+    fn from(s: &SupplierRecord) -> Self {
+        Self {
+            name: s.name.to_string(),
+            ca_sha256: s.ca_sha256.clone(),
+            created_at: rfc3339(s.created_ms),
+        }
+    }
+}
+
+/// Registers a supplier.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSupplier {
+    /// Supplier name.
+    pub name: String,
+    /// Its manufacturer CA certificate, PEM.
+    pub ca_pem: String,
+}
+
+/// An imported batch.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchView {
+    /// Batch id (SHA-256 of the signed payload).
+    pub id: String,
+    /// Supplier.
+    pub supplier: String,
+    /// Model.
+    pub model: String,
+    /// Devices registered.
+    pub device_count: u32,
+    /// Imported.
+    pub imported_at: String,
+}
+
+impl From<&BatchRecord> for BatchView {
+    fn from(b: &BatchRecord) -> Self {
+        Self {
+            id: b.id.clone(),
+            supplier: b.supplier.to_string(),
+            model: b.model.to_string(),
+            device_count: b.device_count,
+            imported_at: rfc3339(b.imported_ms),
+        }
+    }
+}
+
+/// Creates an enrolment token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentToken {
+    /// The model devices enrolled with it join.
+    pub model: String,
+    /// Lifetime in seconds (default 86400, at most 30 days).
+    pub ttl_secs: Option<u64>,
+}
+
+/// A new enrolment token: the only time its secret is shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedEnrollmentToken {
+    /// The token, for HTTP Basic as the password (user name = device id).
+    pub token: String,
+    /// Token id.
+    pub id: String,
+    /// Model.
+    pub model: String,
+    /// Expiry.
+    pub expires_at: String,
 }
