@@ -69,7 +69,7 @@ impl Default for CaConfig {
             root_validity_days: 3650,
             intermediate_validity_days: 1825,
             server_cert_validity_days: 365,
-            device_cert_validity_days: 90,
+            device_cert_validity_days: 30,
             crl_validity_hours: 24,
         }
     }
