@@ -82,6 +82,36 @@ pub fn certs_only_base64(ders: &[&[u8]]) -> Result<String, EstError> {
     Ok(wrap64(&B64.encode(der)))
 }
 
+/// Decodes a base64 certs-only CMS message (an EST response) into DER certificates.
+pub fn decode_certs_only(body: &[u8]) -> Result<Vec<Vec<u8>>, EstError> {
+    use cms::cert::CertificateChoices;
+    use cms::signed_data::SignedData;
+    if body.len() > 4 * MAX_BODY {
+        return Err(EstError::TooLarge(body.len()));
+    }
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let der = B64.decode(&compact).map_err(|_| EstError::NotBase64)?;
+    let ci = ContentInfo::from_der(&der).map_err(|e| EstError::Encode(e.to_string()))?;
+    let sd: SignedData = ci
+        .content
+        .decode_as()
+        .map_err(|e| EstError::Encode(e.to_string()))?;
+    let mut out = Vec::new();
+    for c in sd.certificates.iter().flat_map(|s| s.0.iter()) {
+        if let CertificateChoices::Certificate(cert) = c {
+            out.push(cert.to_der().map_err(|e| EstError::Encode(e.to_string()))?);
+        }
+    }
+    if out.is_empty() {
+        return Err(EstError::Encode("the response holds no certificate".into()));
+    }
+    Ok(out)
+}
+
 fn wrap64(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 64 + 1);
     for chunk in s.as_bytes().chunks(64) {

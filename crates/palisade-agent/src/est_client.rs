@@ -1,0 +1,266 @@
+//! A minimal EST client: `cacerts`, `simpleenroll` (birth certificate or token)
+//! and `simplereenroll` (operational certificate) over HTTPS, trusting only the
+//! configured Palisade root.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use palisade_core::Signer;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls_key::ClientIdentity;
+
+/// Why an EST exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EstError {
+    /// Could not reach the server, or TLS failed (including an untrusted server).
+    #[error("cannot reach {url}: {reason}")]
+    Connect {
+        /// Server URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The server refused; its reason follows.
+    #[error("the server refused ({status}): {reason}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's text.
+        reason: String,
+    },
+    /// The answer was not a certs-only CMS message.
+    #[error("the server's answer is malformed: {0}")]
+    Malformed(String),
+    /// Bad configuration (URL, root file).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// How a device authenticates its first enrolment.
+#[derive(Debug, Clone)]
+pub enum EnrollAuth {
+    /// Its birth certificate (and the keystore key for it).
+    BirthCertificate {
+        /// IDevID chain, leaf first.
+        chain: Vec<CertificateDer<'static>>,
+        /// The birth key.
+        key: Arc<dyn Signer>,
+    },
+    /// A one-time enrolment token for the device id.
+    Token {
+        /// Device id (HTTP Basic user name).
+        device: String,
+        /// The token.
+        token: String,
+    },
+}
+
+/// An EST client for one server.
+#[derive(Clone)]
+pub struct EstClient {
+    url: String,
+    host: String,
+    port: u16,
+    roots: Arc<rustls::RootCertStore>,
+    label: Option<String>,
+}
+
+impl std::fmt::Debug for EstClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EstClient")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EstClient {
+    /// A client for `url` trusting only the CA certificates in `root_pem`.
+    pub fn new(url: &str, root_pem: &[u8], label: Option<String>) -> Result<Self, EstError> {
+        use rustls::pki_types::pem::PemObject;
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| EstError::Config(format!("{url:?} is not a URL")))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(EstError::Config(format!("{url:?} must be https://")));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| EstError::Config(format!("{url:?} has no host")))?
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_owned();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(root_pem) {
+            let c = c.map_err(|e| EstError::Config(format!("root CA file: {e}")))?;
+            roots
+                .add(c)
+                .map_err(|e| EstError::Config(format!("root CA: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(EstError::Config(
+                "the root CA file holds no certificate".into(),
+            ));
+        }
+        Ok(Self {
+            url: url.trim_end_matches('/').to_owned(),
+            port: uri.port_u16().unwrap_or(443),
+            host,
+            roots: Arc::new(roots),
+            label,
+        })
+    }
+
+    fn path(&self, op: &str) -> String {
+        match &self.label {
+            Some(l) => format!("/.well-known/est/{l}/{op}"),
+            None => format!("/.well-known/est/{op}"),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        op: &str,
+        identity: Option<ClientIdentity>,
+        basic: Option<(&str, &str)>,
+        body: Option<String>,
+    ) -> Result<Vec<Vec<u8>>, EstError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| EstError::Config(e.to_string()))?
+            .with_root_certificates(self.roots.clone());
+        let mut cfg = match identity {
+            Some(id) => builder.with_client_cert_resolver(Arc::new(id)),
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connect_err = |reason: String| EstError::Connect {
+            url: self.url.clone(),
+            reason,
+        };
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let name =
+            ServerName::try_from(self.host.clone()).map_err(|e| connect_err(e.to_string()))?;
+        let tls = TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| connect_err(format!("TLS: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.path(op))
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        if let Some((user, pass)) = basic {
+            req = req.header(
+                hyper::header::AUTHORIZATION,
+                format!("Basic {}", B64.encode(format!("{user}:{pass}"))),
+            );
+        }
+        let payload = match body {
+            Some(b) => {
+                req = req.header(hyper::header::CONTENT_TYPE, palisade_est::CT_PKCS10);
+                Bytes::from(b)
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(payload))
+            .map_err(|e| EstError::Config(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| connect_err(e.to_string()))?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(EstError::Refused {
+                status: status.as_u16(),
+                reason: String::from_utf8_lossy(&bytes)
+                    .trim()
+                    .chars()
+                    .take(500)
+                    .collect(),
+            });
+        }
+        palisade_est::decode_certs_only(&bytes).map_err(|e| EstError::Malformed(e.to_string()))
+    }
+
+    /// The CA certificates (issuing CA and root), DER.
+    pub async fn cacerts(&self) -> Result<Vec<Vec<u8>>, EstError> {
+        self.exchange(Method::GET, "cacerts", None, None, None)
+            .await
+    }
+
+    /// First enrolment; returns the operational certificate (DER).
+    pub async fn simpleenroll(
+        &self,
+        auth: &EnrollAuth,
+        csr_der: &[u8],
+    ) -> Result<Vec<u8>, EstError> {
+        let body = Some(B64.encode(csr_der));
+        let certs = match auth {
+            EnrollAuth::BirthCertificate { chain, key } => {
+                let id = ClientIdentity::new(chain.clone(), key.clone());
+                self.exchange(Method::POST, "simpleenroll", Some(id), None, body)
+                    .await?
+            }
+            EnrollAuth::Token { device, token } => {
+                self.exchange(
+                    Method::POST,
+                    "simpleenroll",
+                    None,
+                    Some((device, token)),
+                    body,
+                )
+                .await?
+            }
+        };
+        certs
+            .into_iter()
+            .next()
+            .ok_or_else(|| EstError::Malformed("no certificate".into()))
+    }
+
+    /// Renewal with the current operational certificate and key.
+    pub async fn simplereenroll(
+        &self,
+        current: Vec<CertificateDer<'static>>,
+        key: Arc<dyn Signer>,
+        csr_der: &[u8],
+    ) -> Result<Vec<u8>, EstError> {
+        let id = ClientIdentity::new(current, key);
+        let certs = self
+            .exchange(
+                Method::POST,
+                "simplereenroll",
+                Some(id),
+                None,
+                Some(B64.encode(csr_der)),
+            )
+            .await?;
+        certs
+            .into_iter()
+            .next()
+            .ok_or_else(|| EstError::Malformed("no certificate".into()))
+    }
+}

@@ -1,0 +1,15 @@
+//! The Palisade device agent, as a library the `palisade-agent` binary and the
+//! fleet simulator share: a keystore, EST enrolment (birth identity or token),
+//! and renewal at about two thirds of the certificate's lifetime.
+//!
+//! It depends on no server crate: only the pure crates and the keystore.
+
+pub mod est_client;
+pub mod keystore;
+pub mod schedule;
+pub mod state;
+pub mod tls_key;
+
+pub use est_client::{EnrollAuth, EstClient, EstError};
+pub use keystore::{Keystore, SoftwareKeystore};
+pub use state::{Agent, AgentError, Identity};

@@ -1,0 +1,243 @@
+//! The device agent against a real `palisade serve`: zero-touch enrolment of a
+//! factory batch, renewal driven by an injected clock, refusal after revocation,
+//! and refusal of a server that does not chain to the configured root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use palisade_agent::est_client::EstError;
+use palisade_agent::state::next_action;
+use palisade_agent::{Agent, AgentError, EnrollAuth, EstClient, SoftwareKeystore};
+use palisade_core::{Clock, KeyAlgorithm};
+use palisade_interop::*;
+use palisade_keystore::SoftwareKey;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use time::{Duration, OffsetDateTime};
+
+/// A clock the test moves.
+#[derive(Debug)]
+struct TestClock(Mutex<OffsetDateTime>);
+
+impl Clock for TestClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl TestClock {
+    #[allow(clippy::disallowed_methods)]
+    fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(OffsetDateTime::now_utc())))
+    }
+    fn set(&self, t: OffsetDateTime) {
+        *self.0.lock().unwrap() = t;
+    }
+}
+
+fn agent(
+    server: &ServerProc,
+    dir: &std::path::Path,
+    clock: Arc<dyn Clock>,
+    label: Option<&str>,
+) -> Agent {
+    let root = std::fs::read(server.data.join("ca/root.pem")).unwrap();
+    let est = EstClient::new(&server.url, &root, label.map(str::to_owned)).unwrap();
+    Agent::new(dir, Arc::new(SoftwareKeystore::new(dir)), est, clock)
+}
+
+fn start() -> (tempfile::TempDir, ServerProc) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("data")).unwrap();
+    server.cli_ok(&["model", "add", "meter", "--cert-validity-days", "30"]);
+    (dir, server)
+}
+
+#[tokio::test]
+async fn agent_renews_before_expiry_with_an_injected_clock() {
+    let (dir, server) = start();
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", "meter"]);
+    let clock = TestClock::new();
+    let a = agent(
+        &server,
+        &dir.path().join("agent"),
+        clock.clone(),
+        Some("meter"),
+    );
+    let first = a
+        .enroll(&EnrollAuth::Token {
+            device: "meter-1".into(),
+            token: token.trim().into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.device_id, "meter-1");
+    assert!(dir.path().join("agent/chain.pem").exists());
+    // Freshly enrolled: nothing to do but wait about 20 of the 30 days.
+    let mut failures = 0;
+    let (wait, err) = a.step(0.5, &mut failures).await;
+    assert!(err.is_none());
+    assert!(
+        wait > Duration::days(19) && wait < Duration::days(21),
+        "{wait}"
+    );
+    // Three weeks later (past two thirds, before expiry) it renews, with a new key.
+    let key_before = std::fs::read(dir.path().join("agent/op.key")).unwrap();
+    clock.set(first.not_before + Duration::days(21));
+    assert!(matches!(
+        next_action(&first, clock.now(), 0.5),
+        palisade_agent::state::Action::Renew
+    ));
+    let (_, err) = a.step(0.5, &mut failures).await;
+    assert!(err.is_none(), "{err:?}");
+    let second = a.identity().unwrap().unwrap();
+    assert_ne!(second.serial, first.serial);
+    assert!(second.not_after >= first.not_after);
+    assert_ne!(
+        std::fs::read(dir.path().join("agent/op.key")).unwrap(),
+        key_before
+    );
+    let o = server.cli(&["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[tokio::test]
+async fn a_revoked_devices_renewal_is_refused() {
+    let (dir, server) = start();
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", "meter"]);
+    let clock = TestClock::new();
+    let a = agent(&server, &dir.path().join("agent"), clock.clone(), None);
+    let id = a
+        .enroll(&EnrollAuth::Token {
+            device: "meter-2".into(),
+            token: token.trim().into(),
+        })
+        .await
+        .unwrap();
+    server.cli_ok(&["cert", "revoke", &id.serial, "--reason", "key-compromise"]);
+    clock.set(id.not_before + Duration::days(25));
+    let mut failures = 0;
+    let (wait, err) = a.step(0.5, &mut failures).await;
+    match err {
+        Some(AgentError::Est(EstError::Refused {
+            status: 403,
+            reason,
+        })) => {
+            assert!(reason.contains("revoked"), "{reason}")
+        }
+        other => panic!("expected a 403 refusal, got {other:?}"),
+    }
+    assert_eq!(failures, 1);
+    assert!(
+        wait < Duration::days(3),
+        "backs off and retries before expiry: {wait}"
+    );
+    // The old certificate and key are kept.
+    assert_eq!(a.identity().unwrap().unwrap().serial, id.serial);
+}
+
+#[tokio::test]
+async fn agent_refuses_a_server_that_does_not_chain_to_its_root() {
+    let (dir, server) = start();
+    let (other_dir, other) = start();
+    // The agent trusts the *other* installation's root.
+    let root = std::fs::read(other.data.join("ca/root.pem")).unwrap();
+    let est = EstClient::new(&server.url, &root, None).unwrap();
+    let err = est.cacerts().await.unwrap_err();
+    assert!(matches!(err, EstError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    drop((dir, other_dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_devices_enrol_zero_touch_from_a_factory_batch() {
+    let (dir, server) = start();
+    let f = dir.path().join("factory");
+    let fs = f.to_str().unwrap();
+    server.cli_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", fs]);
+    let serials: Vec<String> = (0..50).map(|i| format!("AC{i:04}")).collect();
+    let mut certs = vec![];
+    for s in &serials {
+        let d = dir.path().join(format!("dev-{s}"));
+        let ds = d.to_str().unwrap();
+        server.cli_ok(&["factory", "device-key", "--device-dir", ds, "--serial", s]);
+        server.cli_ok(&[
+            "factory",
+            "issue",
+            "--dir",
+            fs,
+            "--csr",
+            d.join("idevid.csr").to_str().unwrap(),
+            "--serial",
+            s,
+            "--out",
+            d.join("idevid.pem").to_str().unwrap(),
+        ]);
+        certs.push(d.join("idevid.pem").display().to_string());
+    }
+    let manifest = f.join("batch.json");
+    let mut args = vec![
+        "factory",
+        "batch",
+        "--dir",
+        fs,
+        "--model",
+        "meter",
+        "--out",
+        manifest.to_str().unwrap(),
+    ];
+    args.extend(certs.iter().map(String::as_str));
+    server.cli_ok(&args);
+    server.cli_ok(&[
+        "supplier",
+        "add",
+        "acme",
+        "--ca-cert",
+        f.join("ca.pem").to_str().unwrap(),
+    ]);
+    server.cli_ok(&["batch", "import", manifest.to_str().unwrap()]);
+
+    // 50 agents at once, no operator action.
+    let mut tasks = vec![];
+    for s in &serials {
+        let d = dir.path().join(format!("dev-{s}"));
+        let a = agent(&server, &d.join("state"), TestClock::new(), Some("meter"));
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(d.join("idevid.pem"))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key =
+            Arc::new(SoftwareKey::load(&d.join("idevid.key"), KeyAlgorithm::EcdsaP256).unwrap());
+        tasks.push(tokio::spawn(async move {
+            a.enroll(&EnrollAuth::BirthCertificate { chain, key }).await
+        }));
+    }
+    for (t, s) in tasks.into_iter().zip(&serials) {
+        let id = t.await.unwrap().unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(id.device_id, s.to_lowercase());
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["device", "list", "--model", "meter", "--json"]))
+            .unwrap();
+    let devices = list.as_array().unwrap();
+    assert_eq!(devices.len(), 50);
+    assert!(devices.iter().all(|d| d["state"] == "enrolled"), "{list}");
+    let o = server.cli(&["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let entries: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["audit", "verify", "--json"])).unwrap();
+    assert_eq!(entries["ok"], true);
+    let client = server.client(None);
+    let audit: Vec<palisade_server::api::views::AuditEntryView> = client
+        .call(hyper::Method::GET, "/api/v1/audit/entries?limit=5000", None)
+        .await
+        .unwrap();
+    let enrolled = audit
+        .iter()
+        .filter(|e| e.action == "est.enroll" && e.outcome == "success")
+        .count();
+    assert_eq!(enrolled, 50);
+    assert!(audit.iter().any(|e| e.action == "batch.import"));
+    assert!(audit.iter().any(|e| e.action == "supplier.add"));
+}
