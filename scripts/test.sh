@@ -64,6 +64,8 @@ fi
 if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   step "benchmark smoke run (quick mode; full figures: see BENCHMARKS.md)"
   cargo bench -p palisade-server --bench issuance --locked -- --quick
+  cargo build --release -p palisade --locked
+  cargo bench -p palisade-interop --bench est_enroll --locked -- --quick
 fi
 
 # The plain summary line CI reads.
