@@ -181,8 +181,7 @@ fn main() {
             .add_model(
                 "bench",
                 palisade_core::ModelId::parse("bench").unwrap(),
-                String::new(),
-                None,
+                Default::default(),
             )
             .await
             .unwrap();

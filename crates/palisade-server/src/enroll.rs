@@ -38,10 +38,21 @@ pub enum EnrollError {
     /// Unknown label (404).
     #[error("{0}")]
     NotFound(String),
+    /// Accepted, but an operator must approve the device first (202 + Retry-After).
+    #[error("{message}")]
+    Pending {
+        /// Seconds the client should wait before retrying.
+        retry_after: u32,
+        /// What is awaited.
+        message: String,
+    },
     /// Our fault (500).
     #[error("{0}")]
     Internal(String),
 }
+
+/// Seconds a device awaiting approval is asked to wait before retrying.
+pub const APPROVAL_RETRY_AFTER: u32 = 60;
 
 impl From<palisade_store::StoreError> for EnrollError {
     fn from(e: palisade_store::StoreError) -> Self {
@@ -173,8 +184,18 @@ impl Enrollment {
         }
     }
 
-    fn check_csr(&self, csr_der: &[u8]) -> Result<VerifiedCsr, EnrollError> {
-        verify_csr(csr_der, &self.csr_limits).map_err(|e| EnrollError::BadRequest(e.to_string()))
+    fn check_csr(&self, csr_der: &[u8], model: &ModelRecord) -> Result<VerifiedCsr, EnrollError> {
+        let csr = verify_csr(csr_der, &self.csr_limits)
+            .map_err(|e| EnrollError::BadRequest(e.to_string()))?;
+        let kt = csr.key_type.to_string();
+        if !model.allowed_key_types.contains(&kt) {
+            return Err(EnrollError::BadRequest(format!(
+                "key type {kt} is not allowed for model {}: use one of {}",
+                model.id,
+                model.allowed_key_types.join(", ")
+            )));
+        }
+        Ok(csr)
     }
 
     fn sign(
@@ -282,7 +303,7 @@ impl Enrollment {
                 )
                 .await);
         }
-        let csr = match self.check_csr(csr_der) {
+        let csr = match self.check_csr(csr_der, &model) {
             Ok(c) => c,
             Err(e) => return Err(self.deny(&actor, "est.enroll", device.id.as_str(), e).await),
         };
@@ -325,11 +346,22 @@ impl Enrollment {
         };
         let record = self.store.enrollment_token(id).await?;
         let now = unix_ms(self.clock.now());
+        let existing = match DeviceId::parse(device) {
+            Ok(d) => self.store.device(&d).await?,
+            Err(_) => None,
+        };
+        // A device that used this token and is waiting for approval may come back
+        // with it: the token is bound to that device from its first use.
+        let resumed = matches!((&record, &existing), (Some(r), Some(d))
+            if r.used_device.as_deref() == Some(d.id.as_str())
+                && d.state == DeviceState::Registered
+                && d.onboarding.pending_since_ms.is_some());
         let refusal = match &record {
             None => Some("unknown enrolment token"),
             Some(r) if !secret_matches_hash(secret, &r.secret_hash) => {
                 Some("wrong enrolment token")
             }
+            Some(_) if resumed => None,
             Some(r) if r.used_ms.is_some() => Some("the enrolment token has already been used"),
             Some(r) if r.expires_ms <= now => Some("the enrolment token has expired"),
             _ => None,
@@ -382,17 +414,20 @@ impl Enrollment {
                     .await);
             }
         };
-        let existing = self.store.device(&device_id).await?;
-        let mut changes = vec![Change::ConsumeEnrollmentToken {
-            id: record.id.clone(),
-            device: device_id.clone(),
-            at_ms: now,
-        }];
+        let mut changes = Vec::new();
+        if !resumed {
+            changes.push(Change::ConsumeEnrollmentToken {
+                id: record.id.clone(),
+                device: device_id.clone(),
+                at_ms: now,
+            });
+        }
         let device = match existing {
             Some(d) => {
-                if d.model != record.model
-                    || d.state != DeviceState::Registered
-                    || d.onboarding.birth_cert_sha256.is_some()
+                if !resumed
+                    && (d.model != record.model
+                        || d.state != DeviceState::Registered
+                        || d.onboarding.birth_cert_sha256.is_some())
                 {
                     return Err(self
                         .deny(&actor, "est.enroll", device_id.as_str(), EnrollError::Forbidden(format!(
@@ -416,7 +451,7 @@ impl Enrollment {
                 d
             }
         };
-        let csr = match self.check_csr(csr_der) {
+        let csr = match self.check_csr(csr_der, &model) {
             Ok(c) => c,
             Err(e) => return Err(self.deny(&actor, "est.enroll", device_id.as_str(), e).await),
         };
@@ -436,6 +471,26 @@ impl Enrollment {
         mut changes: Vec<Change>,
         method: &str,
     ) -> Result<CertRecord, EnrollError> {
+        if model.approval_required && device.onboarding.approved_ms.is_none() {
+            let now = unix_ms(self.clock.now());
+            changes.push(Change::MarkPending {
+                id: device.id.clone(),
+                at_ms: now,
+            });
+            let audit = vec![
+                EntryDraft::denied(actor, "est.enroll.pending", device.id.as_str())
+                    .with_detail(json!({ "method": method, "model": model.id.as_str(),
+                    "reason": "awaiting operator approval" })),
+            ];
+            self.store.commit(changes, audit).await?;
+            return Err(EnrollError::Pending {
+                retry_after: APPROVAL_RETRY_AFTER,
+                message: format!(
+                    "device {} awaits an operator's approval (`palisade device approve {}`); retry later",
+                    device.id, device.id
+                ),
+            });
+        }
         let cert = self.sign(&device.id, model, csr)?;
         let now = unix_ms(self.clock.now());
         changes.extend([
@@ -581,7 +636,7 @@ impl Enrollment {
                 )
                 .await);
         }
-        let csr = match self.check_csr(csr_der) {
+        let csr = match self.check_csr(csr_der, &model) {
             Ok(c) => c,
             Err(e) => {
                 return Err(self

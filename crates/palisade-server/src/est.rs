@@ -51,6 +51,13 @@ impl IntoResponse for EnrollError {
             EnrollError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EnrollError::Forbidden(_) => StatusCode::FORBIDDEN,
             EnrollError::NotFound(_) => StatusCode::NOT_FOUND,
+            EnrollError::Pending { retry_after, .. } => {
+                let mut r = text(StatusCode::ACCEPTED, self.to_string());
+                if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
             EnrollError::Internal(m) => {
                 tracing::error!(error = %m, "EST internal error");
                 return text(

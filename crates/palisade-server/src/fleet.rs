@@ -56,6 +56,31 @@ fn bad(code: &'static str, message: impl Into<String>) -> ServiceError {
     }
 }
 
+/// Key types a model may allow.
+pub const KNOWN_KEY_TYPES: [&str; 6] = [
+    "ecdsa-p256",
+    "ecdsa-p384",
+    "ed25519",
+    "rsa-2048",
+    "rsa-3072",
+    "rsa-4096",
+];
+/// Key types a new model allows unless told otherwise.
+pub const DEFAULT_KEY_TYPES: [&str; 3] = ["ecdsa-p256", "ecdsa-p384", "ed25519"];
+
+/// What a model decides at enrolment.
+#[derive(Debug, Clone, Default)]
+pub struct ModelPolicy {
+    /// Free text.
+    pub description: String,
+    /// Operational certificate lifetime (days); the server default if absent.
+    pub cert_validity_days: Option<u32>,
+    /// Whether each device needs an operator's approval before issuance.
+    pub approval_required: bool,
+    /// Allowed key types; the defaults if absent.
+    pub allowed_key_types: Option<Vec<String>>,
+}
+
 /// The fleet service.
 #[derive(Debug)]
 pub struct Fleet {
@@ -105,9 +130,31 @@ impl Fleet {
         &self,
         actor: &str,
         id: ModelId,
-        description: String,
-        cert_validity_days: Option<u32>,
+        policy: ModelPolicy,
     ) -> Result<ModelRecord, ServiceError> {
+        let ModelPolicy {
+            description,
+            cert_validity_days,
+            approval_required,
+            allowed_key_types,
+        } = policy;
+        let allowed_key_types = match allowed_key_types {
+            None => DEFAULT_KEY_TYPES.iter().map(|k| (*k).to_owned()).collect(),
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(bad("bad_key_types", "allow at least one key type"));
+                }
+                for k in &list {
+                    if !KNOWN_KEY_TYPES.contains(&k.as_str()) {
+                        return Err(bad(
+                            "bad_key_types",
+                            format!("unknown key type {k:?}: use {}", KNOWN_KEY_TYPES.join(", ")),
+                        ));
+                    }
+                }
+                list
+            }
+        };
         if description.len() > 1024 || description.chars().any(|c| c.is_control() && c != '\n') {
             return Err(bad(
                 "bad_description",
@@ -126,14 +173,19 @@ impl Fleet {
             description,
             cert_validity_days: days,
             policy_version: 1,
+            approval_required,
+            allowed_key_types: allowed_key_types.clone(),
             created_ms: self.now_ms(),
         };
         self.store
             .commit(
                 vec![Change::InsertModel(record.clone())],
                 vec![
-                    EntryDraft::success(actor, "model.add", id.as_str())
-                        .with_detail(json!({ "cert_validity_days": days })),
+                    EntryDraft::success(actor, "model.add", id.as_str()).with_detail(json!({
+                        "cert_validity_days": days,
+                        "approval_required": approval_required,
+                        "allowed_key_types": allowed_key_types,
+                    })),
                 ],
             )
             .await?;
@@ -247,6 +299,30 @@ impl Fleet {
                 limit: Some(10_000),
             })
             .await?)
+    }
+
+    /// Approves a device for enrolment (models that require approval).
+    pub async fn approve_device(
+        &self,
+        actor: &str,
+        id: &DeviceId,
+    ) -> Result<DeviceRecord, ServiceError> {
+        let device = self.device(id).await?;
+        if device.state == DeviceState::Decommissioned {
+            return Err(ServiceError::Conflict(format!(
+                "device {id} is decommissioned"
+            )));
+        }
+        self.store
+            .commit(
+                vec![Change::ApproveDevice {
+                    id: id.clone(),
+                    at_ms: self.now_ms(),
+                }],
+                vec![EntryDraft::success(actor, "device.approve", id.as_str())],
+            )
+            .await?;
+        self.device(id).await
     }
 
     /// Issues a device identity certificate from a CSR. Subject and SANs come

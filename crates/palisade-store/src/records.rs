@@ -15,6 +15,11 @@ pub struct ModelRecord {
     pub cert_validity_days: u32,
     /// Version of the model's policy, attached to devices at enrolment.
     pub policy_version: u32,
+    /// Whether an operator must approve each device before it is issued a certificate.
+    pub approval_required: bool,
+    /// Key types devices of this model may certify (`ecdsa-p256`, `ecdsa-p384`,
+    /// `ed25519`, `rsa-2048`…).
+    pub allowed_key_types: Vec<String>,
     /// Created, Unix ms.
     pub created_ms: i64,
 }
@@ -51,6 +56,10 @@ pub struct Onboarding {
     pub enrolled_key_sha256: Option<String>,
     /// JSON of the policy attached at enrolment.
     pub attached_policy: Option<String>,
+    /// When it first asked to enrol while awaiting approval, Unix ms.
+    pub pending_since_ms: Option<i64>,
+    /// When an operator approved it, Unix ms.
+    pub approved_ms: Option<i64>,
 }
 
 /// A supplier and its manufacturer CA.
@@ -281,6 +290,20 @@ pub enum Change {
         key_sha256: String,
         /// JSON of the attached policy.
         attached_policy: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Note that a device asked to enrol and awaits approval (first time only).
+    MarkPending {
+        /// Which device.
+        id: DeviceId,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Approve a device for enrolment; fails if already approved.
+    ApproveDevice {
+        /// Which device.
+        id: DeviceId,
         /// When, Unix ms.
         at_ms: i64,
     },

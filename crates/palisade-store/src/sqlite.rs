@@ -166,6 +166,13 @@ fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
         description: r.try_get("description")?,
         cert_validity_days: r.try_get("cert_validity_days")?,
         policy_version: r.try_get("policy_version")?,
+        approval_required: r.try_get::<i64, _>("approval_required")? != 0,
+        allowed_key_types: r
+            .try_get::<String, _>("allowed_key_types")?
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect(),
         created_ms: r.try_get("created_ms")?,
     })
 }
@@ -189,6 +196,8 @@ fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError> {
             birth_cert_sha256: r.try_get("birth_cert_sha256")?,
             enrolled_key_sha256: r.try_get("enrolled_key_sha256")?,
             attached_policy: r.try_get("attached_policy")?,
+            pending_since_ms: r.try_get("pending_since_ms")?,
+            approved_ms: r.try_get("approved_ms")?,
         },
     })
 }
@@ -612,14 +621,17 @@ impl Writer {
         match change {
             Change::InsertModel(m) => {
                 sqlx::query(
-                    "INSERT INTO models (id, description, cert_validity_days, created_ms, policy_version)
-                     VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO models (id, description, cert_validity_days, created_ms, policy_version,
+                       approval_required, allowed_key_types)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(m.id.as_str())
                 .bind(&m.description)
                 .bind(m.cert_validity_days)
                 .bind(m.created_ms)
                 .bind(m.policy_version)
+                .bind(i64::from(m.approval_required))
+                .bind(m.allowed_key_types.join(","))
                 .execute(&mut *c)
                 .await
                 .map_err(|e| map_unique(e, "model", m.id.as_str()))?;
@@ -845,6 +857,32 @@ impl Writer {
                 .bind(id.as_str())
                 .execute(&mut *c)
                 .await?;
+            }
+            Change::MarkPending { id, at_ms } => {
+                sqlx::query(
+                    "UPDATE devices SET pending_since_ms = COALESCE(pending_since_ms, ?) WHERE id = ?",
+                )
+                .bind(at_ms)
+                .bind(id.as_str())
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::ApproveDevice { id, at_ms } => {
+                let done = sqlx::query(
+                    "UPDATE devices SET approved_ms = ?, updated_ms = ? WHERE id = ? AND approved_ms IS NULL",
+                )
+                .bind(at_ms)
+                .bind(at_ms)
+                .bind(id.as_str())
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(conflict(
+                        "device",
+                        id.as_str(),
+                        "is unknown or already approved",
+                    ));
+                }
             }
             Change::BumpCounter { name } => {
                 let v: i64 = sqlx::query_scalar(

@@ -59,6 +59,8 @@ fn model(id: &str) -> Change {
         description: String::new(),
         cert_validity_days: 90,
         policy_version: 1,
+        approval_required: false,
+        allowed_key_types: vec!["ecdsa-p256".into()],
         created_ms: 1,
     })
 }

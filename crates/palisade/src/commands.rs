@@ -68,9 +68,15 @@ pub enum ModelCmd {
         /// Free-text description.
         #[arg(long, default_value = "")]
         description: String,
-        /// Lifetime of device certificates for this model, in days.
+        /// Lifetime of device certificates for this model, in days [default: the server's, 30].
         #[arg(long)]
         cert_validity_days: Option<u32>,
+        /// Each device needs `palisade device approve` before it is issued a certificate.
+        #[arg(long)]
+        approval_required: bool,
+        /// Allowed key types, comma-separated [default: ecdsa-p256,ecdsa-p384,ed25519].
+        #[arg(long, value_delimiter = ',')]
+        key_types: Vec<String>,
     },
     /// List device models.
     List,
@@ -101,6 +107,11 @@ pub enum DeviceCmd {
     },
     /// Show one device and its certificates.
     Show {
+        /// Device id.
+        id: String,
+    },
+    /// Approve a device whose model requires approval before enrolment.
+    Approve {
         /// Device id.
         id: String,
     },
@@ -210,12 +221,18 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
             id,
             description,
             cert_validity_days,
+            approval_required,
+            key_types,
         } => {
+            let key_types = (!key_types.is_empty()).then_some(key_types);
             let m: ModelView = c
                 .call(
                     Method::POST,
                     "/api/v1/models",
-                    Some(&json!({ "id": id, "description": description, "cert_validity_days": cert_validity_days })),
+                    Some(&json!({ "id": id, "description": description,
+                        "cert_validity_days": cert_validity_days,
+                        "approval_required": approval_required,
+                        "allowed_key_types": key_types })),
                 )
                 .await?;
             say(format!("added model {}", m.id));
@@ -317,6 +334,18 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
             }
             let rows = cert_rows(&d.certificates);
             data(g.json, &d, &CERT_HEADERS, rows);
+        }
+        DeviceCmd::Approve { id } => {
+            let d: DeviceView = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/approve", enc(&id)),
+                    None,
+                )
+                .await?;
+            say(format!("approved device {} for enrolment", d.id));
+            let rows = device_rows(std::slice::from_ref(&d));
+            data(g.json, &d, &DEVICE_HEADERS, rows);
         }
         DeviceCmd::SetState { id, state } => {
             let d: DeviceView = c

@@ -241,3 +241,75 @@ async fn fifty_devices_enrol_zero_touch_from_a_factory_batch() {
     assert!(audit.iter().any(|e| e.action == "batch.import"));
     assert!(audit.iter().any(|e| e.action == "supplier.add"));
 }
+
+#[tokio::test]
+async fn an_expired_enrolment_token_is_refused() {
+    // The server runs in-process on a clock the test moves.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clock = TestClock::new();
+    let config = palisade_server::Config {
+        data_dir: data.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let server = palisade_server::Server::build(config, clock.clone())
+        .await
+        .unwrap();
+    let listener = server.bind().await.unwrap();
+    let handle = server.spawn(listener).unwrap();
+    let url = format!("https://127.0.0.1:{}", handle.addr.port());
+    let admin = palisade::client::Client::new(
+        &url,
+        &data.join("ca/root.pem"),
+        Some(
+            std::fs::read_to_string(data.join("admin-token"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        ),
+    )
+    .unwrap();
+    let _: serde_json::Value = admin
+        .call(
+            hyper::Method::POST,
+            "/api/v1/models",
+            Some(&serde_json::json!({ "id": "meter" })),
+        )
+        .await
+        .unwrap();
+    let t: palisade_server::api::views::CreatedEnrollmentToken = admin
+        .call(
+            hyper::Method::POST,
+            "/api/v1/enrollment-tokens",
+            Some(&serde_json::json!({ "model": "meter", "ttl_secs": 60 })),
+        )
+        .await
+        .unwrap();
+    clock.set(clock.now() + Duration::minutes(2));
+    let root = std::fs::read(data.join("ca/root.pem")).unwrap();
+    let a = Agent::new(
+        &dir.path().join("agent"),
+        Arc::new(SoftwareKeystore::new(&dir.path().join("agent"))),
+        EstClient::new(&url, &root, None).unwrap(),
+        clock.clone(),
+    );
+    std::fs::create_dir_all(dir.path().join("agent")).unwrap();
+    let err = a
+        .enroll(&EnrollAuth::Token {
+            device: "late-1".into(),
+            token: t.token,
+        })
+        .await
+        .unwrap_err();
+    match err {
+        AgentError::Est(EstError::Refused {
+            status: 401,
+            reason,
+        }) => {
+            assert!(reason.contains("expired"), "{reason}")
+        }
+        other => panic!("expected 401 expired, got {other}"),
+    }
+    handle.shutdown().await;
+}

@@ -455,3 +455,69 @@ fn a_revoked_device_cannot_re_enrol() {
     assert_eq!(code, "403", "{body}");
     assert!(body.contains("revoked"), "{body}");
 }
+
+#[test]
+fn a_model_requiring_approval_answers_202_until_an_operator_approves() {
+    if !peers() {
+        return;
+    }
+    let env = start();
+    env.server
+        .cli_ok(&["model", "add", "pump", "--approval-required"]);
+    let token = env
+        .server
+        .cli_ok(&["enrollment-token", "create", "--model", "pump"]);
+    let (_, csr) = openssl_csr(&env, "a");
+    let auth = format!("-u pump-1:{}", token.trim());
+    let (ok, out) = env.sh(&format!(
+        "curl -sS -i --cacert {} {auth} -H 'Content-Type: application/pkcs10' --data-binary @{csr} {}/.well-known/est/pump/simpleenroll",
+        env.root(),
+        env.server.url
+    ));
+    assert!(ok, "{out}");
+    let lower = out.to_lowercase();
+    assert!(
+        lower.starts_with("http/1.1 202") && lower.contains("retry-after: 60"),
+        "{out}"
+    );
+    assert!(out.contains("approve"), "{out}");
+    assert_eq!(device_state(&env, "pump-1"), "registered");
+    // Retrying before approval: still 202, and the token stays bound to pump-1.
+    let (code, _) = env.est("pump/simpleenroll", &csr, &auth);
+    assert_eq!(code, "202");
+    let (code, _) = env.est(
+        "pump/simpleenroll",
+        &csr,
+        &format!("-u pump-2:{}", token.trim()),
+    );
+    assert_eq!(code, "401");
+    env.server.cli_ok(&["device", "approve", "pump-1"]);
+    let (code, body) = env.est("pump/simpleenroll", &csr, &auth);
+    assert_eq!(code, "200", "{body}");
+    assert!(print_certs(&env, &body).contains("CN = pump-1"));
+    assert_eq!(device_state(&env, "pump-1"), "enrolled");
+}
+
+#[test]
+fn a_key_type_the_model_does_not_allow_is_refused() {
+    if !peers() {
+        return;
+    }
+    let env = start();
+    env.server
+        .cli_ok(&["model", "add", "lock", "--key-types", "ecdsa-p256"]);
+    let token = env
+        .server
+        .cli_ok(&["enrollment-token", "create", "--model", "lock"]);
+    let (ok, out) = env.sh(
+        "openssl genpkey -algorithm ed25519 -out ed.key && openssl req -new -key ed.key -subj /CN=x -outform DER | base64 > ed.b64",
+    );
+    assert!(ok, "{out}");
+    let (code, body) = env.est(
+        "lock/simpleenroll",
+        "ed.b64",
+        &format!("-u lock-1:{}", token.trim()),
+    );
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("ed25519 is not allowed"), "{body}");
+}

@@ -121,6 +121,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/devices", get(list_devices).post(register_device))
         .route("/api/v1/devices/{id}", get(get_device))
         .route("/api/v1/devices/{id}/state", post(set_device_state))
+        .route("/api/v1/devices/{id}/approve", post(approve_device))
         .route("/api/v1/devices/{id}/certificates", post(issue_certificate))
         .route("/api/v1/certificates", get(list_certificates))
         .route("/api/v1/certificates/{serial}", get(get_certificate))
@@ -185,7 +186,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     paths(
         healthz, readyz, crl, chain, metrics, whoami,
         list_models, add_model, get_model,
-        list_devices, register_device, get_device, set_device_state, issue_certificate,
+        list_devices, register_device, get_device, set_device_state, approve_device, issue_certificate,
         list_certificates, get_certificate, revoke_certificate,
         list_tokens, create_token, revoke_token,
         list_suppliers, add_supplier, import_batch, create_enrollment_token,
@@ -317,7 +318,16 @@ async fn add_model(
     let id: ModelId = parse_id(&s, &c, "model.add", &req.id).await?;
     let m = s
         .fleet
-        .add_model(&c.actor(), id, req.description, req.cert_validity_days)
+        .add_model(
+            &c.actor(),
+            id,
+            crate::fleet::ModelPolicy {
+                description: req.description,
+                cert_validity_days: req.cert_validity_days,
+                approval_required: req.approval_required,
+                allowed_key_types: req.allowed_key_types,
+            },
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(m.into())))
 }
@@ -806,4 +816,17 @@ async fn create_enrollment_token(
             expires_at: rfc3339(rec.expires_ms),
         }),
     ))
+}
+
+/// Approves a device whose model requires approval before enrolment (operator or admin).
+#[utoipa::path(post, path = "/api/v1/devices/{id}/approve", tag = "devices", params(("id" = String, Path)),
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn approve_device(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, ApiError> {
+    c.require(&s, Access::Write, "approve devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.approve", &id).await?;
+    Ok(Json(s.fleet.approve_device(&c.actor(), &id).await?.into()))
 }

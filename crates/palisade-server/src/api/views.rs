@@ -27,6 +27,12 @@ pub struct ModelView {
     pub description: String,
     /// Lifetime of device certificates (days).
     pub cert_validity_days: u32,
+    /// Policy version attached to devices at enrolment.
+    pub policy_version: u32,
+    /// Whether devices need approval before enrolment.
+    pub approval_required: bool,
+    /// Allowed key types.
+    pub allowed_key_types: Vec<String>,
     /// When added.
     pub created_at: String,
 }
@@ -37,6 +43,9 @@ impl From<ModelRecord> for ModelView {
             id: m.id.to_string(),
             description: m.description,
             cert_validity_days: m.cert_validity_days,
+            policy_version: m.policy_version,
+            approval_required: m.approval_required,
+            allowed_key_types: m.allowed_key_types,
             created_at: rfc3339(m.created_ms),
         }
     }
@@ -53,6 +62,12 @@ pub struct AddModel {
     pub description: String,
     /// Device certificate lifetime (days); the server default if absent.
     pub cert_validity_days: Option<u32>,
+    /// Whether each device needs an operator's approval before it is issued a
+    /// certificate (EST answers 202 + Retry-After until then).
+    #[serde(default)]
+    pub approval_required: bool,
+    /// Allowed key types (default: ecdsa-p256, ecdsa-p384, ed25519).
+    pub allowed_key_types: Option<Vec<String>>,
 }
 
 /// A device.
