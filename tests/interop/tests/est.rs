@@ -201,6 +201,13 @@ fn zero_touch_enrolment_with_a_birth_identity_over_curl() {
     let show: serde_json::Value =
         serde_json::from_str(&env.server.cli_ok(&["device", "show", "sn0001", "--json"])).unwrap();
     assert_eq!(show["certificates"].as_array().unwrap().len(), 1);
+    // What was attached at enrolment is kept with the device.
+    let policy = &show["device"]["attached_policy"];
+    assert_eq!(policy["model"], "thermo");
+    assert_eq!(policy["policy_version"], 1);
+    assert_eq!(policy["cert_validity_days"], 30);
+    assert_eq!(policy["key_type"], "ecdsa-p256");
+    assert_eq!(show["device"]["supplier"], "acme");
 
     // The same birth identity with another key: a clone, refused and audited.
     let (_, csr2) = openssl_csr(&env, "clone");

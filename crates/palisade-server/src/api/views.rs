@@ -85,6 +85,18 @@ pub struct DeviceView {
     pub created_at: String,
     /// Last changed.
     pub updated_at: String,
+    /// The supplier whose batch listed it (birth identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplier: Option<String>,
+    /// The batch that listed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+    /// The policy attached at enrolment (model, policy version, lifetime, key type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_policy: Option<serde_json::Value>,
+    /// `pending` while awaiting approval, `approved` once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 impl From<DeviceRecord> for DeviceView {
@@ -96,6 +108,17 @@ impl From<DeviceRecord> for DeviceView {
             hardware_serial: d.hardware_serial,
             created_at: rfc3339(d.created_ms),
             updated_at: rfc3339(d.updated_ms),
+            supplier: d.onboarding.supplier.map(|s| s.to_string()),
+            batch: d.onboarding.batch_id,
+            attached_policy: d
+                .onboarding
+                .attached_policy
+                .and_then(|p| serde_json::from_str(&p).ok()),
+            approval: match (d.onboarding.approved_ms, d.onboarding.pending_since_ms) {
+                (Some(_), _) => Some("approved".into()),
+                (None, Some(_)) => Some("pending".into()),
+                _ => None,
+            },
         }
     }
 }
