@@ -242,20 +242,23 @@ async fn fifty_devices_enrol_zero_touch_from_a_factory_batch() {
     assert!(audit.iter().any(|e| e.action == "supplier.add"));
 }
 
-#[tokio::test]
-async fn an_expired_enrolment_token_is_refused() {
-    // The server runs in-process on a clock the test moves.
+/// A server in-process on a clock the test moves: (temp dir, handle, URL, admin client).
+async fn in_process(
+    clock: Arc<TestClock>,
+) -> (
+    tempfile::TempDir,
+    palisade_server::Handle,
+    String,
+    palisade::client::Client,
+) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let clock = TestClock::new();
     let config = palisade_server::Config {
         data_dir: data.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     };
-    let server = palisade_server::Server::build(config, clock.clone())
-        .await
-        .unwrap();
+    let server = palisade_server::Server::build(config, clock).await.unwrap();
     let listener = server.bind().await.unwrap();
     let handle = server.spawn(listener).unwrap();
     let url = format!("https://127.0.0.1:{}", handle.addr.port());
@@ -278,6 +281,25 @@ async fn an_expired_enrolment_token_is_refused() {
         )
         .await
         .unwrap();
+    (dir, handle, url, admin)
+}
+
+fn agent_at(dir: &std::path::Path, url: &str, clock: Arc<dyn Clock>) -> Agent {
+    let root = std::fs::read(dir.join("data/ca/root.pem")).unwrap();
+    let state = dir.join("agent");
+    std::fs::create_dir_all(&state).unwrap();
+    Agent::new(
+        &state,
+        Arc::new(SoftwareKeystore::new(&state)),
+        EstClient::new(url, &root, None).unwrap(),
+        clock,
+    )
+}
+
+#[tokio::test]
+async fn an_expired_enrolment_token_is_refused() {
+    let clock = TestClock::new();
+    let (dir, handle, url, admin) = in_process(clock.clone()).await;
     let t: palisade_server::api::views::CreatedEnrollmentToken = admin
         .call(
             hyper::Method::POST,
@@ -287,15 +309,7 @@ async fn an_expired_enrolment_token_is_refused() {
         .await
         .unwrap();
     clock.set(clock.now() + Duration::minutes(2));
-    let root = std::fs::read(data.join("ca/root.pem")).unwrap();
-    let a = Agent::new(
-        &dir.path().join("agent"),
-        Arc::new(SoftwareKeystore::new(&dir.path().join("agent"))),
-        EstClient::new(&url, &root, None).unwrap(),
-        clock.clone(),
-    );
-    std::fs::create_dir_all(dir.path().join("agent")).unwrap();
-    let err = a
+    let err = agent_at(dir.path(), &url, clock.clone())
         .enroll(&EnrollAuth::Token {
             device: "late-1".into(),
             token: t.token,
@@ -310,6 +324,108 @@ async fn an_expired_enrolment_token_is_refused() {
             assert!(reason.contains("expired"), "{reason}")
         }
         other => panic!("expected 401 expired, got {other}"),
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_birth_certificate_is_refused() {
+    let clock = TestClock::new();
+    let (dir, handle, url, admin) = in_process(clock.clone()).await;
+    // A one-day IDevID from the factory, imported while valid.
+    let f = dir.path().join("factory");
+    let d = dir.path().join("dev");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(palisade_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    run(&[
+        "factory",
+        "init-ca",
+        "--supplier",
+        "acme",
+        "--dir",
+        f.to_str().unwrap(),
+    ]);
+    run(&[
+        "factory",
+        "device-key",
+        "--device-dir",
+        d.to_str().unwrap(),
+        "--serial",
+        "EX0001",
+    ]);
+    run(&[
+        "factory",
+        "issue",
+        "--dir",
+        f.to_str().unwrap(),
+        "--csr",
+        d.join("idevid.csr").to_str().unwrap(),
+        "--serial",
+        "EX0001",
+        "--out",
+        d.join("idevid.pem").to_str().unwrap(),
+        "--validity-days",
+        "1",
+    ]);
+    run(&[
+        "factory",
+        "batch",
+        "--dir",
+        f.to_str().unwrap(),
+        "--model",
+        "meter",
+        "--out",
+        f.join("batch.json").to_str().unwrap(),
+        d.join("idevid.pem").to_str().unwrap(),
+    ]);
+    let _: serde_json::Value = admin
+        .call(
+            hyper::Method::POST,
+            "/api/v1/suppliers",
+            Some(&serde_json::json!({ "name": "acme",
+                "ca_pem": std::fs::read_to_string(f.join("ca.pem")).unwrap() })),
+        )
+        .await
+        .unwrap();
+    let (status, body) = admin
+        .send_bytes(
+            hyper::Method::POST,
+            "/api/v1/batches",
+            Some((
+                "application/json",
+                std::fs::read(f.join("batch.json")).unwrap().into(),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 201, "{}", String::from_utf8_lossy(&body));
+    // Two days later the birth certificate has expired.
+    clock.set(clock.now() + Duration::days(2));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(d.join("idevid.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = Arc::new(SoftwareKey::load(&d.join("idevid.key"), KeyAlgorithm::EcdsaP256).unwrap());
+    let err = agent_at(dir.path(), &url, clock.clone())
+        .enroll(&EnrollAuth::BirthCertificate { chain, key })
+        .await
+        .unwrap_err();
+    match err {
+        AgentError::Est(EstError::Refused {
+            status: 401,
+            reason,
+        }) => {
+            assert!(
+                reason.contains("not valid now") && reason.contains("Expired"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected 401 for an expired birth certificate, got {other}"),
     }
     handle.shutdown().await;
 }
