@@ -337,6 +337,36 @@ impl SqliteStore {
     fn pool(&self) -> &SqlitePool {
         &self.reader.pool
     }
+
+    /// One row by a text key, mapped.
+    async fn one<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        map: fn(&SqliteRow) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(map)
+            .transpose()
+    }
+
+    /// Every row of a query without parameters, mapped.
+    async fn all<T>(
+        &self,
+        sql: &'static str,
+        map: fn(&SqliteRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        sqlx::query(sql)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(map)
+            .collect()
+    }
 }
 
 async fn load_tree(
@@ -919,32 +949,26 @@ impl Store for SqliteStore {
     }
 
     async fn model(&self, id: &ModelId) -> Result<Option<ModelRecord>, StoreError> {
-        sqlx::query("SELECT * FROM models WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(model_from_row)
-            .transpose()
+        self.one(
+            "SELECT * FROM models WHERE id = ?",
+            id.as_str(),
+            model_from_row,
+        )
+        .await
     }
 
     async fn models(&self) -> Result<Vec<ModelRecord>, StoreError> {
-        sqlx::query("SELECT * FROM models ORDER BY id")
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(model_from_row)
-            .collect()
+        self.all("SELECT * FROM models ORDER BY id", model_from_row)
+            .await
     }
 
     async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
-        sqlx::query("SELECT * FROM devices WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(device_from_row)
-            .transpose()
+        self.one(
+            "SELECT * FROM devices WHERE id = ?",
+            id.as_str(),
+            device_from_row,
+        )
+        .await
     }
 
     async fn devices(&self, f: &DeviceFilter) -> Result<Vec<DeviceRecord>, StoreError> {
@@ -963,13 +987,12 @@ impl Store for SqliteStore {
     }
 
     async fn certificate(&self, serial: &str) -> Result<Option<CertRecord>, StoreError> {
-        sqlx::query("SELECT * FROM certificates WHERE serial = ?")
-            .bind(serial)
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(cert_from_row)
-            .transpose()
+        self.one(
+            "SELECT * FROM certificates WHERE serial = ?",
+            serial,
+            cert_from_row,
+        )
+        .await
     }
 
     async fn certificates(&self, f: &CertFilter) -> Result<Vec<CertRecord>, StoreError> {
@@ -1000,45 +1023,38 @@ impl Store for SqliteStore {
     }
 
     async fn supplier(&self, name: &SupplierName) -> Result<Option<SupplierRecord>, StoreError> {
-        sqlx::query("SELECT * FROM suppliers WHERE name = ?")
-            .bind(name.as_str())
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(supplier_from_row)
-            .transpose()
+        self.one(
+            "SELECT * FROM suppliers WHERE name = ?",
+            name.as_str(),
+            supplier_from_row,
+        )
+        .await
     }
 
     async fn suppliers(&self) -> Result<Vec<SupplierRecord>, StoreError> {
-        sqlx::query("SELECT * FROM suppliers ORDER BY name")
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(supplier_from_row)
-            .collect()
+        self.all("SELECT * FROM suppliers ORDER BY name", supplier_from_row)
+            .await
     }
 
     async fn device_by_birth_cert(&self, sha256: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        sqlx::query("SELECT * FROM devices WHERE birth_cert_sha256 = ?")
-            .bind(sha256)
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(device_from_row)
-            .transpose()
+        self.one(
+            "SELECT * FROM devices WHERE birth_cert_sha256 = ?",
+            sha256,
+            device_from_row,
+        )
+        .await
     }
 
     async fn enrollment_token(
         &self,
         id: &str,
     ) -> Result<Option<EnrollmentTokenRecord>, StoreError> {
-        sqlx::query("SELECT * FROM enrollment_tokens WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(enrollment_token_from_row)
-            .transpose()
+        self.one(
+            "SELECT * FROM enrollment_tokens WHERE id = ?",
+            id,
+            enrollment_token_from_row,
+        )
+        .await
     }
 
     async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
@@ -1060,22 +1076,16 @@ impl Store for SqliteStore {
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        sqlx::query("SELECT * FROM tokens WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(token_from_row)
-            .transpose()
+        self.one("SELECT * FROM tokens WHERE id = ?", id, token_from_row)
+            .await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        sqlx::query("SELECT * FROM tokens ORDER BY created_ms, id")
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(token_from_row)
-            .collect()
+        self.all(
+            "SELECT * FROM tokens ORDER BY created_ms, id",
+            token_from_row,
+        )
+        .await
     }
 
     async fn audit_entries(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {

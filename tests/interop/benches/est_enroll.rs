@@ -55,51 +55,21 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(&dir.path().join("data")).unwrap();
     server.cli_ok(&["model", "add", "bench"]);
-    let f = dir.path().join("factory");
-    let fs = f.to_str().unwrap();
-    let d = dir.path().join("dev");
-    let ds = d.to_str().unwrap();
-    server.cli_ok(&["factory", "init-ca", "--supplier", "bench", "--dir", fs]);
-    server.cli_ok(&[
-        "factory",
-        "device-key",
-        "--device-dir",
-        ds,
-        "--serial",
-        "B0001",
-    ]);
-    server.cli_ok(&[
-        "factory",
-        "issue",
-        "--dir",
-        fs,
-        "--csr",
-        d.join("idevid.csr").to_str().unwrap(),
-        "--serial",
-        "B0001",
-        "--out",
-        d.join("idevid.pem").to_str().unwrap(),
-    ]);
-    let manifest = f.join("batch.json");
-    server.cli_ok(&[
-        "factory",
-        "batch",
-        "--dir",
-        fs,
-        "--model",
-        "bench",
-        "--out",
-        manifest.to_str().unwrap(),
-        d.join("idevid.pem").to_str().unwrap(),
-    ]);
+    let cli = |args: &[&str]| {
+        server.cli_ok(args);
+    };
+    let batch =
+        palisade_interop::factory_batch(&cli, dir.path(), "bench", "bench", &["B0001"], 7300);
+    let d = batch.devices[0].clone();
+    let ca = batch.factory.join("ca.pem");
     server.cli_ok(&[
         "supplier",
         "add",
         "bench",
         "--ca-cert",
-        f.join("ca.pem").to_str().unwrap(),
+        ca.to_str().unwrap(),
     ]);
-    server.cli_ok(&["batch", "import", manifest.to_str().unwrap()]);
+    server.cli_ok(&["batch", "import", batch.manifest.to_str().unwrap()]);
 
     let root = std::fs::read(server.data.join("ca/root.pem")).unwrap();
     let est = EstClient::new(&server.url, &root, Some("bench".into())).unwrap();

@@ -206,3 +206,79 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A factory batch made with the `palisade factory` CLI.
+#[derive(Debug)]
+pub struct FactoryBatch {
+    /// The factory directory (manufacturer CA `ca.pem`, journal).
+    pub factory: PathBuf,
+    /// The signed manifest.
+    pub manifest: PathBuf,
+    /// Each device's directory (`idevid.key`, `idevid.csr`, `idevid.pem`), by serial order.
+    pub devices: Vec<PathBuf>,
+}
+
+/// Runs the manufacturing-line workflow: a manufacturer CA for `supplier` in
+/// `dir/factory-<supplier>`, a birth key, CSR and IDevID per serial in
+/// `dir/dev-<serial>`, and a manifest for `model`. `palisade` runs each CLI step.
+pub fn factory_batch(
+    palisade: &dyn Fn(&[&str]),
+    dir: &Path,
+    supplier: &str,
+    model: &str,
+    serials: &[&str],
+    validity_days: u32,
+) -> FactoryBatch {
+    let factory = dir.join(format!("factory-{supplier}"));
+    let f = factory.display().to_string();
+    palisade(&["factory", "init-ca", "--supplier", supplier, "--dir", &f]);
+    let validity = validity_days.to_string();
+    let mut devices = Vec::with_capacity(serials.len());
+    for s in serials {
+        let d = dir.join(format!("dev-{s}"));
+        let ds = d.display().to_string();
+        palisade(&["factory", "device-key", "--device-dir", &ds, "--serial", s]);
+        let csr = d.join("idevid.csr").display().to_string();
+        let out = d.join("idevid.pem").display().to_string();
+        palisade(&[
+            "factory",
+            "issue",
+            "--dir",
+            &f,
+            "--csr",
+            &csr,
+            "--serial",
+            s,
+            "--out",
+            &out,
+            "--validity-days",
+            &validity,
+        ]);
+        devices.push(d);
+    }
+    let manifest = factory.join("batch.json");
+    let m = manifest.display().to_string();
+    let certs: Vec<String> = devices
+        .iter()
+        .map(|d| d.join("idevid.pem").display().to_string())
+        .collect();
+    let mut args = vec![
+        "factory", "batch", "--dir", &f, "--model", model, "--out", &m,
+    ];
+    args.extend(certs.iter().map(String::as_str));
+    palisade(&args);
+    FactoryBatch {
+        factory,
+        manifest,
+        devices,
+    }
+}
+
+/// Runs the `palisade` binary with `args`, which must succeed.
+pub fn palisade_ok(args: &[&str]) {
+    let o = match Command::new(palisade_bin()).args(args).output() {
+        Ok(o) => o,
+        Err(e) => panic!("running palisade {args:?}: {e}"),
+    };
+    assert!(o.status.success(), "palisade {args:?} failed: {}", text(&o));
+}

@@ -152,50 +152,15 @@ async fn agent_refuses_a_server_that_does_not_chain_to_its_root() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_devices_enrol_zero_touch_from_a_factory_batch() {
     let (dir, server) = start();
-    let f = dir.path().join("factory");
-    let fs = f.to_str().unwrap();
-    server.cli_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", fs]);
     let serials: Vec<String> = (0..50).map(|i| format!("AC{i:04}")).collect();
-    let mut certs = vec![];
-    for s in &serials {
-        let d = dir.path().join(format!("dev-{s}"));
-        let ds = d.to_str().unwrap();
-        server.cli_ok(&["factory", "device-key", "--device-dir", ds, "--serial", s]);
-        server.cli_ok(&[
-            "factory",
-            "issue",
-            "--dir",
-            fs,
-            "--csr",
-            d.join("idevid.csr").to_str().unwrap(),
-            "--serial",
-            s,
-            "--out",
-            d.join("idevid.pem").to_str().unwrap(),
-        ]);
-        certs.push(d.join("idevid.pem").display().to_string());
-    }
-    let manifest = f.join("batch.json");
-    let mut args = vec![
-        "factory",
-        "batch",
-        "--dir",
-        fs,
-        "--model",
-        "meter",
-        "--out",
-        manifest.to_str().unwrap(),
-    ];
-    args.extend(certs.iter().map(String::as_str));
-    server.cli_ok(&args);
-    server.cli_ok(&[
-        "supplier",
-        "add",
-        "acme",
-        "--ca-cert",
-        f.join("ca.pem").to_str().unwrap(),
-    ]);
-    server.cli_ok(&["batch", "import", manifest.to_str().unwrap()]);
+    let refs: Vec<&str> = serials.iter().map(String::as_str).collect();
+    let cli = |args: &[&str]| {
+        server.cli_ok(args);
+    };
+    let batch = factory_batch(&cli, dir.path(), "acme", "meter", &refs, 7300);
+    let ca = batch.factory.join("ca.pem");
+    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", ca.to_str().unwrap()]);
+    server.cli_ok(&["batch", "import", batch.manifest.to_str().unwrap()]);
 
     // 50 agents at once, no operator action.
     let mut tasks = vec![];
@@ -333,56 +298,8 @@ async fn an_expired_birth_certificate_is_refused() {
     let clock = TestClock::new();
     let (dir, handle, url, admin) = in_process(clock.clone()).await;
     // A one-day IDevID from the factory, imported while valid.
-    let f = dir.path().join("factory");
-    let d = dir.path().join("dev");
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(palisade_bin())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-    };
-    run(&[
-        "factory",
-        "init-ca",
-        "--supplier",
-        "acme",
-        "--dir",
-        f.to_str().unwrap(),
-    ]);
-    run(&[
-        "factory",
-        "device-key",
-        "--device-dir",
-        d.to_str().unwrap(),
-        "--serial",
-        "EX0001",
-    ]);
-    run(&[
-        "factory",
-        "issue",
-        "--dir",
-        f.to_str().unwrap(),
-        "--csr",
-        d.join("idevid.csr").to_str().unwrap(),
-        "--serial",
-        "EX0001",
-        "--out",
-        d.join("idevid.pem").to_str().unwrap(),
-        "--validity-days",
-        "1",
-    ]);
-    run(&[
-        "factory",
-        "batch",
-        "--dir",
-        f.to_str().unwrap(),
-        "--model",
-        "meter",
-        "--out",
-        f.join("batch.json").to_str().unwrap(),
-        d.join("idevid.pem").to_str().unwrap(),
-    ]);
+    let batch = factory_batch(&palisade_ok, dir.path(), "acme", "meter", &["EX0001"], 1);
+    let (f, d) = (batch.factory.clone(), batch.devices[0].clone());
     let _: serde_json::Value = admin
         .call(
             hyper::Method::POST,

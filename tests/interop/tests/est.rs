@@ -66,58 +66,25 @@ fn start() -> Env {
     Env { dir, server }
 }
 
-/// A factory with a registered manufacturer CA and a batch of `serials` imported.
+/// A factory batch of `serials` for model thermo; registered and imported if `import`.
 fn factory(env: &Env, supplier: &str, serials: &[&str], import: bool) -> PathBuf {
-    let f = env.path(&format!("factory-{supplier}"));
-    let fs = f.to_str().unwrap();
-    env.server
-        .cli_ok(&["factory", "init-ca", "--supplier", supplier, "--dir", fs]);
-    let mut certs = vec![];
-    for s in serials {
-        let d = env.path(&format!("dev-{s}"));
-        let ds = d.to_str().unwrap();
-        env.server
-            .cli_ok(&["factory", "device-key", "--device-dir", ds, "--serial", s]);
-        let cert = d.join("idevid.pem");
-        env.server.cli_ok(&[
-            "factory",
-            "issue",
-            "--dir",
-            fs,
-            "--csr",
-            d.join("idevid.csr").to_str().unwrap(),
-            "--serial",
-            s,
-            "--out",
-            cert.to_str().unwrap(),
-        ]);
-        certs.push(cert.display().to_string());
-    }
+    let cli = |args: &[&str]| {
+        env.server.cli_ok(args);
+    };
+    let batch = factory_batch(&cli, env.dir.path(), supplier, "thermo", serials, 7300);
     if import {
+        let ca = batch.factory.join("ca.pem");
         env.server.cli_ok(&[
             "supplier",
             "add",
             supplier,
             "--ca-cert",
-            f.join("ca.pem").to_str().unwrap(),
+            ca.to_str().unwrap(),
         ]);
-        let manifest = f.join("batch.json");
-        let mut args = vec![
-            "factory",
-            "batch",
-            "--dir",
-            fs,
-            "--model",
-            "thermo",
-            "--out",
-            manifest.to_str().unwrap(),
-        ];
-        args.extend(certs.iter().map(String::as_str));
-        env.server.cli_ok(&args);
         env.server
-            .cli_ok(&["batch", "import", manifest.to_str().unwrap()]);
+            .cli_ok(&["batch", "import", batch.manifest.to_str().unwrap()]);
     }
-    f
+    batch.factory
 }
 
 /// An openssl key and base64 DER CSR asking for a foreign identity; returns the
