@@ -175,6 +175,7 @@ fn main() {
         Arc::new(SystemClock),
         8192,
         90,
+        Arc::new(palisade_server::gateway::Sessions::default()),
     ));
     rt.block_on(async {
         fleet

@@ -107,14 +107,59 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The MQTT device gateway's limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Largest MQTT packet (bytes).
+    pub max_packet_bytes: u32,
+    /// Sustained publishes per second per device (bursts of twice that).
+    pub messages_per_sec: u32,
+    /// Sustained payload bytes per second per device.
+    pub bytes_per_sec: u32,
+    /// Time allowed between the TLS handshake and CONNECT (seconds).
+    pub connect_timeout_secs: u64,
+    /// Longest keepalive a device may ask for (seconds).
+    pub max_keepalive_secs: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        let l = palisade_mqtt::Limits::default();
+        Self {
+            max_packet_bytes: l.max_packet_bytes,
+            messages_per_sec: l.messages_per_sec,
+            bytes_per_sec: l.bytes_per_sec,
+            connect_timeout_secs: l.connect_timeout.as_secs(),
+            max_keepalive_secs: l.max_keepalive_secs,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// As the gateway's typed limits.
+    pub fn limits(&self) -> palisade_mqtt::Limits {
+        palisade_mqtt::Limits {
+            max_packet_bytes: self.max_packet_bytes,
+            messages_per_sec: self.messages_per_sec,
+            bytes_per_sec: self.bytes_per_sec,
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+            max_keepalive_secs: self.max_keepalive_secs,
+            ..palisade_mqtt::Limits::default()
+        }
+    }
+}
+
 /// The whole configuration of `palisade serve`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where state lives (database, CA, keys, admin token).
     pub data_dir: PathBuf,
-    /// HTTPS listener (API, later EST and dashboard).
+    /// HTTPS listener (API, EST; later the dashboard).
     pub listen: SocketAddr,
+    /// MQTT over TLS listener for devices; `None` turns the gateway off.
+    pub mqtt_listen: Option<SocketAddr>,
     /// DNS names and IP addresses in the server's TLS certificate.
     pub server_names: Vec<String>,
     /// Organisation name in every certificate subject.
@@ -133,6 +178,8 @@ pub struct Config {
     pub ca: CaConfig,
     /// Limits.
     pub limits: LimitsConfig,
+    /// MQTT gateway limits.
+    pub mqtt: MqttConfig,
 }
 
 impl Default for Config {
@@ -140,6 +187,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("palisade-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            mqtt_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8883))),
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             organization: "Palisade".into(),
             public_url: None,
@@ -148,6 +196,7 @@ impl Default for Config {
             log_level: "info".into(),
             ca: CaConfig::default(),
             limits: LimitsConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -261,6 +310,22 @@ impl Config {
                 "limits.handshake_timeout_secs",
                 "timeouts must be at least 1 second",
             ));
+        }
+        let m = &self.mqtt;
+        if !(1024..=16 * 1024 * 1024).contains(&m.max_packet_bytes) {
+            return Err(invalid("mqtt.max_packet_bytes", "must be 1 KiB..=16 MiB"));
+        }
+        if m.messages_per_sec == 0 || m.bytes_per_sec == 0 || m.connect_timeout_secs == 0 {
+            return Err(invalid(
+                "mqtt",
+                "messages_per_sec, bytes_per_sec and connect_timeout_secs must be at least 1",
+            ));
+        }
+        if self
+            .mqtt_listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            return Err(invalid("mqtt_listen", "must differ from listen"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             invalid(

@@ -84,6 +84,7 @@ pub struct ModelPolicy {
 /// The fleet service.
 #[derive(Debug)]
 pub struct Fleet {
+    sessions: Arc<crate::gateway::Sessions>,
     store: Arc<dyn Store>,
     pki: Arc<Pki>,
     clock: Arc<dyn Clock>,
@@ -99,8 +100,10 @@ impl Fleet {
         clock: Arc<dyn Clock>,
         max_csr_bytes: usize,
         default_validity_days: u32,
+        sessions: Arc<crate::gateway::Sessions>,
     ) -> Self {
         Self {
+            sessions,
             store,
             pki,
             clock,
@@ -287,6 +290,9 @@ impl Fleet {
         if revoked > 0 {
             self.pki.crl_changed();
         }
+        if next == DeviceState::Decommissioned {
+            self.sessions.kick_device(id, "device decommissioned");
+        }
         self.device(id).await
     }
 
@@ -437,6 +443,8 @@ impl Fleet {
                 ],
             )
             .await?;
+        // Close any live session that authenticated with it, then refresh the CRL.
+        self.sessions.kick_serial(serial, "certificate revoked");
         self.pki.crl_changed();
         self.store
             .certificate(serial)

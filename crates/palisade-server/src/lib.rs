@@ -13,6 +13,7 @@ pub mod enroll;
 pub mod est;
 mod files;
 pub mod fleet;
+pub mod gateway;
 pub mod metrics;
 pub mod pki;
 pub mod tls;
@@ -58,13 +59,25 @@ pub struct Server {
     boot: bootstrap::Bootstrapped,
     state: AppState,
     tls: Arc<SwappableConfig>,
+    gateway: Arc<gateway::Gateway>,
+}
+
+/// The bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTPS (API, EST).
+    pub https: TcpListener,
+    /// MQTT over TLS (devices), if enabled.
+    pub mqtt: Option<TcpListener>,
 }
 
 /// A running server.
 #[derive(Debug)]
 pub struct Handle {
-    /// The bound address.
+    /// The bound HTTPS address.
     pub addr: SocketAddr,
+    /// The bound MQTT address, if the gateway is on.
+    pub mqtt_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -83,13 +96,28 @@ impl Server {
         config.validate()?;
         let boot = bootstrap::bootstrap(&config, clock.clone()).await?;
         let tls = tls::server_config(&boot.dir.tls_cert(), &boot.dir.tls_key())?;
+        let sessions = Arc::new(gateway::Sessions::default());
         let fleet = Arc::new(Fleet::new(
             boot.store.clone(),
             boot.pki.clone(),
             clock.clone(),
             config.limits.max_csr_bytes,
             config.ca.device_cert_validity_days,
+            sessions.clone(),
         ));
+        let crl = boot
+            .pki
+            .crl(&*boot.store)
+            .await
+            .context("publishing the first CRL")?;
+        let mqtt_tls = gateway::tls_config(
+            &boot.pki,
+            Some(crl),
+            &boot.dir.tls_cert(),
+            &boot.dir.tls_key(),
+        )?;
+        let (bus, _) = tokio::sync::broadcast::channel(4096);
+        let presence = Arc::new(gateway::Presence::default());
         let enrollment = Arc::new(crate::enroll::Enrollment::new(
             boot.store.clone(),
             boot.pki.clone(),
@@ -102,17 +130,31 @@ impl Server {
             store: boot.store.clone(),
             pki: boot.pki.clone(),
             metrics: Arc::new(Metrics::default()),
+            sessions: sessions.clone(),
+            presence: presence.clone(),
+            bus: bus.clone(),
             clock,
             audit_limiter: Arc::new(AuditLimiter::new(config.limits.auth_failure_audit_per_sec)),
             audit_vkey: boot.audit.verifier()?.to_vkey().into(),
             metrics_public: config.metrics_public,
             request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
         };
+        let gateway = Arc::new(gateway::Gateway {
+            store: boot.store.clone(),
+            sessions,
+            metrics: state.metrics.clone(),
+            clock: state.clock.clone(),
+            limits: config.mqtt.limits(),
+            bus,
+            tls: Arc::new(SwappableConfig::new(mqtt_tls)),
+            handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+        });
         Ok(Self {
             config,
             boot,
             state,
             tls: Arc::new(SwappableConfig::new(tls)),
+            gateway,
         })
     }
 
@@ -131,23 +173,56 @@ impl Server {
         &self.config
     }
 
-    /// Binds the configured listener.
-    pub async fn bind(&self) -> anyhow::Result<TcpListener> {
-        TcpListener::bind(self.config.listen).await.with_context(|| {
+    /// Binds the configured listeners.
+    pub async fn bind(&self) -> anyhow::Result<Listeners> {
+        let https = TcpListener::bind(self.config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {}: is another server using the port? Choose another with --listen",
                 self.config.listen
             )
-        })
+        })?;
+        let mqtt = match self.config.mqtt_listen {
+            Some(a) => Some(TcpListener::bind(a).await.with_context(|| {
+                format!(
+                    "cannot listen for MQTT on {a}: is another broker using the port? Choose another with --mqtt-listen"
+                )
+            })?),
+            None => None,
+        };
+        Ok(Listeners { https, mqtt })
     }
 
-    /// Serves on `listener` until the handle is shut down.
-    pub fn spawn(self, listener: TcpListener) -> anyhow::Result<Handle> {
-        let addr = listener.local_addr()?;
+    /// Serves until the handle is shut down.
+    pub fn spawn(self, listeners: Listeners) -> anyhow::Result<Handle> {
+        let addr = listeners.https.local_addr()?;
+        let mqtt_addr = listeners
+            .mqtt
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(self.accept_loop(listener, rx));
+        // Device messages feed the inventory's presence view.
+        tokio::spawn(
+            self.state
+                .presence
+                .clone()
+                .follow(self.gateway.bus.subscribe()),
+        );
+        if let Some(mqtt) = listeners.mqtt {
+            tracing::info!(addr = %mqtt_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (MQTT over TLS)");
+            tokio::spawn(self.gateway.clone().run(mqtt, rx.clone()));
+            tokio::spawn(refresh_gateway_crl(
+                self.gateway.clone(),
+                self.boot.pki.clone(),
+                self.boot.store.clone(),
+                self.boot.dir.clone(),
+                rx.clone(),
+            ));
+        }
+        let task = tokio::spawn(self.accept_loop(listeners.https, rx));
         Ok(Handle {
             addr,
+            mqtt_addr,
             shutdown: tx,
             task,
         })
@@ -244,5 +319,31 @@ impl Server {
         .await;
         tracing::info!("server stopped");
         drop(self.boot.lock);
+    }
+}
+
+/// Rebuilds the gateway's TLS verifier with the new CRL after each revocation, so
+/// new handshakes with a revoked certificate fail without a restart.
+async fn refresh_gateway_crl(
+    gw: Arc<gateway::Gateway>,
+    pki: Arc<pki::Pki>,
+    store: Arc<dyn palisade_store::Store>,
+    dir: DataDir,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = pki.watch_crl();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+        let built = match pki.crl(&*store).await {
+            Ok(crl) => gateway::tls_config(&pki, Some(crl), &dir.tls_cert(), &dir.tls_key()),
+            Err(e) => Err(anyhow::anyhow!(e)),
+        };
+        match built {
+            Ok(cfg) => gw.tls.replace(cfg),
+            Err(e) => tracing::error!(error = %e, "could not refresh the gateway's CRL"),
+        }
     }
 }

@@ -27,6 +27,14 @@ pub struct Metrics {
     connections_refused: Counter,
     enrollments_refused: Counter,
     audit_size: Gauge,
+    mqtt_refusals: Family<Reason, Counter>,
+    mqtt_acl_denials: Family<Reason, Counter>,
+    mqtt_handshakes: Counter,
+    mqtt_connected: Gauge,
+    mqtt_messages_in: Counter,
+    mqtt_bytes_in: Counter,
+    mqtt_messages_out: Counter,
+    mqtt_bytes_out: Counter,
 }
 
 impl Default for Metrics {
@@ -68,7 +76,61 @@ impl Default for Metrics {
             "Entries in the audit log covered by the newest signed checkpoint",
             audit_size.clone(),
         );
+        let mqtt_refusals = Family::<Reason, Counter>::default();
+        let mqtt_acl_denials = Family::<Reason, Counter>::default();
+        let mqtt_handshakes = Counter::default();
+        let mqtt_connected = Gauge::default();
+        let (mqtt_messages_in, mqtt_bytes_in) = (Counter::default(), Counter::default());
+        let (mqtt_messages_out, mqtt_bytes_out) = (Counter::default(), Counter::default());
+        registry.register(
+            "mqtt_refusals",
+            "Device connections refused or closed by the gateway, by reason",
+            mqtt_refusals.clone(),
+        );
+        registry.register(
+            "mqtt_acl_denials",
+            "Publishes and subscriptions refused by the per-device ACL, by reason",
+            mqtt_acl_denials.clone(),
+        );
+        registry.register(
+            "mqtt_handshakes",
+            "Completed mutual-TLS handshakes on the gateway",
+            mqtt_handshakes.clone(),
+        );
+        registry.register(
+            "mqtt_connected_devices",
+            "Devices with a live MQTT session",
+            mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_messages_in",
+            "Messages accepted from devices",
+            mqtt_messages_in.clone(),
+        );
+        registry.register(
+            "mqtt_bytes_in",
+            "Payload bytes accepted from devices",
+            mqtt_bytes_in.clone(),
+        );
+        registry.register(
+            "mqtt_messages_out",
+            "Messages sent to devices",
+            mqtt_messages_out.clone(),
+        );
+        registry.register(
+            "mqtt_bytes_out",
+            "Payload bytes sent to devices",
+            mqtt_bytes_out.clone(),
+        );
         Self {
+            mqtt_refusals,
+            mqtt_acl_denials,
+            mqtt_handshakes,
+            mqtt_connected,
+            mqtt_messages_in,
+            mqtt_bytes_in,
+            mqtt_messages_out,
+            mqtt_bytes_out,
             registry,
             auth_failures,
             responses,
@@ -112,6 +174,48 @@ impl Metrics {
     /// Counts a refused enrolment.
     pub fn enrollment_refused(&self) {
         self.enrollments_refused.inc();
+    }
+
+    /// Counts a refused or closed device connection.
+    pub fn mqtt_refused(&self, reason: &str) {
+        self.mqtt_refusals
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an ACL denial.
+    pub fn mqtt_acl_denied(&self, reason: &str) {
+        self.mqtt_acl_denials
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a completed gateway handshake.
+    pub fn mqtt_handshake(&self) {
+        self.mqtt_handshakes.inc();
+    }
+
+    /// Sets the number of connected devices.
+    pub fn mqtt_connected(&self, n: usize) {
+        self.mqtt_connected
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a message from a device.
+    pub fn mqtt_in(&self, bytes: usize) {
+        self.mqtt_messages_in.inc();
+        self.mqtt_bytes_in.inc_by(u64::try_from(bytes).unwrap_or(0));
+    }
+
+    /// Counts a message to a device.
+    pub fn mqtt_out(&self, bytes: usize) {
+        self.mqtt_messages_out.inc();
+        self.mqtt_bytes_out
+            .inc_by(u64::try_from(bytes).unwrap_or(0));
     }
 
     /// Renders the text exposition format, with the audit size as of now.

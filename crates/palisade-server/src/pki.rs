@@ -39,6 +39,8 @@ pub struct Pki {
     crl: tokio::sync::Mutex<Option<CachedCrl>>,
     /// Bumped by every revocation; a cached CRL of an older generation is stale.
     generation: Mutex<u64>,
+    /// Tells listeners (the MQTT gateway's verifier) that the CRL changed.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Building or publishing a CRL failed.
@@ -72,6 +74,7 @@ impl Pki {
             clock,
             crl: tokio::sync::Mutex::new(None),
             generation: Mutex::new(0),
+            changed: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -128,7 +131,13 @@ impl Pki {
     pub fn crl_changed(&self) {
         if let Ok(mut g) = self.generation.lock() {
             *g += 1;
+            self.changed.send_replace(*g);
         }
+    }
+
+    /// Notified after each revocation.
+    pub fn watch_crl(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// The current CRL (DER), re-signed when something was revoked since, or when

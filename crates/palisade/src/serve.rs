@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// Address of the HTTPS listener [default: 127.0.0.1:8443].
     #[arg(long, env = "PALISADE_LISTEN", value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
+    /// Address of the MQTT-over-TLS device gateway [default: 127.0.0.1:8883].
+    #[arg(long, env = "PALISADE_MQTT_LISTEN", value_name = "ADDR:PORT")]
+    mqtt_listen: Option<SocketAddr>,
     /// Names in the server certificate (repeat, or comma-separated in the environment)
     /// [default: localhost, 127.0.0.1, ::1].
     #[arg(
@@ -60,6 +63,9 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(l) = args.listen {
         c.listen = l;
+    }
+    if let Some(m) = args.mqtt_listen {
+        c.mqtt_listen = Some(m);
     }
     if !args.server_names.is_empty() {
         c.server_names = args.server_names.clone();
@@ -105,8 +111,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&config)?;
     let server = Server::build(config, Arc::new(SystemClock)).await?;
     let dir = server.data_dir().clone();
-    let listener = server.bind().await?;
-    let addr = listener.local_addr()?;
+    let listeners = server.bind().await?;
+    let addr = listeners.https.local_addr()?;
+    if let Some(m) = &listeners.mqtt {
+        let m = m.local_addr()?;
+        std::fs::write(dir.0.join("mqtt"), format!("{m}\n"))
+            .with_context(|| format!("writing {}", dir.0.join("mqtt").display()))?;
+    }
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else if addr.is_ipv6() {
@@ -128,7 +139,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         dir.root_cert().display(),
         dir.root_cert().display()
     ));
-    let handle = server.spawn(listener)?;
+    let handle = server.spawn(listeners)?;
     wait_for_signal().await?;
     say("shutting down");
     handle.shutdown().await;

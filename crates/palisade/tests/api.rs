@@ -58,6 +58,7 @@ fn config(data: &std::path::Path) -> Config {
     Config {
         data_dir: data.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        mqtt_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     }
 }

@@ -70,7 +70,15 @@ impl ServerProc {
         let _ = std::fs::remove_file(&url_file);
         let log = std::fs::File::create(data.with_extension("log"))?;
         let child = Command::new(palisade_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "warn",
+            ])
             .env("PALISADE_DATA_DIR", data)
             .stdout(Stdio::null())
             .stderr(log)
@@ -96,6 +104,14 @@ impl ServerProc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The MQTT gateway's port.
+    pub fn mqtt_port(&self) -> u16 {
+        std::fs::read_to_string(self.data.join("mqtt"))
+            .ok()
+            .and_then(|s| s.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
+            .unwrap_or(0)
     }
 
     /// The port.

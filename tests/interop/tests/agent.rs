@@ -221,6 +221,7 @@ async fn in_process(
     let config = palisade_server::Config {
         data_dir: data.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        mqtt_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Default::default()
     };
     let server = palisade_server::Server::build(config, clock).await.unwrap();

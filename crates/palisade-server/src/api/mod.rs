@@ -46,6 +46,12 @@ pub struct AppState {
     pub pki: Arc<Pki>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Live MQTT sessions.
+    pub sessions: Arc<crate::gateway::Sessions>,
+    /// What devices last said.
+    pub presence: Arc<crate::gateway::Presence>,
+    /// The device message bus.
+    pub bus: tokio::sync::broadcast::Sender<crate::gateway::DeviceEvent>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Rate limit for auditing auth failures.
@@ -426,7 +432,11 @@ async fn get_device(
             ..CertFilter::default()
         })
         .await?;
+    let seen = s.presence.get(&d.id);
     Ok(Json(DeviceDetail {
+        connected: s.sessions.is_connected(&d.id),
+        last_seen: seen.as_ref().map(|x| rfc3339(x.last_seen_ms)),
+        reported_firmware: seen.and_then(|x| x.firmware),
         device: d.into(),
         certificates: certs.iter().map(CertView::summary).collect(),
     }))

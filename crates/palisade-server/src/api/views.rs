@@ -128,6 +128,15 @@ impl From<DeviceRecord> for DeviceView {
 pub struct DeviceDetail {
     /// The device.
     pub device: DeviceView,
+    /// Whether it has a live MQTT session.
+    #[serde(default)]
+    pub connected: bool,
+    /// When it last sent a message.
+    #[serde(default)]
+    pub last_seen: Option<String>,
+    /// The firmware version its telemetry reports.
+    #[serde(default)]
+    pub reported_firmware: Option<String>,
     /// Its certificates, oldest first.
     pub certificates: Vec<CertView>,
 }
