@@ -66,6 +66,11 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts `palisade serve` on `data` and waits until it answers.
     pub fn start(data: &Path) -> anyhow::Result<Self> {
+        Self::start_with(data, &[])
+    }
+
+    /// Starts `palisade serve` with extra arguments (e.g. `--config FILE`).
+    pub fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let url_file = data.join("url");
         let _ = std::fs::remove_file(&url_file);
         let log = std::fs::File::create(data.with_extension("log"))?;
@@ -79,6 +84,7 @@ impl ServerProc {
                 "--log-level",
                 "warn",
             ])
+            .args(extra)
             .env("PALISADE_DATA_DIR", data)
             .stdout(Stdio::null())
             .stderr(log)
@@ -297,4 +303,33 @@ pub fn palisade_ok(args: &[&str]) {
         Err(e) => panic!("running palisade {args:?}: {e}"),
     };
     assert!(o.status.success(), "palisade {args:?} failed: {}", text(&o));
+}
+
+/// Enrols `device` of `model` through EST with an enrolment token, using
+/// `openssl` for the key and CSR and `curl` as the EST client. Returns the key and
+/// certificate files (PEM) in `dir`.
+pub fn enrol_with_token(
+    server: &ServerProc,
+    dir: &Path,
+    device: &str,
+    model: &str,
+) -> (PathBuf, PathBuf) {
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", model]);
+    let key = dir.join(format!("{device}.key"));
+    let cert = dir.join(format!("{device}.pem"));
+    let script = format!(
+        "set -e; openssl ecparam -name prime256v1 -genkey -noout -out {key} && \
+         openssl req -new -key {key} -subj /CN={device} -outform DER | base64 > {device}.b64 && \
+         curl -sS --fail --cacert {root} -u '{device}:{token}' -H 'Content-Type: application/pkcs10' \
+           --data-binary @{device}.b64 {url}/.well-known/est/simpleenroll | base64 -d | \
+         openssl pkcs7 -inform DER -print_certs -out {cert}",
+        key = key.display(),
+        cert = cert.display(),
+        root = server.data.join("ca/root.pem").display(),
+        token = token.trim(),
+        url = server.url,
+    );
+    let o = sh(&script, dir);
+    assert!(o.status.success(), "enrolling {device}: {}", text(&o));
+    (key, cert)
 }

@@ -1,0 +1,360 @@
+//! The MQTT device gateway against Mosquitto's own clients (`mosquitto_pub`,
+//! `mosquitto_sub` with `--cafile/--cert/--key`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_interop::*;
+
+fn peers() -> bool {
+    have("openssl") && have("curl") && have("mosquitto_pub") && have("mosquitto_sub")
+}
+
+struct Device {
+    key: PathBuf,
+    cert: PathBuf,
+}
+
+fn setup(devices: &[&str]) -> (tempfile::TempDir, ServerProc, Vec<Device>) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("data")).unwrap();
+    server.cli_ok(&["model", "add", "cam"]);
+    let list = devices
+        .iter()
+        .map(|d| {
+            let (key, cert) = enrol_with_token(&server, dir.path(), d, "cam");
+            Device { key, cert }
+        })
+        .collect();
+    (dir, server, list)
+}
+
+fn mq_args(server: &ServerProc, cert: &Path, key: &Path, id: &str) -> Vec<String> {
+    vec![
+        "--cafile".into(),
+        server.data.join("ca/root.pem").display().to_string(),
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        server.mqtt_port().to_string(),
+        "-i".into(),
+        id.into(),
+        "-d".into(),
+    ]
+}
+
+fn pub_(
+    server: &ServerProc,
+    d: &Device,
+    id: &str,
+    topic: &str,
+    msg: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let mut args = mq_args(server, &d.cert, &d.key, id);
+    args.extend(["-t", topic, "-m", msg, "-q", "1"].map(String::from));
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let o = Command::new("timeout")
+        .arg("10")
+        .arg("mosquitto_pub")
+        .args(&args)
+        .output()
+        .unwrap();
+    (o.status.success(), text(&o))
+}
+
+fn detail(server: &ServerProc, id: &str) -> serde_json::Value {
+    serde_json::from_str(&server.cli_ok(&["device", "show", id, "--json"])).unwrap()
+}
+
+fn metric(server: &ServerProc, name: &str) -> String {
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--cacert",
+            server.data.join("ca/root.pem").to_str().unwrap(),
+            "-H",
+            &format!("Authorization: Bearer {}", server.admin_token()),
+            &format!("{}/metrics", server.url),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_valid_devices_telemetry_reaches_the_inventory() {
+    if !peers() {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1"]);
+    let d = &devs[0];
+    assert_eq!(detail(&server, "cam-1")["device"]["state"], "enrolled");
+    for v in ["mqttv311", "mqttv5"] {
+        let (ok, out) = pub_(
+            &server,
+            d,
+            "cam-1",
+            "palisade/d/cam-1/telemetry",
+            r#"{"firmware":"1.2.3","uptime":5}"#,
+            &["-V", v],
+        );
+        assert!(ok && out.contains("received PUBACK"), "{v}: {out}");
+    }
+    let det = detail(&server, "cam-1");
+    assert_eq!(det["device"]["state"], "active", "{det}");
+    assert_eq!(det["reported_firmware"], "1.2.3", "{det}");
+    assert!(det["last_seen"].is_string(), "{det}");
+    assert!(
+        metric(&server, "palisade_mqtt_messages_in_total").contains(" 2"),
+        "{}",
+        metric(&server, "palisade_mqtt")
+    );
+}
+
+#[test]
+fn a_device_cannot_use_another_devices_topics() {
+    if !peers() {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1", "cam-2"]);
+    let d = &devs[0];
+    // MQTT 5: the PUBLISH is refused with "Not authorized" (0x87 = 135).
+    let (_, out) = pub_(
+        &server,
+        d,
+        "cam-1",
+        "palisade/d/cam-2/telemetry",
+        "x",
+        &["-V", "mqttv5"],
+    );
+    assert!(
+        out.contains("RC:135") || out.contains("Not authorized"),
+        "{out}"
+    );
+    // MQTT 3.1.1 cannot say so: the connection is closed and nothing is acknowledged.
+    let (_, out) = pub_(
+        &server,
+        d,
+        "cam-1",
+        "palisade/d/cam-2/telemetry",
+        "x",
+        &["-V", "mqttv311"],
+    );
+    assert!(!out.contains("received PUBACK"), "{out}");
+    // Wildcards in a topic name, and the commands topic the device only receives on.
+    let (_, out) = pub_(
+        &server,
+        d,
+        "cam-1",
+        "palisade/d/cam-1/commands",
+        "x",
+        &["-V", "mqttv5"],
+    );
+    assert!(out.contains("RC:135"), "{out}");
+    // Subscriptions beyond its own namespace are refused, its own are granted.
+    for (filter, granted) in [
+        ("#", false),
+        ("palisade/d/+/commands", false),
+        ("palisade/d/cam-2/commands", false),
+        ("palisade/d/cam-1/commands", true),
+    ] {
+        for v in ["mqttv311", "mqttv5"] {
+            let mut args = mq_args(&server, &d.cert, &d.key, "cam-1");
+            args.extend(["-t", filter, "-V", v, "-W", "1", "-C", "1"].map(String::from));
+            let o = Command::new("timeout")
+                .arg("10")
+                .arg("mosquitto_sub")
+                .args(&args)
+                .output()
+                .unwrap();
+            let out = text(&o);
+            let refused =
+                out.contains("): 128") || out.contains("): 135") || out.contains("denied");
+            assert_eq!(!refused, granted, "{filter} over {v}: {out}");
+        }
+    }
+    let denials = metric(&server, "palisade_mqtt_acl_denials_total");
+    assert!(
+        denials.contains("other_namespace") && denials.contains("not_permitted"),
+        "{denials}"
+    );
+    // The other device is unaffected.
+    let (ok, out) = pub_(
+        &server,
+        &devs[1],
+        "cam-2",
+        "palisade/d/cam-2/telemetry",
+        "{}",
+        &[],
+    );
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_client_id_that_differs_from_the_certificate_is_refused() {
+    if !peers() {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1"]);
+    let (ok, out) = pub_(
+        &server,
+        &devs[0],
+        "cam-2",
+        "palisade/d/cam-2/telemetry",
+        "x",
+        &["-V", "mqttv311"],
+    );
+    assert!(!ok && out.contains("CONNACK (2)"), "{out}");
+    let (ok, out) = pub_(
+        &server,
+        &devs[0],
+        "cam-2",
+        "palisade/d/cam-2/telemetry",
+        "x",
+        &["-V", "mqttv5"],
+    );
+    assert!(!ok && out.contains("CONNACK (133)"), "{out}");
+}
+
+#[test]
+fn revoked_and_foreign_ca_certificates_cannot_connect() {
+    if !peers() {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1"]);
+    let (_odir, other, odevs) = setup(&["cam-1"]);
+    // A certificate from another Palisade installation (a foreign CA).
+    let (ok, out) = pub_(
+        &server,
+        &odevs[0],
+        "cam-1",
+        "palisade/d/cam-1/telemetry",
+        "x",
+        &[],
+    );
+    assert!(!ok && !out.contains("CONNACK (0)"), "{out}");
+    drop(other);
+    // Revoked: the next handshake fails.
+    let list: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "list", "--device", "cam-1", "--json"]))
+            .unwrap();
+    let serial = list[0]["serial"].as_str().unwrap().to_owned();
+    server.cli_ok(&["cert", "revoke", &serial, "--reason", "key-compromise"]);
+    let (ok, out) = pub_(
+        &server,
+        &devs[0],
+        "cam-1",
+        "palisade/d/cam-1/telemetry",
+        "x",
+        &[],
+    );
+    assert!(!ok && !out.contains("CONNACK (0)"), "{out}");
+    assert!(
+        metric(&server, "palisade_mqtt_refusals_total").contains("tls"),
+        "{}",
+        metric(&server, "palisade_mqtt")
+    );
+}
+
+#[test]
+fn revoking_a_connected_device_closes_its_session() {
+    if !peers() {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1"]);
+    let d = &devs[0];
+    let mut args = mq_args(&server, &d.cert, &d.key, "cam-1");
+    args.extend(["-t", "palisade/d/cam-1/commands", "-V", "mqttv5"].map(String::from));
+    let mut sub = Command::new("mosquitto_sub")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the session is live.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while detail(&server, "cam-1")["connected"] != true {
+        assert!(Instant::now() < deadline, "the subscriber never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "list", "--device", "cam-1", "--json"]))
+            .unwrap();
+    let serial = list[0]["serial"].as_str().unwrap().to_owned();
+    let t0 = Instant::now();
+    server.cli_ok(&["cert", "revoke", &serial]);
+    let revoked_at = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let closed = loop {
+        if let Some(status) = sub.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let latency = t0.elapsed();
+    let _ = sub.kill();
+    assert!(closed.is_some(), "the revoked device's session stayed open");
+    assert_eq!(detail(&server, "cam-1")["connected"], false);
+    eprintln!("revocation (CLI returned after {revoked_at:?}) to session closed: {latency:?}");
+}
+
+#[test]
+fn a_connection_that_never_sends_connect_is_closed() {
+    if !peers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("palisade.toml");
+    std::fs::write(&config, "[mqtt]\nconnect_timeout_secs = 1\n").unwrap();
+    let server = ServerProc::start_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    server.cli_ok(&["model", "add", "cam"]);
+    let (key, cert) = enrol_with_token(&server, dir.path(), "slow-1", "cam");
+    // Complete the TLS handshake with a valid certificate, then say nothing.
+    let t0 = Instant::now();
+    let o = Command::new("timeout")
+        .args([
+            "15",
+            "openssl",
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{}", server.mqtt_port()),
+            "-CAfile",
+            server.data.join("ca/root.pem").to_str().unwrap(),
+            "-cert",
+            cert.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    let _ = o;
+    assert!(
+        t0.elapsed() < Duration::from_secs(12),
+        "the silent connection was not closed"
+    );
+    assert!(
+        metric(&server, "palisade_mqtt_refusals_total").contains("connect_timeout"),
+        "{}",
+        metric(&server, "palisade_mqtt")
+    );
+}
