@@ -217,6 +217,8 @@ pub struct Gateway {
     pub(crate) bus: broadcast::Sender<DeviceEvent>,
     pub(crate) tls: Arc<SwappableConfig>,
     pub(crate) handshake_timeout: Duration,
+    /// Devices that just subscribed to their commands (queued ones are delivered).
+    pub(crate) subscribed: mpsc::UnboundedSender<DeviceId>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -730,7 +732,10 @@ impl Gateway {
                             let mut grants = Vec::with_capacity(filters.len());
                             for (f, q) in &filters {
                                 match check_subscribe(device, f) {
-                                    Ok(_) => {
+                                    Ok(grant) => {
+                                        if matches!(grant, palisade_mqtt::Grant::OwnNamespace | palisade_mqtt::Grant::Topic(TopicKind::Commands)) {
+                                            let _ = self.subscribed.send(device.clone());
+                                        }
                                         subscribed = true;
                                         grants.push(Some(if *q == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce }));
                                     }

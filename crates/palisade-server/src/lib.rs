@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod commands;
 pub mod config;
 pub mod enroll;
 pub mod est;
@@ -60,6 +61,8 @@ pub struct Server {
     state: AppState,
     tls: Arc<SwappableConfig>,
     gateway: Arc<gateway::Gateway>,
+    subscribed:
+        std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<palisade_core::DeviceId>>>,
 }
 
 /// The bound listeners.
@@ -117,6 +120,12 @@ impl Server {
             &boot.dir.tls_key(),
         )?;
         let (bus, _) = tokio::sync::broadcast::channel(4096);
+        let (subscribed_tx, subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let commands = Arc::new(commands::Commands::new(
+            boot.store.clone(),
+            sessions.clone(),
+            clock.clone(),
+        ));
         let presence = Arc::new(gateway::Presence::default());
         let enrollment = Arc::new(crate::enroll::Enrollment::new(
             boot.store.clone(),
@@ -132,6 +141,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             sessions: sessions.clone(),
             presence: presence.clone(),
+            commands: commands.clone(),
             bus: bus.clone(),
             clock,
             audit_limiter: Arc::new(AuditLimiter::new(config.limits.auth_failure_audit_per_sec)),
@@ -148,6 +158,7 @@ impl Server {
             bus,
             tls: Arc::new(SwappableConfig::new(mqtt_tls)),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+            subscribed: subscribed_tx,
         });
         Ok(Self {
             config,
@@ -155,6 +166,7 @@ impl Server {
             state,
             tls: Arc::new(SwappableConfig::new(tls)),
             gateway,
+            subscribed: std::sync::Mutex::new(Some(subscribed_rx)),
         })
     }
 
@@ -208,6 +220,14 @@ impl Server {
                 .clone()
                 .follow(self.gateway.bus.subscribe()),
         );
+        if let Some(rx) = self.subscribed.lock().ok().and_then(|mut s| s.take()) {
+            tokio::spawn(
+                self.state
+                    .commands
+                    .clone()
+                    .follow(self.gateway.bus.subscribe(), rx),
+            );
+        }
         if let Some(mqtt) = listeners.mqtt {
             tracing::info!(addr = %mqtt_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (MQTT over TLS)");
             tokio::spawn(self.gateway.clone().run(mqtt, rx.clone()));

@@ -150,6 +150,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Option<EnrollmentTokenRecord>, StoreError>;
     /// One imported batch.
     async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError>;
+    /// A device's commands, newest first (only queued ones if asked).
+    async fn commands(
+        &self,
+        device: &DeviceId,
+        queued_only: bool,
+    ) -> Result<Vec<CommandRecord>, StoreError>;
     /// One API token by id.
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// All API tokens.

@@ -111,6 +111,29 @@ pub struct EnrollmentTokenRecord {
     pub used_device: Option<String>,
 }
 
+/// A command for a device, and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandRecord {
+    /// Command id (hex).
+    pub id: String,
+    /// Target device.
+    pub device: DeviceId,
+    /// Command name.
+    pub name: String,
+    /// Arguments (JSON array text).
+    pub args: String,
+    /// `queued`, `sent`, `acked` or `failed`.
+    pub status: String,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+    /// Delivered to the device's session, Unix ms.
+    pub sent_ms: Option<i64>,
+    /// Acknowledged by the device, Unix ms.
+    pub acked_ms: Option<i64>,
+    /// The device's result text.
+    pub result: Option<String>,
+}
+
 /// Whether a certificate is still good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -304,6 +327,28 @@ pub enum Change {
     ApproveDevice {
         /// Which device.
         id: DeviceId,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Record a new command (status `queued`).
+    InsertCommand(CommandRecord),
+    /// Mark a command delivered to the device's session.
+    CommandSent {
+        /// Command id.
+        id: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Record the device's acknowledgement of its own command.
+    CommandAcked {
+        /// Command id.
+        id: String,
+        /// The acknowledging device (must be the target).
+        device: DeviceId,
+        /// Whether it succeeded.
+        ok: bool,
+        /// Its result text.
+        result: String,
         /// When, Unix ms.
         at_ms: i64,
     },

@@ -22,9 +22,9 @@ use sqlx::{ConnectOptions, Row};
 use tokio::sync::{RwLock, mpsc, oneshot};
 
 use crate::{
-    AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change, ConsistencyProof,
-    DeviceFilter, DeviceRecord, EnrollmentTokenRecord, InclusionProof, ModelRecord, Onboarding,
-    Receipt, Store, StoreError, StoredEntry, SupplierRecord, TokenRecord,
+    AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change, CommandRecord,
+    ConsistencyProof, DeviceFilter, DeviceRecord, EnrollmentTokenRecord, InclusionProof,
+    ModelRecord, Onboarding, Receipt, Store, StoreError, StoredEntry, SupplierRecord, TokenRecord,
 };
 
 /// Most commits grouped into one transaction.
@@ -199,6 +199,20 @@ fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError> {
             pending_since_ms: r.try_get("pending_since_ms")?,
             approved_ms: r.try_get("approved_ms")?,
         },
+    })
+}
+
+fn command_from_row(r: &SqliteRow) -> Result<CommandRecord, StoreError> {
+    Ok(CommandRecord {
+        id: r.try_get("id")?,
+        device: DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("command", e))?,
+        name: r.try_get("name")?,
+        args: r.try_get("args")?,
+        status: r.try_get("status")?,
+        created_ms: r.try_get("created_ms")?,
+        sent_ms: r.try_get("sent_ms")?,
+        acked_ms: r.try_get("acked_ms")?,
+        result: r.try_get("result")?,
     })
 }
 
@@ -914,6 +928,54 @@ impl Writer {
                     ));
                 }
             }
+            Change::InsertCommand(cmd) => {
+                sqlx::query(
+                    "INSERT INTO commands (id, device_id, name, args, status, created_ms) VALUES (?, ?, ?, ?, 'queued', ?)",
+                )
+                .bind(&cmd.id)
+                .bind(cmd.device.as_str())
+                .bind(&cmd.name)
+                .bind(&cmd.args)
+                .bind(cmd.created_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "command", &cmd.id))?;
+            }
+            Change::CommandSent { id, at_ms } => {
+                sqlx::query(
+                    "UPDATE commands SET status = 'sent', sent_ms = ? WHERE id = ? AND status = 'queued'",
+                )
+                .bind(at_ms)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::CommandAcked {
+                id,
+                device,
+                ok,
+                result,
+                at_ms,
+            } => {
+                let done = sqlx::query(
+                    "UPDATE commands SET status = ?, acked_ms = ?, result = ?
+                     WHERE id = ? AND device_id = ? AND status IN ('queued','sent')",
+                )
+                .bind(if *ok { "acked" } else { "failed" })
+                .bind(at_ms)
+                .bind(result)
+                .bind(id)
+                .bind(device.as_str())
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(conflict(
+                        "command",
+                        id,
+                        "is unknown, not this device's, or already acknowledged",
+                    ));
+                }
+            }
             Change::BumpCounter { name } => {
                 let v: i64 = sqlx::query_scalar(
                     "INSERT INTO counters (name, value) VALUES (?, 1)
@@ -1073,6 +1135,24 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn commands(
+        &self,
+        device: &DeviceId,
+        queued_only: bool,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE device_id = ? AND (? = 0 OR status = 'queued')
+             ORDER BY created_ms DESC, id LIMIT 500",
+        )
+        .bind(device.as_str())
+        .bind(i64::from(queued_only))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {

@@ -110,6 +110,21 @@ pub enum DeviceCmd {
         /// Device id.
         id: String,
     },
+    /// Send a command to a device (delivered over its MQTT session; tracked).
+    Command {
+        /// Device id.
+        id: String,
+        /// Command name.
+        name: String,
+        /// Arguments (passed through, including ones starting with '-').
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List a device's commands and their delivery and acknowledgement.
+    Commands {
+        /// Device id.
+        id: String,
+    },
     /// Approve a device whose model requires approval before enrolment.
     Approve {
         /// Device id.
@@ -335,6 +350,28 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
             let rows = cert_rows(&d.certificates);
             data(g.json, &d, &CERT_HEADERS, rows);
         }
+        DeviceCmd::Command { id, name, args } => {
+            let v: CommandView = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/commands", enc(&id)),
+                    Some(&json!({ "name": name, "args": args })),
+                )
+                .await?;
+            say(format!("command {} to {}: {}", v.id, v.device, v.status));
+            let rows = command_rows(std::slice::from_ref(&v));
+            data(g.json, &v, &COMMAND_HEADERS, rows);
+        }
+        DeviceCmd::Commands { id } => {
+            let list: Vec<CommandView> = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/devices/{}/commands", enc(&id)),
+                    None,
+                )
+                .await?;
+            data(g.json, &list, &COMMAND_HEADERS, command_rows(&list));
+        }
         DeviceCmd::Approve { id } => {
             let d: DeviceView = c
                 .call(
@@ -361,6 +398,23 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+const COMMAND_HEADERS: [&str; 6] = ["command", "name", "args", "status", "created", "result"];
+
+fn command_rows(list: &[CommandView]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|c| {
+            vec![
+                c.id.clone(),
+                c.name.clone(),
+                c.args.join(" "),
+                c.status.clone(),
+                c.created_at.clone(),
+                dash(c.result.as_deref()),
+            ]
+        })
+        .collect()
 }
 
 const CERT_HEADERS: [&str; 6] = [

@@ -358,3 +358,61 @@ fn a_connection_that_never_sends_connect_is_closed() {
         metric(&server, "palisade_mqtt")
     );
 }
+
+#[test]
+fn an_operators_command_is_delivered_and_its_acknowledgement_tracked() {
+    if !peers() {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1"]);
+    let d = &devs[0];
+    // Queued while the device is offline…
+    let sent: serde_json::Value = serde_json::from_str(
+        &server.cli_ok(&["--json", "device", "command", "cam-1", "reboot", "--now"]),
+    )
+    .unwrap();
+    assert_eq!(sent["status"], "queued");
+    let id = sent["id"].as_str().unwrap().to_owned();
+    // …delivered when it subscribes to its commands topic.
+    let mut args = mq_args(&server, &d.cert, &d.key, "cam-1");
+    args.extend(
+        [
+            "-t",
+            "palisade/d/cam-1/commands",
+            "-C",
+            "1",
+            "-q",
+            "1",
+            "-W",
+            "5",
+        ]
+        .map(String::from),
+    );
+    let o = Command::new("mosquitto_sub").args(&args).output().unwrap();
+    let got = String::from_utf8_lossy(&o.stdout);
+    let msg: serde_json::Value = serde_json::from_str(got.lines().last().unwrap_or("{}")).unwrap();
+    assert_eq!(msg["id"], id.as_str(), "{got}");
+    assert_eq!(msg["name"], "reboot");
+    assert_eq!(msg["args"], serde_json::json!(["--now"]));
+    // The device acknowledges on its acks topic.
+    let ack = format!(r#"{{"id":"{id}","ok":true,"result":"rebooting"}}"#);
+    let (ok, out) = pub_(&server, d, "cam-1", "palisade/d/cam-1/acks", &ack, &[]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&server.cli_ok(&["device", "commands", "cam-1", "--json"]))
+                .unwrap();
+        if list[0]["status"] == "acked" {
+            assert!(
+                list[0]["sent_at"].is_string() && list[0]["acked_at"].is_string(),
+                "{list}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never acknowledged: {list}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = server.cli(&["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+}

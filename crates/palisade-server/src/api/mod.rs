@@ -50,6 +50,8 @@ pub struct AppState {
     pub sessions: Arc<crate::gateway::Sessions>,
     /// What devices last said.
     pub presence: Arc<crate::gateway::Presence>,
+    /// Commands to devices.
+    pub commands: Arc<crate::commands::Commands>,
     /// The device message bus.
     pub bus: tokio::sync::broadcast::Sender<crate::gateway::DeviceEvent>,
     /// The clock.
@@ -128,6 +130,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/devices/{id}", get(get_device))
         .route("/api/v1/devices/{id}/state", post(set_device_state))
         .route("/api/v1/devices/{id}/approve", post(approve_device))
+        .route(
+            "/api/v1/devices/{id}/commands",
+            get(list_commands).post(send_command),
+        )
         .route("/api/v1/devices/{id}/certificates", post(issue_certificate))
         .route("/api/v1/certificates", get(list_certificates))
         .route("/api/v1/certificates/{serial}", get(get_certificate))
@@ -193,6 +199,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         healthz, readyz, crl, chain, metrics, whoami,
         list_models, add_model, get_model,
         list_devices, register_device, get_device, set_device_state, approve_device, issue_certificate,
+        send_command, list_commands,
         list_certificates, get_certificate, revoke_certificate,
         list_tokens, create_token, revoke_token,
         list_suppliers, add_supplier, import_batch, create_enrollment_token,
@@ -839,4 +846,42 @@ async fn approve_device(
     c.require(&s, Access::Write, "approve devices").await?;
     let id: DeviceId = parse_id(&s, &c, "device.approve", &id).await?;
     Ok(Json(s.fleet.approve_device(&c.actor(), &id).await?.into()))
+}
+
+/// Sends a command to a device (operator or admin); delivery and the device's
+/// acknowledgement are tracked.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/commands", tag = "devices", params(("id" = String, Path)), request_body = SendCommand,
+    responses((status = 201, body = CommandView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn send_command(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<SendCommand>,
+) -> Result<(StatusCode, Json<CommandView>), ApiError> {
+    c.require(&s, Access::Write, "send commands").await?;
+    let id: DeviceId = parse_id(&s, &c, "command.send", &id).await?;
+    let rec = s
+        .commands
+        .send(&c.actor(), &id, &req.name, req.args)
+        .await?;
+    Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// A device's commands, newest first.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/commands", tag = "devices", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<CommandView>)))]
+async fn list_commands(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<CommandView>>, ApiError> {
+    let id: DeviceId = parse_id(&s, &c, "command.list", &id).await?;
+    Ok(Json(
+        s.store
+            .commands(&id, false)
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }

@@ -1,7 +1,8 @@
 //! Request and response bodies of the operator API.
 
 use palisade_store::{
-    BatchRecord, CertRecord, DeviceRecord, ModelRecord, StoredEntry, SupplierRecord, TokenRecord,
+    BatchRecord, CertRecord, CommandRecord, DeviceRecord, ModelRecord, StoredEntry, SupplierRecord,
+    TokenRecord,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -473,4 +474,54 @@ pub struct CreatedEnrollmentToken {
     pub model: String,
     /// Expiry.
     pub expires_at: String,
+}
+
+/// Sends a command.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendCommand {
+    /// Command name (`[a-z0-9_-]`, at most 32).
+    pub name: String,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// A command and how far it got.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CommandView {
+    /// Command id.
+    pub id: String,
+    /// Target device.
+    pub device: String,
+    /// Name.
+    pub name: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// `queued`, `sent`, `acked` or `failed`.
+    pub status: String,
+    /// Created.
+    pub created_at: String,
+    /// Delivered to the device.
+    pub sent_at: Option<String>,
+    /// Acknowledged.
+    pub acked_at: Option<String>,
+    /// The device's result.
+    pub result: Option<String>,
+}
+
+impl From<&CommandRecord> for CommandView {
+    fn from(c: &CommandRecord) -> Self {
+        Self {
+            id: c.id.clone(),
+            device: c.device.to_string(),
+            name: c.name.clone(),
+            args: serde_json::from_str(&c.args).unwrap_or_default(),
+            status: c.status.clone(),
+            created_at: rfc3339(c.created_ms),
+            sent_at: c.sent_ms.map(rfc3339),
+            acked_at: c.acked_ms.map(rfc3339),
+            result: c.result.clone(),
+        }
+    }
 }
