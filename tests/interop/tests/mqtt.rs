@@ -390,7 +390,8 @@ fn an_operators_command_is_delivered_and_its_acknowledgement_tracked() {
     );
     let o = Command::new("mosquitto_sub").args(&args).output().unwrap();
     let got = String::from_utf8_lossy(&o.stdout);
-    let msg: serde_json::Value = serde_json::from_str(got.lines().last().unwrap_or("{}")).unwrap();
+    let line = got.lines().find(|l| l.starts_with('{')).unwrap_or("{}");
+    let msg: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(msg["id"], id.as_str(), "{got}");
     assert_eq!(msg["name"], "reboot");
     assert_eq!(msg["args"], serde_json::json!(["--now"]));
