@@ -42,6 +42,7 @@ cargo build --workspace --locked
 
 step "cargo deny (licences, one TLS/crypto stack, sources)"
 command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny
+cargo fetch --locked
 cargo deny --offline check licenses bans sources
 
 step "cargo test"

@@ -117,6 +117,16 @@ impl EstClient {
         })
     }
 
+    /// The trusted roots (for other connections to the same installation).
+    pub fn roots(&self) -> Arc<rustls::RootCertStore> {
+        self.roots.clone()
+    }
+
+    /// The server's host name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     fn path(&self, op: &str) -> String {
         match &self.label {
             Some(l) => format!("/.well-known/est/{l}/{op}"),

@@ -7,6 +7,7 @@
 pub mod est_client;
 pub mod keystore;
 pub mod schedule;
+pub mod session;
 pub mod state;
 pub mod tls_key;
 

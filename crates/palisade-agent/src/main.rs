@@ -62,10 +62,26 @@ enum Cmd {
         #[arg(long)]
         device_id: Option<String>,
     },
-    /// Keep the operational certificate renewed (at about 2/3 of its lifetime).
+    /// Stay connected to the device gateway (telemetry, commands) and keep the
+    /// operational certificate renewed (at about 2/3 of its lifetime).
     Run {
         #[command(flatten)]
         common: Common,
+        /// Gateway host [default: the server's host].
+        #[arg(long, env = "PALISADE_AGENT_MQTT_HOST")]
+        mqtt_host: Option<String>,
+        /// Gateway port.
+        #[arg(long, env = "PALISADE_AGENT_MQTT_PORT", default_value_t = 8883)]
+        mqtt_port: u16,
+        /// Seconds between telemetry messages.
+        #[arg(long, default_value_t = 60)]
+        telemetry_every: u64,
+        /// Firmware version to report.
+        #[arg(long, env = "PALISADE_AGENT_FIRMWARE", default_value = "unknown")]
+        firmware: String,
+        /// Commands this device runs (comma-separated); others are refused.
+        #[arg(long, value_delimiter = ',', default_value = "ping,uptime,echo,reboot")]
+        allow_commands: Vec<String>,
     },
     /// Show the current identity.
     Status {
@@ -135,8 +151,27 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 a.key_protection()
             );
         }
-        Cmd::Run { common } => {
+        Cmd::Run {
+            common,
+            mqtt_host,
+            mqtt_port,
+            telemetry_every,
+            firmware,
+            allow_commands,
+        } => {
             let a = agent(&common)?;
+            let cfg = palisade_agent::session::SessionConfig {
+                host: mqtt_host.unwrap_or_else(|| a.est().host().to_owned()),
+                port: mqtt_port,
+                telemetry_every: std::time::Duration::from_secs(telemetry_every.max(1)),
+                firmware,
+                allowed_commands: allow_commands,
+            };
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let session = {
+                let a = a.clone();
+                tokio::spawn(async move { a.run_session(&cfg, stop_rx, jitter).await })
+            };
             let mut failures = 0;
             loop {
                 let (wait, err) = a.step(jitter(), &mut failures).await;
@@ -149,6 +184,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     _ = tokio::signal::ctrl_c() => break,
                 }
             }
+            let _ = stop_tx.send(true);
+            let _ = session.await;
         }
         Cmd::Status { state_dir } => match palisade_agent::state::read_identity(&state_dir)? {
             Some(id) => println!(

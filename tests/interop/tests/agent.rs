@@ -347,3 +347,76 @@ async fn an_expired_birth_certificate_is_refused() {
     }
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_session_sends_telemetry_and_answers_allowlisted_commands() {
+    let (dir, server) = start();
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", "meter"]);
+    let a = agent(&server, &dir.path().join("agent"), TestClock::new(), None);
+    a.enroll(&EnrollAuth::Token {
+        device: "meter-7".into(),
+        token: token.trim().into(),
+    })
+    .await
+    .unwrap();
+    let cfg = palisade_agent::session::SessionConfig {
+        host: "127.0.0.1".into(),
+        port: server.mqtt_port(),
+        telemetry_every: std::time::Duration::from_millis(200),
+        firmware: "2.0.1".into(),
+        allowed_commands: vec!["ping".into()],
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let session = {
+        let a = a.clone();
+        tokio::spawn(async move { a.run_session(&cfg, stop_rx, || 0.5).await })
+    };
+    let show = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&server.cli_ok(&["device", "show", id, "--json"])).unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let d = show("meter-7");
+        if d["connected"] == true && d["reported_firmware"] == "2.0.1" {
+            assert_eq!(d["device"]["state"], "active");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no telemetry arrived: {d}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.cli_ok(&["device", "command", "meter-7", "ping"]);
+    server.cli_ok(&["device", "command", "meter-7", "format-disk"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&server.cli_ok(&["device", "commands", "meter-7", "--json"]))
+                .unwrap();
+        let by_name = |n: &str| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == n)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (ping, fmt) = (by_name("ping"), by_name("format-disk"));
+        if ping["status"] == "acked" && fmt["status"] == "failed" {
+            assert_eq!(ping["result"], "\"pong\"");
+            assert!(
+                fmt["result"].as_str().unwrap().contains("not allowed"),
+                "{fmt}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "commands not acknowledged: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop_tx.send(true).unwrap();
+    session.await.unwrap();
+}
