@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 # Debian packages the tests drive as peers: tool -> package.
-declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=python3 [mosquitto_pub]=mosquitto-clients)
+declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=python3 [mosquitto_pub]=mosquitto-clients [mosquitto]=mosquitto)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")
@@ -67,6 +67,7 @@ if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   cargo bench -p palisade-server --bench issuance --locked -- --quick
   cargo build --release -p palisade --locked
   cargo bench -p palisade-interop --bench est_enroll --locked -- --quick
+  cargo bench -p palisade-interop --bench mqtt_vs_mosquitto --locked -- --quick
 fi
 
 # The plain summary line CI reads.
