@@ -28,6 +28,13 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# PyPI test peers.
+if ! python3 -c "import paho.mqtt" >/dev/null 2>&1; then
+  step "installing test peers from PyPI: paho-mqtt"
+  python3 -m pip install --quiet --disable-pip-version-check paho-mqtt \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages paho-mqtt
+fi
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 

@@ -553,6 +553,8 @@ impl Gateway {
             _ => {
                 self.refuse("client_id_mismatch");
                 let _ = framed.send(connack(proto, Some(Refusal::ClientId))).await;
+                // Close cleanly (TLS close_notify) so the client reads the CONNACK.
+                let _ = framed.close().await;
                 return;
             }
         };
@@ -660,6 +662,7 @@ impl Gateway {
                     if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::NotAuthorized) {
                         let _ = framed.send(d).await;
                     }
+                    let _ = framed.close().await;
                     return;
                 }
                 Some(msg) = outbox.recv(), if subscribed => {

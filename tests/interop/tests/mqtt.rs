@@ -417,3 +417,64 @@ fn an_operators_command_is_delivered_and_its_acknowledgement_tracked() {
     let o = server.cli(&["audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+fn paho(server: &ServerProc, d: &Device, id: &str, other: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/paho_v5.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args([
+            "127.0.0.1",
+            &server.mqtt_port().to_string(),
+            server.data.join("ca/root.pem").to_str().unwrap(),
+            d.cert.to_str().unwrap(),
+            d.key.to_str().unwrap(),
+            id,
+            other,
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("paho: {}", text(&o)));
+    if v.as_object().is_some_and(|m| m.is_empty()) {
+        panic!("paho got no answer: {}", text(&o));
+    }
+    v
+}
+
+fn have_paho() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import paho.mqtt"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if in_ci() {
+            panic!("paho-mqtt is missing; scripts/test.sh installs it");
+        }
+        eprintln!("SKIP: paho-mqtt is not installed (pip install paho-mqtt)");
+    }
+    ok
+}
+
+#[test]
+fn paho_mqtt5_sees_the_right_reason_codes() {
+    if !peers() || !have_paho() {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1", "cam-2"]);
+    let r = paho(&server, &devs[0], "cam-1", "cam-2");
+    assert_eq!(r["connack"], 0, "{r}");
+    assert_eq!(r["own_publish"], 0, "{r}");
+    assert_eq!(r["cross_publish"], 135, "not authorised: {r}");
+    assert_eq!(r["suback"], serde_json::json!([1, 135]), "{r}");
+    assert_eq!(detail(&server, "cam-1")["reported_firmware"], "5.0.0");
+    // A client id that is not the certificate's identity: 0x85.
+    let r = paho(&server, &devs[0], "cam-2", "cam-1");
+    assert_eq!(r["connack"], 133, "{r}");
+    // Revoked: the TLS handshake fails.
+    let list: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "list", "--device", "cam-1", "--json"]))
+            .unwrap();
+    server.cli_ok(&["cert", "revoke", list[0]["serial"].as_str().unwrap()]);
+    let r = paho(&server, &devs[0], "cam-1", "cam-2");
+    assert!(r["error"].is_string() && r.get("connack").is_none(), "{r}");
+}
