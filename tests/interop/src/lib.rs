@@ -34,6 +34,24 @@ pub fn have(tool: &str) -> bool {
     found
 }
 
+/// Whether Python can import `module` (installed from PyPI as `package`). Under CI
+/// a missing module panics; elsewhere the caller should skip (a reason is printed).
+pub fn have_python_module(module: &str, package: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if in_ci() {
+            panic!("PyPI peer `{package}` is missing; scripts/test.sh installs it");
+        }
+        eprintln!("SKIP: PyPI peer `{package}` is not installed (pip install {package})");
+    }
+    ok
+}
+
 /// The `palisade` binary built alongside these tests.
 pub fn palisade_bin() -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/palisade

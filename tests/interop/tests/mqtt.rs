@@ -441,23 +441,9 @@ fn paho(server: &ServerProc, d: &Device, id: &str, other: &str) -> serde_json::V
     v
 }
 
-fn have_paho() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import paho.mqtt"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if in_ci() {
-            panic!("paho-mqtt is missing; scripts/test.sh installs it");
-        }
-        eprintln!("SKIP: paho-mqtt is not installed (pip install paho-mqtt)");
-    }
-    ok
-}
-
 #[test]
 fn paho_mqtt5_sees_the_right_reason_codes() {
-    if !peers() || !have_paho() {
+    if !peers() || !have_python_module("paho.mqtt", "paho-mqtt") {
         return;
     }
     let (_dir, server, devs) = setup(&["cam-1", "cam-2"]);
