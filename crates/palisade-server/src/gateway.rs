@@ -217,6 +217,8 @@ pub struct Gateway {
     pub(crate) bus: broadcast::Sender<DeviceEvent>,
     pub(crate) tls: Arc<SwappableConfig>,
     pub(crate) handshake_timeout: Duration,
+    /// Per-device view, including security events.
+    pub(crate) presence: Arc<Presence>,
     /// Devices that just subscribed to their commands (queued ones are delivered).
     pub(crate) subscribed: mpsc::UnboundedSender<DeviceId>,
 }
@@ -232,6 +234,7 @@ enum In {
     Connect {
         client_id: String,
         keep_alive: u16,
+        will: Option<(String, Bytes)>,
     },
     Publish {
         topic: String,
@@ -259,6 +262,7 @@ fn incoming(p: MqttPacket) -> In {
             v3::Packet::Connect(c) => In::Connect {
                 client_id: c.client_id.to_string(),
                 keep_alive: c.keep_alive,
+                will: c.last_will.map(|w| (w.topic.to_string(), w.message)),
             },
             v3::Packet::Publish(p) => In::Publish {
                 topic: p.topic.to_string(),
@@ -292,6 +296,7 @@ fn incoming(p: MqttPacket) -> In {
             v5::Packet::Connect(c) => In::Connect {
                 client_id: c.client_id.to_string(),
                 keep_alive: c.keep_alive,
+                will: c.last_will.map(|w| (w.topic.to_string(), w.message)),
             },
             v5::Packet::Publish(p) => In::Publish {
                 topic: p.topic.to_string(),
@@ -527,26 +532,28 @@ impl Gateway {
             Proto::V3 => MqttCodec::V3(v3::Codec::new(max)),
             Proto::V5 => MqttCodec::V5(v5::Codec::new(max, max)),
         };
-        let (client_id, keep_alive) = match tokio::time::timeout_at(deadline, framed.next()).await {
-            Ok(Some(Ok((p, _)))) => match incoming(p) {
-                In::Connect {
-                    client_id,
-                    keep_alive,
-                } => (client_id, keep_alive),
-                _ => {
-                    self.refuse("no_connect");
+        let (client_id, keep_alive, will) =
+            match tokio::time::timeout_at(deadline, framed.next()).await {
+                Ok(Some(Ok((p, _)))) => match incoming(p) {
+                    In::Connect {
+                        client_id,
+                        keep_alive,
+                        will,
+                    } => (client_id, keep_alive, will),
+                    _ => {
+                        self.refuse("no_connect");
+                        return;
+                    }
+                },
+                Ok(_) => {
+                    self.refuse("malformed_connect");
                     return;
                 }
-            },
-            Ok(_) => {
-                self.refuse("malformed_connect");
-                return;
-            }
-            Err(_) => {
-                self.refuse("connect_timeout");
-                return;
-            }
-        };
+                Err(_) => {
+                    self.refuse("connect_timeout");
+                    return;
+                }
+            };
         // Identity comes from the certificate; the client id must match it.
         let device = match info.common_name.as_deref().map(DeviceId::parse) {
             Some(Ok(d)) if d.as_str() == client_id => d,
@@ -557,6 +564,21 @@ impl Gateway {
                 let _ = framed.close().await;
                 return;
             }
+        };
+        // A will may only speak on the device's own upward topics.
+        let will = match will {
+            Some((topic, payload)) => match check_publish(&device, &topic) {
+                Ok(kind) => Some((kind, payload)),
+                Err(denial) => {
+                    self.acl_denied(&device, "will", &topic, denial);
+                    let _ = framed
+                        .send(connack(proto, Some(Refusal::NotAuthorized)))
+                        .await;
+                    let _ = framed.close().await;
+                    return;
+                }
+            },
+            None => None,
         };
         if let Err(reason) = self.admit(&device, &info.serial_hex).await {
             self.refuse(reason);
@@ -572,16 +594,26 @@ impl Gateway {
         }
         self.metrics.mqtt_connected(self.sessions.count());
         tracing::debug!(%device, %peer, "device connected");
-        self.session(
-            &device,
-            proto,
-            keep_alive,
-            &mut framed,
-            &mut kill,
-            &mut outbox,
-        )
-        .await;
+        let clean = self
+            .session(
+                &device,
+                proto,
+                keep_alive,
+                &mut framed,
+                &mut kill,
+                &mut outbox,
+            )
+            .await;
         self.sessions.unregister(&device, sid);
+        // The will is published when the session ends without a DISCONNECT.
+        if !clean && let Some((kind, payload)) = will {
+            let _ = self.bus.send(DeviceEvent {
+                device: device.clone(),
+                kind,
+                payload,
+                at_ms: unix_ms(self.clock.now()),
+            });
+        }
         self.metrics.mqtt_connected(self.sessions.count());
         tracing::debug!(%device, "device disconnected");
     }
@@ -637,7 +669,8 @@ impl Gateway {
         framed: &mut Framed<T, MqttCodec>,
         kill: &mut oneshot::Receiver<&'static str>,
         outbox: &mut mpsc::Receiver<Outbound>,
-    ) where
+    ) -> bool
+    where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let idle = self.limits.keepalive_deadline(keep_alive);
@@ -663,27 +696,27 @@ impl Gateway {
                         let _ = framed.send(d).await;
                     }
                     let _ = framed.close().await;
-                    return;
+                    return false;
                 }
                 Some(msg) = outbox.recv(), if subscribed => {
                     let pid = std::num::NonZeroU16::new(next_pid).unwrap_or(std::num::NonZeroU16::MIN);
                     next_pid = next_pid.checked_add(1).unwrap_or(1);
                     self.metrics.mqtt_out(msg.payload.len());
                     if framed.send(publish(proto, msg, pid)).await.is_err() {
-                        return;
+                        return false;
                     }
                 }
                 next = tokio::time::timeout(idle, framed.next()) => {
                     let packet = match next {
-                        Err(_) => { self.refuse("keepalive_timeout"); return; }
-                        Ok(None) => return,
+                        Err(_) => { self.refuse("keepalive_timeout"); return false; }
+                        Ok(None) => return false,
                         Ok(Some(Err(e))) => {
                             tracing::debug!(%device, error = %e, "malformed packet; closing");
                             self.refuse("malformed_packet");
                             if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::MalformedPacket) {
                                 let _ = framed.send(d).await;
                             }
-                            return;
+                            return false;
                         }
                         Ok(Some(Ok((p, _)))) => p,
                     };
@@ -696,14 +729,14 @@ impl Gateway {
                                 if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::MessageRateTooHigh) {
                                     let _ = framed.send(d).await;
                                 }
-                                return;
+                                return false;
                             }
                             if qos == QoS::ExactlyOnce {
                                 self.refuse("qos2");
                                 if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::QosNotSupported) {
                                     let _ = framed.send(d).await;
                                 }
-                                return;
+                                return false;
                             }
                             match check_publish(device, &topic) {
                                 Ok(kind) => {
@@ -712,7 +745,7 @@ impl Gateway {
                                     if let Some(pid) = packet_id
                                         && framed.send(puback(proto, pid, false)).await.is_err()
                                     {
-                                        return;
+                                        return false;
                                     }
                                 }
                                 Err(denial) => {
@@ -722,11 +755,11 @@ impl Gateway {
                                         // connection is closed (MQTT-3.3.5-2).
                                         (Proto::V5, Some(pid)) => {
                                             if framed.send(puback(proto, pid, true)).await.is_err() {
-                                                return;
+                                                return false;
                                             }
                                         }
                                         (Proto::V5, None) => {}
-                                        (Proto::V3, _) => return,
+                                        (Proto::V3, _) => return false,
                                     }
                                 }
                             }
@@ -749,28 +782,28 @@ impl Gateway {
                                 }
                             }
                             if framed.send(suback(proto, packet_id, &grants)).await.is_err() {
-                                return;
+                                return false;
                             }
                         }
                         In::Unsubscribe { packet_id, count } => {
                             if framed.send(unsuback(proto, packet_id, count)).await.is_err() {
-                                return;
+                                return false;
                             }
                         }
                         In::Ping => {
                             if framed.send(pingresp(proto)).await.is_err() {
-                                return;
+                                return false;
                             }
                         }
                         In::PubAck => {}
-                        In::Disconnect => return,
+                        In::Disconnect => return true,
                         In::Connect { .. } | In::Unexpected => {
                             tracing::debug!(%device, "protocol error: unexpected packet");
                             self.refuse("protocol_error");
                             if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::ProtocolError) {
                                 let _ = framed.send(d).await;
                             }
-                            return;
+                            return false;
                         }
                     }
                 }
@@ -780,6 +813,7 @@ impl Gateway {
 
     fn acl_denied(&self, device: &DeviceId, what: &'static str, topic: &str, denial: Denial) {
         self.metrics.mqtt_acl_denied(denial.label());
+        self.presence.security_event(device);
         tracing::warn!(%device, what, topic = %topic.chars().take(128).collect::<String>(), reason = %denial, "MQTT access refused");
     }
 }
@@ -799,6 +833,8 @@ pub struct Seen {
     pub firmware: Option<String>,
     /// Messages received.
     pub messages: u64,
+    /// Refused publishes and subscriptions (security events).
+    pub security_events: u64,
 }
 
 impl Presence {
@@ -822,6 +858,13 @@ impl Presence {
             if firmware.is_some() {
                 s.firmware = firmware;
             }
+        }
+    }
+
+    /// Counts a security event (an ACL refusal) against a device.
+    pub fn security_event(&self, d: &DeviceId) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.entry(d.clone()).or_default().security_events += 1;
         }
     }
 

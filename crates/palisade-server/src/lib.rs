@@ -159,6 +159,7 @@ impl Server {
             tls: Arc::new(SwappableConfig::new(mqtt_tls)),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
             subscribed: subscribed_tx,
+            presence: presence.clone(),
         });
         Ok(Self {
             config,

@@ -464,3 +464,57 @@ fn paho_mqtt5_sees_the_right_reason_codes() {
     let r = paho(&server, &devs[0], "cam-1", "cam-2");
     assert!(r["error"].is_string() && r.get("connack").is_none(), "{r}");
 }
+
+#[test]
+fn a_will_is_published_on_an_unclean_close_and_must_stay_in_its_namespace() {
+    if !peers() {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1"]);
+    let d = &devs[0];
+    let will = |topic: &str| {
+        let mut args = mq_args(&server, &d.cert, &d.key, "cam-1");
+        args.extend(
+            [
+                "-t",
+                "palisade/d/cam-1/commands",
+                "--will-topic",
+                topic,
+                "--will-payload",
+                r#"{"firmware":"9.9.9-will"}"#,
+            ]
+            .map(String::from),
+        );
+        Command::new("mosquitto_sub")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A will aimed at another device is refused at CONNECT.
+    let mut bad = will("palisade/d/cam-2/telemetry");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bad.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "a foreign will was accepted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its own will: published when the client dies without DISCONNECT.
+    let mut good = will("palisade/d/cam-1/telemetry");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while detail(&server, "cam-1")["connected"] != true {
+        assert!(Instant::now() < deadline, "never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    good.kill().unwrap();
+    let _ = good.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while detail(&server, "cam-1")["reported_firmware"] != "9.9.9-will" {
+        assert!(
+            Instant::now() < deadline,
+            "the will never arrived: {}",
+            detail(&server, "cam-1")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -443,6 +443,7 @@ async fn get_device(
     Ok(Json(DeviceDetail {
         connected: s.sessions.is_connected(&d.id),
         last_seen: seen.as_ref().map(|x| rfc3339(x.last_seen_ms)),
+        security_events: seen.as_ref().map_or(0, |x| x.security_events),
         reported_firmware: seen.and_then(|x| x.firmware),
         device: d.into(),
         certificates: certs.iter().map(CertView::summary).collect(),

@@ -138,6 +138,9 @@ pub struct DeviceDetail {
     /// The firmware version its telemetry reports.
     #[serde(default)]
     pub reported_firmware: Option<String>,
+    /// Publishes and subscriptions it was refused (security events) since start.
+    #[serde(default)]
+    pub security_events: u64,
     /// Its certificates, oldest first.
     pub certificates: Vec<CertView>,
 }
