@@ -2,7 +2,14 @@
 //! `--json`), messages for people to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::io::Write;
+
 use serde::Serialize;
+
+/// Writes a line of data to stdout; a closed pipe (`palisade … | head`) is not an error.
+fn out(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
 
 /// Prints a message for people (stderr).
 pub fn say(msg: impl std::fmt::Display) {
@@ -13,7 +20,7 @@ pub fn say(msg: impl std::fmt::Display) {
 pub fn data<T: Serialize>(json: bool, value: &T, headers: &[&str], rows: Vec<Vec<String>>) {
     if json {
         match serde_json::to_string_pretty(value) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => out(&s),
             Err(e) => eprintln!("error: cannot encode JSON: {e}"),
         }
         return;
@@ -23,7 +30,7 @@ pub fn data<T: Serialize>(json: bool, value: &T, headers: &[&str], rows: Vec<Vec
 
 /// Prints raw text to stdout (PEM, say).
 pub fn raw(text: &str) {
-    print!("{text}");
+    let _ = write!(std::io::stdout().lock(), "{text}");
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) {
@@ -45,7 +52,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        out(s.trim_end());
     };
     line(headers.iter().map(|h| h.to_uppercase()).collect());
     for r in rows {

@@ -54,6 +54,15 @@ pub fn have_python_module(module: &str, package: &str) -> bool {
 
 /// The `palisade` binary built alongside these tests.
 pub fn palisade_bin() -> PathBuf {
+    sibling_bin("palisade")
+}
+
+/// The `palisade-sim` binary built alongside these tests.
+pub fn palisade_sim_bin() -> PathBuf {
+    sibling_bin("palisade-sim")
+}
+
+fn sibling_bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/palisade
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe
@@ -61,7 +70,7 @@ pub fn palisade_bin() -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let bin = dir.join("palisade");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: build it first with `cargo build -p palisade`",
