@@ -518,3 +518,57 @@ fn a_will_is_published_on_an_unclean_close_and_must_stay_in_its_namespace() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn raw(server: &ServerProc, d: &Device, id: &str, scenario: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/raw_mqtt.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args([
+            "127.0.0.1",
+            &server.mqtt_port().to_string(),
+            server.data.join("ca/root.pem").to_str().unwrap(),
+            d.cert.to_str().unwrap(),
+            d.key.to_str().unwrap(),
+            id,
+            scenario,
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("raw_mqtt.py: {}", text(&o)))
+}
+
+#[test]
+fn malformed_oversized_wrong_level_and_flooding_connections_are_closed() {
+    if !peers() || !have("python3") {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1", "cam-2"]);
+    let d = &devs[0];
+    for (scenario, reason) in [
+        ("garbage", "bad_protocol"),
+        ("bad_level", "bad_protocol"),
+        ("oversized", "malformed_packet"),
+        ("flood", "rate_limited"),
+    ] {
+        let r = raw(&server, d, "cam-1", scenario);
+        assert_eq!(r["closed"], true, "{scenario}: {r}");
+        let refusals = metric(&server, "palisade_mqtt_refusals_total");
+        assert!(
+            refusals.contains(reason),
+            "{scenario}: expected {reason} in {refusals}"
+        );
+    }
+    // The bad connection took nothing from the others: a well-formed CONNECT still
+    // gets CONNACK 0 and another device publishes normally.
+    let r = raw(&server, d, "cam-1", "connect_only");
+    assert_eq!(r["connack"], "20020000", "{r}");
+    let (ok, out) = pub_(
+        &server,
+        &devs[1],
+        "cam-2",
+        "palisade/d/cam-2/telemetry",
+        "{}",
+        &[],
+    );
+    assert!(ok, "{out}");
+}
