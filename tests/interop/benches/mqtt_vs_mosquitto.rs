@@ -3,7 +3,7 @@
 //!
 //! (a) new mutual-TLS CONNECT→CONNACK per broker CPU-second;
 //! (c) QoS 1 telemetry messages/s with ACLs enforced, and p99 PUBACK latency;
-//! (b) memory per idle connection at 10k/50k connections is not measured yet;
+//! (b) resident memory per idle connection at 10k and 50k connections (full run);
 //! and Palisade's revocation-to-disconnect latency.
 //!
 //! ```text
@@ -59,6 +59,17 @@ async fn connect(
     d: &Dev,
     roots: &Arc<rustls::RootCertStore>,
 ) -> anyhow::Result<Framed<tokio_rustls::client::TlsStream<TcpStream>, MqttCodec>> {
+    connect_from(t, d, roots, std::net::Ipv4Addr::LOCALHOST).await
+}
+
+/// Connects from a given loopback source address (to spread many connections over
+/// several 127.x sources, each with its own ephemeral port range).
+async fn connect_from(
+    t: &Target,
+    d: &Dev,
+    roots: &Arc<rustls::RootCertStore>,
+    src: std::net::Ipv4Addr,
+) -> anyhow::Result<Framed<tokio_rustls::client::TlsStream<TcpStream>, MqttCodec>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -67,7 +78,11 @@ async fn connect(
             d.chain.clone(),
             d.key.clone(),
         )));
-    let tcp = TcpStream::connect(("127.0.0.1", t.port)).await?;
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(std::net::SocketAddr::from((src, 0)))?;
+    let tcp = sock
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], t.port)))
+        .await?;
     tcp.set_nodelay(true)?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("127.0.0.1")?, tcp)
@@ -192,6 +207,116 @@ async fn telemetry(
     )
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Holds `n` idle sessions open against `t` and returns the broker's resident
+/// memory growth per connection (KiB).
+async fn idle_memory(
+    t: &Target,
+    devs: &[Dev],
+    roots: &Arc<rustls::RootCertStore>,
+    n: usize,
+) -> f64 {
+    let before = rss_kib(t.pid);
+    let conns = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(n)));
+    let mut tasks = vec![];
+    let conc = 32;
+    for k in 0..conc {
+        let (devs, roots, conns) = (devs.to_vec(), roots.clone(), conns.clone());
+        let t = Target {
+            name: t.name,
+            port: t.port,
+            pid: t.pid,
+        };
+        tasks.push(tokio::spawn(async move {
+            for i in (k..n).step_by(conc) {
+                let src = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 4) as u8);
+                let f = connect_from(&t, &devs[i], &roots, src).await.unwrap();
+                conns.lock().await.push(f);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(t.pid);
+    let held = conns.lock().await.len();
+    conns.lock().await.clear();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    after.saturating_sub(before) as f64 / held.max(1) as f64
+}
+
+/// Enrols `n` devices through EST with one-time tokens, `conc` at a time.
+fn enrol(
+    rt: &tokio::runtime::Runtime,
+    server: &ServerProc,
+    est: &EstClient,
+    n: usize,
+    start: usize,
+) -> Vec<Dev> {
+    let admin = Arc::new(server.client(None));
+    rt.block_on(async {
+        let mut tasks = vec![];
+        let conc = 16;
+        for k in 0..conc {
+            let (admin, est) = (admin.clone(), est.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut out = vec![];
+                for i in (k..n).step_by(conc) {
+                    let id = format!("bench-{:06}", start + i);
+                    let t: palisade_server::api::views::CreatedEnrollmentToken = admin
+                        .call(
+                            hyper::Method::POST,
+                            "/api/v1/enrollment-tokens",
+                            Some(&serde_json::json!({ "model": "bench" })),
+                        )
+                        .await
+                        .unwrap();
+                    let (key, _) = SoftwareKey::generate(KeyAlgorithm::EcdsaP256, &id).unwrap();
+                    let key: Arc<dyn Signer> = Arc::new(key);
+                    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+                        .unwrap()
+                        .serialize_request(&palisade_pki::SignerKey(key.clone()))
+                        .unwrap()
+                        .der()
+                        .to_vec();
+                    let cert = est
+                        .simpleenroll(
+                            &EnrollAuth::Token {
+                                device: id.clone(),
+                                token: t.token,
+                            },
+                            &csr,
+                        )
+                        .await
+                        .unwrap();
+                    out.push(Dev {
+                        id,
+                        chain: vec![CertificateDer::from(cert)],
+                        key,
+                    });
+                }
+                out
+            }));
+        }
+        let mut all = vec![];
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    })
+}
+
 fn start_mosquitto(dir: &std::path::Path, data: &std::path::Path) -> (Child, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -233,6 +358,14 @@ fn start_mosquitto(dir: &std::path::Path, data: &std::path::Path) -> (Child, u16
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Many idle connections need many file descriptors (inherited by both brokers).
+    let _ = Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            "--nofile=1048576:1048576",
+        ])
+        .status();
     let (n_devs, n_hs, per_dev) = if quick {
         (16, 200, 50)
     } else {
@@ -262,33 +395,7 @@ fn main() {
     let root_pem = std::fs::read(server.data.join("ca/root.pem")).unwrap();
     let est = EstClient::new(&server.url, &root_pem, None).unwrap();
     // Enrol the devices once; both brokers see the same certificates.
-    let mut devs = vec![];
-    for i in 0..n_devs {
-        let id = format!("bench-{i:04}");
-        let token = server.cli_ok(&["enrollment-token", "create", "--model", "bench"]);
-        let (key, _) = SoftwareKey::generate(KeyAlgorithm::EcdsaP256, &id).unwrap();
-        let key: Arc<dyn Signer> = Arc::new(key);
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .serialize_request(&palisade_pki::SignerKey(key.clone()))
-            .unwrap()
-            .der()
-            .to_vec();
-        let cert = rt
-            .block_on(est.simpleenroll(
-                &EnrollAuth::Token {
-                    device: id.clone(),
-                    token: token.trim().into(),
-                },
-                &csr,
-            ))
-            .unwrap();
-        devs.push(Dev {
-            id,
-            chain: vec![CertificateDer::from(cert)],
-            key,
-        });
-    }
+    let devs = enrol(&rt, &server, &est, n_devs, 0);
     let roots = est.roots();
     let (mut mosq, mport) = start_mosquitto(dir.path(), &server.data);
     let targets = [
@@ -315,6 +422,17 @@ fn main() {
     }
     for t in &targets {
         tel.push(rt.block_on(telemetry(t, &devs, &roots, per_dev)));
+    }
+    // (b) Resident memory per idle connection, at 10k and 50k connections.
+    let mut memory = vec![];
+    if !quick {
+        let extra = enrol(&rt, &server, &est, 50_000 - n_devs, n_devs);
+        let all: Vec<Dev> = devs.iter().cloned().chain(extra).collect();
+        for n in [10_000, 50_000] {
+            let p = rt.block_on(idle_memory(&targets[0], &all, &roots, n));
+            let m = rt.block_on(idle_memory(&targets[1], &all, &roots, n));
+            memory.push((n, p, m));
+        }
     }
     // Revocation to disconnect, on Palisade.
     let admin = server.client(None);
@@ -380,6 +498,16 @@ fn main() {
         tel[1].2,
         tel[1].2 / tel[0].2.max(0.001)
     );
+    for (n, p, m) in &memory {
+        println!(
+            "{:<44} {p:>12.1} {m:>12.1} {:>8.2}",
+            format!("(b) RSS per idle connection at {n} (KiB)"),
+            m / p.max(0.001)
+        );
+    }
+    if memory.is_empty() {
+        println!("(b) idle-connection memory: measured in the full run only");
+    }
     revocations.sort_by(|a, b| a.total_cmp(b));
     println!(
         "revocation → disconnect on palisade (API call included): median {:.1} ms, max {:.1} ms over {}",
