@@ -64,6 +64,10 @@ struct Live {
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<DeviceId, Live>>,
+    /// Persistent (non-clean) sessions of devices that are offline: whether they
+    /// had subscribed to their commands. Queued commands themselves are durable in
+    /// the store and delivered when the session resumes.
+    offline: Mutex<HashMap<DeviceId, bool>>,
     next: AtomicU64,
 }
 
@@ -110,6 +114,20 @@ impl Sessions {
             && live.get(device).is_some_and(|l| l.id == id)
         {
             live.remove(device);
+        }
+    }
+
+    /// Takes a device's persisted session state (for a non-clean CONNECT), or
+    /// discards it (clean). Returns `Some(subscribed)` if one existed.
+    fn resume(&self, device: &DeviceId, clean: bool) -> Option<bool> {
+        let mut offline = self.offline.lock().ok()?;
+        let state = offline.remove(device);
+        if clean { None } else { state }
+    }
+
+    fn persist(&self, device: &DeviceId, subscribed: bool) {
+        if let Ok(mut offline) = self.offline.lock() {
+            offline.insert(device.clone(), subscribed);
         }
     }
 
@@ -235,11 +253,13 @@ enum In {
         client_id: String,
         keep_alive: u16,
         will: Option<(String, Bytes)>,
+        clean: bool,
     },
     Publish {
         topic: String,
         payload: Bytes,
         qos: QoS,
+        retain: bool,
         packet_id: Option<std::num::NonZeroU16>,
     },
     PubAck,
@@ -263,11 +283,13 @@ fn incoming(p: MqttPacket) -> In {
                 client_id: c.client_id.to_string(),
                 keep_alive: c.keep_alive,
                 will: c.last_will.map(|w| (w.topic.to_string(), w.message)),
+                clean: c.clean_session,
             },
             v3::Packet::Publish(p) => In::Publish {
                 topic: p.topic.to_string(),
                 payload: p.payload,
                 qos: p.qos,
+                retain: p.retain,
                 packet_id: p.packet_id,
             },
             v3::Packet::PublishAck { .. } => In::PubAck,
@@ -297,11 +319,13 @@ fn incoming(p: MqttPacket) -> In {
                 client_id: c.client_id.to_string(),
                 keep_alive: c.keep_alive,
                 will: c.last_will.map(|w| (w.topic.to_string(), w.message)),
+                clean: c.clean_start || c.session_expiry_interval_secs == 0,
             },
             v5::Packet::Publish(p) => In::Publish {
                 topic: p.topic.to_string(),
                 payload: p.payload,
                 qos: p.qos,
+                retain: p.retain,
                 packet_id: p.packet_id,
             },
             v5::Packet::PublishAck(_) => In::PubAck,
@@ -333,9 +357,13 @@ enum Refusal {
 }
 
 fn connack(proto: Proto, refusal: Option<Refusal>) -> MqttPacket {
+    connack_with(proto, refusal, false)
+}
+
+fn connack_with(proto: Proto, refusal: Option<Refusal>, session_present: bool) -> MqttPacket {
     match proto {
         Proto::V3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
-            session_present: false,
+            session_present,
             return_code: match refusal {
                 None => v3::ConnectAckReason::ConnectionAccepted,
                 Some(Refusal::ClientId) => v3::ConnectAckReason::IdentifierRejected,
@@ -344,6 +372,7 @@ fn connack(proto: Proto, refusal: Option<Refusal>) -> MqttPacket {
         })),
         Proto::V5 => {
             let mut ack = v5::ConnectAck {
+                session_present,
                 reason_code: match refusal {
                     None => v5::ConnectAckReason::Success,
                     Some(Refusal::ClientId) => v5::ConnectAckReason::ClientIdentifierNotValid,
@@ -532,14 +561,15 @@ impl Gateway {
             Proto::V3 => MqttCodec::V3(v3::Codec::new(max)),
             Proto::V5 => MqttCodec::V5(v5::Codec::new(max, max)),
         };
-        let (client_id, keep_alive, will) =
+        let (client_id, keep_alive, will, clean) =
             match tokio::time::timeout_at(deadline, framed.next()).await {
                 Ok(Some(Ok((p, _)))) => match incoming(p) {
                     In::Connect {
                         client_id,
                         keep_alive,
                         will,
-                    } => (client_id, keep_alive, will),
+                        clean,
+                    } => (client_id, keep_alive, will, clean),
                     _ => {
                         self.refuse("no_connect");
                         return;
@@ -588,25 +618,38 @@ impl Gateway {
             return;
         }
         let (sid, mut kill, mut outbox) = self.sessions.register(&device, &info.serial_hex);
-        if framed.send(connack(proto, None)).await.is_err() {
+        let resumed = self.sessions.resume(&device, clean);
+        if framed
+            .send(connack_with(proto, None, resumed.is_some()))
+            .await
+            .is_err()
+        {
             self.sessions.unregister(&device, sid);
             return;
         }
         self.metrics.mqtt_connected(self.sessions.count());
         tracing::debug!(%device, %peer, "device connected");
-        let clean = self
+        let resubscribed = resumed.unwrap_or(false);
+        if resubscribed {
+            let _ = self.subscribed.send(device.clone());
+        }
+        let (clean_close, subscribed) = self
             .session(
                 &device,
                 proto,
                 keep_alive,
+                resubscribed,
                 &mut framed,
                 &mut kill,
                 &mut outbox,
             )
             .await;
         self.sessions.unregister(&device, sid);
+        if !clean {
+            self.sessions.persist(&device, subscribed);
+        }
         // The will is published when the session ends without a DISCONNECT.
-        if !clean && let Some((kind, payload)) = will {
+        if !clean_close && let Some((kind, payload)) = will {
             let _ = self.bus.send(DeviceEvent {
                 device: device.clone(),
                 kind,
@@ -661,15 +704,17 @@ impl Gateway {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn session<T>(
         &self,
         device: &DeviceId,
         proto: Proto,
         keep_alive: u16,
+        resubscribed: bool,
         framed: &mut Framed<T, MqttCodec>,
         kill: &mut oneshot::Receiver<&'static str>,
         outbox: &mut mpsc::Receiver<Outbound>,
-    ) -> bool
+    ) -> (bool, bool)
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -686,7 +731,8 @@ impl Gateway {
             now,
         );
         let mut next_pid: u16 = 1;
-        let mut subscribed = false;
+        let mut subscribed = resubscribed;
+        let mut inflight: u16 = 0;
         loop {
             tokio::select! {
                 reason = &mut *kill => {
@@ -696,32 +742,33 @@ impl Gateway {
                         let _ = framed.send(d).await;
                     }
                     let _ = framed.close().await;
-                    return false;
+                    return (false, subscribed);
                 }
-                Some(msg) = outbox.recv(), if subscribed => {
+                Some(msg) = outbox.recv(), if subscribed && inflight < self.limits.max_inflight => {
+                    inflight += 1;
                     let pid = std::num::NonZeroU16::new(next_pid).unwrap_or(std::num::NonZeroU16::MIN);
                     next_pid = next_pid.checked_add(1).unwrap_or(1);
                     self.metrics.mqtt_out(msg.payload.len());
                     if framed.send(publish(proto, msg, pid)).await.is_err() {
-                        return false;
+                        return (false, subscribed);
                     }
                 }
                 next = tokio::time::timeout(idle, framed.next()) => {
                     let packet = match next {
-                        Err(_) => { self.refuse("keepalive_timeout"); return false; }
-                        Ok(None) => return false,
+                        Err(_) => { self.refuse("keepalive_timeout"); return (false, subscribed); }
+                        Ok(None) => return (false, subscribed),
                         Ok(Some(Err(e))) => {
                             tracing::debug!(%device, error = %e, "malformed packet; closing");
                             self.refuse("malformed_packet");
                             if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::MalformedPacket) {
                                 let _ = framed.send(d).await;
                             }
-                            return false;
+                            return (false, subscribed);
                         }
                         Ok(Some(Ok((p, _)))) => p,
                     };
                     match incoming(packet) {
-                        In::Publish { topic, payload, qos, packet_id } => {
+                        In::Publish { topic, payload, qos, retain, packet_id } => {
                             let now = unix_ms(self.clock.now());
                             let size = u32::try_from(payload.len()).unwrap_or(u32::MAX);
                             if !msgs.take(1, now) || !bytes.take(size, now) {
@@ -729,23 +776,26 @@ impl Gateway {
                                 if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::MessageRateTooHigh) {
                                     let _ = framed.send(d).await;
                                 }
-                                return false;
+                                return (false, subscribed);
                             }
                             if qos == QoS::ExactlyOnce {
                                 self.refuse("qos2");
                                 if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::QosNotSupported) {
                                     let _ = framed.send(d).await;
                                 }
-                                return false;
+                                return (false, subscribed);
                             }
                             match check_publish(device, &topic) {
                                 Ok(kind) => {
                                     self.metrics.mqtt_in(payload.len());
+                                    if retain {
+                                        self.presence.retain(device, &topic, payload.clone());
+                                    }
                                     let _ = self.bus.send(DeviceEvent { device: device.clone(), kind, payload, at_ms: now });
                                     if let Some(pid) = packet_id
                                         && framed.send(puback(proto, pid, false)).await.is_err()
                                     {
-                                        return false;
+                                        return (false, subscribed);
                                     }
                                 }
                                 Err(denial) => {
@@ -755,11 +805,11 @@ impl Gateway {
                                         // connection is closed (MQTT-3.3.5-2).
                                         (Proto::V5, Some(pid)) => {
                                             if framed.send(puback(proto, pid, true)).await.is_err() {
-                                                return false;
+                                                return (false, subscribed);
                                             }
                                         }
                                         (Proto::V5, None) => {}
-                                        (Proto::V3, _) => return false,
+                                        (Proto::V3, _) => return (false, subscribed),
                                     }
                                 }
                             }
@@ -772,6 +822,12 @@ impl Gateway {
                                         if matches!(grant, palisade_mqtt::Grant::OwnNamespace | palisade_mqtt::Grant::Topic(TopicKind::Commands)) {
                                             let _ = self.subscribed.send(device.clone());
                                         }
+                                        if grant == palisade_mqtt::Grant::OwnNamespace {
+                                            // Its own retained messages, after the SUBACK.
+                                            for (topic, payload) in self.presence.retained(device) {
+                                                let _ = self.sessions.send(device, Outbound { topic, payload });
+                                            }
+                                        }
                                         subscribed = true;
                                         grants.push(Some(if *q == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce }));
                                     }
@@ -782,28 +838,28 @@ impl Gateway {
                                 }
                             }
                             if framed.send(suback(proto, packet_id, &grants)).await.is_err() {
-                                return false;
+                                return (false, subscribed);
                             }
                         }
                         In::Unsubscribe { packet_id, count } => {
                             if framed.send(unsuback(proto, packet_id, count)).await.is_err() {
-                                return false;
+                                return (false, subscribed);
                             }
                         }
                         In::Ping => {
                             if framed.send(pingresp(proto)).await.is_err() {
-                                return false;
+                                return (false, subscribed);
                             }
                         }
-                        In::PubAck => {}
-                        In::Disconnect => return true,
+                        In::PubAck => inflight = inflight.saturating_sub(1),
+                        In::Disconnect => return (true, subscribed),
                         In::Connect { .. } | In::Unexpected => {
                             tracing::debug!(%device, "protocol error: unexpected packet");
                             self.refuse("protocol_error");
                             if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::ProtocolError) {
                                 let _ = framed.send(d).await;
                             }
-                            return false;
+                            return (false, subscribed);
                         }
                     }
                 }
@@ -835,6 +891,8 @@ pub struct Seen {
     pub messages: u64,
     /// Refused publishes and subscriptions (security events).
     pub security_events: u64,
+    /// Retained messages on its own topics (empty payload clears).
+    pub retained: HashMap<String, Bytes>,
 }
 
 impl Presence {
@@ -859,6 +917,34 @@ impl Presence {
                 s.firmware = firmware;
             }
         }
+    }
+
+    /// Keeps (or, with an empty payload, clears) a retained message of a device.
+    pub fn retain(&self, d: &DeviceId, topic: &str, payload: Bytes) {
+        if let Ok(mut m) = self.seen.lock() {
+            let r = &mut m.entry(d.clone()).or_default().retained;
+            if payload.is_empty() {
+                r.remove(topic);
+            } else {
+                r.insert(topic.to_owned(), payload);
+            }
+        }
+    }
+
+    /// A device's retained messages.
+    pub fn retained(&self, d: &DeviceId) -> Vec<(String, Bytes)> {
+        self.seen
+            .lock()
+            .ok()
+            .and_then(|m| {
+                m.get(d).map(|s| {
+                    s.retained
+                        .iter()
+                        .map(|(t, p)| (t.clone(), p.clone()))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
     }
 
     /// Counts a security event (an ACL refusal) against a device.

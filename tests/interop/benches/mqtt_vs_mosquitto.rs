@@ -3,7 +3,8 @@
 //!
 //! (a) new mutual-TLS CONNECT→CONNACK per broker CPU-second;
 //! (c) QoS 1 telemetry messages/s with ACLs enforced, and p99 PUBACK latency;
-//! (b) resident memory per idle connection at 10k and 50k connections (full run);
+//! (b) resident memory per idle connection at 10k connections (full run; 50k exceeds
+//!     the sandbox's hard file-descriptor limit of 20 000);
 //! and Palisade's revocation-to-disconnect latency.
 //!
 //! ```text
@@ -423,16 +424,16 @@ fn main() {
     for t in &targets {
         tel.push(rt.block_on(telemetry(t, &devs, &roots, per_dev)));
     }
-    // (b) Resident memory per idle connection, at 10k and 50k connections.
+    // (b) Resident memory per idle connection at 10k connections. (50k needs more
+    // file descriptors than this sandbox's hard limit of 20 000 per process allows.)
     let mut memory = vec![];
     if !quick {
-        let extra = enrol(&rt, &server, &est, 50_000 - n_devs, n_devs);
+        let extra = enrol(&rt, &server, &est, 10_000 - n_devs, n_devs);
         let all: Vec<Dev> = devs.iter().cloned().chain(extra).collect();
-        for n in [10_000, 50_000] {
-            let p = rt.block_on(idle_memory(&targets[0], &all, &roots, n));
-            let m = rt.block_on(idle_memory(&targets[1], &all, &roots, n));
-            memory.push((n, p, m));
-        }
+        let n = 10_000;
+        let p = rt.block_on(idle_memory(&targets[0], &all, &roots, n));
+        let m = rt.block_on(idle_memory(&targets[1], &all, &roots, n));
+        memory.push((n, p, m));
     }
     // Revocation to disconnect, on Palisade.
     let admin = server.client(None);

@@ -1,7 +1,7 @@
 """Send raw bytes to the gateway over mutual TLS and report what came back.
 
 usage: raw_mqtt.py HOST PORT CAFILE CERT KEY CLIENT_ID SCENARIO
-SCENARIO: garbage | bad_level | oversized | flood | connect_only
+SCENARIO: garbage | bad_level | oversized | flood | connect_only | persistent
 Prints JSON: {"connack": <hex or null>, "closed": bool, "bytes": <hex received>}.
 """
 import json
@@ -32,8 +32,9 @@ def utf8(s):
     return len(b).to_bytes(2, "big") + b
 
 
-def connect(level=4):
-    body = utf8("MQTT") + bytes([level, 0x02]) + (60).to_bytes(2, "big") + utf8(client_id)
+def connect(level=4, clean=True):
+    flags = 0x02 if clean else 0x00
+    body = utf8("MQTT") + bytes([level, flags]) + (60).to_bytes(2, "big") + utf8(client_id)
     return packet(0x10, body)
 
 
@@ -63,6 +64,8 @@ try:
         s.sendall(b"".join(publish(topic, b"{}") for _ in range(2000)))
     elif scenario == "connect_only":
         s.sendall(connect())
+    elif scenario == "persistent":
+        s.sendall(connect(clean=False))
 except (ssl.SSLError, ConnectionResetError, BrokenPipeError, OSError):
     # The server closed the connection while we were still sending (flood).
     closed = True
@@ -74,7 +77,7 @@ while not closed and time.time() < deadline:
     try:
         chunk = s.recv(4096)
     except socket.timeout:
-        if scenario == "connect_only" and received:
+        if scenario in ("connect_only", "persistent") and received:
             break
         continue
     except (ssl.SSLError, ConnectionResetError, OSError):
@@ -85,4 +88,6 @@ while not closed and time.time() < deadline:
         break
     received += chunk
 connack = received[:4].hex() if received[:1] == b"\x20" else None
+if scenario == "persistent" and not closed:
+    s.sendall(b"\xe0\x00")  # DISCONNECT
 print(json.dumps({"connack": connack, "closed": closed, "bytes": received[:64].hex()}))

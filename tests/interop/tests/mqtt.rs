@@ -572,3 +572,57 @@ fn malformed_oversized_wrong_level_and_flooding_connections_are_closed() {
     );
     assert!(ok, "{out}");
 }
+
+#[test]
+fn a_persistent_session_resumes_and_retained_messages_stay_in_the_namespace() {
+    if !peers() || !have("python3") {
+        return;
+    }
+    let (_dir, server, devs) = setup(&["cam-1", "cam-2"]);
+    let d = &devs[0];
+    // First non-clean CONNECT: no session yet. Second: the session is present.
+    assert_eq!(
+        raw(&server, d, "cam-1", "persistent")["connack"],
+        "20020000"
+    );
+    assert_eq!(
+        raw(&server, d, "cam-1", "persistent")["connack"],
+        "20020100"
+    );
+    // A clean session discards it.
+    assert_eq!(
+        raw(&server, d, "cam-1", "connect_only")["connack"],
+        "20020000"
+    );
+    assert_eq!(
+        raw(&server, d, "cam-1", "persistent")["connack"],
+        "20020000"
+    );
+    // A retained message on its own telemetry comes back on its own-namespace
+    // subscription, and to no other device.
+    let (ok, out) = pub_(
+        &server,
+        d,
+        "cam-1",
+        "palisade/d/cam-1/telemetry",
+        r#"{"retained":true}"#,
+        &["-r"],
+    );
+    assert!(ok, "{out}");
+    let mut args = mq_args(&server, &d.cert, &d.key, "cam-1");
+    args.extend(["-t", "palisade/d/cam-1/#", "-C", "1", "-W", "5"].map(String::from));
+    let o = Command::new("mosquitto_sub").args(&args).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(r#"{"retained":true}"#),
+        "{}",
+        text(&o)
+    );
+    let mut args = mq_args(&server, &devs[1].cert, &devs[1].key, "cam-2");
+    args.extend(["-t", "palisade/d/cam-2/#", "-C", "1", "-W", "2"].map(String::from));
+    let o = Command::new("mosquitto_sub").args(&args).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("retained"),
+        "{}",
+        text(&o)
+    );
+}
