@@ -542,7 +542,9 @@ impl Gateway {
             self.refuse("bad_certificate");
             return;
         };
-        let mut framed = Framed::new(tls, MqttCodec::Version(VersionCodec));
+        // A small initial read buffer: idle devices are the common case, and the
+        // buffer grows when a larger packet arrives.
+        let mut framed = Framed::with_capacity(tls, MqttCodec::Version(VersionCodec), 1024);
         let deadline = tokio::time::Instant::now() + self.limits.connect_timeout;
         let proto = match tokio::time::timeout_at(deadline, framed.next()).await {
             Ok(Some(Ok((MqttPacket::Version(ProtocolVersion::MQTT3), _)))) => Proto::V3,

@@ -370,7 +370,7 @@ fn main() {
     let (n_devs, n_hs, per_dev) = if quick {
         (16, 200, 50)
     } else {
-        (64, 3000, 500)
+        (64, 3000, 2000)
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
