@@ -420,3 +420,81 @@ async fn the_agent_session_sends_telemetry_and_answers_allowlisted_commands() {
     stop_tx.send(true).unwrap();
     session.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_operational_certificate_cannot_connect_to_the_gateway() {
+    if !have("mosquitto_pub") {
+        return;
+    }
+    // Issue a one-day certificate while the server's clock reads three days ago.
+    let clock = TestClock::new();
+    let real_now = clock.now();
+    clock.set(real_now - Duration::days(3));
+    let (dir, handle, url, admin) = in_process(clock.clone()).await;
+    let _: serde_json::Value = admin
+        .call(
+            hyper::Method::POST,
+            "/api/v1/models",
+            Some(&serde_json::json!({ "id": "short", "cert_validity_days": 1 })),
+        )
+        .await
+        .unwrap();
+    let t: palisade_server::api::views::CreatedEnrollmentToken = admin
+        .call(
+            hyper::Method::POST,
+            "/api/v1/enrollment-tokens",
+            Some(&serde_json::json!({ "model": "short" })),
+        )
+        .await
+        .unwrap();
+    let a = agent_at(dir.path(), &url, clock.clone());
+    let id = a
+        .enroll(&EnrollAuth::Token {
+            device: "old-1".into(),
+            token: t.token,
+        })
+        .await
+        .unwrap();
+    assert!(
+        id.not_after < real_now,
+        "the certificate should have expired by now"
+    );
+    clock.set(real_now);
+    // Keys and certificate as files for mosquitto_pub.
+    let state = dir.path().join("agent");
+    std::fs::write(
+        state.join("op-cert.pem"),
+        pem::encode(&pem::Pem::new("CERTIFICATE", id.cert_der.clone())),
+    )
+    .unwrap();
+    let o = std::process::Command::new("timeout")
+        .args([
+            "10",
+            "mosquitto_pub",
+            "--cafile",
+            dir.path().join("data/ca/root.pem").to_str().unwrap(),
+            "--cert",
+            state.join("op-cert.pem").to_str().unwrap(),
+            "--key",
+            state.join("op.key").to_str().unwrap(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &handle.mqtt_addr.unwrap().port().to_string(),
+            "-i",
+            "old-1",
+            "-t",
+            "palisade/d/old-1/telemetry",
+            "-m",
+            "{}",
+            "-q",
+            "1",
+            "-d",
+        ])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(!o.status.success() && !out.contains("CONNACK (0)"), "{out}");
+    assert!(out.contains("sending CONNECT"), "the TLS connection itself should have opened: {out}");
+    handle.shutdown().await;
+}
