@@ -495,6 +495,9 @@ async fn an_expired_operational_certificate_cannot_connect_to_the_gateway() {
         .unwrap();
     let out = text(&o);
     assert!(!o.status.success() && !out.contains("CONNACK (0)"), "{out}");
-    assert!(out.contains("sending CONNECT"), "the TLS connection itself should have opened: {out}");
+    assert!(
+        out.contains("sending CONNECT"),
+        "the TLS connection itself should have opened: {out}"
+    );
     handle.shutdown().await;
 }
