@@ -14,3 +14,14 @@ pub mod tls_key;
 pub use est_client::{EnrollAuth, EstClient, EstError};
 pub use keystore::{Keystore, SoftwareKeystore};
 pub use state::{Agent, AgentError, Identity};
+
+/// The device's system clock: the one place the agent reads the time of day.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl palisade_core::Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+}

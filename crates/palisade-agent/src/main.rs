@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use palisade_agent::SystemClock;
 use palisade_agent::{Agent, EnrollAuth, EstClient, SoftwareKeystore};
-use palisade_core::{Clock, KeyAlgorithm};
+use palisade_core::KeyAlgorithm;
 use palisade_keystore::SoftwareKey;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -89,16 +90,6 @@ enum Cmd {
         #[arg(long, env = "PALISADE_AGENT_STATE_DIR")]
         state_dir: PathBuf,
     },
-}
-
-#[derive(Debug)]
-struct SystemClock;
-
-impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)]
-    fn now(&self) -> time::OffsetDateTime {
-        time::OffsetDateTime::now_utc()
-    }
 }
 
 fn agent(c: &Common) -> anyhow::Result<Agent> {

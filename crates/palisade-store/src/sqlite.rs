@@ -353,6 +353,10 @@ impl SqliteStore {
     }
 
     /// One row by a text key, mapped.
+    ///
+    /// Read with `fetch_all`, not `fetch_optional`: a statement left unfinished
+    /// after its first row keeps the pooled connection's read snapshot open, and
+    /// later reads on that connection would not see newer commits.
     async fn one<T>(
         &self,
         sql: &'static str,
@@ -361,9 +365,9 @@ impl SqliteStore {
     ) -> Result<Option<T>, StoreError> {
         sqlx::query(sql)
             .bind(key)
-            .fetch_optional(self.pool())
+            .fetch_all(self.pool())
             .await?
-            .as_ref()
+            .first()
             .map(map)
             .transpose()
     }
@@ -408,8 +412,10 @@ async fn load_tree(
         tree.push(stored.entry.digest());
     }
     let last = sqlx::query("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .next();
     let Some(last) = last else {
         if tree.is_empty() {
             return Ok((tree, None));
@@ -729,8 +735,10 @@ impl Writer {
                 let state: Option<String> =
                     sqlx::query_scalar("SELECT state FROM devices WHERE id = ?")
                         .bind(id.as_str())
-                        .fetch_optional(&mut *c)
-                        .await?;
+                        .fetch_all(&mut *c)
+                        .await?
+                        .into_iter()
+                        .next();
                 let Some(state) = state else {
                     return Err(StoreError::NotFound {
                         what: "device",
@@ -1122,8 +1130,10 @@ impl Store for SqliteStore {
     async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM batches WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .next();
         row.map(|r| {
             Ok(BatchRecord {
                 id: r.try_get("id")?,

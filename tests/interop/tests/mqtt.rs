@@ -418,10 +418,20 @@ fn an_operators_command_is_delivered_and_its_acknowledgement_tracked() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
-fn paho(server: &ServerProc, d: &Device, id: &str, other: &str) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/paho_v5.py");
+/// Runs a Python peer from `peers/` against the gateway as device `d` presenting
+/// client id `id`; the script prints one JSON object.
+fn python_peer(
+    script: &str,
+    server: &ServerProc,
+    d: &Device,
+    id: &str,
+    last: &str,
+) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(script);
     let o = Command::new("python3")
-        .arg(script)
+        .arg(path)
         .args([
             "127.0.0.1",
             &server.mqtt_port().to_string(),
@@ -429,16 +439,20 @@ fn paho(server: &ServerProc, d: &Device, id: &str, other: &str) -> serde_json::V
             d.cert.to_str().unwrap(),
             d.key.to_str().unwrap(),
             id,
-            other,
+            last,
         ])
         .output()
         .unwrap();
     let v: serde_json::Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("paho: {}", text(&o)));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{script}: {}", text(&o)));
     if v.as_object().is_some_and(|m| m.is_empty()) {
-        panic!("paho got no answer: {}", text(&o));
+        panic!("{script} got no answer: {}", text(&o));
     }
     v
+}
+
+fn paho(server: &ServerProc, d: &Device, id: &str, other: &str) -> serde_json::Value {
+    python_peer("paho_v5.py", server, d, id, other)
 }
 
 #[test]
@@ -520,21 +534,7 @@ fn a_will_is_published_on_an_unclean_close_and_must_stay_in_its_namespace() {
 }
 
 fn raw(server: &ServerProc, d: &Device, id: &str, scenario: &str) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/raw_mqtt.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .args([
-            "127.0.0.1",
-            &server.mqtt_port().to_string(),
-            server.data.join("ca/root.pem").to_str().unwrap(),
-            d.cert.to_str().unwrap(),
-            d.key.to_str().unwrap(),
-            id,
-            scenario,
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("raw_mqtt.py: {}", text(&o)))
+    python_peer("raw_mqtt.py", server, d, id, scenario)
 }
 
 #[test]

@@ -17,9 +17,9 @@ use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
 use palisade::Global;
 use palisade::commands::client;
+use palisade_agent::SystemClock;
 use palisade_agent::session::SessionConfig;
 use palisade_agent::{Agent, EnrollAuth, EstClient, SoftwareKeystore};
-use palisade_core::Clock;
 use palisade_server::api::views::CreatedEnrollmentToken;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -54,16 +54,6 @@ struct Cli {
     /// Enrolments in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-}
-
-#[derive(Debug)]
-struct SystemClock;
-
-impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)]
-    fn now(&self) -> time::OffsetDateTime {
-        time::OffsetDateTime::now_utc()
-    }
 }
 
 fn bar(len: usize, what: &str) -> ProgressBar {
