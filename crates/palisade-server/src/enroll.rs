@@ -446,6 +446,8 @@ impl Enrollment {
                     created_ms: now,
                     updated_ms: now,
                     onboarding: Onboarding::default(),
+                    last_seen_ms: None,
+                    reported_firmware: None,
                 };
                 changes.push(Change::InsertDevice(d.clone()));
                 d
@@ -791,6 +793,8 @@ impl Enrollment {
                     birth_cert_sha256: Some(d.cert_sha256.clone()),
                     ..Onboarding::default()
                 },
+                last_seen_ms: None,
+                reported_firmware: None,
             }));
         }
         self.store

@@ -225,6 +225,8 @@ impl Fleet {
             created_ms: now,
             updated_ms: now,
             onboarding: Default::default(),
+            last_seen_ms: None,
+            reported_firmware: None,
         };
         self.store
             .commit(

@@ -880,6 +880,8 @@ impl Gateway {
 #[derive(Debug, Default)]
 pub struct Presence {
     seen: Mutex<HashMap<DeviceId, Seen>>,
+    /// Devices heard from since the last flush to the store.
+    dirty: Mutex<std::collections::HashSet<DeviceId>>,
 }
 
 /// The last word from a device.
@@ -911,6 +913,9 @@ impl Presence {
         } else {
             None
         };
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(e.device.clone());
+        }
         if let Ok(mut m) = self.seen.lock() {
             let s = m.entry(e.device.clone()).or_default();
             s.last_seen_ms = e.at_ms;
@@ -959,6 +964,46 @@ impl Presence {
     /// The last word from a device.
     pub fn get(&self, d: &DeviceId) -> Option<Seen> {
         self.seen.lock().ok().and_then(|m| m.get(d).cloned())
+    }
+
+    /// Writes last-seen times and reported firmware to the store (one commit).
+    pub async fn flush(&self, store: &dyn Store) {
+        let devices: Vec<DeviceId> = match self.dirty.lock() {
+            Ok(mut d) => d.drain().collect(),
+            Err(_) => return,
+        };
+        if devices.is_empty() {
+            return;
+        }
+        let batch: Vec<(DeviceId, i64, Option<String>)> = devices
+            .into_iter()
+            .filter_map(|d| self.get(&d).map(|s| (d, s.last_seen_ms, s.firmware)))
+            .collect();
+        if let Err(e) = store
+            .commit(vec![Change::RecordPresence(batch)], vec![])
+            .await
+        {
+            tracing::warn!(error = %e, "could not record device presence");
+        }
+    }
+
+    /// Flushes to the store every `every` until `shutdown`, and once more at the end.
+    pub async fn flush_every(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.flush(&*store).await,
+                _ = shutdown.changed() => {
+                    self.flush(&*store).await;
+                    return;
+                }
+            }
+        }
     }
 
     /// Consumes the bus until it closes.

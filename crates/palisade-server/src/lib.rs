@@ -83,6 +83,8 @@ pub struct Handle {
     pub mqtt_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Tasks that must finish their last write before the process exits.
+    flushers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Handle {
@@ -90,6 +92,9 @@ impl Handle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        for f in self.flushers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), f).await;
+        }
     }
 }
 
@@ -221,6 +226,11 @@ impl Server {
                 .clone()
                 .follow(self.gateway.bus.subscribe()),
         );
+        let presence_flush = tokio::spawn(self.state.presence.clone().flush_every(
+            self.boot.store.clone(),
+            Duration::from_secs(5),
+            rx.clone(),
+        ));
         if let Some(rx) = self.subscribed.lock().ok().and_then(|mut s| s.take()) {
             tokio::spawn(
                 self.state
@@ -246,6 +256,7 @@ impl Server {
             mqtt_addr,
             shutdown: tx,
             task,
+            flushers: vec![presence_flush],
         })
     }
 

@@ -41,6 +41,10 @@ pub struct DeviceRecord {
     pub updated_ms: i64,
     /// Birth identity and what was attached at enrolment.
     pub onboarding: Onboarding,
+    /// Last message over the gateway, Unix ms (flushed periodically).
+    pub last_seen_ms: Option<i64>,
+    /// Firmware version last reported in telemetry.
+    pub reported_firmware: Option<String>,
 }
 
 /// How a device came into the fleet and what it was given at enrolment.
@@ -352,6 +356,9 @@ pub enum Change {
         /// When, Unix ms.
         at_ms: i64,
     },
+    /// Record when devices were last seen and what firmware they report (no audit:
+    /// operational data, flushed in batches).
+    RecordPresence(Vec<(DeviceId, i64, Option<String>)>),
     /// Increment a named counter (the CRL number); the new value is in the receipt.
     BumpCounter {
         /// Counter name.

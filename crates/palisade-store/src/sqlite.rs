@@ -199,6 +199,8 @@ fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError> {
             pending_since_ms: r.try_get("pending_since_ms")?,
             approved_ms: r.try_get("approved_ms")?,
         },
+        last_seen_ms: r.try_get("last_seen_ms")?,
+        reported_firmware: r.try_get("reported_firmware")?,
     })
 }
 
@@ -982,6 +984,19 @@ impl Writer {
                         id,
                         "is unknown, not this device's, or already acknowledged",
                     ));
+                }
+            }
+            Change::RecordPresence(list) => {
+                for (id, seen, firmware) in list {
+                    sqlx::query(
+                        "UPDATE devices SET last_seen_ms = MAX(COALESCE(last_seen_ms, 0), ?),
+                           reported_firmware = COALESCE(?, reported_firmware) WHERE id = ?",
+                    )
+                    .bind(seen)
+                    .bind(firmware)
+                    .bind(id.as_str())
+                    .execute(&mut *c)
+                    .await?;
                 }
             }
             Change::BumpCounter { name } => {

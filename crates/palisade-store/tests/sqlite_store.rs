@@ -74,6 +74,8 @@ fn device(id: &str, model: &str) -> Change {
         created_ms: 1,
         updated_ms: 1,
         onboarding: Default::default(),
+        last_seen_ms: None,
+        reported_firmware: None,
     })
 }
 

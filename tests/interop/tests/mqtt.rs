@@ -120,6 +120,13 @@ fn a_valid_devices_telemetry_reaches_the_inventory() {
         "{}",
         metric(&server, "palisade_mqtt")
     );
+    // Last-seen and firmware are kept in the inventory across a restart.
+    let mut server = server;
+    server.stop();
+    let server = ServerProc::start(&server.data).unwrap();
+    let det = detail(&server, "cam-1");
+    assert_eq!(det["reported_firmware"], "1.2.3", "{det}");
+    assert!(det["last_seen"].is_string(), "{det}");
 }
 
 #[test]

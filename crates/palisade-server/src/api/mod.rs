@@ -442,9 +442,15 @@ async fn get_device(
     let seen = s.presence.get(&d.id);
     Ok(Json(DeviceDetail {
         connected: s.sessions.is_connected(&d.id),
-        last_seen: seen.as_ref().map(|x| rfc3339(x.last_seen_ms)),
+        last_seen: seen
+            .as_ref()
+            .map(|x| x.last_seen_ms)
+            .or(d.last_seen_ms)
+            .map(rfc3339),
         security_events: seen.as_ref().map_or(0, |x| x.security_events),
-        reported_firmware: seen.and_then(|x| x.firmware),
+        reported_firmware: seen
+            .and_then(|x| x.firmware)
+            .or_else(|| d.reported_firmware.clone()),
         device: d.into(),
         certificates: certs.iter().map(CertView::summary).collect(),
     }))
