@@ -184,6 +184,37 @@ impl Enrollment {
         }
     }
 
+    /// Loads `model` and checks it against the EST label, if one was given; a
+    /// mismatch is refused (403) and audited with the message `mismatch` builds.
+    async fn model_checked(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        model: &ModelId,
+        label: Option<&str>,
+        mismatch: impl FnOnce(&ModelId) -> String,
+    ) -> Result<ModelRecord, EnrollError> {
+        let m = self
+            .store
+            .model(model)
+            .await?
+            .ok_or_else(|| EnrollError::Internal("model vanished".into()))?;
+        if let Some(l) = self.model_for(label).await?
+            && l.id != *model
+        {
+            return Err(self
+                .deny(
+                    actor,
+                    action,
+                    subject,
+                    EnrollError::Forbidden(mismatch(&l.id)),
+                )
+                .await);
+        }
+        Ok(m)
+    }
+
     fn check_csr(&self, csr_der: &[u8], model: &ModelRecord) -> Result<VerifiedCsr, EnrollError> {
         let csr = verify_csr(csr_der, &self.csr_limits)
             .map_err(|e| EnrollError::BadRequest(e.to_string()))?;
@@ -271,25 +302,20 @@ impl Enrollment {
         };
         let actor = format!("device:{}", device.id);
         let model = self
-            .store
-            .model(&device.model)
-            .await?
-            .ok_or_else(|| EnrollError::Internal("model vanished".into()))?;
-        if let Some(m) = self.model_for(label).await?
-            && m.id != device.model
-        {
-            return Err(self
-                .deny(
-                    &actor,
-                    "est.enroll",
-                    device.id.as_str(),
-                    EnrollError::Forbidden(format!(
+            .model_checked(
+                &actor,
+                "est.enroll",
+                device.id.as_str(),
+                &device.model,
+                label,
+                |other| {
+                    format!(
                         "device {} is a {}, not a {}",
-                        device.id, device.model, m.id
-                    )),
-                )
-                .await);
-        }
+                        device.id, device.model, other
+                    )
+                },
+            )
+            .await?;
         if !matches!(
             device.state,
             DeviceState::Registered | DeviceState::Enrolled | DeviceState::Active
@@ -380,25 +406,20 @@ impl Enrollment {
             return Err(EnrollError::Internal("token vanished".into()));
         };
         let model = self
-            .store
-            .model(&record.model)
-            .await?
-            .ok_or_else(|| EnrollError::Internal("model vanished".into()))?;
-        if let Some(m) = self.model_for(label).await?
-            && m.id != record.model
-        {
-            return Err(self
-                .deny(
-                    &actor,
-                    "est.enroll",
-                    device,
-                    EnrollError::Forbidden(format!(
+            .model_checked(
+                &actor,
+                "est.enroll",
+                device,
+                &record.model,
+                label,
+                |other| {
+                    format!(
                         "this enrolment token is for model {}, not {}",
-                        record.model, m.id
-                    )),
-                )
-                .await);
-        }
+                        record.model, other
+                    )
+                },
+            )
+            .await?;
         let device_id = match DeviceId::parse(device) {
             Ok(d) => d,
             Err(e) => {
@@ -619,25 +640,15 @@ impl Enrollment {
                 .await);
         }
         let model = self
-            .store
-            .model(&device.model)
-            .await?
-            .ok_or_else(|| EnrollError::Internal("model vanished".into()))?;
-        if let Some(m) = self.model_for(label).await?
-            && m.id != device.model
-        {
-            return Err(self
-                .deny(
-                    &actor,
-                    "est.reenroll",
-                    device_id.as_str(),
-                    EnrollError::Forbidden(format!(
-                        "device {device_id} is a {}, not a {}",
-                        device.model, m.id
-                    )),
-                )
-                .await);
-        }
+            .model_checked(
+                &actor,
+                "est.reenroll",
+                device_id.as_str(),
+                &device.model,
+                label,
+                |other| format!("device {device_id} is a {}, not a {}", device.model, other),
+            )
+            .await?;
         let csr = match self.check_csr(csr_der, &model) {
             Ok(c) => c,
             Err(e) => {
