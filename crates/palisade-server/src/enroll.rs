@@ -8,7 +8,7 @@ use std::sync::Arc;
 use palisade_audit::EntryDraft;
 use palisade_core::{Clock, DeviceId, DeviceState, ModelId, SupplierName};
 use palisade_pki::{
-    CsrLimits, Profile, VerifiedCsr, inspect_certificate, sha256_hex, verify_csr, verify_manifest,
+    CsrLimits, VerifiedCsr, inspect_certificate, sha256_hex, verify_csr, verify_manifest,
 };
 use palisade_store::{
     BatchRecord, CertRecord, CertStatus, Change, DeviceRecord, EnrollmentTokenRecord, ModelRecord,
@@ -16,11 +16,10 @@ use palisade_store::{
 };
 use rustls::pki_types::{CertificateDer, UnixTime};
 use serde_json::json;
-use time::Duration;
 use zeroize::Zeroizing;
 
 use crate::fleet::ServiceError;
-use crate::pki::{Pki, cert_record, unix_ms};
+use crate::pki::{DeviceIssueError, Pki, check_key_type, unix_ms};
 use crate::tokens::{new_secret, parse_prefixed, secret_matches_hash};
 
 /// Why an enrolment was refused, mapped to EST status codes.
@@ -218,14 +217,8 @@ impl Enrollment {
     fn check_csr(&self, csr_der: &[u8], model: &ModelRecord) -> Result<VerifiedCsr, EnrollError> {
         let csr = verify_csr(csr_der, &self.csr_limits)
             .map_err(|e| EnrollError::BadRequest(e.to_string()))?;
-        let kt = csr.key_type.to_string();
-        if !model.allowed_key_types.contains(&kt) {
-            return Err(EnrollError::BadRequest(format!(
-                "key type {kt} is not allowed for model {}: use one of {}",
-                model.id,
-                model.allowed_key_types.join(", ")
-            )));
-        }
+        // Refuse a key type the model does not allow before anything is committed.
+        check_key_type(model, &csr).map_err(EnrollError::BadRequest)?;
         Ok(csr)
     }
 
@@ -235,22 +228,12 @@ impl Enrollment {
         model: &ModelRecord,
         csr: &VerifiedCsr,
     ) -> Result<CertRecord, EnrollError> {
-        let issued = self
-            .pki
-            .issue(
-                Profile::DeviceIdentity,
-                device.as_str(),
-                vec![Pki::device_uri(device)],
-                &csr.spki_der,
-                Duration::days(i64::from(model.cert_validity_days)),
-            )
-            .map_err(|e| EnrollError::Internal(e.to_string()))?;
-        Ok(cert_record(
-            &issued,
-            Profile::DeviceIdentity,
-            Some(device.clone()),
-            self.clock.now(),
-        ))
+        self.pki
+            .issue_device(device, model, csr)
+            .map_err(|e| match e {
+                DeviceIssueError::KeyType(m) => EnrollError::BadRequest(m),
+                DeviceIssueError::Ca(e) => EnrollError::Internal(e.to_string()),
+            })
     }
 
     /// `simpleenroll`: a birth identity or an enrolment token.

@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use palisade_audit::EntryDraft;
 use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role};
-use palisade_pki::{CsrLimits, Profile, RevocationReason, verify_csr};
+use palisade_pki::{CsrLimits, RevocationReason, verify_csr};
 use palisade_store::{
     CertFilter, CertRecord, CertStatus, Change, DeviceRecord, ModelRecord, Store, StoreError,
     TokenRecord,
 };
 use serde_json::json;
-use time::Duration;
 use zeroize::Zeroizing;
 
-use crate::pki::{Pki, cert_record, unix_ms};
+use crate::pki::Pki;
+use crate::pki::{DeviceIssueError, unix_ms};
 use crate::tokens::new_token;
 
 /// Why a fleet operation was refused or failed.
@@ -365,18 +365,16 @@ impl Fleet {
             self.store.model(&device.model).await?.ok_or_else(|| {
                 ServiceError::Internal(format!("model {} vanished", device.model))
             })?;
-        let issued = self
-            .pki
-            .issue(
-                Profile::DeviceIdentity,
-                id.as_str(),
-                vec![Pki::device_uri(id)],
-                &csr.spki_der,
-                Duration::days(i64::from(model.cert_validity_days)),
-            )
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let record = match self.pki.issue_device(id, &model, &csr) {
+            Ok(r) => r,
+            Err(DeviceIssueError::KeyType(reason)) => {
+                self.audit_denied(actor, "cert.issue", id.as_str(), &reason)
+                    .await;
+                return Err(bad("key_type_not_allowed", reason));
+            }
+            Err(DeviceIssueError::Ca(e)) => return Err(ServiceError::Internal(e.to_string())),
+        };
         let now = self.clock.now();
-        let record = cert_record(&issued, Profile::DeviceIdentity, Some(id.clone()), now);
         // The state check above is repeated inside the commit, so a device
         // decommissioned meanwhile gets no certificate; concurrent first
         // issuances both succeed and the device is enrolled once.

@@ -43,6 +43,34 @@ pub struct Pki {
     changed: tokio::sync::watch::Sender<u64>,
 }
 
+/// Whether the model allows the CSR's key type; the error says which it allows.
+pub fn check_key_type(
+    model: &palisade_store::ModelRecord,
+    csr: &palisade_pki::VerifiedCsr,
+) -> Result<(), String> {
+    let kt = csr.key_type.to_string();
+    if model.allowed_key_types.contains(&kt) {
+        Ok(())
+    } else {
+        Err(format!(
+            "key type {kt} is not allowed for model {}: use one of {}",
+            model.id,
+            model.allowed_key_types.join(", ")
+        ))
+    }
+}
+
+/// A device certificate was refused or could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceIssueError {
+    /// The model does not allow the CSR's key type (the requester's fault).
+    #[error("{0}")]
+    KeyType(String),
+    /// Signing failed (ours).
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
 /// Building or publishing a CRL failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
@@ -120,6 +148,31 @@ impl Pki {
             &serial,
             self.clock.now(),
         )
+    }
+
+    /// Issues a device's operational certificate under its model's policy (lifetime,
+    /// allowed key types); returns the inventory record. The one path every device
+    /// certificate takes, whether an operator or EST asked for it.
+    pub fn issue_device(
+        &self,
+        device: &DeviceId,
+        model: &palisade_store::ModelRecord,
+        csr: &palisade_pki::VerifiedCsr,
+    ) -> Result<CertRecord, DeviceIssueError> {
+        check_key_type(model, csr).map_err(DeviceIssueError::KeyType)?;
+        let issued = self.issue(
+            Profile::DeviceIdentity,
+            device.as_str(),
+            vec![Self::device_uri(device)],
+            &csr.spki_der,
+            Duration::days(i64::from(model.cert_validity_days)),
+        )?;
+        Ok(cert_record(
+            &issued,
+            Profile::DeviceIdentity,
+            Some(device.clone()),
+            self.clock.now(),
+        ))
     }
 
     /// The SAN that names a device.

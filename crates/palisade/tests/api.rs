@@ -603,3 +603,49 @@ async fn inclusion_proofs_check_out_against_the_signed_checkpoint() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     r.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn operator_issuance_honours_the_models_key_types_like_est() {
+    let r = start().await;
+    let _: ModelView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/models",
+            Some(&json!({ "id": "lock", "allowed_key_types": ["ecdsa-p256"] })),
+        )
+        .await
+        .unwrap();
+    let _: DeviceView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/devices",
+            Some(&json!({ "id": "lock-1", "model": "lock" })),
+        )
+        .await
+        .unwrap();
+    let (s, body) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/devices/lock-1/certificates",
+            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ED25519) })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], "key_type_not_allowed", "{v}");
+    let (s, _) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/devices/lock-1/certificates",
+            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::CREATED);
+    r.handle.shutdown().await;
+}

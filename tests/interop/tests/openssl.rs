@@ -12,7 +12,14 @@ struct Env {
 fn start() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(&dir.path().join("data")).unwrap();
-    server.cli_ok(&["model", "add", "cam"]);
+    // This model accepts legacy RSA keys too, so every key type OpenSSL makes can be tried.
+    server.cli_ok(&[
+        "model",
+        "add",
+        "cam",
+        "--key-types",
+        "ecdsa-p256,ecdsa-p384,ed25519,rsa-2048",
+    ]);
     server.cli_ok(&["device", "register", "cam-1", "--model", "cam"]);
     Env { dir, server }
 }
