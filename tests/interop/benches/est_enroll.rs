@@ -16,19 +16,10 @@ use std::time::Instant;
 
 use palisade_agent::{EnrollAuth, EstClient};
 use palisade_core::{KeyAlgorithm, Signer};
-use palisade_interop::ServerProc;
+use palisade_interop::{ServerProc, cpu_seconds};
 use palisade_keystore::SoftwareKey;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-
-/// CPU seconds (user + system) of process `pid` so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn openssl_ecdsa_p256() -> Option<(f64, f64)> {
     let out = Command::new("openssl")

@@ -26,21 +26,13 @@ use futures_util::{SinkExt, StreamExt};
 use palisade_agent::tls_key::ClientIdentity;
 use palisade_agent::{EnrollAuth, EstClient};
 use palisade_core::{KeyAlgorithm, Signer};
-use palisade_interop::ServerProc;
+use palisade_interop::{ServerProc, cpu_seconds};
 use palisade_keystore::SoftwareKey;
 use rmqtt_codec::types::{Protocol, Publish, QoS};
 use rmqtt_codec::{MqttCodec, MqttPacket, v3};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
 
 #[derive(Clone)]
 struct Dev {

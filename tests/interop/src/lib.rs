@@ -360,3 +360,13 @@ pub fn enrol_with_token(
     assert!(o.status.success(), "enrolling {device}: {}", text(&o));
     (key, cert)
 }
+
+/// CPU seconds (user + system, all threads) a process has used so far, from
+/// `/proc/PID/stat` (for rates per CPU-second in the benchmarks).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
