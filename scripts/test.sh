@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 # Debian packages the tests drive as peers: tool -> package.
-declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=python3 [mosquitto_pub]=mosquitto-clients [mosquitto]=mosquitto)
+declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=python3 [mosquitto_pub]=mosquitto-clients [mosquitto]=mosquitto
+  [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")

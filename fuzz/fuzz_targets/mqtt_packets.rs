@@ -14,13 +14,15 @@ use tokio_util::codec::Decoder;
 fn topics(p: &MqttPacket) -> (Vec<String>, Vec<String>) {
     match p {
         MqttPacket::V3(v3::Packet::Publish(p)) => (vec![p.topic.to_string()], vec![]),
-        MqttPacket::V3(v3::Packet::Subscribe { topic_filters, .. }) => {
-            (vec![], topic_filters.iter().map(|(t, _)| t.to_string()).collect())
-        }
+        MqttPacket::V3(v3::Packet::Subscribe { topic_filters, .. }) => (
+            vec![],
+            topic_filters.iter().map(|(t, _)| t.to_string()).collect(),
+        ),
         MqttPacket::V5(v5::Packet::Publish(p)) => (vec![p.topic.to_string()], vec![]),
-        MqttPacket::V5(v5::Packet::Subscribe(s)) => {
-            (vec![], s.topic_filters.iter().map(|(t, _)| t.to_string()).collect())
-        }
+        MqttPacket::V5(v5::Packet::Subscribe(s)) => (
+            vec![],
+            s.topic_filters.iter().map(|(t, _)| t.to_string()).collect(),
+        ),
         _ => (vec![], vec![]),
     }
 }
@@ -29,7 +31,9 @@ fuzz_target!(|data: &[u8]| {
     let me = DeviceId::parse("dev-1").expect("valid id");
     let mut buf = BytesMut::from(data);
     let mut codec = match VersionCodec.decode(&mut buf) {
-        Ok(Some(rmqtt_codec::version::ProtocolVersion::MQTT5)) => MqttCodec::V5(v5::Codec::new(65536, 65536)),
+        Ok(Some(rmqtt_codec::version::ProtocolVersion::MQTT5)) => {
+            MqttCodec::V5(v5::Codec::new(65536, 65536))
+        }
         Ok(Some(_)) => MqttCodec::V3(v3::Codec::new(65536)),
         _ => MqttCodec::V3(v3::Codec::new(65536)),
     };

@@ -13,4 +13,4 @@ pub use clock::Clock;
 pub use ids::{DeviceId, IdError, ModelId, OperatorName, SupplierName};
 pub use lifecycle::{DeviceState, TransitionError};
 pub use role::{Role, RoleError};
-pub use signer::{KeyAlgorithm, KeyProtection, Signer, SignerError, spki_der};
+pub use signer::{KeyAlgorithm, KeyProtection, Signer, SignerError, ecdsa_fixed_to_der, spki_der};

@@ -88,3 +88,59 @@ pub fn spki_der(alg: KeyAlgorithm, raw: &[u8]) -> Vec<u8> {
     out.extend_from_slice(raw);
     out
 }
+
+/// Re-encodes a fixed-width ECDSA signature (`r || s`, as PKCS#11 tokens and
+/// TPMs return it) as the ASN.1 DER `Ecdsa-Sig-Value` that X.509 and TLS carry.
+/// Returns `None` when the input is empty or of odd length.
+pub fn ecdsa_fixed_to_der(fixed: &[u8]) -> Option<Vec<u8>> {
+    if fixed.is_empty() || !fixed.len().is_multiple_of(2) || fixed.len() > 132 {
+        return None;
+    }
+    let (r, s) = fixed.split_at(fixed.len() / 2);
+    let int = |v: &[u8]| {
+        let v = match v.iter().position(|b| *b != 0) {
+            Some(i) => &v[i..],
+            None => &[0u8][..],
+        };
+        let mut out = vec![0x02];
+        let pad = v[0] & 0x80 != 0;
+        out.push((v.len() + usize::from(pad)) as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(v);
+        out
+    };
+    let (r, s) = (int(r), int(s));
+    let body = r.len() + s.len();
+    let mut out = vec![0x30];
+    if body >= 0x80 {
+        out.push(0x81);
+    }
+    out.push(body as u8);
+    out.extend_from_slice(&r);
+    out.extend_from_slice(&s);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_to_der_pads_high_bits_and_strips_leading_zeros() {
+        let mut fixed = vec![0u8; 64];
+        fixed[0] = 0x80; // r needs a 0x00 pad
+        fixed[63] = 0x01; // s is 1 after stripping zeros
+        let der = ecdsa_fixed_to_der(&fixed).expect("der");
+        assert_eq!(&der[..4], &[0x30, 0x26, 0x02, 0x21]);
+        assert_eq!(der[4], 0x00);
+        assert_eq!(&der[der.len() - 3..], &[0x02, 0x01, 0x01]);
+        assert!(ecdsa_fixed_to_der(&[1, 2, 3]).is_none());
+        let der = ecdsa_fixed_to_der(&[0xff; 96]).expect("der");
+        assert_eq!(&der[..3], &[0x30, 0x66, 0x02]);
+        // P-521 sized values take the long length form.
+        let der = ecdsa_fixed_to_der(&[0xff; 132]).expect("der");
+        assert_eq!(&der[..3], &[0x30, 0x81, 0x8a]);
+    }
+}

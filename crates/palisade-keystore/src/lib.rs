@@ -11,6 +11,8 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+pub mod pkcs11;
+
 use palisade_core::{KeyAlgorithm, KeyProtection, Signer, SignerError};
 use ring::rand::SystemRandom;
 use ring::signature::{

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use palisade_audit::EntryDraft;
 use palisade_core::{Clock, KeyAlgorithm, OperatorName, Role, Signer};
 use palisade_keystore::SoftwareKey;
+use palisade_keystore::pkcs11::{Pkcs11Key, Pkcs11Uri};
 use palisade_pki::{CertificateAuthority, Profile, San, Serial, inspect_certificate, pem_to_der};
 use palisade_store::{AuditConfig, CertRecord, CertStatus, Change, SqliteStore, Store};
 use ring::rand::SystemRandom;
@@ -229,11 +230,30 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     ensure_recorded(&*store, root.certificate_der(), "root", "ca.create", now_ms).await?;
 
     // Issuing CA.
-    let (int_key, _) = load_key(&dir.p("ca/intermediate.key"), KeyAlgorithm::EcdsaP256)?;
+    let (int_key, where_) = match &config.ca.issuing_key {
+        None => (
+            load_key(&dir.p("ca/intermediate.key"), KeyAlgorithm::EcdsaP256)?.0,
+            "ca/intermediate.key".to_string(),
+        ),
+        Some(uri) => {
+            let uri = Pkcs11Uri::parse(uri).context("ca.issuing_key")?;
+            let (key, created) = Pkcs11Key::open_or_generate(&uri)
+                .with_context(|| format!("opening the issuing CA key {uri}"))?;
+            if created {
+                tracing::info!(key = %uri, "generated the issuing CA key on the token");
+            }
+            (Arc::new(key) as Arc<dyn Signer>, uri.to_string())
+        }
+    };
     let int_path = dir.p("ca/intermediate.pem");
     let issuing = match read_cert(&int_path)? {
-        Some(der) => CertificateAuthority::from_parts(der, int_key)
-            .context("ca/intermediate.pem does not match ca/intermediate.key")?,
+        Some(der) => CertificateAuthority::from_parts(der, int_key).with_context(|| {
+            format!(
+                "ca/intermediate.pem does not match the issuing key {where_}; \
+                 to move the issuing CA to a new key, move ca/intermediate.pem aside \
+                 so that a new issuing CA is created"
+            )
+        })?,
         None => {
             let spki = int_key.spki_der();
             let issued = root.issue(

@@ -61,6 +61,11 @@ pub struct CaConfig {
     pub device_cert_validity_days: u32,
     /// How long a published CRL is valid (hours); it is re-signed at half-life.
     pub crl_validity_hours: u32,
+    /// Where the issuing CA's private key lives: absent for a software key file
+    /// (`ca/intermediate.key`, 0600), or an RFC 7512 `pkcs11:` URI naming a key
+    /// on an HSM (`pkcs11:token=T;object=K?module-path=…&pin-source=FILE`). The
+    /// key is generated on the token, non-extractable, on first start.
+    pub issuing_key: Option<String>,
 }
 
 impl Default for CaConfig {
@@ -71,6 +76,7 @@ impl Default for CaConfig {
             server_cert_validity_days: 365,
             device_cert_validity_days: 30,
             crl_validity_hours: 24,
+            issuing_key: None,
         }
     }
 }
@@ -294,6 +300,16 @@ impl Config {
         }
         if !(2..=24 * 31).contains(&ca.crl_validity_hours) {
             return Err(invalid("ca.crl_validity_hours", "must be 2..=744"));
+        }
+        if let Some(uri) = &ca.issuing_key {
+            let parsed = palisade_keystore::pkcs11::Pkcs11Uri::parse(uri)
+                .map_err(|e| invalid("ca.issuing_key", e.to_string()))?;
+            if parsed.module_path.is_none() || parsed.object.is_none() {
+                return Err(invalid(
+                    "ca.issuing_key",
+                    "a pkcs11: URI with ;object=LABEL and ?module-path=MODULE",
+                ));
+            }
         }
         let l = &self.limits;
         if !(1024..=16 * 1024 * 1024).contains(&l.max_body_bytes) {

@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Serve /metrics without a token (for a scraper on a trusted network).
     #[arg(long, env = "PALISADE_METRICS_PUBLIC")]
     metrics_public: bool,
+    /// The issuing CA key on an HSM: an RFC 7512 `pkcs11:` URI
+    /// (`pkcs11:token=T;object=K?module-path=MODULE&pin-source=FILE`).
+    #[arg(long, env = "PALISADE_CA_ISSUING_KEY", value_name = "PKCS11_URI")]
+    ca_issuing_key: Option<String>,
 }
 
 /// Merges file, environment and flags over the defaults.
@@ -88,6 +92,9 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if args.metrics_public {
         c.metrics_public = true;
+    }
+    if let Some(k) = &args.ca_issuing_key {
+        c.ca.issuing_key = Some(k.clone());
     }
     c.validate()?;
     Ok(c)

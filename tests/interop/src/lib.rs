@@ -98,6 +98,11 @@ impl ServerProc {
 
     /// Starts `palisade serve` with extra arguments (e.g. `--config FILE`).
     pub fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_env(data, extra, &[])
+    }
+
+    /// Starts `palisade serve` with extra arguments and environment variables.
+    pub fn start_env(data: &Path, extra: &[&str], env: &[(&str, &Path)]) -> anyhow::Result<Self> {
         let url_file = data.join("url");
         let _ = std::fs::remove_file(&url_file);
         let log = std::fs::File::create(data.with_extension("log"))?;
@@ -112,6 +117,7 @@ impl ServerProc {
                 "warn",
             ])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("PALISADE_DATA_DIR", data)
             .stdout(Stdio::null())
             .stderr(log)
@@ -369,4 +375,99 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A SoftHSM2 instance whose tokens live in a directory of the test's own.
+#[derive(Debug)]
+pub struct SoftHsm {
+    /// The `softhsm2.conf` to pass as `SOFTHSM2_CONF`.
+    pub conf: PathBuf,
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    dir: PathBuf,
+}
+
+/// Debian's SoftHSM2 module.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+// Test set-up: a failure here is a broken test machine, reported by panicking.
+#[allow(clippy::expect_used)]
+impl SoftHsm {
+    /// A SoftHSM2 with its token directory under `dir`; `None` (after printing
+    /// why) when SoftHSM2 is not installed outside CI.
+    pub fn new(dir: &Path) -> Option<Self> {
+        if !have("softhsm2-util") {
+            return None;
+        }
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).ok()?;
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .ok()?;
+        Some(Self {
+            conf,
+            module: PathBuf::from(SOFTHSM_MODULE),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Initialises a token labelled `label` with a random user PIN kept in a
+    /// 0600 file; returns a `pkcs11:` URI for `object` on it.
+    pub fn token(&self, label: &str, object: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let pin = format!("{:08}", std::process::id() ^ 0x5a5a_5a5a);
+        let so_pin = format!("{pin}0");
+        let o = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                &pin,
+                "--so-pin",
+                &so_pin,
+            ])
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .expect("softhsm2-util");
+        assert!(
+            o.status.success(),
+            "softhsm2-util --init-token: {}",
+            text(&o)
+        );
+        let pin_file = self.dir.join(format!("{label}.pin"));
+        std::fs::write(&pin_file, &pin).expect("pin file");
+        std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        format!(
+            "pkcs11:token={label};object={object}?module-path={}&pin-source={}",
+            self.module.display(),
+            pin_file.display()
+        )
+    }
+
+    /// Runs `pkcs11-tool` (OpenSC) on a token, logged in; returns its output.
+    pub fn pkcs11_tool(&self, label: &str, args: &[&str]) -> Output {
+        let pin = std::fs::read_to_string(self.dir.join(format!("{label}.pin"))).expect("pin");
+        Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                SOFTHSM_MODULE,
+                "--token-label",
+                label,
+                "--login",
+                "--pin",
+                &pin,
+            ])
+            .args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .expect("pkcs11-tool")
+    }
 }
