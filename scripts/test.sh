@@ -13,11 +13,14 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 # Debian packages the tests drive as peers: tool -> package.
 declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=python3 [mosquitto_pub]=mosquitto-clients [mosquitto]=mosquitto
-  [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc)
+  [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc [swtpm]=swtpm [swtpm_setup]=swtpm-tools
+  [tpm2_pcrread]=tpm2-tools [pkg-config]=pkg-config)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")
 done
+# C libraries the TPM crate (tss-esapi) builds against.
+pkg-config --exists tss2-esys tss2-tctildr tss2-mu 2>/dev/null || missing+=(libtss2-dev)
 if ((${#missing[@]})); then
   step "installing test peers: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then

@@ -471,3 +471,142 @@ impl SoftHsm {
             .expect("pkcs11-tool")
     }
 }
+
+/// A software TPM (`swtpm`) on loopback, manufactured by `swtpm_setup` with an
+/// EK certificate from its own local vendor CA; stopped by PID on drop.
+#[derive(Debug)]
+pub struct Swtpm {
+    /// State and CA directory.
+    pub dir: PathBuf,
+    /// The TPM command port.
+    pub port: u16,
+    /// The vendor CA that signed the EK certificate (PEM).
+    pub vendor_ca: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+// Test set-up: a failure here is a broken test machine, reported by panicking.
+#[allow(clippy::expect_used)]
+impl Swtpm {
+    /// Manufactures and starts a TPM under `dir`; `None` (after printing why)
+    /// when swtpm is not installed outside CI.
+    pub fn start(dir: &Path) -> Option<Self> {
+        if !(have("swtpm") && have("swtpm_setup")) {
+            return None;
+        }
+        let state = dir.join("state");
+        let ca = dir.join("vendor-ca");
+        std::fs::create_dir_all(&state).expect("swtpm state dir");
+        std::fs::create_dir_all(&ca).expect("swtpm ca dir");
+        let localca = dir.join("localca.conf");
+        std::fs::write(
+            &localca,
+            format!(
+                "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
+                ca = ca.display()
+            ),
+        )
+        .expect("localca.conf");
+        std::fs::write(dir.join("localca.options"), "").expect("localca.options");
+        let setup = dir.join("swtpm_setup.conf");
+        std::fs::write(
+            &setup,
+            format!(
+                "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\ncreate_certs_tool_options = {}\nactive_pcr_banks = sha256\n",
+                localca.display(),
+                dir.join("localca.options").display()
+            ),
+        )
+        .expect("swtpm_setup.conf");
+        let o = Command::new("swtpm_setup")
+            .args(["--tpm2", "--create-ek-cert", "--overwrite", "--tpmstate"])
+            .arg(&state)
+            .arg("--config")
+            .arg(&setup)
+            .output()
+            .expect("swtpm_setup");
+        assert!(o.status.success(), "swtpm_setup: {}", text(&o));
+        let mut me = Self {
+            dir: dir.to_path_buf(),
+            port: 0,
+            vendor_ca: ca.join("issuercert.pem"),
+            child: None,
+        };
+        me.power_on();
+        Some(me)
+    }
+
+    /// Starts the TPM process (a cold boot: PCRs start from zero).
+    pub fn power_on(&mut self) {
+        // The swtpm TCTI finds the control channel at the command port + 1.
+        let (port, ctrl) = (0..100)
+            .map(|_| free_port())
+            .find(|p| {
+                *p != 0
+                    && *p < u16::MAX
+                    && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+            })
+            .map(|p| (p, p + 1))
+            .expect("two adjacent free ports");
+        let child = Command::new("swtpm")
+            .args([
+                "socket",
+                "--tpm2",
+                "--flags",
+                "not-need-init,startup-clear",
+                "--tpmstate",
+            ])
+            .arg(format!("dir={}", self.dir.join("state").display()))
+            .args([
+                "--server",
+                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+                "--ctrl",
+                &format!("type=tcp,port={ctrl},bindaddr=127.0.0.1"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting swtpm");
+        self.child = Some(child);
+        self.port = port;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "swtpm did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the TPM process (power off).
+    pub fn power_off(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The TCTI string for this TPM.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// The vendor CA certificate as DER.
+    pub fn vendor_ca_der(&self) -> Vec<u8> {
+        let pem = std::fs::read_to_string(&self.vendor_ca).expect("vendor CA");
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+            .expect("vendor CA base64")
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        self.power_off();
+    }
+}
