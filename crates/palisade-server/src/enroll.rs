@@ -452,6 +452,7 @@ impl Enrollment {
                     onboarding: Onboarding::default(),
                     last_seen_ms: None,
                     reported_firmware: None,
+                    hardware: Default::default(),
                 };
                 changes.push(Change::InsertDevice(d.clone()));
                 d
@@ -789,6 +790,7 @@ impl Enrollment {
                 },
                 last_seen_ms: None,
                 reported_firmware: None,
+                hardware: Default::default(),
             }));
         }
         self.store

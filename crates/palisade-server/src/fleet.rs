@@ -79,6 +79,8 @@ pub struct ModelPolicy {
     pub approval_required: bool,
     /// Allowed key types; the defaults if absent.
     pub allowed_key_types: Option<Vec<String>>,
+    /// `none` (default) or `tpm` (TPM attestation required).
+    pub attestation: Option<String>,
 }
 
 /// The fleet service.
@@ -140,7 +142,12 @@ impl Fleet {
             cert_validity_days,
             approval_required,
             allowed_key_types,
+            attestation,
         } = policy;
+        let attestation = attestation.unwrap_or_else(|| "none".into());
+        if !matches!(attestation.as_str(), "none" | "tpm") {
+            return Err(bad("bad_attestation", "attestation is none or tpm"));
+        }
         let allowed_key_types = match allowed_key_types {
             None => DEFAULT_KEY_TYPES.iter().map(|k| (*k).to_owned()).collect(),
             Some(list) => {
@@ -178,6 +185,7 @@ impl Fleet {
             policy_version: 1,
             approval_required,
             allowed_key_types: allowed_key_types.clone(),
+            attestation: attestation.clone(),
             created_ms: self.now_ms(),
         };
         self.store
@@ -188,6 +196,7 @@ impl Fleet {
                         "cert_validity_days": days,
                         "approval_required": approval_required,
                         "allowed_key_types": allowed_key_types,
+                        "attestation": attestation,
                     })),
                 ],
             )
@@ -227,6 +236,7 @@ impl Fleet {
             onboarding: Default::default(),
             last_seen_ms: None,
             reported_firmware: None,
+            hardware: Default::default(),
         };
         self.store
             .commit(

@@ -144,6 +144,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// All suppliers.
     async fn suppliers(&self) -> Result<Vec<SupplierRecord>, StoreError>;
     /// The device whose IDevID certificate has this SHA-256 (hex).
+    /// Registered TPM vendor CAs.
+    async fn tpm_vendors(&self) -> Result<Vec<TpmVendorRecord>, StoreError>;
+    /// Firmware approved for a model.
+    async fn firmware(&self, model: &ModelId) -> Result<Vec<FirmwareRecord>, StoreError>;
     async fn device_by_birth_cert(&self, sha256: &str) -> Result<Option<DeviceRecord>, StoreError>;
     /// One enrolment token by id.
     async fn enrollment_token(&self, id: &str)

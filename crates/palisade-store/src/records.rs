@@ -20,6 +20,9 @@ pub struct ModelRecord {
     /// Key types devices of this model may certify (`ecdsa-p256`, `ecdsa-p384`,
     /// `ed25519`, `rsa-2048`…).
     pub allowed_key_types: Vec<String>,
+    /// `none`, or `tpm`: identity keys must be proven TPM-resident at enrolment
+    /// and the booted firmware is checked by TPM quotes.
+    pub attestation: String,
     /// Created, Unix ms.
     pub created_ms: i64,
 }
@@ -45,6 +48,54 @@ pub struct DeviceRecord {
     pub last_seen_ms: Option<i64>,
     /// Firmware version last reported in telemetry.
     pub reported_firmware: Option<String>,
+    /// Where its key is kept and what attestation showed.
+    pub hardware: HardwareTrust,
+}
+
+/// Where a device's identity key lives, and the last word of its TPM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HardwareTrust {
+    /// `software`, `secure-element` (reported by the agent) or `tpm` (proven by
+    /// EK/AK attestation at enrolment).
+    pub key_protection: Option<String>,
+    /// The attestation key's `TPMT_PUBLIC` (TPM devices).
+    #[serde(skip)]
+    pub ak_public: Option<Vec<u8>>,
+    /// SHA-256 (hex) of the EK certificate (TPM devices).
+    pub ek_sha256: Option<String>,
+    /// Last quote check: `ok` or `failed`.
+    pub attestation_status: Option<String>,
+    /// What it found (the firmware, or why it failed).
+    pub attestation_detail: Option<String>,
+    /// When, Unix ms.
+    pub attested_ms: Option<i64>,
+}
+
+/// A registered TPM vendor CA: EK certificates must chain to one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TpmVendorRecord {
+    /// SHA-256 (hex) of the CA certificate.
+    pub sha256: String,
+    /// Its subject.
+    pub subject: String,
+    /// The CA certificate, DER.
+    #[serde(skip)]
+    pub ca_der: Vec<u8>,
+    /// Registered, Unix ms.
+    pub created_ms: i64,
+}
+
+/// A firmware image approved for a model: what measured boot must show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirmwareRecord {
+    /// The model.
+    pub model: ModelId,
+    /// Version string as the device reports it.
+    pub version: String,
+    /// SHA-256 (hex) of the image.
+    pub sha256: String,
+    /// Registered, Unix ms.
+    pub created_ms: i64,
 }
 
 /// How a device came into the fleet and what it was given at enrolment.
@@ -239,6 +290,9 @@ pub struct CertFilter {
 
 /// One change a commit may make.
 #[derive(Debug, Clone)]
+// Changes are built, committed and dropped; boxing the device record would only
+// add noise at every call site.
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     /// Add a model (conflict if it exists).
     InsertModel(ModelRecord),
@@ -359,6 +413,32 @@ pub enum Change {
     /// Record when devices were last seen and what firmware they report (no audit:
     /// operational data, flushed in batches).
     RecordPresence(Vec<(DeviceId, i64, Option<String>)>),
+    /// Register a TPM vendor CA.
+    InsertTpmVendor(TpmVendorRecord),
+    /// Approve a firmware image for a model.
+    InsertFirmware(FirmwareRecord),
+    /// Record where a device's key lives (at enrolment and renewal).
+    RecordKeyProtection {
+        /// Which device.
+        id: DeviceId,
+        /// `software`, `secure-element` or `tpm`.
+        key_protection: String,
+        /// The attestation key (TPM devices).
+        ak_public: Option<Vec<u8>>,
+        /// The EK certificate's SHA-256 (TPM devices).
+        ek_sha256: Option<String>,
+    },
+    /// Record the result of a quote check.
+    RecordAttestation {
+        /// Which device.
+        id: DeviceId,
+        /// `ok` or `failed`.
+        status: String,
+        /// What was found.
+        detail: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
     /// Increment a named counter (the CRL number); the new value is in the receipt.
     BumpCounter {
         /// Counter name.

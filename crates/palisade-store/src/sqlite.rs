@@ -23,8 +23,9 @@ use tokio::sync::{RwLock, mpsc, oneshot};
 
 use crate::{
     AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change, CommandRecord,
-    ConsistencyProof, DeviceFilter, DeviceRecord, EnrollmentTokenRecord, InclusionProof,
-    ModelRecord, Onboarding, Receipt, Store, StoreError, StoredEntry, SupplierRecord, TokenRecord,
+    ConsistencyProof, DeviceFilter, DeviceRecord, EnrollmentTokenRecord, FirmwareRecord,
+    HardwareTrust, InclusionProof, ModelRecord, Onboarding, Receipt, Store, StoreError,
+    StoredEntry, SupplierRecord, TokenRecord, TpmVendorRecord,
 };
 
 /// Most commits grouped into one transaction.
@@ -173,6 +174,7 @@ fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
             .filter(|k| !k.is_empty())
             .map(str::to_owned)
             .collect(),
+        attestation: r.try_get("attestation")?,
         created_ms: r.try_get("created_ms")?,
     })
 }
@@ -201,6 +203,32 @@ fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError> {
         },
         last_seen_ms: r.try_get("last_seen_ms")?,
         reported_firmware: r.try_get("reported_firmware")?,
+        hardware: HardwareTrust {
+            key_protection: r.try_get("key_protection")?,
+            ak_public: r.try_get("ak_public")?,
+            ek_sha256: r.try_get("ek_sha256")?,
+            attestation_status: r.try_get("attestation_status")?,
+            attestation_detail: r.try_get("attestation_detail")?,
+            attested_ms: r.try_get("attested_ms")?,
+        },
+    })
+}
+
+fn tpm_vendor_from_row(r: &SqliteRow) -> Result<TpmVendorRecord, StoreError> {
+    Ok(TpmVendorRecord {
+        sha256: r.try_get("sha256")?,
+        subject: r.try_get("subject")?,
+        ca_der: r.try_get("ca_der")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+fn firmware_from_row(r: &SqliteRow) -> Result<FirmwareRecord, StoreError> {
+    Ok(FirmwareRecord {
+        model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("firmware", e))?,
+        version: r.try_get("version")?,
+        sha256: r.try_get("sha256")?,
+        created_ms: r.try_get("created_ms")?,
     })
 }
 
@@ -674,8 +702,8 @@ impl Writer {
             Change::InsertModel(m) => {
                 sqlx::query(
                     "INSERT INTO models (id, description, cert_validity_days, created_ms, policy_version,
-                       approval_required, allowed_key_types)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       approval_required, allowed_key_types, attestation)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(m.id.as_str())
                 .bind(&m.description)
@@ -684,6 +712,7 @@ impl Writer {
                 .bind(m.policy_version)
                 .bind(i64::from(m.approval_required))
                 .bind(m.allowed_key_types.join(","))
+                .bind(&m.attestation)
                 .execute(&mut *c)
                 .await
                 .map_err(|e| map_unique(e, "model", m.id.as_str()))?;
@@ -912,6 +941,63 @@ impl Writer {
                 .execute(&mut *c)
                 .await?;
             }
+            Change::InsertTpmVendor(v) => {
+                sqlx::query(
+                    "INSERT INTO tpm_vendors (sha256, subject, ca_der, created_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&v.sha256)
+                .bind(&v.subject)
+                .bind(&v.ca_der)
+                .bind(v.created_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "TPM vendor CA", &v.subject))?;
+            }
+            Change::InsertFirmware(f) => {
+                sqlx::query(
+                    "INSERT INTO model_firmware (model_id, version, sha256, created_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(f.model.as_str())
+                .bind(&f.version)
+                .bind(&f.sha256)
+                .bind(f.created_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "firmware", &format!("{} {}", f.model, f.version)))?;
+            }
+            Change::RecordKeyProtection {
+                id,
+                key_protection,
+                ak_public,
+                ek_sha256,
+            } => {
+                sqlx::query(
+                    "UPDATE devices SET key_protection = ?, ak_public = ?, ek_sha256 = ? WHERE id = ?",
+                )
+                .bind(key_protection)
+                .bind(ak_public)
+                .bind(ek_sha256)
+                .bind(id.as_str())
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::RecordAttestation {
+                id,
+                status,
+                detail,
+                at_ms,
+            } => {
+                sqlx::query(
+                    "UPDATE devices SET attestation_status = ?, attestation_detail = ?, attested_ms = ?
+                     WHERE id = ?",
+                )
+                .bind(status)
+                .bind(detail)
+                .bind(at_ms)
+                .bind(id.as_str())
+                .execute(&mut *c)
+                .await?;
+            }
             Change::MarkPending { id, at_ms } => {
                 sqlx::query(
                     "UPDATE devices SET pending_since_ms = COALESCE(pending_since_ms, ?) WHERE id = ?",
@@ -1119,6 +1205,24 @@ impl Store for SqliteStore {
     async fn suppliers(&self) -> Result<Vec<SupplierRecord>, StoreError> {
         self.all("SELECT * FROM suppliers ORDER BY name", supplier_from_row)
             .await
+    }
+
+    async fn tpm_vendors(&self) -> Result<Vec<TpmVendorRecord>, StoreError> {
+        self.all(
+            "SELECT * FROM tpm_vendors ORDER BY created_ms",
+            tpm_vendor_from_row,
+        )
+        .await
+    }
+
+    async fn firmware(&self, model: &ModelId) -> Result<Vec<FirmwareRecord>, StoreError> {
+        sqlx::query("SELECT * FROM model_firmware WHERE model_id = ? ORDER BY created_ms")
+            .bind(model.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(firmware_from_row)
+            .collect()
     }
 
     async fn device_by_birth_cert(&self, sha256: &str) -> Result<Option<DeviceRecord>, StoreError> {

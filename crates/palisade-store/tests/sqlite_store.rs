@@ -61,6 +61,7 @@ fn model(id: &str) -> Change {
         policy_version: 1,
         approval_required: false,
         allowed_key_types: vec!["ecdsa-p256".into()],
+        attestation: "none".into(),
         created_ms: 1,
     })
 }
@@ -76,6 +77,7 @@ fn device(id: &str, model: &str) -> Change {
         onboarding: Default::default(),
         last_seen_ms: None,
         reported_firmware: None,
+        hardware: Default::default(),
     })
 }
 

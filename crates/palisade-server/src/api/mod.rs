@@ -339,6 +339,7 @@ async fn add_model(
                 cert_validity_days: req.cert_validity_days,
                 approval_required: req.approval_required,
                 allowed_key_types: req.allowed_key_types,
+                attestation: req.attestation,
             },
         )
         .await?;

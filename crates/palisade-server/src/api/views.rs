@@ -34,6 +34,8 @@ pub struct ModelView {
     pub approval_required: bool,
     /// Allowed key types.
     pub allowed_key_types: Vec<String>,
+    /// `none` or `tpm`.
+    pub attestation: String,
     /// When added.
     pub created_at: String,
 }
@@ -47,6 +49,7 @@ impl From<ModelRecord> for ModelView {
             policy_version: m.policy_version,
             approval_required: m.approval_required,
             allowed_key_types: m.allowed_key_types,
+            attestation: m.attestation,
             created_at: rfc3339(m.created_ms),
         }
     }
@@ -69,6 +72,9 @@ pub struct AddModel {
     pub approval_required: bool,
     /// Allowed key types (default: ecdsa-p256, ecdsa-p384, ed25519).
     pub allowed_key_types: Option<Vec<String>>,
+    /// `none` (default) or `tpm`: devices must prove a TPM-resident key at
+    /// enrolment, and their booted firmware is checked by TPM quotes.
+    pub attestation: Option<String>,
 }
 
 /// A device.
@@ -98,6 +104,19 @@ pub struct DeviceView {
     /// `pending` while awaiting approval, `approved` once approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// Where its key lives: `software`, `secure-element` (reported) or `tpm`
+    /// (hardware-attested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_protection: Option<String>,
+    /// The last TPM quote check: `ok` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<String>,
+    /// What the last quote check found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_detail: Option<String>,
+    /// When the last quote was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_at: Option<String>,
 }
 
 impl From<DeviceRecord> for DeviceView {
@@ -120,6 +139,10 @@ impl From<DeviceRecord> for DeviceView {
                 (None, Some(_)) => Some("pending".into()),
                 _ => None,
             },
+            key_protection: d.hardware.key_protection,
+            attestation: d.hardware.attestation_status,
+            attestation_detail: d.hardware.attestation_detail,
+            attested_at: d.hardware.attested_ms.map(rfc3339),
         }
     }
 }
