@@ -44,6 +44,31 @@ pub enum EstError {
     Config(String),
 }
 
+fn refused(status: StatusCode, body: &[u8]) -> EstError {
+    EstError::Refused {
+        status: status.as_u16(),
+        reason: String::from_utf8_lossy(body)
+            .trim()
+            .chars()
+            .take(500)
+            .collect(),
+    }
+}
+
+/// Credentials for an attestation step.
+#[derive(Debug, Clone)]
+pub enum AttestAuth<'a> {
+    /// Before the first enrolment.
+    Enroll(&'a EnrollAuth),
+    /// At renewal: the current operational certificate and key.
+    Operational {
+        /// The certificate chain, leaf first.
+        chain: Vec<CertificateDer<'static>>,
+        /// Its key.
+        key: Arc<dyn Signer>,
+    },
+}
+
 /// How a device authenticates its first enrolment.
 #[derive(Debug, Clone)]
 pub enum EnrollAuth {
@@ -71,6 +96,7 @@ pub struct EstClient {
     port: u16,
     roots: Arc<rustls::RootCertStore>,
     label: Option<String>,
+    key_protection: Option<&'static str>,
 }
 
 impl std::fmt::Debug for EstClient {
@@ -114,6 +140,7 @@ impl EstClient {
             host,
             roots: Arc::new(roots),
             label,
+            key_protection: None,
         })
     }
 
@@ -125,6 +152,13 @@ impl EstClient {
     /// The server's host name.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Says how the device's keys are kept (`Palisade-Key-Protection` header on
+    /// enrolment), e.g. `secure-element`. A TPM is proven, not said.
+    pub fn with_key_protection(mut self, kind: &'static str) -> Self {
+        self.key_protection = Some(kind);
+        self
     }
 
     fn path(&self, op: &str) -> String {
@@ -142,6 +176,25 @@ impl EstClient {
         basic: Option<(&str, &str)>,
         body: Option<String>,
     ) -> Result<Vec<Vec<u8>>, EstError> {
+        let body = body.map(|b| (palisade_est::CT_PKCS10, Bytes::from(b)));
+        let (status, bytes) = self
+            .send(method, &self.path(op), identity, basic, body)
+            .await?;
+        if status != StatusCode::OK {
+            return Err(refused(status, &bytes));
+        }
+        palisade_est::decode_certs_only(&bytes).map_err(|e| EstError::Malformed(e.to_string()))
+    }
+
+    /// One HTTPS request with the given client identity or HTTP Basic credentials.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        identity: Option<ClientIdentity>,
+        basic: Option<(&str, &str)>,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<(StatusCode, Bytes), EstError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -173,8 +226,11 @@ impl EstClient {
         });
         let mut req = Request::builder()
             .method(method)
-            .uri(self.path(op))
+            .uri(path)
             .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        if let Some(kind) = self.key_protection {
+            req = req.header("palisade-key-protection", kind);
+        }
         if let Some((user, pass)) = basic {
             req = req.header(
                 hyper::header::AUTHORIZATION,
@@ -182,9 +238,9 @@ impl EstClient {
             );
         }
         let payload = match body {
-            Some(b) => {
-                req = req.header(hyper::header::CONTENT_TYPE, palisade_est::CT_PKCS10);
-                Bytes::from(b)
+            Some((ct, b)) => {
+                req = req.header(hyper::header::CONTENT_TYPE, ct);
+                b
             }
             None => Bytes::new(),
         };
@@ -202,17 +258,41 @@ impl EstClient {
             .await
             .map_err(|e| connect_err(e.to_string()))?
             .to_bytes();
-        if status != StatusCode::OK {
-            return Err(EstError::Refused {
-                status: status.as_u16(),
-                reason: String::from_utf8_lossy(&bytes)
-                    .trim()
-                    .chars()
-                    .take(500)
-                    .collect(),
-            });
+        Ok((status, bytes))
+    }
+
+    /// A TPM attestation step (`/attest/v1/{step}`) with a JSON body, as `auth`
+    /// (enrolment credentials) or with the current operational certificate.
+    pub async fn attest<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        step: &str,
+        auth: AttestAuth<'_>,
+        body: &T,
+    ) -> Result<Option<R>, EstError> {
+        let json = serde_json::to_vec(body).map_err(|e| EstError::Config(e.to_string()))?;
+        let body = Some(("application/json", Bytes::from(json)));
+        let path = format!("/attest/v1/{step}");
+        let (status, bytes) = match auth {
+            AttestAuth::Enroll(EnrollAuth::BirthCertificate { chain, key }) => {
+                let id = ClientIdentity::new(chain.clone(), key.clone());
+                self.send(Method::POST, &path, Some(id), None, body).await?
+            }
+            AttestAuth::Enroll(EnrollAuth::Token { device, token }) => {
+                self.send(Method::POST, &path, None, Some((device, token)), body)
+                    .await?
+            }
+            AttestAuth::Operational { chain, key } => {
+                let id = ClientIdentity::new(chain, key);
+                self.send(Method::POST, &path, Some(id), None, body).await?
+            }
+        };
+        match status {
+            StatusCode::NO_CONTENT => Ok(None),
+            StatusCode::OK => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| EstError::Malformed(e.to_string())),
+            s => Err(refused(s, &bytes)),
         }
-        palisade_est::decode_certs_only(&bytes).map_err(|e| EstError::Malformed(e.to_string()))
     }
 
     /// The CA certificates (issuing CA and root), DER.

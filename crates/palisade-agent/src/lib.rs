@@ -10,9 +10,11 @@ pub mod schedule;
 pub mod session;
 pub mod state;
 pub mod tls_key;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 pub use est_client::{EnrollAuth, EstClient, EstError};
-pub use keystore::{Keystore, SoftwareKeystore};
+pub use keystore::{Attester, Keystore, Pkcs11Keystore, SoftwareKeystore};
 pub use state::{Agent, AgentError, Identity};
 
 /// The device's system clock: the one place the agent reads the time of day.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use palisade_agent::SystemClock;
-use palisade_agent::{Agent, EnrollAuth, EstClient, SoftwareKeystore};
-use palisade_core::KeyAlgorithm;
+use palisade_agent::{Agent, EnrollAuth, EstClient, Keystore, SoftwareKeystore};
+use palisade_core::{KeyAlgorithm, KeyProtection};
 use palisade_keystore::SoftwareKey;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -37,6 +37,60 @@ struct Common {
     /// EST label (the device model), if the server expects one.
     #[arg(long, env = "PALISADE_AGENT_LABEL")]
     label: Option<String>,
+    #[command(flatten)]
+    keys: KeystoreArgs,
+}
+
+/// Where the device's keys live.
+#[derive(Debug, Args, Clone)]
+struct KeystoreArgs {
+    /// software (PKCS#8 files, development only), pkcs11 (a token: secure element
+    /// or HSM) or tpm (TPM 2.0, with attestation).
+    #[arg(long, env = "PALISADE_AGENT_KEYSTORE", default_value = "software",
+          value_parser = ["software", "pkcs11", "tpm"])]
+    keystore: String,
+    /// TPM interface (TCTI), e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321.
+    #[arg(
+        long,
+        env = "PALISADE_AGENT_TPM_TCTI",
+        default_value = "device:/dev/tpmrm0"
+    )]
+    tpm_tcti: String,
+    /// The token, as an RFC 7512 URI: pkcs11:token=T?module-path=M&pin-source=FILE.
+    #[arg(long, env = "PALISADE_AGENT_PKCS11_URI")]
+    pkcs11_uri: Option<String>,
+}
+
+fn keystore(k: &KeystoreArgs, state_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Keystore>> {
+    Ok(match k.keystore.as_str() {
+        "pkcs11" => {
+            let uri = k
+                .pkcs11_uri
+                .as_deref()
+                .context("--keystore pkcs11 needs --pkcs11-uri")?;
+            Arc::new(palisade_agent::Pkcs11Keystore::open(uri)?)
+        }
+        "tpm" => tpm_keystore(k, state_dir)?,
+        _ => Arc::new(SoftwareKeystore::new(state_dir)),
+    })
+}
+
+#[cfg(feature = "tpm")]
+fn tpm_keystore(
+    k: &KeystoreArgs,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn Keystore>> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    Ok(Arc::new(palisade_agent::tpm::TpmKeystore::open(
+        &k.tpm_tcti,
+        state_dir,
+    )?))
+}
+
+#[cfg(not(feature = "tpm"))]
+fn tpm_keystore(_: &KeystoreArgs, _: &std::path::Path) -> anyhow::Result<Arc<dyn Keystore>> {
+    anyhow::bail!("this agent was built without TPM support (cargo feature \"tpm\")")
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +102,8 @@ enum Cmd {
         /// Birth certificate (IDevID, PEM).
         #[arg(long, requires = "idevid_key", conflicts_with = "token")]
         idevid_cert: Option<PathBuf>,
-        /// Birth key (PKCS#8 PEM, 0600).
+        /// Birth key (PKCS#8 PEM, 0600); without it, the keystore's `idevid` key
+        /// (made by `palisade-agent birth-key`).
         #[arg(long)]
         idevid_key: Option<PathBuf>,
         /// One-time enrolment token.
@@ -84,6 +139,41 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "ping,uptime,echo,reboot")]
         allow_commands: Vec<String>,
     },
+    /// In the factory: make the birth key in the keystore (a TPM or token keeps
+    /// it; it never exists as a file) and write its CSR for `palisade factory issue`.
+    BirthKey {
+        /// State directory.
+        #[arg(long, env = "PALISADE_AGENT_STATE_DIR", value_name = "DIR")]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        keys: KeystoreArgs,
+        /// The device's serial number (the CSR's CN).
+        #[arg(long)]
+        serial: String,
+        /// Where to write the CSR (PEM).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// The boot shim (simulation of a measured-boot loader): extends the firmware
+    /// PCR with the image's SHA-256 and appends it to the boot event log.
+    BootMeasure {
+        /// State directory (holds the boot event log).
+        #[arg(long, env = "PALISADE_AGENT_STATE_DIR", value_name = "DIR")]
+        state_dir: PathBuf,
+        /// TPM interface (TCTI).
+        #[arg(
+            long,
+            env = "PALISADE_AGENT_TPM_TCTI",
+            default_value = "device:/dev/tpmrm0"
+        )]
+        tpm_tcti: String,
+        /// The firmware image booted.
+        #[arg(long, value_name = "FILE")]
+        image: PathBuf,
+        /// Its version.
+        #[arg(long)]
+        firmware_version: String,
+    },
     /// Show the current identity.
     Status {
         /// State directory.
@@ -94,15 +184,14 @@ enum Cmd {
 
 fn agent(c: &Common) -> anyhow::Result<Agent> {
     let root = std::fs::read(&c.root).with_context(|| format!("reading {}", c.root.display()))?;
-    let est = EstClient::new(&c.server, &root, c.label.clone())?;
+    let mut est = EstClient::new(&c.server, &root, c.label.clone())?;
     std::fs::create_dir_all(&c.state_dir)
         .with_context(|| format!("creating {}", c.state_dir.display()))?;
-    Ok(Agent::new(
-        &c.state_dir,
-        Arc::new(SoftwareKeystore::new(&c.state_dir)),
-        est,
-        Arc::new(SystemClock),
-    ))
+    let keys = keystore(&c.keys, &c.state_dir)?;
+    if keys.protection() == KeyProtection::SecureElement {
+        est = est.with_key_protection("secure-element");
+    }
+    Ok(Agent::new(&c.state_dir, keys, est, Arc::new(SystemClock)))
 }
 
 fn jitter() -> f64 {
@@ -127,6 +216,14 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("reading {}", cert.display()))?
                         .collect::<Result<_, _>>()?,
                     key: Arc::new(SoftwareKey::load(&key, KeyAlgorithm::EcdsaP256)?),
+                },
+                (Some(cert), None, None, _) => EnrollAuth::BirthCertificate {
+                    chain: CertificateDer::pem_file_iter(&cert)
+                        .with_context(|| format!("reading {}", cert.display()))?
+                        .collect::<Result<_, _>>()?,
+                    key: keystore(&common.keys, &common.state_dir)?
+                        .key("idevid")
+                        .context("the birth key in the keystore")?,
                 },
                 (None, None, Some(token), Some(device)) => EnrollAuth::Token { device, token },
                 _ => {
@@ -157,6 +254,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 telemetry_every: std::time::Duration::from_secs(telemetry_every.max(1)),
                 firmware,
                 allowed_commands: allow_commands,
+                attester: a.attester(),
             };
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let session = {
@@ -178,11 +276,50 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let _ = stop_tx.send(true);
             let _ = session.await;
         }
+        Cmd::BirthKey {
+            state_dir,
+            keys,
+            serial,
+            out,
+        } => {
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("creating {}", state_dir.display()))?;
+            let ks = keystore(&keys, &state_dir)?;
+            let key = ks.key("idevid")?;
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, serial.clone());
+            let csr = params.serialize_request(&palisade_pki::SignerKey(key))?;
+            std::fs::write(&out, csr.pem()?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "birth key for {serial} is in the {} keystore ({:?}); CSR written to {}",
+                keys.keystore,
+                ks.protection(),
+                out.display()
+            );
+        }
+        Cmd::BootMeasure {
+            state_dir,
+            tpm_tcti,
+            image,
+            firmware_version,
+        } => boot_measure(&state_dir, &tpm_tcti, &image, &firmware_version)?,
         Cmd::Status { state_dir } => match palisade_agent::state::read_identity(&state_dir)? {
-            Some(id) => println!(
-                "device {}\ncertificate {}\nvalid {} .. {}\nkeys software (development keystore)",
-                id.device_id, id.serial, id.not_before, id.not_after
-            ),
+            Some(id) => {
+                let keys = if state_dir.join("op.tpmkey").exists() {
+                    "tpm (TPM-resident, wrapped blob in the state directory)"
+                } else if state_dir.join("op.key").exists() {
+                    "software (development keystore)"
+                } else {
+                    "pkcs11 token (or not on this host)"
+                };
+                println!(
+                    "device {}\ncertificate {}\nvalid {} .. {}\nkeys {keys}",
+                    id.device_id, id.serial, id.not_before, id.not_after
+                );
+            }
             None => {
                 eprintln!("not enrolled");
                 return Ok(ExitCode::FAILURE);
@@ -190,6 +327,29 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "tpm")]
+fn boot_measure(
+    state_dir: &std::path::Path,
+    tcti: &str,
+    image: &std::path::Path,
+    version: &str,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+    std::fs::create_dir_all(state_dir)?;
+    let tpm = palisade_tpm::Tpm::open(tcti)?;
+    let e = palisade_agent::tpm::measure_boot(&tpm, state_dir, &bytes, version)?;
+    eprintln!(
+        "measured firmware {version} (sha256 {}) into PCR {}",
+        e.digest, e.pcr
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "tpm"))]
+fn boot_measure(_: &std::path::Path, _: &str, _: &std::path::Path, _: &str) -> anyhow::Result<()> {
+    anyhow::bail!("this agent was built without TPM support (cargo feature \"tpm\")")
 }
 
 fn main() -> ExitCode {

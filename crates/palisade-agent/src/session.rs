@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::keystore::Attester;
 use crate::tls_key::ClientIdentity;
 
 /// What the session needs to know.
@@ -28,6 +29,27 @@ pub struct SessionConfig {
     pub firmware: String,
     /// Commands this device will run; anything else is refused in the ack.
     pub allowed_commands: Vec<String>,
+    /// The TPM, to answer the server's attestation challenges.
+    pub attester: Option<Arc<dyn Attester>>,
+}
+
+/// Answers the server's `attest` challenge: a TPM quote with the boot log.
+async fn attest(attester: Option<Arc<dyn Attester>>, args: &[String]) -> (bool, serde_json::Value) {
+    let Some(attester) = attester else {
+        return (false, json!("this device has no TPM keystore"));
+    };
+    let nonce = args
+        .first()
+        .and_then(|n| palisade_attest::unb64("nonce", n, 64).ok());
+    let pcr = args.get(1).and_then(|p| p.parse::<u8>().ok());
+    let (Some(nonce), Some(pcr)) = (nonce, pcr) else {
+        return (false, json!("malformed attestation challenge"));
+    };
+    match tokio::task::spawn_blocking(move || attester.quote(&nonce, pcr)).await {
+        Ok(Ok(evidence)) => (true, json!(evidence)),
+        Ok(Err(e)) => (false, json!(format!("quote failed: {e:#}"))),
+        Err(e) => (false, json!(format!("quote failed: {e}"))),
+    }
 }
 
 /// How the session ended or paused.
@@ -119,7 +141,13 @@ pub async fn run_once(
                     let id = cmd["id"].as_str().unwrap_or_default().to_owned();
                     let name = cmd["name"].as_str().unwrap_or_default().to_owned();
                     let args: Vec<String> = serde_json::from_value(cmd["args"].clone()).unwrap_or_default();
-                    let (ok, result) = execute(&name, &args, &cfg.allowed_commands, started);
+                    // The server's attestation challenge is protocol, not an
+                    // operator command: it is not subject to the allowlist.
+                    let (ok, result) = if name == "attest" && id.starts_with("attest-") {
+                        attest(cfg.attester.clone(), &args).await
+                    } else {
+                        execute(&name, &args, &cfg.allowed_commands, started)
+                    };
                     tracing::info!(%id, %name, ok, "command");
                     client
                         .publish(&acks, QoS::AtLeastOnce, false, json!({ "id": id, "ok": ok, "result": result }).to_string())

@@ -11,7 +11,7 @@ use palisade_pki::{SignerKey, inspect_certificate, pem_to_der};
 use rustls::pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
-use crate::est_client::{EnrollAuth, EstClient, EstError};
+use crate::est_client::{AttestAuth, EnrollAuth, EstClient, EstError};
 use crate::keystore::Keystore;
 use crate::schedule::{backoff, renew_at};
 
@@ -234,6 +234,36 @@ impl Agent {
         s
     }
 
+    /// With a TPM keystore: proves to the server that `key` lives in this
+    /// device's TPM (EK certificate, credential activation, TPM2_Certify) before
+    /// the CSR is sent. Other keystores have nothing to prove.
+    async fn attest_key(
+        &self,
+        auth: AttestAuth<'_>,
+        key: &Arc<dyn Signer>,
+    ) -> Result<(), AgentError> {
+        let Some(attester) = self.keystore.attester() else {
+            return Ok(());
+        };
+        let att = |e: anyhow::Error| AgentError::Keystore(format!("TPM attestation: {e:#}"));
+        let req = attester.endorsement().map_err(att)?;
+        let challenge: palisade_attest::Challenge = self
+            .est
+            .attest("challenge", auth.clone(), &req)
+            .await?
+            .ok_or_else(|| EstError::Malformed("no attestation challenge".into()))?;
+        let evidence = attester
+            .prove_key(key.public_key_raw(), &challenge)
+            .map_err(att)?;
+        let _: Option<serde_json::Value> = self.est.attest("evidence", auth, &evidence).await?;
+        Ok(())
+    }
+
+    /// The TPM attestation this agent's keystore can give, if any.
+    pub fn attester(&self) -> Option<Arc<dyn crate::keystore::Attester>> {
+        self.keystore.attester()
+    }
+
     /// First enrolment: a new operational key, a CSR, `simpleenroll` with the
     /// birth certificate or token, then the CA chain from `cacerts`.
     pub async fn enroll(&self, auth: &EnrollAuth) -> Result<Identity, AgentError> {
@@ -242,6 +272,7 @@ impl Agent {
             .keystore
             .fresh_key("op")
             .map_err(|e| AgentError::Keystore(e.to_string()))?;
+        self.attest_key(AttestAuth::Enroll(auth), &key).await?;
         let csr = Self::csr(&key)?;
         let cert = self.est.simpleenroll(auth, &csr).await?;
         let chain = self.est.cacerts().await?;
@@ -268,11 +299,17 @@ impl Agent {
             .keystore
             .fresh_key("op")
             .map_err(|e| AgentError::Keystore(e.to_string()))?;
+        let chain = vec![CertificateDer::from(current.cert_der)];
+        self.attest_key(
+            AttestAuth::Operational {
+                chain: chain.clone(),
+                key: old_key.clone(),
+            },
+            &new_key,
+        )
+        .await?;
         let csr = Self::csr(&new_key)?;
-        let cert = self
-            .est
-            .simplereenroll(vec![CertificateDer::from(current.cert_der)], old_key, &csr)
-            .await?;
+        let cert = self.est.simplereenroll(chain, old_key, &csr).await?;
         pending
             .commit()
             .map_err(|e| AgentError::Keystore(e.to_string()))?;

@@ -199,6 +199,9 @@ impl Commands {
         ) else {
             return;
         };
+        if id.starts_with(crate::attestation::QUOTE_ID_PREFIX) {
+            return; // a quote: the attestation service's
+        }
         let result: String = v
             .get("result")
             .map(|r| r.to_string())

@@ -186,6 +186,26 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// MQTT gateway limits.
     pub mqtt: MqttConfig,
+    /// TPM attestation.
+    pub attestation: AttestationConfig,
+}
+
+/// TPM attestation settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationConfig {
+    /// Seconds between quote challenges to each connected TPM device (one is
+    /// also sent when the device connects); an unanswered challenge fails the
+    /// device after the same time.
+    pub interval_secs: u64,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 3600,
+        }
+    }
 }
 
 impl Default for Config {
@@ -203,6 +223,7 @@ impl Default for Config {
             ca: CaConfig::default(),
             limits: LimitsConfig::default(),
             mqtt: MqttConfig::default(),
+            attestation: AttestationConfig::default(),
         }
     }
 }
@@ -300,6 +321,12 @@ impl Config {
         }
         if !(2..=24 * 31).contains(&ca.crl_validity_hours) {
             return Err(invalid("ca.crl_validity_hours", "must be 2..=744"));
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.attestation.interval_secs) {
+            return Err(invalid(
+                "attestation.interval_secs",
+                "must be 1..=604800 (a week)",
+            ));
         }
         if let Some(uri) = &ca.issuing_key {
             let parsed = palisade_keystore::pkcs11::Pkcs11Uri::parse(uri)

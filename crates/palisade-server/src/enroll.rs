@@ -11,13 +11,14 @@ use palisade_pki::{
     CsrLimits, VerifiedCsr, inspect_certificate, sha256_hex, verify_csr, verify_manifest,
 };
 use palisade_store::{
-    BatchRecord, CertRecord, CertStatus, Change, DeviceRecord, EnrollmentTokenRecord, ModelRecord,
-    Onboarding, Store, SupplierRecord,
+    BatchRecord, CertRecord, CertStatus, Change, DeviceRecord, EnrollmentTokenRecord,
+    FirmwareRecord, ModelRecord, Onboarding, Store, SupplierRecord, TpmVendorRecord,
 };
 use rustls::pki_types::{CertificateDer, UnixTime};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::attestation::{Attestation, ProvenKey};
 use crate::fleet::ServiceError;
 use crate::pki::{DeviceIssueError, Pki, check_key_type, unix_ms};
 use crate::tokens::{new_secret, parse_prefixed, secret_matches_hash};
@@ -85,17 +86,55 @@ pub struct Enrollment {
     pki: Arc<Pki>,
     clock: Arc<dyn Clock>,
     csr_limits: CsrLimits,
+    attestation: Arc<Attestation>,
 }
 
-fn policy_json(model: &ModelRecord, csr: &VerifiedCsr) -> String {
+/// A device that proved who it is for the attestation steps before enrolment.
+#[derive(Debug, Clone)]
+pub struct Identified {
+    /// Audit actor.
+    pub actor: String,
+    /// The device.
+    pub device: DeviceId,
+    /// Its inventory record, if it exists yet (token enrolment creates it).
+    pub existing: Option<DeviceRecord>,
+}
+
+/// Where the device says its key is kept (`Palisade-Key-Protection` header):
+/// `secure-element` is recorded as reported; anything else as `software`. A
+/// TPM is never taken on the device's word: only attestation records `tpm`.
+pub fn claimed_protection(header: Option<&str>) -> &'static str {
+    match header.map(str::trim) {
+        Some("secure-element") => "secure-element",
+        _ => "software",
+    }
+}
+
+/// How a device's key is protected, decided at (re-)enrolment.
+struct Protection {
+    kind: &'static str,
+    proven: Option<ProvenKey>,
+}
+
+fn policy_json(model: &ModelRecord, csr: &VerifiedCsr, protection: &Protection) -> String {
     json!({
         "model": model.id.as_str(),
         "policy_version": model.policy_version,
         "cert_validity_days": model.cert_validity_days,
         "key_type": csr.key_type.to_string(),
-        "key_protection": "unattested",
+        "key_protection": protection.kind,
+        "hardware_attested": protection.proven.is_some(),
     })
     .to_string()
+}
+
+fn protection_change(device: &DeviceId, p: &Protection) -> Change {
+    Change::RecordKeyProtection {
+        id: device.clone(),
+        key_protection: p.kind.to_string(),
+        ak_public: p.proven.as_ref().map(|k| k.ak_public.clone()),
+        ek_sha256: p.proven.as_ref().map(|k| k.ek_sha256.clone()),
+    }
 }
 
 impl Enrollment {
@@ -105,6 +144,7 @@ impl Enrollment {
         pki: Arc<Pki>,
         clock: Arc<dyn Clock>,
         max_csr_bytes: usize,
+        attestation: Arc<Attestation>,
     ) -> Self {
         Self {
             store,
@@ -114,6 +154,130 @@ impl Enrollment {
                 max_der_len: max_csr_bytes,
                 ..CsrLimits::default()
             },
+            attestation,
+        }
+    }
+
+    /// Decides how the key being certified is protected: proven TPM-resident
+    /// (the attestation service holds a proof for exactly this key), or as the
+    /// device claims. A `tpm` model without that proof is refused.
+    async fn protection(
+        &self,
+        actor: &str,
+        action: &str,
+        device: &DeviceId,
+        model: &ModelRecord,
+        key_sha: &str,
+        claim: &'static str,
+    ) -> Result<Protection, EnrollError> {
+        let proven = self.attestation.take_proven(device, key_sha);
+        if model.attestation == "tpm" && proven.is_none() {
+            return Err(self
+                .deny(
+                    actor,
+                    action,
+                    device.as_str(),
+                    EnrollError::Forbidden(format!(
+                        "model {} requires TPM attestation: this CSR's key was not certified by \
+                         the device's TPM (POST /attest/v1/challenge and /attest/v1/evidence first)",
+                        model.id
+                    )),
+                )
+                .await);
+        }
+        Ok(Protection {
+            kind: if proven.is_some() { "tpm" } else { claim },
+            proven,
+        })
+    }
+
+    /// Identifies a device for the attestation steps: by birth certificate,
+    /// operational certificate, or enrolment token (checked, not consumed).
+    pub async fn identify(&self, cred: Credential<'_>) -> Result<Identified, EnrollError> {
+        let action = "attest.identify";
+        match cred {
+            Credential::ClientCert(chain) => {
+                let leaf_sha = chain.first().map(|c| sha256_hex(c)).unwrap_or_default();
+                let actor = format!("cert:{}", leaf_sha.get(..16).unwrap_or(""));
+                let suppliers = self.store.suppliers().await?;
+                let anchors: Vec<Vec<u8>> = suppliers.iter().map(|s| s.ca_der.clone()).collect();
+                if self.chain_ok(chain, &anchors).is_ok() {
+                    return match self.store.device_by_birth_cert(&leaf_sha).await? {
+                        Some(d) => Ok(Identified {
+                            actor: format!("device:{}", d.id),
+                            device: d.id.clone(),
+                            existing: Some(d),
+                        }),
+                        None => Err(self
+                            .deny(&actor, action, &leaf_sha, EnrollError::Forbidden(
+                                "this birth certificate's serial is in no imported batch manifest".into(),
+                            ))
+                            .await),
+                    };
+                }
+                let mut full = chain.to_vec();
+                full.push(CertificateDer::from(
+                    self.pki.issuing().certificate_der().to_vec(),
+                ));
+                let root = vec![self.pki.root().certificate_der().to_vec()];
+                let device = match (self.chain_ok(&full, &root), chain.first()) {
+                    (Ok(()), Some(leaf)) => {
+                        let serial = inspect_certificate(leaf)
+                            .map_err(|e| EnrollError::BadRequest(e.to_string()))?
+                            .serial_hex;
+                        match self.store.certificate(&serial).await? {
+                            Some(c) if c.status != CertStatus::Revoked => c.device,
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let Some(device) = device else {
+                    return Err(self
+                        .deny(&actor, action, &leaf_sha, EnrollError::Unauthorized(
+                            "the client certificate is neither a registered birth identity nor a valid Palisade device certificate".into(),
+                        ))
+                        .await);
+                };
+                let existing = self.store.device(&device).await?;
+                Ok(Identified {
+                    actor: format!("device:{device}"),
+                    device,
+                    existing,
+                })
+            }
+            Credential::Token { device, token } => {
+                let actor = format!("enrollment-token:{}", token.get(4..20).unwrap_or("?"));
+                let record = match parse_prefixed("pet", token) {
+                    Some((id, secret)) => self
+                        .store
+                        .enrollment_token(id)
+                        .await?
+                        .filter(|r| secret_matches_hash(secret, &r.secret_hash)),
+                    None => None,
+                };
+                let now = unix_ms(self.clock.now());
+                let ok = record.as_ref().is_some_and(|r| {
+                    r.expires_ms > now
+                        && r.used_device.as_deref().is_none_or(|d| d == device)
+                });
+                let id = DeviceId::parse(device).ok();
+                let (true, Some(id)) = (ok, id) else {
+                    return Err(self
+                        .deny(&actor, action, &device.chars().take(64).collect::<String>(),
+                            EnrollError::Unauthorized("unknown, wrong, used or expired enrolment token, or a bad device id".into()))
+                        .await);
+                };
+                let existing = self.store.device(&id).await?;
+                Ok(Identified {
+                    actor,
+                    device: id,
+                    existing,
+                })
+            }
+            Credential::None => Err(EnrollError::Unauthorized(
+                "attestation needs a birth certificate, an operational certificate or an enrolment token".into(),
+            )),
         }
     }
 
@@ -242,11 +406,15 @@ impl Enrollment {
         label: Option<&str>,
         cred: Credential<'_>,
         csr_der: &[u8],
+        claim: &'static str,
     ) -> Result<CertRecord, EnrollError> {
         match cred {
-            Credential::ClientCert(chain) => self.enroll_idevid(label, chain, csr_der).await,
+            Credential::ClientCert(chain) => {
+                self.enroll_idevid(label, chain, csr_der, claim).await
+            }
             Credential::Token { device, token } => {
-                self.enroll_token(label, device, token, csr_der).await
+                self.enroll_token(label, device, token, csr_der, claim)
+                    .await
             }
             Credential::None => Err(EnrollError::Unauthorized(
                 "enrolment needs a birth certificate (TLS client certificate) or an enrolment token (HTTP Basic)".into(),
@@ -259,6 +427,7 @@ impl Enrollment {
         label: Option<&str>,
         chain: &[CertificateDer<'static>],
         csr_der: &[u8],
+        claim: &'static str,
     ) -> Result<CertRecord, EnrollError> {
         let leaf_sha = chain.first().map(|c| sha256_hex(c)).unwrap_or_default();
         let actor = format!("idevid:{}", &leaf_sha.get(..16).unwrap_or(""));
@@ -328,8 +497,16 @@ impl Enrollment {
                 )))
                 .await);
         }
-        self.commit_enrollment(&actor, &device, &model, &csr, key_sha, vec![], "idevid")
-            .await
+        self.commit_enrollment(
+            &actor,
+            &device,
+            &model,
+            &csr,
+            key_sha,
+            vec![],
+            ("idevid", claim),
+        )
+        .await
     }
 
     async fn enroll_token(
@@ -338,6 +515,7 @@ impl Enrollment {
         device: &str,
         token: &str,
         csr_der: &[u8],
+        claim: &'static str,
     ) -> Result<CertRecord, EnrollError> {
         let actor = format!("enrollment-token:{}", token.get(4..20).unwrap_or("?"));
         let Some((id, secret)) = parse_prefixed("pet", token) else {
@@ -463,8 +641,16 @@ impl Enrollment {
             Err(e) => return Err(self.deny(&actor, "est.enroll", device_id.as_str(), e).await),
         };
         let key_sha = sha256_hex(&csr.spki_der);
-        self.commit_enrollment(&actor, &device, &model, &csr, key_sha, changes, "token")
-            .await
+        self.commit_enrollment(
+            &actor,
+            &device,
+            &model,
+            &csr,
+            key_sha,
+            changes,
+            ("token", claim),
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -476,7 +662,7 @@ impl Enrollment {
         csr: &VerifiedCsr,
         key_sha: String,
         mut changes: Vec<Change>,
-        method: &str,
+        (method, claim): (&str, &'static str),
     ) -> Result<CertRecord, EnrollError> {
         if model.approval_required && device.onboarding.approved_ms.is_none() {
             let now = unix_ms(self.clock.now());
@@ -498,6 +684,9 @@ impl Enrollment {
                 ),
             });
         }
+        let protection = self
+            .protection(actor, "est.enroll", &device.id, model, &key_sha, claim)
+            .await?;
         let cert = self.sign(&device.id, model, csr)?;
         let now = unix_ms(self.clock.now());
         changes.extend([
@@ -519,9 +708,10 @@ impl Enrollment {
             Change::RecordEnrollment {
                 id: device.id.clone(),
                 key_sha256: key_sha,
-                attached_policy: policy_json(model, csr),
+                attached_policy: policy_json(model, csr, &protection),
                 at_ms: now,
             },
+            protection_change(&device.id, &protection),
         ]);
         let audit = vec![
             EntryDraft::success(actor, "est.enroll", device.id.as_str()).with_detail(json!({
@@ -530,6 +720,7 @@ impl Enrollment {
                 "model": model.id.as_str(),
                 "policy_version": model.policy_version,
                 "key_type": csr.key_type.to_string(),
+                "key_protection": protection.kind,
                 "not_after_ms": cert.not_after_ms,
             })),
         ];
@@ -550,6 +741,7 @@ impl Enrollment {
         label: Option<&str>,
         chain: &[CertificateDer<'static>],
         csr_der: &[u8],
+        claim: &'static str,
     ) -> Result<CertRecord, EnrollError> {
         let Some(leaf) = chain.first() else {
             return Err(EnrollError::Unauthorized(
@@ -642,6 +834,9 @@ impl Enrollment {
             }
         };
         let key_sha = sha256_hex(&csr.spki_der);
+        let protection = self
+            .protection(&actor, "est.reenroll", &device_id, &model, &key_sha, claim)
+            .await?;
         let new = self.sign(&device_id, &model, &csr)?;
         let now = unix_ms(self.clock.now());
         let changes = vec![
@@ -653,9 +848,10 @@ impl Enrollment {
             Change::RecordEnrollment {
                 id: device_id.clone(),
                 key_sha256: key_sha,
-                attached_policy: policy_json(&model, &csr),
+                attached_policy: policy_json(&model, &csr, &protection),
                 at_ms: now,
             },
+            protection_change(&device_id, &protection),
         ];
         let audit = vec![EntryDraft::success(&actor, "est.reenroll", device_id.as_str()).with_detail(json!({
             "serial": new.serial,
@@ -702,6 +898,87 @@ impl Enrollment {
                         "ca_sha256": record.ca_sha256, "ca_subject": info.subject,
                         "ca_not_after": info.not_after.unix_timestamp(),
                     })),
+                ],
+            )
+            .await?;
+        Ok(record)
+    }
+
+    /// Registers a TPM vendor CA (admin): EK certificates must chain to one.
+    pub async fn add_tpm_vendor(
+        &self,
+        actor: &str,
+        ca_der: Vec<u8>,
+    ) -> Result<TpmVendorRecord, ServiceError> {
+        let info = inspect_certificate(&ca_der).map_err(|e| ServiceError::BadRequest {
+            code: "bad_ca",
+            message: e.to_string(),
+        })?;
+        if !info.is_ca {
+            return Err(ServiceError::BadRequest {
+                code: "bad_ca",
+                message: "the TPM vendor certificate is not a CA certificate".into(),
+            });
+        }
+        let record = TpmVendorRecord {
+            sha256: sha256_hex(&ca_der),
+            subject: info.subject.clone(),
+            ca_der,
+            created_ms: unix_ms(self.clock.now()),
+        };
+        self.store
+            .commit(
+                vec![Change::InsertTpmVendor(record.clone())],
+                vec![
+                    EntryDraft::success(actor, "tpm_vendor.add", &record.sha256).with_detail(
+                        json!({ "subject": info.subject, "not_after": info.not_after.unix_timestamp() }),
+                    ),
+                ],
+            )
+            .await?;
+        Ok(record)
+    }
+
+    /// Approves a firmware image for a model (operator): what measured boot
+    /// must show on its TPM devices.
+    pub async fn add_firmware(
+        &self,
+        actor: &str,
+        model: &ModelId,
+        version: &str,
+        sha256: &str,
+    ) -> Result<FirmwareRecord, ServiceError> {
+        let bad = |m: &str| ServiceError::BadRequest {
+            code: "bad_firmware",
+            message: m.into(),
+        };
+        if version.is_empty()
+            || version.len() > 64
+            || version.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(bad(
+                "version is 1 to 64 printable characters without spaces",
+            ));
+        }
+        let sha = sha256.to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("sha256 is 64 hex digits"));
+        }
+        if self.store.model(model).await?.is_none() {
+            return Err(ServiceError::NotFound(format!("model {model} not found")));
+        }
+        let record = FirmwareRecord {
+            model: model.clone(),
+            version: version.to_string(),
+            sha256: sha,
+            created_ms: unix_ms(self.clock.now()),
+        };
+        self.store
+            .commit(
+                vec![Change::InsertFirmware(record.clone())],
+                vec![
+                    EntryDraft::success(actor, "firmware.approve", model.as_str())
+                        .with_detail(json!({ "version": record.version, "sha256": record.sha256 })),
                 ],
             )
             .await?;

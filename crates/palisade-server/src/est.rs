@@ -16,7 +16,90 @@ use palisade_est::{
 
 use crate::api::AppState;
 use crate::api::auth::ClientCertChain;
-use crate::enroll::{Credential, EnrollError};
+use crate::enroll::{Credential, EnrollError, Identified, claimed_protection};
+
+/// Largest attestation request body.
+const MAX_ATTEST_BODY: usize = 32 * 1024;
+
+/// Identifies the caller of an attestation step the way EST does: HTTP Basic
+/// enrolment token, else the TLS client certificate.
+async fn identify(
+    s: &AppState,
+    headers: &HeaderMap,
+    chain: Option<ClientCertChain>,
+) -> Result<Identified, EnrollError> {
+    let chain = chain.map(|c| c.0).unwrap_or_else(|| Arc::new(Vec::new()));
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.and_then(parse_basic) {
+        Some(Ok(basic)) => {
+            s.enrollment
+                .identify(Credential::Token {
+                    device: &basic.user,
+                    token: &basic.password,
+                })
+                .await
+        }
+        Some(Err(e)) => Err(EnrollError::Unauthorized(e.to_string())),
+        None if !chain.is_empty() => s.enrollment.identify(Credential::ClientCert(&chain)).await,
+        None => s.enrollment.identify(Credential::None).await,
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EnrollError> {
+    if body.len() > MAX_ATTEST_BODY {
+        return Err(EnrollError::BadRequest(format!(
+            "attestation body is larger than {MAX_ATTEST_BODY} bytes"
+        )));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| EnrollError::BadRequest(format!("attestation body is not valid JSON: {e}")))
+}
+
+/// `POST /attest/v1/challenge`: EK certificate and AK in, credential and nonce out.
+pub async fn attest_challenge(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    chain: Option<axum::Extension<ClientCertChain>>,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let req: palisade_attest::ChallengeRequest = json_body(&body)?;
+        let who = identify(&s, &headers, chain.map(|c| c.0)).await?;
+        s.attestation.challenge(&who, &req).await
+    }
+    .await;
+    match result {
+        Ok(ch) => axum::Json(ch).into_response(),
+        Err(e) => {
+            s.metrics.enrollment_refused();
+            e.into_response()
+        }
+    }
+}
+
+/// `POST /attest/v1/evidence`: the activated secret and the key's certification.
+pub async fn attest_evidence(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    chain: Option<axum::Extension<ClientCertChain>>,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let ev: palisade_attest::KeyEvidence = json_body(&body)?;
+        let who = identify(&s, &headers, chain.map(|c| c.0)).await?;
+        s.attestation.evidence(&who, &ev).await
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            s.metrics.enrollment_refused();
+            e.into_response()
+        }
+    }
+}
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut r = (status, format!("{}\n", msg.into())).into_response();
@@ -150,8 +233,13 @@ async fn handle(
                 }
             };
             let chain = chain.map(|c| c.0).unwrap_or_else(|| Arc::new(Vec::new()));
+            let claim = claimed_protection(
+                headers
+                    .get("palisade-key-protection")
+                    .and_then(|v| v.to_str().ok()),
+            );
             let result = if op == Operation::SimpleReenroll {
-                s.enrollment.reenroll(label, &chain, &csr).await
+                s.enrollment.reenroll(label, &chain, &csr, claim).await
             } else {
                 let auth = headers
                     .get(header::AUTHORIZATION)
@@ -166,16 +254,21 @@ async fn handle(
                                     token: &basic.password,
                                 },
                                 &csr,
+                                claim,
                             )
                             .await
                     }
                     Some(Err(e)) => Err(EnrollError::Unauthorized(e.to_string())),
                     None if !chain.is_empty() => {
                         s.enrollment
-                            .enroll(label, Credential::ClientCert(&chain), &csr)
+                            .enroll(label, Credential::ClientCert(&chain), &csr, claim)
                             .await
                     }
-                    None => s.enrollment.enroll(label, Credential::None, &csr).await,
+                    None => {
+                        s.enrollment
+                            .enroll(label, Credential::None, &csr, claim)
+                            .await
+                    }
                 }
             };
             match result {

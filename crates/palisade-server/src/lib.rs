@@ -7,6 +7,7 @@
 //! Tests therefore run the whole platform in-process on an ephemeral port.
 
 pub mod api;
+pub mod attestation;
 pub mod bootstrap;
 pub mod commands;
 pub mod config;
@@ -132,21 +133,32 @@ impl Server {
             clock.clone(),
         ));
         let presence = Arc::new(gateway::Presence::default());
+        let metrics = Arc::new(Metrics::default());
+        let attestation = Arc::new(attestation::Attestation::new(
+            boot.store.clone(),
+            sessions.clone(),
+            clock.clone(),
+            metrics.clone(),
+            Duration::from_secs(config.attestation.interval_secs),
+            Arc::new(attestation::LogFailures),
+        ));
         let enrollment = Arc::new(crate::enroll::Enrollment::new(
             boot.store.clone(),
             boot.pki.clone(),
             clock.clone(),
             config.limits.max_csr_bytes,
+            attestation.clone(),
         ));
         let state = AppState {
             fleet,
             enrollment,
             store: boot.store.clone(),
             pki: boot.pki.clone(),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             sessions: sessions.clone(),
             presence: presence.clone(),
             commands: commands.clone(),
+            attestation,
             bus: bus.clone(),
             clock,
             audit_limiter: Arc::new(AuditLimiter::new(config.limits.auth_failure_audit_per_sec)),
@@ -219,6 +231,7 @@ impl Server {
             .map(|l| l.local_addr())
             .transpose()?;
         let (tx, rx) = watch::channel(false);
+        let rx_shutdown = rx.clone();
         // Device messages feed the inventory's presence view.
         tokio::spawn(
             self.state
@@ -231,13 +244,28 @@ impl Server {
             Duration::from_secs(5),
             rx.clone(),
         ));
-        if let Some(rx) = self.subscribed.lock().ok().and_then(|mut s| s.take()) {
+        if let Some(mut rx) = self.subscribed.lock().ok().and_then(|mut s| s.take()) {
+            // A device subscribing to its commands gets its queued commands and,
+            // if it has a TPM, an attestation challenge.
+            let (to_commands, commands_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (to_attest, attest_rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Some(d) = rx.recv().await {
+                    let _ = to_commands.send(d.clone());
+                    let _ = to_attest.send(d);
+                }
+            });
             tokio::spawn(
                 self.state
                     .commands
                     .clone()
-                    .follow(self.gateway.bus.subscribe(), rx),
+                    .follow(self.gateway.bus.subscribe(), commands_rx),
             );
+            tokio::spawn(self.state.attestation.clone().follow(
+                self.gateway.bus.subscribe(),
+                attest_rx,
+                rx_shutdown.clone(),
+            ));
         }
         if let Some(mqtt) = listeners.mqtt {
             tracing::info!(addr = %mqtt_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (MQTT over TLS)");

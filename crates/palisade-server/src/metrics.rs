@@ -35,6 +35,7 @@ pub struct Metrics {
     mqtt_bytes_in: Counter,
     mqtt_messages_out: Counter,
     mqtt_bytes_out: Counter,
+    attestation: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -122,7 +123,14 @@ impl Default for Metrics {
             "Payload bytes sent to devices",
             mqtt_bytes_out.clone(),
         );
+        let attestation = Family::<Reason, Counter>::default();
+        registry.register(
+            "attestation_results",
+            "TPM attestation outcomes: key_proven, refused, quote_ok, quote_failed",
+            attestation.clone(),
+        );
         Self {
+            attestation,
             mqtt_refusals,
             mqtt_acl_denials,
             mqtt_handshakes,
@@ -172,6 +180,15 @@ impl Metrics {
     }
 
     /// Counts a refused enrolment.
+    pub fn attestation(&self, outcome: &str) {
+        self.attestation
+            .get_or_create(&Reason {
+                reason: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused EST request.
     pub fn enrollment_refused(&self) {
         self.enrollments_refused.inc();
     }

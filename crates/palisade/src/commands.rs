@@ -77,9 +77,141 @@ pub enum ModelCmd {
         /// Allowed key types, comma-separated [default: ecdsa-p256,ecdsa-p384,ed25519].
         #[arg(long, value_delimiter = ',')]
         key_types: Vec<String>,
+        /// `tpm`: devices must prove a TPM-resident key at enrolment (EK/AK
+        /// attestation) and their booted firmware is checked by TPM quotes.
+        #[arg(long, value_parser = ["none", "tpm"], default_value = "none")]
+        attestation: String,
     },
     /// List device models.
     List,
+    /// Firmware images approved for a model (what measured boot must show).
+    Firmware {
+        #[command(subcommand)]
+        cmd: FirmwareCmd,
+    },
+}
+
+/// `palisade model firmware …`
+#[derive(Debug, Subcommand)]
+pub enum FirmwareCmd {
+    /// Approve a firmware image for a model.
+    Add {
+        /// The model.
+        model: String,
+        /// Version as devices report it.
+        #[arg(value_name = "VERSION")]
+        firmware_version: String,
+        /// SHA-256 of the image (hex).
+        #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+        sha256: Option<String>,
+        /// The image file (its SHA-256 is computed here).
+        #[arg(long, value_name = "FILE")]
+        image: Option<PathBuf>,
+    },
+    /// List a model's approved firmware.
+    List {
+        /// The model.
+        model: String,
+    },
+}
+
+/// `palisade tpm-vendor …`
+#[derive(Debug, Subcommand)]
+pub enum TpmVendorCmd {
+    /// Register a TPM vendor's EK-issuing CA (admin).
+    Add {
+        /// The CA certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: PathBuf,
+    },
+    /// List registered TPM vendor CAs.
+    List,
+}
+
+/// Runs a TPM vendor command.
+pub async fn tpm_vendor(g: &Global, cmd: TpmVendorCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    let list: Vec<TpmVendorView> = match cmd {
+        TpmVendorCmd::Add { ca_cert } => {
+            let pem = std::fs::read_to_string(&ca_cert)
+                .with_context(|| format!("reading {}", ca_cert.display()))?;
+            let v: TpmVendorView = c
+                .call(
+                    Method::POST,
+                    "/api/v1/tpm-vendors",
+                    Some(&json!({ "ca_pem": pem })),
+                )
+                .await?;
+            say(format!("registered TPM vendor CA {}", v.subject));
+            vec![v]
+        }
+        TpmVendorCmd::List => c.call(Method::GET, "/api/v1/tpm-vendors", None).await?,
+    };
+    let rows = list
+        .iter()
+        .map(|v| vec![v.subject.clone(), v.sha256.clone(), v.created_at.clone()])
+        .collect();
+    data(g.json, &list, &["subject", "sha-256", "registered"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn firmware(g: &Global, c: &crate::client::Client, cmd: FirmwareCmd) -> anyhow::Result<()> {
+    let list: Vec<FirmwareView> = match cmd {
+        FirmwareCmd::Add {
+            model,
+            firmware_version: version,
+            sha256,
+            image,
+        } => {
+            let sha256 = match (sha256, image) {
+                (Some(s), _) => s,
+                (None, Some(path)) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    palisade_pki::sha256_hex(&bytes)
+                }
+                (None, None) => bail!("give --sha256 or --image"),
+            };
+            let f: FirmwareView = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/models/{}/firmware", enc(&model)),
+                    Some(&json!({ "version": version, "sha256": sha256 })),
+                )
+                .await?;
+            say(format!(
+                "approved firmware {} for model {}",
+                f.version, f.model
+            ));
+            vec![f]
+        }
+        FirmwareCmd::List { model } => {
+            c.call(
+                Method::GET,
+                &format!("/api/v1/models/{}/firmware", enc(&model)),
+                None,
+            )
+            .await?
+        }
+    };
+    let rows = list
+        .iter()
+        .map(|f| {
+            vec![
+                f.model.clone(),
+                f.version.clone(),
+                f.sha256.clone(),
+                f.created_at.clone(),
+            ]
+        })
+        .collect();
+    data(
+        g.json,
+        &list,
+        &["model", "version", "sha-256", "approved"],
+        rows,
+    );
+    Ok(())
 }
 
 /// `palisade device …`
@@ -238,6 +370,7 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
             cert_validity_days,
             approval_required,
             key_types,
+            attestation,
         } => {
             let key_types = (!key_types.is_empty()).then_some(key_types);
             let m: ModelView = c
@@ -247,7 +380,8 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
                     Some(&json!({ "id": id, "description": description,
                         "cert_validity_days": cert_validity_days,
                         "approval_required": approval_required,
-                        "allowed_key_types": key_types })),
+                        "allowed_key_types": key_types,
+                        "attestation": attestation })),
                 )
                 .await?;
             say(format!("added model {}", m.id));
@@ -257,6 +391,7 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
             let list: Vec<ModelView> = c.call(Method::GET, "/api/v1/models", None).await?;
             show_models(g.json, &list);
         }
+        ModelCmd::Firmware { cmd } => firmware(g, &c, cmd).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

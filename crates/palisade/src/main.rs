@@ -45,6 +45,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::AuditCmd,
     },
+    /// TPM vendor CAs that devices' endorsement key certificates must chain to.
+    TpmVendor {
+        #[command(subcommand)]
+        cmd: commands::TpmVendorCmd,
+    },
     /// Suppliers and their manufacturer CAs.
     Supplier {
         #[command(subcommand)]
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
             Cmd::Token { cmd } => commands::token(&cli.global, cmd).await,
             Cmd::Audit { cmd } => commands::audit(&cli.global, cmd).await,
             Cmd::Supplier { cmd } => commands::supplier(&cli.global, cmd).await,
+            Cmd::TpmVendor { cmd } => commands::tpm_vendor(&cli.global, cmd).await,
             Cmd::Batch { cmd } => commands::batch(&cli.global, cmd).await,
             Cmd::EnrollmentToken { cmd } => commands::enrollment_token(&cli.global, cmd).await,
             Cmd::Factory { cmd } => factory::run(cmd),

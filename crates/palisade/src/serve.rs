@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// (`pkcs11:token=T;object=K?module-path=MODULE&pin-source=FILE`).
     #[arg(long, env = "PALISADE_CA_ISSUING_KEY", value_name = "PKCS11_URI")]
     ca_issuing_key: Option<String>,
+    /// Seconds between TPM quote challenges to each connected TPM device.
+    #[arg(long, env = "PALISADE_ATTESTATION_INTERVAL", value_name = "SECS")]
+    attestation_interval: Option<u64>,
 }
 
 /// Merges file, environment and flags over the defaults.
@@ -95,6 +98,9 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(k) = &args.ca_issuing_key {
         c.ca.issuing_key = Some(k.clone());
+    }
+    if let Some(i) = args.attestation_interval {
+        c.attestation.interval_secs = i;
     }
     c.validate()?;
     Ok(c)

@@ -62,6 +62,11 @@ pub fn palisade_sim_bin() -> PathBuf {
     sibling_bin("palisade-sim")
 }
 
+/// The `palisade-agent` binary built alongside these tests.
+pub fn agent_bin() -> PathBuf {
+    sibling_bin("palisade-agent")
+}
+
 fn sibling_bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/palisade
     let exe = std::env::current_exe().unwrap_or_default();
@@ -203,6 +208,24 @@ impl ServerProc {
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// GETs an API path with the admin token (through curl); returns the body.
+    pub fn api_get(&self, path: &str) -> String {
+        let o = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(self.data.join("ca/root.pem"))
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {}", self.admin_token()),
+                &format!("{}{path}", self.url),
+            ])
+            .output();
+        match o {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => panic!("GET {path}: {}", text(&o)),
+            Err(e) => panic!("curl: {e}"),
+        }
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -545,16 +568,21 @@ impl Swtpm {
 
     /// Starts the TPM process (a cold boot: PCRs start from zero).
     pub fn power_on(&mut self) {
-        // The swtpm TCTI finds the control channel at the command port + 1.
-        let (port, ctrl) = (0..100)
-            .map(|_| free_port())
-            .find(|p| {
-                *p != 0
-                    && *p < u16::MAX
-                    && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-            })
-            .map(|p| (p, p + 1))
-            .expect("two adjacent free ports");
+        // The swtpm TCTI finds the control channel at the command port + 1; a
+        // restart keeps the ports so that clients' TCTI strings stay valid.
+        let (port, ctrl) = if self.port != 0 {
+            (self.port, self.port + 1)
+        } else {
+            (0..100)
+                .map(|_| free_port())
+                .find(|p| {
+                    *p != 0
+                        && *p < u16::MAX
+                        && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+                })
+                .map(|p| (p, p + 1))
+                .expect("two adjacent free ports")
+        };
         let child = Command::new("swtpm")
             .args([
                 "socket",

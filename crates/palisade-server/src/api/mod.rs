@@ -52,6 +52,8 @@ pub struct AppState {
     pub presence: Arc<crate::gateway::Presence>,
     /// Commands to devices.
     pub commands: Arc<crate::commands::Commands>,
+    /// TPM attestation.
+    pub attestation: Arc<crate::attestation::Attestation>,
     /// The device message bus.
     pub bus: tokio::sync::broadcast::Sender<crate::gateway::DeviceEvent>,
     /// The clock.
@@ -150,10 +152,26 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/audit/proof/consistency", get(consistency_proof))
         .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
         .route(
+            "/api/v1/tpm-vendors",
+            get(list_tpm_vendors).post(add_tpm_vendor),
+        )
+        .route(
+            "/api/v1/models/{id}/firmware",
+            get(list_firmware).post(add_firmware),
+        )
+        .route(
             "/api/v1/batches",
             post(import_batch).layer(DefaultBodyLimit::max(palisade_pki::MAX_MANIFEST_BYTES)),
         )
         .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
+        .route(
+            "/attest/v1/challenge",
+            axum::routing::post(crate::est::attest_challenge),
+        )
+        .route(
+            "/attest/v1/evidence",
+            axum::routing::post(crate::est::attest_evidence),
+        )
         .route(
             "/.well-known/est/{op}",
             axum::routing::any(crate::est::est_unlabeled),
@@ -203,6 +221,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         list_certificates, get_certificate, revoke_certificate,
         list_tokens, create_token, revoke_token,
         list_suppliers, add_supplier, import_batch, create_enrollment_token,
+        list_tpm_vendors, add_tpm_vendor, list_firmware, add_firmware,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
     ),
     components(schemas(ErrorBody)),
@@ -801,6 +820,74 @@ async fn add_supplier(
     let der = pem_to_der(&req.ca_pem, "CERTIFICATE")
         .map_err(|e| ApiError::bad_request("bad_ca", e.to_string()))?;
     let rec = s.enrollment.add_supplier(&c.actor(), name, der).await?;
+    Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// Registered TPM vendor CAs.
+#[utoipa::path(get, path = "/api/v1/tpm-vendors", tag = "attestation", responses((status = 200, body = Vec<TpmVendorView>)))]
+async fn list_tpm_vendors(
+    State(s): State<AppState>,
+    _c: Caller,
+) -> Result<Json<Vec<TpmVendorView>>, ApiError> {
+    Ok(Json(
+        s.store
+            .tpm_vendors()
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Registers a TPM vendor CA (admin): devices' EK certificates must chain to one.
+#[utoipa::path(post, path = "/api/v1/tpm-vendors", tag = "attestation", request_body = AddTpmVendor,
+    responses((status = 201, body = TpmVendorView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_tpm_vendor(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(req): Body<AddTpmVendor>,
+) -> Result<(StatusCode, Json<TpmVendorView>), ApiError> {
+    c.require(&s, Access::Admin, "register TPM vendors").await?;
+    let der = pem_to_der(&req.ca_pem, "CERTIFICATE")
+        .map_err(|e| ApiError::bad_request("bad_ca", e.to_string()))?;
+    let rec = s.enrollment.add_tpm_vendor(&c.actor(), der).await?;
+    Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// Firmware approved for a model.
+#[utoipa::path(get, path = "/api/v1/models/{id}/firmware", tag = "attestation", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<FirmwareView>)))]
+async fn list_firmware(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<FirmwareView>>, ApiError> {
+    let id: ModelId = parse_id(&s, &c, "firmware.list", &id).await?;
+    Ok(Json(
+        s.store
+            .firmware(&id)
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Approves a firmware image for a model (operator or admin).
+#[utoipa::path(post, path = "/api/v1/models/{id}/firmware", tag = "attestation", params(("id" = String, Path)), request_body = AddFirmware,
+    responses((status = 201, body = FirmwareView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_firmware(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<AddFirmware>,
+) -> Result<(StatusCode, Json<FirmwareView>), ApiError> {
+    c.require(&s, Access::Write, "approve firmware").await?;
+    let id: ModelId = parse_id(&s, &c, "firmware.approve", &id).await?;
+    let rec = s
+        .enrollment
+        .add_firmware(&c.actor(), &id, &req.version, &req.sha256)
+        .await?;
     Ok((StatusCode::CREATED, Json((&rec).into())))
 }
 

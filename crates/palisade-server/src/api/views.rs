@@ -1,8 +1,8 @@
 //! Request and response bodies of the operator API.
 
 use palisade_store::{
-    BatchRecord, CertRecord, CommandRecord, DeviceRecord, ModelRecord, StoredEntry, SupplierRecord,
-    TokenRecord,
+    BatchRecord, CertRecord, CommandRecord, DeviceRecord, FirmwareRecord, ModelRecord, StoredEntry,
+    SupplierRecord, TokenRecord, TpmVendorRecord,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -440,6 +440,69 @@ impl From<&SupplierRecord> for SupplierView {
             created_at: rfc3339(s.created_ms),
         }
     }
+}
+
+/// A registered TPM vendor CA.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TpmVendorView {
+    /// SHA-256 (hex) of the CA certificate.
+    pub sha256: String,
+    /// Its subject.
+    pub subject: String,
+    /// Registered.
+    pub created_at: String,
+}
+
+impl From<&TpmVendorRecord> for TpmVendorView {
+    fn from(v: &TpmVendorRecord) -> Self {
+        Self {
+            sha256: v.sha256.clone(),
+            subject: v.subject.clone(),
+            created_at: rfc3339(v.created_ms),
+        }
+    }
+}
+
+/// Registers a TPM vendor CA.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddTpmVendor {
+    /// The vendor's EK-issuing CA certificate, PEM.
+    pub ca_pem: String,
+}
+
+/// An approved firmware image.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FirmwareView {
+    /// Model.
+    pub model: String,
+    /// Version as devices report it.
+    pub version: String,
+    /// SHA-256 (hex) of the image: what measured boot must show.
+    pub sha256: String,
+    /// Approved.
+    pub created_at: String,
+}
+
+impl From<&FirmwareRecord> for FirmwareView {
+    fn from(f: &FirmwareRecord) -> Self {
+        Self {
+            model: f.model.to_string(),
+            version: f.version.clone(),
+            sha256: f.sha256.clone(),
+            created_at: rfc3339(f.created_ms),
+        }
+    }
+}
+
+/// Approves a firmware image for a model.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddFirmware {
+    /// Version as devices report it.
+    pub version: String,
+    /// SHA-256 (hex) of the image.
+    pub sha256: String,
 }
 
 /// Registers a supplier.

@@ -159,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "echo".into(),
             "reboot".into(),
         ],
+        attester: None,
     };
     let started = Arc::new(AtomicUsize::new(0));
     let mut sessions = vec![];

@@ -1,0 +1,512 @@
+//! Hardware roots of trust end to end, with the real `palisade serve`, the real
+//! `palisade-agent` binary, real `swtpm` TPMs and a real SoftHSM2 token:
+//!
+//! * an agent with a TPM keystore enrols zero-touch with EK/AK attestation,
+//!   connects to the MQTT gateway with its TPM-held key and passes quotes; when
+//!   its booted firmware measurement changes, the device is *attestation
+//!   failed* within one attestation interval;
+//! * the same with a PKCS#11 keystore (secure element);
+//! * neither leaves a private key in its state directory or open files;
+//! * refusals: a software key for a TPM model, an EK from an unknown vendor, an
+//!   AK not bound to the EK, an exportable key — each audited, nothing issued.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_agent::est_client::{AttestAuth, EnrollAuth, EstClient, EstError};
+use palisade_attest::{Challenge, ChallengeRequest, KeyEvidence, b64, unb64};
+use palisade_interop::*;
+use palisade_tpm::Tpm;
+
+/// Seconds between quote challenges in these tests.
+const INTERVAL: u64 = 2;
+
+struct AgentProc(Child);
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server(dir: &Path, env: &[(&str, &Path)]) -> ServerProc {
+    ServerProc::start_env(
+        &dir.join("data"),
+        &["--attestation-interval", &INTERVAL.to_string()],
+        env,
+    )
+    .unwrap()
+}
+
+fn agent_cmd(server: &ServerProc, state: &Path, keys: &[&str]) -> Command {
+    let mut c = Command::new(agent_bin());
+    c.env("PALISADE_AGENT_SERVER", &server.url)
+        .env("PALISADE_AGENT_ROOT", server.data.join("ca/root.pem"))
+        .env("PALISADE_AGENT_STATE_DIR", state)
+        .env("TSS2_LOG", "all+none")
+        .args(keys);
+    c
+}
+
+fn enrol(server: &ServerProc, state: &Path, keys: &[&str], device: &str, model: &str) -> String {
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", model]);
+    let mut c = agent_cmd(server, state, &[]);
+    c.args(["enroll", "--token", token.trim(), "--device-id", device])
+        .args(keys);
+    let o = c.output().unwrap();
+    text(&o)
+        + if o.status.success() {
+            ""
+        } else {
+            "\nEXIT: failure"
+        }
+}
+
+fn run_agent(server: &ServerProc, state: &Path, keys: &[&str], env: &[(&str, &Path)]) -> AgentProc {
+    let mut c = agent_cmd(server, state, &[]);
+    c.args([
+        "run",
+        "--mqtt-port",
+        &server.mqtt_port().to_string(),
+        "--telemetry-every",
+        "1",
+        "--firmware",
+        "1.0",
+    ])
+    .args(keys)
+    .envs(env.iter().map(|(k, v)| (k, v)))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    AgentProc(c.spawn().unwrap())
+}
+
+fn device(server: &ServerProc, id: &str) -> serde_json::Value {
+    let out = server.cli_ok(&["--json", "device", "show", id]);
+    let mut v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The device's fields, with the detail's (connected, last seen) beside them.
+    if let Some(serde_json::Value::Object(inner)) = v.get("device").cloned()
+        && let Some(outer) = v.as_object_mut()
+    {
+        outer.extend(inner);
+    }
+    v
+}
+
+/// Polls `device show` until `pred` holds (bounded).
+fn wait_for(
+    server: &ServerProc,
+    id: &str,
+    secs: u64,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let d = device(server, id);
+        if pred(&d) {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "device {id} never reached the state: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn certificates(server: &ServerProc, id: &str) -> usize {
+    let out = server.cli_ok(&["--json", "cert", "list", "--device", id]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&out)
+        .unwrap()
+        .len()
+}
+
+fn audit_has(server: &ServerProc, action: &str, needle: &str) -> bool {
+    let out = server.api_get("/api/v1/audit/entries?limit=10000");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    entries.iter().any(|e| {
+        let t = e.to_string();
+        e["action"] == action && t.contains(needle)
+    })
+}
+
+/// No private key in readable form in `dir` or among `pid`'s open files.
+fn assert_no_private_key_files(dir: &Path, pid: Option<u32>) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    if let Some(pid) = pid {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+            if let Ok(target) = std::fs::read_link(fd.unwrap().path())
+                && target.is_file()
+            {
+                files.push(target);
+            }
+        }
+    }
+    // PKCS#8 EC private key and SEC1 EC private key DER prefixes.
+    let pkcs8 = [
+        0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+    ];
+    let sec1 = [0x02, 0x01, 0x01, 0x04, 0x20];
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{} holds a PEM private key",
+            f.display()
+        );
+        assert!(
+            !bytes.windows(pkcs8.len()).any(|w| w == pkcs8),
+            "{} holds a PKCS#8 key",
+            f.display()
+        );
+        assert!(
+            !bytes.windows(sec1.len()).any(|w| w == sec1),
+            "{} holds a SEC1 key",
+            f.display()
+        );
+        if f.extension().is_some_and(|e| e == "tpmkey") {
+            // A TPM-wrapped blob: its public area says the TPM will never let
+            // the key out.
+            let blob = palisade_tpm::KeyBlob::from_bytes(&bytes).unwrap();
+            let p = blob.ecc_public().unwrap();
+            assert!(
+                p.has(palisade_attest::attrs::FIXED_TPM | palisade_attest::attrs::FIXED_PARENT),
+                "{} is not bound to its TPM",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tpm_agent_enrols_with_attestation_connects_and_fails_when_its_firmware_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(swtpm) = Swtpm::start(&dir.path().join("tpm")) else {
+        return;
+    };
+    if !have("tpm2_pcrread") {
+        return;
+    }
+    let server = server(dir.path(), &[]);
+    let tcti = swtpm.tcti();
+    let keys = ["--keystore", "tpm", "--tpm-tcti", tcti.as_str()];
+    server.cli_ok(&[
+        "tpm-vendor",
+        "add",
+        "--ca-cert",
+        swtpm.vendor_ca.to_str().unwrap(),
+    ]);
+    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
+    let fw = dir.path().join("fw-1.0.bin");
+    std::fs::write(&fw, b"meter firmware 1.0").unwrap();
+    server.cli_ok(&[
+        "model",
+        "firmware",
+        "add",
+        "meter",
+        "1.0",
+        "--image",
+        fw.to_str().unwrap(),
+    ]);
+
+    // Boot: the shim measures the firmware into the TPM.
+    let state = dir.path().join("agent");
+    let o = agent_cmd(&server, &state, &[])
+        .args([
+            "boot-measure",
+            "--tpm-tcti",
+            &tcti,
+            "--image",
+            fw.to_str().unwrap(),
+            "--firmware-version",
+            "1.0",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Zero-touch enrolment with attestation.
+    let out = enrol(&server, &state, &keys, "meter-1", "meter");
+    assert!(!out.contains("EXIT: failure"), "{out}");
+    let d = device(&server, "meter-1");
+    assert_eq!(d["key_protection"], "tpm", "{d}");
+    assert_eq!(d["attached_policy"]["hardware_attested"], true, "{d}");
+    assert!(audit_has(&server, "attest.evidence", "meter-1"));
+
+    // Online with the TPM-held key; a quote on connect passes.
+    let agent = run_agent(&server, &state, &keys, &[]);
+    let d = wait_for(&server, "meter-1", 30, |d| d["attestation"] == "ok");
+    assert!(
+        d["attestation_detail"].as_str().unwrap().contains("1.0"),
+        "{d}"
+    );
+    assert_no_private_key_files(&state, Some(agent.0.id()));
+
+    // tpm2-tools reads the PCR the log replays to.
+    let log: Vec<palisade_attest::BootEvent> =
+        serde_json::from_slice(&std::fs::read(state.join("boot-events.json")).unwrap()).unwrap();
+    let want: String = palisade_attest::replay(&log, palisade_attest::FIRMWARE_PCR)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let o = Command::new("tpm2_pcrread")
+        .args(["-T", &tcti, "sha256:9"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).to_lowercase().contains(&want),
+        "tpm2_pcrread: {}",
+        text(&o)
+    );
+
+    // Something else gets measured (the firmware changed under the agent):
+    // within one interval the device is attestation failed, with the reason.
+    let evil = dir.path().join("fw-evil.bin");
+    std::fs::write(&evil, b"meter firmware 1.0 with a backdoor").unwrap();
+    let o = agent_cmd(&server, &state, &[])
+        .args([
+            "boot-measure",
+            "--tpm-tcti",
+            &tcti,
+            "--image",
+            evil.to_str().unwrap(),
+            "--firmware-version",
+            "1.0",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let changed = Instant::now();
+    let d = wait_for(&server, "meter-1", 4 * INTERVAL + 10, |d| {
+        d["attestation"] == "failed"
+    });
+    eprintln!(
+        "attestation failed {:.1} s after the measurement changed (interval {INTERVAL} s)",
+        changed.elapsed().as_secs_f64()
+    );
+    assert!(
+        d["attestation_detail"]
+            .as_str()
+            .unwrap()
+            .contains("not an approved image"),
+        "{d}"
+    );
+    assert!(audit_has(&server, "attest.quote", "not an approved image"));
+    let metrics = server.api_get("/metrics");
+    assert!(metrics.contains("quote_failed"), "{metrics}");
+    drop(agent);
+}
+
+#[test]
+fn a_pkcs11_agent_enrols_and_connects_with_its_token_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(hsm) = SoftHsm::new(dir.path()) else {
+        return;
+    };
+    let uri = hsm.token("device-se", "unused");
+    let server = server(dir.path(), &[]);
+    server.cli_ok(&["model", "add", "cam"]);
+    let state = dir.path().join("agent");
+    let keys = ["--keystore", "pkcs11", "--pkcs11-uri", uri.as_str()];
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", "cam"]);
+    let o = agent_cmd(&server, &state, &[])
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .args(["enroll", "--token", token.trim(), "--device-id", "cam-1"])
+        .args(keys)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let d = device(&server, "cam-1");
+    assert_eq!(d["key_protection"], "secure-element", "{d}");
+    // The key is on the token, non-extractable; OpenSC reads it independently.
+    let o = hsm.pkcs11_tool("device-se", &["--list-objects", "--type", "privkey"]);
+    let listing = text(&o);
+    assert!(
+        listing.contains("palisade-op") && listing.contains("never extractable"),
+        "{listing}"
+    );
+
+    let agent = run_agent(&server, &state, &keys, &[("SOFTHSM2_CONF", &hsm.conf)]);
+    wait_for(&server, "cam-1", 30, |d| {
+        d.get("last_seen").is_some_and(|v| !v.is_null()) || d["connected"] == true
+    });
+    let out = server.cli_ok(&["device", "command", "cam-1", "ping"]);
+    assert!(out.contains("ping"), "{out}");
+    assert_no_private_key_files(&state, Some(agent.0.id()));
+    drop(agent);
+}
+
+#[test]
+fn a_software_key_is_refused_for_a_tpm_model_and_nothing_is_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), &[]);
+    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
+    let out = enrol(&server, &dir.path().join("agent"), &[], "meter-9", "meter");
+    assert!(
+        out.contains("EXIT: failure") && out.contains("requires TPM attestation"),
+        "{out}"
+    );
+    assert!(audit_has(&server, "est.enroll", "requires TPM attestation"));
+    assert_eq!(certificates(&server, "meter-9"), 0);
+}
+
+#[test]
+fn an_ek_from_an_unregistered_vendor_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registered) = Swtpm::start(&dir.path().join("tpm-a")) else {
+        return;
+    };
+    let Some(foreign) = Swtpm::start(&dir.path().join("tpm-b")) else {
+        return;
+    };
+    let server = server(dir.path(), &[]);
+    server.cli_ok(&[
+        "tpm-vendor",
+        "add",
+        "--ca-cert",
+        registered.vendor_ca.to_str().unwrap(),
+    ]);
+    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
+    let tcti = foreign.tcti();
+    let out = enrol(
+        &server,
+        &dir.path().join("agent"),
+        &["--keystore", "tpm", "--tpm-tcti", tcti.as_str()],
+        "meter-2",
+        "meter",
+    );
+    assert!(
+        out.contains("EXIT: failure") && out.contains("not a registered TPM vendor CA"),
+        "{out}"
+    );
+    assert!(audit_has(
+        &server,
+        "attest.challenge",
+        "not a registered TPM vendor CA"
+    ));
+    assert_eq!(certificates(&server, "meter-2"), 0);
+}
+
+/// Drives the attestation API directly, as a forger would.
+#[tokio::test]
+async fn an_unbound_attestation_key_and_an_exportable_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(a) = Swtpm::start(&dir.path().join("tpm-a")) else {
+        return;
+    };
+    let Some(b) = Swtpm::start(&dir.path().join("tpm-b")) else {
+        return;
+    };
+    let server = server(dir.path(), &[]);
+    server.cli_ok(&[
+        "tpm-vendor",
+        "add",
+        "--ca-cert",
+        a.vendor_ca.to_str().unwrap(),
+    ]);
+    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
+    let root = std::fs::read(server.data.join("ca/root.pem")).unwrap();
+    let est = EstClient::new(&server.url, &root, None).unwrap();
+    let tpm_a = Tpm::open(&a.tcti()).unwrap();
+    let tpm_b = Tpm::open(&b.tcti()).unwrap();
+    let refused = |r: Result<Option<serde_json::Value>, EstError>, needle: &str| match r {
+        Err(EstError::Refused {
+            status: 403,
+            reason,
+        }) => {
+            assert!(reason.contains(needle), "{reason} (wanted {needle:?})")
+        }
+        other => panic!("expected a refusal with {needle:?}, got {other:?}"),
+    };
+
+    // TPM A's genuine EK, but an AK from TPM B: B cannot activate the
+    // credential, so the forger can only guess the secret.
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", "meter"]);
+    let auth = EnrollAuth::Token {
+        device: "meter-3".into(),
+        token: token.trim().into(),
+    };
+    let ak_b = tpm_b.create_attestation_key().unwrap();
+    let req = ChallengeRequest {
+        ek_certificate: b64(&tpm_a.ek_certificate().unwrap()),
+        ak_public: b64(&ak_b.public),
+    };
+    let ch: Challenge = est
+        .attest("challenge", AttestAuth::Enroll(&auth), &req)
+        .await
+        .unwrap()
+        .unwrap();
+    let id_object = unb64("c", &ch.credential_blob, 4096).unwrap();
+    let secret = unb64("s", &ch.encrypted_secret, 4096).unwrap();
+    assert!(
+        tpm_b
+            .activate_credential(&ak_b, &id_object, &secret)
+            .is_err()
+    );
+    let key = tpm_b.create_signing_key(false).unwrap();
+    let nonce = unb64("n", &ch.nonce, 64).unwrap();
+    let (info, sig) = tpm_b.certify(&key, &ak_b, &nonce).unwrap();
+    let forged = KeyEvidence {
+        id: ch.id.clone(),
+        secret: b64(&[0u8; 32]),
+        key_public: b64(&key.public),
+        certify_info: b64(&info),
+        certify_signature: b64(&sig),
+    };
+    refused(
+        est.attest("evidence", AttestAuth::Enroll(&auth), &forged)
+            .await,
+        "not bound to the endorsement key",
+    );
+    // The challenge is spent: replaying the evidence is refused as well.
+    refused(
+        est.attest("evidence", AttestAuth::Enroll(&auth), &forged)
+            .await,
+        "unknown or expired attestation challenge",
+    );
+
+    // A genuine AK in TPM A certifying an exportable key.
+    let ak_a = tpm_a.create_attestation_key().unwrap();
+    let req = ChallengeRequest {
+        ek_certificate: b64(&tpm_a.ek_certificate().unwrap()),
+        ak_public: b64(&ak_a.public),
+    };
+    let ch: Challenge = est
+        .attest("challenge", AttestAuth::Enroll(&auth), &req)
+        .await
+        .unwrap()
+        .unwrap();
+    let released = tpm_a
+        .activate_credential(
+            &ak_a,
+            &unb64("c", &ch.credential_blob, 4096).unwrap(),
+            &unb64("s", &ch.encrypted_secret, 4096).unwrap(),
+        )
+        .unwrap();
+    let exportable = tpm_a.create_signing_key(true).unwrap();
+    let (info, sig) = tpm_a
+        .certify(&exportable, &ak_a, &unb64("n", &ch.nonce, 64).unwrap())
+        .unwrap();
+    let ev = KeyEvidence {
+        id: ch.id.clone(),
+        secret: b64(&released),
+        key_public: b64(&exportable.public),
+        certify_info: b64(&info),
+        certify_signature: b64(&sig),
+    };
+    refused(
+        est.attest("evidence", AttestAuth::Enroll(&auth), &ev).await,
+        "exportable",
+    );
+    assert!(audit_has(&server, "attest.evidence", "exportable"));
+    assert_eq!(certificates(&server, "meter-3"), 0);
+}
