@@ -100,7 +100,7 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
         /// Birth certificate (IDevID, PEM).
-        #[arg(long, requires = "idevid_key", conflicts_with = "token")]
+        #[arg(long, conflicts_with = "token")]
         idevid_cert: Option<PathBuf>,
         /// Birth key (PKCS#8 PEM, 0600); without it, the keystore's `idevid` key
         /// (made by `palisade-agent birth-key`).
@@ -221,7 +221,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     chain: CertificateDer::pem_file_iter(&cert)
                         .with_context(|| format!("reading {}", cert.display()))?
                         .collect::<Result<_, _>>()?,
-                    key: keystore(&common.keys, &common.state_dir)?
+                    key: a
+                        .keystore()
                         .key("idevid")
                         .context("the birth key in the keystore")?,
                 },
@@ -353,7 +354,11 @@ fn boot_measure(_: &std::path::Path, _: &str, _: &std::path::Path, _: &str) -> a
 }
 
 fn main() -> ExitCode {
+    // RUST_LOG overrides; the TSS library's per-command chatter is kept out.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tss_esapi=warn"));
     let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
     let cli = Cli::parse();

@@ -122,6 +122,11 @@ impl Agent {
         }
     }
 
+    /// The keystore.
+    pub fn keystore(&self) -> &Arc<dyn Keystore> {
+        &self.keystore
+    }
+
     /// The EST client (roots, host).
     pub fn est(&self) -> &EstClient {
         &self.est

@@ -510,3 +510,103 @@ async fn an_unbound_attestation_key_and_an_exportable_key_are_refused() {
     assert!(audit_has(&server, "attest.evidence", "exportable"));
     assert_eq!(certificates(&server, "meter-3"), 0);
 }
+
+/// The factory line with hardware: birth keys made inside a TPM and on a
+/// PKCS#11 token (never files), IDevIDs issued from their CSRs by `palisade
+/// factory`, and zero-touch enrolment with those birth identities.
+#[test]
+fn birth_keys_made_in_a_tpm_and_on_a_token_enrol_zero_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(swtpm) = Swtpm::start(&dir.path().join("tpm")) else {
+        return;
+    };
+    let Some(hsm) = SoftHsm::new(dir.path()) else {
+        return;
+    };
+    let uri = hsm.token("birth-se", "unused");
+    let tcti = swtpm.tcti();
+    let server = server(dir.path(), &[]);
+    server.cli_ok(&[
+        "tpm-vendor",
+        "add",
+        "--ca-cert",
+        swtpm.vendor_ca.to_str().unwrap(),
+    ]);
+    server.cli_ok(&["model", "add", "meter"]);
+    let factory = dir.path().join("factory");
+    let f = factory.to_str().unwrap();
+    palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", f]);
+
+    let tpm_keys = ["--keystore", "tpm", "--tpm-tcti", tcti.as_str()];
+    let se_keys = ["--keystore", "pkcs11", "--pkcs11-uri", uri.as_str()];
+    let mut certs = Vec::new();
+    for (serial, keys) in [("sn-tpm-1", &tpm_keys[..]), ("sn-se-1", &se_keys[..])] {
+        let state = dir.path().join(serial);
+        let csr = state.join("idevid.csr");
+        let o = agent_cmd(&server, &state, &[])
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .args([
+                "birth-key",
+                "--serial",
+                serial,
+                "--out",
+                csr.to_str().unwrap(),
+            ])
+            .args(keys)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let pem = state.join("idevid.pem");
+        palisade_ok(&[
+            "factory",
+            "issue",
+            "--dir",
+            f,
+            "--csr",
+            csr.to_str().unwrap(),
+            "--serial",
+            serial,
+            "--out",
+            pem.to_str().unwrap(),
+        ]);
+        certs.push(pem.to_str().unwrap().to_owned());
+    }
+    let manifest = factory.join("batch.json");
+    let mut args = vec!["factory", "batch", "--dir", f, "--model", "meter", "--out"];
+    args.push(manifest.to_str().unwrap());
+    args.extend(certs.iter().map(String::as_str));
+    palisade_ok(&args);
+    server.cli_ok(&[
+        "supplier",
+        "add",
+        "acme",
+        "--ca-cert",
+        factory.join("ca.pem").to_str().unwrap(),
+    ]);
+    server.cli_ok(&["batch", "import", manifest.to_str().unwrap()]);
+
+    for (serial, keys, protection) in [
+        ("sn-tpm-1", &tpm_keys[..], "tpm"),
+        ("sn-se-1", &se_keys[..], "secure-element"),
+    ] {
+        let state = dir.path().join(serial);
+        let o = agent_cmd(&server, &state, &[])
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .args([
+                "enroll",
+                "--idevid-cert",
+                state.join("idevid.pem").to_str().unwrap(),
+            ])
+            .args(keys)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{serial}: {}", text(&o));
+        let d = device(&server, serial);
+        assert_eq!(d["key_protection"], protection, "{d}");
+        assert_eq!(d["state"], "enrolled", "{d}");
+        assert_no_private_key_files(&state, None);
+    }
+    // The birth key on the token is the one the IDevID certifies.
+    let o = hsm.pkcs11_tool("birth-se", &["--list-objects", "--type", "privkey"]);
+    assert!(text(&o).contains("palisade-idevid"), "{}", text(&o));
+}
