@@ -79,6 +79,7 @@ if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   cargo build --release -p palisade --locked
   cargo bench -p palisade-interop --bench est_enroll --locked -- --quick
   cargo bench -p palisade-interop --bench mqtt_vs_mosquitto --locked -- --quick
+  cargo bench -p palisade-interop --bench hardware_keys --locked -- --quick
 fi
 
 # The plain summary line CI reads.
