@@ -610,3 +610,114 @@ fn birth_keys_made_in_a_tpm_and_on_a_token_enrol_zero_touch() {
     let o = hsm.pkcs11_tool("birth-se", &["--list-objects", "--type", "privkey"]);
     assert!(text(&o).contains("palisade-idevid"), "{}", text(&o));
 }
+
+/// A compromised agent that answers every challenge with the first quote it
+/// ever made (a replay): the server marks the device attestation failed.
+#[derive(Debug)]
+struct ReplayingAttester {
+    inner: palisade_agent::tpm::TpmKeystore,
+    first: std::sync::Mutex<Option<palisade_attest::QuoteEvidence>>,
+}
+
+impl palisade_agent::Attester for ReplayingAttester {
+    fn endorsement(&self) -> anyhow::Result<ChallengeRequest> {
+        self.inner.endorsement()
+    }
+    fn prove_key(&self, raw: &[u8], ch: &Challenge) -> anyhow::Result<KeyEvidence> {
+        self.inner.prove_key(raw, ch)
+    }
+    fn quote(&self, nonce: &[u8], pcr: u8) -> anyhow::Result<palisade_attest::QuoteEvidence> {
+        let mut first = self.first.lock().unwrap();
+        if first.is_none() {
+            *first = Some(self.inner.quote(nonce, pcr)?);
+        }
+        Ok(first.clone().unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_quote_fails_attestation() {
+    use palisade_agent::Keystore as _;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(swtpm) = Swtpm::start(&dir.path().join("tpm")) else {
+        return;
+    };
+    let server = server(dir.path(), &[]);
+    server.cli_ok(&[
+        "tpm-vendor",
+        "add",
+        "--ca-cert",
+        swtpm.vendor_ca.to_str().unwrap(),
+    ]);
+    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
+    let fw = dir.path().join("fw.bin");
+    std::fs::write(&fw, b"firmware").unwrap();
+    server.cli_ok(&[
+        "model",
+        "firmware",
+        "add",
+        "meter",
+        "1.0",
+        "--image",
+        fw.to_str().unwrap(),
+    ]);
+    let state = dir.path().join("agent");
+    std::fs::create_dir_all(&state).unwrap();
+    let keys = palisade_agent::tpm::TpmKeystore::open(&swtpm.tcti(), &state).unwrap();
+    palisade_agent::tpm::measure_boot(keys.tpm(), &state, b"firmware", "1.0").unwrap();
+    assert!(keys.attester().is_some());
+
+    let root = std::fs::read(server.data.join("ca/root.pem")).unwrap();
+    let est = EstClient::new(&server.url, &root, None).unwrap();
+    let agent = palisade_agent::Agent::new(
+        &state,
+        std::sync::Arc::new(keys.clone()),
+        est,
+        std::sync::Arc::new(palisade_agent::SystemClock),
+    );
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", "meter"]);
+    agent
+        .enroll(&EnrollAuth::Token {
+            device: "meter-r".into(),
+            token: token.trim().into(),
+        })
+        .await
+        .unwrap();
+    let cfg = palisade_agent::session::SessionConfig {
+        host: "127.0.0.1".into(),
+        port: server.mqtt_port(),
+        telemetry_every: Duration::from_secs(1),
+        firmware: "1.0".into(),
+        allowed_commands: vec![],
+        attester: Some(std::sync::Arc::new(ReplayingAttester {
+            inner: keys,
+            first: std::sync::Mutex::new(None),
+        })),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let session = tokio::spawn(async move { agent.run_session(&cfg, stop_rx, || 0.5).await });
+    let poll = |want: &'static str| {
+        let server = &server;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let d = tokio::task::block_in_place(|| device(server, "meter-r"));
+                if d["attestation"] == want {
+                    return d;
+                }
+                assert!(Instant::now() < deadline, "never {want}: {d}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // The first answer is genuine; the replay of it is caught.
+    poll("ok").await;
+    let d = poll("failed").await;
+    assert!(
+        d["attestation_detail"].as_str().unwrap().contains("nonce"),
+        "{d}"
+    );
+    assert!(audit_has(&server, "attest.quote", "nonce"));
+    let _ = stop_tx.send(true);
+    let _ = session.await;
+}
