@@ -67,10 +67,18 @@ failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 if [ "${PALISADE_SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz smoke run (20 s per target)"
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+  fuzz_log=$(mktemp)
   for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
-    (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" \
-      cargo fuzz run "$target" -- -max_total_time=20 -rss_limit_mb=2048 2>&1 | tail -n 2)
+    if (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" \
+      cargo fuzz run "$target" -- -max_total_time=20 -rss_limit_mb=2048 >"$fuzz_log" 2>&1); then
+      echo "fuzz $target: $(grep -E '^Done' "$fuzz_log" | tail -n 1)"
+    else
+      echo "fuzz $target FAILED; the crash input is under fuzz/artifacts/$target:" >&2
+      grep -vE '^ +[0-9]+: |^ +at ' "$fuzz_log" | tail -n 40 >&2
+      exit 1
+    fi
   done
+  rm -f "$fuzz_log"
 fi
 
 if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then

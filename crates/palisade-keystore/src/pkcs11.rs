@@ -123,11 +123,14 @@ impl std::fmt::Display for Pkcs11Uri {
             .as_ref()
             .map(|m| m.as_os_str().as_encoded_bytes());
         add(&mut q, "module-path", module);
-        let source = self
-            .pin_source
-            .as_ref()
-            .map(|m| m.as_os_str().as_encoded_bytes());
-        add(&mut q, "pin-source", source);
+        if let Some(p) = &self.pin_source {
+            // Always with the `file:` scheme, so a path that itself starts with
+            // "file:" survives a round trip.
+            q.push(format!(
+                "pin-source=file:{}",
+                escape(p.as_os_str().as_encoded_bytes())
+            ));
+        }
         if self.pin_value.is_some() {
             q.push("pin-value=(hidden)".to_string());
         }
@@ -669,6 +672,17 @@ mod tests {
             Pkcs11Uri::parse(&format!("pkcs11:token={}", "a".repeat(MAX_URI_LEN))),
             Err(UriError::TooLong)
         );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "pkcs11:token=a%3Bb;object=k?pin-source=file:file:x&module-path=/m%20n.so",
+            "pkcs11:serial=1;slot-id=3;id=%00%ff?pin-source=/run/pin",
+        ] {
+            let u = Pkcs11Uri::parse(text).expect("parse");
+            assert_eq!(Pkcs11Uri::parse(&u.to_string()).expect("reparse"), u, "{u}");
+        }
     }
 
     #[test]
