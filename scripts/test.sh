@@ -32,12 +32,16 @@ if ((${#missing[@]})); then
   fi
 fi
 
-# PyPI test peers.
-if ! python3 -c "import paho.mqtt" >/dev/null 2>&1; then
-  step "installing test peers from PyPI: paho-mqtt"
-  python3 -m pip install --quiet --disable-pip-version-check paho-mqtt \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages paho-mqtt
-fi
+# PyPI test peers: module -> package.
+declare -A PYPI=([paho.mqtt]=paho-mqtt [securesystemslib.dsse]='securesystemslib[crypto]' [cryptography]=cryptography)
+for module in "${!PYPI[@]}"; do
+  if ! python3 -c "import $module" >/dev/null 2>&1; then
+    pkg="${PYPI[$module]}"
+    step "installing test peer from PyPI: $pkg"
+    python3 -m pip install --quiet --disable-pip-version-check "$pkg" \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$pkg"
+  fi
+done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

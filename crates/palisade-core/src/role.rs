@@ -14,16 +14,19 @@ pub enum Role {
     Operator,
     /// Read-only, including the audit log.
     Auditor,
+    /// A supplier's build system: uploads releases for the models it owns and
+    /// nothing else. The token's operator name is the supplier's name.
+    Supplier,
 }
 
 /// An unknown role name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: use admin, operator or auditor")]
+#[error("unknown role {0:?}: use admin, operator, auditor or supplier")]
 pub struct RoleError(pub String);
 
 impl Role {
     /// All roles, for help texts.
-    pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Auditor];
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Auditor, Role::Supplier];
 
     /// The role's name as used in the API and CLI.
     pub fn as_str(self) -> &'static str {
@@ -31,18 +34,21 @@ impl Role {
             Role::Admin => "admin",
             Role::Operator => "operator",
             Role::Auditor => "auditor",
+            Role::Supplier => "supplier",
         }
     }
 
     /// Whether a holder of `self` may act where `needed` is required.
     ///
     /// Admin implies operator; auditor is separate (read-only access everywhere,
-    /// write access nowhere), and every role may read.
+    /// write access nowhere). A supplier may only upload releases (and the API
+    /// refuses it every other path, reads included).
     pub fn permits(self, needed: Access) -> bool {
         match needed {
-            Access::Read => true,
+            Access::Read => self != Role::Supplier,
             Access::Write => matches!(self, Role::Admin | Role::Operator),
             Access::Admin => self == Role::Admin,
+            Access::Release => matches!(self, Role::Admin | Role::Operator | Role::Supplier),
         }
     }
 }
@@ -56,6 +62,8 @@ pub enum Access {
     Write,
     /// Manage operator tokens.
     Admin,
+    /// Upload firmware releases.
+    Release,
 }
 
 impl fmt::Display for Role {
@@ -71,6 +79,7 @@ impl std::str::FromStr for Role {
             "admin" => Ok(Role::Admin),
             "operator" => Ok(Role::Operator),
             "auditor" => Ok(Role::Auditor),
+            "supplier" => Ok(Role::Supplier),
             other => Err(RoleError(other.chars().take(40).collect())),
         }
     }

@@ -36,6 +36,10 @@ impl DataDir {
     pub fn database(&self) -> PathBuf {
         self.p("palisade.db")
     }
+    /// Content-addressed blobs (firmware images, SBOMs, provenance).
+    pub fn blobs(&self) -> PathBuf {
+        self.p("blobs")
+    }
     /// The root CA certificate (PEM) that clients trust.
     pub fn root_cert(&self) -> PathBuf {
         self.p("ca/root.pem")

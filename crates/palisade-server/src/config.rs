@@ -188,6 +188,24 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// TPM attestation.
     pub attestation: AttestationConfig,
+    /// Firmware updates.
+    pub ota: OtaConfig,
+}
+
+/// Firmware update settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtaConfig {
+    /// Largest firmware image accepted (bytes).
+    pub max_image_bytes: u64,
+}
+
+impl Default for OtaConfig {
+    fn default() -> Self {
+        Self {
+            max_image_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// TPM attestation settings.
@@ -224,6 +242,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             mqtt: MqttConfig::default(),
             attestation: AttestationConfig::default(),
+            ota: OtaConfig::default(),
         }
     }
 }
@@ -327,6 +346,9 @@ impl Config {
                 "attestation.interval_secs",
                 "must be 1..=604800 (a week)",
             ));
+        }
+        if !(1024..=16 * 1024 * 1024 * 1024).contains(&self.ota.max_image_bytes) {
+            return Err(invalid("ota.max_image_bytes", "must be 1 KiB..=16 GiB"));
         }
         if let Some(uri) = &ca.issuing_key {
             let parsed = palisade_keystore::pkcs11::Pkcs11Uri::parse(uri)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use palisade_audit::EntryDraft;
-use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role};
+use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, SupplierName};
 use palisade_pki::{CsrLimits, RevocationReason, verify_csr};
 use palisade_store::{
     CertFilter, CertRecord, CertStatus, Change, DeviceRecord, ModelRecord, Store, StoreError,
@@ -34,6 +34,9 @@ pub enum ServiceError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// Authenticated, but not allowed for this object.
+    #[error("{0}")]
+    Forbidden(String),
     /// Our fault; details are logged.
     #[error("internal error: {0}")]
     Internal(String),
@@ -81,6 +84,8 @@ pub struct ModelPolicy {
     pub allowed_key_types: Option<Vec<String>>,
     /// `none` (default) or `tpm` (TPM attestation required).
     pub attestation: Option<String>,
+    /// The supplier that builds its firmware.
+    pub supplier: Option<SupplierName>,
 }
 
 /// The fleet service.
@@ -143,7 +148,15 @@ impl Fleet {
             approval_required,
             allowed_key_types,
             attestation,
+            supplier,
         } = policy;
+        if let Some(s) = &supplier
+            && self.store.supplier(s).await?.is_none()
+        {
+            return Err(ServiceError::NotFound(format!(
+                "supplier {s} is not registered (palisade supplier add)"
+            )));
+        }
         let attestation = attestation.unwrap_or_else(|| "none".into());
         if !matches!(attestation.as_str(), "none" | "tpm") {
             return Err(bad("bad_attestation", "attestation is none or tpm"));
@@ -186,6 +199,7 @@ impl Fleet {
             approval_required,
             allowed_key_types: allowed_key_types.clone(),
             attestation: attestation.clone(),
+            supplier: supplier.clone(),
             created_ms: self.now_ms(),
         };
         self.store
@@ -197,6 +211,7 @@ impl Fleet {
                         "approval_required": approval_required,
                         "allowed_key_types": allowed_key_types,
                         "attestation": attestation,
+                        "supplier": supplier.as_ref().map(|s| s.as_str()),
                     })),
                 ],
             )
@@ -476,6 +491,19 @@ impl Fleet {
             Some(d) if (1..=3650).contains(&d) => Some(now + i64::from(d) * 86_400_000),
             Some(_) => return Err(bad("bad_ttl", "ttl_days must be between 1 and 3650")),
         };
+        if role == Role::Supplier {
+            let name = SupplierName::parse(operator.as_str()).map_err(|e| {
+                bad(
+                    "bad_operator",
+                    format!("a supplier token is named after the supplier: {e}"),
+                )
+            })?;
+            if self.store.supplier(&name).await?.is_none() {
+                return Err(ServiceError::NotFound(format!(
+                    "a supplier token's operator name must be a registered supplier; {name} is not"
+                )));
+            }
+        }
         let (text, record) = new_token(operator.clone(), role, now, expires)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.store

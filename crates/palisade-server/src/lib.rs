@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod attestation;
+pub mod blobs;
 pub mod bootstrap;
 pub mod commands;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod metrics;
 pub mod pki;
+pub mod releases;
 pub mod tls;
 pub mod tokens;
 
@@ -149,7 +151,16 @@ impl Server {
             config.limits.max_csr_bytes,
             attestation.clone(),
         ));
+        let blobs = blobs::FsBlobStore::new(&boot.dir.blobs())
+            .with_context(|| format!("opening the blob store {}", boot.dir.blobs().display()))?;
+        let releases = Arc::new(releases::Releases::new(
+            boot.store.clone(),
+            Arc::new(blobs),
+            clock.clone(),
+        ));
         let state = AppState {
+            releases,
+            max_image_bytes: config.ota.max_image_bytes,
             fleet,
             enrollment,
             store: boot.store.clone(),

@@ -146,6 +146,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The device whose IDevID certificate has this SHA-256 (hex).
     /// Registered TPM vendor CAs.
     async fn tpm_vendors(&self) -> Result<Vec<TpmVendorRecord>, StoreError>;
+    /// A supplier's release-signing keys.
+    async fn supplier_keys(
+        &self,
+        supplier: &SupplierName,
+    ) -> Result<Vec<SupplierKeyRecord>, StoreError>;
+    /// Accepted releases, of one model or all.
+    async fn releases(&self, model: Option<&ModelId>) -> Result<Vec<ReleaseRecord>, StoreError>;
     /// Firmware approved for a model.
     async fn firmware(&self, model: &ModelId) -> Result<Vec<FirmwareRecord>, StoreError>;
     async fn device_by_birth_cert(&self, sha256: &str) -> Result<Option<DeviceRecord>, StoreError>;

@@ -23,6 +23,8 @@ pub struct ModelRecord {
     /// `none`, or `tpm`: identity keys must be proven TPM-resident at enrolment
     /// and the booted firmware is checked by TPM quotes.
     pub attestation: String,
+    /// The supplier that builds its firmware (whose keys sign its releases).
+    pub supplier: Option<SupplierName>,
     /// Created, Unix ms.
     pub created_ms: i64,
 }
@@ -82,6 +84,49 @@ pub struct TpmVendorRecord {
     #[serde(skip)]
     pub ca_der: Vec<u8>,
     /// Registered, Unix ms.
+    pub created_ms: i64,
+}
+
+/// A supplier's release-signing key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupplierKeyRecord {
+    /// SHA-256 (hex) of the SubjectPublicKeyInfo.
+    pub keyid: String,
+    /// The supplier.
+    pub supplier: SupplierName,
+    /// The SubjectPublicKeyInfo, DER.
+    #[serde(skip)]
+    pub spki_der: Vec<u8>,
+    /// Registered, Unix ms.
+    pub created_ms: i64,
+}
+
+/// A firmware release that passed the supply-chain gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleaseRecord {
+    /// The model.
+    pub model: ModelId,
+    /// Version string.
+    pub version: String,
+    /// Anti-rollback floor: devices never install a lower one.
+    pub security_version: u64,
+    /// Hardware revisions it runs on (empty: all of the model's).
+    pub hardware: Vec<String>,
+    /// SHA-256 (hex) of the image.
+    pub image_sha256: String,
+    /// Image length in bytes.
+    pub image_len: u64,
+    /// SHA-256 (hex) of the CycloneDX SBOM.
+    pub sbom_sha256: String,
+    /// SHA-256 (hex) of the DSSE provenance envelope.
+    pub provenance_sha256: String,
+    /// The supplier key that signed the provenance.
+    pub signed_by: String,
+    /// The SLSA builder id.
+    pub builder_id: String,
+    /// Who uploaded it.
+    pub uploaded_by: String,
+    /// Accepted, Unix ms.
     pub created_ms: i64,
 }
 
@@ -417,6 +462,11 @@ pub enum Change {
     InsertTpmVendor(TpmVendorRecord),
     /// Approve a firmware image for a model.
     InsertFirmware(FirmwareRecord),
+    /// Register a supplier's release-signing key.
+    InsertSupplierKey(SupplierKeyRecord),
+    /// Record an accepted release; its security version may not be below any
+    /// earlier release of the model.
+    InsertRelease(ReleaseRecord),
     /// Record where a device's key lives (at enrolment and renewal).
     RecordKeyProtection {
         /// Which device.

@@ -24,8 +24,8 @@ use tokio::sync::{RwLock, mpsc, oneshot};
 use crate::{
     AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change, CommandRecord,
     ConsistencyProof, DeviceFilter, DeviceRecord, EnrollmentTokenRecord, FirmwareRecord,
-    HardwareTrust, InclusionProof, ModelRecord, Onboarding, Receipt, Store, StoreError,
-    StoredEntry, SupplierRecord, TokenRecord, TpmVendorRecord,
+    HardwareTrust, InclusionProof, ModelRecord, Onboarding, Receipt, ReleaseRecord, Store,
+    StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
 };
 
 /// Most commits grouped into one transaction.
@@ -175,6 +175,11 @@ fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
             .map(str::to_owned)
             .collect(),
         attestation: r.try_get("attestation")?,
+        supplier: r
+            .try_get::<Option<String>, _>("supplier")?
+            .map(|s| SupplierName::parse(&s))
+            .transpose()
+            .map_err(|e| corrupt("model", e))?,
         created_ms: r.try_get("created_ms")?,
     })
 }
@@ -219,6 +224,40 @@ fn tpm_vendor_from_row(r: &SqliteRow) -> Result<TpmVendorRecord, StoreError> {
         sha256: r.try_get("sha256")?,
         subject: r.try_get("subject")?,
         ca_der: r.try_get("ca_der")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+fn supplier_key_from_row(r: &SqliteRow) -> Result<SupplierKeyRecord, StoreError> {
+    Ok(SupplierKeyRecord {
+        keyid: r.try_get("keyid")?,
+        supplier: SupplierName::parse(r.try_get("supplier")?)
+            .map_err(|e| corrupt("supplier key", e))?,
+        spki_der: r.try_get("spki_der")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+fn release_from_row(r: &SqliteRow) -> Result<ReleaseRecord, StoreError> {
+    Ok(ReleaseRecord {
+        model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("release", e))?,
+        version: r.try_get("version")?,
+        security_version: u64::try_from(r.try_get::<i64, _>("security_version")?)
+            .map_err(|e| corrupt("release", e))?,
+        hardware: r
+            .try_get::<String, _>("hardware")?
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        image_sha256: r.try_get("image_sha256")?,
+        image_len: u64::try_from(r.try_get::<i64, _>("image_len")?)
+            .map_err(|e| corrupt("release", e))?,
+        sbom_sha256: r.try_get("sbom_sha256")?,
+        provenance_sha256: r.try_get("provenance_sha256")?,
+        signed_by: r.try_get("signed_by")?,
+        builder_id: r.try_get("builder_id")?,
+        uploaded_by: r.try_get("uploaded_by")?,
         created_ms: r.try_get("created_ms")?,
     })
 }
@@ -702,8 +741,8 @@ impl Writer {
             Change::InsertModel(m) => {
                 sqlx::query(
                     "INSERT INTO models (id, description, cert_validity_days, created_ms, policy_version,
-                       approval_required, allowed_key_types, attestation)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       approval_required, allowed_key_types, attestation, supplier)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(m.id.as_str())
                 .bind(&m.description)
@@ -713,6 +752,7 @@ impl Writer {
                 .bind(i64::from(m.approval_required))
                 .bind(m.allowed_key_types.join(","))
                 .bind(&m.attestation)
+                .bind(m.supplier.as_ref().map(|s| s.as_str()))
                 .execute(&mut *c)
                 .await
                 .map_err(|e| map_unique(e, "model", m.id.as_str()))?;
@@ -965,6 +1005,56 @@ impl Writer {
                 .await
                 .map_err(|e| map_unique(e, "firmware", &format!("{} {}", f.model, f.version)))?;
             }
+            Change::InsertSupplierKey(k) => {
+                sqlx::query(
+                    "INSERT INTO supplier_keys (keyid, supplier, spki_der, created_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&k.keyid)
+                .bind(k.supplier.as_str())
+                .bind(&k.spki_der)
+                .bind(k.created_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "supplier key", &k.keyid))?;
+            }
+            Change::InsertRelease(r) => {
+                let floor: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(security_version) FROM releases WHERE model_id = ?",
+                )
+                .bind(r.model.as_str())
+                .fetch_one(&mut *c)
+                .await?;
+                let sv = i64::try_from(r.security_version).map_err(|_| {
+                    conflict("release", &r.version, "security version is out of range")
+                })?;
+                if floor.is_some_and(|f| sv < f) {
+                    return Err(conflict(
+                        "release",
+                        &r.version,
+                        "its security version is below an earlier release's: the anti-rollback floor never goes down",
+                    ));
+                }
+                sqlx::query(
+                    "INSERT INTO releases (model_id, version, security_version, hardware, image_sha256,
+                       image_len, sbom_sha256, provenance_sha256, signed_by, builder_id, uploaded_by, created_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(r.model.as_str())
+                .bind(&r.version)
+                .bind(sv)
+                .bind(r.hardware.join(","))
+                .bind(&r.image_sha256)
+                .bind(i64::try_from(r.image_len).unwrap_or(i64::MAX))
+                .bind(&r.sbom_sha256)
+                .bind(&r.provenance_sha256)
+                .bind(&r.signed_by)
+                .bind(&r.builder_id)
+                .bind(&r.uploaded_by)
+                .bind(r.created_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "release", &format!("{} {}", r.model, r.version)))?;
+            }
             Change::RecordKeyProtection {
                 id,
                 key_protection,
@@ -1213,6 +1303,32 @@ impl Store for SqliteStore {
             tpm_vendor_from_row,
         )
         .await
+    }
+
+    async fn supplier_keys(
+        &self,
+        supplier: &SupplierName,
+    ) -> Result<Vec<SupplierKeyRecord>, StoreError> {
+        sqlx::query("SELECT * FROM supplier_keys WHERE supplier = ? ORDER BY created_ms")
+            .bind(supplier.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(supplier_key_from_row)
+            .collect()
+    }
+
+    async fn releases(&self, model: Option<&ModelId>) -> Result<Vec<ReleaseRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM releases WHERE (?1 IS NULL OR model_id = ?1)
+             ORDER BY model_id, security_version, created_ms",
+        )
+        .bind(model.map(|m| m.as_str()))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(release_from_row)
+        .collect()
     }
 
     async fn firmware(&self, model: &ModelId) -> Result<Vec<FirmwareRecord>, StoreError> {

@@ -62,6 +62,7 @@ fn model(id: &str) -> Change {
         approval_required: false,
         allowed_key_types: vec!["ecdsa-p256".into()],
         attestation: "none".into(),
+        supplier: None,
         created_ms: 1,
     })
 }

@@ -81,6 +81,9 @@ pub enum ModelCmd {
         /// attestation) and their booted firmware is checked by TPM quotes.
         #[arg(long, value_parser = ["none", "tpm"], default_value = "none")]
         attestation: String,
+        /// The supplier that builds its firmware (its registered keys sign releases).
+        #[arg(long)]
+        supplier: Option<String>,
     },
     /// List device models.
     List,
@@ -371,6 +374,7 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
             approval_required,
             key_types,
             attestation,
+            supplier,
         } => {
             let key_types = (!key_types.is_empty()).then_some(key_types);
             let m: ModelView = c
@@ -381,7 +385,8 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
                         "cert_validity_days": cert_validity_days,
                         "approval_required": approval_required,
                         "allowed_key_types": key_types,
-                        "attestation": attestation })),
+                        "attestation": attestation,
+                        "supplier": supplier })),
                 )
                 .await?;
             say(format!("added model {}", m.id));
@@ -958,6 +963,162 @@ pub enum SupplierCmd {
     },
     /// List registered suppliers.
     List,
+    /// A supplier's release-signing keys (public halves).
+    Key {
+        #[command(subcommand)]
+        cmd: SupplierKeyCmd,
+    },
+}
+
+/// `palisade supplier key …`
+#[derive(Debug, Subcommand)]
+pub enum SupplierKeyCmd {
+    /// Register a release-signing public key (admin): PEM, Ed25519 or ECDSA P-256/P-384.
+    Add {
+        /// Supplier name.
+        supplier: String,
+        /// The public key (PEM `PUBLIC KEY`).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+    },
+    /// List a supplier's keys.
+    List {
+        /// Supplier name.
+        supplier: String,
+    },
+}
+
+/// `palisade release …`
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCmd {
+    /// Upload a firmware image with its SBOM and signed provenance; the release is
+    /// accepted only if it passes the supply-chain gate.
+    Upload {
+        /// The model.
+        #[arg(long)]
+        model: String,
+        /// Version string.
+        #[arg(long = "release-version", value_name = "VERSION")]
+        release_version: String,
+        /// Anti-rollback floor (never below an earlier release of the model).
+        #[arg(long)]
+        security_version: u64,
+        /// Hardware revisions it runs on (comma-separated) [default: all].
+        #[arg(long, value_delimiter = ',')]
+        hardware: Vec<String>,
+        /// The image.
+        #[arg(long, value_name = "FILE")]
+        image: PathBuf,
+        /// CycloneDX SBOM (JSON).
+        #[arg(long, value_name = "FILE")]
+        sbom: PathBuf,
+        /// DSSE envelope of an in-toto SLSA provenance, signed by the supplier.
+        #[arg(long, value_name = "FILE")]
+        provenance: PathBuf,
+    },
+    /// List releases.
+    List {
+        /// Only this model's.
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// Runs a release command.
+pub async fn release(g: &Global, cmd: ReleaseCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    let list: Vec<ReleaseView> = match cmd {
+        ReleaseCmd::Upload {
+            model,
+            release_version,
+            security_version,
+            hardware,
+            image,
+            sbom,
+            provenance,
+        } => {
+            let sbom = read_json(&sbom)?;
+            let provenance = read_json(&provenance)?;
+            let bytes =
+                std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+            let total = bytes.len() as u64;
+            let progress = Progress::new("uploading the image (bytes)");
+            progress.set(0, total);
+            let (status, body) = c
+                .send_bytes(
+                    Method::PUT,
+                    "/api/v1/blobs",
+                    Some(("application/octet-stream", bytes.into())),
+                )
+                .await?;
+            progress.set(total, total);
+            progress.finish();
+            if !status.is_success() {
+                bail!(
+                    "uploading {} failed ({status}): {}",
+                    image.display(),
+                    String::from_utf8_lossy(&body).trim()
+                );
+            }
+            let blob: BlobView = serde_json::from_slice(&body)?;
+            let hardware = (!hardware.is_empty()).then_some(hardware);
+            let r: ReleaseView = c
+                .call(
+                    Method::POST,
+                    "/api/v1/releases",
+                    Some(&json!({
+                        "model": model, "version": release_version,
+                        "security_version": security_version, "hardware": hardware,
+                        "image_sha256": blob.sha256, "sbom": sbom, "provenance": provenance,
+                    })),
+                )
+                .await?;
+            say(format!(
+                "released {} {} (security version {}, signed by {})",
+                r.model, r.version, r.security_version, r.signed_by
+            ));
+            vec![r]
+        }
+        ReleaseCmd::List { model } => {
+            let q = model
+                .map(|m| format!("?model={}", enc(&m)))
+                .unwrap_or_default();
+            c.call(Method::GET, &format!("/api/v1/releases{q}"), None)
+                .await?
+        }
+    };
+    let rows = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.model.clone(),
+                r.version.clone(),
+                r.security_version.to_string(),
+                r.image_sha256.clone(),
+                r.builder_id.clone(),
+                r.created_at.clone(),
+            ]
+        })
+        .collect();
+    data(
+        g.json,
+        &list,
+        &[
+            "model",
+            "version",
+            "security",
+            "image sha-256",
+            "builder",
+            "released",
+        ],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `palisade batch …`
@@ -1022,6 +1183,40 @@ pub async fn supplier(g: &Global, cmd: SupplierCmd) -> anyhow::Result<ExitCode> 
             vec![s]
         }
         SupplierCmd::List => c.call(Method::GET, "/api/v1/suppliers", None).await?,
+        SupplierCmd::Key { cmd } => {
+            let keys: Vec<SupplierKeyView> = match cmd {
+                SupplierKeyCmd::Add {
+                    supplier,
+                    public_key,
+                } => {
+                    let pem = std::fs::read_to_string(&public_key)
+                        .with_context(|| format!("reading {}", public_key.display()))?;
+                    let k: SupplierKeyView = c
+                        .call(
+                            Method::POST,
+                            &format!("/api/v1/suppliers/{}/keys", enc(&supplier)),
+                            Some(&json!({ "public_key_pem": pem })),
+                        )
+                        .await?;
+                    say(format!("registered key {} for {}", k.keyid, k.supplier));
+                    vec![k]
+                }
+                SupplierKeyCmd::List { supplier } => {
+                    c.call(
+                        Method::GET,
+                        &format!("/api/v1/suppliers/{}/keys", enc(&supplier)),
+                        None,
+                    )
+                    .await?
+                }
+            };
+            let rows = keys
+                .iter()
+                .map(|k| vec![k.supplier.clone(), k.keyid.clone(), k.created_at.clone()])
+                .collect();
+            data(g.json, &keys, &["supplier", "key id", "registered"], rows);
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let rows = list
         .iter()

@@ -50,6 +50,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::TpmVendorCmd,
     },
+    /// Firmware releases through the supply-chain gate.
+    Release {
+        #[command(subcommand)]
+        cmd: commands::ReleaseCmd,
+    },
     /// Suppliers and their manufacturer CAs.
     Supplier {
         #[command(subcommand)]
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
             Cmd::Audit { cmd } => commands::audit(&cli.global, cmd).await,
             Cmd::Supplier { cmd } => commands::supplier(&cli.global, cmd).await,
             Cmd::TpmVendor { cmd } => commands::tpm_vendor(&cli.global, cmd).await,
+            Cmd::Release { cmd } => commands::release(&cli.global, cmd).await,
             Cmd::Batch { cmd } => commands::batch(&cli.global, cmd).await,
             Cmd::EnrollmentToken { cmd } => commands::enrollment_token(&cli.global, cmd).await,
             Cmd::Factory { cmd } => factory::run(cmd),

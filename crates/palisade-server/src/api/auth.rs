@@ -170,6 +170,13 @@ impl FromRequestParts<AppState> for Caller {
         if record.expires_ms.is_some_and(|e| e <= now) {
             return Err(deny(state, addr, "expired", id).await);
         }
+        // A supplier's token reaches the release upload paths and nothing else.
+        let path = parts.uri.path();
+        if record.role == Role::Supplier
+            && !(path == "/api/v1/blobs" || path == "/api/v1/releases" || path == "/api/v1/whoami")
+        {
+            return Err(deny(state, addr, "supplier-scope", id).await);
+        }
         Ok(Caller {
             operator: record.operator.to_string(),
             token_id: record.id,

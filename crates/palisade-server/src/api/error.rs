@@ -56,6 +56,15 @@ impl ApiError {
         }
     }
 
+    /// 413.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: message.into(),
+        }
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
@@ -86,6 +95,7 @@ impl From<ServiceError> for ApiError {
                 code: "conflict",
                 message: m,
             },
+            ServiceError::Forbidden(m) => Self::forbidden(m),
             ServiceError::Internal(m) => Self::internal(m),
         }
     }

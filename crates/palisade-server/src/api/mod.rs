@@ -54,6 +54,10 @@ pub struct AppState {
     pub commands: Arc<crate::commands::Commands>,
     /// TPM attestation.
     pub attestation: Arc<crate::attestation::Attestation>,
+    /// Firmware releases.
+    pub releases: Arc<crate::releases::Releases>,
+    /// Largest firmware image accepted.
+    pub max_image_bytes: u64,
     /// The device message bus.
     pub bus: tokio::sync::broadcast::Sender<crate::gateway::DeviceEvent>,
     /// The clock.
@@ -152,6 +156,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/audit/proof/consistency", get(consistency_proof))
         .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
         .route(
+            "/api/v1/suppliers/{name}/keys",
+            get(list_supplier_keys).post(add_supplier_key),
+        )
+        .route(
+            "/api/v1/blobs",
+            axum::routing::put(upload_blob).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/releases",
+            get(list_releases)
+                .post(create_release)
+                .layer(DefaultBodyLimit::max(RELEASE_BODY_LIMIT)),
+        )
+        .route(
             "/api/v1/tpm-vendors",
             get(list_tpm_vendors).post(add_tpm_vendor),
         )
@@ -222,6 +240,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         list_tokens, create_token, revoke_token,
         list_suppliers, add_supplier, import_batch, create_enrollment_token,
         list_tpm_vendors, add_tpm_vendor, list_firmware, add_firmware,
+        list_supplier_keys, add_supplier_key, upload_blob, create_release, list_releases,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
     ),
     components(schemas(ErrorBody)),
@@ -348,6 +367,10 @@ async fn add_model(
 ) -> Result<(StatusCode, Json<ModelView>), ApiError> {
     c.require(&s, Access::Write, "add models").await?;
     let id: ModelId = parse_id(&s, &c, "model.add", &req.id).await?;
+    let supplier = match &req.supplier {
+        Some(name) => Some(parse_id(&s, &c, "model.add", name).await?),
+        None => None,
+    };
     let m = s
         .fleet
         .add_model(
@@ -359,6 +382,7 @@ async fn add_model(
                 approval_required: req.approval_required,
                 allowed_key_types: req.allowed_key_types,
                 attestation: req.attestation,
+                supplier,
             },
         )
         .await?;
@@ -821,6 +845,134 @@ async fn add_supplier(
         .map_err(|e| ApiError::bad_request("bad_ca", e.to_string()))?;
     let rec = s.enrollment.add_supplier(&c.actor(), name, der).await?;
     Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// Largest release request (SBOM and provenance inline).
+const RELEASE_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A supplier's release-signing keys.
+#[utoipa::path(get, path = "/api/v1/suppliers/{name}/keys", tag = "releases", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<SupplierKeyView>)))]
+async fn list_supplier_keys(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<SupplierKeyView>>, ApiError> {
+    let name: palisade_core::SupplierName = parse_id(&s, &c, "supplier.key.list", &name).await?;
+    Ok(Json(
+        s.store
+            .supplier_keys(&name)
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Registers a supplier's release-signing public key (admin).
+#[utoipa::path(post, path = "/api/v1/suppliers/{name}/keys", tag = "releases", params(("name" = String, Path)), request_body = AddSupplierKey,
+    responses((status = 201, body = SupplierKeyView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_supplier_key(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<AddSupplierKey>,
+) -> Result<(StatusCode, Json<SupplierKeyView>), ApiError> {
+    c.require(&s, Access::Admin, "register supplier keys")
+        .await?;
+    let name: palisade_core::SupplierName = parse_id(&s, &c, "supplier.key.add", &name).await?;
+    let rec = s
+        .releases
+        .add_key(&c.actor(), &name, &req.public_key_pem)
+        .await?;
+    Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// Uploads a blob (a firmware image): the raw request body, stored under its
+/// SHA-256 (operator, admin or supplier). At most `ota.max_image_bytes`.
+#[utoipa::path(put, path = "/api/v1/blobs", tag = "releases", request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = BlobView), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn upload_blob(
+    State(s): State<AppState>,
+    c: Caller,
+    body: axum::body::Body,
+) -> Result<(StatusCode, Json<BlobView>), ApiError> {
+    use http_body_util::BodyExt;
+    c.require(&s, Access::Release, "upload firmware").await?;
+    let mut w = s.releases.blobs().writer().map_err(ApiError::internal)?;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
+        if let Ok(chunk) = frame.into_data() {
+            if w.written() + chunk.len() as u64 > s.max_image_bytes {
+                return Err(ApiError::too_large(format!(
+                    "the image is larger than ota.max_image_bytes ({} bytes)",
+                    s.max_image_bytes
+                )));
+            }
+            w.write(&chunk).map_err(ApiError::internal)?;
+        }
+    }
+    let (sha256, length) = w.finish().map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(BlobView { sha256, length })))
+}
+
+/// Submits a release through the supply-chain gate (operator, admin, or the
+/// model's supplier).
+#[utoipa::path(post, path = "/api/v1/releases", tag = "releases", request_body = NewReleaseBody,
+    responses((status = 201, body = ReleaseView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_release(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(req): Body<NewReleaseBody>,
+) -> Result<(StatusCode, Json<ReleaseView>), ApiError> {
+    c.require(&s, Access::Release, "release firmware").await?;
+    let model: ModelId = parse_id(&s, &c, "release.upload", &req.model).await?;
+    let r = s
+        .releases
+        .create(
+            &c.actor(),
+            c.role,
+            &c.operator,
+            crate::releases::NewRelease {
+                model,
+                version: req.version,
+                security_version: req.security_version,
+                hardware: req.hardware.unwrap_or_default(),
+                image_sha256: req.image_sha256.to_ascii_lowercase(),
+                sbom: serde_json::to_vec(&req.sbom).unwrap_or_default(),
+                provenance: serde_json::to_vec(&req.provenance).unwrap_or_default(),
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json((&r).into())))
+}
+
+/// Releases, optionally of one model (a supplier sees only its own models').
+#[utoipa::path(get, path = "/api/v1/releases", tag = "releases", params(ReleaseQuery),
+    responses((status = 200, body = Vec<ReleaseView>)))]
+async fn list_releases(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<ReleaseQuery>,
+) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+    c.require(&s, Access::Release, "list releases").await?;
+    let model = match &q.model {
+        Some(m) => Some(parse_id::<ModelId>(&s, &c, "release.list", m).await?),
+        None => None,
+    };
+    let mut list = s.store.releases(model.as_ref()).await?;
+    if c.role == palisade_core::Role::Supplier {
+        let mut own = Vec::new();
+        for r in list {
+            let owner = s.store.model(&r.model).await?.and_then(|m| m.supplier);
+            if owner.is_some_and(|o| o.as_str() == c.operator) {
+                own.push(r);
+            }
+        }
+        list = own;
+    }
+    Ok(Json(list.iter().map(Into::into).collect()))
 }
 
 /// Registered TPM vendor CAs.

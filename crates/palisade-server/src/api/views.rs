@@ -1,8 +1,8 @@
 //! Request and response bodies of the operator API.
 
 use palisade_store::{
-    BatchRecord, CertRecord, CommandRecord, DeviceRecord, FirmwareRecord, ModelRecord, StoredEntry,
-    SupplierRecord, TokenRecord, TpmVendorRecord,
+    BatchRecord, CertRecord, CommandRecord, DeviceRecord, FirmwareRecord, ModelRecord,
+    ReleaseRecord, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -36,6 +36,9 @@ pub struct ModelView {
     pub allowed_key_types: Vec<String>,
     /// `none` or `tpm`.
     pub attestation: String,
+    /// The supplier that builds its firmware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplier: Option<String>,
     /// When added.
     pub created_at: String,
 }
@@ -50,6 +53,7 @@ impl From<ModelRecord> for ModelView {
             approval_required: m.approval_required,
             allowed_key_types: m.allowed_key_types,
             attestation: m.attestation,
+            supplier: m.supplier.map(|s| s.to_string()),
             created_at: rfc3339(m.created_ms),
         }
     }
@@ -75,6 +79,8 @@ pub struct AddModel {
     /// `none` (default) or `tpm`: devices must prove a TPM-resident key at
     /// enrolment, and their booted firmware is checked by TPM quotes.
     pub attestation: Option<String>,
+    /// The supplier that builds its firmware (its keys sign the releases).
+    pub supplier: Option<String>,
 }
 
 /// A device.
@@ -440,6 +446,122 @@ impl From<&SupplierRecord> for SupplierView {
             created_at: rfc3339(s.created_ms),
         }
     }
+}
+
+/// A supplier's release-signing key.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SupplierKeyView {
+    /// SHA-256 (hex) of the SubjectPublicKeyInfo.
+    pub keyid: String,
+    /// The supplier.
+    pub supplier: String,
+    /// Registered.
+    pub created_at: String,
+}
+
+impl From<&SupplierKeyRecord> for SupplierKeyView {
+    fn from(k: &SupplierKeyRecord) -> Self {
+        Self {
+            keyid: k.keyid.clone(),
+            supplier: k.supplier.to_string(),
+            created_at: rfc3339(k.created_ms),
+        }
+    }
+}
+
+/// Registers a supplier's release-signing key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSupplierKey {
+    /// The public key, PEM (`PUBLIC KEY`: Ed25519, ECDSA P-256 or P-384).
+    pub public_key_pem: String,
+}
+
+/// An uploaded blob.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BlobView {
+    /// SHA-256 (hex).
+    pub sha256: String,
+    /// Length in bytes.
+    pub length: u64,
+}
+
+/// A release to submit through the supply-chain gate.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewReleaseBody {
+    /// The model.
+    pub model: String,
+    /// Version string.
+    pub version: String,
+    /// Anti-rollback floor (never below an earlier release of the model).
+    pub security_version: u64,
+    /// Hardware revisions it runs on (absent: all).
+    pub hardware: Option<Vec<String>>,
+    /// SHA-256 of the image uploaded with `PUT /api/v1/blobs`.
+    pub image_sha256: String,
+    /// CycloneDX SBOM (JSON).
+    #[schema(value_type = Object)]
+    pub sbom: serde_json::Value,
+    /// DSSE envelope of an in-toto Statement v1 with a SLSA Provenance v1 predicate.
+    #[schema(value_type = Object)]
+    pub provenance: serde_json::Value,
+}
+
+/// An accepted release.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseView {
+    /// The model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// Anti-rollback floor.
+    pub security_version: u64,
+    /// Hardware revisions (empty: all).
+    pub hardware: Vec<String>,
+    /// Image SHA-256.
+    pub image_sha256: String,
+    /// Image length.
+    pub image_len: u64,
+    /// SBOM SHA-256.
+    pub sbom_sha256: String,
+    /// Provenance envelope SHA-256.
+    pub provenance_sha256: String,
+    /// Supplier key that signed the provenance.
+    pub signed_by: String,
+    /// SLSA builder id.
+    pub builder_id: String,
+    /// Who uploaded it.
+    pub uploaded_by: String,
+    /// Accepted.
+    pub created_at: String,
+}
+
+impl From<&ReleaseRecord> for ReleaseView {
+    fn from(r: &ReleaseRecord) -> Self {
+        Self {
+            model: r.model.to_string(),
+            version: r.version.clone(),
+            security_version: r.security_version,
+            hardware: r.hardware.clone(),
+            image_sha256: r.image_sha256.clone(),
+            image_len: r.image_len,
+            sbom_sha256: r.sbom_sha256.clone(),
+            provenance_sha256: r.provenance_sha256.clone(),
+            signed_by: r.signed_by.clone(),
+            builder_id: r.builder_id.clone(),
+            uploaded_by: r.uploaded_by.clone(),
+            created_at: rfc3339(r.created_ms),
+        }
+    }
+}
+
+/// Release list filter.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseQuery {
+    /// Only this model's.
+    pub model: Option<String>,
 }
 
 /// A registered TPM vendor CA.
