@@ -86,6 +86,10 @@ pub struct ModelPolicy {
     pub attestation: Option<String>,
     /// The supplier that builds its firmware.
     pub supplier: Option<SupplierName>,
+    /// End of support, Unix ms.
+    pub support_until_ms: Option<i64>,
+    /// Days after a security release by which every device must run it.
+    pub security_update_days: Option<u32>,
 }
 
 /// The fleet service.
@@ -149,7 +153,15 @@ impl Fleet {
             allowed_key_types,
             attestation,
             supplier,
+            support_until_ms,
+            security_update_days,
         } = policy;
+        if security_update_days.is_some_and(|d| d > 3650) {
+            return Err(bad(
+                "bad_security_update_days",
+                "security_update_days must be between 0 (at once) and 3650",
+            ));
+        }
         if let Some(s) = &supplier
             && self.store.supplier(s).await?.is_none()
         {
@@ -200,6 +212,8 @@ impl Fleet {
             allowed_key_types: allowed_key_types.clone(),
             attestation: attestation.clone(),
             supplier: supplier.clone(),
+            support_until_ms,
+            security_update_days,
             created_ms: self.now_ms(),
         };
         self.store

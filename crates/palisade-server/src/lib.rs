@@ -17,6 +17,7 @@ pub mod est;
 mod files;
 pub mod fleet;
 pub mod gateway;
+pub mod lifecycle;
 pub mod metrics;
 pub mod pki;
 pub mod releases;

@@ -25,6 +25,10 @@ pub struct ModelRecord {
     pub attestation: String,
     /// The supplier that builds its firmware (whose keys sign its releases).
     pub supplier: Option<SupplierName>,
+    /// End of support, Unix ms.
+    pub support_until_ms: Option<i64>,
+    /// Days after a security release by which every device must run it.
+    pub security_update_days: Option<u32>,
     /// Created, Unix ms.
     pub created_ms: i64,
 }

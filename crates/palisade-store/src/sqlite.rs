@@ -180,6 +180,8 @@ fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
             .map(|s| SupplierName::parse(&s))
             .transpose()
             .map_err(|e| corrupt("model", e))?,
+        support_until_ms: r.try_get("support_until_ms")?,
+        security_update_days: r.try_get("security_update_days")?,
         created_ms: r.try_get("created_ms")?,
     })
 }
@@ -741,8 +743,9 @@ impl Writer {
             Change::InsertModel(m) => {
                 sqlx::query(
                     "INSERT INTO models (id, description, cert_validity_days, created_ms, policy_version,
-                       approval_required, allowed_key_types, attestation, supplier)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       approval_required, allowed_key_types, attestation, supplier,
+                       support_until_ms, security_update_days)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(m.id.as_str())
                 .bind(&m.description)
@@ -753,6 +756,8 @@ impl Writer {
                 .bind(m.allowed_key_types.join(","))
                 .bind(&m.attestation)
                 .bind(m.supplier.as_ref().map(|s| s.as_str()))
+                .bind(m.support_until_ms)
+                .bind(m.security_update_days)
                 .execute(&mut *c)
                 .await
                 .map_err(|e| map_unique(e, "model", m.id.as_str()))?;

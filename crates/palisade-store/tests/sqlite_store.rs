@@ -63,6 +63,8 @@ fn model(id: &str) -> Change {
         allowed_key_types: vec!["ecdsa-p256".into()],
         attestation: "none".into(),
         supplier: None,
+        support_until_ms: None,
+        security_update_days: None,
         created_ms: 1,
     })
 }

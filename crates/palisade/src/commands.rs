@@ -84,6 +84,12 @@ pub enum ModelCmd {
         /// The supplier that builds its firmware (its registered keys sign releases).
         #[arg(long)]
         supplier: Option<String>,
+        /// End of support: YYYY-MM-DD (end of that day, UTC) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        support_until: Option<String>,
+        /// Days after a security release by which every device must run it.
+        #[arg(long, value_name = "DAYS")]
+        security_update_days: Option<u32>,
     },
     /// List device models.
     List,
@@ -272,6 +278,9 @@ pub enum DeviceCmd {
         /// enrolled, active, quarantined or decommissioned.
         state: String,
     },
+    /// Devices past their model's end of support, and devices not running their
+    /// model's latest security release within the model's update target.
+    Lifecycle,
 }
 
 /// `palisade cert …`
@@ -375,6 +384,8 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
             key_types,
             attestation,
             supplier,
+            support_until,
+            security_update_days,
         } => {
             let key_types = (!key_types.is_empty()).then_some(key_types);
             let m: ModelView = c
@@ -386,7 +397,9 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
                         "approval_required": approval_required,
                         "allowed_key_types": key_types,
                         "attestation": attestation,
-                        "supplier": supplier })),
+                        "supplier": supplier,
+                        "support_until": support_until,
+                        "security_update_days": security_update_days })),
                 )
                 .await?;
             say(format!("added model {}", m.id));
@@ -523,6 +536,53 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
             say(format!("approved device {} for enrolment", d.id));
             let rows = device_rows(std::slice::from_ref(&d));
             data(g.json, &d, &DEVICE_HEADERS, rows);
+        }
+        DeviceCmd::Lifecycle => {
+            let l: LifecycleView = c.call(Method::GET, "/api/v1/lifecycle", None).await?;
+            if g.json {
+                raw(&serde_json::to_string_pretty(&l)?);
+            } else {
+                say(format!(
+                    "{} device(s) past end of support",
+                    l.past_support.len()
+                ));
+                let rows = l
+                    .past_support
+                    .iter()
+                    .map(|p| vec![p.device.clone(), p.model.clone(), p.support_ended.clone()])
+                    .collect();
+                data(
+                    false,
+                    &l.past_support,
+                    &["device", "model", "support ended"],
+                    rows,
+                );
+                say(format!(
+                    "{} device(s) behind their security-update target",
+                    l.behind_target.len()
+                ));
+                let rows = l
+                    .behind_target
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.device.clone(),
+                            b.model.clone(),
+                            dash(b.running.as_deref()),
+                            b.running_security_version
+                                .map_or("unknown".into(), |v| v.to_string()),
+                            b.required_security_version.to_string(),
+                            b.due.clone(),
+                        ]
+                    })
+                    .collect();
+                data(
+                    false,
+                    &l.behind_target,
+                    &["device", "model", "running", "security", "required", "due"],
+                    rows,
+                );
+            }
         }
         DeviceCmd::SetState { id, state } => {
             let d: DeviceView = c

@@ -31,7 +31,7 @@ use self::error::{ApiError, ErrorBody};
 use self::views::*;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
-use crate::pki::Pki;
+use crate::pki::{Pki, unix_ms};
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -159,6 +159,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/v1/suppliers/{name}/keys",
             get(list_supplier_keys).post(add_supplier_key),
         )
+        .route("/api/v1/lifecycle", get(lifecycle))
         .route(
             "/api/v1/blobs",
             axum::routing::put(upload_blob).layer(DefaultBodyLimit::disable()),
@@ -241,6 +242,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         list_suppliers, add_supplier, import_batch, create_enrollment_token,
         list_tpm_vendors, add_tpm_vendor, list_firmware, add_firmware,
         list_supplier_keys, add_supplier_key, upload_blob, create_release, list_releases,
+        lifecycle,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
     ),
     components(schemas(ErrorBody)),
@@ -383,6 +385,14 @@ async fn add_model(
                 allowed_key_types: req.allowed_key_types,
                 attestation: req.attestation,
                 supplier,
+                support_until_ms: match &req.support_until {
+                    Some(t) => Some(
+                        crate::lifecycle::parse_date_ms(t)
+                            .map_err(|e| ApiError::bad_request("bad_support_until", e))?,
+                    ),
+                    None => None,
+                },
+                security_update_days: req.security_update_days,
             },
         )
         .await?;
@@ -845,6 +855,48 @@ async fn add_supplier(
         .map_err(|e| ApiError::bad_request("bad_ca", e.to_string()))?;
     let rec = s.enrollment.add_supplier(&c.actor(), name, der).await?;
     Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// Devices past their model's end of support, and devices not running their
+/// model's latest security release within the model's update target.
+#[utoipa::path(get, path = "/api/v1/lifecycle", tag = "releases", responses((status = 200, body = LifecycleView)))]
+async fn lifecycle(State(s): State<AppState>, c: Caller) -> Result<Json<LifecycleView>, ApiError> {
+    c.require(&s, Access::Read, "read the fleet's lifecycle")
+        .await?;
+    let models = s.store.models().await?;
+    let releases = s.store.releases(None).await?;
+    let devices = s
+        .store
+        .devices(&DeviceFilter {
+            model: None,
+            state: None,
+            limit: Some(1_000_000),
+        })
+        .await?;
+    let r = crate::lifecycle::assess(unix_ms(s.clock.now()), &models, &releases, &devices);
+    Ok(Json(LifecycleView {
+        past_support: r
+            .past_support
+            .into_iter()
+            .map(|p| PastSupportView {
+                device: p.device.to_string(),
+                model: p.model.to_string(),
+                support_ended: rfc3339(p.support_until_ms),
+            })
+            .collect(),
+        behind_target: r
+            .behind
+            .into_iter()
+            .map(|b| BehindTargetView {
+                device: b.device.to_string(),
+                model: b.model.to_string(),
+                running: b.running,
+                running_security_version: b.running_security_version,
+                required_security_version: b.required_security_version,
+                due: rfc3339(b.due_ms),
+            })
+            .collect(),
+    }))
 }
 
 /// Largest release request (SBOM and provenance inline).

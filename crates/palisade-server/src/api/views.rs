@@ -39,6 +39,12 @@ pub struct ModelView {
     /// The supplier that builds its firmware.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supplier: Option<String>,
+    /// End of support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub support_until: Option<String>,
+    /// Days after a security release by which every device must run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_update_days: Option<u32>,
     /// When added.
     pub created_at: String,
 }
@@ -54,6 +60,8 @@ impl From<ModelRecord> for ModelView {
             allowed_key_types: m.allowed_key_types,
             attestation: m.attestation,
             supplier: m.supplier.map(|s| s.to_string()),
+            support_until: m.support_until_ms.map(rfc3339),
+            security_update_days: m.security_update_days,
             created_at: rfc3339(m.created_ms),
         }
     }
@@ -81,6 +89,10 @@ pub struct AddModel {
     pub attestation: Option<String>,
     /// The supplier that builds its firmware (its keys sign the releases).
     pub supplier: Option<String>,
+    /// End of support (RFC 3339 date or date-time, e.g. `2030-12-31`).
+    pub support_until: Option<String>,
+    /// Days after a security release by which every device must run it.
+    pub security_update_days: Option<u32>,
 }
 
 /// A device.
@@ -554,6 +566,43 @@ impl From<&ReleaseRecord> for ReleaseView {
             created_at: rfc3339(r.created_ms),
         }
     }
+}
+
+/// A device whose model is past its end of support.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PastSupportView {
+    /// Device.
+    pub device: String,
+    /// Model.
+    pub model: String,
+    /// When support ended.
+    pub support_ended: String,
+}
+
+/// A device not running its model's latest security release in time.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BehindTargetView {
+    /// Device.
+    pub device: String,
+    /// Model.
+    pub model: String,
+    /// Firmware it reports (none if it never reported).
+    pub running: Option<String>,
+    /// Security version of that firmware, if it is a known release.
+    pub running_security_version: Option<u64>,
+    /// The security version it must run.
+    pub required_security_version: u64,
+    /// When it had to run it by.
+    pub due: String,
+}
+
+/// Devices past support or behind their security-update target.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LifecycleView {
+    /// Past end of support.
+    pub past_support: Vec<PastSupportView>,
+    /// Behind the security-update target.
+    pub behind_target: Vec<BehindTargetView>,
 }
 
 /// Release list filter.
