@@ -33,7 +33,7 @@ if ((${#missing[@]})); then
 fi
 
 # PyPI test peers: module -> package.
-declare -A PYPI=([paho.mqtt]=paho-mqtt [securesystemslib.dsse]='securesystemslib[crypto]' [cryptography]=cryptography)
+declare -A PYPI=([paho.mqtt]=paho-mqtt [securesystemslib.dsse]='securesystemslib[crypto]' [cryptography]=cryptography [tuf.ngclient]=tuf)
 for module in "${!PYPI[@]}"; do
   if ! python3 -c "import $module" >/dev/null 2>&1; then
     pkg="${PYPI[$module]}"

@@ -36,6 +36,10 @@ impl DataDir {
     pub fn database(&self) -> PathBuf {
         self.p("palisade.db")
     }
+    /// The TUF image repository (online keys, metadata).
+    pub fn tuf(&self) -> PathBuf {
+        self.p("tuf")
+    }
     /// Content-addressed blobs (firmware images, SBOMs, provenance).
     pub fn blobs(&self) -> PathBuf {
         self.p("blobs")

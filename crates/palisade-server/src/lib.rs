@@ -23,6 +23,7 @@ pub mod pki;
 pub mod releases;
 pub mod tls;
 pub mod tokens;
+pub mod tuf;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -159,7 +160,10 @@ impl Server {
             Arc::new(blobs),
             clock.clone(),
         ));
+        let tuf = tuf::Repository::open(&boot.dir.tuf())
+            .with_context(|| format!("opening the TUF repository {}", boot.dir.tuf().display()))?;
         let state = AppState {
+            tuf,
             releases,
             max_image_bytes: config.ota.max_image_bytes,
             fleet,
@@ -278,6 +282,27 @@ impl Server {
                 attest_rx,
                 rx_shutdown.clone(),
             ));
+        }
+        // TUF freshness: the timestamp (valid a day) is re-signed every hour.
+        {
+            let tuf = self.state.tuf.clone();
+            let clock = self.state.clock.clone();
+            let mut stop = rx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tick.tick() => {
+                            match tuf.refresh_timestamp(pki::unix_ms(clock.now())).await {
+                                Ok(()) | Err(tuf::TufError::NoRoot) => {}
+                                Err(e) => tracing::error!(error = %e, "could not re-sign the TUF timestamp"),
+                            }
+                        }
+                    }
+                }
+            });
         }
         if let Some(mqtt) = listeners.mqtt {
             tracing::info!(addr = %mqtt_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (MQTT over TLS)");

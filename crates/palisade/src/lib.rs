@@ -5,6 +5,7 @@
 pub mod client;
 pub mod commands;
 pub mod factory;
+pub mod keys;
 pub mod output;
 pub mod serve;
 

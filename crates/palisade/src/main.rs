@@ -70,6 +70,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::EnrollmentTokenCmd,
     },
+    /// The offline key ceremony for the TUF image repository.
+    Keys {
+        #[command(subcommand)]
+        cmd: palisade::keys::KeysCmd,
+    },
+    /// The TUF image repository on the server (root, targets, online keys).
+    Tuf {
+        #[command(subcommand)]
+        cmd: palisade::keys::TufCmd,
+    },
     /// The manufacturing-line workflow (offline): manufacturer CA, IDevIDs, manifests.
     Factory {
         #[command(subcommand)]
@@ -103,6 +113,8 @@ fn main() -> ExitCode {
             Cmd::Batch { cmd } => commands::batch(&cli.global, cmd).await,
             Cmd::EnrollmentToken { cmd } => commands::enrollment_token(&cli.global, cmd).await,
             Cmd::Factory { cmd } => factory::run(cmd),
+            Cmd::Keys { cmd } => palisade::keys::keys(cmd).await,
+            Cmd::Tuf { cmd } => palisade::keys::tuf(&cli.global, cmd).await,
         }
     });
     match result {
@@ -111,5 +123,16 @@ fn main() -> ExitCode {
             output::say(format!("error: {e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every subcommand (duplicate flags,
+    /// conflicting names), which otherwise only fire when that subcommand runs.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -638,3 +638,100 @@ impl Drop for Swtpm {
         self.power_off();
     }
 }
+
+/// Makes an Ed25519 release-signing key for `supplier` (already registered),
+/// registers its public half with the server, and returns the PKCS#8 key.
+// Test set-up: a failure here is a broken test machine, reported by panicking.
+#[allow(clippy::expect_used)]
+pub fn register_supplier_key(server: &ServerProc, dir: &Path, supplier: &str) -> Vec<u8> {
+    use ring::signature::KeyPair;
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .expect("key generation");
+    let kp = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(kp.public_key().as_ref());
+    let path = dir.join(format!("{supplier}-release.pub"));
+    std::fs::write(&path, pem::encode(&pem::Pem::new("PUBLIC KEY", spki))).expect("write key");
+    server.cli_ok(&[
+        "supplier",
+        "key",
+        "add",
+        supplier,
+        "--public-key",
+        &path.display().to_string(),
+    ]);
+    pkcs8.as_ref().to_vec()
+}
+
+/// Builds an image, its SLSA provenance signed with `key` and a CycloneDX SBOM,
+/// and uploads them as release `version` of `model`; returns the image path.
+#[allow(clippy::expect_used)]
+pub fn upload_release(
+    server: &ServerProc,
+    dir: &Path,
+    key: &[u8],
+    model: &str,
+    version: &str,
+    security_version: u64,
+) -> PathBuf {
+    let image = dir.join(format!("{model}-{version}.img"));
+    std::fs::write(&image, format!("{model} firmware {version}")).expect("image");
+    let sha = palisade_pki::sha256_hex(&std::fs::read(&image).expect("image"));
+    let statement = serde_json::json!({
+        "_type": palisade_release::STATEMENT_V1,
+        "subject": [{"name": format!("{model}-{version}.img"), "digest": {"sha256": sha}}],
+        "predicateType": palisade_release::SLSA_PROVENANCE_V1,
+        "predicate": {
+            "buildDefinition": {"buildType": "https://example.com/build@v1", "externalParameters": {"tag": version}},
+            "runDetails": {"builder": {"id": "https://ci.example.com/builder"}}
+        }
+    });
+    let env = palisade_release::sign_envelope(
+        palisade_release::IN_TOTO_PAYLOAD_TYPE,
+        statement.to_string().as_bytes(),
+        key,
+    )
+    .expect("sign");
+    let prov = dir.join(format!("{model}-{version}.dsse.json"));
+    std::fs::write(&prov, serde_json::to_vec(&env).expect("json")).expect("provenance");
+    let sbom = dir.join("sbom.cdx.json");
+    std::fs::write(
+        &sbom,
+        r#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[]}"#,
+    )
+    .expect("sbom");
+    let args = release_upload_args(model, version, security_version, &image, &sbom, &prov);
+    server.cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    image
+}
+
+/// The arguments of `palisade release upload`.
+pub fn release_upload_args(
+    model: &str,
+    version: &str,
+    security_version: u64,
+    image: &Path,
+    sbom: &Path,
+    provenance: &Path,
+) -> Vec<String> {
+    [
+        "release",
+        "upload",
+        "--model",
+        model,
+        "--release-version",
+        version,
+        "--security-version",
+        &security_version.to_string(),
+        "--image",
+        &image.display().to_string(),
+        "--sbom",
+        &sbom.display().to_string(),
+        "--provenance",
+        &provenance.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}

@@ -9,67 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use palisade_interop::*;
-use ring::signature::KeyPair;
-
-/// A supplier signing key made here; returns (PKCS#8, public PEM).
-fn supplier_key() -> (Vec<u8>, String) {
-    let pkcs8 =
-        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-    let kp = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let mut spki = vec![
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    spki.extend_from_slice(kp.public_key().as_ref());
-    (
-        pkcs8.as_ref().to_vec(),
-        pem::encode(&pem::Pem::new("PUBLIC KEY", spki)),
-    )
-}
-
-fn release(server: &ServerProc, dir: &Path, key: &[u8], version: &str, sv: u64) {
-    let image = dir.join(format!("cam-{version}.img"));
-    std::fs::write(&image, format!("camera firmware {version}")).unwrap();
-    let sha = palisade_pki::sha256_hex(&std::fs::read(&image).unwrap());
-    let statement = serde_json::json!({
-        "_type": palisade_release::STATEMENT_V1,
-        "subject": [{"name": image.file_name().unwrap().to_str().unwrap(), "digest": {"sha256": sha}}],
-        "predicateType": palisade_release::SLSA_PROVENANCE_V1,
-        "predicate": {
-            "buildDefinition": {"buildType": "https://example.com/build@v1", "externalParameters": {"tag": version}},
-            "runDetails": {"builder": {"id": "https://ci.example.com/acme"}}
-        }
-    });
-    let env = palisade_release::sign_envelope(
-        palisade_release::IN_TOTO_PAYLOAD_TYPE,
-        statement.to_string().as_bytes(),
-        key,
-    )
-    .unwrap();
-    let prov = dir.join(format!("{version}.dsse.json"));
-    std::fs::write(&prov, serde_json::to_vec(&env).unwrap()).unwrap();
-    let sbom = dir.join("sbom.json");
-    std::fs::write(
-        &sbom,
-        r#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[]}"#,
-    )
-    .unwrap();
-    server.cli_ok(&[
-        "release",
-        "upload",
-        "--model",
-        "cam",
-        "--release-version",
-        version,
-        "--security-version",
-        &sv.to_string(),
-        "--image",
-        image.to_str().unwrap(),
-        "--sbom",
-        sbom.to_str().unwrap(),
-        "--provenance",
-        prov.to_str().unwrap(),
-    ]);
-}
 
 fn report_firmware(server: &ServerProc, dir: &Path, device: &str, version: &str) {
     let (key, cert) = enrol_with_token(server, dir, device, "cam");
@@ -120,17 +59,7 @@ fn lifecycle_lists_devices_past_support_and_behind_their_security_target() {
         "--ca-cert",
         f.join("ca.pem").to_str().unwrap(),
     ]);
-    let (key, public) = supplier_key();
-    let pub_path = dir.path().join("acme.pub");
-    std::fs::write(&pub_path, public).unwrap();
-    server.cli_ok(&[
-        "supplier",
-        "key",
-        "add",
-        "acme",
-        "--public-key",
-        pub_path.to_str().unwrap(),
-    ]);
+    let key = register_supplier_key(&server, dir.path(), "acme");
     // Support ended long ago; security releases are due at once.
     server.cli_ok(&[
         "model",
@@ -143,8 +72,8 @@ fn lifecycle_lists_devices_past_support_and_behind_their_security_target() {
         "--security-update-days",
         "0",
     ]);
-    release(&server, dir.path(), &key, "1.0", 1);
-    release(&server, dir.path(), &key, "1.1", 2);
+    upload_release(&server, dir.path(), &key, "cam", "1.0", 1);
+    upload_release(&server, dir.path(), &key, "cam", "1.1", 2);
 
     report_firmware(&server, dir.path(), "cam-old", "1.0");
     report_firmware(&server, dir.path(), "cam-new", "1.1");

@@ -197,24 +197,10 @@ impl Env {
         sbom: &Path,
         prov: &Path,
     ) -> Output {
-        self.server.cli(&[
-            "--token",
-            &self.supplier_token,
-            "release",
-            "upload",
-            "--model",
-            model,
-            "--release-version",
-            version,
-            "--security-version",
-            &sv.to_string(),
-            "--image",
-            image.to_str().unwrap(),
-            "--sbom",
-            sbom.to_str().unwrap(),
-            "--provenance",
-            prov.to_str().unwrap(),
-        ])
+        let mut args = vec!["--token".to_owned(), self.supplier_token.clone()];
+        args.extend(release_upload_args(model, version, sv, image, sbom, prov));
+        self.server
+            .cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     fn refused(&self, o: &Output, needle: &str) {

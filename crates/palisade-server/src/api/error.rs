@@ -56,6 +56,15 @@ impl ApiError {
         }
     }
 
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: message.into(),
+        }
+    }
+
     /// 413.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self {
@@ -90,11 +99,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::BadRequest { code, message } => Self::bad_request(code, message),
             ServiceError::NotFound(m) => Self::not_found(m),
-            ServiceError::Conflict(m) => Self {
-                status: StatusCode::CONFLICT,
-                code: "conflict",
-                message: m,
-            },
+            ServiceError::Conflict(m) => Self::conflict(m),
             ServiceError::Forbidden(m) => Self::forbidden(m),
             ServiceError::Internal(m) => Self::internal(m),
         }

@@ -58,6 +58,8 @@ pub struct AppState {
     pub releases: Arc<crate::releases::Releases>,
     /// Largest firmware image accepted.
     pub max_image_bytes: u64,
+    /// The TUF image repository.
+    pub tuf: crate::tuf::Repository,
     /// The device message bus.
     pub bus: tokio::sync::broadcast::Sender<crate::gateway::DeviceEvent>,
     /// The clock.
@@ -160,6 +162,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(list_supplier_keys).post(add_supplier_key),
         )
         .route("/api/v1/lifecycle", get(lifecycle))
+        .route("/api/v1/tuf/online-keys", get(tuf_online_keys))
+        .route(
+            "/api/v1/tuf/root",
+            axum::routing::put(tuf_set_root)
+                .layer(DefaultBodyLimit::max(crate::tuf::MAX_METADATA_BYTES)),
+        )
+        .route("/api/v1/tuf/targets-draft", get(tuf_targets_draft))
+        .route(
+            "/api/v1/tuf/targets",
+            axum::routing::put(tuf_publish)
+                .layer(DefaultBodyLimit::max(crate::tuf::MAX_METADATA_BYTES)),
+        )
+        .route("/tuf/metadata/{name}", get(tuf_metadata))
+        .route("/tuf/targets/{*path}", get(tuf_target))
         .route(
             "/api/v1/blobs",
             axum::routing::put(upload_blob).layer(DefaultBodyLimit::disable()),
@@ -897,6 +913,144 @@ async fn lifecycle(State(s): State<AppState>, c: Caller) -> Result<Json<Lifecycl
             })
             .collect(),
     }))
+}
+
+fn tuf_error(e: crate::tuf::TufError) -> ApiError {
+    match e {
+        crate::tuf::TufError::Refused(m) => ApiError::bad_request("tuf_refused", m),
+        crate::tuf::TufError::NoRoot => ApiError::conflict(e.to_string()),
+        crate::tuf::TufError::Internal(m) => ApiError::internal(m),
+    }
+}
+
+async fn tuf_audit(s: &AppState, c: &Caller, action: &str, subject: &str, ok: Result<(), String>) {
+    let entry = match ok {
+        Ok(()) => palisade_audit::EntryDraft::success(c.actor(), action, subject),
+        Err(reason) => palisade_audit::EntryDraft::denied(c.actor(), action, subject)
+            .with_detail(serde_json::json!({ "reason": reason })),
+    };
+    if let Err(e) = s.store.commit(vec![], vec![entry]).await {
+        tracing::error!(error = %e, "could not audit a TUF change");
+    }
+}
+
+/// The server's online TUF keys (snapshot, timestamp), for the key ceremony.
+#[utoipa::path(get, path = "/api/v1/tuf/online-keys", tag = "releases", responses((status = 200)))]
+async fn tuf_online_keys(
+    State(s): State<AppState>,
+    c: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Read, "read the TUF online keys")
+        .await?;
+    Ok(Json(s.tuf.online_keys().await.map_err(tuf_error)?))
+}
+
+/// Installs root metadata signed in a key ceremony (admin).
+#[utoipa::path(put, path = "/api/v1/tuf/root", tag = "releases", request_body(content = String, content_type = "application/json"),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn tuf_set_root(
+    State(s): State<AppState>,
+    c: Caller,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    c.require(&s, Access::Admin, "install TUF root metadata")
+        .await?;
+    match s.tuf.set_root(&body).await {
+        Ok(v) => {
+            tuf_audit(&s, &c, "tuf.root", &format!("root v{v}"), Ok(())).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) => {
+            tuf_audit(&s, &c, "tuf.root", "root", Err(e.to_string())).await;
+            Err(tuf_error(e))
+        }
+    }
+}
+
+/// The targets role to sign offline: every accepted release.
+#[utoipa::path(get, path = "/api/v1/tuf/targets-draft", tag = "releases", responses((status = 200)))]
+async fn tuf_targets_draft(
+    State(s): State<AppState>,
+    c: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Write, "draft TUF targets").await?;
+    let releases = s.store.releases(None).await?;
+    let t = s
+        .tuf
+        .targets_draft(&releases, unix_ms(s.clock.now()), 365)
+        .map_err(tuf_error)?;
+    Ok(Json(serde_json::to_value(&t).map_err(ApiError::internal)?))
+}
+
+/// Publishes offline-signed targets; signs a new snapshot and timestamp.
+#[utoipa::path(put, path = "/api/v1/tuf/targets", tag = "releases", request_body(content = String, content_type = "application/json"),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn tuf_publish(
+    State(s): State<AppState>,
+    c: Caller,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    c.require(&s, Access::Write, "publish TUF targets").await?;
+    let releases = s.store.releases(None).await?;
+    match s
+        .tuf
+        .publish_targets(&body, &releases, unix_ms(s.clock.now()))
+        .await
+    {
+        Ok(v) => {
+            tuf_audit(&s, &c, "tuf.publish", &format!("targets v{v}"), Ok(())).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) => {
+            tuf_audit(&s, &c, "tuf.publish", "targets", Err(e.to_string())).await;
+            Err(tuf_error(e))
+        }
+    }
+}
+
+/// TUF metadata (public: its integrity comes from its signatures).
+async fn tuf_metadata(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let path = s
+        .tuf
+        .metadata_path(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no TUF metadata {name}")))?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::not_found(format!("no TUF metadata {name}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
+}
+
+/// A target image by its TUF name (`MODEL/VERSION.img`).
+async fn tuf_target(
+    State(s): State<AppState>,
+    Path(path): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let releases = s.store.releases(None).await?;
+    let r = releases
+        .iter()
+        .find(|r| crate::tuf::target_name(r) == path)
+        .ok_or_else(|| ApiError::not_found(format!("no target {path}")))?;
+    let file = s
+        .releases
+        .blobs()
+        .open(&r.image_sha256)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no target {path}")))?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response())
 }
 
 /// Largest release request (SBOM and provenance inline).

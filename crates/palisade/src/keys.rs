@@ -1,0 +1,298 @@
+//! `palisade keys …`: the offline key ceremony for the TUF image repository, and
+//! `palisade tuf …`: installing its results on the server.
+//!
+//! Ceremony (offline, on a machine that never talks to the fleet):
+//! ```text
+//! palisade keys generate --dir keys root-1 root-2 root-3 targets-1 targets-2
+//! palisade tuf online-keys > online.json            # from the server
+//! palisade keys root --dir keys --root-key root-1,root-2,root-3 --root-threshold 2 \
+//!     --targets-key targets-1,targets-2 --targets-threshold 2 \
+//!     --online-keys online.json --sign-with root-1,root-2 --out root.json
+//! palisade tuf set-root root.json
+//! palisade tuf targets-draft > draft.json            # after releases are accepted
+//! palisade keys sign-targets --dir keys --root root.json --key targets-1,targets-2 \
+//!     --draft draft.json --out targets.json
+//! palisade tuf publish targets.json
+//! ```
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use hyper::Method;
+use palisade_server::tuf::{SPEC_VERSION, generate_key, public_key, sign_role};
+use serde_json::Value;
+use tough::schema::decoded::{Decoded, Hex};
+use tough::schema::key::Key;
+use tough::schema::{RoleKeys, RoleType, Root, Signed, Targets};
+
+use crate::Global;
+use crate::output::{raw, say};
+
+/// `palisade keys …` (offline).
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Generate Ed25519 signing keys (PKCS#8 DER, 0600) named NAME.pk8 in DIR.
+    Generate {
+        /// Key directory (keep it offline).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Key names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Create and sign root metadata.
+    Root {
+        /// Key directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Root keys (names in DIR).
+        #[arg(long, value_delimiter = ',', required = true)]
+        root_key: Vec<String>,
+        /// Signatures a root needs.
+        #[arg(long)]
+        root_threshold: u64,
+        /// Targets keys (names in DIR).
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets_key: Vec<String>,
+        /// Signatures a targets role needs.
+        #[arg(long)]
+        targets_threshold: u64,
+        /// The server's online keys (`palisade tuf online-keys`).
+        #[arg(long, value_name = "FILE")]
+        online_keys: PathBuf,
+        /// Root version (1 for a new repository).
+        #[arg(long, default_value_t = 1)]
+        root_version: u64,
+        /// Lifetime in days.
+        #[arg(long, default_value_t = 365)]
+        expires_days: u32,
+        /// Root keys that sign now (at least the threshold).
+        #[arg(long, value_delimiter = ',', required = true)]
+        sign_with: Vec<String>,
+        /// Where to write the signed root.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a targets draft (`palisade tuf targets-draft`) with targets keys.
+    SignTargets {
+        /// Key directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The signed root (names the targets keys).
+        #[arg(long, value_name = "FILE")]
+        root: PathBuf,
+        /// Targets keys that sign.
+        #[arg(long, value_delimiter = ',', required = true)]
+        key: Vec<String>,
+        /// The draft.
+        #[arg(long, value_name = "FILE")]
+        draft: PathBuf,
+        /// Where to write the signed targets.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `palisade tuf …` (against the server).
+#[derive(Debug, Subcommand)]
+pub enum TufCmd {
+    /// Print the server's online snapshot and timestamp keys (for `keys root`).
+    OnlineKeys,
+    /// Install root metadata signed in a key ceremony (admin).
+    SetRoot {
+        /// The signed root.
+        file: PathBuf,
+    },
+    /// Print the targets role to sign offline (every accepted release).
+    TargetsDraft,
+    /// Publish offline-signed targets; the server signs snapshot and timestamp.
+    Publish {
+        /// The signed targets.
+        file: PathBuf,
+    },
+}
+
+fn key_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pk8"))
+}
+
+async fn keys_of(dir: &Path, names: &[String]) -> anyhow::Result<Vec<(Decoded<Hex>, Key)>> {
+    let mut out = Vec::new();
+    for n in names {
+        let (_, v) = public_key(&key_path(dir, n)).await?;
+        let key: Key = serde_json::from_value(v)?;
+        out.push((key.key_id()?, key));
+    }
+    Ok(out)
+}
+
+fn nz(n: u64, what: &str) -> anyhow::Result<NonZeroU64> {
+    NonZeroU64::new(n).with_context(|| format!("{what} must be at least 1"))
+}
+
+/// Runs a key ceremony command.
+pub async fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCmd::Generate { dir, names } => {
+            for n in &names {
+                let p = key_path(&dir, n);
+                generate_key(&p)?;
+                let (id, _) = public_key(&p).await?;
+                say(format!("{n}: {} (key id {id})", p.display()));
+            }
+        }
+        KeysCmd::Root {
+            dir,
+            root_key,
+            root_threshold,
+            targets_key,
+            targets_threshold,
+            online_keys,
+            root_version: version,
+            expires_days,
+            sign_with,
+            out,
+        } => {
+            let online: Value = serde_json::from_slice(
+                &std::fs::read(&online_keys)
+                    .with_context(|| format!("reading {}", online_keys.display()))?,
+            )?;
+            let mut keys = HashMap::new();
+            let mut roles = HashMap::new();
+            for (role, names, threshold) in [
+                (RoleType::Root, &root_key, root_threshold),
+                (RoleType::Targets, &targets_key, targets_threshold),
+            ] {
+                if threshold as usize > names.len() {
+                    bail!(
+                        "{role} threshold {threshold} exceeds its {} keys",
+                        names.len()
+                    );
+                }
+                let ks = keys_of(&dir, names).await?;
+                roles.insert(
+                    role,
+                    RoleKeys {
+                        keyids: ks.iter().map(|(id, _)| id.clone()).collect(),
+                        threshold: nz(threshold, "a threshold")?,
+                        _extra: HashMap::new(),
+                    },
+                );
+                keys.extend(ks);
+            }
+            for (role, field) in [
+                (RoleType::Snapshot, "snapshot"),
+                (RoleType::Timestamp, "timestamp"),
+            ] {
+                let key: Key = serde_json::from_value(online[field]["key"].clone())
+                    .with_context(|| format!("{} has no {field} key", online_keys.display()))?;
+                let id = key.key_id()?;
+                roles.insert(
+                    role,
+                    RoleKeys {
+                        keyids: vec![id.clone()],
+                        threshold: nz(1, "a threshold")?,
+                        _extra: HashMap::new(),
+                    },
+                );
+                keys.insert(id, key);
+            }
+            #[allow(clippy::disallowed_methods)] // the ceremony runs offline, by hand
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            let root = Root {
+                spec_version: SPEC_VERSION.into(),
+                consistent_snapshot: false,
+                version: nz(version, "the version")?,
+                expires: palisade_server::tuf::expiry(
+                    now_ms + i64::from(expires_days) * 86_400_000,
+                )?,
+                keys,
+                roles,
+                _extra: HashMap::new(),
+            };
+            let signers: Vec<PathBuf> = sign_with.iter().map(|n| key_path(&dir, n)).collect();
+            let buf = sign_role(root.clone(), &root, &signers).await?;
+            let signed: Signed<Root> = serde_json::from_slice(&buf)?;
+            if (signed.signatures.len() as u64) < root_threshold {
+                bail!(
+                    "only {} of the {root_threshold} root signatures needed: give more --sign-with keys",
+                    signed.signatures.len()
+                );
+            }
+            std::fs::write(&out, &buf).with_context(|| format!("writing {}", out.display()))?;
+            say(format!(
+                "signed root v{version} written to {}",
+                out.display()
+            ));
+        }
+        KeysCmd::SignTargets {
+            dir,
+            root,
+            key,
+            draft,
+            out,
+        } => {
+            let root: Signed<Root> = serde_json::from_slice(
+                &std::fs::read(&root).with_context(|| format!("reading {}", root.display()))?,
+            )?;
+            let targets: Targets = serde_json::from_slice(
+                &std::fs::read(&draft).with_context(|| format!("reading {}", draft.display()))?,
+            )
+            .context("the draft is not a TUF targets role")?;
+            let signers: Vec<PathBuf> = key.iter().map(|n| key_path(&dir, n)).collect();
+            let n = targets.targets.len();
+            let buf = sign_role(targets, &root.signed, &signers).await?;
+            std::fs::write(&out, &buf).with_context(|| format!("writing {}", out.display()))?;
+            say(format!(
+                "signed targets ({n} images) written to {}",
+                out.display()
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn put_json(c: &crate::client::Client, path: &str, file: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let (status, body) = c
+        .send_bytes(Method::PUT, path, Some(("application/json", bytes.into())))
+        .await?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{msg} (HTTP {status})");
+    }
+    Ok(())
+}
+
+/// Runs a TUF repository command against the server.
+pub async fn tuf(g: &Global, cmd: TufCmd) -> anyhow::Result<ExitCode> {
+    let c = crate::commands::client(g)?;
+    match cmd {
+        TufCmd::OnlineKeys => {
+            let v: Value = c.call(Method::GET, "/api/v1/tuf/online-keys", None).await?;
+            raw(&serde_json::to_string_pretty(&v)?);
+        }
+        TufCmd::TargetsDraft => {
+            let v: Value = c
+                .call(Method::GET, "/api/v1/tuf/targets-draft", None)
+                .await?;
+            raw(&serde_json::to_string_pretty(&v)?);
+        }
+        TufCmd::SetRoot { file } => {
+            put_json(&c, "/api/v1/tuf/root", &file).await?;
+            say("root installed");
+        }
+        TufCmd::Publish { file } => {
+            put_json(&c, "/api/v1/tuf/targets", &file).await?;
+            say("targets published; snapshot and timestamp signed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

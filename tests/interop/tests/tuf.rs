@@ -1,0 +1,198 @@
+//! The TUF image repository: an offline key ceremony with `palisade keys`
+//! (threshold root and targets keys), the server's online snapshot and
+//! timestamp keys, and an independent TUF client — python-tuf's `ngclient`
+//! (`peers/tuf_client.py`) — refreshing the metadata over HTTPS and downloading
+//! and verifying a released image. Publishing below the threshold, an image that
+//! is not an accepted release, a replayed targets version and an image swapped
+//! in the blob store are all refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use palisade_interop::*;
+
+fn tuf_client(server: &ServerProc, dir: &Path, root: &Path, target: &str) -> Output {
+    Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/peers/tuf_client.py"))
+        .args(["--root", root.to_str().unwrap()])
+        .args(["--metadata-url", &format!("{}/tuf/metadata/", server.url)])
+        .args(["--targets-url", &format!("{}/tuf/targets/", server.url)])
+        .args([
+            "--target",
+            target,
+            "--out",
+            dir.join("downloads").to_str().unwrap(),
+        ])
+        .env("REQUESTS_CA_BUNDLE", server.data.join("ca/root.pem"))
+        .env("SSL_CERT_FILE", server.data.join("ca/root.pem"))
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn an_independent_tuf_client_verifies_a_release_signed_in_a_key_ceremony() {
+    if !(have("python3") && have_python_module("tuf.ngclient", "tuf")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let f = d.join("factory");
+    palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
+    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
+    let key = register_supplier_key(&server, d, "acme");
+    server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+
+    // The ceremony, offline.
+    let keys = d.join("ceremony");
+    palisade_ok(&[
+        "keys",
+        "generate",
+        "--dir",
+        s(&keys),
+        "root-1",
+        "root-2",
+        "root-3",
+        "targets-1",
+        "targets-2",
+    ]);
+    let online = d.join("online.json");
+    std::fs::write(&online, server.cli_ok(&["tuf", "online-keys"])).unwrap();
+    let root = d.join("root.json");
+    let weak_root = d.join("weak-root.json");
+    let ceremony = |sign_with: &str, out: &Path| {
+        Command::new(palisade_bin())
+            .args([
+                "keys",
+                "root",
+                "--dir",
+                s(&keys),
+                "--root-key",
+                "root-1,root-2,root-3",
+                "--root-threshold",
+                "2",
+                "--targets-key",
+                "targets-1,targets-2",
+                "--targets-threshold",
+                "2",
+                "--online-keys",
+                s(&online),
+                "--sign-with",
+                sign_with,
+                "--out",
+                s(out),
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = ceremony("root-1", &weak_root);
+    assert!(
+        !o.status.success() && text(&o).contains("root signatures needed"),
+        "{}",
+        text(&o)
+    );
+    let o = ceremony("root-1,root-2", &root);
+    assert!(o.status.success(), "{}", text(&o));
+    server.cli_ok(&["tuf", "set-root", s(&root)]);
+
+    // A release goes through the gate, then into signed targets.
+    let image = upload_release(&server, d, &key, "cam", "1.0", 1);
+    let draft = d.join("draft.json");
+    std::fs::write(&draft, server.cli_ok(&["tuf", "targets-draft"])).unwrap();
+    let sign = |keys_: &str, draft: &Path, out: &Path| {
+        palisade_ok(&[
+            "keys",
+            "sign-targets",
+            "--dir",
+            s(&keys),
+            "--root",
+            s(&root),
+            "--key",
+            keys_,
+            "--draft",
+            s(draft),
+            "--out",
+            s(out),
+        ]);
+    };
+    // One compromised targets key is below the threshold: its signature alone
+    // (the other one stripped) is refused.
+    let full = d.join("targets-full.json");
+    sign("targets-1,targets-2", &draft, &full);
+    let mut one: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&full).unwrap()).unwrap();
+    one["signatures"].as_array_mut().unwrap().truncate(1);
+    let below = d.join("targets-below.json");
+    std::fs::write(&below, one.to_string()).unwrap();
+    let o = server.cli(&["tuf", "publish", s(&below)]);
+    assert!(
+        !o.status.success() && text(&o).contains("threshold"),
+        "{}",
+        text(&o)
+    );
+    // A target that is not an accepted release.
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&draft).unwrap()).unwrap();
+    forged["targets"]["cam/9.9.img"] = forged["targets"]["cam/1.0.img"].clone();
+    let forged_draft = d.join("forged-draft.json");
+    std::fs::write(&forged_draft, forged.to_string()).unwrap();
+    let forged_signed = d.join("forged.json");
+    sign("targets-1,targets-2", &forged_draft, &forged_signed);
+    let o = server.cli(&["tuf", "publish", s(&forged_signed)]);
+    assert!(
+        !o.status.success() && text(&o).contains("not an accepted release"),
+        "{}",
+        text(&o)
+    );
+    // The genuine, threshold-signed targets.
+    let signed = d.join("targets.json");
+    sign("targets-1,targets-2", &draft, &signed);
+    server.cli_ok(&["tuf", "publish", s(&signed)]);
+    // Replaying the same version is refused.
+    let o = server.cli(&["tuf", "publish", s(&signed)]);
+    assert!(
+        !o.status.success() && text(&o).contains("not newer"),
+        "{}",
+        text(&o)
+    );
+
+    // python-tuf refreshes root → timestamp → snapshot → targets and verifies
+    // the download against the signed hash and length.
+    let o = tuf_client(&server, d, &root, "cam/1.0.img");
+    assert!(o.status.success(), "ngclient: {}", text(&o));
+    let got = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(std::fs::read(got).unwrap(), std::fs::read(&image).unwrap());
+    assert!(text(&o).contains("security_version"), "{}", text(&o));
+
+    // An image swapped in the blob store is caught by the client.
+    let sha = palisade_pki::sha256_hex(&std::fs::read(&image).unwrap());
+    let blob = server
+        .data
+        .join("blobs/sha256")
+        .join(&sha[..2])
+        .join(&sha[2..]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    std::fs::remove_dir_all(d.join("downloads")).unwrap();
+    let o = tuf_client(&server, d, &root, "cam/1.0.img");
+    assert!(
+        !o.status.success(),
+        "a swapped image was accepted: {}",
+        text(&o)
+    );
+    assert!(
+        text(&o).to_lowercase().contains("hash") || text(&o).contains("Length"),
+        "{}",
+        text(&o)
+    );
+}
