@@ -9,6 +9,8 @@
 //! DSSE is small enough to implement here (pre-authentication encoding and a
 //! signature check with ring); no maintained Rust crate implements it alone.
 
+pub mod director;
+
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use ring::signature::{self, UnparsedPublicKey};
