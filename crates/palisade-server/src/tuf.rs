@@ -161,7 +161,7 @@ impl Repository {
     /// Opens (and on first use creates, with fresh online keys) the repository.
     pub fn open(dir: &Path) -> Result<Self, TufError> {
         std::fs::create_dir_all(dir.join("metadata")).map_err(internal)?;
-        for role in ["snapshot", "timestamp"] {
+        for role in ["snapshot", "timestamp", "director"] {
             let p = dir.join("online").join(format!("{role}.pk8"));
             if !p.exists() {
                 generate_key(&p)?;
@@ -178,6 +178,32 @@ impl Repository {
             .iter()
             .map(|r| self.dir.join("online").join(format!("{r}.pk8")))
             .collect()
+    }
+
+    fn director_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, TufError> {
+        let p = self.dir.join("online/director.pk8");
+        std::fs::read(&p)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| internal(format!("{}: {e}", p.display())))
+    }
+
+    /// The director's Ed25519 public key (32 bytes): devices verify
+    /// assignments with it.
+    pub fn director_public(&self) -> Result<Vec<u8>, TufError> {
+        use ring::signature::KeyPair;
+        let key = self.director_key()?;
+        let kp = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&key)
+            .map_err(|e| internal(format!("director key: {e}")))?;
+        Ok(kp.public_key().as_ref().to_vec())
+    }
+
+    /// Signs a device's assignment with the director's online key.
+    pub fn sign_assignment(
+        &self,
+        a: &palisade_release::director::Assignment,
+    ) -> Result<palisade_release::director::SignedAssignment, TufError> {
+        palisade_release::director::sign_assignment(a, &self.director_key()?)
+            .map_err(|e| internal(e.to_string()))
     }
 
     /// A metadata file's path, if `name` is one the repository serves.

@@ -151,6 +151,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         supplier: &SupplierName,
     ) -> Result<Vec<SupplierKeyRecord>, StoreError>;
+    /// A device's latest signed director assignment and its counter.
+    async fn assignment(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError>;
     /// Accepted releases, of one model or all.
     async fn releases(&self, model: Option<&ModelId>) -> Result<Vec<ReleaseRecord>, StoreError>;
     /// Firmware approved for a model.

@@ -468,6 +468,18 @@ pub enum Change {
     InsertFirmware(FirmwareRecord),
     /// Register a supplier's release-signing key.
     InsertSupplierKey(SupplierKeyRecord),
+    /// Store a device's new signed director assignment; `counter` must be above
+    /// the stored one.
+    SetAssignment {
+        /// The device.
+        device: DeviceId,
+        /// The assignment's counter.
+        counter: u64,
+        /// The signed assignment (JSON).
+        signed: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
     /// Record an accepted release; its security version may not be below any
     /// earlier release of the model.
     InsertRelease(ReleaseRecord),

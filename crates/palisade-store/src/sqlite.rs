@@ -1010,6 +1010,34 @@ impl Writer {
                 .await
                 .map_err(|e| map_unique(e, "firmware", &format!("{} {}", f.model, f.version)))?;
             }
+            Change::SetAssignment {
+                device,
+                counter,
+                signed,
+                at_ms,
+            } => {
+                let counter = i64::try_from(*counter)
+                    .map_err(|_| conflict("assignment", device.as_str(), "counter out of range"))?;
+                let done = sqlx::query(
+                    "INSERT INTO device_assignments (device_id, counter, signed, created_ms)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(device_id) DO UPDATE SET counter = ?2, signed = ?3, created_ms = ?4
+                     WHERE device_assignments.counter < ?2",
+                )
+                .bind(device.as_str())
+                .bind(counter)
+                .bind(signed)
+                .bind(at_ms)
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(conflict(
+                        "assignment",
+                        device.as_str(),
+                        "the counter did not increase",
+                    ));
+                }
+            }
             Change::InsertSupplierKey(k) => {
                 sqlx::query(
                     "INSERT INTO supplier_keys (keyid, supplier, spki_der, created_ms) VALUES (?, ?, ?, ?)",
@@ -1321,6 +1349,21 @@ impl Store for SqliteStore {
             .iter()
             .map(supplier_key_from_row)
             .collect()
+    }
+
+    async fn assignment(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError> {
+        let row = sqlx::query("SELECT counter, signed FROM device_assignments WHERE device_id = ?")
+            .bind(device.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        row.first()
+            .map(|r| {
+                Ok((
+                    u64::try_from(r.try_get::<i64, _>("counter")?).unwrap_or(0),
+                    r.try_get("signed")?,
+                ))
+            })
+            .transpose()
     }
 
     async fn releases(&self, model: Option<&ModelId>) -> Result<Vec<ReleaseRecord>, StoreError> {

@@ -281,6 +281,15 @@ pub enum DeviceCmd {
     /// Devices past their model's end of support, and devices not running their
     /// model's latest security release within the model's update target.
     Lifecycle,
+    /// Assign a release to a device: a director assignment, signed online
+    /// (printed as JSON).
+    Assign {
+        /// Device id.
+        id: String,
+        /// The release version (of the device's model).
+        #[arg(long = "release-version", value_name = "VERSION")]
+        release_version: String,
+    },
 }
 
 /// `palisade cert …`
@@ -536,6 +545,19 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
             say(format!("approved device {} for enrolment", d.id));
             let rows = device_rows(std::slice::from_ref(&d));
             data(g.json, &d, &DEVICE_HEADERS, rows);
+        }
+        DeviceCmd::Assign {
+            id,
+            release_version,
+        } => {
+            let v: Value = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/assignment", enc(&id)),
+                    Some(&json!({ "version": release_version })),
+                )
+                .await?;
+            raw(&serde_json::to_string_pretty(&v)?);
         }
         DeviceCmd::Lifecycle => {
             let l: LifecycleView = c.call(Method::GET, "/api/v1/lifecycle", None).await?;

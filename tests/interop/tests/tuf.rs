@@ -196,3 +196,84 @@ fn an_independent_tuf_client_verifies_a_release_signed_in_a_key_ceremony() {
         text(&o)
     );
 }
+
+/// The director signs per-device assignments online; the device fetches its own
+/// over mutual TLS (curl with its certificate) and checks it with the director
+/// key: signature, device, expiry and a counter that only grows.
+#[test]
+fn a_device_fetches_and_verifies_its_director_assignment() {
+    if !(have("openssl") && have("curl")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let f = d.join("factory");
+    palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
+    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
+    let key = register_supplier_key(&server, d, "acme");
+    server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+    let image = upload_release(&server, d, &key, "cam", "2.0", 3);
+    let (dev_key, dev_cert) = enrol_with_token(&server, d, "cam-1", "cam");
+
+    let director: serde_json::Value =
+        serde_json::from_str(&server.api_get("/api/v1/director/key")).unwrap();
+    let public =
+        palisade_attest::unb64("key", director["ed25519_public"].as_str().unwrap(), 64).unwrap();
+    server.cli_ok(&["device", "assign", "cam-1", "--release-version", "2.0"]);
+    let fetch = || {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                "--cacert",
+                s(&server.data.join("ca/root.pem")),
+            ])
+            .args(["--cert", s(&dev_cert), "--key", s(&dev_key)])
+            .arg(format!("{}/director/v1/assignment", server.url))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "curl: {}", text(&o));
+        serde_json::from_slice::<palisade_release::director::SignedAssignment>(&o.stdout).unwrap()
+    };
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let first = fetch();
+    let a =
+        palisade_release::director::verify_assignment(&first, &public, "cam-1", now, 0).unwrap();
+    assert_eq!(a.target, "cam/2.0.img");
+    assert_eq!(
+        a.sha256,
+        palisade_pki::sha256_hex(&std::fs::read(&image).unwrap())
+    );
+    assert_eq!((a.counter, a.security_version), (1, 3));
+    // Another device cannot use it, and once a newer one exists the old one is a replay.
+    assert!(
+        palisade_release::director::verify_assignment(&first, &public, "cam-2", now, 0).is_err()
+    );
+    server.cli_ok(&["device", "assign", "cam-1", "--release-version", "2.0"]);
+    let second = fetch();
+    let b =
+        palisade_release::director::verify_assignment(&second, &public, "cam-1", now, a.counter)
+            .unwrap();
+    assert_eq!(b.counter, 2);
+    assert!(matches!(
+        palisade_release::director::verify_assignment(&first, &public, "cam-1", now, b.counter),
+        Err(palisade_release::director::DirectorError::Replayed { .. })
+    ));
+    // Without a client certificate there is no assignment to fetch.
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--cacert",
+            s(&server.data.join("ca/root.pem")),
+        ])
+        .arg(format!("{}/director/v1/assignment", server.url))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+}

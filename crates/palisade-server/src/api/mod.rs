@@ -163,6 +163,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/api/v1/lifecycle", get(lifecycle))
         .route("/api/v1/tuf/online-keys", get(tuf_online_keys))
+        .route("/api/v1/director/key", get(director_key))
+        .route("/api/v1/devices/{id}/assignment", post(assign_release))
+        .route("/director/v1/assignment", get(device_assignment))
         .route(
             "/api/v1/tuf/root",
             axum::routing::put(tuf_set_root)
@@ -258,7 +261,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         list_suppliers, add_supplier, import_batch, create_enrollment_token,
         list_tpm_vendors, add_tpm_vendor, list_firmware, add_firmware,
         list_supplier_keys, add_supplier_key, upload_blob, create_release, list_releases,
-        lifecycle,
+        lifecycle, director_key, assign_release,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
     ),
     components(schemas(ErrorBody)),
@@ -913,6 +916,103 @@ async fn lifecycle(State(s): State<AppState>, c: Caller) -> Result<Json<Lifecycl
             })
             .collect(),
     }))
+}
+
+/// The director's public key (Ed25519, base64): devices verify assignments with it.
+#[utoipa::path(get, path = "/api/v1/director/key", tag = "releases", responses((status = 200)))]
+async fn director_key(
+    State(s): State<AppState>,
+    c: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Read, "read the director key").await?;
+    let k = s.tuf.director_public().map_err(tuf_error)?;
+    Ok(Json(
+        serde_json::json!({ "ed25519_public": palisade_attest::b64(&k) }),
+    ))
+}
+
+/// Assigns a release to a device (operator): a director assignment signed
+/// online, with a 7-day expiry and the device's next counter.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/assignment", tag = "releases", params(("id" = String, Path)), request_body = AssignRelease,
+    responses((status = 201), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn assign_release(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<AssignRelease>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    c.require(&s, Access::Write, "assign releases").await?;
+    let id: DeviceId = parse_id(&s, &c, "director.assign", &id).await?;
+    let d = s
+        .store
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
+    let r = s
+        .store
+        .releases(Some(&d.model))
+        .await?
+        .into_iter()
+        .find(|r| r.version == req.version)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("model {} has no release {}", d.model, req.version))
+        })?;
+    let counter = s.store.assignment(&id).await?.map_or(0, |(c, _)| c) + 1;
+    let now = unix_ms(s.clock.now());
+    let a = palisade_release::director::Assignment {
+        device: id.to_string(),
+        target: crate::tuf::target_name(&r),
+        sha256: r.image_sha256.clone(),
+        length: r.image_len,
+        version: r.version.clone(),
+        security_version: r.security_version,
+        hardware: r.hardware.clone(),
+        expires_ms: now + 7 * 86_400_000,
+        counter,
+    };
+    let signed = s.tuf.sign_assignment(&a).map_err(tuf_error)?;
+    let text = serde_json::to_string(&signed).map_err(ApiError::internal)?;
+    s.store
+        .commit(
+            vec![palisade_store::Change::SetAssignment {
+                device: id.clone(),
+                counter,
+                signed: text,
+                at_ms: now,
+            }],
+            vec![
+                palisade_audit::EntryDraft::success(c.actor(), "director.assign", id.as_str())
+                    .with_detail(serde_json::json!({
+                        "target": a.target, "sha256": a.sha256, "counter": counter,
+                    })),
+            ],
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(&signed).map_err(ApiError::internal)?),
+    ))
+}
+
+/// A device fetches its current assignment (authenticated by its certificate).
+async fn device_assignment(
+    State(s): State<AppState>,
+    chain: Option<axum::Extension<crate::api::auth::ClientCertChain>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chain = chain.map(|c| c.0.0).unwrap_or_default();
+    let who = s
+        .enrollment
+        .identify(crate::enroll::Credential::ClientCert(&chain))
+        .await
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let (_, signed) = s
+        .store
+        .assignment(&who.device)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no assignment for {}", who.device)))?;
+    Ok(Json(
+        serde_json::from_str(&signed).map_err(ApiError::internal)?,
+    ))
 }
 
 fn tuf_error(e: crate::tuf::TufError) -> ApiError {

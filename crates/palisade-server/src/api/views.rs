@@ -605,6 +605,14 @@ pub struct LifecycleView {
     pub behind_target: Vec<BehindTargetView>,
 }
 
+/// Assigns a release to a device.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRelease {
+    /// The release version (of the device's model).
+    pub version: String,
+}
+
 /// Release list filter.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
