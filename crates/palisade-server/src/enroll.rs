@@ -79,6 +79,21 @@ pub enum Credential<'a> {
     None,
 }
 
+/// Reads a CA certificate registered by an admin (`what`: whose it is).
+fn ca_certificate(der: &[u8], what: &str) -> Result<palisade_pki::CertInfo, ServiceError> {
+    let bad = |message: String| ServiceError::BadRequest {
+        code: "bad_ca",
+        message,
+    };
+    let info = inspect_certificate(der).map_err(|e| bad(e.to_string()))?;
+    if !info.is_ca {
+        return Err(bad(format!(
+            "the {what} certificate is not a CA certificate"
+        )));
+    }
+    Ok(info)
+}
+
 /// The enrolment service.
 #[derive(Debug)]
 pub struct Enrollment {
@@ -874,16 +889,7 @@ impl Enrollment {
         name: SupplierName,
         ca_der: Vec<u8>,
     ) -> Result<SupplierRecord, ServiceError> {
-        let info = inspect_certificate(&ca_der).map_err(|e| ServiceError::BadRequest {
-            code: "bad_ca",
-            message: e.to_string(),
-        })?;
-        if !info.is_ca {
-            return Err(ServiceError::BadRequest {
-                code: "bad_ca",
-                message: "the manufacturer certificate is not a CA certificate".into(),
-            });
-        }
+        let info = ca_certificate(&ca_der, "manufacturer")?;
         let record = SupplierRecord {
             name: name.clone(),
             ca_sha256: sha256_hex(&ca_der),
@@ -910,16 +916,7 @@ impl Enrollment {
         actor: &str,
         ca_der: Vec<u8>,
     ) -> Result<TpmVendorRecord, ServiceError> {
-        let info = inspect_certificate(&ca_der).map_err(|e| ServiceError::BadRequest {
-            code: "bad_ca",
-            message: e.to_string(),
-        })?;
-        if !info.is_ca {
-            return Err(ServiceError::BadRequest {
-                code: "bad_ca",
-                message: "the TPM vendor certificate is not a CA certificate".into(),
-            });
-        }
+        let info = ca_certificate(&ca_der, "TPM vendor")?;
         let record = TpmVendorRecord {
             sha256: sha256_hex(&ca_der),
             subject: info.subject.clone(),

@@ -70,13 +70,15 @@ pub async fn attest_challenge(
         s.attestation.challenge(&who, &req).await
     }
     .await;
-    match result {
-        Ok(ch) => axum::Json(ch).into_response(),
-        Err(e) => {
-            s.metrics.enrollment_refused();
-            e.into_response()
-        }
-    }
+    attest_response(&s, result.map(|ch| axum::Json(ch).into_response()))
+}
+
+/// The answer to an attestation step; refusals are counted with EST's.
+fn attest_response(s: &AppState, result: Result<Response, EnrollError>) -> Response {
+    result.unwrap_or_else(|e| {
+        s.metrics.enrollment_refused();
+        e.into_response()
+    })
 }
 
 /// `POST /attest/v1/evidence`: the activated secret and the key's certification.
@@ -92,13 +94,7 @@ pub async fn attest_evidence(
         s.attestation.evidence(&who, &ev).await
     }
     .await;
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => {
-            s.metrics.enrollment_refused();
-            e.into_response()
-        }
-    }
+    attest_response(&s, result.map(|()| StatusCode::NO_CONTENT.into_response()))
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {

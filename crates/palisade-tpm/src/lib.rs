@@ -159,20 +159,7 @@ impl fmt::Debug for Tpm {
 /// A fresh HMAC session with parameter encryption, for commands that carry
 /// secrets or need an authorisation.
 fn hmac_session(ctx: &mut Context) -> Result<AuthSession, TpmError> {
-    let s = ctx
-        .start_auth_session(
-            None,
-            None,
-            None,
-            SessionType::Hmac,
-            SymmetricDefinition::AES_128_CFB,
-            HashingAlgorithm::Sha256,
-        )
-        .map_err(cmd("starting a session"))?
-        .ok_or(TpmError::Command {
-            op: "starting a session",
-            reason: "no session returned".into(),
-        })?;
+    let s = start_session(ctx, SessionType::Hmac)?;
     let (a, m) = SessionAttributesBuilder::new()
         .with_decrypt(true)
         .with_encrypt(true)
@@ -180,6 +167,23 @@ fn hmac_session(ctx: &mut Context) -> Result<AuthSession, TpmError> {
     ctx.tr_sess_set_attributes(s, a, m)
         .map_err(cmd("setting session attributes"))?;
     Ok(s)
+}
+
+/// An unbound, unsalted session of `kind` with AES-128-CFB parameter encryption.
+fn start_session(ctx: &mut Context, kind: SessionType) -> Result<AuthSession, TpmError> {
+    ctx.start_auth_session(
+        None,
+        None,
+        None,
+        kind,
+        SymmetricDefinition::AES_128_CFB,
+        HashingAlgorithm::Sha256,
+    )
+    .map_err(cmd("starting a session"))?
+    .ok_or(TpmError::Command {
+        op: "starting a session",
+        reason: "no session returned".into(),
+    })
 }
 
 fn flush_session(ctx: &mut Context, s: AuthSession) {
@@ -437,20 +441,7 @@ impl Tpm {
                 .map_err(cmd("creating the endorsement key"))?;
                 let result = (|| {
                     let s1 = hmac_session(c)?;
-                    let s2 = c
-                        .start_auth_session(
-                            None,
-                            None,
-                            None,
-                            SessionType::Policy,
-                            SymmetricDefinition::AES_128_CFB,
-                            HashingAlgorithm::Sha256,
-                        )
-                        .map_err(cmd("starting a policy session"))?
-                        .ok_or(TpmError::Command {
-                            op: "starting a policy session",
-                            reason: "no session returned".into(),
-                        })?;
+                    let s2 = start_session(c, SessionType::Policy)?;
                     let policy = PolicySession::try_from(s2).map_err(cmd("policy session"))?;
                     c.execute_with_session(Some(s1), |c| {
                         c.policy_secret(

@@ -116,6 +116,38 @@ fn wait_for(
     }
 }
 
+/// Registers the TPM vendor CA and a `meter` model that requires TPM
+/// attestation; with `firmware` (dir, file name, bytes), writes that image and
+/// approves it as version 1.0. Returns the image path (empty without one).
+fn tpm_meter_model(
+    server: &ServerProc,
+    vendor_ca: &Path,
+    firmware: Option<(&Path, &str, &[u8])>,
+) -> PathBuf {
+    server.cli_ok(&[
+        "tpm-vendor",
+        "add",
+        "--ca-cert",
+        vendor_ca.to_str().unwrap(),
+    ]);
+    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
+    let Some((dir, name, bytes)) = firmware else {
+        return PathBuf::new();
+    };
+    let fw = dir.join(name);
+    std::fs::write(&fw, bytes).unwrap();
+    server.cli_ok(&[
+        "model",
+        "firmware",
+        "add",
+        "meter",
+        "1.0",
+        "--image",
+        fw.to_str().unwrap(),
+    ]);
+    fw
+}
+
 fn certificates(server: &ServerProc, id: &str) -> usize {
     let out = server.cli_ok(&["--json", "cert", "list", "--device", id]);
     serde_json::from_str::<Vec<serde_json::Value>>(&out)
@@ -198,24 +230,11 @@ fn a_tpm_agent_enrols_with_attestation_connects_and_fails_when_its_firmware_chan
     let server = server(dir.path(), &[]);
     let tcti = swtpm.tcti();
     let keys = ["--keystore", "tpm", "--tpm-tcti", tcti.as_str()];
-    server.cli_ok(&[
-        "tpm-vendor",
-        "add",
-        "--ca-cert",
-        swtpm.vendor_ca.to_str().unwrap(),
-    ]);
-    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
-    let fw = dir.path().join("fw-1.0.bin");
-    std::fs::write(&fw, b"meter firmware 1.0").unwrap();
-    server.cli_ok(&[
-        "model",
-        "firmware",
-        "add",
-        "meter",
-        "1.0",
-        "--image",
-        fw.to_str().unwrap(),
-    ]);
+    let fw = tpm_meter_model(
+        &server,
+        &swtpm.vendor_ca,
+        Some((dir.path(), "fw-1.0.bin", b"meter firmware 1.0")),
+    );
 
     // Boot: the shim measures the firmware into the TPM.
     let state = dir.path().join("agent");
@@ -369,13 +388,7 @@ fn an_ek_from_an_unregistered_vendor_is_refused() {
         return;
     };
     let server = server(dir.path(), &[]);
-    server.cli_ok(&[
-        "tpm-vendor",
-        "add",
-        "--ca-cert",
-        registered.vendor_ca.to_str().unwrap(),
-    ]);
-    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
+    tpm_meter_model(&server, &registered.vendor_ca, None);
     let tcti = foreign.tcti();
     let out = enrol(
         &server,
@@ -407,13 +420,7 @@ async fn an_unbound_attestation_key_and_an_exportable_key_are_refused() {
         return;
     };
     let server = server(dir.path(), &[]);
-    server.cli_ok(&[
-        "tpm-vendor",
-        "add",
-        "--ca-cert",
-        a.vendor_ca.to_str().unwrap(),
-    ]);
-    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
+    tpm_meter_model(&server, &a.vendor_ca, None);
     let root = std::fs::read(server.data.join("ca/root.pem")).unwrap();
     let est = EstClient::new(&server.url, &root, None).unwrap();
     let tpm_a = Tpm::open(&a.tcti()).unwrap();
@@ -643,24 +650,11 @@ async fn a_replayed_quote_fails_attestation() {
         return;
     };
     let server = server(dir.path(), &[]);
-    server.cli_ok(&[
-        "tpm-vendor",
-        "add",
-        "--ca-cert",
-        swtpm.vendor_ca.to_str().unwrap(),
-    ]);
-    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
-    let fw = dir.path().join("fw.bin");
-    std::fs::write(&fw, b"firmware").unwrap();
-    server.cli_ok(&[
-        "model",
-        "firmware",
-        "add",
-        "meter",
-        "1.0",
-        "--image",
-        fw.to_str().unwrap(),
-    ]);
+    tpm_meter_model(
+        &server,
+        &swtpm.vendor_ca,
+        Some((dir.path(), "fw.bin", b"firmware")),
+    );
     let state = dir.path().join("agent");
     std::fs::create_dir_all(&state).unwrap();
     let keys = palisade_agent::tpm::TpmKeystore::open(&swtpm.tcti(), &state).unwrap();
