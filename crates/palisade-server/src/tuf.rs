@@ -236,10 +236,8 @@ impl Repository {
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), TufError> {
-        let path = self.dir.join("metadata").join(name);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(internal)?;
-        std::fs::rename(&tmp, &path).map_err(internal)
+        crate::files::write_atomic(&self.dir.join("metadata").join(name), bytes, 0o644)
+            .map_err(|e| internal(format!("{e:#}")))
     }
 
     /// The trusted root.

@@ -74,18 +74,8 @@ fn detail(server: &ServerProc, id: &str) -> serde_json::Value {
 }
 
 fn metric(server: &ServerProc, name: &str) -> String {
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--cacert",
-            server.data.join("ca/root.pem").to_str().unwrap(),
-            "-H",
-            &format!("Authorization: Bearer {}", server.admin_token()),
-            &format!("{}/metrics", server.url),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
+    server
+        .api_get("/metrics")
         .lines()
         .filter(|l| l.starts_with(name))
         .collect::<Vec<_>>()
