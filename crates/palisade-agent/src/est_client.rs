@@ -55,6 +55,9 @@ fn refused(status: StatusCode, body: &[u8]) -> EstError {
     }
 }
 
+/// Largest answer read into memory (certificates, attestation, JSON).
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
 /// Credentials for an attestation step.
 #[derive(Debug, Clone)]
 pub enum AttestAuth<'a> {
@@ -149,6 +152,11 @@ impl EstClient {
         self.roots.clone()
     }
 
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The server's host name.
     pub fn host(&self) -> &str {
         &self.host
@@ -186,7 +194,8 @@ impl EstClient {
         palisade_est::decode_certs_only(&bytes).map_err(|e| EstError::Malformed(e.to_string()))
     }
 
-    /// One HTTPS request with the given client identity or HTTP Basic credentials.
+    /// One HTTPS request with the given client identity or HTTP Basic
+    /// credentials; the answer is read up to [`MAX_ANSWER_BYTES`].
     async fn send(
         &self,
         method: Method,
@@ -195,6 +204,53 @@ impl EstClient {
         basic: Option<(&str, &str)>,
         body: Option<(&'static str, Bytes)>,
     ) -> Result<(StatusCode, Bytes), EstError> {
+        let resp = self.open(method, path, identity, basic, body, None).await?;
+        let status = resp.status();
+        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| EstError::Connect {
+                url: self.url.clone(),
+                reason: format!("reading the answer: {e}"),
+            })?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// A request over mutual TLS with the device's operational identity: a JSON
+    /// body (or none) and a bounded answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        identity: ClientIdentity,
+        json: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), EstError> {
+        let body = json.map(|j| ("application/json", Bytes::from(j)));
+        self.send(method, path, Some(identity), None, body).await
+    }
+
+    /// A GET over mutual TLS whose body the caller streams; `range_from`
+    /// asks for the bytes from that offset on (HTTP Range), to resume.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        identity: ClientIdentity,
+        range_from: Option<u64>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, EstError> {
+        self.open(Method::GET, path, Some(identity), None, None, range_from)
+            .await
+    }
+
+    async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        identity: Option<ClientIdentity>,
+        basic: Option<(&str, &str)>,
+        body: Option<(&'static str, Bytes)>,
+        range_from: Option<u64>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, EstError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -228,6 +284,9 @@ impl EstClient {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        if let Some(from) = range_from {
+            req = req.header(hyper::header::RANGE, format!("bytes={from}-"));
+        }
         if let Some(kind) = self.key_protection {
             req = req.header("palisade-key-protection", kind);
         }
@@ -247,18 +306,10 @@ impl EstClient {
         let req = req
             .body(Full::new(payload))
             .map_err(|e| EstError::Config(e.to_string()))?;
-        let resp = sender
+        sender
             .send_request(req)
             .await
-            .map_err(|e| connect_err(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| connect_err(e.to_string()))?
-            .to_bytes();
-        Ok((status, bytes))
+            .map_err(|e| connect_err(e.to_string()))
     }
 
     /// A TPM attestation step (`/attest/v1/{step}`) with a JSON body, as `auth`

@@ -174,12 +174,180 @@ enum Cmd {
         #[arg(long)]
         firmware_version: String,
     },
+    /// Check for an assigned update and install it (the director's assignment,
+    /// verified against the TUF repository, into the inactive slot); after a
+    /// trial boot, run the health check and commit or fall back.
+    Update {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        ota: OtaArgs,
+        /// One cycle, then exit: 0 nothing (more) to do, 10 reboot required,
+        /// 11 rolled back, 12 refused.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between cycles when not `--once`.
+        #[arg(long, default_value_t = 300)]
+        interval: u64,
+        /// Command that reboots the device when a trial boot is armed.
+        #[arg(long, env = "PALISADE_AGENT_REBOOT_COMMAND")]
+        reboot_command: Option<String>,
+    },
+    /// The boot shim (simulation of U-Boot with bootcount and verified boot):
+    /// picks the slot as U-Boot would, counting trial boots and falling back
+    /// past the boot limit, and boots only an image that verifies.
+    Boot {
+        #[command(flatten)]
+        ota: OtaArgs,
+    },
+    /// In the factory: write the first image into slot A and record it.
+    SlotInit {
+        #[command(flatten)]
+        ota: OtaArgs,
+        /// The image.
+        #[arg(long, value_name = "FILE")]
+        image: PathBuf,
+        /// Its version.
+        #[arg(long)]
+        firmware_version: String,
+    },
     /// Show the current identity.
     Status {
         /// State directory.
         #[arg(long, env = "PALISADE_AGENT_STATE_DIR")]
         state_dir: PathBuf,
     },
+}
+
+/// Where the A/B slots and the U-Boot environment are.
+#[derive(Debug, Args, Clone)]
+struct OtaArgs {
+    /// libubootenv's configuration naming the environment copies.
+    #[arg(
+        long,
+        env = "PALISADE_AGENT_FW_ENV_CONFIG",
+        default_value = "/etc/fw_env.config"
+    )]
+    fw_env_config: PathBuf,
+    /// Slot A: a file or block device.
+    #[arg(long, env = "PALISADE_AGENT_SLOT_A")]
+    slot_a: PathBuf,
+    /// Slot B.
+    #[arg(long, env = "PALISADE_AGENT_SLOT_B")]
+    slot_b: PathBuf,
+    /// This device's hardware revision.
+    #[arg(long, env = "PALISADE_AGENT_HARDWARE", default_value = "")]
+    hardware: String,
+    /// Trial boots before U-Boot falls back to the previous slot.
+    #[arg(long, default_value_t = 3)]
+    bootlimit: u32,
+    /// Provisioned TUF root metadata; without it the root is fetched once from
+    /// the server (TLS pinned to the Palisade root) and pinned.
+    #[arg(long, env = "PALISADE_AGENT_TUF_ROOT")]
+    tuf_root: Option<PathBuf>,
+    /// Health check run during a trial boot (via /bin/sh); failing rolls back.
+    #[arg(long, env = "PALISADE_AGENT_HEALTH_COMMAND")]
+    health_command: Option<String>,
+}
+
+impl OtaArgs {
+    fn config(&self) -> palisade_agent::ota::OtaConfig {
+        palisade_agent::ota::OtaConfig {
+            fw_env_config: self.fw_env_config.clone(),
+            slot_a: self.slot_a.clone(),
+            slot_b: self.slot_b.clone(),
+            hardware: self.hardware.clone(),
+            bootlimit: self.bootlimit.max(1),
+            tuf_root: self.tuf_root.clone(),
+            health_command: self.health_command.clone(),
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    use palisade_core::Clock;
+    let t = SystemClock.now();
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+async fn update(
+    common: &Common,
+    ota: &OtaArgs,
+    once: bool,
+    interval: u64,
+    reboot_command: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    use palisade_agent::ota::Outcome;
+    let a = agent(common)?;
+    let floor = floor(&common.keys, &common.state_dir)?;
+    let installer = a.installer(ota.config(), floor)?;
+    loop {
+        let outcome = installer.cycle(unix_ms()).await;
+        let code = match &outcome {
+            Ok(Outcome::Idle) => 0,
+            Ok(Outcome::Committed(v)) => {
+                println!("committed {v}");
+                0
+            }
+            Ok(Outcome::RebootRequired) => {
+                println!("installed: reboot into the trial");
+                10
+            }
+            Ok(Outcome::RolledBack(why)) => {
+                println!("rolled back: {why}");
+                11
+            }
+            Ok(Outcome::Refused(why)) => {
+                println!("refused: {why}");
+                12
+            }
+            Err(e) => {
+                eprintln!("update: {e}");
+                if once {
+                    return Ok(ExitCode::FAILURE);
+                }
+                0
+            }
+        };
+        if (code == 10 || code == 11)
+            && let Some(cmd) = reboot_command
+        {
+            let s = std::process::Command::new("/bin/sh")
+                .args(["-c", cmd])
+                .status()
+                .with_context(|| format!("running the reboot command {cmd:?}"))?;
+            anyhow::ensure!(s.success(), "the reboot command {cmd:?} failed: {s}");
+        }
+        if once {
+            return Ok(ExitCode::from(code));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// The anti-rollback floor: a TPM NV counter with the TPM keystore, else a file.
+#[cfg(feature = "tpm")]
+fn floor(
+    k: &KeystoreArgs,
+    _state_dir: &std::path::Path,
+) -> anyhow::Result<Option<Arc<dyn palisade_agent::ota::Floor>>> {
+    if k.keystore != "tpm" {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(palisade_agent::tpm::TpmFloor::open(
+        &k.tpm_tcti,
+    )?)))
+}
+
+#[cfg(not(feature = "tpm"))]
+fn floor(
+    _: &KeystoreArgs,
+    _: &std::path::Path,
+) -> anyhow::Result<Option<Arc<dyn palisade_agent::ota::Floor>>> {
+    Ok(None)
 }
 
 fn agent(c: &Common) -> anyhow::Result<Agent> {
@@ -307,6 +475,37 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             image,
             firmware_version,
         } => boot_measure(&state_dir, &tpm_tcti, &image, &firmware_version)?,
+        Cmd::Update {
+            common,
+            ota,
+            once,
+            interval,
+            reboot_command,
+        } => return update(&common, &ota, once, interval, reboot_command.as_deref()).await,
+        Cmd::Boot { ota } => {
+            let cfg = ota.config();
+            let ctl = palisade_agent::ota::BootControl::open(&cfg.fw_env_config)?;
+            match palisade_agent::ota::boot(&ctl, &cfg) {
+                Ok((slot, img)) => println!(
+                    "booted slot {} version {} sha256 {}",
+                    slot.as_str(),
+                    img.version,
+                    img.sha256
+                ),
+                Err(e) => {
+                    eprintln!("boot failed: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        Cmd::SlotInit {
+            ota,
+            image,
+            firmware_version,
+        } => {
+            let img = palisade_agent::ota::init_slot(&ota.config(), &image, &firmware_version)?;
+            println!("slot a holds {} ({} bytes)", img.sha256, img.length);
+        }
         Cmd::Status { state_dir } => match palisade_agent::state::read_identity(&state_dir)? {
             Some(id) => {
                 let keys = if state_dir.join("op.tpmkey").exists() {

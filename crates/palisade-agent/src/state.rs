@@ -200,6 +200,30 @@ impl Agent {
         }
     }
 
+    /// The update installer for this enrolled device (state in `ota/`).
+    pub fn installer(
+        &self,
+        cfg: crate::ota::OtaConfig,
+        floor: Option<Arc<dyn crate::ota::Floor>>,
+    ) -> Result<crate::ota::Installer, AgentError> {
+        let id = self.identity()?.ok_or_else(|| {
+            AgentError::Keystore("not enrolled: run `palisade-agent enroll`".into())
+        })?;
+        crate::ota::Installer::new(
+            cfg,
+            &self.dir.join("ota"),
+            self.est.clone(),
+            &id.device_id,
+            vec![CertificateDer::from(id.cert_der)],
+            self.operational_key()?,
+            floor,
+        )
+        .map_err(|e| AgentError::State {
+            path: self.dir.join("ota"),
+            reason: e.to_string(),
+        })
+    }
+
     /// How the agent's keys are protected (reported to the fleet).
     pub fn key_protection(&self) -> KeyProtection {
         self.keystore.protection()

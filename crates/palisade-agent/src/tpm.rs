@@ -222,3 +222,31 @@ pub fn measure_boot(
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(event)
 }
+
+/// The anti-rollback floor in the TPM's monotonic NV counter
+/// ([`palisade_tpm::FLOOR_NV_INDEX`]): it survives a reflashed filesystem and
+/// can never be lowered. The floor is the counter's value.
+#[derive(Debug)]
+pub struct TpmFloor(Tpm);
+
+impl TpmFloor {
+    /// Opens the TPM named by `tcti`.
+    pub fn open(tcti: &str) -> anyhow::Result<Self> {
+        Ok(Self(Tpm::open(tcti)?))
+    }
+}
+
+impl crate::ota::Floor for TpmFloor {
+    fn get(&self) -> Result<u64, crate::ota::OtaError> {
+        self.0
+            .read_counter(palisade_tpm::FLOOR_NV_INDEX)
+            .map_err(|e| crate::ota::OtaError::Floor(e.to_string()))
+    }
+
+    fn raise(&self, v: u64) -> Result<(), crate::ota::OtaError> {
+        self.0
+            .raise_counter(palisade_tpm::FLOOR_NV_INDEX, v)
+            .map(|_| ())
+            .map_err(|e| crate::ota::OtaError::Floor(e.to_string()))
+    }
+}

@@ -77,6 +77,68 @@ impl Layout {
     }
 }
 
+/// Where one copy of the environment lives, as a line of libubootenv's
+/// `fw_env.config` says: `DEVICE OFFSET SIZE [SECTOR-SIZE [SECTORS]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvLocation {
+    /// File or block device.
+    pub device: String,
+    /// Byte offset of the copy.
+    pub offset: u64,
+    /// Bytes per copy.
+    pub size: usize,
+}
+
+fn config_number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// Parses an `fw_env.config` (the file `fw_printenv -c` reads): one line per
+/// copy, `#` comments. One copy is the single layout, two the redundant one.
+pub fn parse_fw_env_config(text: &str) -> Result<(Vec<EnvLocation>, Layout), EnvError> {
+    let mut locs = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let bad = || EnvError::Malformed(format!("fw_env.config line {line:?}"));
+        if fields.len() < 3 {
+            return Err(bad());
+        }
+        let offset = config_number(fields[1]).ok_or_else(bad)?;
+        let size = config_number(fields[2])
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(bad)?;
+        locs.push(EnvLocation {
+            device: fields[0].to_string(),
+            offset,
+            size,
+        });
+    }
+    let layout = match &locs[..] {
+        [a] => Layout {
+            size: a.size,
+            redundant: false,
+        },
+        [a, b] if a.size == b.size => Layout {
+            size: a.size,
+            redundant: true,
+        },
+        _ => {
+            return Err(EnvError::Malformed(
+                "fw_env.config must name one copy, or two of the same size".into(),
+            ));
+        }
+    };
+    layout.check()?;
+    Ok((locs, layout))
+}
+
 /// The environment's variables and which copy they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootEnv {
@@ -337,6 +399,27 @@ impl Slot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fw_env_config_lines_give_the_copies_and_layout() {
+        let (locs, layout) = parse_fw_env_config(
+            "# comment\n/dev/mtd1 0x0 0x4000 0x1000\n/var/env1 16384 0x4000 # second\n",
+        )
+        .unwrap();
+        assert_eq!(locs.len(), 2);
+        assert_eq!(locs[1].offset, 16384);
+        assert_eq!(
+            layout,
+            Layout {
+                size: 0x4000,
+                redundant: true
+            }
+        );
+        assert!(parse_fw_env_config("/dev/mtd1 0x0\n").is_err());
+        assert!(parse_fw_env_config("").is_err());
+        assert!(parse_fw_env_config("a 0 0x4000\nb 0 0x2000\n").is_err());
+        assert!(parse_fw_env_config("a 0 0x10\n").is_err());
+    }
+
     use super::*;
 
     const L: Layout = Layout {

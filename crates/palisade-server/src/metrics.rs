@@ -36,6 +36,7 @@ pub struct Metrics {
     mqtt_messages_out: Counter,
     mqtt_bytes_out: Counter,
     attestation: Family<Reason, Counter>,
+    ota_reports: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -129,8 +130,15 @@ impl Default for Metrics {
             "TPM attestation outcomes: key_proven, refused, quote_ok, quote_failed",
             attestation.clone(),
         );
+        let ota_reports = Family::<Reason, Counter>::default();
+        registry.register(
+            "ota_reports",
+            "Update states reported by devices: downloading, installed, trial, committed, rolled-back, refused, failed",
+            ota_reports.clone(),
+        );
         Self {
             attestation,
+            ota_reports,
             mqtt_refusals,
             mqtt_acl_denials,
             mqtt_handshakes,
@@ -184,6 +192,15 @@ impl Metrics {
         self.attestation
             .get_or_create(&Reason {
                 reason: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an update state reported by a device.
+    pub fn ota_report(&self, state: &str) {
+        self.ota_reports
+            .get_or_create(&Reason {
+                reason: state.to_owned(),
             })
             .inc();
     }

@@ -153,6 +153,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<SupplierKeyRecord>, StoreError>;
     /// A device's latest signed director assignment and its counter.
     async fn assignment(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError>;
+    /// What devices last reported about their updates (one device, or all).
+    async fn updates(&self, device: Option<&DeviceId>) -> Result<Vec<UpdateRecord>, StoreError>;
     /// Accepted releases, of one model or all.
     async fn releases(&self, model: Option<&ModelId>) -> Result<Vec<ReleaseRecord>, StoreError>;
     /// Firmware approved for a model.

@@ -134,6 +134,24 @@ pub struct ReleaseRecord {
     pub created_ms: i64,
 }
 
+/// What a device last reported about an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateRecord {
+    /// The device.
+    pub device: DeviceId,
+    /// The director assignment's counter the report is about.
+    pub counter: u64,
+    /// The TUF target.
+    pub target: String,
+    /// `downloading`, `installed`, `trial`, `committed`, `rolled-back`,
+    /// `refused` or `failed`.
+    pub state: String,
+    /// Why (refusals and failures) or what (progress).
+    pub detail: String,
+    /// Reported, Unix ms.
+    pub updated_ms: i64,
+}
+
 /// A firmware image approved for a model: what measured boot must show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FirmwareRecord {
@@ -483,6 +501,9 @@ pub enum Change {
     /// Record an accepted release; its security version may not be below any
     /// earlier release of the model.
     InsertRelease(ReleaseRecord),
+    /// Record what a device reports about its update (replaces its previous
+    /// report; a report for an older counter than the stored one is ignored).
+    RecordUpdate(UpdateRecord),
     /// Record where a device's key lives (at enrolment and renewal).
     RecordKeyProtection {
         /// Which device.

@@ -26,6 +26,7 @@ use crate::{
     ConsistencyProof, DeviceFilter, DeviceRecord, EnrollmentTokenRecord, FirmwareRecord,
     HardwareTrust, InclusionProof, ModelRecord, Onboarding, Receipt, ReleaseRecord, Store,
     StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
+    UpdateRecord,
 };
 
 /// Most commits grouped into one transaction.
@@ -1038,6 +1039,25 @@ impl Writer {
                     ));
                 }
             }
+            Change::RecordUpdate(u) => {
+                let counter = i64::try_from(u.counter)
+                    .map_err(|_| conflict("update", u.device.as_str(), "counter out of range"))?;
+                sqlx::query(
+                    "INSERT INTO device_updates (device_id, counter, target, state, detail, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(device_id) DO UPDATE SET counter = ?2, target = ?3, state = ?4,
+                        detail = ?5, updated_ms = ?6
+                     WHERE device_updates.counter <= ?2",
+                )
+                .bind(u.device.as_str())
+                .bind(counter)
+                .bind(&u.target)
+                .bind(&u.state)
+                .bind(&u.detail)
+                .bind(u.updated_ms)
+                .execute(&mut *c)
+                .await?;
+            }
             Change::InsertSupplierKey(k) => {
                 sqlx::query(
                     "INSERT INTO supplier_keys (keyid, supplier, spki_der, created_ms) VALUES (?, ?, ?, ?)",
@@ -1364,6 +1384,30 @@ impl Store for SqliteStore {
                 ))
             })
             .transpose()
+    }
+
+    async fn updates(&self, device: Option<&DeviceId>) -> Result<Vec<UpdateRecord>, StoreError> {
+        sqlx::query(
+            "SELECT device_id, counter, target, state, detail, updated_ms FROM device_updates
+             WHERE ?1 IS NULL OR device_id = ?1 ORDER BY device_id",
+        )
+        .bind(device.map(DeviceId::as_str))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(UpdateRecord {
+                device: DeviceId::parse(r.try_get("device_id")?)
+                    .map_err(|e| corrupt("update", e))?,
+                counter: u64::try_from(r.try_get::<i64, _>("counter")?)
+                    .map_err(|e| corrupt("update", e))?,
+                target: r.try_get("target")?,
+                state: r.try_get("state")?,
+                detail: r.try_get("detail")?,
+                updated_ms: r.try_get("updated_ms")?,
+            })
+        })
+        .collect()
     }
 
     async fn releases(&self, model: Option<&ModelId>) -> Result<Vec<ReleaseRecord>, StoreError> {

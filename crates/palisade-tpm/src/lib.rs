@@ -25,15 +25,19 @@ use palisade_attest::{EccPublic, EcdsaSignature};
 use palisade_core::{KeyAlgorithm, KeyProtection, Signer, SignerError, ecdsa_fixed_to_der};
 use tss_esapi::Context;
 use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ek};
+use tss_esapi::attributes::NvIndexAttributesBuilder;
 use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
 use tss_esapi::constants::SessionType;
+use tss_esapi::constants::nv_index_type::NvIndexType;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
-use tss_esapi::handles::{AuthHandle, KeyHandle, PcrHandle};
+use tss_esapi::handles::{AuthHandle, KeyHandle, NvIndexHandle, NvIndexTpmHandle, PcrHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::NvPublicBuilder;
 use tss_esapi::structures::{
     Data, Digest, DigestValues, EccPoint, EccScheme, EncryptedSecret, HashScheme, IdObject,
     KeyDerivationFunctionScheme, PcrSelectionListBuilder, PcrSlot, Private, Public, PublicBuilder,
@@ -578,6 +582,104 @@ impl Tpm {
             }
             out.copy_from_slice(v.value());
             Ok(out)
+        })
+    }
+}
+
+/// The NV index of Palisade's anti-rollback counter (owner-defined range).
+pub const FLOOR_NV_INDEX: u32 = 0x0150_0A00;
+
+/// Most increments one raise of the counter performs.
+const MAX_INCREMENTS: u64 = 10_000;
+
+impl Worker {
+    /// The counter's handle, if the index is defined.
+    fn nv_handle(&mut self, index: u32) -> Result<Option<NvIndexHandle>, TpmError> {
+        let tpm_handle = NvIndexTpmHandle::new(index).map_err(cmd("naming an NV index"))?;
+        match self.ctx.tr_from_tpm_public(tpm_handle.into()) {
+            Ok(h) => Ok(Some(NvIndexHandle::from(h))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn read_counter(&mut self, h: NvIndexHandle) -> Result<u64, TpmError> {
+        let (public, _) = self
+            .ctx
+            .nv_read_public(h)
+            .map_err(cmd("reading the counter's public area"))?;
+        if !public.attributes().written() {
+            return Ok(0);
+        }
+        let buf = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.nv_read(NvAuth::Owner, h, 8, 0)
+            })
+            .map_err(cmd("reading the anti-rollback counter"))?;
+        let b: [u8; 8] = buf.value().try_into().map_err(|_| TpmError::Command {
+            op: "reading the anti-rollback counter",
+            reason: "not 8 bytes".into(),
+        })?;
+        Ok(u64::from_be_bytes(b))
+    }
+}
+
+impl Tpm {
+    /// The monotonic NV counter at `index` (0 when not yet defined or written).
+    pub fn read_counter(&self, index: u32) -> Result<u64, TpmError> {
+        self.call(move |w| match w.nv_handle(index)? {
+            None => Ok(0),
+            Some(h) => w.read_counter(h),
+        })
+    }
+
+    /// Increments the NV counter at `index` (defining it on first use) until
+    /// it is at least `v`; returns its value. A TPM counter never goes down.
+    pub fn raise_counter(&self, index: u32, v: u64) -> Result<u64, TpmError> {
+        self.call(move |w| {
+            let h = match w.nv_handle(index)? {
+                Some(h) => h,
+                None => {
+                    let attrs = NvIndexAttributesBuilder::new()
+                        .with_owner_write(true)
+                        .with_owner_read(true)
+                        .with_nv_index_type(NvIndexType::Counter)
+                        .build()
+                        .map_err(cmd("building the counter's attributes"))?;
+                    let public = NvPublicBuilder::new()
+                        .with_nv_index(
+                            NvIndexTpmHandle::new(index).map_err(cmd("naming an NV index"))?,
+                        )
+                        .with_index_name_algorithm(HashingAlgorithm::Sha256)
+                        .with_index_attributes(attrs)
+                        .with_data_area_size(8)
+                        .build()
+                        .map_err(cmd("building the counter's public area"))?;
+                    w.ctx
+                        .execute_with_session(Some(AuthSession::Password), |c| {
+                            c.nv_define_space(Provision::Owner, None, public)
+                        })
+                        .map_err(cmd("defining the anti-rollback counter"))?
+                }
+            };
+            let mut cur = w.read_counter(h)?;
+            let mut n = 0;
+            while cur < v {
+                if n >= MAX_INCREMENTS {
+                    return Err(TpmError::Command {
+                        op: "raising the anti-rollback counter",
+                        reason: format!("{v} is more than {MAX_INCREMENTS} steps above {cur}"),
+                    });
+                }
+                w.ctx
+                    .execute_with_session(Some(AuthSession::Password), |c| {
+                        c.nv_increment(NvAuth::Owner, h)
+                    })
+                    .map_err(cmd("incrementing the anti-rollback counter"))?;
+                cur = w.read_counter(h)?;
+                n += 1;
+            }
+            Ok(cur)
         })
     }
 }

@@ -676,8 +676,30 @@ pub fn upload_release(
     version: &str,
     security_version: u64,
 ) -> PathBuf {
+    upload_release_bytes(
+        server,
+        dir,
+        key,
+        (model, version, security_version),
+        format!("{model} firmware {version}").as_bytes(),
+        &[],
+    )
+}
+
+/// Uploads a release of `(model, version, security version)` with this image
+/// and hardware list (empty: all), signed provenance and an SBOM; returns the
+/// image file.
+#[allow(clippy::expect_used)]
+pub fn upload_release_bytes(
+    server: &ServerProc,
+    dir: &Path,
+    key: &[u8],
+    (model, version, security_version): (&str, &str, u64),
+    bytes: &[u8],
+    hardware: &[&str],
+) -> PathBuf {
     let image = dir.join(format!("{model}-{version}.img"));
-    std::fs::write(&image, format!("{model} firmware {version}")).expect("image");
+    std::fs::write(&image, bytes).expect("image");
     let sha = palisade_pki::sha256_hex(&std::fs::read(&image).expect("image"));
     let statement = serde_json::json!({
         "_type": palisade_release::STATEMENT_V1,
@@ -702,7 +724,11 @@ pub fn upload_release(
         r#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[]}"#,
     )
     .expect("sbom");
-    let args = release_upload_args(model, version, security_version, &image, &sbom, &prov);
+    let mut args = release_upload_args(model, version, security_version, &image, &sbom, &prov);
+    if !hardware.is_empty() {
+        args.push("--hardware".into());
+        args.push(hardware.join(","));
+    }
     server.cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     image
 }

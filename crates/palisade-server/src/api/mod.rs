@@ -166,6 +166,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/director/key", get(director_key))
         .route("/api/v1/devices/{id}/assignment", post(assign_release))
         .route("/director/v1/assignment", get(device_assignment))
+        .route("/director/v1/key", get(device_director_key))
+        .route("/director/v1/report", post(device_update_report))
         .route(
             "/api/v1/tuf/root",
             axum::routing::put(tuf_set_root)
@@ -183,6 +185,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/v1/blobs",
             axum::routing::put(upload_blob).layer(DefaultBodyLimit::disable()),
         )
+        .route("/api/v1/updates", get(list_updates))
         .route(
             "/api/v1/releases",
             get(list_releases)
@@ -261,7 +264,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         list_suppliers, add_supplier, import_batch, create_enrollment_token,
         list_tpm_vendors, add_tpm_vendor, list_firmware, add_firmware,
         list_supplier_keys, add_supplier_key, upload_blob, create_release, list_releases,
-        lifecycle, director_key, assign_release,
+        lifecycle, director_key, assign_release, list_updates,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
     ),
     components(schemas(ErrorBody)),
@@ -994,25 +997,139 @@ async fn assign_release(
     ))
 }
 
-/// A device fetches its current assignment (authenticated by its certificate).
-async fn device_assignment(
-    State(s): State<AppState>,
+/// The device presenting a valid operational certificate.
+async fn calling_device(
+    s: &AppState,
     chain: Option<axum::Extension<crate::api::auth::ClientCertChain>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<DeviceId, ApiError> {
     let chain = chain.map(|c| c.0.0).unwrap_or_default();
     let who = s
         .enrollment
         .identify(crate::enroll::Credential::ClientCert(&chain))
         .await
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    Ok(who.device)
+}
+
+/// A device fetches its current assignment (authenticated by its certificate).
+async fn device_assignment(
+    State(s): State<AppState>,
+    chain: Option<axum::Extension<crate::api::auth::ClientCertChain>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let device = calling_device(&s, chain).await?;
     let (_, signed) = s
         .store
-        .assignment(&who.device)
+        .assignment(&device)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no assignment for {}", who.device)))?;
+        .ok_or_else(|| ApiError::not_found(format!("no assignment for {device}")))?;
     Ok(Json(
         serde_json::from_str(&signed).map_err(ApiError::internal)?,
     ))
+}
+
+/// The director's public key for devices (authenticated by their certificate),
+/// which pin it on first use.
+async fn device_director_key(
+    State(s): State<AppState>,
+    chain: Option<axum::Extension<crate::api::auth::ClientCertChain>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    calling_device(&s, chain).await?;
+    let k = s.tuf.director_public().map_err(tuf_error)?;
+    Ok(Json(
+        serde_json::json!({ "ed25519_public": palisade_attest::b64(&k) }),
+    ))
+}
+
+/// The states a device reports about an update.
+pub const UPDATE_STATES: [&str; 7] = [
+    "downloading",
+    "installed",
+    "trial",
+    "committed",
+    "rolled-back",
+    "refused",
+    "failed",
+];
+
+/// What a device reports about the assignment with `counter`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateReport {
+    counter: u64,
+    target: String,
+    state: String,
+    #[serde(default)]
+    detail: String,
+}
+
+/// A device reports an update's state (authenticated by its certificate).
+/// Refusals, failures, fallbacks and commits are audited.
+async fn device_update_report(
+    State(s): State<AppState>,
+    chain: Option<axum::Extension<crate::api::auth::ClientCertChain>>,
+    Body(r): Body<UpdateReport>,
+) -> Result<StatusCode, ApiError> {
+    let device = calling_device(&s, chain).await?;
+    if !UPDATE_STATES.contains(&r.state.as_str()) {
+        return Err(ApiError::bad_request(
+            "bad_state",
+            format!("state must be one of {}", UPDATE_STATES.join(", ")),
+        ));
+    }
+    if r.target.len() > 256 || r.detail.len() > 2048 {
+        return Err(ApiError::bad_request(
+            "too_long",
+            "target is at most 256 bytes and detail at most 2048",
+        ));
+    }
+    s.metrics.ota_report(&r.state);
+    let audit = match r.state.as_str() {
+        "committed" => vec![
+            palisade_audit::EntryDraft::success(device.as_str(), "ota.committed", device.as_str())
+                .with_detail(serde_json::json!({ "target": r.target, "counter": r.counter })),
+        ],
+        "refused" | "failed" | "rolled-back" => vec![
+            palisade_audit::EntryDraft::denied(
+                device.as_str(),
+                &format!("ota.{}", r.state),
+                device.as_str(),
+            )
+            .with_detail(serde_json::json!({
+                "target": r.target, "counter": r.counter, "reason": r.detail,
+            })),
+        ],
+        _ => vec![],
+    };
+    let now = unix_ms(s.clock.now());
+    s.store
+        .commit(
+            vec![palisade_store::Change::RecordUpdate(
+                palisade_store::UpdateRecord {
+                    device,
+                    counter: r.counter,
+                    target: r.target,
+                    state: r.state,
+                    detail: r.detail,
+                    updated_ms: now,
+                },
+            )],
+            audit,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A single byte range `bytes=START-` or `bytes=START-END` of a `total`-byte
+/// file: the inclusive range to send, or `None` when unsatisfiable.
+fn byte_range(header: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end = match b.trim() {
+        "" => total.checked_sub(1)?,
+        e => e.parse::<u64>().ok()?.min(total.checked_sub(1)?),
+    };
+    (start <= end).then_some((start, end))
 }
 
 fn tuf_error(e: crate::tuf::TufError) -> ApiError {
@@ -1127,11 +1244,14 @@ async fn tuf_metadata(
         .into_response())
 }
 
-/// A target image by its TUF name (`MODEL/VERSION.img`).
+/// A target image by its TUF name (`MODEL/VERSION.img`); a single `Range`
+/// (`bytes=N-` or `bytes=N-M`) resumes an interrupted download.
 async fn tuf_target(
     State(s): State<AppState>,
     Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let releases = s.store.releases(None).await?;
     let r = releases
         .iter()
@@ -1143,14 +1263,46 @@ async fn tuf_target(
         .open(&r.image_sha256)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no target {path}")))?;
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
-        tokio::fs::File::from_std(file),
-    ));
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-        body,
-    )
-        .into_response())
+    let mut file = tokio::fs::File::from_std(file);
+    let total = r.image_len;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| byte_range(h, total));
+    match range {
+        None => Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::ACCEPT_RANGES, "bytes".to_owned()),
+            ],
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+        )
+            .into_response()),
+        Some(None) => Ok((
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{total}"))],
+        )
+            .into_response()),
+        Some(Some((start, end))) => {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(ApiError::internal)?;
+            let len = end - start + 1;
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (
+                        header::CONTENT_RANGE,
+                        format!("bytes {start}-{end}/{total}"),
+                    ),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len))),
+            )
+                .into_response())
+        }
+    }
 }
 
 /// Largest release request (SBOM and provenance inline).
@@ -1279,6 +1431,28 @@ async fn list_releases(
         list = own;
     }
     Ok(Json(list.iter().map(Into::into).collect()))
+}
+
+/// Devices' update states, one device's with `?device=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct UpdateQuery {
+    device: Option<String>,
+}
+
+/// What devices last reported about their updates.
+#[utoipa::path(get, path = "/api/v1/updates", tag = "releases", params(UpdateQuery),
+    responses((status = 200)))]
+async fn list_updates(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<UpdateQuery>,
+) -> Result<Json<Vec<palisade_store::UpdateRecord>>, ApiError> {
+    c.require(&s, Access::Read, "read update states").await?;
+    let device = match &q.device {
+        Some(d) => Some(parse_id::<DeviceId>(&s, &c, "update.list", d).await?),
+        None => None,
+    };
+    Ok(Json(s.store.updates(device.as_ref()).await?))
 }
 
 /// Registered TPM vendor CAs.
@@ -1437,4 +1611,23 @@ async fn list_commands(
             .map(Into::into)
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn byte_ranges_resume_and_refuse_the_unsatisfiable() {
+        assert_eq!(byte_range("bytes=0-", 10), Some((0, 9)));
+        assert_eq!(byte_range("bytes=4-", 10), Some((4, 9)));
+        assert_eq!(byte_range("bytes=4-6", 10), Some((4, 6)));
+        assert_eq!(byte_range("bytes=4-600", 10), Some((4, 9)));
+        assert_eq!(byte_range("bytes=10-", 10), None);
+        assert_eq!(byte_range("bytes=6-4", 10), None);
+        assert_eq!(byte_range("bytes=-4", 10), None);
+        assert_eq!(byte_range("items=0-", 10), None);
+        assert_eq!(byte_range("bytes=0-", 0), None);
+        assert_eq!(byte_range("bytes=0-1,3-4", 10), None);
+    }
 }

@@ -1,0 +1,708 @@
+//! The agent's installer end to end, against the real server and the real
+//! `palisade-agent` binary: TUF metadata from a key ceremony, director
+//! assignments, A/B slots as files, the U-Boot environment read by
+//! `fw_printenv`, the boot shim's bootcount logic. Each attack of the OTA
+//! threat model has a test named after it; the power-cut test kills the agent
+//! with SIGKILL at random points and boots the device after every kill.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use palisade_interop::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A server with a supplier, a model `cam`, a TUF root from a ceremony (root
+/// 2-of-3, targets 2-of-2), and one device with A/B slots.
+struct Rig {
+    _dir: tempfile::TempDir,
+    d: PathBuf,
+    server: ServerProc,
+    supplier_key: Vec<u8>,
+    keys: PathBuf,
+    root: PathBuf,
+    dev: PathBuf,
+    hardware: String,
+}
+
+impl Rig {
+    fn new() -> Option<Self> {
+        if !(have("openssl") && have("fw_printenv")) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let server = ServerProc::start(&d.join("data")).unwrap();
+        let f = d.join("factory");
+        palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
+        server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
+        let supplier_key = register_supplier_key(&server, &d, "acme");
+        server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+        let keys = d.join("ceremony");
+        palisade_ok(&[
+            "keys",
+            "generate",
+            "--dir",
+            s(&keys),
+            "root-1",
+            "root-2",
+            "root-3",
+            "targets-1",
+            "targets-2",
+        ]);
+        let online = d.join("online.json");
+        std::fs::write(&online, server.cli_ok(&["tuf", "online-keys"])).unwrap();
+        let root = d.join("root.json");
+        palisade_ok(&[
+            "keys",
+            "root",
+            "--dir",
+            s(&keys),
+            "--root-key",
+            "root-1,root-2,root-3",
+            "--root-threshold",
+            "2",
+            "--targets-key",
+            "targets-1,targets-2",
+            "--targets-threshold",
+            "2",
+            "--online-keys",
+            s(&online),
+            "--sign-with",
+            "root-1,root-2",
+            "--out",
+            s(&root),
+        ]);
+        server.cli_ok(&["tuf", "set-root", s(&root)]);
+        let dev = d.join("device");
+        std::fs::create_dir_all(&dev).unwrap();
+        Some(Self {
+            _dir: dir,
+            d,
+            server,
+            supplier_key,
+            keys,
+            root,
+            dev,
+            hardware: "rev-b".into(),
+        })
+    }
+
+    /// Uploads a release whose image is `bytes`.
+    fn release(&self, version: &str, secver: u64, bytes: &[u8], hardware: &[&str]) -> PathBuf {
+        upload_release_bytes(
+            &self.server,
+            &self.d,
+            &self.supplier_key,
+            ("cam", version, secver),
+            bytes,
+            hardware,
+        )
+    }
+
+    /// Signs (with `keys`) and publishes the targets role listing every release.
+    fn publish_with(&self, keys: &str) -> Output {
+        let draft = self.d.join("draft.json");
+        std::fs::write(&draft, self.server.cli_ok(&["tuf", "targets-draft"])).unwrap();
+        let signed = self.d.join("targets-signed.json");
+        palisade_ok(&[
+            "keys",
+            "sign-targets",
+            "--dir",
+            s(&self.keys),
+            "--root",
+            s(&self.root),
+            "--key",
+            keys,
+            "--draft",
+            s(&draft),
+            "--out",
+            s(&signed),
+        ]);
+        self.server.cli(&["tuf", "publish", s(&signed)])
+    }
+
+    fn publish(&self) {
+        let o = self.publish_with("targets-1,targets-2");
+        assert!(o.status.success(), "publish: {}", text(&o));
+    }
+
+    fn env_config(&self) -> PathBuf {
+        self.dev.join("fw_env.config")
+    }
+
+    fn agent(&self) -> Command {
+        let mut c = Command::new(agent_bin());
+        c.env("PALISADE_AGENT_SERVER", &self.server.url)
+            .env("PALISADE_AGENT_ROOT", self.server.data.join("ca/root.pem"))
+            .env("PALISADE_AGENT_STATE_DIR", self.dev.join("state"))
+            .env("PALISADE_AGENT_FW_ENV_CONFIG", self.env_config())
+            .env("PALISADE_AGENT_SLOT_A", self.dev.join("slot-a.img"))
+            .env("PALISADE_AGENT_SLOT_B", self.dev.join("slot-b.img"))
+            .env("PALISADE_AGENT_HARDWARE", &self.hardware);
+        c
+    }
+
+    /// Enrols the device `cam-1` with a token and writes its factory image.
+    fn device(&self) {
+        // Two erased environment partitions, as on a factory-fresh device.
+        for e in ["env0", "env1"] {
+            std::fs::write(self.dev.join(e), vec![0u8; 0x4000]).unwrap();
+        }
+        std::fs::write(
+            self.env_config(),
+            format!(
+                "{} 0x0 0x4000\n{} 0x0 0x4000\n",
+                self.dev.join("env0").display(),
+                self.dev.join("env1").display()
+            ),
+        )
+        .unwrap();
+        let token = self
+            .server
+            .cli_ok(&["enrollment-token", "create", "--model", "cam"]);
+        let o = self
+            .agent()
+            .args(["enroll", "--token", token.trim(), "--device-id", "cam-1"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "enrol: {}", text(&o));
+        let factory = self.dev.join("factory.img");
+        std::fs::write(&factory, b"cam factory image 0.9").unwrap();
+        let o = self
+            .agent()
+            .args([
+                "slot-init",
+                "--image",
+                s(&factory),
+                "--firmware-version",
+                "0.9",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "slot-init: {}", text(&o));
+    }
+
+    fn assign(&self, version: &str) {
+        self.server
+            .cli_ok(&["device", "assign", "cam-1", "--release-version", version]);
+    }
+
+    fn update(&self) -> Output {
+        self.agent().args(["update", "--once"]).output().unwrap()
+    }
+
+    fn boot(&self) -> Output {
+        self.agent().arg("boot").output().unwrap()
+    }
+
+    fn printenv(&self) -> String {
+        let o = Command::new("fw_printenv")
+            .arg("-c")
+            .arg(self.env_config())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "fw_printenv: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn env_has(&self, line: &str) -> bool {
+        self.printenv().lines().any(|l| l == line)
+    }
+
+    /// The server's record of the device's last update report.
+    fn reported(&self) -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.server.api_get("/api/v1/updates?device=cam-1")).unwrap();
+        v[0].clone()
+    }
+
+    /// Installs `version` completely: update, reboot, health check, commit.
+    fn install(&self, version: &str) {
+        self.assign(version);
+        let o = self.update();
+        assert_eq!(o.status.code(), Some(10), "update: {}", text(&o));
+        let o = self.boot();
+        assert!(o.status.success(), "boot: {}", text(&o));
+        let o = self.update();
+        assert!(
+            o.status.success() && text(&o).contains(&format!("committed {version}")),
+            "commit: {}",
+            text(&o)
+        );
+    }
+
+    /// Runs one update expecting a refusal mentioning `why`; nothing changes
+    /// on the device and the server hears the reason.
+    fn refused(&self, why: &str) {
+        let before = self.printenv();
+        let o = self.update();
+        assert_eq!(
+            o.status.code(),
+            Some(12),
+            "expected a refusal: {}",
+            text(&o)
+        );
+        assert!(
+            text(&o).to_lowercase().contains(&why.to_lowercase()),
+            "refusal should mention {why:?}: {}",
+            text(&o)
+        );
+        let after = self.printenv();
+        let active = before
+            .lines()
+            .find_map(|l| l.strip_prefix("boot_slot="))
+            .unwrap_or("a")
+            .to_owned();
+        let active_sha = format!("slot_{active}_sha256");
+        for var in ["boot_slot", "upgrade_available", active_sha.as_str()] {
+            let get = |e: &str| {
+                e.lines()
+                    .find(|l| l.starts_with(&format!("{var}=")))
+                    .map(str::to_owned)
+            };
+            assert_eq!(get(&before), get(&after), "{var} changed on a refusal");
+        }
+        assert!(!after.contains("upgrade_available=1"), "{after}");
+        let r = self.reported();
+        assert_eq!(r["state"], "refused", "{r}");
+        let o = self.boot();
+        assert!(o.status.success(), "boot after a refusal: {}", text(&o));
+    }
+}
+
+#[test]
+fn the_agent_installs_with_a_trial_boot_commits_and_raises_its_floor() {
+    let Some(rig) = Rig::new() else { return };
+    rig.release("1.0", 1, b"cam firmware 1.0", &[]);
+    rig.release("2.0", 2, &vec![7u8; 3 << 20], &["rev-b"]);
+    rig.publish();
+    rig.device();
+    assert!(rig.env_has("boot_slot=a"), "{}", rig.printenv());
+
+    rig.assign("2.0");
+    let o = rig.update();
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    // fw_printenv reads the trial the agent armed.
+    for line in [
+        "boot_slot=b",
+        "alt_slot=a",
+        "upgrade_available=1",
+        "bootcount=0",
+        "bootlimit=3",
+        "slot_b_version=2.0",
+    ] {
+        assert!(rig.env_has(line), "{line}: {}", rig.printenv());
+    }
+    assert_eq!(rig.reported()["state"], "installed");
+    let o = rig.boot();
+    assert!(
+        text(&o).contains("booted slot b version 2.0"),
+        "{}",
+        text(&o)
+    );
+    assert!(rig.env_has("bootcount=1"), "{}", rig.printenv());
+    let o = rig.update();
+    assert!(text(&o).contains("committed 2.0"), "{}", text(&o));
+    assert!(rig.env_has("upgrade_available=0"), "{}", rig.printenv());
+    assert_eq!(rig.reported()["state"], "committed");
+    let floor = std::fs::read_to_string(rig.dev.join("state/ota/floor")).unwrap();
+    assert_eq!(floor.trim(), "2");
+    // Nothing more to do until the next assignment.
+    let o = rig.update();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // fw_setenv changes the environment under the agent: an operator forces a
+    // boot limit of 1 on the next trial; the agent keeps the other variables.
+    let o = Command::new("fw_setenv")
+        .arg("-c")
+        .arg(rig.env_config())
+        .args(["site_note", "lab-7"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A health check that fails rolls back to the previous slot at once.
+    rig.release("2.1", 2, b"cam firmware 2.1 (broken)", &[]);
+    rig.publish();
+    rig.assign("2.1");
+    assert_eq!(rig.update().status.code(), Some(10));
+    assert!(rig.boot().status.success());
+    let o = rig
+        .agent()
+        .args(["update", "--once", "--health-command", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert!(text(&o).contains("health check"), "{}", text(&o));
+    let o = rig.boot();
+    assert!(
+        text(&o).contains("booted slot b version 2.0"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(rig.reported()["state"], "rolled-back");
+    assert!(rig.env_has("site_note=lab-7"), "{}", rig.printenv());
+
+    // An image that never boots: U-Boot's boot limit brings the old slot back,
+    // and the agent reports the fallback.
+    rig.release("2.2", 2, b"cam firmware 2.2", &[]);
+    rig.publish();
+    rig.assign("2.2");
+    assert_eq!(rig.update().status.code(), Some(10));
+    for _ in 0..3 {
+        assert!(rig.boot().status.success()); // the image "hangs": no health check
+    }
+    let o = rig.boot();
+    assert!(
+        text(&o).contains("booted slot b version 2.0"),
+        "{}",
+        text(&o)
+    );
+    let o = rig.update();
+    assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+    assert_eq!(rig.reported()["state"], "rolled-back");
+}
+
+fn now_ms() -> i64 {
+    #[allow(clippy::disallowed_methods)]
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(t.as_millis()).unwrap()
+}
+
+impl Rig {
+    fn tuf(&self, name: &str) -> PathBuf {
+        self.server.data.join("tuf/metadata").join(name)
+    }
+
+    fn online_key(&self, role: &str) -> PathBuf {
+        self.server
+            .data
+            .join("tuf/online")
+            .join(format!("{role}.pk8"))
+    }
+
+    fn blob(&self, image: &Path) -> PathBuf {
+        let sha = palisade_pki::sha256_hex(&std::fs::read(image).unwrap());
+        self.server
+            .data
+            .join("blobs/sha256")
+            .join(&sha[..2])
+            .join(&sha[2..])
+    }
+
+    /// The stored signed assignment and its counter.
+    fn stored_assignment(&self) -> (u64, String) {
+        let o = run(
+            "sqlite3",
+            &[
+                s(&self.server.data.join("palisade.db")),
+                "SELECT counter || ' ' || signed FROM device_assignments WHERE device_id = 'cam-1'",
+            ],
+        );
+        let out = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        let (c, signed) = out.split_once(' ').unwrap();
+        (c.parse().unwrap(), signed.to_owned())
+    }
+
+    /// Puts `signed` (with `counter`) where the server serves the device's
+    /// assignment from: what a compromised director or database does.
+    fn plant_assignment(&self, counter: u64, signed: &str) {
+        let sql = format!(
+            "UPDATE device_assignments SET counter = {counter}, signed = '{}' WHERE device_id = 'cam-1'",
+            signed.replace('\'', "''")
+        );
+        let o = run("sqlite3", &[s(&self.server.data.join("palisade.db")), &sql]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+
+    /// An assignment signed with `key` (PKCS#8 Ed25519), planted with the
+    /// next counter.
+    fn forge_assignment(
+        &self,
+        key: &[u8],
+        edit: impl FnOnce(&mut palisade_release::director::Assignment),
+    ) {
+        let (counter, signed) = self.stored_assignment();
+        let signed: palisade_release::director::SignedAssignment =
+            serde_json::from_str(&signed).unwrap();
+        let payload =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &signed.payload)
+                .unwrap();
+        let mut a: palisade_release::director::Assignment =
+            serde_json::from_slice(&payload).unwrap();
+        a.counter = counter + 1;
+        edit(&mut a);
+        let forged = palisade_release::director::sign_assignment(&a, key).unwrap();
+        self.plant_assignment(a.counter, &serde_json::to_string(&forged).unwrap());
+    }
+
+    /// What an attacker holding the online snapshot and timestamp keys
+    /// serves: `targets` (as given), a snapshot over it claiming targets
+    /// version `+ claim` and a timestamp expiring at `expires_ms`.
+    fn forge_online_metadata(&self, targets: &[u8], claim: u64, expires_ms: i64) {
+        use tough::schema::{Hashes, Signed, Snapshot, Targets, Timestamp};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let root: Signed<tough::schema::Root> =
+            serde_json::from_slice(&std::fs::read(self.tuf("root.json")).unwrap()).unwrap();
+        let t: Signed<Targets> = serde_json::from_slice(targets).unwrap();
+        let meta = |buf: &[u8], version: u64| tough::schema::Metafile {
+            length: Some(buf.len() as u64),
+            hashes: Some(Hashes {
+                sha256: ring::digest::digest(&ring::digest::SHA256, buf)
+                    .as_ref()
+                    .to_vec()
+                    .into(),
+                _extra: Default::default(),
+            }),
+            version: std::num::NonZeroU64::new(version).unwrap(),
+            _extra: Default::default(),
+        };
+        let old_snap: Signed<Snapshot> =
+            serde_json::from_slice(&std::fs::read(self.tuf("snapshot.json")).unwrap()).unwrap();
+        let mut snap = Snapshot::new(
+            "1.0.0".into(),
+            old_snap.signed.version.checked_add(1).unwrap(),
+            palisade_server::tuf::expiry(now_ms() + 86_400_000).unwrap(),
+        );
+        snap.meta.insert(
+            "targets.json".into(),
+            meta(targets, t.signed.version.get() + claim),
+        );
+        let snap_buf = rt
+            .block_on(palisade_server::tuf::sign_role(
+                snap.clone(),
+                &root.signed,
+                &[self.online_key("snapshot")],
+            ))
+            .unwrap();
+        let old_ts: Signed<Timestamp> =
+            serde_json::from_slice(&std::fs::read(self.tuf("timestamp.json")).unwrap()).unwrap();
+        let mut ts = Timestamp::new(
+            "1.0.0".into(),
+            old_ts.signed.version.checked_add(1).unwrap(),
+            palisade_server::tuf::expiry(expires_ms).unwrap(),
+        );
+        ts.meta
+            .insert("snapshot.json".into(), meta(&snap_buf, snap.version.get()));
+        let ts_buf = rt
+            .block_on(palisade_server::tuf::sign_role(
+                ts,
+                &root.signed,
+                &[self.online_key("timestamp")],
+            ))
+            .unwrap();
+        std::fs::write(self.tuf("targets.json"), targets).unwrap();
+        std::fs::write(self.tuf("snapshot.json"), snap_buf).unwrap();
+        std::fs::write(self.tuf("timestamp.json"), ts_buf).unwrap();
+    }
+
+    /// A device with 2.0 (security version 2, for rev-b) committed and
+    /// 3.0 published (security version 3).
+    fn with_installed_release() -> Option<(Self, PathBuf)> {
+        let rig = Self::new()?;
+        if !have("sqlite3") {
+            return None;
+        }
+        rig.release("2.0", 2, b"cam firmware 2.0", &["rev-b"]);
+        let three = rig.release("3.0", 3, &vec![3u8; 200_000], &["rev-b"]);
+        rig.publish();
+        rig.device();
+        rig.install("2.0");
+        Some((rig, three))
+    }
+}
+
+#[test]
+fn arbitrary_software() {
+    let Some((rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    rig.assign("3.0");
+    let other =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    rig.forge_assignment(other.as_ref(), |a| a.version = "3.0-evil".into());
+    rig.refused("not signed by the director key");
+}
+
+#[test]
+fn rollback() {
+    let Some((rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    // 2.0 is a genuine, signed release, but below the floor 3.0 set.
+    rig.install("3.0");
+    rig.assign("2.0");
+    rig.refused("rollback");
+}
+
+#[test]
+fn fast_forward() {
+    let Some((rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    rig.assign("3.0");
+    // The online keys sign a snapshot claiming a targets version the offline
+    // targets keys never signed.
+    let targets = std::fs::read(rig.tuf("targets.json")).unwrap();
+    rig.forge_online_metadata(&targets, 100, now_ms() + 3_600_000);
+    rig.refused("failed verification");
+}
+
+#[test]
+fn indefinite_freeze() {
+    let Some((rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    rig.assign("3.0");
+    // A mirror keeps serving a timestamp that has expired.
+    let targets = std::fs::read(rig.tuf("targets.json")).unwrap();
+    let saved: Vec<(PathBuf, Vec<u8>)> = ["snapshot.json", "timestamp.json"]
+        .iter()
+        .map(|n| (rig.tuf(n), std::fs::read(rig.tuf(n)).unwrap()))
+        .collect();
+    rig.forge_online_metadata(&targets, 0, now_ms() - 60_000);
+    rig.refused("expired");
+    // An expired director assignment is refused too.
+    for (p, b) in saved {
+        std::fs::write(p, b).unwrap();
+    }
+    rig.assign("3.0");
+    let director = std::fs::read(rig.online_key("director")).unwrap();
+    rig.forge_assignment(&director, |a| a.expires_ms = now_ms() - 1);
+    rig.refused("expired");
+}
+
+#[test]
+fn mix_and_match() {
+    let Some((rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    let old_targets = std::fs::read(rig.tuf("targets.json")).unwrap();
+    rig.release("3.1", 3, b"cam firmware 3.1", &[]);
+    rig.publish();
+    rig.assign("3.1");
+    // The current snapshot with an older (genuinely signed) targets role.
+    std::fs::write(rig.tuf("targets.json"), old_targets).unwrap();
+    rig.refused("failed verification");
+}
+
+#[test]
+fn endless_data() {
+    let Some((rig, three)) = Rig::with_installed_release() else {
+        return;
+    };
+    rig.assign("3.0");
+    let blob = rig.blob(&three);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&blob)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &vec![0u8; 1 << 20]).unwrap();
+    rig.refused("endless data");
+}
+
+#[test]
+fn wrong_hardware() {
+    let Some((mut rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    rig.hardware = "rev-a".into();
+    rig.assign("3.0");
+    rig.refused("not for hardware rev-a");
+}
+
+#[test]
+fn director_repository_disagreement() {
+    let Some((rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    rig.assign("3.0");
+    // A compromised director points the device at other bytes.
+    let director = std::fs::read(rig.online_key("director")).unwrap();
+    rig.forge_assignment(&director, |a| a.sha256 = "ab".repeat(32));
+    rig.refused("disagree");
+}
+
+#[test]
+fn one_compromised_key_below_threshold() {
+    let Some((rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    // The attacker holds one of the two targets keys, the online keys and
+    // the director key, and lists its own image.
+    let evil = rig.d.join("evil.img");
+    std::fs::write(&evil, b"evil firmware").unwrap();
+    let sha = palisade_pki::sha256_hex(b"evil firmware");
+    let mut draft: serde_json::Value =
+        serde_json::from_str(&rig.server.cli_ok(&["tuf", "targets-draft"])).unwrap();
+    let mut t = draft["targets"]["cam/3.0.img"].clone();
+    t["hashes"]["sha256"] = sha.clone().into();
+    t["length"] = 13.into();
+    t["custom"]["security_version"] = 9.into();
+    draft["targets"]["cam/9.0.img"] = t;
+    let draft_path = rig.d.join("evil-draft.json");
+    std::fs::write(&draft_path, draft.to_string()).unwrap();
+    let signed = rig.d.join("evil-targets.json");
+    palisade_ok(&[
+        "keys",
+        "sign-targets",
+        "--dir",
+        s(&rig.keys),
+        "--root",
+        s(&rig.root),
+        "--key",
+        "targets-1,targets-2",
+        "--draft",
+        s(&draft_path),
+        "--out",
+        s(&signed),
+    ]);
+    // Only the compromised key's signature.
+    let mut one: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&signed).unwrap()).unwrap();
+    one["signatures"].as_array_mut().unwrap().truncate(1);
+    rig.forge_online_metadata(one.to_string().as_bytes(), 0, now_ms() + 3_600_000);
+    rig.assign("3.0");
+    let director = std::fs::read(rig.online_key("director")).unwrap();
+    rig.forge_assignment(&director, |a| {
+        a.target = "cam/9.0.img".into();
+        a.sha256 = sha;
+        a.length = 13;
+        a.security_version = 9;
+    });
+    rig.refused("failed verification");
+}
+
+#[test]
+fn image_swapped_in_blob_store() {
+    let Some((rig, three)) = Rig::with_installed_release() else {
+        return;
+    };
+    rig.assign("3.0");
+    let blob = rig.blob(&three);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1000] ^= 0x55;
+    std::fs::write(&blob, bytes).unwrap();
+    rig.refused("swapped or corrupt");
+    assert!(!rig.env_has("slot_a_version=3.0"), "{}", rig.printenv());
+}
+
+#[test]
+fn replayed_director_assignment() {
+    let Some((rig, _)) = Rig::with_installed_release() else {
+        return;
+    };
+    let (old_counter, old) = rig.stored_assignment();
+    rig.install("3.0");
+    rig.plant_assignment(old_counter, &old);
+    rig.refused("replayed");
+}
