@@ -887,6 +887,7 @@ impl Installer {
             .filter(|p| p.sha256 == a.sha256 && p.slot == slot.as_str() && p.offset <= a.length);
         let (mut ctx, mut offset) = match resume {
             Some(p) if p.offset > 0 => {
+                tracing::info!(offset = p.offset, length = a.length, target = %a.target, "resuming the download");
                 let (ctx, n) = hash_prefix(path, p.offset)?;
                 if n == p.offset {
                     (ctx, n)
