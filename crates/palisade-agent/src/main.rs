@@ -23,7 +23,7 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 struct Common {
     /// Palisade server URL, e.g. https://palisade.example:8443
     #[arg(long, env = "PALISADE_AGENT_SERVER")]
@@ -138,6 +138,16 @@ enum Cmd {
         /// Commands this device runs (comma-separated); others are refused.
         #[arg(long, value_delimiter = ',', default_value = "ping,uptime,echo,reboot")]
         allow_commands: Vec<String>,
+        /// Updates: with --slot-a and --slot-b the installer runs too, at once
+        /// when the server announces an assignment, else every --update-every.
+        #[command(flatten)]
+        ota: OtaArgs,
+        /// Seconds between update checks.
+        #[arg(long, default_value_t = 3600)]
+        update_every: u64,
+        /// Command that reboots the device when a trial boot is armed.
+        #[arg(long, env = "PALISADE_AGENT_REBOOT_COMMAND")]
+        reboot_command: Option<String>,
     },
     /// In the factory: make the birth key in the keystore (a TPM or token keeps
     /// it; it never exists as a file) and write its CSR for `palisade factory issue`.
@@ -229,12 +239,12 @@ struct OtaArgs {
         default_value = "/etc/fw_env.config"
     )]
     fw_env_config: PathBuf,
-    /// Slot A: a file or block device.
+    /// Slot A: a file or block device (with slot B: enables the installer).
     #[arg(long, env = "PALISADE_AGENT_SLOT_A")]
-    slot_a: PathBuf,
+    slot_a: Option<PathBuf>,
     /// Slot B.
     #[arg(long, env = "PALISADE_AGENT_SLOT_B")]
-    slot_b: PathBuf,
+    slot_b: Option<PathBuf>,
     /// This device's hardware revision.
     #[arg(long, env = "PALISADE_AGENT_HARDWARE", default_value = "")]
     hardware: String,
@@ -251,16 +261,26 @@ struct OtaArgs {
 }
 
 impl OtaArgs {
-    fn config(&self) -> palisade_agent::ota::OtaConfig {
-        palisade_agent::ota::OtaConfig {
+    fn enabled(&self) -> bool {
+        self.slot_a.is_some() && self.slot_b.is_some()
+    }
+
+    fn config(&self) -> anyhow::Result<palisade_agent::ota::OtaConfig> {
+        Ok(palisade_agent::ota::OtaConfig {
             fw_env_config: self.fw_env_config.clone(),
-            slot_a: self.slot_a.clone(),
-            slot_b: self.slot_b.clone(),
+            slot_a: self
+                .slot_a
+                .clone()
+                .context("--slot-a (PALISADE_AGENT_SLOT_A) is required")?,
+            slot_b: self
+                .slot_b
+                .clone()
+                .context("--slot-b (PALISADE_AGENT_SLOT_B) is required")?,
             hardware: self.hardware.clone(),
             bootlimit: self.bootlimit.max(1),
             tuf_root: self.tuf_root.clone(),
             health_command: self.health_command.clone(),
-        }
+        })
     }
 }
 
@@ -276,11 +296,12 @@ async fn update(
     once: bool,
     interval: u64,
     reboot_command: Option<&str>,
+    announced: Option<Arc<tokio::sync::Notify>>,
 ) -> anyhow::Result<ExitCode> {
     use palisade_agent::ota::Outcome;
     let a = agent(common)?;
     let floor = floor(&common.keys, &common.state_dir)?;
-    let installer = a.installer(ota.config(), floor)?;
+    let installer = a.installer(ota.config()?, floor)?;
     loop {
         let outcome = installer.cycle(unix_ms()).await;
         let code = match &outcome {
@@ -321,8 +342,10 @@ async fn update(
         if once {
             return Ok(ExitCode::from(code));
         }
+        let announced = announced.clone();
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))) => {}
+            _ = async move { match announced { Some(n) => n.notified().await, None => std::future::pending().await } } => {}
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
@@ -415,8 +438,29 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             telemetry_every,
             firmware,
             allow_commands,
+            ota,
+            update_every,
+            reboot_command,
         } => {
             let a = agent(&common)?;
+            let announced = ota.enabled().then(|| Arc::new(tokio::sync::Notify::new()));
+            if let Some(n) = announced.clone() {
+                let common = common.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = update(
+                        &common,
+                        &ota,
+                        false,
+                        update_every,
+                        reboot_command.as_deref(),
+                        Some(n),
+                    )
+                    .await
+                    {
+                        eprintln!("installer: {e:#}");
+                    }
+                });
+            }
             let cfg = palisade_agent::session::SessionConfig {
                 host: mqtt_host.unwrap_or_else(|| a.est().host().to_owned()),
                 port: mqtt_port,
@@ -424,6 +468,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 firmware,
                 allowed_commands: allow_commands,
                 attester: a.attester(),
+                update: announced,
             };
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let session = {
@@ -481,9 +526,19 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             once,
             interval,
             reboot_command,
-        } => return update(&common, &ota, once, interval, reboot_command.as_deref()).await,
+        } => {
+            return update(
+                &common,
+                &ota,
+                once,
+                interval,
+                reboot_command.as_deref(),
+                None,
+            )
+            .await;
+        }
         Cmd::Boot { ota } => {
-            let cfg = ota.config();
+            let cfg = ota.config()?;
             let ctl = palisade_agent::ota::BootControl::open(&cfg.fw_env_config)?;
             match palisade_agent::ota::boot(&ctl, &cfg) {
                 Ok((slot, img)) => println!(
@@ -503,7 +558,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             image,
             firmware_version,
         } => {
-            let img = palisade_agent::ota::init_slot(&ota.config(), &image, &firmware_version)?;
+            let img = palisade_agent::ota::init_slot(&ota.config()?, &image, &firmware_version)?;
             println!("slot a holds {} ({} bytes)", img.sha256, img.length);
         }
         Cmd::Status { state_dir } => match palisade_agent::state::read_identity(&state_dir)? {

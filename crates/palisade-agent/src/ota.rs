@@ -734,8 +734,10 @@ impl Installer {
         {
             failure = Some("the control plane could not be reached from the new image".to_string());
         } else if let Some(cmd) = &self.cfg.health_command {
+            let version = img.as_ref().map(|i| i.version.as_str()).unwrap_or("");
             match std::process::Command::new("/bin/sh")
                 .args(["-c", cmd])
+                .env("PALISADE_TRIAL_VERSION", version)
                 .status()
             {
                 Ok(s) if s.success() => {}

@@ -31,6 +31,9 @@ pub struct SessionConfig {
     pub allowed_commands: Vec<String>,
     /// The TPM, to answer the server's attestation challenges.
     pub attester: Option<Arc<dyn Attester>>,
+    /// Woken when the server says a new assignment is waiting (the installer
+    /// then checks at once instead of at its next poll).
+    pub update: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Answers the server's `attest` challenge: a TPM quote with the boot log.
@@ -145,6 +148,16 @@ pub async fn run_once(
                     // operator command: it is not subject to the allowlist.
                     let (ok, result) = if name == "attest" && id.starts_with("attest-") {
                         attest(cfg.attester.clone(), &args).await
+                    } else if name == "update" && id.starts_with("ota-") {
+                        // Also protocol: it only makes the installer check its
+                        // (signed, verified) assignment now.
+                        match &cfg.update {
+                            Some(n) => {
+                                n.notify_one();
+                                (true, json!("checking for the assigned update"))
+                            }
+                            None => (false, json!("this agent runs no installer")),
+                        }
                     } else {
                         execute(&name, &args, &cfg.allowed_commands, started)
                     };

@@ -131,6 +131,18 @@ name_type!(
     64
 );
 name_type!(
+    /// A staged rollout (campaign).
+    RolloutName,
+    "rollout name",
+    64
+);
+name_type!(
+    /// A device tag (rollout selectors).
+    Tag,
+    "tag",
+    64
+);
+name_type!(
     /// A supplier (manufacturer) registered with its manufacturer CA.
     SupplierName,
     "supplier name",

@@ -10,6 +10,7 @@
 //! signature check with ring); no maintained Rust crate implements it alone.
 
 pub mod director;
+pub mod rollout;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};

@@ -198,12 +198,16 @@ pub struct Config {
 pub struct OtaConfig {
     /// Largest firmware image accepted (bytes).
     pub max_image_bytes: u64,
+    /// Milliseconds between passes of the rollout engine (it also runs when a
+    /// device reports).
+    pub rollout_tick_ms: u64,
 }
 
 impl Default for OtaConfig {
     fn default() -> Self {
         Self {
             max_image_bytes: 256 * 1024 * 1024,
+            rollout_tick_ms: 5_000,
         }
     }
 }
@@ -346,6 +350,9 @@ impl Config {
                 "attestation.interval_secs",
                 "must be 1..=604800 (a week)",
             ));
+        }
+        if !(100..=3_600_000).contains(&self.ota.rollout_tick_ms) {
+            return Err(invalid("ota.rollout_tick_ms", "must be 100..=3600000"));
         }
         if !(1024..=16 * 1024 * 1024 * 1024).contains(&self.ota.max_image_bytes) {
             return Err(invalid("ota.max_image_bytes", "must be 1 KiB..=16 GiB"));

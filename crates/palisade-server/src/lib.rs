@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod pki;
 pub mod releases;
+pub mod rollouts;
 pub mod tls;
 pub mod tokens;
 pub mod tuf;
@@ -162,8 +163,15 @@ impl Server {
         ));
         let tuf = tuf::Repository::open(&boot.dir.tuf())
             .with_context(|| format!("opening the TUF repository {}", boot.dir.tuf().display()))?;
+        let rollouts = Arc::new(rollouts::Rollouts::new(
+            boot.store.clone(),
+            tuf.clone(),
+            sessions.clone(),
+            clock.clone(),
+        ));
         let state = AppState {
             tuf,
+            rollouts,
             releases,
             max_image_bytes: config.ota.max_image_bytes,
             fleet,
@@ -283,6 +291,10 @@ impl Server {
                 rx_shutdown.clone(),
             ));
         }
+        tokio::spawn(self.state.rollouts.clone().run(
+            Duration::from_millis(self.config.ota.rollout_tick_ms),
+            rx.clone(),
+        ));
         // TUF freshness: the timestamp (valid a day) is re-signed every hour.
         {
             let tuf = self.state.tuf.clone();

@@ -12,7 +12,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use palisade_audit::{Digest32, EntryDraft, StoredCheckpoint};
-use palisade_core::{DeviceId, ModelId, SupplierName};
+use palisade_core::{DeviceId, ModelId, RolloutName, SupplierName, Tag};
 
 pub use records::*;
 pub use sqlite::{AuditConfig, SqliteReader, SqliteStore};
@@ -153,6 +153,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<SupplierKeyRecord>, StoreError>;
     /// A device's latest signed director assignment and its counter.
     async fn assignment(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError>;
+    /// Rollouts, newest first.
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError>;
+    /// A rollout's devices.
+    async fn rollout_devices(
+        &self,
+        name: &RolloutName,
+    ) -> Result<Vec<RolloutDeviceRecord>, StoreError>;
+    /// A device's tags.
+    async fn device_tags(&self, device: &DeviceId) -> Result<Vec<Tag>, StoreError>;
+    /// Devices carrying every one of `tags`.
+    async fn devices_tagged(&self, tags: &[Tag]) -> Result<Vec<DeviceId>, StoreError>;
     /// What devices last reported about their updates (one device, or all).
     async fn updates(&self, device: Option<&DeviceId>) -> Result<Vec<UpdateRecord>, StoreError>;
     /// Accepted releases, of one model or all.

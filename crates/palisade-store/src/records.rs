@@ -1,7 +1,9 @@
 //! The records the store keeps, and the changes a commit may make.
 
 use palisade_audit::{Digest32, Entry};
-use palisade_core::{DeviceId, DeviceState, ModelId, OperatorName, Role, SupplierName};
+use palisade_core::{
+    DeviceId, DeviceState, ModelId, OperatorName, Role, RolloutName, SupplierName, Tag,
+};
 use serde::Serialize;
 
 /// A device model.
@@ -132,6 +134,50 @@ pub struct ReleaseRecord {
     pub uploaded_by: String,
     /// Accepted, Unix ms.
     pub created_ms: i64,
+}
+
+/// A staged rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutRecord {
+    /// Its name.
+    pub name: RolloutName,
+    /// The model.
+    pub model: ModelId,
+    /// The release installed.
+    pub release_version: String,
+    /// The specification (JSON `palisade_release::rollout::RolloutSpec`).
+    pub spec: String,
+    /// `running`, `paused`, `cancelled` or `completed`.
+    pub state: String,
+    /// Current wave (0-based).
+    pub wave: u32,
+    /// Why it paused.
+    pub reason: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+    /// Last changed, Unix ms.
+    pub updated_ms: i64,
+}
+
+/// One device of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutDeviceRecord {
+    /// The rollout.
+    pub rollout: RolloutName,
+    /// The device.
+    pub device: DeviceId,
+    /// Its wave (0-based).
+    pub wave: u32,
+    /// `pending`, `assigned`, `committed` or `failed`.
+    pub state: String,
+    /// The director assignment's counter, once assigned.
+    pub counter: u64,
+    /// Why it failed, or the last report.
+    pub detail: String,
+    /// Last changed, Unix ms.
+    pub updated_ms: i64,
 }
 
 /// What a device last reported about an update.
@@ -504,6 +550,30 @@ pub enum Change {
     /// Record what a device reports about its update (replaces its previous
     /// report; a report for an older counter than the stored one is ignored).
     RecordUpdate(UpdateRecord),
+    /// Replace a device's tags.
+    SetDeviceTags {
+        /// The device.
+        device: DeviceId,
+        /// Its tags.
+        tags: Vec<Tag>,
+    },
+    /// Create a rollout (its name must be new).
+    InsertRollout(RolloutRecord),
+    /// Change a rollout's state, wave and reason.
+    SetRolloutState {
+        /// The rollout.
+        name: RolloutName,
+        /// `running`, `paused`, `cancelled` or `completed`.
+        state: String,
+        /// Current wave (0-based).
+        wave: u32,
+        /// Why (pauses).
+        reason: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Add or update devices of a rollout.
+    UpsertRolloutDevices(Vec<RolloutDeviceRecord>),
     /// Record where a device's key lives (at enrolment and renewal).
     RecordKeyProtection {
         /// Which device.

@@ -12,7 +12,8 @@ use palisade_audit::{
     sign_checkpoint,
 };
 use palisade_core::{
-    Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, Signer, SupplierName,
+    Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, RolloutName, Signer, SupplierName,
+    Tag,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -24,9 +25,9 @@ use tokio::sync::{RwLock, mpsc, oneshot};
 use crate::{
     AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change, CommandRecord,
     ConsistencyProof, DeviceFilter, DeviceRecord, EnrollmentTokenRecord, FirmwareRecord,
-    HardwareTrust, InclusionProof, ModelRecord, Onboarding, Receipt, ReleaseRecord, Store,
-    StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
-    UpdateRecord,
+    HardwareTrust, InclusionProof, ModelRecord, Onboarding, Receipt, ReleaseRecord,
+    RolloutDeviceRecord, RolloutRecord, Store, StoreError, StoredEntry, SupplierKeyRecord,
+    SupplierRecord, TokenRecord, TpmVendorRecord, UpdateRecord,
 };
 
 /// Most commits grouped into one transaction.
@@ -1058,6 +1059,84 @@ impl Writer {
                 .execute(&mut *c)
                 .await?;
             }
+            Change::SetDeviceTags { device, tags } => {
+                sqlx::query("DELETE FROM device_tags WHERE device_id = ?")
+                    .bind(device.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                for t in tags {
+                    sqlx::query("INSERT OR IGNORE INTO device_tags (device_id, tag) VALUES (?, ?)")
+                        .bind(device.as_str())
+                        .bind(t.as_str())
+                        .execute(&mut *c)
+                        .await?;
+                }
+            }
+            Change::InsertRollout(r) => {
+                sqlx::query(
+                    "INSERT INTO rollouts (name, model_id, release_version, spec, state, wave, reason,
+                        created_by, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(r.name.as_str())
+                .bind(r.model.as_str())
+                .bind(&r.release_version)
+                .bind(&r.spec)
+                .bind(&r.state)
+                .bind(i64::from(r.wave))
+                .bind(&r.reason)
+                .bind(&r.created_by)
+                .bind(r.created_ms)
+                .bind(r.updated_ms)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| map_unique(e, "rollout", r.name.as_str()))?;
+            }
+            Change::SetRolloutState {
+                name,
+                state,
+                wave,
+                reason,
+                at_ms,
+            } => {
+                let done = sqlx::query(
+                    "UPDATE rollouts SET state = ?, wave = ?, reason = ?, updated_ms = ? WHERE name = ?",
+                )
+                .bind(state)
+                .bind(i64::from(*wave))
+                .bind(reason)
+                .bind(at_ms)
+                .bind(name.as_str())
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::NotFound {
+                        what: "rollout",
+                        key: name.to_string(),
+                    });
+                }
+            }
+            Change::UpsertRolloutDevices(list) => {
+                for d in list {
+                    let counter = i64::try_from(d.counter).map_err(|_| {
+                        conflict("rollout", d.device.as_str(), "counter out of range")
+                    })?;
+                    sqlx::query(
+                        "INSERT INTO rollout_devices (rollout, device_id, wave, state, counter, detail, updated_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT(rollout, device_id) DO UPDATE SET wave = ?3, state = ?4,
+                            counter = ?5, detail = ?6, updated_ms = ?7",
+                    )
+                    .bind(d.rollout.as_str())
+                    .bind(d.device.as_str())
+                    .bind(i64::from(d.wave))
+                    .bind(&d.state)
+                    .bind(counter)
+                    .bind(&d.detail)
+                    .bind(d.updated_ms)
+                    .execute(&mut *c)
+                    .await?;
+                }
+            }
             Change::InsertSupplierKey(k) => {
                 sqlx::query(
                     "INSERT INTO supplier_keys (keyid, supplier, spki_der, created_ms) VALUES (?, ?, ?, ?)",
@@ -1384,6 +1463,85 @@ impl Store for SqliteStore {
                 ))
             })
             .transpose()
+    }
+
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        sqlx::query("SELECT * FROM rollouts ORDER BY created_ms DESC, name")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RolloutRecord {
+                    name: RolloutName::parse(r.try_get("name")?)
+                        .map_err(|e| corrupt("rollout", e))?,
+                    model: ModelId::parse(r.try_get("model_id")?)
+                        .map_err(|e| corrupt("rollout", e))?,
+                    release_version: r.try_get("release_version")?,
+                    spec: r.try_get("spec")?,
+                    state: r.try_get("state")?,
+                    wave: u32::try_from(r.try_get::<i64, _>("wave")?)
+                        .map_err(|e| corrupt("rollout", e))?,
+                    reason: r.try_get("reason")?,
+                    created_by: r.try_get("created_by")?,
+                    created_ms: r.try_get("created_ms")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rollout_devices(
+        &self,
+        name: &RolloutName,
+    ) -> Result<Vec<RolloutDeviceRecord>, StoreError> {
+        sqlx::query("SELECT * FROM rollout_devices WHERE rollout = ? ORDER BY wave, device_id")
+            .bind(name.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RolloutDeviceRecord {
+                    rollout: name.clone(),
+                    device: DeviceId::parse(r.try_get("device_id")?)
+                        .map_err(|e| corrupt("rollout device", e))?,
+                    wave: u32::try_from(r.try_get::<i64, _>("wave")?)
+                        .map_err(|e| corrupt("rollout device", e))?,
+                    state: r.try_get("state")?,
+                    counter: u64::try_from(r.try_get::<i64, _>("counter")?)
+                        .map_err(|e| corrupt("rollout device", e))?,
+                    detail: r.try_get("detail")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn device_tags(&self, device: &DeviceId) -> Result<Vec<Tag>, StoreError> {
+        sqlx::query("SELECT tag FROM device_tags WHERE device_id = ? ORDER BY tag")
+            .bind(device.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| Tag::parse(r.try_get("tag")?).map_err(|e| corrupt("device tag", e)))
+            .collect()
+    }
+
+    async fn devices_tagged(&self, tags: &[Tag]) -> Result<Vec<DeviceId>, StoreError> {
+        if tags.is_empty() {
+            return Ok(vec![]);
+        }
+        let list = serde_json::to_string(&tags.iter().map(Tag::as_str).collect::<Vec<_>>())
+            .map_err(|e| corrupt("device tag", e))?;
+        sqlx::query(
+            "SELECT device_id FROM device_tags WHERE tag IN (SELECT value FROM json_each(?1))
+             GROUP BY device_id HAVING COUNT(DISTINCT tag) = json_array_length(?1) ORDER BY device_id",
+        )
+        .bind(list)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("device tag", e)))
+        .collect()
     }
 
     async fn updates(&self, device: Option<&DeviceId>) -> Result<Vec<UpdateRecord>, StoreError> {

@@ -44,7 +44,8 @@ fn dash(v: Option<&str>) -> String {
     v.unwrap_or("-").to_owned()
 }
 
-fn enc(s: &str) -> String {
+/// Percent-encodes a path segment.
+pub fn enc(s: &str) -> String {
     // Path segments and query values from the command line: keep them from
     // changing the request's shape.
     s.bytes()
@@ -281,6 +282,13 @@ pub enum DeviceCmd {
     /// Devices past their model's end of support, and devices not running their
     /// model's latest security release within the model's update target.
     Lifecycle,
+    /// Set a device's tags (replacing its previous ones); rollouts select by tag.
+    Tag {
+        /// Device id.
+        id: String,
+        /// Its tags (none: remove all).
+        tags: Vec<String>,
+    },
     /// Assign a release to a device: a director assignment, signed online
     /// (printed as JSON).
     Assign {
@@ -545,6 +553,19 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
             say(format!("approved device {} for enrolment", d.id));
             let rows = device_rows(std::slice::from_ref(&d));
             data(g.json, &d, &DEVICE_HEADERS, rows);
+        }
+        DeviceCmd::Tag { id, tags } => {
+            let v: Value = c
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/devices/{}/tags", enc(&id)),
+                    Some(&json!({ "tags": tags })),
+                )
+                .await?;
+            say(format!("device {id} tags: {}", tags.join(", ")));
+            if g.json {
+                data(true, &v, &[], vec![]);
+            }
         }
         DeviceCmd::Assign {
             id,

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod factory;
 pub mod keys;
 pub mod output;
+pub mod rollout;
 pub mod serve;
 
 use std::path::PathBuf;

@@ -55,6 +55,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::ReleaseCmd,
     },
+    /// Staged rollouts of a release (waves, thresholds, windows).
+    Rollout {
+        #[command(subcommand)]
+        cmd: palisade::rollout::RolloutCmd,
+    },
     /// Suppliers and their manufacturer CAs.
     Supplier {
         #[command(subcommand)]
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
             Cmd::Supplier { cmd } => commands::supplier(&cli.global, cmd).await,
             Cmd::TpmVendor { cmd } => commands::tpm_vendor(&cli.global, cmd).await,
             Cmd::Release { cmd } => commands::release(&cli.global, cmd).await,
+            Cmd::Rollout { cmd } => palisade::rollout::rollout(&cli.global, cmd).await,
             Cmd::Batch { cmd } => commands::batch(&cli.global, cmd).await,
             Cmd::EnrollmentToken { cmd } => commands::enrollment_token(&cli.global, cmd).await,
             Cmd::Factory { cmd } => factory::run(cmd),

@@ -761,3 +761,79 @@ pub fn release_upload_args(
     .map(String::from)
     .to_vec()
 }
+
+/// An offline TUF key ceremony (`palisade keys`): root keys 2-of-3, targets
+/// keys 2-of-2, the server's online keys; the root is installed on the
+/// server. Returns the ceremony's key directory and the root file.
+#[allow(clippy::expect_used)]
+pub fn tuf_ceremony(server: &ServerProc, dir: &Path) -> (PathBuf, PathBuf) {
+    let keys = dir.join("ceremony");
+    let p = |p: &Path| p.display().to_string();
+    palisade_ok(&[
+        "keys",
+        "generate",
+        "--dir",
+        &p(&keys),
+        "root-1",
+        "root-2",
+        "root-3",
+        "targets-1",
+        "targets-2",
+    ]);
+    let online = dir.join("online.json");
+    std::fs::write(&online, server.cli_ok(&["tuf", "online-keys"])).expect("online keys");
+    let root = dir.join("root.json");
+    palisade_ok(&[
+        "keys",
+        "root",
+        "--dir",
+        &p(&keys),
+        "--root-key",
+        "root-1,root-2,root-3",
+        "--root-threshold",
+        "2",
+        "--targets-key",
+        "targets-1,targets-2",
+        "--targets-threshold",
+        "2",
+        "--online-keys",
+        &p(&online),
+        "--sign-with",
+        "root-1,root-2",
+        "--out",
+        &p(&root),
+    ]);
+    server.cli_ok(&["tuf", "set-root", &p(&root)]);
+    (keys, root)
+}
+
+/// Signs the server's targets draft (every accepted release) with the
+/// ceremony `keys` (comma-separated) and publishes it; the CLI's output.
+#[allow(clippy::expect_used)]
+pub fn publish_targets(
+    server: &ServerProc,
+    dir: &Path,
+    keys_dir: &Path,
+    root: &Path,
+    keys: &str,
+) -> Output {
+    let p = |p: &Path| p.display().to_string();
+    let draft = dir.join("draft.json");
+    std::fs::write(&draft, server.cli_ok(&["tuf", "targets-draft"])).expect("draft");
+    let signed = dir.join("targets-signed.json");
+    palisade_ok(&[
+        "keys",
+        "sign-targets",
+        "--dir",
+        &p(keys_dir),
+        "--root",
+        &p(root),
+        "--key",
+        keys,
+        "--draft",
+        &p(&draft),
+        "--out",
+        &p(&signed),
+    ]);
+    server.cli(&["tuf", "publish", &p(&signed)])
+}

@@ -366,6 +366,7 @@ async fn the_agent_session_sends_telemetry_and_answers_allowlisted_commands() {
         firmware: "2.0.1".into(),
         allowed_commands: vec!["ping".into()],
         attester: None,
+        update: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let session = {

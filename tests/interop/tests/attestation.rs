@@ -687,6 +687,7 @@ async fn a_replayed_quote_fails_attestation() {
             inner: keys,
             first: std::sync::Mutex::new(None),
         })),
+        update: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let session = tokio::spawn(async move { agent.run_session(&cfg, stop_rx, || 0.5).await });

@@ -41,42 +41,7 @@ impl Rig {
         server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
         let supplier_key = register_supplier_key(&server, &d, "acme");
         server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
-        let keys = d.join("ceremony");
-        palisade_ok(&[
-            "keys",
-            "generate",
-            "--dir",
-            s(&keys),
-            "root-1",
-            "root-2",
-            "root-3",
-            "targets-1",
-            "targets-2",
-        ]);
-        let online = d.join("online.json");
-        std::fs::write(&online, server.cli_ok(&["tuf", "online-keys"])).unwrap();
-        let root = d.join("root.json");
-        palisade_ok(&[
-            "keys",
-            "root",
-            "--dir",
-            s(&keys),
-            "--root-key",
-            "root-1,root-2,root-3",
-            "--root-threshold",
-            "2",
-            "--targets-key",
-            "targets-1,targets-2",
-            "--targets-threshold",
-            "2",
-            "--online-keys",
-            s(&online),
-            "--sign-with",
-            "root-1,root-2",
-            "--out",
-            s(&root),
-        ]);
-        server.cli_ok(&["tuf", "set-root", s(&root)]);
+        let (keys, root) = tuf_ceremony(&server, &d);
         let dev = d.join("device");
         std::fs::create_dir_all(&dev).unwrap();
         Some(Self {
@@ -105,24 +70,7 @@ impl Rig {
 
     /// Signs (with `keys`) and publishes the targets role listing every release.
     fn publish_with(&self, keys: &str) -> Output {
-        let draft = self.d.join("draft.json");
-        std::fs::write(&draft, self.server.cli_ok(&["tuf", "targets-draft"])).unwrap();
-        let signed = self.d.join("targets-signed.json");
-        palisade_ok(&[
-            "keys",
-            "sign-targets",
-            "--dir",
-            s(&self.keys),
-            "--root",
-            s(&self.root),
-            "--key",
-            keys,
-            "--draft",
-            s(&draft),
-            "--out",
-            s(&signed),
-        ]);
-        self.server.cli(&["tuf", "publish", s(&signed)])
+        publish_targets(&self.server, &self.d, &self.keys, &self.root, keys)
     }
 
     fn publish(&self) {

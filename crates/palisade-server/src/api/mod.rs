@@ -60,6 +60,8 @@ pub struct AppState {
     pub max_image_bytes: u64,
     /// The TUF image repository.
     pub tuf: crate::tuf::Repository,
+    /// Staged rollouts.
+    pub rollouts: Arc<crate::rollouts::Rollouts>,
     /// The device message bus.
     pub bus: tokio::sync::broadcast::Sender<crate::gateway::DeviceEvent>,
     /// The clock.
@@ -186,6 +188,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             axum::routing::put(upload_blob).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/updates", get(list_updates))
+        .route("/api/v1/rollouts", get(list_rollouts).post(create_rollout))
+        .route("/api/v1/rollouts/{name}", get(get_rollout))
+        .route("/api/v1/rollouts/{name}/{action}", post(rollout_action))
+        .route(
+            "/api/v1/devices/{id}/tags",
+            axum::routing::put(set_device_tags),
+        )
         .route(
             "/api/v1/releases",
             get(list_releases)
@@ -264,7 +273,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         list_suppliers, add_supplier, import_batch, create_enrollment_token,
         list_tpm_vendors, add_tpm_vendor, list_firmware, add_firmware,
         list_supplier_keys, add_supplier_key, upload_blob, create_release, list_releases,
-        lifecycle, director_key, assign_release, list_updates,
+        lifecycle, director_key, assign_release, list_updates, create_rollout, list_rollouts,
+        get_rollout, rollout_action, set_device_tags,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
     ),
     components(schemas(ErrorBody)),
@@ -960,41 +970,27 @@ async fn assign_release(
         .ok_or_else(|| {
             ApiError::not_found(format!("model {} has no release {}", d.model, req.version))
         })?;
-    let counter = s.store.assignment(&id).await?.map_or(0, |(c, _)| c) + 1;
     let now = unix_ms(s.clock.now());
-    let a = palisade_release::director::Assignment {
-        device: id.to_string(),
-        target: crate::tuf::target_name(&r),
-        sha256: r.image_sha256.clone(),
-        length: r.image_len,
-        version: r.version.clone(),
-        security_version: r.security_version,
-        hardware: r.hardware.clone(),
-        expires_ms: now + 7 * 86_400_000,
-        counter,
+    let (counter, target, change) =
+        crate::rollouts::assignment_change(s.store.as_ref(), &s.tuf, &id, &r, now).await?;
+    let signed = match &change {
+        palisade_store::Change::SetAssignment { signed, .. } => signed.clone(),
+        _ => return Err(ApiError::internal("unexpected change")),
     };
-    let signed = s.tuf.sign_assignment(&a).map_err(tuf_error)?;
-    let text = serde_json::to_string(&signed).map_err(ApiError::internal)?;
     s.store
         .commit(
-            vec![palisade_store::Change::SetAssignment {
-                device: id.clone(),
-                counter,
-                signed: text,
-                at_ms: now,
-            }],
+            vec![change],
             vec![
                 palisade_audit::EntryDraft::success(c.actor(), "director.assign", id.as_str())
                     .with_detail(serde_json::json!({
-                        "target": a.target, "sha256": a.sha256, "counter": counter,
+                        "target": target, "sha256": r.image_sha256, "counter": counter,
                     })),
             ],
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(&signed).map_err(ApiError::internal)?),
-    ))
+    crate::rollouts::notify_device(&s.sessions, &id, counter);
+    let signed: serde_json::Value = serde_json::from_str(&signed).map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(signed)))
 }
 
 /// The device presenting a valid operational certificate.
@@ -1101,6 +1097,10 @@ async fn device_update_report(
         _ => vec![],
     };
     let now = unix_ms(s.clock.now());
+    let ended = matches!(
+        r.state.as_str(),
+        "committed" | "refused" | "failed" | "rolled-back"
+    );
     s.store
         .commit(
             vec![palisade_store::Change::RecordUpdate(
@@ -1116,7 +1116,221 @@ async fn device_update_report(
             audit,
         )
         .await?;
+    if ended {
+        s.rollouts.wake();
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new rollout.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewRollout {
+    name: String,
+    model: String,
+    release_version: String,
+    /// Only these devices (default: all of the model's).
+    #[serde(default)]
+    devices: Vec<String>,
+    /// Only devices with all these tags.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Cumulative wave sizes: counts or percentages, e.g. ["5", "25%", "100%"].
+    waves: Vec<String>,
+    /// Fraction of a wave that must commit before the next (default 0.95).
+    #[serde(default)]
+    success_threshold: Option<f64>,
+    /// Fraction of a wave whose failure pauses the rollout (default 0.05).
+    #[serde(default)]
+    failure_threshold: Option<f64>,
+    /// Devices updating at once (0: no limit).
+    #[serde(default)]
+    max_concurrency: u32,
+    /// Daily maintenance window, UTC: "HH:MM-HH:MM".
+    #[serde(default)]
+    window: Option<String>,
+}
+
+fn rollout_view(
+    r: &palisade_store::RolloutRecord,
+    devices: Option<&[palisade_store::RolloutDeviceRecord]>,
+) -> serde_json::Value {
+    let spec: serde_json::Value = serde_json::from_str(&r.spec).unwrap_or_default();
+    let mut v = serde_json::json!({
+        "name": r.name, "model": r.model, "release_version": r.release_version,
+        "state": r.state, "wave": r.wave + 1, "reason": r.reason, "spec": spec,
+        "created_by": r.created_by, "created_ms": r.created_ms, "updated_ms": r.updated_ms,
+    });
+    if let Some(devices) = devices {
+        let waves = spec["waves"].as_array().map_or(1, Vec::len);
+        let mut per = vec![
+            serde_json::json!({"pending": 0, "assigned": 0, "committed": 0, "failed": 0});
+            waves
+        ];
+        for d in devices {
+            if let Some(w) = per.get_mut(d.wave as usize)
+                && let Some(n) = w.get_mut(d.state.as_str())
+            {
+                *n = (n.as_u64().unwrap_or(0) + 1).into();
+            }
+        }
+        v["waves"] = per.into();
+        v["devices"] = serde_json::json!(
+            devices
+                .iter()
+                .map(|d| serde_json::json!({
+                    "device": d.device, "wave": d.wave + 1, "state": d.state,
+                    "counter": d.counter, "detail": d.detail, "updated_ms": d.updated_ms,
+                }))
+                .collect::<Vec<_>>()
+        );
+    }
+    v
+}
+
+/// Starts a staged rollout.
+#[utoipa::path(post, path = "/api/v1/rollouts", tag = "releases", request_body = NewRollout,
+    responses((status = 201), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_rollout(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(req): Body<NewRollout>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    use palisade_release::rollout::{RolloutSpec, WaveSize, Window};
+    c.require(&s, Access::Write, "start rollouts").await?;
+    let name: palisade_core::RolloutName = parse_id(&s, &c, "rollout.create", &req.name).await?;
+    let model: ModelId = parse_id(&s, &c, "rollout.create", &req.model).await?;
+    let bad = |e: palisade_release::rollout::RolloutError| {
+        ApiError::bad_request("bad_rollout", e.to_string())
+    };
+    let spec = RolloutSpec {
+        devices: req.devices,
+        tags: req.tags,
+        waves: req
+            .waves
+            .iter()
+            .map(|w| WaveSize::parse(w))
+            .collect::<Result<_, _>>()
+            .map_err(bad)?,
+        success_threshold: req.success_threshold.unwrap_or(0.95),
+        failure_threshold: req.failure_threshold.unwrap_or(0.05),
+        max_concurrency: req.max_concurrency,
+        window: req
+            .window
+            .as_deref()
+            .map(Window::parse)
+            .transpose()
+            .map_err(bad)?,
+    };
+    let r = s
+        .rollouts
+        .create(&c.actor(), &name, &model, &req.release_version, spec)
+        .await?;
+    Ok((StatusCode::CREATED, Json(rollout_view(&r, None))))
+}
+
+/// Rollouts, newest first.
+#[utoipa::path(get, path = "/api/v1/rollouts", tag = "releases", responses((status = 200)))]
+async fn list_rollouts(
+    State(s): State<AppState>,
+    c: Caller,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    c.require(&s, Access::Read, "list rollouts").await?;
+    let mut out = vec![];
+    for r in s.store.rollouts().await? {
+        let devices = s.store.rollout_devices(&r.name).await?;
+        out.push(rollout_view(&r, Some(&devices)));
+    }
+    Ok(Json(out))
+}
+
+/// One rollout with its waves and devices.
+#[utoipa::path(get, path = "/api/v1/rollouts/{name}", tag = "releases", params(("name" = String, Path)),
+    responses((status = 200), (status = 404, body = ErrorBody)))]
+async fn get_rollout(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Read, "read rollouts").await?;
+    let name: palisade_core::RolloutName = parse_id(&s, &c, "rollout.read", &name).await?;
+    let r = s.rollouts.get(&name).await?;
+    let devices = s.store.rollout_devices(&name).await?;
+    Ok(Json(rollout_view(&r, Some(&devices))))
+}
+
+/// Pauses, resumes or cancels a rollout (`action`: pause, resume, cancel).
+#[utoipa::path(post, path = "/api/v1/rollouts/{name}/{action}", tag = "releases",
+    params(("name" = String, Path), ("action" = String, Path)),
+    responses((status = 200), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rollout_action(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::rollouts::Action;
+    c.require(&s, Access::Write, "change rollouts").await?;
+    let name: palisade_core::RolloutName = parse_id(&s, &c, "rollout.change", &name).await?;
+    let action = match action.as_str() {
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        "cancel" => Action::Cancel,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no rollout action {action:?}: pause, resume or cancel"
+            )));
+        }
+    };
+    let r = s.rollouts.act(&c.actor(), &name, action).await?;
+    Ok(Json(rollout_view(&r, None)))
+}
+
+/// A device's tags.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DeviceTags {
+    tags: Vec<String>,
+}
+
+/// Replaces a device's tags (rollout selectors).
+#[utoipa::path(put, path = "/api/v1/devices/{id}/tags", tag = "devices", params(("id" = String, Path)), request_body = DeviceTags,
+    responses((status = 200), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_device_tags(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<DeviceTags>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Write, "tag devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.tags", &id).await?;
+    if req.tags.len() > 64 {
+        return Err(ApiError::bad_request(
+            "too_many_tags",
+            "at most 64 tags per device",
+        ));
+    }
+    let mut tags = vec![];
+    for t in &req.tags {
+        tags.push(parse_id::<palisade_core::Tag>(&s, &c, "device.tags", t).await?);
+    }
+    s.store
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
+    s.store
+        .commit(
+            vec![palisade_store::Change::SetDeviceTags {
+                device: id.clone(),
+                tags: tags.clone(),
+            }],
+            vec![
+                palisade_audit::EntryDraft::success(c.actor(), "device.tags", id.as_str())
+                    .with_detail(serde_json::json!({ "tags": tags })),
+            ],
+        )
+        .await?;
+    s.rollouts.wake();
+    Ok(Json(serde_json::json!({ "device": id, "tags": tags })))
 }
 
 /// A single byte range `bytes=START-` or `bytes=START-END` of a `total`-byte

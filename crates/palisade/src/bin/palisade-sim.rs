@@ -54,6 +54,123 @@ struct Cli {
     /// Enrolments in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Simulate A/B updates: each device gets slot files and a U-Boot
+    /// environment in its state directory and runs the real installer, at
+    /// once when the server announces an assignment.
+    #[arg(long)]
+    ota: bool,
+    /// With --ota: seconds between update checks without an announcement.
+    #[arg(long, default_value_t = 300)]
+    update_every: u64,
+    /// With --ota: the health check fails on this release version (to rehearse
+    /// a bad release: its trial boots roll back).
+    #[arg(long, value_name = "VERSION")]
+    unhealthy_version: Option<String>,
+}
+
+/// Prepares a simulated device's slots and environment (factory image in slot A).
+fn ota_device(
+    dir: &std::path::Path,
+    unhealthy: Option<&str>,
+) -> anyhow::Result<palisade_agent::ota::OtaConfig> {
+    let env_cfg = dir.join("fw_env.config");
+    for e in ["env0", "env1"] {
+        let p = dir.join(e);
+        if !p.exists() {
+            std::fs::write(&p, vec![0u8; 0x2000])?;
+        }
+    }
+    std::fs::write(
+        &env_cfg,
+        format!(
+            "{} 0x0 0x2000\n{} 0x0 0x2000\n",
+            dir.join("env0").display(),
+            dir.join("env1").display()
+        ),
+    )?;
+    let cfg = palisade_agent::ota::OtaConfig {
+        fw_env_config: env_cfg,
+        slot_a: dir.join("slot-a.img"),
+        slot_b: dir.join("slot-b.img"),
+        hardware: String::new(),
+        bootlimit: 3,
+        tuf_root: None,
+        health_command: unhealthy.map(|v| format!("test \"$PALISADE_TRIAL_VERSION\" != '{v}'")),
+    };
+    if !cfg.slot_a.exists() {
+        let factory = dir.join("factory.img");
+        std::fs::write(&factory, b"simulated factory image")?;
+        palisade_agent::ota::init_slot(&cfg, &factory, "factory")?;
+    }
+    Ok(cfg)
+}
+
+#[derive(Debug, Default)]
+struct OtaCounts {
+    committed: AtomicUsize,
+    rolled_back: AtomicUsize,
+    refused: AtomicUsize,
+    errors: AtomicUsize,
+}
+
+/// A simulated device's installer: on announcement or timer, one cycle; an
+/// armed trial "reboots" (the boot shim's logic) and the next cycle runs the
+/// health check.
+async fn ota_loop(
+    installer: palisade_agent::ota::Installer,
+    cfg: palisade_agent::ota::OtaConfig,
+    announced: Arc<tokio::sync::Notify>,
+    every: Duration,
+    counts: Arc<OtaCounts>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use palisade_agent::ota::Outcome;
+    loop {
+        tokio::select! {
+            _ = announced.notified() => {}
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        // An install arms a trial: "reboot" (the boot shim's logic) and run
+        // the next cycle, which is the trial's health check.
+        for _ in 0..2 {
+            let now = i64::try_from(
+                palisade_core::Clock::now(&SystemClock).unix_timestamp_nanos() / 1_000_000,
+            )
+            .unwrap_or(0);
+            let outcome = installer.cycle(now).await;
+            let reboot = matches!(
+                outcome,
+                Ok(Outcome::RebootRequired | Outcome::RolledBack(_))
+            );
+            match outcome {
+                Ok(Outcome::Committed(_)) => {
+                    counts.committed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Outcome::RolledBack(_)) => {
+                    counts.rolled_back.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Outcome::Refused(_)) => {
+                    counts.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Outcome::Idle | Outcome::RebootRequired) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "simulated installer");
+                    counts.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if !reboot {
+                break;
+            }
+            let booted = palisade_agent::ota::BootControl::open(&cfg.fw_env_config)
+                .and_then(|ctl| palisade_agent::ota::boot(&ctl, &cfg));
+            if let Err(e) = booted {
+                tracing::error!(error = %e, "simulated device cannot boot");
+                counts.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
 }
 
 fn bar(len: usize, what: &str) -> ProgressBar {
@@ -160,11 +277,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "reboot".into(),
         ],
         attester: None,
+        update: None,
     };
     let started = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new(OtaCounts::default());
     let mut sessions = vec![];
-    for a in agents {
-        let (cfg, rx, started) = (cfg.clone(), stop_rx.clone(), started.clone());
+    for (a, id) in agents.into_iter().zip(&ids) {
+        let (mut cfg, rx, started) = (cfg.clone(), stop_rx.clone(), started.clone());
+        if cli.ota {
+            let ota = ota_device(&cli.state_dir.join(id), cli.unhealthy_version.as_deref())?;
+            let installer = a.installer(ota.clone(), None)?;
+            let announced = Arc::new(tokio::sync::Notify::new());
+            cfg.update = Some(announced.clone());
+            sessions.push(tokio::spawn(ota_loop(
+                installer,
+                ota,
+                announced,
+                Duration::from_secs(cli.update_every.max(1)),
+                counts.clone(),
+                stop_rx.clone(),
+            )));
+        }
         sessions.push(tokio::spawn(async move {
             started.fetch_add(1, Ordering::Relaxed);
             a.run_session(&cfg, rx, || 0.5).await;
@@ -194,6 +327,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         "{} simulated devices enrolled and ran for their session",
         started.load(Ordering::Relaxed)
     );
+    if cli.ota {
+        eprintln!(
+            "updates: {} committed, {} rolled back, {} refused, {} errors",
+            counts.committed.load(Ordering::Relaxed),
+            counts.rolled_back.load(Ordering::Relaxed),
+            counts.refused.load(Ordering::Relaxed),
+            counts.errors.load(Ordering::Relaxed)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
