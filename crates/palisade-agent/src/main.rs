@@ -255,9 +255,13 @@ struct OtaArgs {
     /// the server (TLS pinned to the Palisade root) and pinned.
     #[arg(long, env = "PALISADE_AGENT_TUF_ROOT")]
     tuf_root: Option<PathBuf>,
-    /// Health check run during a trial boot (via /bin/sh); failing rolls back.
+    /// Health check run during a trial boot (via /bin/sh, with the trial's
+    /// version in PALISADE_TRIAL_VERSION); failing rolls back.
     #[arg(long, env = "PALISADE_AGENT_HEALTH_COMMAND")]
     health_command: Option<String>,
+    /// Always download whole images (no deltas from the running image).
+    #[arg(long, env = "PALISADE_AGENT_NO_DELTAS")]
+    no_deltas: bool,
 }
 
 impl OtaArgs {
@@ -280,6 +284,7 @@ impl OtaArgs {
             bootlimit: self.bootlimit.max(1),
             tuf_root: self.tuf_root.clone(),
             health_command: self.health_command.clone(),
+            deltas: !self.no_deltas,
         })
     }
 }

@@ -99,6 +99,8 @@ pub struct OtaConfig {
     pub tuf_root: Option<PathBuf>,
     /// A command run during the trial boot; failure rolls back.
     pub health_command: Option<String>,
+    /// Ask for a delta from the running image first (full download if none).
+    pub deltas: bool,
 }
 
 /// The U-Boot environment on storage, as `fw_env.config` places it.
@@ -847,9 +849,19 @@ impl Installer {
             ctl.write(&mut env)?;
         }
         let path = slot_path(&self.cfg, inactive).to_path_buf();
-        match self.download(&a, inactive, &path).await? {
-            Ok(()) => {}
-            Err(why) => return self.refuse(a.counter, &a.target, why).await,
+        let running = slot_image(&env, active);
+        let by_delta = match running {
+            Some(cur) if self.cfg.deltas => {
+                self.install_delta(&a, &cur, slot_path(&self.cfg, active), &path)
+                    .await
+            }
+            _ => false,
+        };
+        if !by_delta {
+            match self.download(&a, inactive, &path).await? {
+                Ok(()) => {}
+                Err(why) => return self.refuse(a.counter, &a.target, why).await,
+            }
         }
         let envf = |e: EnvError| OtaError::Env(e.to_string());
         set_slot_image(
@@ -872,6 +884,105 @@ impl Installer {
         self.report(a.counter, &a.target, "installed", "trial boot armed")
             .await;
         Ok(Outcome::RebootRequired)
+    }
+
+    /// Rebuilds the assigned image in `path` from the running image and a
+    /// delta, and checks it against the signed hash and length. Any failure
+    /// (no delta, too large, corrupt, not the signed image) means a full
+    /// download instead.
+    async fn install_delta(
+        &self,
+        a: &director::Assignment,
+        cur: &SlotImage,
+        active: &Path,
+        path: &Path,
+    ) -> bool {
+        // A resumable full download would otherwise continue over bytes the
+        // delta wrote.
+        let _ = std::fs::remove_file(self.dir.join("progress.json"));
+        let resp = match self
+            .est
+            .get_stream(
+                &format!("/tuf/deltas/{}?from={}", a.target, cur.sha256),
+                self.identity(),
+                None,
+            )
+            .await
+        {
+            Ok(r) if r.status() == StatusCode::OK => r,
+            Ok(r) => {
+                tracing::info!(status = %r.status(), "no delta offered; downloading in full");
+                return false;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "no delta; downloading in full");
+                return false;
+            }
+        };
+        // A delta larger than the image is no delta.
+        let limit = usize::try_from(a.length)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024);
+        let delta = match http_body_util::Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the delta could not be read; downloading in full");
+                return false;
+            }
+        };
+        let (a2, cur2, active, path) = (a.clone(), cur.clone(), active.to_owned(), path.to_owned());
+        let dlen = delta.len();
+        let rebuilt = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let old = std::fs::read(&active).map_err(|e| e.to_string())?;
+            let old = old
+                .get(..usize::try_from(cur2.length).unwrap_or(usize::MAX))
+                .ok_or("the running slot is short")?;
+            if hex(ring::digest::digest(&SHA256, old).as_ref()) != cur2.sha256 {
+                return Err("the running slot does not hold its recorded image".into());
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| e.to_string())?;
+            let mut ctx = Context::new(&SHA256);
+            let n = palisade_release::delta::apply(old, &delta[..], a2.length, |chunk| {
+                ctx.update(chunk);
+                f.write_all(chunk)
+            })
+            .map_err(|e| e.to_string())?;
+            f.sync_data().map_err(|e| e.to_string())?;
+            let got = hex(ctx.finish().as_ref());
+            if n != a2.length || !got.eq_ignore_ascii_case(&a2.sha256) {
+                return Err(format!(
+                    "the rebuilt image ({n} bytes, SHA-256 {got}) is not the signed one"
+                ));
+            }
+            Ok(())
+        })
+        .await;
+        match rebuilt {
+            Ok(Ok(())) => {
+                tracing::info!(
+                    delta_bytes = dlen,
+                    image_bytes = a.length,
+                    "installed from a delta"
+                );
+                true
+            }
+            Ok(Err(why)) => {
+                tracing::warn!(reason = %why, "the delta failed; downloading in full");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the delta failed; downloading in full");
+                false
+            }
+        }
     }
 
     /// Streams the image into `path`, hashing as it goes; resumes a download

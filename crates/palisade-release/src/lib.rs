@@ -9,6 +9,7 @@
 //! DSSE is small enough to implement here (pre-authentication encoding and a
 //! signature check with ring); no maintained Rust crate implements it alone.
 
+pub mod delta;
 pub mod director;
 pub mod rollout;
 

@@ -42,7 +42,13 @@ pub struct Releases {
     store: Arc<dyn Store>,
     blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
+    /// Deltas made so far: (from, to) image SHA-256 → the delta blob's. The
+    /// lock also makes one delta at a time (CPU-bound).
+    deltas: tokio::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
+
+/// Images above this size get a faster, larger delta (zstd level 9, not 19).
+const DELTA_FAST_ABOVE: usize = 64 << 20;
 
 fn bad(code: &'static str, message: impl Into<String>) -> ServiceError {
     ServiceError::BadRequest {
@@ -65,7 +71,50 @@ impl Releases {
             store,
             blobs,
             clock,
+            deltas: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// The delta from release `from`'s image to `to`'s (zstd with the old
+    /// image as reference), stored as a blob and made on first request;
+    /// returns the delta blob's SHA-256.
+    pub async fn delta(
+        &self,
+        from: &ReleaseRecord,
+        to: &ReleaseRecord,
+    ) -> Result<String, ServiceError> {
+        let key = (from.image_sha256.clone(), to.image_sha256.clone());
+        let mut made = self.deltas.lock().await;
+        if let Some(sha) = made.get(&key)
+            && self.blobs.len(sha).ok().flatten().is_some()
+        {
+            return Ok(sha.clone());
+        }
+        let blobs = self.blobs.clone();
+        let (old_sha, new_sha) = key.clone();
+        let sha = tokio::task::spawn_blocking(move || -> Result<String, ServiceError> {
+            let read = |sha: &str| -> Result<Vec<u8>, ServiceError> {
+                let mut f = blobs
+                    .open(sha)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?
+                    .ok_or_else(|| ServiceError::NotFound(format!("image {sha} is missing")))?;
+                let mut v = vec![];
+                std::io::Read::read_to_end(&mut f, &mut v)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                Ok(v)
+            };
+            let (old, new) = (read(&old_sha)?, read(&new_sha)?);
+            let level = if new.len() > DELTA_FAST_ABOVE { 9 } else { 19 };
+            let d = palisade_release::delta::make(&old, &new, level)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            put_bytes(blobs.as_ref(), &d)
+                .map(|(sha, _)| sha)
+                .map_err(|e| ServiceError::Internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        made.insert(key, sha.clone());
+        Ok(sha)
     }
 
     /// The blob store.

@@ -90,7 +90,8 @@ impl Rig {
             .env("PALISADE_AGENT_FW_ENV_CONFIG", self.env_config())
             .env("PALISADE_AGENT_SLOT_A", self.dev.join("slot-a.img"))
             .env("PALISADE_AGENT_SLOT_B", self.dev.join("slot-b.img"))
-            .env("PALISADE_AGENT_HARDWARE", &self.hardware);
+            .env("PALISADE_AGENT_HARDWARE", &self.hardware)
+            .env("PALISADE_AGENT_NO_DELTAS", "true");
         c
     }
 
@@ -473,6 +474,86 @@ impl Rig {
         rig.install("2.0");
         Some((rig, three))
     }
+}
+
+#[test]
+fn a_delta_rebuilds_the_signed_image_and_a_corrupt_one_falls_back_to_the_full_image() {
+    let Some(rig) = Rig::new() else { return };
+    if !have("curl") {
+        return;
+    }
+    // Firmware-like images: 1.1 changes a few regions of 1.0.
+    let mut rng = Rng(7);
+    let v10: Vec<u8> = (0..2 << 20).map(|_| (rng.next() >> 60) as u8).collect();
+    let mut v11 = v10.clone();
+    for at in [1000usize, 700_000, 1_500_000] {
+        v11[at..at + 300].fill(0xa5);
+    }
+    let mut v12 = v11.clone();
+    v12[2_000_000..2_000_100].fill(0x5a);
+    rig.release("1.0", 1, &v10, &[]);
+    rig.release("1.1", 1, &v11, &[]);
+    rig.release("1.2", 1, &v12, &[]);
+    rig.publish();
+    rig.device();
+    rig.install("1.0");
+    let deltas = |version: &str| {
+        rig.assign(version);
+        let o = rig
+            .agent()
+            .env_remove("PALISADE_AGENT_NO_DELTAS")
+            .args(["update", "--once"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+        assert!(rig.boot().status.success());
+        let c = rig.update();
+        assert!(
+            text(&c).contains(&format!("committed {version}")),
+            "{}",
+            text(&c)
+        );
+        text(&o)
+    };
+    let out = deltas("1.1");
+    assert!(out.contains("installed from a delta"), "{out}");
+    let slot = if rig.env_has("boot_slot=a") { "a" } else { "b" };
+    assert_eq!(
+        std::fs::read(rig.dev.join(format!("slot-{slot}.img"))).unwrap()[..v11.len()],
+        v11[..]
+    );
+
+    // The delta 1.1 → 1.2 is made, then corrupted in the blob store: the
+    // device notices (the rebuilt image is not the signed one) and downloads
+    // the full image instead.
+    let sha11 = palisade_pki::sha256_hex(&v11);
+    let got = rig.d.join("delta.zst");
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--cacert",
+            s(&rig.server.data.join("ca/root.pem")),
+            "-o",
+            s(&got),
+        ])
+        .arg(format!(
+            "{}/tuf/deltas/cam/1.2.img?from={sha11}",
+            rig.server.url
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let delta = std::fs::read(&got).unwrap();
+    assert!(delta.len() < 64 * 1024, "delta is {} bytes", delta.len());
+    let blob = rig.blob(&got);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = deltas("1.2");
+    assert!(out.contains("downloading in full"), "{out}");
+    assert!(!out.contains("installed from a delta"), "{out}");
 }
 
 #[test]

@@ -183,6 +183,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/tuf/metadata/{name}", get(tuf_metadata))
         .route("/tuf/targets/{*path}", get(tuf_target))
+        .route("/tuf/deltas/{*path}", get(tuf_delta))
         .route(
             "/api/v1/blobs",
             axum::routing::put(upload_blob).layer(DefaultBodyLimit::disable()),
@@ -1454,6 +1455,55 @@ async fn tuf_metadata(
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         bytes,
+    )
+        .into_response())
+}
+
+/// Which image a delta starts from.
+#[derive(Debug, Deserialize)]
+struct DeltaQuery {
+    from: String,
+}
+
+/// A delta to a target image (`MODEL/VERSION.img`) from the image with SHA-256
+/// `from` (a release of the same model): zstd with the old image as
+/// reference. 404 when `from` is not a release of the model. The device
+/// checks the rebuilt image against the signed metadata, as for a full image.
+async fn tuf_delta(
+    State(s): State<AppState>,
+    Path(path): Path<String>,
+    Query(q): Query<DeltaQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let releases = s.store.releases(None).await?;
+    let to = releases
+        .iter()
+        .find(|r| crate::tuf::target_name(r) == path)
+        .ok_or_else(|| ApiError::not_found(format!("no target {path}")))?;
+    let from = releases
+        .iter()
+        .find(|r| r.model == to.model && r.image_sha256.eq_ignore_ascii_case(&q.from))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no release of {} has image {}", to.model, q.from))
+        })?;
+    if from.image_sha256 == to.image_sha256 {
+        return Err(ApiError::not_found("the device already has this image"));
+    }
+    let sha = s.releases.delta(from, to).await?;
+    let file = s
+        .releases
+        .blobs()
+        .open(&sha)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("the delta blob vanished"))?;
+    let len = file.metadata().map_err(ApiError::internal)?.len();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zstd".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+            tokio::fs::File::from_std(file),
+        )),
     )
         .into_response())
 }

@@ -96,6 +96,7 @@ fn ota_device(
         bootlimit: 3,
         tuf_root: None,
         health_command: unhealthy.map(|v| format!("test \"$PALISADE_TRIAL_VERSION\" != '{v}'")),
+        deltas: true,
     };
     if !cfg.slot_a.exists() {
         let factory = dir.join("factory.img");
