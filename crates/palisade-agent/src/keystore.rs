@@ -28,6 +28,11 @@ pub trait Keystore: Send + Sync + std::fmt::Debug {
     fn attester(&self) -> Option<Arc<dyn Attester>> {
         None
     }
+    /// Where this keystore keeps the anti-rollback floor, if it can (a TPM's
+    /// NV counter); otherwise the installer keeps it in a file.
+    fn floor(&self) -> Option<Arc<dyn crate::ota::Floor>> {
+        None
+    }
 }
 
 /// Proves to the server, with the TPM's own signatures, that keys live in it

@@ -305,8 +305,7 @@ async fn update(
 ) -> anyhow::Result<ExitCode> {
     use palisade_agent::ota::Outcome;
     let a = agent(common)?;
-    let floor = floor(&common.keys, &common.state_dir)?;
-    let installer = a.installer(ota.config()?, floor)?;
+    let installer = a.installer(ota.config()?, a.keystore().floor())?;
     loop {
         let outcome = installer.cycle(unix_ms()).await;
         let code = match &outcome {
@@ -354,28 +353,6 @@ async fn update(
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-/// The anti-rollback floor: a TPM NV counter with the TPM keystore, else a file.
-#[cfg(feature = "tpm")]
-fn floor(
-    k: &KeystoreArgs,
-    _state_dir: &std::path::Path,
-) -> anyhow::Result<Option<Arc<dyn palisade_agent::ota::Floor>>> {
-    if k.keystore != "tpm" {
-        return Ok(None);
-    }
-    Ok(Some(Arc::new(palisade_agent::tpm::TpmFloor::open(
-        &k.tpm_tcti,
-    )?)))
-}
-
-#[cfg(not(feature = "tpm"))]
-fn floor(
-    _: &KeystoreArgs,
-    _: &std::path::Path,
-) -> anyhow::Result<Option<Arc<dyn palisade_agent::ota::Floor>>> {
-    Ok(None)
 }
 
 fn agent(c: &Common) -> anyhow::Result<Agent> {

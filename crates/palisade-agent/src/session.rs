@@ -31,8 +31,9 @@ pub struct SessionConfig {
     pub allowed_commands: Vec<String>,
     /// The TPM, to answer the server's attestation challenges.
     pub attester: Option<Arc<dyn Attester>>,
-    /// Woken when the server says a new assignment is waiting (the installer
-    /// then checks at once instead of at its next poll).
+    /// Woken when the server announces an assignment on the device's `ota`
+    /// topic, and at each (re)connection (the installer then checks at once
+    /// instead of at its next poll); with it the session subscribes to `ota`.
     pub update: Option<Arc<tokio::sync::Notify>>,
 }
 
@@ -115,10 +116,19 @@ pub async fn run_once(
     let commands = device_topic(device, TopicKind::Commands);
     let telemetry = device_topic(device, TopicKind::Telemetry);
     let acks = device_topic(device, TopicKind::Acks);
+    let ota = device_topic(device, TopicKind::Ota);
     client
         .subscribe(&commands, QoS::AtLeastOnce)
         .await
         .map_err(|e| SessionError::Connection(e.to_string()))?;
+    if let Some(n) = &cfg.update {
+        client
+            .subscribe(&ota, QoS::AtLeastOnce)
+            .await
+            .map_err(|e| SessionError::Connection(e.to_string()))?;
+        // Connected (again): an assignment may have been announced meanwhile.
+        n.notify_one();
+    }
     let mut tick = tokio::time::interval(cfg.telemetry_every);
     loop {
         tokio::select! {
@@ -148,16 +158,6 @@ pub async fn run_once(
                     // operator command: it is not subject to the allowlist.
                     let (ok, result) = if name == "attest" && id.starts_with("attest-") {
                         attest(cfg.attester.clone(), &args).await
-                    } else if name == "update" && id.starts_with("ota-") {
-                        // Also protocol: it only makes the installer check its
-                        // (signed, verified) assignment now.
-                        match &cfg.update {
-                            Some(n) => {
-                                n.notify_one();
-                                (true, json!("checking for the assigned update"))
-                            }
-                            None => (false, json!("this agent runs no installer")),
-                        }
                     } else {
                         execute(&name, &args, &cfg.allowed_commands, started)
                     };
@@ -166,6 +166,13 @@ pub async fn run_once(
                         .publish(&acks, QoS::AtLeastOnce, false, json!({ "id": id, "ok": ok, "result": result }).to_string())
                         .await
                         .map_err(|e| SessionError::Connection(e.to_string()))?;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ota => {
+                    // An assignment was announced: the installer checks its
+                    // signed assignment now (the message itself is not trusted).
+                    if let Some(n) = &cfg.update {
+                        n.notify_one();
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => return Err(SessionError::Connection(e.to_string())),

@@ -113,6 +113,10 @@ impl TpmKeystore {
 }
 
 impl Keystore for TpmKeystore {
+    fn floor(&self) -> Option<Arc<dyn crate::ota::Floor>> {
+        Some(Arc::new(TpmFloor(self.tpm().clone())))
+    }
+
     fn key(&self, name: &str) -> anyhow::Result<Arc<dyn Signer>> {
         let path = self.path(name);
         let blob = match read_blob(&path)? {
@@ -230,7 +234,8 @@ pub fn measure_boot(
 pub struct TpmFloor(Tpm);
 
 impl TpmFloor {
-    /// Opens the TPM named by `tcti`.
+    /// Opens the TPM named by `tcti` (a keystore's TPM offers its own through
+    /// `Keystore::floor`).
     pub fn open(tcti: &str) -> anyhow::Result<Self> {
         Ok(Self(Tpm::open(tcti)?))
     }

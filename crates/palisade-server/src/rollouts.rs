@@ -87,15 +87,14 @@ pub async fn assignment_change(
     ))
 }
 
-/// Tells a connected device to check its assignment now.
+/// Tells a connected device, on its `ota` topic, to check its assignment now
+/// (a hint only: the device trusts nothing but the signed assignment).
 pub fn notify_device(sessions: &Sessions, device: &DeviceId, counter: u64) -> bool {
     sessions.send(
         device,
         Outbound {
-            topic: device_topic(device, TopicKind::Commands),
-            payload: Bytes::from(
-                json!({ "id": format!("ota-{counter}"), "name": "update", "args": [] }).to_string(),
-            ),
+            topic: device_topic(device, TopicKind::Ota),
+            payload: Bytes::from(json!({ "assignment": counter }).to_string()),
         },
     )
 }

@@ -207,6 +207,37 @@ fn pcrs_start_from_zero_after_a_power_cycle() {
     assert_eq!(tpm.read_pcr(FIRMWARE_PCR).unwrap(), [0; 32]);
 }
 
+/// The installer's anti-rollback floor in the TPM's NV counter: it only goes
+/// up, survives a power cycle, and `tpm2_nvread` reads the same value.
+#[test]
+fn the_anti_rollback_floor_in_an_nv_counter_only_goes_up() {
+    use palisade_agent::ota::Floor;
+    let Some(mut d) = device() else { return };
+    drop(d.tpm);
+    let floor = palisade_agent::tpm::TpmFloor::open(&d.swtpm.tcti()).unwrap();
+    assert_eq!(floor.get().unwrap(), 0);
+    floor.raise(3).unwrap();
+    assert_eq!(floor.get().unwrap(), 3);
+    floor.raise(2).unwrap(); // never lowered
+    assert_eq!(floor.get().unwrap(), 3);
+    floor.raise(5).unwrap();
+    drop(floor);
+    d.swtpm.power_off();
+    d.swtpm.power_on();
+    let floor = palisade_agent::tpm::TpmFloor::open(&d.swtpm.tcti()).unwrap();
+    assert_eq!(floor.get().unwrap(), 5);
+    drop(floor);
+    if have("tpm2_nvread") {
+        let o = std::process::Command::new("tpm2_nvread")
+            .args(["-T", &d.swtpm.tcti(), "-C", "o", "-s", "8"])
+            .arg(format!("{:#x}", palisade_tpm::FLOOR_NV_INDEX))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(o.stdout, 5u64.to_be_bytes(), "{}", text(&o));
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
