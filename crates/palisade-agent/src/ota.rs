@@ -858,9 +858,16 @@ impl Installer {
             _ => false,
         };
         if !by_delta {
-            match self.download(&a, inactive, &path).await? {
-                Ok(()) => {}
-                Err(why) => return self.refuse(a.counter, &a.target, why).await,
+            match self.download(&a, inactive, &path).await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => return self.refuse(a.counter, &a.target, why).await,
+                Err(e) => {
+                    // Interrupted or unreachable: the operator sees why it is
+                    // still downloading; the next cycle resumes.
+                    self.report(a.counter, &a.target, "downloading", &e.to_string())
+                        .await;
+                    return Err(e);
+                }
             }
         }
         let envf = |e: EnvError| OtaError::Env(e.to_string());

@@ -77,6 +77,7 @@ fn a_failing_canary_pauses_a_three_wave_rollout_to_200_simulated_devices() {
         &[],
     );
     upload_release_bytes(&server, d, &key, ("cam", "2.1", 1), b"cam 2.1 (good)", &[]);
+    upload_release_bytes(&server, d, &key, ("cam", "2.2", 1), b"cam 2.2 (lab)", &[]);
     let o = publish_targets(&server, d, &keys, &root, "targets-1,targets-2");
     assert!(o.status.success(), "{}", text(&o));
 
@@ -170,5 +171,75 @@ fn a_failing_canary_pauses_a_three_wave_rollout_to_200_simulated_devices() {
         list.contains("good-2-1") && list.contains("completed"),
         "{list}"
     );
+    server.cli_ok(&["rollout", "cancel", "good-2-1"]);
+
+    // Outside its maintenance window a rollout issues nothing.
+    #[allow(clippy::disallowed_methods)]
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+        % 1440;
+    let (a, b) = ((minute + 120) % 1440, (minute + 180) % 1440);
+    let window = format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60);
+    server.cli_ok(&[
+        "rollout",
+        "create",
+        "later",
+        "--model",
+        "cam",
+        "--release-version",
+        "2.2",
+        "--waves",
+        "100%",
+        "--window",
+        &window,
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let later: serde_json::Value =
+        serde_json::from_str(&server.api_get("/api/v1/rollouts/later")).unwrap();
+    assert_eq!(
+        wave(&later, 0, "assigned") + wave(&later, 0, "committed"),
+        0,
+        "{later}"
+    );
+    assert_eq!(wave(&later, 0, "pending"), DEVICES as u64, "{later}");
+    server.cli_ok(&["rollout", "cancel", "later"]);
+
+    // A selector by tag reaches exactly the tagged devices, one at a time.
+    for id in ["sim-0007", "sim-0042", "sim-0150"] {
+        server.cli_ok(&["device", "tag", id, "lab", "floor-2"]);
+    }
+    server.cli_ok(&["device", "tag", "sim-0008", "lab"]);
+    server.cli_ok(&[
+        "rollout",
+        "create",
+        "lab",
+        "--model",
+        "cam",
+        "--release-version",
+        "2.2",
+        "--waves",
+        "100%",
+        "--tags",
+        "lab,floor-2",
+        "--max-concurrency",
+        "1",
+    ]);
+    let o = server.cli(&["rollout", "watch", "lab", "--timeout", "120", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lab: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reached: Vec<&str> = lab["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(reached.len(), 3, "{lab}");
+    for id in ["sim-0007", "sim-0042", "sim-0150"] {
+        assert!(reached.contains(&id), "{id} not reached: {lab}");
+    }
+    assert_eq!(wave(&lab, 0, "committed"), 3, "{lab}");
     drop(sim);
 }
