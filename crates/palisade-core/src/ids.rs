@@ -137,6 +137,12 @@ name_type!(
     64
 );
 name_type!(
+    /// A site (a place with an edge gateway and network segments).
+    SiteName,
+    "site name",
+    64
+);
+name_type!(
     /// A device tag (rollout selectors).
     Tag,
     "tag",

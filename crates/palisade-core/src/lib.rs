@@ -10,7 +10,7 @@ pub mod role;
 pub mod signer;
 
 pub use clock::Clock;
-pub use ids::{DeviceId, IdError, ModelId, OperatorName, RolloutName, SupplierName, Tag};
+pub use ids::{DeviceId, IdError, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag};
 pub use lifecycle::{DeviceState, TransitionError};
 pub use role::{Role, RoleError};
 pub use signer::{KeyAlgorithm, KeyProtection, Signer, SignerError, ecdsa_fixed_to_der, spki_der};

@@ -44,6 +44,10 @@ impl DataDir {
     pub fn blobs(&self) -> PathBuf {
         self.p("blobs")
     }
+    /// The online key that signs site policy bundles (PKCS#8 Ed25519, 0600).
+    pub fn policy_key(&self) -> PathBuf {
+        self.p("policy/policy.pk8")
+    }
     /// The root CA certificate (PEM) that clients trust.
     pub fn root_cert(&self) -> PathBuf {
         self.p("ca/root.pem")

@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod lifecycle;
 pub mod metrics;
+pub mod network;
 pub mod pki;
 pub mod releases;
 pub mod rollouts;
@@ -169,8 +170,13 @@ impl Server {
             sessions.clone(),
             clock.clone(),
         ));
+        let network = Arc::new(
+            network::Network::new(boot.store.clone(), clock.clone(), boot.dir.policy_key())
+                .map_err(|e| anyhow::anyhow!("the policy signing key: {e}"))?,
+        );
         let state = AppState {
             tuf,
+            network,
             rollouts,
             releases,
             max_image_bytes: config.ota.max_image_bytes,

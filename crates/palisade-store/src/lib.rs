@@ -12,7 +12,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use palisade_audit::{Digest32, EntryDraft, StoredCheckpoint};
-use palisade_core::{DeviceId, ModelId, RolloutName, SupplierName, Tag};
+use palisade_core::{DeviceId, ModelId, RolloutName, SiteName, SupplierName, Tag};
 
 pub use records::*;
 pub use sqlite::{AuditConfig, SqliteReader, SqliteStore};
@@ -153,6 +153,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<SupplierKeyRecord>, StoreError>;
     /// A device's latest signed director assignment and its counter.
     async fn assignment(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError>;
+    /// A model's network policy.
+    async fn model_policy(&self, model: &ModelId) -> Result<Option<ModelPolicyRecord>, StoreError>;
+    /// Sites.
+    async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError>;
+    /// Devices placed at a site (all sites with `None`).
+    async fn placements(&self, site: Option<&SiteName>)
+    -> Result<Vec<PlacementRecord>, StoreError>;
+    /// Edge gateways (of one site, or all).
+    async fn edges(&self, site: Option<&SiteName>) -> Result<Vec<EdgeRecord>, StoreError>;
     /// Rollouts, newest first.
     async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError>;
     /// A rollout's devices.

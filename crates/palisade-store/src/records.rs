@@ -2,7 +2,7 @@
 
 use palisade_audit::{Digest32, Entry};
 use palisade_core::{
-    DeviceId, DeviceState, ModelId, OperatorName, Role, RolloutName, SupplierName, Tag,
+    DeviceId, DeviceState, ModelId, OperatorName, Role, RolloutName, SiteName, SupplierName, Tag,
 };
 use serde::Serialize;
 
@@ -134,6 +134,70 @@ pub struct ReleaseRecord {
     pub uploaded_by: String,
     /// Accepted, Unix ms.
     pub created_ms: i64,
+}
+
+/// A model's network policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelPolicyRecord {
+    /// The model.
+    pub model: ModelId,
+    /// The MUD file's URL.
+    pub mud_url: String,
+    /// The MUD file as uploaded.
+    pub mud: String,
+    /// The compiled policy (JSON `palisade_policy::Policy`).
+    pub policy: String,
+    /// The supplier key that signed the MUD file ('' when unsigned).
+    pub signed_by: String,
+    /// The operator accepted a policy that opens everything.
+    pub open_override: bool,
+    /// Set, Unix ms.
+    pub updated_ms: i64,
+}
+
+/// A site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiteRecord {
+    /// Its name.
+    pub name: SiteName,
+    /// JSON: resolver, control plane, controllers, segments.
+    pub spec: String,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+    /// Changed, Unix ms.
+    pub updated_ms: i64,
+}
+
+/// Where a device sits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlacementRecord {
+    /// The device.
+    pub device: DeviceId,
+    /// The site.
+    pub site: SiteName,
+    /// The segment.
+    pub segment: String,
+    /// Its address there.
+    pub address: String,
+    /// JSON `palisade_policy::Policy` added to the model's.
+    pub overrides: String,
+    /// Changed, Unix ms.
+    pub updated_ms: i64,
+}
+
+/// An edge gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgeRecord {
+    /// Its identity.
+    pub device: DeviceId,
+    /// Its site.
+    pub site: SiteName,
+    /// The bundle version it last applied.
+    pub applied_version: u64,
+    /// JSON status it reported (counters, errors).
+    pub status: String,
+    /// Reported, Unix ms.
+    pub updated_ms: i64,
 }
 
 /// A staged rollout.
@@ -550,6 +614,32 @@ pub enum Change {
     /// Record what a device reports about its update (replaces its previous
     /// report; a report for an older counter than the stored one is ignored).
     RecordUpdate(UpdateRecord),
+    /// Set a model's network policy (replacing the previous one).
+    SetModelPolicy(ModelPolicyRecord),
+    /// Create a site or replace its specification.
+    UpsertSite(SiteRecord),
+    /// Place a device at a site (replacing its previous placement).
+    SetPlacement(PlacementRecord),
+    /// Register an edge gateway for a site.
+    SetEdge {
+        /// The edge's identity.
+        device: DeviceId,
+        /// Its site.
+        site: SiteName,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// What an edge reports: the bundle version it applied and its counters.
+    RecordEdgeStatus {
+        /// The edge.
+        device: DeviceId,
+        /// Applied bundle version.
+        applied_version: u64,
+        /// JSON status.
+        status: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
     /// Replace a device's tags.
     SetDeviceTags {
         /// The device.

@@ -12,8 +12,8 @@ use palisade_audit::{
     sign_checkpoint,
 };
 use palisade_core::{
-    Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, RolloutName, Signer, SupplierName,
-    Tag,
+    Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, RolloutName, Signer, SiteName,
+    SupplierName, Tag,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -24,10 +24,11 @@ use tokio::sync::{RwLock, mpsc, oneshot};
 
 use crate::{
     AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change, CommandRecord,
-    ConsistencyProof, DeviceFilter, DeviceRecord, EnrollmentTokenRecord, FirmwareRecord,
-    HardwareTrust, InclusionProof, ModelRecord, Onboarding, Receipt, ReleaseRecord,
-    RolloutDeviceRecord, RolloutRecord, Store, StoreError, StoredEntry, SupplierKeyRecord,
-    SupplierRecord, TokenRecord, TpmVendorRecord, UpdateRecord,
+    ConsistencyProof, DeviceFilter, DeviceRecord, EdgeRecord, EnrollmentTokenRecord,
+    FirmwareRecord, HardwareTrust, InclusionProof, ModelPolicyRecord, ModelRecord, Onboarding,
+    PlacementRecord, Receipt, ReleaseRecord, RolloutDeviceRecord, RolloutRecord, SiteRecord, Store,
+    StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
+    UpdateRecord,
 };
 
 /// Most commits grouped into one transaction.
@@ -1059,6 +1060,85 @@ impl Writer {
                 .execute(&mut *c)
                 .await?;
             }
+            Change::SetModelPolicy(p) => {
+                sqlx::query(
+                    "INSERT INTO model_policies (model_id, mud_url, mud, policy, signed_by, open_override, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(model_id) DO UPDATE SET mud_url = ?2, mud = ?3, policy = ?4,
+                        signed_by = ?5, open_override = ?6, updated_ms = ?7",
+                )
+                .bind(p.model.as_str())
+                .bind(&p.mud_url)
+                .bind(&p.mud)
+                .bind(&p.policy)
+                .bind(&p.signed_by)
+                .bind(i64::from(p.open_override))
+                .bind(p.updated_ms)
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::UpsertSite(s) => {
+                sqlx::query(
+                    "INSERT INTO sites (name, spec, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(name) DO UPDATE SET spec = ?2, updated_ms = ?4",
+                )
+                .bind(s.name.as_str())
+                .bind(&s.spec)
+                .bind(s.created_ms)
+                .bind(s.updated_ms)
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::SetPlacement(p) => {
+                sqlx::query(
+                    "INSERT INTO device_placements (device_id, site, segment, address, overrides, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(device_id) DO UPDATE SET site = ?2, segment = ?3, address = ?4,
+                        overrides = ?5, updated_ms = ?6",
+                )
+                .bind(p.device.as_str())
+                .bind(p.site.as_str())
+                .bind(&p.segment)
+                .bind(&p.address)
+                .bind(&p.overrides)
+                .bind(p.updated_ms)
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::SetEdge {
+                device,
+                site,
+                at_ms,
+            } => {
+                sqlx::query(
+                    "INSERT INTO site_edges (device_id, site, applied_version, status, updated_ms)
+                     VALUES (?1, ?2, 0, '{}', ?3)
+                     ON CONFLICT(device_id) DO UPDATE SET site = ?2, updated_ms = ?3",
+                )
+                .bind(device.as_str())
+                .bind(site.as_str())
+                .bind(at_ms)
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::RecordEdgeStatus {
+                device,
+                applied_version,
+                status,
+                at_ms,
+            } => {
+                let v = i64::try_from(*applied_version)
+                    .map_err(|_| conflict("edge", device.as_str(), "version out of range"))?;
+                sqlx::query(
+                    "UPDATE site_edges SET applied_version = ?, status = ?, updated_ms = ? WHERE device_id = ?",
+                )
+                .bind(v)
+                .bind(status)
+                .bind(at_ms)
+                .bind(device.as_str())
+                .execute(&mut *c)
+                .await?;
+            }
             Change::SetDeviceTags { device, tags } => {
                 sqlx::query("DELETE FROM device_tags WHERE device_id = ?")
                     .bind(device.as_str())
@@ -1463,6 +1543,87 @@ impl Store for SqliteStore {
                 ))
             })
             .transpose()
+    }
+
+    async fn model_policy(&self, model: &ModelId) -> Result<Option<ModelPolicyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM model_policies WHERE model_id = ?")
+            .bind(model.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(ModelPolicyRecord {
+                    model: model.clone(),
+                    mud_url: r.try_get("mud_url")?,
+                    mud: r.try_get("mud")?,
+                    policy: r.try_get("policy")?,
+                    signed_by: r.try_get("signed_by")?,
+                    open_override: r.try_get::<i64, _>("open_override")? != 0,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
+        sqlx::query("SELECT * FROM sites ORDER BY name")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(SiteRecord {
+                    name: SiteName::parse(r.try_get("name")?).map_err(|e| corrupt("site", e))?,
+                    spec: r.try_get("spec")?,
+                    created_ms: r.try_get("created_ms")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn placements(
+        &self,
+        site: Option<&SiteName>,
+    ) -> Result<Vec<PlacementRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM device_placements WHERE ?1 IS NULL OR site = ?1 ORDER BY device_id",
+        )
+        .bind(site.map(SiteName::as_str))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PlacementRecord {
+                device: DeviceId::parse(r.try_get("device_id")?)
+                    .map_err(|e| corrupt("placement", e))?,
+                site: SiteName::parse(r.try_get("site")?).map_err(|e| corrupt("placement", e))?,
+                segment: r.try_get("segment")?,
+                address: r.try_get("address")?,
+                overrides: r.try_get("overrides")?,
+                updated_ms: r.try_get("updated_ms")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn edges(&self, site: Option<&SiteName>) -> Result<Vec<EdgeRecord>, StoreError> {
+        sqlx::query("SELECT * FROM site_edges WHERE ?1 IS NULL OR site = ?1 ORDER BY device_id")
+            .bind(site.map(SiteName::as_str))
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(EdgeRecord {
+                    device: DeviceId::parse(r.try_get("device_id")?)
+                        .map_err(|e| corrupt("edge", e))?,
+                    site: SiteName::parse(r.try_get("site")?).map_err(|e| corrupt("edge", e))?,
+                    applied_version: u64::try_from(r.try_get::<i64, _>("applied_version")?)
+                        .map_err(|e| corrupt("edge", e))?,
+                    status: r.try_get("status")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
     }
 
     async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {

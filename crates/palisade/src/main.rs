@@ -55,6 +55,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::ReleaseCmd,
     },
+    /// Sites, segments, device placement and edge gateways.
+    Site {
+        #[command(subcommand)]
+        cmd: palisade::network::SiteCmd,
+    },
+    /// Models' network policies (MUD, RFC 8520).
+    Policy {
+        #[command(subcommand)]
+        cmd: palisade::network::PolicyCmd,
+    },
     /// Staged rollouts of a release (waves, thresholds, windows).
     Rollout {
         #[command(subcommand)]
@@ -115,6 +125,8 @@ fn main() -> ExitCode {
             Cmd::Supplier { cmd } => commands::supplier(&cli.global, cmd).await,
             Cmd::TpmVendor { cmd } => commands::tpm_vendor(&cli.global, cmd).await,
             Cmd::Release { cmd } => commands::release(&cli.global, cmd).await,
+            Cmd::Site { cmd } => palisade::network::site(&cli.global, cmd).await,
+            Cmd::Policy { cmd } => palisade::network::policy(&cli.global, cmd).await,
             Cmd::Rollout { cmd } => palisade::rollout::rollout(&cli.global, cmd).await,
             Cmd::Batch { cmd } => commands::batch(&cli.global, cmd).await,
             Cmd::EnrollmentToken { cmd } => commands::enrollment_token(&cli.global, cmd).await,

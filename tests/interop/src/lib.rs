@@ -67,6 +67,11 @@ pub fn agent_bin() -> PathBuf {
     sibling_bin("palisade-agent")
 }
 
+/// The `palisade-edge` binary built alongside these tests.
+pub fn edge_bin() -> PathBuf {
+    sibling_bin("palisade-edge")
+}
+
 fn sibling_bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/palisade
     let exe = std::env::current_exe().unwrap_or_default();
@@ -91,6 +96,8 @@ pub struct ServerProc {
     pub data: PathBuf,
     /// The child.
     pub child: Child,
+    /// The network namespace it runs in (its CLI and API calls run there too).
+    pub netns: Option<String>,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
 }
@@ -108,16 +115,32 @@ impl ServerProc {
 
     /// Starts `palisade serve` with extra arguments and environment variables.
     pub fn start_env(data: &Path, extra: &[&str], env: &[(&str, &Path)]) -> anyhow::Result<Self> {
+        Self::start_in(None, "127.0.0.1", data, extra, env)
+    }
+
+    /// Starts `palisade serve` inside network namespace `netns`, listening on
+    /// `ip` (which is also in its certificate).
+    pub fn start_in_netns(netns: &str, ip: &str, data: &Path) -> anyhow::Result<Self> {
+        Self::start_in(Some(netns), ip, data, &["--server-name", ip], &[])
+    }
+
+    fn start_in(
+        netns: Option<&str>,
+        ip: &str,
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<Self> {
         let url_file = data.join("url");
         let _ = std::fs::remove_file(&url_file);
         let log = std::fs::File::create(data.with_extension("log"))?;
-        let child = Command::new(palisade_bin())
+        let child = in_netns(netns, &palisade_bin())
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                &format!("{ip}:0"),
                 "--mqtt-listen",
-                "127.0.0.1:0",
+                &format!("{ip}:0"),
                 "--log-level",
                 "warn",
             ])
@@ -132,6 +155,7 @@ impl ServerProc {
             data: data.to_path_buf(),
             child,
             url: String::new(),
+            netns: netns.map(str::to_owned),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -186,7 +210,7 @@ impl ServerProc {
 
     /// Runs a CLI command against this server; returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let out = Command::new(palisade_bin())
+        let out = in_netns(self.netns.as_deref(), &palisade_bin())
             .args(args)
             .env("PALISADE_DATA_DIR", &self.data)
             .env_remove("PALISADE_URL")
@@ -212,7 +236,7 @@ impl ServerProc {
 
     /// GETs an API path with the admin token (through curl); returns the body.
     pub fn api_get(&self, path: &str) -> String {
-        let o = Command::new("curl")
+        let o = in_netns(self.netns.as_deref(), Path::new("curl"))
             .args(["-sS", "--fail", "--cacert"])
             .arg(self.data.join("ca/root.pem"))
             .args([
@@ -253,6 +277,18 @@ impl ServerProc {
 impl Drop for ServerProc {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// `program`, run inside network namespace `netns` when given.
+pub fn in_netns(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
 
@@ -385,7 +421,11 @@ pub fn enrol_with_token(
         token = token.trim(),
         url = server.url,
     );
-    let o = sh(&script, dir);
+    let o = in_netns(server.netns.as_deref(), Path::new("bash"))
+        .args(["-c", &script])
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("bash: {e}"));
     assert!(o.status.success(), "enrolling {device}: {}", text(&o));
     (key, cert)
 }

@@ -62,6 +62,8 @@ pub struct AppState {
     pub tuf: crate::tuf::Repository,
     /// Staged rollouts.
     pub rollouts: Arc<crate::rollouts::Rollouts>,
+    /// Network policy: MUD, sites, placements, edge bundles.
+    pub network: Arc<crate::network::Network>,
     /// The device message bus.
     pub bus: tokio::sync::broadcast::Sender<crate::gateway::DeviceEvent>,
     /// The clock.
@@ -189,6 +191,23 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             axum::routing::put(upload_blob).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/updates", get(list_updates))
+        .route(
+            "/api/v1/models/{id}/mud",
+            axum::routing::put(set_model_mud).layer(DefaultBodyLimit::max(
+                palisade_policy::mud::MAX_MUD_BYTES * 2,
+            )),
+        )
+        .route("/api/v1/models/{id}/policy", get(get_model_policy))
+        .route("/api/v1/sites", get(list_sites))
+        .route("/api/v1/sites/{name}", get(get_site).put(set_site))
+        .route("/api/v1/sites/{name}/edges", post(add_site_edge))
+        .route(
+            "/api/v1/devices/{id}/placement",
+            axum::routing::put(place_device),
+        )
+        .route("/edge/v1/key", get(edge_key))
+        .route("/edge/v1/bundle", get(edge_bundle))
+        .route("/edge/v1/status", post(edge_status))
         .route("/api/v1/rollouts", get(list_rollouts).post(create_rollout))
         .route("/api/v1/rollouts/{name}", get(get_rollout))
         .route("/api/v1/rollouts/{name}/{action}", post(rollout_action))
@@ -275,7 +294,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         list_tpm_vendors, add_tpm_vendor, list_firmware, add_firmware,
         list_supplier_keys, add_supplier_key, upload_blob, create_release, list_releases,
         lifecycle, director_key, assign_release, list_updates, create_rollout, list_rollouts,
-        get_rollout, rollout_action, set_device_tags,
+        get_rollout, rollout_action, set_device_tags, set_model_mud, get_model_policy, list_sites,
+        get_site, set_site, add_site_edge, place_device,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
     ),
     components(schemas(ErrorBody)),
@@ -1284,6 +1304,326 @@ async fn rollout_action(
     };
     let r = s.rollouts.act(&c.actor(), &name, action).await?;
     Ok(Json(rollout_view(&r, None)))
+}
+
+/// A model's MUD file: as JSON, or inside a DSSE envelope signed by the
+/// model's supplier (payload type `application/mud+json`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SetMud {
+    #[schema(value_type = Object)]
+    mud: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    envelope: Option<palisade_release::Envelope>,
+    /// Accept a policy that allows any address on any port (audited).
+    #[serde(default)]
+    allow_open: bool,
+}
+
+fn policy_view(r: &palisade_store::ModelPolicyRecord) -> serde_json::Value {
+    serde_json::json!({
+        "model": r.model, "mud_url": r.mud_url, "signed_by": r.signed_by,
+        "open_override": r.open_override, "updated_ms": r.updated_ms,
+        "policy": serde_json::from_str::<serde_json::Value>(&r.policy).unwrap_or_default(),
+    })
+}
+
+/// Imports a model's MUD file (RFC 8520) as its network policy.
+#[utoipa::path(put, path = "/api/v1/models/{id}/mud", tag = "network", params(("id" = String, Path)), request_body = SetMud,
+    responses((status = 200), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_model_mud(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<SetMud>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Write, "set network policies").await?;
+    let model: ModelId = parse_id(&s, &c, "policy.mud", &id).await?;
+    let mud = req.mud.map(|m| m.to_string().into_bytes());
+    let r = s
+        .network
+        .set_mud(
+            &c.actor(),
+            &model,
+            mud.as_deref(),
+            req.envelope.as_ref(),
+            req.allow_open,
+        )
+        .await?;
+    Ok(Json(policy_view(&r)))
+}
+
+/// A model's network policy.
+#[utoipa::path(get, path = "/api/v1/models/{id}/policy", tag = "network", params(("id" = String, Path)),
+    responses((status = 200), (status = 404, body = ErrorBody)))]
+async fn get_model_policy(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Read, "read network policies").await?;
+    let model: ModelId = parse_id(&s, &c, "policy.read", &id).await?;
+    let r = s
+        .store
+        .model_policy(&model)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {model} has no network policy")))?;
+    Ok(Json(policy_view(&r)))
+}
+
+async fn site_view(
+    s: &AppState,
+    r: &palisade_store::SiteRecord,
+) -> Result<serde_json::Value, ApiError> {
+    let bundle = s.network.bundle(&r.name).await?;
+    let edges: Vec<serde_json::Value> = s
+        .store
+        .edges(Some(&r.name))
+        .await?
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "edge": e.device, "applied_version": e.applied_version,
+                "in_step": e.applied_version == bundle.version, "reported_ms": e.updated_ms,
+                "status": serde_json::from_str::<serde_json::Value>(&e.status).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "name": r.name, "spec": serde_json::from_str::<serde_json::Value>(&r.spec).unwrap_or_default(),
+        "bundle_version": bundle.version, "devices": bundle.devices.len(),
+        "quarantined": bundle.devices.iter().filter(|d| d.quarantined).count(),
+        "edges": edges,
+    }))
+}
+
+/// Sites with their edges' state.
+#[utoipa::path(get, path = "/api/v1/sites", tag = "network", responses((status = 200)))]
+async fn list_sites(
+    State(s): State<AppState>,
+    c: Caller,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    c.require(&s, Access::Read, "read sites").await?;
+    let mut out = vec![];
+    for r in s.store.sites().await? {
+        out.push(site_view(&s, &r).await?);
+    }
+    Ok(Json(out))
+}
+
+/// One site.
+#[utoipa::path(get, path = "/api/v1/sites/{name}", tag = "network", params(("name" = String, Path)),
+    responses((status = 200), (status = 404, body = ErrorBody)))]
+async fn get_site(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Read, "read sites").await?;
+    let name: palisade_core::SiteName = parse_id(&s, &c, "site.read", &name).await?;
+    let r = s
+        .store
+        .sites()
+        .await?
+        .into_iter()
+        .find(|x| x.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("site {name} not found")))?;
+    Ok(Json(site_view(&s, &r).await?))
+}
+
+/// Creates or changes a site (resolver, control plane, controllers, segments).
+#[utoipa::path(put, path = "/api/v1/sites/{name}", tag = "network", params(("name" = String, Path)),
+    responses((status = 200), (status = 400, body = ErrorBody)))]
+async fn set_site(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(spec): Body<crate::network::SiteSpec>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Admin, "define sites").await?;
+    let name: palisade_core::SiteName = parse_id(&s, &c, "site.set", &name).await?;
+    let r = s.network.set_site(&c.actor(), &name, &spec).await?;
+    Ok(Json(site_view(&s, &r).await?))
+}
+
+/// An edge gateway for a site.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AddEdge {
+    edge: String,
+}
+
+/// Registers an enrolled identity as a site's edge gateway.
+#[utoipa::path(post, path = "/api/v1/sites/{name}/edges", tag = "network", params(("name" = String, Path)), request_body = AddEdge,
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn add_site_edge(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<AddEdge>,
+) -> Result<StatusCode, ApiError> {
+    c.require(&s, Access::Admin, "register edge gateways")
+        .await?;
+    let name: palisade_core::SiteName = parse_id(&s, &c, "site.edge", &name).await?;
+    let edge: DeviceId = parse_id(&s, &c, "site.edge", &req.edge).await?;
+    s.network.add_edge(&c.actor(), &name, &edge).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Where a device sits.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Placement {
+    site: String,
+    segment: String,
+    address: String,
+    /// Rules added to the model's policy for this device.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    overrides: palisade_policy::Policy,
+    /// Accept overrides that open everything (audited).
+    #[serde(default)]
+    allow_open: bool,
+}
+
+/// Places a device at a site, in a segment, with an address (and overrides).
+#[utoipa::path(put, path = "/api/v1/devices/{id}/placement", tag = "network", params(("id" = String, Path)), request_body = Placement,
+    responses((status = 200), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn place_device(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<Placement>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Write, "place devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.place", &id).await?;
+    let site: palisade_core::SiteName = parse_id(&s, &c, "device.place", &req.site).await?;
+    let address: std::net::IpAddr = req.address.parse().map_err(|_| {
+        ApiError::bad_request(
+            "bad_address",
+            format!("{:?} is not an IP address", req.address),
+        )
+    })?;
+    let r = s
+        .network
+        .place(
+            &c.actor(),
+            &id,
+            crate::network::Placement {
+                site,
+                segment: req.segment,
+                address,
+                overrides: req.overrides,
+                allow_open: req.allow_open,
+            },
+        )
+        .await?;
+    Ok(Json(serde_json::json!({
+        "device": r.device, "site": r.site, "segment": r.segment, "address": r.address,
+    })))
+}
+
+/// The policy key for edge gateways (authenticated by their certificate).
+async fn edge_key(
+    State(s): State<AppState>,
+    chain: Option<axum::Extension<crate::api::auth::ClientCertChain>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let edge = calling_device(&s, chain).await?;
+    s.network.edge_site(&edge).await?;
+    let k = s.network.public_key()?;
+    Ok(Json(
+        serde_json::json!({ "ed25519_public": palisade_attest::b64(&k) }),
+    ))
+}
+
+/// When an edge asks for a bundle newer than `after`, waiting up to `wait` s.
+#[derive(Debug, Deserialize)]
+struct BundleQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait: u64,
+}
+
+/// The edge's signed site bundle: at once if newer than `after`, else when
+/// one appears within `wait` seconds (at most 25), else 204.
+async fn edge_bundle(
+    State(s): State<AppState>,
+    chain: Option<axum::Extension<crate::api::auth::ClientCertChain>>,
+    Query(q): Query<BundleQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let edge = calling_device(&s, chain).await?;
+    let site = s.network.edge_site(&edge).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(25));
+    loop {
+        let b = s.network.bundle(&site).await?;
+        if b.version > q.after {
+            let signed = s.network.sign(&b)?;
+            return Ok(Json(signed).into_response());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// What an edge reports.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeStatus {
+    applied_version: u64,
+    #[serde(default)]
+    counters: serde_json::Value,
+    #[serde(default)]
+    error: String,
+}
+
+/// An edge reports the bundle version it applied, its counters and errors.
+async fn edge_status(
+    State(s): State<AppState>,
+    chain: Option<axum::Extension<crate::api::auth::ClientCertChain>>,
+    Body(r): Body<EdgeStatus>,
+) -> Result<StatusCode, ApiError> {
+    let edge = calling_device(&s, chain).await?;
+    let site = s.network.edge_site(&edge).await?;
+    let status = serde_json::json!({ "counters": r.counters, "error": r.error.chars().take(2000).collect::<String>() });
+    let text = status.to_string();
+    if text.len() > 64 * 1024 {
+        return Err(ApiError::too_large("edge status is at most 64 KiB"));
+    }
+    // An error is audited when it first appears, not at every poll.
+    let before = s
+        .store
+        .edges(Some(&site))
+        .await?
+        .into_iter()
+        .find(|e| e.device == edge)
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.status).ok())
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let audit = if r.error.is_empty() || before == r.error.chars().take(2000).collect::<String>() {
+        vec![]
+    } else {
+        vec![
+            palisade_audit::EntryDraft::denied(edge.as_str(), "edge.apply_failed", site.as_str())
+                .with_detail(
+                    serde_json::json!({ "reason": r.error.chars().take(500).collect::<String>() }),
+                ),
+        ]
+    };
+    s.store
+        .commit(
+            vec![palisade_store::Change::RecordEdgeStatus {
+                device: edge,
+                applied_version: r.applied_version,
+                status: text,
+                at_ms: unix_ms(s.clock.now()),
+            }],
+            audit,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A device's tags.

@@ -1,0 +1,342 @@
+//! `palisade-edge`: a site's edge gateway. It enrols with its own identity
+//! through EST, fetches its site's signed policy bundle over mutual TLS
+//! (long-polling, so changes arrive within a second), renders the nftables
+//! ruleset and applies it in one `nft -f` transaction, keeping the last good
+//! ruleset to restore, and reports what it applied with its counters. A
+//! bundle with a bad signature, for another site or older than the applied
+//! one is ignored: the last good policy stays.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use hyper::{Method, StatusCode};
+use palisade_agent::tls_key::ClientIdentity;
+use palisade_agent::{Agent, EnrollAuth, EstClient, SoftwareKeystore, SystemClock};
+use palisade_policy::signed::{SignedBundle, verify};
+use rustls::pki_types::CertificateDer;
+
+/// The Palisade edge gateway.
+#[derive(Debug, Parser)]
+#[command(name = "palisade-edge", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Args, Clone)]
+struct Common {
+    /// Palisade server URL, e.g. https://palisade.example:8443
+    #[arg(long, env = "PALISADE_EDGE_SERVER")]
+    server: String,
+    /// Palisade's root CA certificate (PEM).
+    #[arg(long, env = "PALISADE_EDGE_ROOT", value_name = "FILE")]
+    root: PathBuf,
+    /// State directory (key 0600, certificate, pinned policy key, last ruleset).
+    #[arg(long, env = "PALISADE_EDGE_STATE_DIR", value_name = "DIR")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Enrol the edge gateway's identity with a one-time token.
+    Enroll {
+        #[command(flatten)]
+        common: Common,
+        /// The token (`palisade enrollment-token create --model MODEL`).
+        #[arg(long, env = "PALISADE_EDGE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// This edge's id.
+        #[arg(long)]
+        edge_id: String,
+    },
+    /// Enforce the site's policy until stopped.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// The nft program.
+        #[arg(long, env = "PALISADE_EDGE_NFT", default_value = "nft")]
+        nft: String,
+        /// Apply one bundle (or none if unchanged) and exit.
+        #[arg(long)]
+        once: bool,
+        /// How long each request for a newer bundle waits on the server (1..=25 s);
+        /// the status with counters is reported after each.
+        #[arg(long, default_value_t = 20)]
+        wait_secs: u64,
+    },
+}
+
+fn agent(c: &Common) -> anyhow::Result<Agent> {
+    let root = std::fs::read(&c.root).with_context(|| format!("reading {}", c.root.display()))?;
+    let est = EstClient::new(&c.server, &root, None)?;
+    std::fs::create_dir_all(&c.state_dir)
+        .with_context(|| format!("creating {}", c.state_dir.display()))?;
+    Ok(Agent::new(
+        &c.state_dir,
+        Arc::new(SoftwareKeystore::new(&c.state_dir)),
+        est,
+        Arc::new(SystemClock),
+    ))
+}
+
+/// The edge's identity for mutual TLS.
+fn identity(a: &Agent) -> anyhow::Result<(String, ClientIdentity)> {
+    let id = a
+        .identity()?
+        .context("not enrolled: run `palisade-edge enroll` first")?;
+    Ok((
+        id.device_id,
+        ClientIdentity::new(
+            vec![CertificateDer::from(id.cert_der)],
+            a.operational_key()?,
+        ),
+    ))
+}
+
+async fn call(
+    a: &Agent,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(StatusCode, Vec<u8>)> {
+    let (_, id) = identity(a)?;
+    let (s, b) = a
+        .est()
+        .call(method, path, id, body.map(|b| b.to_string().into_bytes()))
+        .await?;
+    Ok((s, b.to_vec()))
+}
+
+/// The policy key, pinned on first use (fetched over TLS pinned to the
+/// Palisade root, with the edge's certificate).
+async fn policy_key(a: &Agent, dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let p = dir.join("policy.pub");
+    if let Ok(k) = std::fs::read(&p) {
+        return Ok(k);
+    }
+    let (s, b) = call(a, Method::GET, "/edge/v1/key", None).await?;
+    if s != StatusCode::OK {
+        bail!(
+            "fetching the policy key: HTTP {s}: {}",
+            String::from_utf8_lossy(&b)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&b)?;
+    let k = v["ed25519_public"]
+        .as_str()
+        .and_then(|s| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s).ok())
+        .filter(|k| k.len() == 32)
+        .context("the policy key is malformed")?;
+    std::fs::write(&p, &k).with_context(|| format!("writing {}", p.display()))?;
+    Ok(k)
+}
+
+/// Applies `script` with `nft -f`; on failure the previous ruleset (if any)
+/// is applied again and the error returned.
+fn apply(nft: &str, dir: &Path, script: &str) -> anyhow::Result<()> {
+    let next = dir.join("ruleset.nft.next");
+    let good = dir.join("ruleset.nft");
+    std::fs::write(&next, script).with_context(|| format!("writing {}", next.display()))?;
+    let o = std::process::Command::new(nft)
+        .arg("-f")
+        .arg(&next)
+        .output()
+        .with_context(|| format!("running {nft}"))?;
+    if o.status.success() {
+        std::fs::rename(&next, &good).with_context(|| format!("keeping {}", good.display()))?;
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    // nft -f is one transaction: a failed apply changed nothing. Re-applying
+    // the last good ruleset also repairs a table edited by hand meanwhile.
+    if good.exists() {
+        let _ = std::process::Command::new(nft)
+            .arg("-f")
+            .arg(&good)
+            .output();
+    }
+    bail!("nft refused the ruleset (the previous one stays): {why}")
+}
+
+/// The named counters of Palisade's table.
+fn counters(nft: &str) -> serde_json::Value {
+    let o = std::process::Command::new(nft)
+        .args([
+            "-j",
+            "list",
+            "counters",
+            "table",
+            "inet",
+            palisade_policy::site::TABLE,
+        ])
+        .output();
+    let mut out = serde_json::Map::new();
+    if let Ok(o) = o
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+    {
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            let c = &item["counter"];
+            if let Some(name) = c["name"].as_str() {
+                out.insert(
+                    name.to_string(),
+                    serde_json::json!({ "packets": c["packets"], "bytes": c["bytes"] }),
+                );
+            }
+        }
+    }
+    out.into()
+}
+
+async fn run(common: &Common, nft: &str, once: bool, wait_secs: u64) -> anyhow::Result<ExitCode> {
+    let a = agent(common)?;
+    let (edge, _) = identity(&a)?;
+    let dir = common.state_dir.clone();
+    let key = policy_key(&a, &dir).await?;
+    let applied_path = dir.join("applied-version");
+    let mut applied: u64 = std::fs::read_to_string(&applied_path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let mut site: Option<String> = std::fs::read_to_string(dir.join("site"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let mut failures = 0u32;
+    let mut last_error = String::new();
+    loop {
+        let path = format!(
+            "/edge/v1/bundle?after={applied}&wait={}",
+            if once { 0 } else { wait_secs.clamp(1, 25) }
+        );
+        let outcome: anyhow::Result<()> = async {
+            let (s, b) = call(&a, Method::GET, &path, None).await?;
+            match s {
+                StatusCode::NO_CONTENT => return Ok(()),
+                StatusCode::OK => {}
+                s => bail!("bundle: HTTP {s}: {}", String::from_utf8_lossy(&b)),
+            }
+            let signed: SignedBundle = serde_json::from_slice(&b).context("bundle")?;
+            // The site is learnt from the first verified bundle and pinned.
+            let want = site.clone().unwrap_or_default();
+            let bundle = match verify(&signed, &key, &want, applied) {
+                Ok(b) => b,
+                Err(palisade_policy::signed::BundleError::OtherSite(s)) if site.is_none() => {
+                    let b = verify(&signed, &key, &s, applied)?;
+                    std::fs::write(dir.join("site"), &s)?;
+                    site = Some(s);
+                    b
+                }
+                Err(e) => bail!("{e}; keeping the policy in force"),
+            };
+            let rules = palisade_policy::site::render(&bundle)?;
+            apply(nft, &dir, &rules.script)?;
+            applied = bundle.version;
+            std::fs::write(&applied_path, applied.to_string())?;
+            tracing::info!(
+                version = applied,
+                devices = bundle.devices.len(),
+                "policy applied"
+            );
+            Ok(())
+        }
+        .await;
+        match &outcome {
+            Ok(()) => {
+                failures = 0;
+                last_error.clear();
+            }
+            Err(e) => {
+                failures += 1;
+                last_error = format!("{e:#}");
+                tracing::warn!(error = %last_error, "policy bundle not applied");
+            }
+        }
+        let status = serde_json::json!({
+            "applied_version": applied, "counters": counters(nft), "error": last_error,
+        });
+        if let Err(e) = call(&a, Method::POST, "/edge/v1/status", Some(status)).await {
+            tracing::warn!(error = %e, "could not report the edge status");
+        }
+        if once {
+            println!(
+                "edge {edge}: applied bundle v{applied}{}",
+                if last_error.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({last_error})")
+                }
+            );
+            return Ok(if outcome.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        // Keep the certificate fresh between polls.
+        let mut renew_failures = 0;
+        let _ = a.step(0.5, &mut renew_failures).await;
+        if outcome.is_err() {
+            tokio::time::sleep(Duration::from_secs(u64::from(failures.min(5)) * 2)).await;
+        }
+    }
+}
+
+async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Enroll {
+            common,
+            token,
+            edge_id,
+        } => {
+            let a = agent(&common)?;
+            let id = a
+                .enroll(&EnrollAuth::Token {
+                    device: edge_id,
+                    token,
+                })
+                .await?;
+            eprintln!(
+                "edge gateway enrolled as {} (certificate {})",
+                id.device_id, id.serial
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            common,
+            nft,
+            once,
+            wait_secs,
+        } => run(&common, &nft, once, wait_secs).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(main_async(cli)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The edge gateway in a small network the test builds with namespaces and
+//! veth pairs: two device segments → an edge namespace running
+//! `palisade-edge` with real `nft` → an "internet" namespace holding the
+//! control plane, an allowed and a forbidden server on the same port. The
+//! model's policy comes from a MUD file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_interop::*;
+
+/// Namespaces, links and processes of one test; removed on drop.
+struct Net {
+    prefix: String,
+    procs: Vec<Child>,
+}
+
+impl Net {
+    fn ns(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    fn sh(&self, script: &str) {
+        let o = Command::new("sh").args(["-ec", script]).output().unwrap();
+        assert!(o.status.success(), "{script}: {}", text(&o));
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns)])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str]) {
+        let c = Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns)])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.procs.push(c);
+    }
+
+    /// d1 (10.10.1.2) and d2 (10.10.2.2) behind the edge (seg1, seg2); the
+    /// edge's uplink to `inet`, which holds 198.51.100.5 (control plane),
+    /// .10 (allowed) and .20 (forbidden).
+    fn build() -> Self {
+        let prefix = format!("pe{}", std::process::id() % 100_000);
+        let me = Self {
+            prefix,
+            procs: vec![],
+        };
+        let (edge, inet, d1, d2) = (me.ns("edge"), me.ns("inet"), me.ns("d1"), me.ns("d2"));
+        me.sh(&format!(
+            "for n in {edge} {inet} {d1} {d2}; do ip netns add $n; ip -n $n link set lo up; done
+             ip link add seg1 netns {edge} type veth peer name eth0 netns {d1}
+             ip link add seg2 netns {edge} type veth peer name eth0 netns {d2}
+             ip link add up0 netns {edge} type veth peer name down0 netns {inet}
+             ip -n {edge} addr add 10.10.1.1/24 dev seg1; ip -n {edge} link set seg1 up
+             ip -n {edge} addr add 10.10.2.1/24 dev seg2; ip -n {edge} link set seg2 up
+             ip -n {edge} addr add 192.0.2.1/24 dev up0; ip -n {edge} link set up0 up
+             ip -n {edge} route add default via 192.0.2.2
+             ip netns exec {edge} sysctl -qw net.ipv4.ip_forward=1
+             ip -n {d1} addr add 10.10.1.2/24 dev eth0; ip -n {d1} link set eth0 up
+             ip -n {d1} route add default via 10.10.1.1
+             ip -n {d2} addr add 10.10.2.2/24 dev eth0; ip -n {d2} link set eth0 up
+             ip -n {d2} route add default via 10.10.2.1
+             ip -n {inet} addr add 192.0.2.2/24 dev down0; ip -n {inet} link set down0 up
+             for a in 5 10 20; do ip -n {inet} addr add 198.51.100.$a/32 dev lo; done
+             ip -n {inet} route add 10.10.0.0/16 via 192.0.2.1"
+        ));
+        me
+    }
+
+    /// An HTTP server answering `tag` at ip:port inside `ns`.
+    fn http(&mut self, ns: &str, ip: &str, port: u16, tag: &str, dir: &Path) {
+        let root = dir.join(format!("www-{tag}"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), tag).unwrap();
+        self.spawn(
+            ns,
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "--bind",
+                ip,
+                &port.to_string(),
+                "--directory",
+                root.to_str().unwrap(),
+            ],
+        );
+    }
+
+    /// Whether `ns` can fetch `url` (short timeout: a dropped SYN fails).
+    fn reaches(&self, ns: &str, url: &str) -> bool {
+        let o = self.exec(
+            ns,
+            &[
+                "curl",
+                "-sS",
+                "-k",
+                "--max-time",
+                "2",
+                "-o",
+                "/dev/null",
+                url,
+            ],
+        );
+        o.status.success()
+    }
+
+    fn nft_counter(&self, name: &str) -> u64 {
+        let o = self.exec(
+            "edge",
+            &["nft", "-j", "list", "counters", "table", "inet", "palisade"],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["counter"]["name"] == name)
+            .and_then(|i| i["counter"]["packets"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for n in ["edge", "inet", "d1", "d2"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(n)])
+                .status();
+        }
+    }
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.elapsed()
+}
+
+const MUD: &str = r#"{
+  "ietf-mud:mud": {
+    "mud-version": 1, "mud-url": "https://acme.example/cam.json", "mfg-name": "acme",
+    "from-device-policy": {"access-lists": {"access-list": [{"name": "cam-fr"}]}}
+  },
+  "ietf-access-control-list:acls": {"acl": [{"name": "cam-fr", "aces": {"ace": [
+    {"name": "api", "matches": {"ipv4": {"destination-ipv4-network": "198.51.100.10/32", "protocol": 6},
+                                  "tcp": {"destination-port": {"operator": "eq", "port": 8080}}},
+     "actions": {"forwarding": "accept"}}
+  ]}}]}
+}"#;
+
+#[test]
+fn the_edge_enforces_the_sites_policy_with_nftables() {
+    if !(have("ip") && have("nft") && have("curl") && have("python3") && have("openssl")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut net = Net::build();
+    net.http("inet", "198.51.100.10", 8080, "allowed", d);
+    net.http("inet", "198.51.100.20", 8080, "forbidden", d);
+    net.http("d2", "10.10.2.2", 8080, "neighbour", d);
+    let server =
+        ServerProc::start_in_netns(&net.ns("inet"), "198.51.100.5", &d.join("data")).unwrap();
+    let port = server.port();
+    let mqtt = server.mqtt_port();
+
+    // Policy: the model's MUD file; the site; where the devices sit.
+    server.cli_ok(&["model", "add", "cam"]);
+    server.cli_ok(&["model", "add", "edge-gw"]);
+    let mud = d.join("cam.mud.json");
+    std::fs::write(&mud, MUD).unwrap();
+    server.cli_ok(&["policy", "mud", "cam", "--file", mud.to_str().unwrap()]);
+    let spec = d.join("site.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!({
+            "resolver": "10.10.1.1",
+            "control_plane": [["198.51.100.5", port], ["198.51.100.5", mqtt]],
+            "segments": [
+                {"name": "cams", "interface": "seg1", "subnet": "10.10.1.0/24"},
+                {"name": "office", "interface": "seg2", "subnet": "10.10.2.0/24"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    server.cli_ok(&["site", "set", "lab", "--file", spec.to_str().unwrap()]);
+    // cam-1 runs the MUD policy; printer-1's model has none (so: nothing).
+    server.cli_ok(&["model", "add", "printer"]);
+    for (id, model, seg, ip) in [
+        ("cam-1", "cam", "cams", "10.10.1.2"),
+        ("printer-1", "printer", "office", "10.10.2.2"),
+    ] {
+        enrol_with_token(&server, d, id, model);
+        server.cli_ok(&[
+            "site",
+            "place",
+            id,
+            "--site",
+            "lab",
+            "--segment",
+            seg,
+            "--address",
+            ip,
+        ]);
+    }
+    // Before the edge runs, everything is open.
+    assert!(net.reaches("d1", "http://198.51.100.20:8080/"));
+
+    // The edge enrols with its own identity and enforces the bundle.
+    let token = server.cli_ok(&["enrollment-token", "create", "--model", "edge-gw"]);
+    let state = d.join("edge");
+    let root = server.data.join("ca/root.pem");
+    let edge_env = |c: &mut Command| {
+        c.env("PALISADE_EDGE_SERVER", &server.url)
+            .env("PALISADE_EDGE_ROOT", &root)
+            .env("PALISADE_EDGE_STATE_DIR", &state);
+    };
+    let mut enrol = in_netns(Some(&net.ns("edge")), &edge_bin());
+    edge_env(&mut enrol);
+    let o = enrol
+        .args(["enroll", "--token", token.trim(), "--edge-id", "edge-1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "edge enrol: {}", text(&o));
+    server.cli_ok(&["site", "edge-add", "lab", "edge-1"]);
+    let mut run = in_netns(Some(&net.ns("edge")), &edge_bin());
+    edge_env(&mut run);
+    let log = std::fs::File::create(d.join("edge.log")).unwrap();
+    net.procs.push(
+        run.args(["run", "--wait-secs", "1"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let edge_log = || std::fs::read_to_string(d.join("edge.log")).unwrap_or_default();
+    let took = wait_until("the first bundle applied", 30, || {
+        !net.reaches("d1", "http://198.51.100.20:8080/")
+    });
+    eprintln!("first bundle enforced after {took:?}");
+    assert!(edge_log().contains("policy applied"), "{}", edge_log());
+
+    // What the MUD file allows works; the same port elsewhere does not; nor
+    // does the other segment.
+    assert!(
+        net.reaches("d1", "http://198.51.100.10:8080/"),
+        "{}\n{}",
+        edge_log(),
+        text(&net.exec("edge", &["nft", "list", "table", "inet", "palisade"]))
+    );
+    assert!(!net.reaches("d1", "http://198.51.100.20:8080/"));
+    assert!(
+        !net.reaches("d1", "http://10.10.2.2:8080/"),
+        "a device reached another segment"
+    );
+    assert!(
+        !net.reaches("d2", "http://198.51.100.10:8080/"),
+        "a device without a policy got out"
+    );
+    // Every device reaches the control plane.
+    assert!(net.reaches("d1", &format!("https://198.51.100.5:{port}/healthz")));
+
+    // The counters the edge reports are the ruleset's.
+    std::thread::sleep(Duration::from_secs(3));
+    let denied = net.nft_counter("denied_out");
+    let allowed = net.nft_counter("allowed_out");
+    assert!(
+        denied >= 3 && allowed >= 1,
+        "denied {denied}, allowed {allowed}"
+    );
+    wait_until("the edge to report its counters", 30, || {
+        let v: serde_json::Value =
+            serde_json::from_str(&server.cli_ok(&["site", "show", "lab", "--json"])).unwrap();
+        let e = &v["edges"][0];
+        e["in_step"] == true
+            && e["status"]["counters"]["denied_out"]["packets"].as_u64() == Some(denied)
+            && e["status"]["counters"]["allowed_out"]["packets"].as_u64() == Some(allowed)
+    });
+
+    // Quarantine: only the control plane, promptly.
+    server.cli_ok(&["device", "set-state", "cam-1", "quarantined"]);
+    let took = wait_until("quarantine enforced", 20, || {
+        !net.reaches("d1", "http://198.51.100.10:8080/")
+    });
+    eprintln!("quarantine enforced after {took:?}");
+    assert!(net.reaches("d1", &format!("https://198.51.100.5:{port}/healthz")));
+    assert!(net.nft_counter("quarantine_drops") > 0);
+
+    // A bundle the edge cannot verify is ignored: the last good policy stays.
+    std::fs::write(state.join("policy.pub"), [7u8; 32]).unwrap();
+    // (the running edge pinned the key at start: restart it with the bad pin)
+    let mut edge_proc = net.procs.pop().unwrap();
+    edge_proc.kill().unwrap();
+    edge_proc.wait().unwrap();
+    let mut restart = in_netns(Some(&net.ns("edge")), &edge_bin());
+    edge_env(&mut restart);
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("edge.log"))
+        .unwrap();
+    std::fs::write(state.join("applied-version"), "0").unwrap();
+    net.procs.push(
+        restart
+            .args(["run", "--wait-secs", "1"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    server.cli_ok(&["device", "set-state", "cam-1", "active"]);
+    wait_until("the edge to refuse the bundle", 20, || {
+        edge_log().contains("does not verify with the pinned policy key")
+    });
+    assert!(
+        !net.reaches("d1", "http://198.51.100.10:8080/"),
+        "a bundle with a bad signature was applied"
+    );
+    assert!(!net.reaches("d1", "http://198.51.100.20:8080/"));
+}
