@@ -94,6 +94,7 @@ if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   cargo bench -p palisade-interop --bench mqtt_vs_mosquitto --locked -- --quick
   cargo bench -p palisade-interop --bench hardware_keys --locked -- --quick
   cargo bench -p palisade-interop --bench ota --locked -- --quick
+  cargo bench -p palisade-interop --bench policy --locked -- --quick
 fi
 
 # The plain summary line CI reads.
