@@ -163,6 +163,130 @@ fn apply(nft: &str, dir: &Path, script: &str) -> anyhow::Result<()> {
     bail!("nft refused the ruleset (the previous one stays): {why}")
 }
 
+/// What the DNS keeper resolves: the site resolver and the named flows of
+/// the applied bundle.
+#[derive(Debug, Default)]
+struct DnsWork {
+    resolver: Option<std::net::IpAddr>,
+    flows: Vec<palisade_policy::site::DnsFlow>,
+}
+
+/// Keeps the name-based flows current: resolves each name through the site
+/// resolver (no cache: each answer's TTL is the element's lifetime) and
+/// replaces the `dns_out` sets in one transaction, at half the shortest TTL
+/// (1..=60 s) and whenever a bundle is applied. If the resolver stops
+/// answering, the elements expire with their TTL: the gateway fails closed.
+async fn dns_keeper(
+    nft: String,
+    work: Arc<tokio::sync::Mutex<DnsWork>>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+    use hickory_resolver::name_server::TokioConnectionProvider;
+    use hickory_resolver::proto::rr::{RData, RecordType};
+    let mut next = Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(next) => {}
+        }
+        let (resolver_ip, flows) = {
+            let w = work.lock().await;
+            (w.resolver, w.flows.clone())
+        };
+        let Some(resolver_ip) = resolver_ip else {
+            continue;
+        };
+        if flows.is_empty() {
+            next = Duration::from_secs(30);
+            continue;
+        }
+        let cfg = ResolverConfig::from_parts(
+            None,
+            vec![],
+            NameServerConfigGroup::from_ips_clear(&[resolver_ip], 53, true),
+        );
+        let mut b = hickory_resolver::Resolver::builder_with_config(
+            cfg,
+            TokioConnectionProvider::default(),
+        );
+        b.options_mut().cache_size = 0;
+        b.options_mut().attempts = 1;
+        b.options_mut().timeout = Duration::from_secs(2);
+        let resolver = b.build();
+        let mut names: Vec<&palisade_policy::DnsName> = flows.iter().map(|f| &f.name).collect();
+        names.sort();
+        names.dedup();
+        let mut answers = std::collections::BTreeMap::new();
+        let mut min_ttl = 60u32;
+        for n in names {
+            let mut addrs = vec![];
+            for rt in [RecordType::A, RecordType::AAAA] {
+                if let Ok(l) = resolver.lookup(n.as_str(), rt).await {
+                    for r in l.records() {
+                        let ip = match r.data() {
+                            RData::A(a) => std::net::IpAddr::V4(a.0),
+                            RData::AAAA(a) => std::net::IpAddr::V6(a.0),
+                            _ => continue,
+                        };
+                        min_ttl = min_ttl.min(r.ttl());
+                        addrs.push((ip, r.ttl()));
+                    }
+                }
+            }
+            answers.insert(n.clone(), addrs);
+        }
+        let mut script = format!(
+            "flush set inet {t} dns_out4\nflush set inet {t} dns_out6\n",
+            t = palisade_policy::site::TABLE
+        );
+        let mut count = 0;
+        for f in &flows {
+            for (ip, ttl) in answers.get(&f.name).into_iter().flatten() {
+                if ip.is_ipv4() != f.device.is_ipv4() {
+                    continue;
+                }
+                let set = if ip.is_ipv4() { "dns_out4" } else { "dns_out6" };
+                let proto = f.protocol.map_or("0-255".to_string(), |p| p.to_string());
+                let ports = f
+                    .ports
+                    .map_or("0-65535".to_string(), |p| format!("{}-{}", p.lo, p.hi));
+                script.push_str(&format!(
+                    "add element inet {} {set} {{ {} . {ip} . {proto} . {ports} timeout {}s }}\n",
+                    palisade_policy::site::TABLE,
+                    f.device,
+                    (*ttl).max(2) + 1
+                ));
+                count += 1;
+            }
+        }
+        match nft_stdin(&nft, &script) {
+            Ok(()) => tracing::debug!(elements = count, "DNS-named flows refreshed"),
+            Err(e) => tracing::warn!(error = %e, "could not refresh the DNS-named flows"),
+        }
+        next = Duration::from_secs(u64::from((min_ttl / 2).clamp(1, 60)));
+    }
+}
+
+fn nft_stdin(nft: &str, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut c = std::process::Command::new(nft)
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {nft}"))?;
+    c.stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
+    let o = c.wait_with_output()?;
+    if !o.status.success() {
+        bail!("{}", String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(())
+}
+
 /// The named counters of Palisade's table.
 fn counters(nft: &str) -> serde_json::Value {
     let o = std::process::Command::new(nft)
@@ -207,6 +331,11 @@ async fn run(common: &Common, nft: &str, once: bool, wait_secs: u64) -> anyhow::
         .map(|s| s.trim().to_string());
     let mut failures = 0u32;
     let mut last_error = String::new();
+    let dns = Arc::new(tokio::sync::Mutex::new(DnsWork::default()));
+    let dns_wake = Arc::new(tokio::sync::Notify::new());
+    if !once {
+        tokio::spawn(dns_keeper(nft.to_string(), dns.clone(), dns_wake.clone()));
+    }
     loop {
         let path = format!(
             "/edge/v1/bundle?after={applied}&wait={}",
@@ -234,6 +363,12 @@ async fn run(common: &Common, nft: &str, once: bool, wait_secs: u64) -> anyhow::
             };
             let rules = palisade_policy::site::render(&bundle)?;
             apply(nft, &dir, &rules.script)?;
+            {
+                let mut w = dns.lock().await;
+                w.resolver = Some(bundle.resolver);
+                w.flows = rules.dns;
+            }
+            dns_wake.notify_one();
             applied = bundle.version;
             std::fs::write(&applied_path, applied.to_string())?;
             tracing::info!(

@@ -171,7 +171,13 @@ const MUD: &str = r#"{
 
 #[test]
 fn the_edge_enforces_the_sites_policy_with_nftables() {
-    if !(have("ip") && have("nft") && have("curl") && have("python3") && have("openssl")) {
+    if !(have("ip")
+        && have("nft")
+        && have("curl")
+        && have("python3")
+        && have("openssl")
+        && have("dnsmasq"))
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +186,29 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     net.http("inet", "198.51.100.10", 8080, "allowed", d);
     net.http("inet", "198.51.100.20", 8080, "forbidden", d);
     net.http("d2", "10.10.2.2", 8080, "neighbour", d);
+    net.http("inet", "198.51.100.10", 9090, "named-a", d);
+    net.http("inet", "198.51.100.20", 9090, "named-b", d);
+    // The site resolver: dnsmasq on the edge, answering from a hosts file
+    // with a 2 s TTL.
+    let hosts = d.join("hosts");
+    std::fs::write(&hosts, "198.51.100.10 api.acme.example\n").unwrap();
+    let dnsmasq_pid = d.join("dnsmasq.pid");
+    net.spawn(
+        "edge",
+        &[
+            "dnsmasq",
+            "-k",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            &format!("--addn-hosts={}", hosts.display()),
+            "--local-ttl=2",
+            "--listen-address=10.10.1.1",
+            "--bind-interfaces",
+            "--user=root",
+            &format!("--pid-file={}", dnsmasq_pid.display()),
+        ],
+    );
     let server =
         ServerProc::start_in_netns(&net.ns("inet"), "198.51.100.5", &d.join("data")).unwrap();
     let port = server.port();
@@ -225,6 +254,28 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
             ip,
         ]);
     }
+    // cam-1 may also reach whatever api.acme.example is, on TCP 9090 (a
+    // per-device override naming a DNS name).
+    let extra = d.join("extra.json");
+    std::fs::write(
+        &extra,
+        r#"{"from_device": [{"peer": {"kind": "dns", "value": "api.acme.example"},
+             "protocol": 6, "peer_ports": {"lo": 9090, "hi": 9090}}]}"#,
+    )
+    .unwrap();
+    server.cli_ok(&[
+        "site",
+        "place",
+        "cam-1",
+        "--site",
+        "lab",
+        "--segment",
+        "cams",
+        "--address",
+        "10.10.1.2",
+        "--overrides",
+        extra.to_str().unwrap(),
+    ]);
     // Before the edge runs, everything is open.
     assert!(net.reaches("d1", "http://198.51.100.20:8080/"));
 
@@ -281,6 +332,22 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     );
     // Every device reaches the control plane.
     assert!(net.reaches("d1", &format!("https://198.51.100.5:{port}/healthz")));
+
+    // A DNS-named rule follows the record: first .10, then .20.
+    wait_until("the DNS-named flow", 15, || {
+        net.reaches("d1", "http://198.51.100.10:9090/")
+    });
+    assert!(!net.reaches("d1", "http://198.51.100.20:9090/"));
+    std::fs::write(&hosts, "198.51.100.20 api.acme.example\n").unwrap();
+    let pid = std::fs::read_to_string(&dnsmasq_pid).unwrap();
+    palisade_interop::run("kill", &["-HUP", pid.trim()]);
+    let took = wait_until("the DNS change to be followed", 20, || {
+        net.reaches("d1", "http://198.51.100.20:9090/")
+    });
+    eprintln!("DNS change followed after {took:?}");
+    wait_until("the old address to be dropped", 20, || {
+        !net.reaches("d1", "http://198.51.100.10:9090/")
+    });
 
     // The counters the edge reports are the ruleset's.
     std::thread::sleep(Duration::from_secs(3));
