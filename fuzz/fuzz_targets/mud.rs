@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
                 subnet: "10.0.0.0/24".parse().unwrap(),
                 quarantine: false,
             }],
+            egress_proxy_port: None,
             devices: vec![SiteDevice {
                 device: "d".into(),
                 address: "10.0.0.2".parse().unwrap(),

@@ -7,6 +7,8 @@
 //! one is ignored: the last good policy stays.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,6 +70,10 @@ enum Cmd {
         /// the status with counters is reported after each.
         #[arg(long, default_value_t = 20)]
         wait_secs: u64,
+        /// Run the egress proxy (HTTPS CONNECT and TLS by SNI) on this address;
+        /// the site's `egress_proxy_port` must be its port.
+        #[arg(long, env = "PALISADE_EDGE_PROXY_LISTEN")]
+        proxy_listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -316,7 +322,13 @@ fn counters(nft: &str) -> serde_json::Value {
     out.into()
 }
 
-async fn run(common: &Common, nft: &str, once: bool, wait_secs: u64) -> anyhow::Result<ExitCode> {
+async fn run(
+    common: &Common,
+    nft: &str,
+    once: bool,
+    wait_secs: u64,
+    proxy_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let a = agent(common)?;
     let (edge, _) = identity(&a)?;
     let dir = common.state_dir.clone();
@@ -335,6 +347,14 @@ async fn run(common: &Common, nft: &str, once: bool, wait_secs: u64) -> anyhow::
     let dns_wake = Arc::new(tokio::sync::Notify::new());
     if !once {
         tokio::spawn(dns_keeper(nft.to_string(), dns.clone(), dns_wake.clone()));
+    }
+    let current = Arc::new(tokio::sync::RwLock::new(None));
+    let proxy_counters = Arc::new(proxy::ProxyCounters::default());
+    if let Some(addr) = proxy_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("the egress proxy cannot listen on {addr}"))?;
+        tokio::spawn(proxy::serve(l, current.clone(), proxy_counters.clone()));
     }
     loop {
         let path = format!(
@@ -369,6 +389,7 @@ async fn run(common: &Common, nft: &str, once: bool, wait_secs: u64) -> anyhow::
                 w.flows = rules.dns;
             }
             dns_wake.notify_one();
+            *current.write().await = Some(bundle.clone());
             applied = bundle.version;
             std::fs::write(&applied_path, applied.to_string())?;
             tracing::info!(
@@ -390,8 +411,17 @@ async fn run(common: &Common, nft: &str, once: bool, wait_secs: u64) -> anyhow::
                 tracing::warn!(error = %last_error, "policy bundle not applied");
             }
         }
+        let mut c = counters(nft);
+        c["proxy_allowed"] = proxy_counters
+            .allowed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .into();
+        c["proxy_denied"] = proxy_counters
+            .denied
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .into();
         let status = serde_json::json!({
-            "applied_version": applied, "counters": counters(nft), "error": last_error,
+            "applied_version": applied, "counters": c, "error": last_error,
         });
         if let Err(e) = call(&a, Method::POST, "/edge/v1/status", Some(status)).await {
             tracing::warn!(error = %e, "could not report the edge status");
@@ -445,7 +475,8 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
             nft,
             once,
             wait_secs,
-        } => run(&common, &nft, once, wait_secs).await,
+            proxy_listen,
+        } => run(&common, &nft, once, wait_secs, proxy_listen).await,
     }
 }
 

@@ -81,6 +81,38 @@ pub struct SiteBundle {
     pub segments: Vec<Segment>,
     /// Devices.
     pub devices: Vec<SiteDevice>,
+    /// The edge's egress proxy port (HTTPS CONNECT and TLS passthrough by
+    /// SNI), if it runs one; devices may reach it on the edge.
+    #[serde(default)]
+    pub egress_proxy_port: Option<u16>,
+}
+
+/// Whether the device at `src` may open a TLS connection to `host:port`
+/// through the egress proxy: its policy must name `host` (a DNS rule) for TCP
+/// on that port. Quarantined and unknown sources are refused.
+pub fn proxy_allows(b: &SiteBundle, src: IpAddr, host: &str, port: u16) -> Result<(), String> {
+    let d = b
+        .devices
+        .iter()
+        .find(|d| d.address == src)
+        .ok_or_else(|| format!("{src} is not a known device"))?;
+    if d.quarantined {
+        return Err(format!("device {} is quarantined", d.device));
+    }
+    let name = DnsName::parse(host).map_err(|_| format!("{host:?} is not a host name"))?;
+    let ok = d.policy.from_device.iter().any(|r| {
+        r.peer == Peer::Dns(name.clone())
+            && r.protocol.is_none_or(|p| p == 6)
+            && r.peer_ports.is_none_or(|p| (p.lo..=p.hi).contains(&port))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "device {}'s policy does not allow {host}:{port}",
+            d.device
+        ))
+    }
 }
 
 /// A flow allowed by name: the edge resolves `name` through the site resolver
@@ -353,6 +385,10 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
         return Ok(Ruleset { script: s, dns });
     }
     let ifs = ifaces.join(", ");
+    let proxy = b
+        .egress_proxy_port
+        .map(|p| format!("    tcp dport {p} accept\n"))
+        .unwrap_or_default();
     let _ = write!(
         w,
         r#"  chain forward {{
@@ -394,7 +430,7 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     ct state established,related accept
     {ip} daddr {resolver} meta l4proto {{ tcp, udp }} th dport 53 accept
     udp dport 67 accept
-    meta l4proto {{ icmp, ipv6-icmp }} accept
+{proxy}    meta l4proto {{ icmp, ipv6-icmp }} accept
     counter name denied_out drop
   }}
 }}

@@ -39,6 +39,9 @@ pub struct SiteSpec {
     pub my_controller: Vec<Prefix>,
     /// Segments.
     pub segments: Vec<Segment>,
+    /// The edge's egress proxy port (HTTPS CONNECT and TLS by SNI), if any.
+    #[serde(default)]
+    pub egress_proxy_port: Option<u16>,
 }
 
 /// Where an operator places a device.
@@ -241,6 +244,7 @@ impl Network {
             my_controller: spec.my_controller.clone(),
             segments: spec.segments.clone(),
             devices: vec![],
+            egress_proxy_port: spec.egress_proxy_port,
         };
         palisade_policy::site::render(&probe).map_err(|e| bad(e.to_string()))?;
         let now = unix_ms(self.clock.now());
@@ -441,6 +445,7 @@ impl Network {
             my_controller: spec.my_controller,
             segments: spec.segments,
             devices: out,
+            egress_proxy_port: spec.egress_proxy_port,
         })
     }
 

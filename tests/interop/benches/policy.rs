@@ -76,6 +76,7 @@ fn bundle(n: usize) -> SiteBundle {
         my_controller: vec![],
         segments,
         devices,
+        egress_proxy_port: None,
     }
 }
 

@@ -115,6 +115,26 @@ impl Net {
         o.status.success()
     }
 
+    /// Whether `ns` can fetch `url` through the HTTPS proxy `proxy`.
+    fn reaches_via(&self, ns: &str, proxy: &str, url: &str) -> bool {
+        let o = self.exec(
+            ns,
+            &[
+                "curl",
+                "-sS",
+                "-k",
+                "--max-time",
+                "5",
+                "-x",
+                proxy,
+                "-o",
+                "/dev/null",
+                url,
+            ],
+        );
+        o.status.success()
+    }
+
     fn nft_counter(&self, name: &str) -> u64 {
         let o = self.exec(
             "edge",
@@ -191,7 +211,40 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     // The site resolver: dnsmasq on the edge, answering from a hosts file
     // with a 2 s TTL.
     let hosts = d.join("hosts");
-    std::fs::write(&hosts, "198.51.100.10 api.acme.example\n").unwrap();
+    std::fs::write(
+        &hosts,
+        "198.51.100.10 api.acme.example\n198.51.100.20 evil.example\n",
+    )
+    .unwrap();
+    // A TLS service for the egress proxy tests.
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=api.acme.example", "-days", "1"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:api.acme.example,DNS:evil.example",
+        ])
+        .arg("-keyout")
+        .arg(d.join("tls.key"))
+        .arg("-out")
+        .arg(d.join("tls.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let https = format!(
+        "import http.server,ssl\ns=http.server.HTTPServer(('198.51.100.20',8443),http.server.SimpleHTTPRequestHandler)\nc=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nc.load_cert_chain('{}','{}')\ns.socket=c.wrap_socket(s.socket,server_side=True)\ns.serve_forever()\n",
+        d.join("tls.pem").display(),
+        d.join("tls.key").display()
+    );
+    net.spawn("inet", &["python3", "-c", &https]);
     let dnsmasq_pid = d.join("dnsmasq.pid");
     net.spawn(
         "edge",
@@ -226,6 +279,7 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         serde_json::json!({
             "resolver": "10.10.1.1",
             "control_plane": [["198.51.100.5", port], ["198.51.100.5", mqtt]],
+            "egress_proxy_port": 3128,
             "segments": [
                 {"name": "cams", "interface": "seg1", "subnet": "10.10.1.0/24"},
                 {"name": "office", "interface": "seg2", "subnet": "10.10.2.0/24"}
@@ -259,8 +313,9 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     let extra = d.join("extra.json");
     std::fs::write(
         &extra,
-        r#"{"from_device": [{"peer": {"kind": "dns", "value": "api.acme.example"},
-             "protocol": 6, "peer_ports": {"lo": 9090, "hi": 9090}}]}"#,
+        r#"{"from_device": [
+             {"peer": {"kind": "dns", "value": "api.acme.example"}, "protocol": 6, "peer_ports": {"lo": 9090, "hi": 9090}},
+             {"peer": {"kind": "dns", "value": "api.acme.example"}, "protocol": 6, "peer_ports": {"lo": 8443, "hi": 8443}}]}"#,
     )
     .unwrap();
     server.cli_ok(&[
@@ -300,7 +355,7 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     edge_env(&mut run);
     let log = std::fs::File::create(d.join("edge.log")).unwrap();
     net.procs.push(
-        run.args(["run", "--wait-secs", "1"])
+        run.args(["run", "--wait-secs", "1", "--proxy-listen", "0.0.0.0:3128"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -338,7 +393,11 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         net.reaches("d1", "http://198.51.100.10:9090/")
     });
     assert!(!net.reaches("d1", "http://198.51.100.20:9090/"));
-    std::fs::write(&hosts, "198.51.100.20 api.acme.example\n").unwrap();
+    std::fs::write(
+        &hosts,
+        "198.51.100.20 api.acme.example\n198.51.100.20 evil.example\n",
+    )
+    .unwrap();
     let pid = std::fs::read_to_string(&dnsmasq_pid).unwrap();
     palisade_interop::run("kill", &["-HUP", pid.trim()]);
     let took = wait_until("the DNS change to be followed", 20, || {
@@ -348,6 +407,25 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     wait_until("the old address to be dropped", 20, || {
         !net.reaches("d1", "http://198.51.100.10:9090/")
     });
+
+    // The egress proxy: an allowed name through CONNECT works, another name
+    // on the same server does not, nor does a device whose policy names none.
+    assert!(
+        net.reaches_via(
+            "d1",
+            "http://10.10.1.1:3128",
+            "https://api.acme.example:8443/"
+        ),
+        "{}",
+        edge_log()
+    );
+    assert!(!net.reaches_via("d1", "http://10.10.1.1:3128", "https://evil.example:8443/"));
+    assert!(!net.reaches_via(
+        "d2",
+        "http://10.10.2.1:3128",
+        "https://api.acme.example:8443/"
+    ));
+    assert!(edge_log().contains("egress proxy denied"), "{}", edge_log());
 
     // The counters the edge reports are the ruleset's.
     std::thread::sleep(Duration::from_secs(3));
@@ -364,6 +442,8 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         e["in_step"] == true
             && e["status"]["counters"]["denied_out"]["packets"].as_u64() == Some(denied)
             && e["status"]["counters"]["allowed_out"]["packets"].as_u64() == Some(allowed)
+            && e["status"]["counters"]["proxy_denied"].as_u64() >= Some(2)
+            && e["status"]["counters"]["proxy_allowed"].as_u64() >= Some(1)
     });
 
     // Quarantine: only the control plane, promptly.
