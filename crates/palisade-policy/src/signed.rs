@@ -94,3 +94,55 @@ pub fn verify(
     }
     Ok(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::KeyPair;
+
+    fn bundle(site: &str, version: u64) -> SiteBundle {
+        SiteBundle {
+            site: site.into(),
+            version,
+            issued_ms: 0,
+            resolver: "10.0.0.1".parse().unwrap(),
+            control_plane: vec![],
+            controllers: Default::default(),
+            my_controller: vec![],
+            segments: vec![],
+            devices: vec![],
+            egress_proxy_port: None,
+        }
+    }
+
+    fn key() -> (Vec<u8>, Vec<u8>) {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        (pkcs8.as_ref().to_vec(), kp.public_key().as_ref().to_vec())
+    }
+
+    #[test]
+    fn an_edge_takes_only_newer_bundles_for_its_site_signed_by_the_pinned_key() {
+        let (sk, pk) = key();
+        let s = sign(&bundle("lab", 5), &sk).unwrap();
+        assert_eq!(verify(&s, &pk, "lab", 4).unwrap().version, 5);
+        assert_eq!(
+            verify(&s, &pk, "lab", 5),
+            Err(BundleError::NotNewer { got: 5, have: 5 })
+        );
+        assert_eq!(
+            verify(&s, &pk, "plant", 0),
+            Err(BundleError::OtherSite("lab".into()))
+        );
+        let (other, _) = key();
+        let forged = sign(&bundle("lab", 9), &other).unwrap();
+        assert_eq!(verify(&forged, &pk, "lab", 0), Err(BundleError::BadSignature));
+        // A payload swapped under a genuine signature.
+        let swapped = SignedBundle {
+            payload: sign(&bundle("lab", 99), &sk).unwrap().payload,
+            signature: s.signature.clone(),
+        };
+        assert_eq!(verify(&swapped, &pk, "lab", 0), Err(BundleError::BadSignature));
+    }
+}
