@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
                 quarantine: false,
             }],
             egress_proxy_port: None,
+            legacy_mqtt_port: None,
             devices: vec![SiteDevice {
                 device: "d".into(),
                 address: "10.0.0.2".parse().unwrap(),

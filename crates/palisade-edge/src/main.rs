@@ -7,6 +7,7 @@
 //! one is ignored: the last good policy stays.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod legacy;
 mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,18 @@ enum Cmd {
         #[arg(long)]
         edge_id: String,
     },
+    /// Enrol an identity the edge holds for a legacy device (plaintext MQTT
+    /// only), with a one-time token for that device.
+    LegacyEnroll {
+        #[command(flatten)]
+        common: Common,
+        /// The token (`palisade enrollment-token create --model MODEL`).
+        #[arg(long, env = "PALISADE_EDGE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The legacy device's id.
+        #[arg(long)]
+        device_id: String,
+    },
     /// Enforce the site's policy until stopped.
     Run {
         #[command(flatten)]
@@ -74,6 +87,14 @@ enum Cmd {
         /// the site's `egress_proxy_port` must be its port.
         #[arg(long, env = "PALISADE_EDGE_PROXY_LISTEN")]
         proxy_listen: Option<std::net::SocketAddr>,
+        /// Serve legacy devices' plaintext MQTT 3.1.1 on this address (on their
+        /// segment), bridged to the gateway over mutual TLS as each device; the
+        /// site's `legacy_mqtt_port` must be its port.
+        #[arg(long, env = "PALISADE_EDGE_LEGACY_MQTT_LISTEN")]
+        legacy_mqtt_listen: Option<std::net::SocketAddr>,
+        /// The control plane's MQTT gateway, HOST:PORT [default: the server's host, 8883].
+        #[arg(long, env = "PALISADE_EDGE_UPSTREAM_MQTT")]
+        upstream_mqtt: Option<String>,
     },
 }
 
@@ -293,6 +314,15 @@ fn nft_stdin(nft: &str, script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A ruleset without its comment line (which carries the bundle version).
+fn without_comment(script: &str) -> String {
+    script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("comment "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The named counters of Palisade's table.
 fn counters(nft: &str) -> serde_json::Value {
     let o = std::process::Command::new(nft)
@@ -322,13 +352,22 @@ fn counters(nft: &str) -> serde_json::Value {
     out.into()
 }
 
+/// The optional services a running edge offers its segments.
+#[derive(Debug, Default)]
+struct Services {
+    proxy_listen: Option<std::net::SocketAddr>,
+    legacy_mqtt_listen: Option<std::net::SocketAddr>,
+    upstream_mqtt: Option<String>,
+}
+
 async fn run(
     common: &Common,
     nft: &str,
     once: bool,
     wait_secs: u64,
-    proxy_listen: Option<std::net::SocketAddr>,
+    services: Services,
 ) -> anyhow::Result<ExitCode> {
+    let proxy_listen = services.proxy_listen;
     let a = agent(common)?;
     let (edge, _) = identity(&a)?;
     let dir = common.state_dir.clone();
@@ -356,6 +395,24 @@ async fn run(
             .with_context(|| format!("the egress proxy cannot listen on {addr}"))?;
         tokio::spawn(proxy::serve(l, current.clone(), proxy_counters.clone()));
     }
+    if let Some(addr) = services.legacy_mqtt_listen {
+        let upstream = match &services.upstream_mqtt {
+            Some(u) => {
+                let (h, p) = u.rsplit_once(':').context("--upstream-mqtt is HOST:PORT")?;
+                (h.to_string(), p.parse().context("--upstream-mqtt port")?)
+            }
+            None => (a.est().host().to_string(), 8883),
+        };
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("the legacy bridge cannot listen on {addr}"))?;
+        let bridge = legacy::Bridge {
+            identities: dir.join("legacy"),
+            est: a.est().clone(),
+            upstream,
+        };
+        tokio::spawn(legacy::serve(l, bridge, current.clone()));
+    }
     loop {
         let path = format!(
             "/edge/v1/bundle?after={applied}&wait={}",
@@ -382,7 +439,14 @@ async fn run(
                 Err(e) => bail!("{e}; keeping the policy in force"),
             };
             let rules = palisade_policy::site::render(&bundle)?;
-            apply(nft, &dir, &rules.script)?;
+            // A new version whose rules are the same (a device went from
+            // enrolled to active, say) is recorded without touching nftables,
+            // so counters and established state stay.
+            let same = std::fs::read_to_string(dir.join("ruleset.nft"))
+                .is_ok_and(|old| without_comment(&old) == without_comment(&rules.script));
+            if !same {
+                apply(nft, &dir, &rules.script)?;
+            }
             {
                 let mut w = dns.lock().await;
                 w.resolver = Some(bundle.resolver);
@@ -476,7 +540,44 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
             once,
             wait_secs,
             proxy_listen,
-        } => run(&common, &nft, once, wait_secs, proxy_listen).await,
+            legacy_mqtt_listen,
+            upstream_mqtt,
+        } => {
+            let s = Services {
+                proxy_listen,
+                legacy_mqtt_listen,
+                upstream_mqtt,
+            };
+            run(&common, &nft, once, wait_secs, s).await
+        }
+        Cmd::LegacyEnroll {
+            common,
+            token,
+            device_id,
+        } => {
+            let root = std::fs::read(&common.root)
+                .with_context(|| format!("reading {}", common.root.display()))?;
+            let est = EstClient::new(&common.server, &root, None)?;
+            let dir = common.state_dir.join("legacy").join(&device_id);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let la = Agent::new(
+                &dir,
+                Arc::new(SoftwareKeystore::new(&dir)),
+                est,
+                Arc::new(SystemClock),
+            );
+            let id = la
+                .enroll(&EnrollAuth::Token {
+                    device: device_id,
+                    token,
+                })
+                .await?;
+            eprintln!(
+                "the edge holds legacy device {}'s identity (certificate {})",
+                id.device_id, id.serial
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //! - typed limits with documented defaults;
 //! - token-bucket rate limiting with time passed in.
 
+pub mod bridge;
+
 use std::time::Duration;
 
 use palisade_core::DeviceId;

@@ -113,6 +113,7 @@ mod tests {
             segments: vec![],
             devices: vec![],
             egress_proxy_port: None,
+            legacy_mqtt_port: None,
         }
     }
 
@@ -137,12 +138,18 @@ mod tests {
         );
         let (other, _) = key();
         let forged = sign(&bundle("lab", 9), &other).unwrap();
-        assert_eq!(verify(&forged, &pk, "lab", 0), Err(BundleError::BadSignature));
+        assert_eq!(
+            verify(&forged, &pk, "lab", 0),
+            Err(BundleError::BadSignature)
+        );
         // A payload swapped under a genuine signature.
         let swapped = SignedBundle {
             payload: sign(&bundle("lab", 99), &sk).unwrap().payload,
             signature: s.signature.clone(),
         };
-        assert_eq!(verify(&swapped, &pk, "lab", 0), Err(BundleError::BadSignature));
+        assert_eq!(
+            verify(&swapped, &pk, "lab", 0),
+            Err(BundleError::BadSignature)
+        );
     }
 }

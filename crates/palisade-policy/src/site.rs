@@ -85,6 +85,9 @@ pub struct SiteBundle {
     /// SNI), if it runs one; devices may reach it on the edge.
     #[serde(default)]
     pub egress_proxy_port: Option<u16>,
+    /// The edge's legacy MQTT bridge port (plaintext on device segments), if any.
+    #[serde(default)]
+    pub legacy_mqtt_port: Option<u16>,
 }
 
 /// Whether the device at `src` may open a TLS connection to `host:port`
@@ -385,10 +388,11 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
         return Ok(Ruleset { script: s, dns });
     }
     let ifs = ifaces.join(", ");
-    let proxy = b
-        .egress_proxy_port
+    let proxy: String = [b.egress_proxy_port, b.legacy_mqtt_port]
+        .iter()
+        .flatten()
         .map(|p| format!("    tcp dport {p} accept\n"))
-        .unwrap_or_default();
+        .collect();
     let _ = write!(
         w,
         r#"  chain forward {{

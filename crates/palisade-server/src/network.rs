@@ -42,6 +42,9 @@ pub struct SiteSpec {
     /// The edge's egress proxy port (HTTPS CONNECT and TLS by SNI), if any.
     #[serde(default)]
     pub egress_proxy_port: Option<u16>,
+    /// The edge's legacy MQTT bridge port, if any.
+    #[serde(default)]
+    pub legacy_mqtt_port: Option<u16>,
 }
 
 /// Where an operator places a device.
@@ -245,6 +248,7 @@ impl Network {
             segments: spec.segments.clone(),
             devices: vec![],
             egress_proxy_port: spec.egress_proxy_port,
+            legacy_mqtt_port: spec.legacy_mqtt_port,
         };
         palisade_policy::site::render(&probe).map_err(|e| bad(e.to_string()))?;
         let now = unix_ms(self.clock.now());
@@ -446,6 +450,7 @@ impl Network {
             segments: spec.segments,
             devices: out,
             egress_proxy_port: spec.egress_proxy_port,
+            legacy_mqtt_port: spec.legacy_mqtt_port,
         })
     }
 

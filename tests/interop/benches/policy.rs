@@ -77,6 +77,7 @@ fn bundle(n: usize) -> SiteBundle {
         segments,
         devices,
         egress_proxy_port: None,
+        legacy_mqtt_port: None,
     }
 }
 

@@ -55,9 +55,19 @@ impl Net {
             prefix,
             procs: vec![],
         };
-        let (edge, inet, d1, d2) = (me.ns("edge"), me.ns("inet"), me.ns("d1"), me.ns("d2"));
+        let (edge, inet, d1, d2, d3) = (
+            me.ns("edge"),
+            me.ns("inet"),
+            me.ns("d1"),
+            me.ns("d2"),
+            me.ns("d3"),
+        );
         me.sh(&format!(
-            "for n in {edge} {inet} {d1} {d2}; do ip netns add $n; ip -n $n link set lo up; done
+            "for n in {edge} {inet} {d1} {d2} {d3}; do ip netns add $n; ip -n $n link set lo up; done
+             ip link add seg3 netns {edge} type veth peer name eth0 netns {d3}
+             ip -n {edge} addr add 10.10.3.1/24 dev seg3; ip -n {edge} link set seg3 up
+             ip -n {d3} addr add 10.10.3.2/24 dev eth0; ip -n {d3} link set eth0 up
+             ip -n {d3} route add default via 10.10.3.1
              ip link add seg1 netns {edge} type veth peer name eth0 netns {d1}
              ip link add seg2 netns {edge} type veth peer name eth0 netns {d2}
              ip link add up0 netns {edge} type veth peer name down0 netns {inet}
@@ -157,7 +167,7 @@ impl Drop for Net {
             let _ = p.kill();
             let _ = p.wait();
         }
-        for n in ["edge", "inet", "d1", "d2"] {
+        for n in ["edge", "inet", "d1", "d2", "d3"] {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.ns(n)])
                 .status();
@@ -280,9 +290,11 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
             "resolver": "10.10.1.1",
             "control_plane": [["198.51.100.5", port], ["198.51.100.5", mqtt]],
             "egress_proxy_port": 3128,
+            "legacy_mqtt_port": 1883,
             "segments": [
                 {"name": "cams", "interface": "seg1", "subnet": "10.10.1.0/24"},
-                {"name": "office", "interface": "seg2", "subnet": "10.10.2.0/24"}
+                {"name": "office", "interface": "seg2", "subnet": "10.10.2.0/24"},
+                {"name": "legacy", "interface": "seg3", "subnet": "10.10.3.0/24"}
             ]
         })
         .to_string(),
@@ -351,11 +363,40 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         .unwrap();
     assert!(o.status.success(), "edge enrol: {}", text(&o));
     server.cli_ok(&["site", "edge-add", "lab", "edge-1"]);
+    // A legacy lamp (plaintext MQTT only): the edge holds its identity.
+    server.cli_ok(&["model", "add", "lamp"]);
+    let lamp_token = server.cli_ok(&["enrollment-token", "create", "--model", "lamp"]);
+    let mut le = in_netns(Some(&net.ns("edge")), &edge_bin());
+    edge_env(&mut le);
+    let o = le
+        .args([
+            "legacy-enroll",
+            "--token",
+            lamp_token.trim(),
+            "--device-id",
+            "lamp-1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "legacy enrol: {}", text(&o));
+    server.cli_ok(&[
+        "site",
+        "place",
+        "lamp-1",
+        "--site",
+        "lab",
+        "--segment",
+        "legacy",
+        "--address",
+        "10.10.3.2",
+    ]);
     let mut run = in_netns(Some(&net.ns("edge")), &edge_bin());
     edge_env(&mut run);
     let log = std::fs::File::create(d.join("edge.log")).unwrap();
     net.procs.push(
         run.args(["run", "--wait-secs", "1", "--proxy-listen", "0.0.0.0:3128"])
+            .args(["--legacy-mqtt-listen", "0.0.0.0:1883"])
+            .args(["--upstream-mqtt", &format!("198.51.100.5:{mqtt}")])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -407,6 +448,96 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     wait_until("the old address to be dropped", 20, || {
         !net.reaches("d1", "http://198.51.100.10:9090/")
     });
+
+    // The legacy bridge: plaintext MQTT from the lamp's segment reaches the
+    // control plane as lamp-1; the uplink carries only TLS.
+    if have("mosquitto_pub") && have("tcpdump") {
+        let cap = d.join("uplink.pcap");
+        net.spawn(
+            "edge",
+            &[
+                "tcpdump",
+                "-i",
+                "up0",
+                "-U",
+                "-n",
+                "-w",
+                cap.to_str().unwrap(),
+                "tcp",
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(800));
+        let o = net.exec(
+            "d3",
+            &[
+                "mosquitto_pub",
+                "-h",
+                "10.10.3.1",
+                "-p",
+                "1883",
+                "-V",
+                "mqttv311",
+                "-q",
+                "1",
+                "-i",
+                "old-lamp",
+                "-t",
+                "palisade/d/lamp-1/telemetry",
+                "-m",
+                r#"{"firmware":"lamp-fw-7.1-plaintext-marker"}"#,
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "mosquitto_pub: {}\n{}",
+            text(&o),
+            edge_log()
+        );
+        wait_until("the lamp's telemetry at the control plane", 20, || {
+            server
+                .cli_ok(&["device", "show", "lamp-1", "--json"])
+                .contains("lamp-fw-7.1-plaintext-marker")
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // Stop the capture (the last process started).
+        let mut tcpdump = net.procs.pop().unwrap();
+        let _ = tcpdump.kill();
+        let _ = tcpdump.wait();
+        let pcap = net.exec(
+            "edge",
+            &["tcpdump", "-r", cap.to_str().unwrap(), "-n", "-A"],
+        );
+        let dump = String::from_utf8_lossy(&pcap.stdout);
+        assert!(
+            dump.contains(&format!("198.51.100.5.{mqtt}")),
+            "no TLS session to the gateway on the uplink: {dump}"
+        );
+        assert!(
+            !dump.contains("plaintext-marker"),
+            "plaintext on the uplink"
+        );
+        assert!(!dump.contains(".1883"), "MQTT port 1883 on the uplink");
+        // A device that is not placed at the site cannot use the bridge.
+        let o = net.exec(
+            "d2",
+            &[
+                "mosquitto_pub",
+                "-h",
+                "10.10.2.1",
+                "-p",
+                "1883",
+                "-q",
+                "1",
+                "-i",
+                "x",
+                "-t",
+                "a",
+                "-m",
+                "b",
+            ],
+        );
+        assert!(!o.status.success() || !edge_log().contains("printer-1 bridged"));
+    }
 
     // The egress proxy: an allowed name through CONNECT works, another name
     // on the same server does not, nor does a device whose policy names none.
