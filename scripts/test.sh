@@ -15,7 +15,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=python3 [mosquitto_pub]=mosquitto-clients [mosquitto]=mosquitto
   [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc [swtpm]=swtpm [swtpm_setup]=swtpm-tools
   [tpm2_pcrread]=tpm2-tools [pkg-config]=pkg-config [fw_printenv]=libubootenv-tool
-  [bsdiff]=bsdiff [xdelta3]=xdelta3 [zstd]=zstd [sha256sum]=coreutils [nft]=nftables [ip]=iproute2 [dnsmasq]=dnsmasq-base [tcpdump]=tcpdump)
+  [bsdiff]=bsdiff [xdelta3]=xdelta3 [zstd]=zstd [sha256sum]=coreutils [nft]=nftables [ip]=iproute2 [dnsmasq]=dnsmasq-base [tcpdump]=tcpdump [softflowd]=softflowd)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")

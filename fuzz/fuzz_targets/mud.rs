@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
             }],
             egress_proxy_port: None,
             legacy_mqtt_port: None,
+            flow_collector: None,
             devices: vec![SiteDevice {
                 device: "d".into(),
                 address: "10.0.0.2".parse().unwrap(),

@@ -7,6 +7,7 @@
 //! one is ignored: the last good policy stays.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod flows;
 mod legacy;
 mod proxy;
 
@@ -95,6 +96,9 @@ enum Cmd {
         /// The control plane's MQTT gateway, HOST:PORT [default: the server's host, 8883].
         #[arg(long, env = "PALISADE_EDGE_UPSTREAM_MQTT")]
         upstream_mqtt: Option<String>,
+        /// The flow exporter run per device segment when the site names a collector.
+        #[arg(long, env = "PALISADE_EDGE_SOFTFLOWD", default_value = "softflowd")]
+        softflowd: String,
     },
 }
 
@@ -358,6 +362,7 @@ struct Services {
     proxy_listen: Option<std::net::SocketAddr>,
     legacy_mqtt_listen: Option<std::net::SocketAddr>,
     upstream_mqtt: Option<String>,
+    softflowd: String,
 }
 
 async fn run(
@@ -388,6 +393,7 @@ async fn run(
         tokio::spawn(dns_keeper(nft.to_string(), dns.clone(), dns_wake.clone()));
     }
     let current = Arc::new(tokio::sync::RwLock::new(None));
+    let mut exporters = flows::Exporters::default();
     let proxy_counters = Arc::new(proxy::ProxyCounters::default());
     if let Some(addr) = proxy_listen {
         let l = tokio::net::TcpListener::bind(addr)
@@ -454,6 +460,9 @@ async fn run(
             }
             dns_wake.notify_one();
             *current.write().await = Some(bundle.clone());
+            if !once {
+                exporters.sync(&services.softflowd, &dir, &bundle);
+            }
             applied = bundle.version;
             std::fs::write(&applied_path, applied.to_string())?;
             tracing::info!(
@@ -476,6 +485,7 @@ async fn run(
             }
         }
         let mut c = counters(nft);
+        c["flow_exporters"] = exporters.count().into();
         c["proxy_allowed"] = proxy_counters
             .allowed
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -542,11 +552,13 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
             proxy_listen,
             legacy_mqtt_listen,
             upstream_mqtt,
+            softflowd,
         } => {
             let s = Services {
                 proxy_listen,
                 legacy_mqtt_listen,
                 upstream_mqtt,
+                softflowd,
             };
             run(&common, &nft, once, wait_secs, s).await
         }

@@ -114,6 +114,7 @@ mod tests {
             devices: vec![],
             egress_proxy_port: None,
             legacy_mqtt_port: None,
+            flow_collector: None,
         }
     }
 

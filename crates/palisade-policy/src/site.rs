@@ -88,6 +88,10 @@ pub struct SiteBundle {
     /// The edge's legacy MQTT bridge port (plaintext on device segments), if any.
     #[serde(default)]
     pub legacy_mqtt_port: Option<u16>,
+    /// Where the edge exports device segments' flows as IPFIX (the control
+    /// plane's collector), if anywhere.
+    #[serde(default)]
+    pub flow_collector: Option<(IpAddr, u16)>,
 }
 
 /// Whether the device at `src` may open a TLS connection to `host:port`

@@ -45,6 +45,9 @@ pub struct SiteSpec {
     /// The edge's legacy MQTT bridge port, if any.
     #[serde(default)]
     pub legacy_mqtt_port: Option<u16>,
+    /// The IPFIX collector the edge exports device flows to, if any.
+    #[serde(default)]
+    pub flow_collector: Option<(IpAddr, u16)>,
 }
 
 /// Where an operator places a device.
@@ -249,6 +252,7 @@ impl Network {
             devices: vec![],
             egress_proxy_port: spec.egress_proxy_port,
             legacy_mqtt_port: spec.legacy_mqtt_port,
+            flow_collector: spec.flow_collector,
         };
         palisade_policy::site::render(&probe).map_err(|e| bad(e.to_string()))?;
         let now = unix_ms(self.clock.now());
@@ -451,6 +455,7 @@ impl Network {
             devices: out,
             egress_proxy_port: spec.egress_proxy_port,
             legacy_mqtt_port: spec.legacy_mqtt_port,
+            flow_collector: spec.flow_collector,
         })
     }
 

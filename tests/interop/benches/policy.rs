@@ -78,6 +78,7 @@ fn bundle(n: usize) -> SiteBundle {
         devices,
         egress_proxy_port: None,
         legacy_mqtt_port: None,
+        flow_collector: None,
     }
 }
 

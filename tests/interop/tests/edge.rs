@@ -206,7 +206,8 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         && have("curl")
         && have("python3")
         && have("openssl")
-        && have("dnsmasq"))
+        && have("dnsmasq")
+        && have("softflowd"))
     {
         return;
     }
@@ -255,6 +256,14 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         d.join("tls.key").display()
     );
     net.spawn("inet", &["python3", "-c", &https]);
+    // The control plane's flow collector port (the collector itself is the
+    // monitoring issue's): records each datagram's version and length.
+    let ipfix_log = d.join("ipfix.log");
+    let collector = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('198.51.100.5',4739))\nwhile True:\n    b,a=s.recvfrom(65535)\n    open('{}','a').write('%d %d\\n' % (int.from_bytes(b[:2],'big'), len(b)))\n",
+        ipfix_log.display()
+    );
+    net.spawn("inet", &["python3", "-c", &collector]);
     let dnsmasq_pid = d.join("dnsmasq.pid");
     net.spawn(
         "edge",
@@ -291,6 +300,7 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
             "control_plane": [["198.51.100.5", port], ["198.51.100.5", mqtt]],
             "egress_proxy_port": 3128,
             "legacy_mqtt_port": 1883,
+            "flow_collector": ["198.51.100.5", 4739],
             "segments": [
                 {"name": "cams", "interface": "seg1", "subnet": "10.10.1.0/24"},
                 {"name": "office", "interface": "seg2", "subnet": "10.10.2.0/24"},
@@ -428,6 +438,16 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     );
     // Every device reaches the control plane.
     assert!(net.reaches("d1", &format!("https://198.51.100.5:{port}/healthz")));
+
+    // Flows on device segments reach the collector as IPFIX (version 10).
+    let took = wait_until("IPFIX records from the edge", 60, || {
+        let _ = net.reaches("d1", "http://198.51.100.10:8080/");
+        std::fs::read_to_string(&ipfix_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("10 "))
+    });
+    eprintln!("first IPFIX record after {took:?}");
 
     // A DNS-named rule follows the record: first .10, then .20.
     wait_until("the DNS-named flow", 15, || {

@@ -1,0 +1,92 @@
+//! Flow export: one managed `softflowd` (Debian) per device-segment interface,
+//! exporting IPFIX (`-v 10`) to the collector the site names. softflowd is the
+//! maintained, widely deployed exporter; running it per interface keeps the
+//! export to device segments only, and short timeouts make flows reach the
+//! collector within seconds. The edge starts, restarts and stops the exporters
+//! as bundles change; they die with the edge (kill on drop).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use palisade_policy::site::SiteBundle;
+use tokio::process::{Child, Command};
+
+/// The running exporters, by interface.
+#[derive(Debug, Default)]
+pub struct Exporters {
+    running: BTreeMap<String, (Option<(IpAddr, u16)>, Child)>,
+}
+
+impl Exporters {
+    /// Brings the exporters in line with `bundle`.
+    pub fn sync(&mut self, program: &str, dir: &Path, bundle: &SiteBundle) {
+        let want: BTreeMap<String, (IpAddr, u16)> = match bundle.flow_collector {
+            Some(c) => bundle
+                .segments
+                .iter()
+                .map(|s| (s.interface.clone(), c))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        // Stop what is no longer wanted, or wanted differently, or dead.
+        let stale: Vec<String> = self
+            .running
+            .iter_mut()
+            .filter_map(|(i, (c, child))| {
+                let exited = child.try_wait().ok().flatten().is_some();
+                (want.get(i) != c.as_ref() || exited).then(|| i.clone())
+            })
+            .collect();
+        for i in stale {
+            if let Some((_, mut child)) = self.running.remove(&i) {
+                let _ = child.start_kill();
+            }
+        }
+        for (iface, (ip, port)) in want {
+            if self.running.contains_key(&iface) {
+                continue;
+            }
+            let file = |ext: &str| -> PathBuf { dir.join(format!("softflowd-{iface}.{ext}")) };
+            let collector = match ip {
+                IpAddr::V4(v) => format!("{v}:{port}"),
+                IpAddr::V6(v) => format!("[{v}]:{port}"),
+            };
+            let spawned = Command::new(program)
+                .args([
+                    "-d", "-N", "-v", "10", "-T", "full", "-i", &iface, "-n", &collector,
+                ])
+                .args([
+                    "-t",
+                    "tcp.fin=1",
+                    "-t",
+                    "tcp.rst=1",
+                    "-t",
+                    "tcp=30",
+                    "-t",
+                    "udp=30",
+                ])
+                .args(["-t", "icmp=30", "-t", "general=30", "-t", "expint=2"])
+                .arg("-p")
+                .arg(file("pid"))
+                .arg("-c")
+                .arg(file("ctl"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            match spawned {
+                Ok(child) => {
+                    tracing::info!(interface = %iface, %collector, "IPFIX export started");
+                    self.running.insert(iface, (Some((ip, port)), child));
+                }
+                Err(e) => tracing::error!(interface = %iface, error = %e, "cannot start {program}"),
+            }
+        }
+    }
+
+    /// How many exporters run.
+    pub fn count(&self) -> usize {
+        self.running.len()
+    }
+}
