@@ -636,4 +636,57 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         "a bundle with a bad signature was applied"
     );
     assert!(!net.reaches("d1", "http://198.51.100.20:8080/"));
+
+    // nftables refuses the next ruleset: the previous one stays in force (the
+    // segment never opens) and the failure is reported and audited.
+    let mut edge_proc = net.procs.pop().unwrap();
+    edge_proc.kill().unwrap();
+    edge_proc.wait().unwrap();
+    std::fs::remove_file(state.join("policy.pub")).unwrap(); // re-pinned from the server
+    let wrapper = d.join("nft-refusing");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nif [ \"$1\" = -f ] && grep -q 'bundle v' \"$2\" 2>/dev/null; then\n  echo 'simulated kernel refusal' >&2; exit 1\nfi\nexec nft \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut again = in_netns(Some(&net.ns("edge")), &edge_bin());
+    edge_env(&mut again);
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("edge.log"))
+        .unwrap();
+    net.procs.push(
+        again
+            .args([
+                "run",
+                "--wait-secs",
+                "1",
+                "--nft",
+                wrapper.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the apply failure to be reported", 20, || {
+        server
+            .cli_ok(&["site", "show", "lab", "--json"])
+            .contains("simulated kernel refusal")
+    });
+    assert!(
+        !net.reaches("d1", "http://198.51.100.10:8080/"),
+        "the refused ruleset's policy is in force"
+    );
+    assert!(
+        !net.reaches("d1", "http://198.51.100.20:8080/"),
+        "the segment opened"
+    );
+    let audit = server.api_get("/api/v1/audit/entries?limit=1000");
+    assert!(audit.contains("edge.apply_failed"), "{audit}");
 }
