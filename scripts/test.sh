@@ -67,7 +67,9 @@ trap 'rm -f "$log"' EXIT
 # Doc tests are not used (no examples in docs yet); --lib --bins --tests runs the rest.
 cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+# Only cargo's own result lines count (a peer's log line such as "fd 8 failed"
+# must not).
+failed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$6} END {print s+0}')
 
 if [ "${PALISADE_SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz smoke run (20 s per target)"

@@ -48,6 +48,9 @@ pub struct SiteSpec {
     /// The IPFIX collector the edge exports device flows to, if any.
     #[serde(default)]
     pub flow_collector: Option<(IpAddr, u16)>,
+    /// Where devices of a model go when placed without a segment (model → segment).
+    #[serde(default)]
+    pub model_segments: BTreeMap<String, String>,
 }
 
 /// Where an operator places a device.
@@ -55,8 +58,8 @@ pub struct SiteSpec {
 pub struct Placement {
     /// The site.
     pub site: SiteName,
-    /// Its segment.
-    pub segment: String,
+    /// Its segment (`None`: the site's segment for the device's model).
+    pub segment: Option<String>,
     /// The device's address there.
     pub address: IpAddr,
     /// Rules added to the model's policy for this device.
@@ -239,6 +242,13 @@ impl Network {
                 return Err(bad(format!("segment {} appears twice", s.name)));
             }
         }
+        for (model, seg) in &spec.model_segments {
+            if !names.contains(seg) {
+                return Err(bad(format!(
+                    "model {model} is placed in unknown segment {seg}"
+                )));
+            }
+        }
         // The renderer checks interface names and the rest.
         let probe = SiteBundle {
             site: name.to_string(),
@@ -306,12 +316,28 @@ impl Network {
             overrides,
             allow_open,
         } = want;
-        let (site, segment) = (&site, segment.as_str());
-        self.store
+        let site = &site;
+        let d = self
+            .store
             .device(device)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("device {device} not found")))?;
         let (_, spec) = self.site(site).await?;
+        // Without a segment, the site's segment for the device's model.
+        let segment = match segment {
+            Some(s) => s,
+            None => spec
+                .model_segments
+                .get(d.model.as_str())
+                .cloned()
+                .ok_or_else(|| {
+                    bad(format!(
+                        "give a segment: site {site} places no segment for model {}",
+                        d.model
+                    ))
+                })?,
+        };
+        let segment = segment.as_str();
         let seg = spec
             .segments
             .iter()

@@ -17,7 +17,7 @@ use crate::output::{data, say};
 #[derive(Debug, Subcommand)]
 pub enum SiteCmd {
     /// Create or change a site from a JSON file: {"resolver", "control_plane":
-    /// [["ip", port]], "segments": [{"name", "interface", "subnet", "vlan"?,
+    /// [["ip", port]], "model_segments"?: {"model": "segment"}, "segments": [{"name", "interface", "subnet", "vlan"?,
     /// "quarantine"?}], "controllers"?, "my_controller"?}.
     Set {
         /// Site name.
@@ -47,9 +47,10 @@ pub enum SiteCmd {
         /// Site name.
         #[arg(long)]
         site: String,
-        /// Segment name.
+        /// Segment name [default: the site's segment for the device's model
+        /// (`model_segments` in the site's specification)].
         #[arg(long)]
-        segment: String,
+        segment: Option<String>,
         /// The device's address there.
         #[arg(long)]
         address: String,
@@ -211,7 +212,8 @@ pub async fn site(g: &Global, cmd: SiteCmd) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             say(format!(
-                "device {device} placed at {site}/{segment} as {address}"
+                "device {device} placed at {site}/{} as {address}",
+                v["segment"].as_str().unwrap_or("?")
             ));
             if g.json {
                 data(true, &v, &[], vec![]);

@@ -121,6 +121,7 @@ fn mud_files_are_checked_signed_and_never_open_by_accident() {
     std::fs::write(
         &spec,
         r#"{"resolver": "10.1.0.1", "control_plane": [["10.9.0.1", 8443]],
+            "model_segments": {"cam": "cams"},
             "segments": [{"name": "cams", "interface": "eth1", "subnet": "10.1.0.0/24"}]}"#,
     )
     .unwrap();
@@ -158,6 +159,19 @@ fn mud_files_are_checked_signed_and_never_open_by_accident() {
         "{}",
         text(&o)
     );
+    // Without a segment, the device goes where the site puts its model.
+    let out = server.cli_ok(&[
+        "--json",
+        "site",
+        "place",
+        "cam-1",
+        "--site",
+        "lab",
+        "--address",
+        "10.1.0.5",
+    ]);
+    let placed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(placed["segment"], "cams", "{out}");
     // A site whose interface name could inject into the ruleset is refused.
     std::fs::write(
         &spec,

@@ -1475,7 +1475,9 @@ async fn add_site_edge(
 #[serde(deny_unknown_fields)]
 struct Placement {
     site: String,
-    segment: String,
+    /// The segment [default: the site's segment for the device's model].
+    #[serde(default)]
+    segment: Option<String>,
     address: String,
     /// Rules added to the model's policy for this device.
     #[serde(default)]
