@@ -2,7 +2,7 @@
 //! panic, and whatever parses must render into a ruleset or be refused.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use palisade_policy::site::{Segment, SiteBundle, SiteDevice, render};
+use palisade_policy::site::{Segment, SiteBundle, SiteDevice, SiteSpec, render};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = palisade_policy::mud::parse(data) {
@@ -11,20 +11,17 @@ fuzz_target!(|data: &[u8]| {
             site: "s".into(),
             version: 1,
             issued_ms: 0,
-            resolver: "10.0.0.1".parse().unwrap(),
-            control_plane: vec![("10.0.9.1".parse().unwrap(), 8443)],
-            controllers: Default::default(),
-            my_controller: vec![],
-            segments: vec![Segment {
-                name: "a".into(),
-                interface: "eth1".into(),
-                vlan: None,
-                subnet: "10.0.0.0/24".parse().unwrap(),
-                quarantine: false,
-            }],
-            egress_proxy_port: None,
-            legacy_mqtt_port: None,
-            flow_collector: None,
+            spec: SiteSpec::new(
+                "10.0.0.1".parse().unwrap(),
+                vec![("10.0.9.1".parse().unwrap(), 8443)],
+                vec![Segment {
+                    name: "a".into(),
+                    interface: "eth1".into(),
+                    vlan: None,
+                    subnet: "10.0.0.0/24".parse().unwrap(),
+                    quarantine: false,
+                }],
+            ),
             devices: vec![SiteDevice {
                 device: "d".into(),
                 address: "10.0.0.2".parse().unwrap(),

@@ -155,12 +155,7 @@ impl BootControl {
         let (i, bytes) = env.next_write().map_err(|e| OtaError::Env(e.to_string()))?;
         let loc = &self.locs[i.min(self.locs.len() - 1)];
         let path = Path::new(&loc.device);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
+        let mut f = open_in_place(path).map_err(|e| io_err(path, e))?;
         f.seek(SeekFrom::Start(loc.offset))
             .and_then(|_| f.write_all(&bytes))
             .and_then(|()| f.sync_data())
@@ -310,15 +305,21 @@ pub fn init_slot(cfg: &OtaConfig, image: &Path, version: &str) -> Result<SlotIma
 }
 
 fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<(), OtaError> {
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = open_in_place(path).map_err(|e| io_err(path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_data())
+        .map_err(|e| io_err(path, e))
+}
+
+/// Opens a slot or environment device for writing in place: created if it is
+/// a missing file, never truncated (a block device cannot be, and a copy of
+/// the environment must keep its size).
+fn open_in_place(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|e| io_err(path, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_data())
-        .map_err(|e| io_err(path, e))
 }
 
 /// A small state file written whole: to a temporary name, synced, renamed.
@@ -950,12 +951,7 @@ impl Installer {
             if hex(ring::digest::digest(&SHA256, old).as_ref()) != cur2.sha256 {
                 return Err("the running slot does not hold its recorded image".into());
             }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| e.to_string())?;
+            let mut f = open_in_place(&path).map_err(|e| e.to_string())?;
             let mut ctx = Context::new(&SHA256);
             let n = palisade_release::delta::apply(old, &delta[..], a2.length, |chunk| {
                 ctx.update(chunk);
@@ -1034,12 +1030,7 @@ impl Installer {
             }
             s => return Err(OtaError::Server(format!("image download: HTTP {s}"))),
         }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
+        let mut file = open_in_place(path).map_err(|e| io_err(path, e))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| io_err(path, e))?;
         let mut body = resp.into_body();

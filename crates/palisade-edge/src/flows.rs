@@ -21,8 +21,9 @@ pub struct Exporters {
 impl Exporters {
     /// Brings the exporters in line with `bundle`.
     pub fn sync(&mut self, program: &str, dir: &Path, bundle: &SiteBundle) {
-        let want: BTreeMap<String, (IpAddr, u16)> = match bundle.flow_collector {
+        let want: BTreeMap<String, (IpAddr, u16)> = match bundle.spec.flow_collector {
             Some(c) => bundle
+                .spec
                 .segments
                 .iter()
                 .map(|s| (s.interface.clone(), c))

@@ -455,7 +455,7 @@ async fn run(
             }
             {
                 let mut w = dns.lock().await;
-                w.resolver = Some(bundle.resolver);
+                w.resolver = Some(bundle.spec.resolver);
                 w.flows = rules.dns;
             }
             dns_wake.notify_one();

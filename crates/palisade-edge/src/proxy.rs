@@ -130,7 +130,10 @@ async fn handle(
     let (decision, resolver) = {
         let b = bundle.read().await;
         match b.as_ref() {
-            Some(b) => (proxy_allows(b, peer.ip(), &host, port), Some(b.resolver)),
+            Some(b) => (
+                proxy_allows(b, peer.ip(), &host, port),
+                Some(b.spec.resolver),
+            ),
             None => (Err("no policy applied yet".to_string()), None),
         }
     };

@@ -98,6 +98,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::site::SiteSpec;
     use ring::rand::SystemRandom;
     use ring::signature::KeyPair;
 
@@ -106,15 +107,8 @@ mod tests {
             site: site.into(),
             version,
             issued_ms: 0,
-            resolver: "10.0.0.1".parse().unwrap(),
-            control_plane: vec![],
-            controllers: Default::default(),
-            my_controller: vec![],
-            segments: vec![],
+            spec: SiteSpec::new("10.0.0.1".parse().unwrap(), vec![], vec![]),
             devices: vec![],
-            egress_proxy_port: None,
-            legacy_mqtt_port: None,
-            flow_collector: None,
         }
     }
 

@@ -66,6 +66,16 @@ pub struct SiteBundle {
     pub version: u64,
     /// Issued, Unix ms.
     pub issued_ms: i64,
+    /// What the operator says about the site.
+    pub spec: SiteSpec,
+    /// Devices.
+    pub devices: Vec<SiteDevice>,
+}
+
+/// What an operator says about a site (`palisade site set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSpec {
     /// The site's DNS resolver: the only DNS server devices may use.
     pub resolver: IpAddr,
     /// The control plane's addresses and TCP ports, reachable by every device
@@ -79,8 +89,6 @@ pub struct SiteBundle {
     pub my_controller: Vec<Prefix>,
     /// Segments.
     pub segments: Vec<Segment>,
-    /// Devices.
-    pub devices: Vec<SiteDevice>,
     /// The edge's egress proxy port (HTTPS CONNECT and TLS passthrough by
     /// SNI), if it runs one; devices may reach it on the edge.
     #[serde(default)]
@@ -92,6 +100,31 @@ pub struct SiteBundle {
     /// plane's collector), if anywhere.
     #[serde(default)]
     pub flow_collector: Option<(IpAddr, u16)>,
+    /// Where devices of a model go when placed without a segment (model → segment).
+    #[serde(default)]
+    pub model_segments: BTreeMap<String, String>,
+}
+
+impl SiteSpec {
+    /// A site with these essentials and nothing optional (no controllers,
+    /// proxy, bridge, flow export or model placement).
+    pub fn new(
+        resolver: IpAddr,
+        control_plane: Vec<(IpAddr, u16)>,
+        segments: Vec<Segment>,
+    ) -> Self {
+        Self {
+            resolver,
+            control_plane,
+            controllers: BTreeMap::new(),
+            my_controller: vec![],
+            segments,
+            egress_proxy_port: None,
+            legacy_mqtt_port: None,
+            flow_collector: None,
+            model_segments: BTreeMap::new(),
+        }
+    }
 }
 
 /// Whether the device at `src` may open a TLS connection to `host:port`
@@ -198,8 +231,12 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
             "more than {MAX_DEVICES} devices in a bundle"
         )));
     }
-    let segments: BTreeMap<&str, &Segment> =
-        b.segments.iter().map(|s| (s.name.as_str(), s)).collect();
+    let segments: BTreeMap<&str, &Segment> = b
+        .spec
+        .segments
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     let mut out4: Vec<String> = vec![];
     let mut out6: Vec<String> = vec![];
     let mut in4: Vec<String> = vec![];
@@ -241,8 +278,10 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
                         continue;
                     }
                     Peer::Prefix(p) => vec![*p],
-                    Peer::Controller(uri) => b.controllers.get(uri).cloned().unwrap_or_default(),
-                    Peer::MyController => b.my_controller.clone(),
+                    Peer::Controller(uri) => {
+                        b.spec.controllers.get(uri).cloned().unwrap_or_default()
+                    }
+                    Peer::MyController => b.spec.my_controller.clone(),
                     Peer::LocalNetwork => vec![seg.subnet],
                     Peer::SameManufacturer | Peer::Manufacturer(_) => {
                         let want = match &r.peer {
@@ -299,6 +338,7 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     dns.sort();
     dns.dedup();
     let ifaces: Vec<String> = b
+        .spec
         .segments
         .iter()
         .map(|s| esc_iface(&s.interface))
@@ -348,12 +388,14 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     set(w, "quarantined4", "ipv4_addr", "interval", &q4);
     set(w, "quarantined6", "ipv6_addr", "interval", &q6);
     let cp4: Vec<String> = b
+        .spec
         .control_plane
         .iter()
         .filter(|(a, _)| a.is_ipv4())
         .map(|(a, p)| format!("{a} . tcp . {p}"))
         .collect();
     let cp6: Vec<String> = b
+        .spec
         .control_plane
         .iter()
         .filter(|(a, _)| a.is_ipv6())
@@ -383,7 +425,7 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     ] {
         let _ = writeln!(w, "  counter {c} {{ }}");
     }
-    let (ip, resolver) = match b.resolver {
+    let (ip, resolver) = match b.spec.resolver {
         IpAddr::V4(r) => ("ip", r.to_string()),
         IpAddr::V6(r) => ("ip6", r.to_string()),
     };
@@ -392,7 +434,7 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
         return Ok(Ruleset { script: s, dns });
     }
     let ifs = ifaces.join(", ");
-    let proxy: String = [b.egress_proxy_port, b.legacy_mqtt_port]
+    let proxy: String = [b.spec.egress_proxy_port, b.spec.legacy_mqtt_port]
         .iter()
         .flatten()
         .map(|p| format!("    tcp dport {p} accept\n"))

@@ -11,10 +11,9 @@ use std::sync::Arc;
 
 use palisade_audit::EntryDraft;
 use palisade_core::{Clock, DeviceId, DeviceState, ModelId, SiteName};
-use palisade_policy::site::{Segment, SiteBundle, SiteDevice};
-use palisade_policy::{Policy, Prefix};
+use palisade_policy::Policy;
+use palisade_policy::site::{SiteBundle, SiteDevice};
 use palisade_store::{Change, DeviceFilter, ModelPolicyRecord, PlacementRecord, SiteRecord, Store};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::fleet::ServiceError;
@@ -23,35 +22,7 @@ use crate::pki::unix_ms;
 /// The DSSE payload type of a supplier-signed MUD file.
 pub const MUD_PAYLOAD_TYPE: &str = "application/mud+json";
 
-/// What an operator says about a site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteSpec {
-    /// The site's DNS resolver.
-    pub resolver: IpAddr,
-    /// Control-plane addresses and TCP ports every device may reach.
-    pub control_plane: Vec<(IpAddr, u16)>,
-    /// MUD controller classes → addresses.
-    #[serde(default)]
-    pub controllers: BTreeMap<String, Vec<Prefix>>,
-    /// The site's own controllers.
-    #[serde(default)]
-    pub my_controller: Vec<Prefix>,
-    /// Segments.
-    pub segments: Vec<Segment>,
-    /// The edge's egress proxy port (HTTPS CONNECT and TLS by SNI), if any.
-    #[serde(default)]
-    pub egress_proxy_port: Option<u16>,
-    /// The edge's legacy MQTT bridge port, if any.
-    #[serde(default)]
-    pub legacy_mqtt_port: Option<u16>,
-    /// The IPFIX collector the edge exports device flows to, if any.
-    #[serde(default)]
-    pub flow_collector: Option<(IpAddr, u16)>,
-    /// Where devices of a model go when placed without a segment (model → segment).
-    #[serde(default)]
-    pub model_segments: BTreeMap<String, String>,
-}
+pub use palisade_policy::site::SiteSpec;
 
 /// Where an operator places a device.
 #[derive(Debug, Clone)]
@@ -254,15 +225,8 @@ impl Network {
             site: name.to_string(),
             version: 0,
             issued_ms: 0,
-            resolver: spec.resolver,
-            control_plane: spec.control_plane.clone(),
-            controllers: spec.controllers.clone(),
-            my_controller: spec.my_controller.clone(),
-            segments: spec.segments.clone(),
+            spec: spec.clone(),
             devices: vec![],
-            egress_proxy_port: spec.egress_proxy_port,
-            legacy_mqtt_port: spec.legacy_mqtt_port,
-            flow_collector: spec.flow_collector,
         };
         palisade_policy::site::render(&probe).map_err(|e| bad(e.to_string()))?;
         let now = unix_ms(self.clock.now());
@@ -473,15 +437,8 @@ impl Network {
             site: site.to_string(),
             version: u64::try_from(version).unwrap_or(0),
             issued_ms: unix_ms(self.clock.now()),
-            resolver: spec.resolver,
-            control_plane: spec.control_plane,
-            controllers: spec.controllers,
-            my_controller: spec.my_controller,
-            segments: spec.segments,
+            spec,
             devices: out,
-            egress_proxy_port: spec.egress_proxy_port,
-            legacy_mqtt_port: spec.legacy_mqtt_port,
-            flow_collector: spec.flow_collector,
         })
     }
 

@@ -168,11 +168,7 @@ fn file_len(p: &Path) -> usize {
 /// `1.0` whose image is `bytes`.
 fn server_with_release(dir: &Path, bytes: &[u8]) -> (ServerProc, Vec<u8>) {
     let server = ServerProc::start(&dir.join("data")).unwrap();
-    let f = dir.join("factory");
-    palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
-    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
-    let key = register_supplier_key(&server, dir, "acme");
-    server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+    let key = supplier_with_model(&server, dir, "acme", "cam");
     let (keys, root) = tuf_ceremony(&server, dir);
     upload_release_bytes(&server, dir, &key, ("cam", "1.0", 1), bytes, &[]);
     let o = publish_targets(&server, dir, &keys, &root, "targets-1,targets-2");

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use palisade_interop::have;
-use palisade_policy::site::{Segment, SiteBundle, SiteDevice, render};
+use palisade_policy::site::{Segment, SiteBundle, SiteDevice, SiteSpec, render};
 use palisade_policy::{Peer, Policy, Ports, Rule};
 
 fn bundle(n: usize) -> SiteBundle {
@@ -70,15 +70,12 @@ fn bundle(n: usize) -> SiteBundle {
         site: "bench".into(),
         version: 1,
         issued_ms: 0,
-        resolver: "10.100.0.1".parse().unwrap(),
-        control_plane: vec![("198.51.100.5".parse().unwrap(), 8443)],
-        controllers: Default::default(),
-        my_controller: vec![],
-        segments,
+        spec: SiteSpec::new(
+            "10.100.0.1".parse().unwrap(),
+            vec![("198.51.100.5".parse().unwrap(), 8443)],
+            segments,
+        ),
         devices,
-        egress_proxy_port: None,
-        legacy_mqtt_port: None,
-        flow_collector: None,
     }
 }
 

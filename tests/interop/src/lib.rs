@@ -705,6 +705,37 @@ pub fn register_supplier_key(server: &ServerProc, dir: &Path, supplier: &str) ->
     pkcs8.as_ref().to_vec()
 }
 
+/// A supplier (manufacturer CA from `palisade factory init-ca` in
+/// `dir/factory`, a registered release key) and a model it owns; returns the
+/// release key (PKCS#8 Ed25519).
+pub fn supplier_with_model(
+    server: &ServerProc,
+    dir: &Path,
+    supplier: &str,
+    model: &str,
+) -> Vec<u8> {
+    let f = dir.join("factory");
+    let p = |p: &Path| p.display().to_string();
+    palisade_ok(&[
+        "factory",
+        "init-ca",
+        "--supplier",
+        supplier,
+        "--dir",
+        &p(&f),
+    ]);
+    server.cli_ok(&[
+        "supplier",
+        "add",
+        supplier,
+        "--ca-cert",
+        &p(&f.join("ca.pem")),
+    ]);
+    let key = register_supplier_key(server, dir, supplier);
+    server.cli_ok(&["model", "add", model, "--supplier", supplier]);
+    key
+}
+
 /// Builds an image, its SLSA provenance signed with `key` and a CycloneDX SBOM,
 /// and uploads them as release `version` of `model`; returns the image path.
 #[allow(clippy::expect_used)]

@@ -46,6 +46,24 @@ impl Net {
         self.procs.push(c);
     }
 
+    /// Starts `c` (already inside its namespace), its stderr appended to `log`.
+    fn start_logged(&mut self, mut c: Command, log: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        self.procs
+            .push(c.stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    }
+
+    /// Stops the process started last.
+    fn stop_last(&mut self) {
+        let mut p = self.procs.pop().unwrap();
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+
     /// d1 (10.10.1.2) and d2 (10.10.2.2) behind the edge (seg1, seg2); the
     /// edge's uplink to `inet`, which holds 198.51.100.5 (control plane),
     /// .10 (allowed) and .20 (forbidden).
@@ -360,15 +378,17 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     let token = server.cli_ok(&["enrollment-token", "create", "--model", "edge-gw"]);
     let state = d.join("edge");
     let root = server.data.join("ca/root.pem");
-    let edge_env = |c: &mut Command| {
+    let edge_ns = net.ns("edge");
+    let edge = |args: &[&str]| {
+        let mut c = in_netns(Some(&edge_ns), &edge_bin());
         c.env("PALISADE_EDGE_SERVER", &server.url)
             .env("PALISADE_EDGE_ROOT", &root)
-            .env("PALISADE_EDGE_STATE_DIR", &state);
+            .env("PALISADE_EDGE_STATE_DIR", &state)
+            .args(args);
+        c
     };
-    let mut enrol = in_netns(Some(&net.ns("edge")), &edge_bin());
-    edge_env(&mut enrol);
-    let o = enrol
-        .args(["enroll", "--token", token.trim(), "--edge-id", "edge-1"])
+    let edge_log_file = d.join("edge.log");
+    let o = edge(&["enroll", "--token", token.trim(), "--edge-id", "edge-1"])
         .output()
         .unwrap();
     assert!(o.status.success(), "edge enrol: {}", text(&o));
@@ -376,18 +396,15 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     // A legacy lamp (plaintext MQTT only): the edge holds its identity.
     server.cli_ok(&["model", "add", "lamp"]);
     let lamp_token = server.cli_ok(&["enrollment-token", "create", "--model", "lamp"]);
-    let mut le = in_netns(Some(&net.ns("edge")), &edge_bin());
-    edge_env(&mut le);
-    let o = le
-        .args([
-            "legacy-enroll",
-            "--token",
-            lamp_token.trim(),
-            "--device-id",
-            "lamp-1",
-        ])
-        .output()
-        .unwrap();
+    let o = edge(&[
+        "legacy-enroll",
+        "--token",
+        lamp_token.trim(),
+        "--device-id",
+        "lamp-1",
+    ])
+    .output()
+    .unwrap();
     assert!(o.status.success(), "legacy enrol: {}", text(&o));
     server.cli_ok(&[
         "site",
@@ -400,19 +417,22 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         "--address",
         "10.10.3.2",
     ]);
-    let mut run = in_netns(Some(&net.ns("edge")), &edge_bin());
-    edge_env(&mut run);
-    let log = std::fs::File::create(d.join("edge.log")).unwrap();
-    net.procs.push(
-        run.args(["run", "--wait-secs", "1", "--proxy-listen", "0.0.0.0:3128"])
-            .args(["--legacy-mqtt-listen", "0.0.0.0:1883"])
-            .args(["--upstream-mqtt", &format!("198.51.100.5:{mqtt}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let upstream = format!("198.51.100.5:{mqtt}");
+    net.start_logged(
+        edge(&[
+            "run",
+            "--wait-secs",
+            "1",
+            "--proxy-listen",
+            "0.0.0.0:3128",
+            "--legacy-mqtt-listen",
+            "0.0.0.0:1883",
+            "--upstream-mqtt",
+            &upstream,
+        ]),
+        &edge_log_file,
     );
-    let edge_log = || std::fs::read_to_string(d.join("edge.log")).unwrap_or_default();
+    let edge_log = || std::fs::read_to_string(&edge_log_file).unwrap_or_default();
     let took = wait_until("the first bundle applied", 30, || {
         !net.reaches("d1", "http://198.51.100.20:8080/")
     });
@@ -519,10 +539,7 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
                 .contains("lamp-fw-7.1-plaintext-marker")
         });
         std::thread::sleep(Duration::from_millis(500));
-        // Stop the capture (the last process started).
-        let mut tcpdump = net.procs.pop().unwrap();
-        let _ = tcpdump.kill();
-        let _ = tcpdump.wait();
+        net.stop_last(); // the capture
         let pcap = net.exec(
             "edge",
             &["tcpdump", "-r", cap.to_str().unwrap(), "-n", "-A"],
@@ -609,24 +626,9 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
     // A bundle the edge cannot verify is ignored: the last good policy stays.
     std::fs::write(state.join("policy.pub"), [7u8; 32]).unwrap();
     // (the running edge pinned the key at start: restart it with the bad pin)
-    let mut edge_proc = net.procs.pop().unwrap();
-    edge_proc.kill().unwrap();
-    edge_proc.wait().unwrap();
-    let mut restart = in_netns(Some(&net.ns("edge")), &edge_bin());
-    edge_env(&mut restart);
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(d.join("edge.log"))
-        .unwrap();
+    net.stop_last();
     std::fs::write(state.join("applied-version"), "0").unwrap();
-    net.procs.push(
-        restart
-            .args(["run", "--wait-secs", "1"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    net.start_logged(edge(&["run", "--wait-secs", "1"]), &edge_log_file);
     server.cli_ok(&["device", "set-state", "cam-1", "active"]);
     wait_until("the edge to refuse the bundle", 20, || {
         edge_log().contains("does not verify with the pinned policy key")
@@ -639,9 +641,7 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
 
     // nftables refuses the next ruleset: the previous one stays in force (the
     // segment never opens) and the failure is reported and audited.
-    let mut edge_proc = net.procs.pop().unwrap();
-    edge_proc.kill().unwrap();
-    edge_proc.wait().unwrap();
+    net.stop_last();
     std::fs::remove_file(state.join("policy.pub")).unwrap(); // re-pinned from the server
     let wrapper = d.join("nft-refusing");
     std::fs::write(
@@ -654,25 +654,15 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut again = in_netns(Some(&net.ns("edge")), &edge_bin());
-    edge_env(&mut again);
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(d.join("edge.log"))
-        .unwrap();
-    net.procs.push(
-        again
-            .args([
-                "run",
-                "--wait-secs",
-                "1",
-                "--nft",
-                wrapper.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    net.start_logged(
+        edge(&[
+            "run",
+            "--wait-secs",
+            "1",
+            "--nft",
+            wrapper.to_str().unwrap(),
+        ]),
+        &edge_log_file,
     );
     wait_until("the apply failure to be reported", 20, || {
         server

@@ -36,11 +36,7 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let server = ServerProc::start(&d.join("data")).unwrap();
-        let f = d.join("factory");
-        palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
-        server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
-        let supplier_key = register_supplier_key(&server, &d, "acme");
-        server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+        let supplier_key = supplier_with_model(&server, &d, "acme", "cam");
         let (keys, root) = tuf_ceremony(&server, &d);
         let dev = d.join("device");
         std::fs::create_dir_all(&dev).unwrap();

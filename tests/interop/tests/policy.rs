@@ -12,6 +12,16 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs a CLI command that must fail, saying `why`.
+fn refused(server: &ServerProc, args: &[&str], why: &str) {
+    let o = server.cli(args);
+    assert!(
+        !o.status.success() && text(&o).contains(why),
+        "palisade {args:?} should be refused with {why:?}: {}",
+        text(&o)
+    );
+}
+
 fn mud(acl_match: &str) -> String {
     format!(
         r#"{{"ietf-mud:mud": {{"mud-version": 1, "mud-url": "https://acme.example/cam.json",
@@ -29,11 +39,7 @@ fn mud_files_are_checked_signed_and_never_open_by_accident() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let server = ServerProc::start(&d.join("data")).unwrap();
-    let f = d.join("factory");
-    palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
-    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
-    let key = register_supplier_key(&server, d, "acme");
-    server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+    let key = supplier_with_model(&server, d, "acme", "cam");
 
     let good = mud(
         r#"{"ipv4": {"ietf-acldns:dst-dnsname": "api.acme.example", "protocol": 6},
@@ -64,17 +70,16 @@ fn mud_files_are_checked_signed_and_never_open_by_accident() {
     // Signed by another key: refused.
     let other =
         ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-    let o = server.cli(&[
-        "policy",
-        "mud",
-        "cam",
-        "--envelope",
-        s(&envelope(other.as_ref(), &good)),
-    ]);
-    assert!(
-        !o.status.success() && text(&o).contains("not signed"),
-        "{}",
-        text(&o)
+    refused(
+        &server,
+        &[
+            "policy",
+            "mud",
+            "cam",
+            "--envelope",
+            s(&envelope(other.as_ref(), &good)),
+        ],
+        "not signed",
     );
 
     // Malformed or impossible files are refused with the reason.
@@ -91,12 +96,7 @@ fn mud_files_are_checked_signed_and_never_open_by_accident() {
         ),
     ] {
         std::fs::write(&file, &body).unwrap();
-        let o = server.cli(&["policy", "mud", "cam", "--file", s(&file)]);
-        assert!(
-            !o.status.success() && text(&o).contains(why),
-            "{why}: {}",
-            text(&o)
-        );
+        refused(&server, &["policy", "mud", "cam", "--file", s(&file)], why);
     }
 
     // Opening everything needs the operator's explicit, audited override.
@@ -105,11 +105,10 @@ fn mud_files_are_checked_signed_and_never_open_by_accident() {
         mud(r#"{"ipv4": {"destination-ipv4-network": "0.0.0.0/0"}}"#),
     )
     .unwrap();
-    let o = server.cli(&["policy", "mud", "cam", "--file", s(&file)]);
-    assert!(
-        !o.status.success() && text(&o).contains("any address on any port"),
-        "{}",
-        text(&o)
+    refused(
+        &server,
+        &["policy", "mud", "cam", "--file", s(&file)],
+        "any address on any port",
     );
     server.cli_ok(&["policy", "mud", "cam", "--file", s(&file), "--allow-open"]);
     let audit = server.api_get("/api/v1/audit/entries?limit=1000");
@@ -127,37 +126,35 @@ fn mud_files_are_checked_signed_and_never_open_by_accident() {
     .unwrap();
     server.cli_ok(&["site", "set", "lab", "--file", s(&spec)]);
     enrol_with_token(&server, d, "cam-1", "cam");
-    let o = server.cli(&[
-        "site",
-        "place",
-        "cam-1",
-        "--site",
-        "lab",
-        "--segment",
-        "cams",
-        "--address",
-        "10.2.0.5",
-    ]);
-    assert!(
-        !o.status.success() && text(&o).contains("outside segment"),
-        "{}",
-        text(&o)
+    refused(
+        &server,
+        &[
+            "site",
+            "place",
+            "cam-1",
+            "--site",
+            "lab",
+            "--segment",
+            "cams",
+            "--address",
+            "10.2.0.5",
+        ],
+        "outside segment",
     );
-    let o = server.cli(&[
-        "site",
-        "place",
-        "cam-1",
-        "--site",
-        "lab",
-        "--segment",
-        "nope",
-        "--address",
-        "10.1.0.5",
-    ]);
-    assert!(
-        !o.status.success() && text(&o).contains("no segment"),
-        "{}",
-        text(&o)
+    refused(
+        &server,
+        &[
+            "site",
+            "place",
+            "cam-1",
+            "--site",
+            "lab",
+            "--segment",
+            "nope",
+            "--address",
+            "10.1.0.5",
+        ],
+        "no segment",
     );
     // Without a segment, the device goes where the site puts its model.
     let out = server.cli_ok(&[
@@ -179,10 +176,9 @@ fn mud_files_are_checked_signed_and_never_open_by_accident() {
             "segments": [{"name": "x", "interface": "eth1\" accept; #", "subnet": "10.1.0.0/24"}]}"#,
     )
     .unwrap();
-    let o = server.cli(&["site", "set", "lab", "--file", s(&spec)]);
-    assert!(
-        !o.status.success() && text(&o).contains("not an interface name"),
-        "{}",
-        text(&o)
+    refused(
+        &server,
+        &["site", "set", "lab", "--file", s(&spec)],
+        "not an interface name",
     );
 }

@@ -62,11 +62,7 @@ fn a_failing_canary_pauses_a_three_wave_rollout_to_200_simulated_devices() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let server = ServerProc::start(&d.join("data")).unwrap();
-    let f = d.join("factory");
-    palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
-    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
-    let key = register_supplier_key(&server, d, "acme");
-    server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+    let key = supplier_with_model(&server, d, "acme", "cam");
     let (keys, root) = tuf_ceremony(&server, d);
     upload_release_bytes(
         &server,

@@ -42,11 +42,7 @@ fn an_independent_tuf_client_verifies_a_release_signed_in_a_key_ceremony() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let server = ServerProc::start(&d.join("data")).unwrap();
-    let f = d.join("factory");
-    palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
-    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
-    let key = register_supplier_key(&server, d, "acme");
-    server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+    let key = supplier_with_model(&server, d, "acme", "cam");
 
     // The ceremony, offline.
     let keys = d.join("ceremony");
@@ -208,11 +204,7 @@ fn a_device_fetches_and_verifies_its_director_assignment() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let server = ServerProc::start(&d.join("data")).unwrap();
-    let f = d.join("factory");
-    palisade_ok(&["factory", "init-ca", "--supplier", "acme", "--dir", s(&f)]);
-    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", s(&f.join("ca.pem"))]);
-    let key = register_supplier_key(&server, d, "acme");
-    server.cli_ok(&["model", "add", "cam", "--supplier", "acme"]);
+    let key = supplier_with_model(&server, d, "acme", "cam");
     let image = upload_release(&server, d, &key, "cam", "2.0", 3);
     let (dev_key, dev_cert) = enrol_with_token(&server, d, "cam-1", "cam");
 
