@@ -285,12 +285,7 @@ fn notifications(dir: &Path, devices: usize) {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let m = server.api_get("/metrics");
-        let n = m
-            .lines()
-            .find_map(|l| l.strip_prefix("palisade_mqtt_connected_devices "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0) as usize;
+        let n = server.connected_devices();
         if n >= devices {
             break;
         }

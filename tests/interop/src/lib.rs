@@ -252,6 +252,15 @@ impl ServerProc {
         }
     }
 
+    /// Devices connected to the MQTT gateway now (from `/metrics`).
+    pub fn connected_devices(&self) -> usize {
+        self.api_get("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("palisade_mqtt_connected_devices "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as usize
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

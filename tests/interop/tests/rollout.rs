@@ -90,13 +90,8 @@ fn a_failing_canary_pauses_a_three_wave_rollout_to_200_simulated_devices() {
     // Wait for the fleet to be connected (it hears about assignments over MQTT).
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let m = server.api_get("/metrics");
-        let n = m
-            .lines()
-            .find_map(|l| l.strip_prefix("palisade_mqtt_connected_devices "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if n as usize >= DEVICES {
+        let n = server.connected_devices();
+        if n >= DEVICES {
             break;
         }
         assert!(
