@@ -1,0 +1,1426 @@
+//! The detectors. Each is a pure function of what was observed and the time,
+//! tested on its own; [`Engine`] keeps the bounded per-device state they look
+//! at and turns observations into [`Finding`]s. Alerting (de-duplication, rate
+//! limits, lifecycle, delivery) is the server's job.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::flow::FlowRecord;
+use crate::telemetry::{Listener, SecurityMetrics};
+use crate::verdict::Verdict;
+
+/// Which detector spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// A flow to a destination outside the device's policy.
+    PolicyViolation,
+    /// One port, many hosts.
+    ScanHorizontal,
+    /// One host, many ports.
+    ScanVertical,
+    /// Bytes or packets far above the device's own baseline.
+    VolumeSpike,
+    /// Regular connections to a destination the device did not use before.
+    Beaconing,
+    /// A burst of failed logins (device, gateway or EST).
+    FailedLogins,
+    /// Firmware changed without a release assigned to the device.
+    FirmwareUnassigned,
+    /// The same identity in two places, or an enrolment replayed.
+    ClonedIdentity,
+    /// A listening port the device did not have before.
+    NewListeningPort,
+    /// A device unlike the rest of its model's fleet.
+    FleetOutlier,
+}
+
+impl Detector {
+    /// Every detector.
+    pub const ALL: [Detector; 10] = [
+        Detector::PolicyViolation,
+        Detector::ScanHorizontal,
+        Detector::ScanVertical,
+        Detector::VolumeSpike,
+        Detector::Beaconing,
+        Detector::FailedLogins,
+        Detector::FirmwareUnassigned,
+        Detector::ClonedIdentity,
+        Detector::NewListeningPort,
+        Detector::FleetOutlier,
+    ];
+
+    /// Its name in the API, alerts and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::PolicyViolation => "policy_violation",
+            Detector::ScanHorizontal => "scan_horizontal",
+            Detector::ScanVertical => "scan_vertical",
+            Detector::VolumeSpike => "volume_spike",
+            Detector::Beaconing => "beaconing",
+            Detector::FailedLogins => "failed_logins",
+            Detector::FirmwareUnassigned => "firmware_unassigned",
+            Detector::ClonedIdentity => "cloned_identity",
+            Detector::NewListeningPort => "new_listening_port",
+            Detector::FleetOutlier => "fleet_outlier",
+        }
+    }
+
+    /// Parses [`Detector::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// How bad a finding of this kind is by default.
+    pub fn severity(self) -> Severity {
+        match self {
+            Detector::ClonedIdentity | Detector::FirmwareUnassigned => Severity::Critical,
+            Detector::PolicyViolation
+            | Detector::ScanHorizontal
+            | Detector::ScanVertical
+            | Detector::VolumeSpike
+            | Detector::Beaconing => Severity::High,
+            Detector::FailedLogins | Detector::NewListeningPort => Severity::Medium,
+            Detector::FleetOutlier => Severity::Low,
+        }
+    }
+}
+
+/// How bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth a look.
+    Low,
+    /// Look today.
+    Medium,
+    /// Look now.
+    High,
+    /// Act now.
+    Critical,
+}
+
+impl Severity {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses [`Severity::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
+    /// The RFC 5424 severity (critical 2, error 3, warning 4, notice 5).
+    pub fn syslog(self) -> u8 {
+        match self {
+            Severity::Critical => 2,
+            Severity::High => 3,
+            Severity::Medium => 4,
+            Severity::Low => 5,
+        }
+    }
+}
+
+/// What a detector found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The detector.
+    pub detector: Detector,
+    /// How bad.
+    pub severity: Severity,
+    /// The device it concerns, when one is known.
+    pub device: Option<String>,
+    /// The network peer it concerns (an address), when no device is known.
+    pub peer: Option<String>,
+    /// Findings with the same key are the same alert (de-duplication).
+    pub key: String,
+    /// One line for people.
+    pub summary: String,
+    /// The facts that triggered it.
+    pub evidence: Value,
+    /// When, Unix ms (the time of the triggering observation).
+    pub at_ms: i64,
+}
+
+/// Where a login failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthPlace {
+    /// On the device (its auth log, via telemetry).
+    Device,
+    /// At the MQTT gateway (refused certificates, identities not allowed).
+    Gateway,
+    /// At EST (refused enrolments).
+    Est,
+}
+
+impl AuthPlace {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthPlace::Device => "device",
+            AuthPlace::Gateway => "gateway",
+            AuthPlace::Est => "est",
+        }
+    }
+}
+
+/// Something the server observed.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// A flow the device sent (`outbound`) or received, with the policy's verdict.
+    Flow {
+        /// The device.
+        device: String,
+        /// Its model.
+        model: Option<String>,
+        /// Whether the device is the flow's source.
+        outbound: bool,
+        /// The flow.
+        flow: FlowRecord,
+        /// The policy's word on it (outbound only).
+        verdict: Verdict,
+    },
+    /// A telemetry message with security metrics.
+    Telemetry {
+        /// The device.
+        device: String,
+        /// Its model.
+        model: Option<String>,
+        /// When it arrived.
+        at_ms: i64,
+        /// The metrics.
+        metrics: SecurityMetrics,
+        /// Image hashes (hex SHA-256) of releases assigned to or installed on
+        /// the device.
+        assigned: Vec<String>,
+    },
+    /// A failed login or refused credential.
+    AuthFailure {
+        /// The device it claimed to be, if known.
+        device: Option<String>,
+        /// Where it came from.
+        peer: Option<IpAddr>,
+        /// Where it failed.
+        place: AuthPlace,
+        /// Why.
+        reason: String,
+        /// When.
+        at_ms: i64,
+    },
+    /// A device's session came up at the gateway.
+    Connected {
+        /// The device.
+        device: String,
+        /// Its source address.
+        peer: IpAddr,
+        /// Whether it replaced a live session of the same device.
+        takeover: Option<IpAddr>,
+        /// When.
+        at_ms: i64,
+    },
+    /// An enrolment that repeated one already used (a copied birth identity or
+    /// a replayed request).
+    EnrolmentReplay {
+        /// The device.
+        device: String,
+        /// From where.
+        peer: Option<IpAddr>,
+        /// What was replayed.
+        reason: String,
+        /// When.
+        at_ms: i64,
+    },
+    /// A failed attestation: the measured firmware is not one the server knows.
+    AttestationFailed {
+        /// The device.
+        device: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at_ms: i64,
+    },
+}
+
+/// Thresholds. The defaults are what the evaluation harness measured
+/// (BENCHMARKS.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Window for scans and login bursts, ms.
+    pub window_ms: i64,
+    /// Distinct hosts on one port that make a horizontal scan.
+    pub scan_hosts: usize,
+    /// Distinct ports on one host that make a vertical scan.
+    pub scan_ports: usize,
+    /// Volume bucket, ms.
+    pub bucket_ms: i64,
+    /// Buckets of history kept for the baseline.
+    pub history: usize,
+    /// Buckets needed before the baseline is trusted.
+    pub warmup: usize,
+    /// Robust z (median + k × 1.4826 × MAD) that makes a spike.
+    pub volume_k: f64,
+    /// A spike must also exceed this many bytes in a bucket...
+    pub volume_floor_bytes: u64,
+    /// ... or this many packets.
+    pub volume_floor_packets: u64,
+    /// After a device is first seen, its destinations and listening ports are
+    /// learned for this long, ms (nothing is "new" meanwhile).
+    pub learn_ms: i64,
+    /// Connections to one new destination that can make a beacon.
+    pub beacon_count: usize,
+    /// Largest coefficient of variation of the intervals of a beacon.
+    pub beacon_cv: f64,
+    /// Shortest beacon period, ms.
+    pub beacon_min_ms: i64,
+    /// Failed logins in a window that make a burst.
+    pub login_burst: usize,
+    /// Session takeovers between different addresses in a window that make a
+    /// cloned identity.
+    pub clone_takeovers: usize,
+    /// Robust z of a feature against the model's fleet that makes an outlier.
+    pub outlier_z: f64,
+    /// Fewest devices of a model to compare against.
+    pub outlier_min_fleet: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            window_ms: 60_000,
+            scan_hosts: 16,
+            scan_ports: 16,
+            bucket_ms: 10_000,
+            history: 360,
+            warmup: 6,
+            volume_k: 10.0,
+            volume_floor_bytes: 4 << 20,
+            volume_floor_packets: 20_000,
+            learn_ms: 3_600_000,
+            beacon_count: 6,
+            beacon_cv: 0.15,
+            beacon_min_ms: 1_000,
+            login_burst: 8,
+            clone_takeovers: 2,
+            outlier_z: 12.0,
+            outlier_min_fleet: 5,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- pure pieces
+
+/// A flow as the scan detector keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowLite {
+    /// Start, ms.
+    pub at_ms: i64,
+    /// Destination.
+    pub dst: IpAddr,
+    /// Destination port.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: u8,
+}
+
+/// Horizontal scan: distinct hosts contacted on `port` in the window.
+pub fn horizontal_scan(flows: &VecDeque<FlowLite>, port: u16, protocol: u8, since: i64) -> usize {
+    flows
+        .iter()
+        .filter(|f| f.at_ms >= since && f.port == port && f.protocol == protocol)
+        .map(|f| f.dst)
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// Vertical scan: distinct ports contacted on `dst` in the window.
+pub fn vertical_scan(flows: &VecDeque<FlowLite>, dst: IpAddr, since: i64) -> usize {
+    flows
+        .iter()
+        .filter(|f| f.at_ms >= since && f.dst == dst)
+        .map(|f| (f.protocol, f.port))
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// The median and the median absolute deviation of `xs`.
+pub fn median_mad(xs: &[u64]) -> Option<(f64, f64)> {
+    if xs.is_empty() {
+        return None;
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let mut v: Vec<f64> = xs.iter().map(|&x| x as f64).collect();
+    let m = med(&mut v);
+    let mut d: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
+    Some((m, med(&mut d)))
+}
+
+/// The level above which a bucket is a spike: median + k × 1.4826 × MAD, and
+/// never below `floor` nor below 4 × the median (quiet devices have a MAD of 0).
+pub fn spike_threshold(history: &[u64], k: f64, floor: u64) -> Option<f64> {
+    let (m, mad) = median_mad(history)?;
+    Some((m + k * 1.4826 * mad).max(4.0 * m).max(floor as f64))
+}
+
+/// Whether connection start times look like a beacon: at least `count` of
+/// them, intervals with a coefficient of variation under `cv` and a mean
+/// period of at least `min_ms`. Returns (period ms, cv).
+pub fn beacon(times: &[i64], count: usize, cv: f64, min_ms: i64) -> Option<(f64, f64)> {
+    if times.len() < count.max(3) {
+        return None;
+    }
+    let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    if mean < min_ms as f64 {
+        return None;
+    }
+    let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+    let c = var.sqrt() / mean;
+    (c <= cv).then_some((mean, c))
+}
+
+/// How many events of `times` fall in the window ending at `now`.
+pub fn in_window(times: &VecDeque<i64>, now: i64, window: i64) -> usize {
+    times
+        .iter()
+        .filter(|&&t| t > now - window && t <= now)
+        .count()
+}
+
+/// Firmware that changed without a release: the new hash differs from the
+/// last one reported and is not one of the `assigned` images.
+pub fn unassigned_firmware(previous: Option<&str>, now: &str, assigned: &[String]) -> bool {
+    previous.is_some_and(|p| !p.eq_ignore_ascii_case(now))
+        && !assigned.iter().any(|a| a.eq_ignore_ascii_case(now))
+}
+
+/// Devices whose feature is far from their fleet's: for each feature, robust
+/// z = (x − median) / (1.4826 × MAD), with the MAD floored at 1 % of the
+/// median (and at 1) so a uniform fleet does not make every difference
+/// infinite. Returns (member index, feature index, z).
+pub fn fleet_outliers(members: &[Vec<f64>], z: f64, min_fleet: usize) -> Vec<(usize, usize, f64)> {
+    let mut out = Vec::new();
+    if members.len() < min_fleet.max(3) {
+        return out;
+    }
+    let features = members.iter().map(Vec::len).min().unwrap_or(0);
+    for f in 0..features {
+        let xs: Vec<f64> = members.iter().map(|m| m[f]).collect();
+        let mut s = xs.clone();
+        s.sort_by(f64::total_cmp);
+        let med = s[s.len() / 2];
+        let mut d: Vec<f64> = xs.iter().map(|x| (x - med).abs()).collect();
+        d.sort_by(f64::total_cmp);
+        let mad = (1.4826 * d[d.len() / 2]).max(med.abs() * 0.01).max(1.0);
+        for (i, x) in xs.iter().enumerate() {
+            let zi = (x - med) / mad;
+            if zi > z {
+                out.push((i, f, zi));
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- engine
+
+/// Most flows kept per device for scan detection.
+const MAX_FLOWS: usize = 4096;
+/// Most destinations learned per device.
+const MAX_KNOWN: usize = 4096;
+/// Most candidate beacon destinations tracked per device.
+const MAX_BEACONS: usize = 256;
+/// Most failure sources (devices or peers) tracked for login bursts.
+const MAX_SOURCES: usize = 65_536;
+
+#[derive(Debug, Default)]
+struct DeviceState {
+    first_ms: i64,
+    model: Option<String>,
+    flows: VecDeque<FlowLite>,
+    /// Closed volume buckets: (bytes, packets).
+    history: VecDeque<(u64, u64)>,
+    /// The open bucket: start, bytes, packets.
+    bucket: (i64, u64, u64),
+    /// The bucket a spike was last reported in.
+    spiked: Option<i64>,
+    known: HashSet<(IpAddr, u16, u8)>,
+    beacons: HashMap<(IpAddr, u16, u8), VecDeque<i64>>,
+    listening: BTreeSet<Listener>,
+    failed_logins: Option<u64>,
+    firmware: Option<String>,
+    takeovers: VecDeque<(i64, IpAddr, IpAddr)>,
+    /// Fleet features over the last window: destinations, bytes out.
+    window_dests: HashSet<IpAddr>,
+    window_bytes: u64,
+    features: Vec<f64>,
+}
+
+/// The detectors with their state. Feed it observations in time order.
+#[derive(Debug, Default)]
+pub struct Engine {
+    cfg: Config,
+    devices: HashMap<String, DeviceState>,
+    failures: HashMap<(String, AuthPlace), VecDeque<i64>>,
+    last_fleet_ms: i64,
+}
+
+impl Engine {
+    /// An engine with `cfg`.
+    pub fn new(cfg: Config) -> Self {
+        Self {
+            cfg,
+            ..Self::default()
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Devices it holds state for.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Forgets a device (decommissioned).
+    pub fn forget(&mut self, device: &str) {
+        self.devices.remove(device);
+    }
+
+    fn device(&mut self, id: &str, model: Option<&String>, now: i64) -> &mut DeviceState {
+        let d = self
+            .devices
+            .entry(id.to_owned())
+            .or_insert_with(|| DeviceState {
+                first_ms: now,
+                bucket: (now, 0, 0),
+                ..DeviceState::default()
+            });
+        if model.is_some() {
+            d.model = model.cloned();
+        }
+        d
+    }
+
+    /// Takes one observation; appends what it makes the detectors find.
+    pub fn observe(&mut self, o: &Observation, out: &mut Vec<Finding>) {
+        match o {
+            Observation::Flow {
+                device,
+                model,
+                outbound,
+                flow,
+                verdict,
+            } => self.flow(device, model.as_ref(), *outbound, flow, *verdict, out),
+            Observation::Telemetry {
+                device,
+                model,
+                at_ms,
+                metrics,
+                assigned,
+            } => self.telemetry(device, model.as_ref(), *at_ms, metrics, assigned, out),
+            Observation::AuthFailure {
+                device,
+                peer,
+                place,
+                reason,
+                at_ms,
+            } => {
+                let who = device
+                    .clone()
+                    .or_else(|| peer.map(|p| p.to_string()))
+                    .unwrap_or_else(|| "unknown".into());
+                self.login_failures(device.as_deref(), &who, *place, *at_ms, 1, reason, out);
+            }
+            Observation::Connected {
+                device,
+                peer,
+                takeover,
+                at_ms,
+            } => {
+                let cfg = self.cfg.clone();
+                let d = self.device(device, None, *at_ms);
+                if let Some(old) = takeover
+                    && old != peer
+                {
+                    d.takeovers.push_back((*at_ms, *old, *peer));
+                }
+                while d
+                    .takeovers
+                    .front()
+                    .is_some_and(|t| t.0 <= at_ms - 2 * cfg.window_ms)
+                {
+                    d.takeovers.pop_front();
+                }
+                if d.takeovers.len() >= cfg.clone_takeovers {
+                    let places: BTreeSet<String> = d
+                        .takeovers
+                        .iter()
+                        .flat_map(|(_, a, b)| [a.to_string(), b.to_string()])
+                        .collect();
+                    out.push(finding(
+                        Detector::ClonedIdentity,
+                        device,
+                        format!("{device}:sessions"),
+                        format!(
+                            "{device} connected from {} places in turn ({} session takeovers in {} s)",
+                            places.len(),
+                            d.takeovers.len(),
+                            cfg.window_ms * 2 / 1000
+                        ),
+                        json!({ "addresses": places, "takeovers": d.takeovers.len() }),
+                        *at_ms,
+                    ));
+                    d.takeovers.clear();
+                }
+            }
+            Observation::EnrolmentReplay {
+                device,
+                peer,
+                reason,
+                at_ms,
+            } => out.push(finding(
+                Detector::ClonedIdentity,
+                device,
+                format!("{device}:enrolment"),
+                format!("{device}: enrolment replayed ({reason})"),
+                json!({ "peer": peer.map(|p| p.to_string()), "reason": reason }),
+                *at_ms,
+            )),
+            Observation::AttestationFailed {
+                device,
+                reason,
+                at_ms,
+            } => out.push(finding(
+                Detector::FirmwareUnassigned,
+                device,
+                format!("{device}:attestation"),
+                format!("{device}: attestation failed ({reason})"),
+                json!({ "source": "attestation", "reason": reason }),
+                *at_ms,
+            )),
+        }
+    }
+
+    fn flow(
+        &mut self,
+        device: &str,
+        model: Option<&String>,
+        outbound: bool,
+        f: &FlowRecord,
+        verdict: Verdict,
+        out: &mut Vec<Finding>,
+    ) {
+        let cfg = self.cfg.clone();
+        let now = f.start_ms;
+        let d = self.device(device, model, now);
+        // Volume (both directions: floods come in too, exfiltration goes out).
+        roll_buckets(d, f.end_ms.max(now), &cfg);
+        d.bucket.1 = d.bucket.1.saturating_add(f.octets);
+        d.bucket.2 = d.bucket.2.saturating_add(f.packets);
+        if d.history.len() >= cfg.warmup && d.spiked != Some(d.bucket.0) {
+            let bytes: Vec<u64> = d.history.iter().map(|h| h.0).collect();
+            let packets: Vec<u64> = d.history.iter().map(|h| h.1).collect();
+            let tb = spike_threshold(&bytes, cfg.volume_k, cfg.volume_floor_bytes);
+            let tp = spike_threshold(&packets, cfg.volume_k, cfg.volume_floor_packets);
+            let over_b = tb.is_some_and(|t| d.bucket.1 as f64 > t);
+            let over_p = tp.is_some_and(|t| d.bucket.2 as f64 > t);
+            if over_b || over_p {
+                let (what, value, base) = if over_b {
+                    ("bytes", d.bucket.1, median_mad(&bytes).map(|m| m.0))
+                } else {
+                    ("packets", d.bucket.2, median_mad(&packets).map(|m| m.0))
+                };
+                out.push(finding(
+                    Detector::VolumeSpike,
+                    device,
+                    format!("{device}:volume"),
+                    format!(
+                        "{device}: {value} {what} in {} s against a median of {:.0}",
+                        cfg.bucket_ms / 1000,
+                        base.unwrap_or(0.0)
+                    ),
+                    json!({
+                        "measure": what, "value": value, "median": base,
+                        "threshold": if over_b { tb } else { tp },
+                        "bucket_ms": cfg.bucket_ms, "last_peer": peer_of(f, outbound),
+                    }),
+                    now,
+                ));
+                // Once per bucket.
+                d.spiked = Some(d.bucket.0);
+            }
+        }
+        if !outbound {
+            return;
+        }
+        if verdict == Verdict::Violation {
+            out.push(finding(
+                Detector::PolicyViolation,
+                device,
+                format!("{device}:violation:{}:{}:{}", f.dst, f.protocol, f.dst_port),
+                format!(
+                    "{device} sent {} to {}:{} outside its policy",
+                    proto_name(f.protocol),
+                    f.dst,
+                    f.dst_port
+                ),
+                json!({ "flow": f }),
+                now,
+            ));
+        }
+        // Scans.
+        d.flows.push_back(FlowLite {
+            at_ms: now,
+            dst: f.dst,
+            port: f.dst_port,
+            protocol: f.protocol,
+        });
+        while d.flows.len() > MAX_FLOWS
+            || d.flows
+                .front()
+                .is_some_and(|x| x.at_ms < now - cfg.window_ms)
+        {
+            d.flows.pop_front();
+        }
+        let since = now - cfg.window_ms;
+        if matches!(f.protocol, 6 | 17) {
+            let hosts = horizontal_scan(&d.flows, f.dst_port, f.protocol, since);
+            if hosts == cfg.scan_hosts {
+                out.push(finding(
+                    Detector::ScanHorizontal,
+                    device,
+                    format!("{device}:hscan:{}:{}", f.protocol, f.dst_port),
+                    format!(
+                        "{device} contacted {hosts} hosts on {}/{} within {} s",
+                        proto_name(f.protocol),
+                        f.dst_port,
+                        cfg.window_ms / 1000
+                    ),
+                    json!({ "port": f.dst_port, "protocol": f.protocol, "hosts": hosts }),
+                    now,
+                ));
+            }
+        }
+        let ports = vertical_scan(&d.flows, f.dst, since);
+        if ports == cfg.scan_ports {
+            out.push(finding(
+                Detector::ScanVertical,
+                device,
+                format!("{device}:vscan:{}", f.dst),
+                format!(
+                    "{device} contacted {ports} ports on {} within {} s",
+                    f.dst,
+                    cfg.window_ms / 1000
+                ),
+                json!({ "host": f.dst, "ports": ports }),
+                now,
+            ));
+        }
+        // Destinations: learned at first, watched for beacons after.
+        let dest = (f.dst, f.dst_port, f.protocol);
+        d.window_dests.insert(f.dst);
+        d.window_bytes = d.window_bytes.saturating_add(f.octets);
+        if now - d.first_ms < cfg.learn_ms {
+            if d.known.len() < MAX_KNOWN {
+                d.known.insert(dest);
+            }
+        } else if !d.known.contains(&dest) && verdict != Verdict::Violation {
+            if !d.beacons.contains_key(&dest) && d.beacons.len() >= MAX_BEACONS {
+                d.beacons.clear();
+            }
+            let times = d.beacons.entry(dest).or_default();
+            // Flows split by the exporter's active timeout continue one connection.
+            if times.back().is_none_or(|&t| now - t >= cfg.beacon_min_ms) {
+                times.push_back(now);
+            }
+            while times.len() > 16 {
+                times.pop_front();
+            }
+            let ts: Vec<i64> = times.iter().copied().collect();
+            if let Some((period, cv)) =
+                beacon(&ts, cfg.beacon_count, cfg.beacon_cv, cfg.beacon_min_ms)
+            {
+                out.push(finding(
+                    Detector::Beaconing,
+                    device,
+                    format!("{device}:beacon:{}:{}:{}", f.dst, f.protocol, f.dst_port),
+                    format!(
+                        "{device} connects to new destination {}:{} every {:.1} s (cv {:.2}, {} times)",
+                        f.dst,
+                        f.dst_port,
+                        period / 1000.0,
+                        cv,
+                        ts.len()
+                    ),
+                    json!({ "destination": f.dst, "port": f.dst_port, "protocol": f.protocol,
+                            "period_ms": period, "cv": cv, "connections": ts }),
+                    now,
+                ));
+                times.clear();
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn login_failures(
+        &mut self,
+        device: Option<&str>,
+        who: &str,
+        place: AuthPlace,
+        at_ms: i64,
+        count: u64,
+        reason: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let cfg = self.cfg.clone();
+        if self.failures.len() >= MAX_SOURCES
+            && !self.failures.contains_key(&(who.to_owned(), place))
+        {
+            self.failures
+                .retain(|_, v| v.back().is_some_and(|&t| t > at_ms - cfg.window_ms));
+            if self.failures.len() >= MAX_SOURCES {
+                return;
+            }
+        }
+        let times = self.failures.entry((who.to_owned(), place)).or_default();
+        for _ in 0..count.min(cfg.login_burst as u64 * 4) {
+            times.push_back(at_ms);
+        }
+        while times.front().is_some_and(|&t| t <= at_ms - cfg.window_ms)
+            || times.len() > cfg.login_burst * 4
+        {
+            times.pop_front();
+        }
+        let n = in_window(times, at_ms, cfg.window_ms);
+        if n >= cfg.login_burst {
+            let mut f = finding(
+                Detector::FailedLogins,
+                device.unwrap_or(who),
+                format!("{who}:logins:{}", place.as_str()),
+                format!(
+                    "{n} failed logins {} {who} within {} s ({reason})",
+                    match place {
+                        AuthPlace::Device => "on",
+                        AuthPlace::Gateway => "at the gateway by",
+                        AuthPlace::Est => "at EST by",
+                    },
+                    cfg.window_ms / 1000
+                ),
+                json!({ "place": place.as_str(), "failures": n, "last_reason": reason }),
+                at_ms,
+            );
+            if device.is_none() {
+                f.device = None;
+                f.peer = Some(who.to_owned());
+            }
+            out.push(f);
+            times.clear();
+        }
+    }
+
+    fn telemetry(
+        &mut self,
+        device: &str,
+        model: Option<&String>,
+        at_ms: i64,
+        m: &SecurityMetrics,
+        assigned: &[String],
+        out: &mut Vec<Finding>,
+    ) {
+        let cfg = self.cfg.clone();
+        let d = self.device(device, model, at_ms);
+        // Listening ports.
+        let learning = at_ms - d.first_ms < cfg.learn_ms;
+        let new: Vec<Listener> = m
+            .listening
+            .iter()
+            .filter(|l| !d.listening.contains(l))
+            .copied()
+            .collect();
+        for l in &new {
+            if d.listening.len() < crate::telemetry::MAX_LISTENING * 2 {
+                d.listening.insert(*l);
+            }
+        }
+        if !learning {
+            for l in new {
+                out.push(finding(
+                    Detector::NewListeningPort,
+                    device,
+                    format!("{device}:listen:{}:{}", l.protocol, l.port),
+                    format!(
+                        "{device} now listens on {}/{}",
+                        proto_name(l.protocol),
+                        l.port
+                    ),
+                    json!({ "protocol": l.protocol, "port": l.port, "listening": m.listening }),
+                    at_ms,
+                ));
+            }
+        }
+        // Firmware.
+        if let Some(h) = &m.firmware_sha256 {
+            if unassigned_firmware(d.firmware.as_deref(), h, assigned) {
+                out.push(finding(
+                    Detector::FirmwareUnassigned,
+                    device,
+                    format!("{device}:firmware:{h}"),
+                    format!("{device} runs firmware {} that no release assigned", &h[..h.len().min(16)]),
+                    json!({ "source": "telemetry", "previous": d.firmware, "now": h, "assigned": assigned }),
+                    at_ms,
+                ));
+            }
+            d.firmware = Some(h.to_ascii_lowercase());
+        }
+        // Failed logins on the device: the counter's growth.
+        let grown = match (d.failed_logins, m.failed_logins) {
+            (Some(a), Some(b)) if b >= a => b - a,
+            (None, Some(b)) if !learning => b.min(cfg.login_burst as u64),
+            _ => 0,
+        };
+        if m.failed_logins.is_some() {
+            d.failed_logins = m.failed_logins;
+        }
+        if grown > 0 {
+            self.login_failures(
+                Some(device),
+                device,
+                AuthPlace::Device,
+                at_ms,
+                grown,
+                "auth log",
+                out,
+            );
+        }
+    }
+
+    /// Time passes: closes volume buckets and compares each model's fleet
+    /// (once per window). Call it every few seconds.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<Finding>) {
+        let cfg = self.cfg.clone();
+        for d in self.devices.values_mut() {
+            roll_buckets(d, now, &cfg);
+        }
+        if now - self.last_fleet_ms < cfg.window_ms {
+            return;
+        }
+        self.last_fleet_ms = now;
+        let mut by_model: HashMap<String, Vec<(String, Vec<f64>)>> = HashMap::new();
+        for (id, d) in &mut self.devices {
+            d.features = vec![d.window_dests.len() as f64, d.window_bytes as f64];
+            d.window_dests.clear();
+            d.window_bytes = 0;
+            if let Some(m) = &d.model
+                && now - d.first_ms >= cfg.learn_ms
+            {
+                by_model
+                    .entry(m.clone())
+                    .or_default()
+                    .push((id.clone(), d.features.clone()));
+            }
+        }
+        const NAMES: [&str; 2] = ["destinations", "bytes"];
+        for (model, members) in by_model {
+            let xs: Vec<Vec<f64>> = members.iter().map(|m| m.1.clone()).collect();
+            for (i, f, z) in fleet_outliers(&xs, cfg.outlier_z, cfg.outlier_min_fleet) {
+                let id = &members[i].0;
+                out.push(finding(
+                    Detector::FleetOutlier,
+                    id,
+                    format!("{id}:outlier:{}", NAMES[f]),
+                    format!(
+                        "{id} is unlike the rest of model {model}: {} {} in {} s (robust z {z:.1})",
+                        xs[i][f],
+                        NAMES[f],
+                        cfg.window_ms / 1000
+                    ),
+                    json!({ "model": model, "feature": NAMES[f], "value": xs[i][f], "z": z,
+                            "fleet": xs.len() }),
+                    now,
+                ));
+            }
+        }
+    }
+}
+
+fn roll_buckets(d: &mut DeviceState, now: i64, cfg: &Config) {
+    // Whole empty buckets count as zeros (a quiet device has a quiet baseline),
+    // but a long silence is not replayed bucket by bucket.
+    let mut n = 0;
+    while now >= d.bucket.0 + cfg.bucket_ms && n < cfg.history {
+        d.history.push_back((d.bucket.1, d.bucket.2));
+        d.bucket = (d.bucket.0 + cfg.bucket_ms, 0, 0);
+        n += 1;
+        while d.history.len() > cfg.history {
+            d.history.pop_front();
+        }
+    }
+    if now >= d.bucket.0 + cfg.bucket_ms {
+        d.bucket = (now - now.rem_euclid(cfg.bucket_ms), 0, 0);
+    }
+}
+
+fn peer_of(f: &FlowRecord, outbound: bool) -> String {
+    if outbound { f.dst } else { f.src }.to_string()
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        p => format!("proto {p}"),
+    }
+}
+
+fn finding(
+    detector: Detector,
+    device: &str,
+    key: String,
+    summary: String,
+    evidence: Value,
+    at_ms: i64,
+) -> Finding {
+    Finding {
+        detector,
+        severity: detector.severity(),
+        device: Some(device.to_owned()),
+        peer: None,
+        key: format!("{}:{key}", detector.as_str()),
+        summary,
+        evidence,
+        at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Listener;
+    use std::net::Ipv4Addr;
+
+    fn ip(a: u8, b: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, a, b))
+    }
+
+    fn flow(at: i64, dst: IpAddr, port: u16, octets: u64) -> FlowRecord {
+        FlowRecord {
+            exporter: ip(9, 9),
+            domain: 0,
+            src: ip(1, 10),
+            dst,
+            src_port: 40_000,
+            dst_port: port,
+            protocol: 6,
+            packets: octets.div_ceil(1000),
+            octets,
+            start_ms: at,
+            end_ms: at + 100,
+            tcp_flags: 0x1b,
+        }
+    }
+
+    fn obs(f: FlowRecord, v: Verdict) -> Observation {
+        Observation::Flow {
+            device: "cam-1".into(),
+            model: Some("cam".into()),
+            outbound: true,
+            flow: f,
+            verdict: v,
+        }
+    }
+
+    fn run(e: &mut Engine, o: impl IntoIterator<Item = Observation>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for o in o {
+            e.observe(&o, &mut out);
+        }
+        out
+    }
+
+    fn kinds(f: &[Finding]) -> Vec<Detector> {
+        f.iter().map(|f| f.detector).collect()
+    }
+
+    fn cfg() -> Config {
+        Config {
+            learn_ms: 60_000,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn benign_periodic_traffic_to_known_peers_finds_nothing() {
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        // An hour of telemetry every 10 s to the control plane, and DNS.
+        for i in 0..360 {
+            let t = i * 10_000;
+            e.observe(
+                &obs(
+                    flow(t, ip(9, 1), 8883, 2_000 + (i as u64 % 7) * 50),
+                    Verdict::Allowed,
+                ),
+                &mut out,
+            );
+            e.observe(
+                &obs(flow(t + 5, ip(9, 2), 53, 120), Verdict::Allowed),
+                &mut out,
+            );
+            e.tick(t + 10, &mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_flow_outside_the_policy_is_a_violation() {
+        let mut e = Engine::new(cfg());
+        let f = run(&mut e, [obs(flow(0, ip(7, 7), 23, 60), Verdict::Violation)]);
+        assert_eq!(kinds(&f), vec![Detector::PolicyViolation]);
+        assert!(f[0].key.contains("10.0.7.7:6:23"), "{}", f[0].key);
+        // Unknown (DNS not known) is not a violation.
+        assert!(run(&mut e, [obs(flow(0, ip(7, 8), 443, 60), Verdict::Unknown)]).is_empty());
+    }
+
+    #[test]
+    fn horizontal_and_vertical_scans_are_told_apart() {
+        let mut e = Engine::new(cfg());
+        let h = run(
+            &mut e,
+            (1..=20).map(|i| obs(flow(i * 10, ip(2, i as u8), 23, 60), Verdict::Allowed)),
+        );
+        assert_eq!(kinds(&h), vec![Detector::ScanHorizontal]);
+        let mut e = Engine::new(cfg());
+        let v = run(
+            &mut e,
+            (1..=20).map(|i| {
+                obs(
+                    flow(i * 10, ip(2, 1), 1000 + i as u16, 60),
+                    Verdict::Allowed,
+                )
+            }),
+        );
+        assert_eq!(kinds(&v), vec![Detector::ScanVertical]);
+        // The same contacts spread over more than the window are no scan.
+        let mut e = Engine::new(cfg());
+        let slow = run(
+            &mut e,
+            (1..=20).map(|i| obs(flow(i * 5_000, ip(2, i as u8), 23, 60), Verdict::Allowed)),
+        );
+        assert!(slow.is_empty(), "{slow:?}");
+    }
+
+    #[test]
+    fn a_volume_spike_is_measured_against_the_devices_own_baseline() {
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        for i in 0..30 {
+            e.observe(
+                &obs(
+                    flow(i * 10_000, ip(9, 1), 443, 50_000 + (i as u64 % 5) * 5_000),
+                    Verdict::Allowed,
+                ),
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+        // 40 MB in one bucket.
+        for j in 0..40 {
+            e.observe(
+                &obs(
+                    flow(300_000 + j * 100, ip(9, 1), 443, 1_000_000),
+                    Verdict::Allowed,
+                ),
+                &mut out,
+            );
+        }
+        assert_eq!(kinds(&out), vec![Detector::VolumeSpike]);
+        assert_eq!(out[0].evidence["measure"], "bytes");
+        // A device that always moves 40 MB per bucket is not spiking.
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        for i in 0..40 {
+            e.observe(
+                &obs(
+                    flow(i * 10_000, ip(9, 1), 443, 40_000_000),
+                    Verdict::Allowed,
+                ),
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn regular_connections_to_a_new_destination_are_a_beacon() {
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        e.observe(
+            &obs(flow(0, ip(9, 1), 443, 500), Verdict::Allowed),
+            &mut out,
+        );
+        // After learning: every 5 s (± 100 ms) to a new address.
+        for i in 0..8 {
+            let t = 120_000 + i * 5_000 + (i % 3) * 50;
+            e.observe(
+                &obs(flow(t, ip(6, 6), 8080, 400), Verdict::Allowed),
+                &mut out,
+            );
+        }
+        assert_eq!(kinds(&out), vec![Detector::Beaconing]);
+        // Irregular contacts are not.
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        e.observe(
+            &obs(flow(0, ip(9, 1), 443, 500), Verdict::Allowed),
+            &mut out,
+        );
+        for (i, gap) in [1_000, 9_000, 3_000, 20_000, 2_000, 11_000, 4_000, 30_000]
+            .iter()
+            .enumerate()
+        {
+            let t = 120_000 + i as i64 * 10_000 + gap;
+            e.observe(
+                &obs(flow(t, ip(6, 6), 8080, 400), Verdict::Allowed),
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+        // Nor is a destination learned while the device was new.
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        e.observe(
+            &obs(flow(0, ip(6, 6), 8080, 500), Verdict::Allowed),
+            &mut out,
+        );
+        for i in 0..8 {
+            e.observe(
+                &obs(
+                    flow(120_000 + i * 5_000, ip(6, 6), 8080, 400),
+                    Verdict::Allowed,
+                ),
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    fn telemetry(at: i64, m: SecurityMetrics, assigned: &[&str]) -> Observation {
+        Observation::Telemetry {
+            device: "cam-1".into(),
+            model: Some("cam".into()),
+            at_ms: at,
+            metrics: m,
+            assigned: assigned.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn failed_logins_burst_on_the_device_and_at_the_gateway() {
+        let mut e = Engine::new(cfg());
+        let m = |n| SecurityMetrics {
+            failed_logins: Some(n),
+            ..SecurityMetrics::default()
+        };
+        let out = run(
+            &mut e,
+            [
+                telemetry(0, m(2), &[]),
+                telemetry(10_000, m(3), &[]),
+                telemetry(20_000, m(15), &[]),
+            ],
+        );
+        assert_eq!(kinds(&out), vec![Detector::FailedLogins]);
+        assert_eq!(out[0].device.as_deref(), Some("cam-1"));
+        // A refused certificate ten times from one address.
+        let out = run(
+            &mut e,
+            (0..10).map(|i| Observation::AuthFailure {
+                device: None,
+                peer: Some(ip(5, 5)),
+                place: AuthPlace::Gateway,
+                reason: "unknown_ca".into(),
+                at_ms: 30_000 + i * 500,
+            }),
+        );
+        assert_eq!(kinds(&out), vec![Detector::FailedLogins]);
+        assert_eq!(
+            (out[0].device.as_deref(), out[0].peer.as_deref()),
+            (None, Some("10.0.5.5"))
+        );
+        // Slow failures (one a minute) are no burst.
+        let out = run(
+            &mut e,
+            (0..10).map(|i| Observation::AuthFailure {
+                device: Some("cam-2".into()),
+                peer: None,
+                place: AuthPlace::Est,
+                reason: "bad token".into(),
+                at_ms: 100_000 + i * 61_000,
+            }),
+        );
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn firmware_changes_need_an_assigned_release() {
+        let a = "aa".repeat(32);
+        let b = "bb".repeat(32);
+        let c = "cc".repeat(32);
+        let m = |h: &str| SecurityMetrics {
+            firmware_sha256: Some(h.into()),
+            ..SecurityMetrics::default()
+        };
+        let mut e = Engine::new(cfg());
+        let out = run(
+            &mut e,
+            [
+                telemetry(0, m(&a), &[]),
+                telemetry(1, m(&b), &[&b]),
+                telemetry(2, m(&c), &[&b]),
+            ],
+        );
+        assert_eq!(kinds(&out), vec![Detector::FirmwareUnassigned]);
+        assert_eq!(out[0].evidence["now"], c);
+        let out = run(
+            &mut e,
+            [Observation::AttestationFailed {
+                device: "cam-1".into(),
+                reason: "PCR 9 does not match".into(),
+                at_ms: 3,
+            }],
+        );
+        assert_eq!(kinds(&out), vec![Detector::FirmwareUnassigned]);
+    }
+
+    #[test]
+    fn one_identity_in_two_places_is_a_clone() {
+        let mut e = Engine::new(cfg());
+        let c = |at, peer, old| Observation::Connected {
+            device: "cam-1".into(),
+            peer,
+            takeover: old,
+            at_ms: at,
+        };
+        // Moving once (new DHCP lease) is not a clone.
+        assert!(
+            run(
+                &mut e,
+                [c(0, ip(1, 1), None), c(1_000, ip(1, 2), Some(ip(1, 1)))]
+            )
+            .is_empty()
+        );
+        // Ping-pong between two addresses is.
+        let out = run(&mut e, [c(5_000, ip(1, 1), Some(ip(1, 2)))]);
+        assert_eq!(kinds(&out), vec![Detector::ClonedIdentity]);
+        let out = run(
+            &mut e,
+            [Observation::EnrolmentReplay {
+                device: "cam-1".into(),
+                peer: None,
+                reason: "birth certificate already used".into(),
+                at_ms: 6_000,
+            }],
+        );
+        assert_eq!(kinds(&out), vec![Detector::ClonedIdentity]);
+    }
+
+    #[test]
+    fn a_new_listening_port_after_learning() {
+        let mut e = Engine::new(cfg());
+        let m = |ports: &[u16]| SecurityMetrics {
+            listening: ports
+                .iter()
+                .map(|&port| Listener { protocol: 6, port })
+                .collect(),
+            ..SecurityMetrics::default()
+        };
+        let out = run(
+            &mut e,
+            [
+                telemetry(0, m(&[22]), &[]),
+                telemetry(30_000, m(&[22, 8080]), &[]),
+                telemetry(90_000, m(&[22, 8080]), &[]),
+                telemetry(100_000, m(&[22, 8080, 4444]), &[]),
+            ],
+        );
+        assert_eq!(kinds(&out), vec![Detector::NewListeningPort]);
+        assert_eq!(out[0].evidence["port"], 4444);
+    }
+
+    #[test]
+    fn the_odd_device_of_a_fleet_stands_out() {
+        let mut xs: Vec<Vec<f64>> = (0..20)
+            .map(|i| vec![3.0 + f64::from(i % 2), 10_000.0 + f64::from(i) * 100.0])
+            .collect();
+        assert!(fleet_outliers(&xs, 12.0, 5).is_empty());
+        xs.push(vec![250.0, 11_000.0]);
+        let o = fleet_outliers(&xs, 12.0, 5);
+        assert_eq!(
+            o.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
+            vec![(20, 0)]
+        );
+        // Through the engine: 8 cameras talk to 2 peers a minute, one to 60.
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        for t in (0..300_000).step_by(10_000) {
+            for d in 0..8u8 {
+                let n = if d == 7 && t > 120_000 { 60 } else { 2 };
+                for k in 0..n {
+                    let dev = format!("cam-{d}");
+                    let mut f = flow(t, ip(8, k as u8), 443, 500);
+                    f.src = ip(1, d);
+                    let o = Observation::Flow {
+                        device: dev,
+                        model: Some("cam".into()),
+                        outbound: true,
+                        flow: f,
+                        verdict: Verdict::Allowed,
+                    };
+                    e.observe(&o, &mut out);
+                }
+            }
+            e.tick(t + 5_000, &mut out);
+        }
+        let outliers: Vec<&Finding> = out
+            .iter()
+            .filter(|f| f.detector == Detector::FleetOutlier)
+            .collect();
+        assert!(!outliers.is_empty(), "{out:?}");
+        assert!(
+            outliers
+                .iter()
+                .all(|f| f.device.as_deref() == Some("cam-7")),
+            "{outliers:?}"
+        );
+    }
+}
