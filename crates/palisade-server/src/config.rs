@@ -190,6 +190,165 @@ pub struct Config {
     pub attestation: AttestationConfig,
     /// Firmware updates.
     pub ota: OtaConfig,
+    /// Monitoring: flow collector, detectors, alerts and their delivery.
+    pub monitoring: MonitoringConfig,
+}
+
+/// Monitoring settings (`[monitoring]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// The IPFIX / NetFlow v9 collector (UDP); `None` turns it off.
+    pub flow_listen: Option<SocketAddr>,
+    /// Exporters accepted, as address prefixes (`10.0.0.0/8`); empty: any.
+    pub flow_exporters: Vec<String>,
+    /// Days of timeline events and resolved alerts kept.
+    pub retention_days: u32,
+    /// Detector thresholds.
+    pub detectors: palisade_detect::detect::Config,
+    /// Detectors turned off, by name (`fleet_outlier`, ...).
+    pub disabled: Vec<String>,
+    /// New alerts per device per minute; more are counted and dropped.
+    pub alerts_per_device_per_min: u32,
+    /// New alerts per minute over the whole fleet.
+    pub alerts_per_min: u32,
+    /// Automatic responses (off by default; every one taken is audited).
+    pub respond: RespondConfig,
+    /// Webhooks that receive alert events, signed with HMAC-SHA256.
+    pub webhooks: Vec<WebhookConfig>,
+    /// A syslog collector that receives alert events (RFC 5424 over TLS, RFC 5425).
+    pub syslog: Option<SyslogConfig>,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self {
+            flow_listen: Some(SocketAddr::from(([127, 0, 0, 1], 4739))),
+            flow_exporters: vec![],
+            retention_days: 30,
+            detectors: palisade_detect::detect::Config::default(),
+            disabled: vec![],
+            alerts_per_device_per_min: 10,
+            alerts_per_min: 300,
+            respond: RespondConfig::default(),
+            webhooks: vec![],
+            syslog: None,
+        }
+    }
+}
+
+/// Which detectors' alerts trigger which automatic response.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespondConfig {
+    /// Detectors whose new alerts quarantine the device.
+    pub quarantine: Vec<String>,
+    /// Detectors whose new alerts revoke the device's certificates.
+    pub revoke: Vec<String>,
+}
+
+/// A webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// File holding the HMAC secret (mode 0600).
+    pub secret_file: PathBuf,
+    /// CA certificates (PEM) that sign the receiver's certificate (https).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A syslog collector over TLS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `host:port` (6514 is the registered port).
+    pub address: String,
+    /// The name in the collector's certificate.
+    pub server_name: String,
+    /// CA certificates (PEM) that sign the collector's certificate.
+    pub ca_file: PathBuf,
+    /// APP-NAME in each message.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+}
+
+fn default_app_name() -> String {
+    "palisade".into()
+}
+
+impl MonitoringConfig {
+    /// Checks names, URLs and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use palisade_detect::detect::Detector;
+        for (key, names) in [
+            ("monitoring.disabled", &self.disabled),
+            ("monitoring.respond.quarantine", &self.respond.quarantine),
+            ("monitoring.respond.revoke", &self.respond.revoke),
+        ] {
+            if let Some(n) = names.iter().find(|n| Detector::parse(n).is_none()) {
+                let known: Vec<&str> = Detector::ALL.iter().map(|d| d.as_str()).collect();
+                return Err(invalid(
+                    key,
+                    format!("unknown detector {n:?}; known: {}", known.join(", ")),
+                ));
+            }
+        }
+        for p in &self.flow_exporters {
+            p.parse::<palisade_policy::Prefix>().map_err(|e| {
+                invalid(
+                    "monitoring.flow_exporters",
+                    format!("{p:?} is not an address prefix: {e}"),
+                )
+            })?;
+        }
+        if self.retention_days == 0 {
+            return Err(invalid("monitoring.retention_days", "must be at least 1"));
+        }
+        if self.alerts_per_device_per_min == 0 || self.alerts_per_min == 0 {
+            return Err(invalid(
+                "monitoring.alerts_per_min",
+                "alert rate limits must be at least 1",
+            ));
+        }
+        for w in &self.webhooks {
+            let u = url::Url::parse(&w.url)
+                .map_err(|e| invalid("monitoring.webhooks.url", format!("{}: {e}", w.url)))?;
+            match u.scheme() {
+                "http" => {}
+                "https" if w.ca_file.is_some() => {}
+                "https" => {
+                    return Err(invalid(
+                        "monitoring.webhooks.ca_file",
+                        format!(
+                            "{} is https: name the CA file that signs its certificate",
+                            w.url
+                        ),
+                    ));
+                }
+                s => {
+                    return Err(invalid(
+                        "monitoring.webhooks.url",
+                        format!("{}: scheme {s} is not http or https", w.url),
+                    ));
+                }
+            }
+        }
+        if let Some(s) = &self.syslog
+            && !s.address.contains(':')
+        {
+            return Err(invalid(
+                "monitoring.syslog.address",
+                format!(
+                    "{:?} must be host:port (6514 is syslog over TLS)",
+                    s.address
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Firmware update settings.
@@ -247,6 +406,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             attestation: AttestationConfig::default(),
             ota: OtaConfig::default(),
+            monitoring: MonitoringConfig::default(),
         }
     }
 }
@@ -290,6 +450,7 @@ impl Config {
 
     /// Checks every setting; the error names the setting and what to do.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.monitoring.validate()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }

@@ -54,6 +54,20 @@ pub enum EnrollError {
 /// Seconds a device awaiting approval is asked to wait before retrying.
 pub const APPROVAL_RETRY_AFTER: u32 = 60;
 
+impl EnrollError {
+    /// A metric label for the kind of refusal.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EnrollError::BadRequest(_) => "bad_request",
+            EnrollError::Unauthorized(_) => "unauthorized",
+            EnrollError::Forbidden(_) => "forbidden",
+            EnrollError::NotFound(_) => "not_found",
+            EnrollError::Pending { .. } => "pending",
+            EnrollError::Internal(_) => "internal",
+        }
+    }
+}
+
 impl From<palisade_store::StoreError> for EnrollError {
     fn from(e: palisade_store::StoreError) -> Self {
         match e {
@@ -102,6 +116,7 @@ pub struct Enrollment {
     clock: Arc<dyn Clock>,
     csr_limits: CsrLimits,
     attestation: Arc<Attestation>,
+    monitor: Option<Arc<crate::monitor::Monitor>>,
 }
 
 /// A device that proved who it is for the attestation steps before enrolment.
@@ -170,7 +185,15 @@ impl Enrollment {
                 ..CsrLimits::default()
             },
             attestation,
+            monitor: None,
         }
+    }
+
+    /// Refusals also go to the detectors (failed-login bursts at EST, replayed
+    /// or cloned enrolments).
+    pub fn with_monitor(mut self, m: Arc<crate::monitor::Monitor>) -> Self {
+        self.monitor = Some(m);
+        self
     }
 
     /// Decides how the key being certified is protected: proven TPM-resident
@@ -307,6 +330,28 @@ impl Enrollment {
             .with_detail(json!({ "reason": err.to_string() }));
         if let Err(e) = self.store.commit(vec![], vec![entry]).await {
             tracing::error!(error = %e, "could not audit a refused enrolment");
+        }
+        if let Some(m) = &self.monitor {
+            use palisade_detect::detect::{AuthPlace, Observation};
+            let reason = err.to_string();
+            let device = DeviceId::parse(subject).ok().map(|d| d.to_string());
+            let at_ms = m.now_ms();
+            let replay = action == "est.clone_suspected" || reason.contains("already been used");
+            m.observe(match device {
+                Some(device) if replay => Observation::EnrolmentReplay {
+                    device,
+                    peer: None,
+                    reason: reason.chars().take(200).collect(),
+                    at_ms,
+                },
+                device => Observation::AuthFailure {
+                    device,
+                    peer: None,
+                    place: AuthPlace::Est,
+                    reason: action.to_owned(),
+                    at_ms,
+                },
+            });
         }
         err
     }

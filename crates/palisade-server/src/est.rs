@@ -77,6 +77,7 @@ pub async fn attest_challenge(
 fn attest_response(s: &AppState, result: Result<Response, EnrollError>) -> Response {
     result.unwrap_or_else(|e| {
         s.metrics.enrollment_refused();
+        s.metrics.est_refused(e.label());
         e.into_response()
     })
 }
@@ -274,6 +275,7 @@ async fn handle(
                 },
                 Err(e) => {
                     s.metrics.enrollment_refused();
+                    s.metrics.est_refused(e.label());
                     e.into_response()
                 }
             }

@@ -450,6 +450,30 @@ impl Fleet {
         Ok(record)
     }
 
+    /// Revokes every valid certificate of a device (key compromise): its
+    /// sessions close and it is refused until it enrols again.
+    pub async fn revoke_device(
+        &self,
+        actor: &str,
+        device: &DeviceId,
+        why: &str,
+    ) -> Result<usize, ServiceError> {
+        let certs = self
+            .store
+            .certificates(&CertFilter {
+                device: Some(device.clone()),
+                status: Some(CertStatus::Valid),
+                limit: None,
+            })
+            .await?;
+        for c in &certs {
+            self.revoke_certificate(actor, &c.serial, RevocationReason::KeyCompromise)
+                .await?;
+        }
+        tracing::warn!(%device, revoked = certs.len(), %why, "device certificates revoked");
+        Ok(certs.len())
+    }
+
     /// Revokes a certificate.
     pub async fn revoke_certificate(
         &self,

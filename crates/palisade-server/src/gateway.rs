@@ -239,6 +239,13 @@ pub struct Gateway {
     pub(crate) presence: Arc<Presence>,
     /// Devices that just subscribed to their commands (queued ones are delivered).
     pub(crate) subscribed: mpsc::UnboundedSender<DeviceId>,
+    /// Monitoring: sessions, addresses and refusals go to the detectors and
+    /// the device timeline.
+    pub(crate) monitor: Arc<crate::monitor::Monitor>,
+    /// Each device's last source address, session number and whether it is live.
+    pub(crate) peers: Mutex<HashMap<DeviceId, (std::net::IpAddr, u64, bool)>>,
+    /// Session numbers.
+    pub(crate) next_session: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -505,8 +512,76 @@ impl Gateway {
         self.metrics.mqtt_refused(reason);
     }
 
+    /// A refused credential: counted, and observed as a failed login.
+    fn auth_failed(&self, device: Option<&DeviceId>, peer: SocketAddr, reason: &'static str) {
+        self.refuse(reason);
+        self.monitor
+            .observe(palisade_detect::detect::Observation::AuthFailure {
+                device: device.map(|d| d.to_string()),
+                peer: Some(peer.ip()),
+                place: palisade_detect::detect::AuthPlace::Gateway,
+                reason: reason.to_owned(),
+                at_ms: unix_ms(self.clock.now()),
+            });
+    }
+
+    /// A session came up: source address changes and takeovers are noted.
+    fn session_up(&self, device: &DeviceId, peer: SocketAddr) -> u64 {
+        let n = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ip = peer.ip();
+        let before = self.peers.lock().ok().and_then(|mut m| {
+            if m.len() > 1_000_000 {
+                m.retain(|_, v| v.2);
+            }
+            m.insert(device.clone(), (ip, n, true))
+        });
+        let takeover = before.filter(|b| b.2 && b.0 != ip).map(|b| b.0);
+        let moved = before.is_some_and(|b| b.0 != ip);
+        if moved {
+            self.metrics.mqtt_address_change();
+        }
+        self.monitor.event(
+            device.as_str(),
+            "connected",
+            match (takeover, before) {
+                (Some(old), _) => format!("connected from {ip} while still connected from {old}"),
+                (None, Some(b)) if moved => format!("connected from {ip} (before: {})", b.0),
+                _ => format!("connected from {ip}"),
+            },
+            serde_json::json!({ "address": ip, "previous": before.map(|b| b.0), "takeover": takeover.is_some() }),
+        );
+        self.monitor
+            .observe(palisade_detect::detect::Observation::Connected {
+                device: device.to_string(),
+                peer: ip,
+                takeover,
+                at_ms: unix_ms(self.clock.now()),
+            });
+        n
+    }
+
+    /// A session ended.
+    fn session_down(&self, device: &DeviceId, n: u64, why: &str) {
+        if let Ok(mut m) = self.peers.lock()
+            && let Some(e) = m.get_mut(device)
+            && e.1 == n
+        {
+            e.2 = false;
+        }
+        self.metrics.mqtt_disconnect(why);
+        self.monitor.event(
+            device.as_str(),
+            "disconnected",
+            format!("disconnected ({why})"),
+            serde_json::json!({ "reason": why }),
+        );
+    }
+
     async fn connection(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
+        self.metrics.mqtt_connect_attempt();
         let Some(cfg) = self.tls.current() else {
             return;
         };
@@ -517,7 +592,7 @@ impl Gateway {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     self.metrics.handshake_failed();
-                    self.refuse("tls");
+                    self.auth_failed(None, peer, "tls");
                     tracing::debug!(%peer, error = %e, "MQTT TLS handshake refused");
                     return;
                 }
@@ -535,11 +610,11 @@ impl Gateway {
             .and_then(|c| c.first())
             .map(|c| c.to_vec())
         else {
-            self.refuse("no_certificate");
+            self.auth_failed(None, peer, "no_certificate");
             return;
         };
         let Ok(info) = inspect_certificate(&leaf) else {
-            self.refuse("bad_certificate");
+            self.auth_failed(None, peer, "bad_certificate");
             return;
         };
         // A small initial read buffer: idle devices are the common case, and the
@@ -590,7 +665,7 @@ impl Gateway {
         let device = match info.common_name.as_deref().map(DeviceId::parse) {
             Some(Ok(d)) if d.as_str() == client_id => d,
             _ => {
-                self.refuse("client_id_mismatch");
+                self.auth_failed(None, peer, "client_id_mismatch");
                 let _ = framed.send(connack(proto, Some(Refusal::ClientId))).await;
                 // Close cleanly (TLS close_notify) so the client reads the CONNACK.
                 let _ = framed.close().await;
@@ -613,7 +688,7 @@ impl Gateway {
             None => None,
         };
         if let Err(reason) = self.admit(&device, &info.serial_hex).await {
-            self.refuse(reason);
+            self.auth_failed(Some(&device), peer, reason);
             let _ = framed
                 .send(connack(proto, Some(Refusal::NotAuthorized)))
                 .await;
@@ -631,6 +706,7 @@ impl Gateway {
         }
         self.metrics.mqtt_connected(self.sessions.count());
         tracing::debug!(%device, %peer, "device connected");
+        let session_no = self.session_up(&device, peer);
         let resubscribed = resumed.unwrap_or(false);
         if resubscribed {
             let _ = self.subscribed.send(device.clone());
@@ -647,6 +723,15 @@ impl Gateway {
             )
             .await;
         self.sessions.unregister(&device, sid);
+        self.session_down(
+            &device,
+            session_no,
+            if clean_close {
+                "disconnect"
+            } else {
+                "connection lost"
+            },
+        );
         if !clean {
             self.sessions.persist(&device, subscribed);
         }
@@ -773,6 +858,7 @@ impl Gateway {
                         In::Publish { topic, payload, qos, retain, packet_id } => {
                             let now = unix_ms(self.clock.now());
                             let size = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+                            self.metrics.mqtt_message_size(payload.len());
                             if !msgs.take(1, now) || !bytes.take(size, now) {
                                 self.refuse("rate_limited");
                                 if let Some(d) = disconnect(proto, v5::DisconnectReasonCode::MessageRateTooHigh) {

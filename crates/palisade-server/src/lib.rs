@@ -6,12 +6,14 @@
 //! already-bound listener and returns a [`Handle`] that shuts the server down.
 //! Tests therefore run the whole platform in-process on an ephemeral port.
 
+pub mod alerts;
 pub mod api;
 pub mod attestation;
 pub mod blobs;
 pub mod bootstrap;
 pub mod commands;
 pub mod config;
+pub mod deliver;
 pub mod enroll;
 pub mod est;
 mod files;
@@ -19,6 +21,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod lifecycle;
 pub mod metrics;
+pub mod monitor;
 pub mod network;
 pub mod pki;
 pub mod releases;
@@ -79,6 +82,8 @@ pub struct Listeners {
     pub https: TcpListener,
     /// MQTT over TLS (devices), if enabled.
     pub mqtt: Option<TcpListener>,
+    /// The IPFIX / NetFlow collector (UDP), if enabled.
+    pub flows: Option<tokio::net::UdpSocket>,
 }
 
 /// A running server.
@@ -140,21 +145,25 @@ impl Server {
         ));
         let presence = Arc::new(gateway::Presence::default());
         let metrics = Arc::new(Metrics::default());
+        let monitor = Arc::new(monitor::Monitor::new(metrics.clone(), clock.clone()));
         let attestation = Arc::new(attestation::Attestation::new(
             boot.store.clone(),
             sessions.clone(),
             clock.clone(),
             metrics.clone(),
             Duration::from_secs(config.attestation.interval_secs),
-            Arc::new(attestation::LogFailures),
+            Arc::new(monitor::AttestationFailures(monitor.clone())),
         ));
-        let enrollment = Arc::new(crate::enroll::Enrollment::new(
-            boot.store.clone(),
-            boot.pki.clone(),
-            clock.clone(),
-            config.limits.max_csr_bytes,
-            attestation.clone(),
-        ));
+        let enrollment = Arc::new(
+            crate::enroll::Enrollment::new(
+                boot.store.clone(),
+                boot.pki.clone(),
+                clock.clone(),
+                config.limits.max_csr_bytes,
+                attestation.clone(),
+            )
+            .with_monitor(monitor.clone()),
+        );
         let blobs = blobs::FsBlobStore::new(&boot.dir.blobs())
             .with_context(|| format!("opening the blob store {}", boot.dir.blobs().display()))?;
         let releases = Arc::new(releases::Releases::new(
@@ -174,7 +183,20 @@ impl Server {
             network::Network::new(boot.store.clone(), clock.clone(), boot.dir.policy_key())
                 .map_err(|e| anyhow::anyhow!("the policy signing key: {e}"))?,
         );
+        let alerts = Arc::new(alerts::Alerts::new(
+            boot.store.clone(),
+            fleet.clone(),
+            clock.clone(),
+            metrics.clone(),
+            config.monitoring.clone(),
+        ));
+        alerts
+            .load()
+            .await
+            .context("loading the unresolved alerts")?;
         let state = AppState {
+            alerts,
+            monitor: monitor.clone(),
             tuf,
             network,
             rollouts,
@@ -207,6 +229,9 @@ impl Server {
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
             subscribed: subscribed_tx,
             presence: presence.clone(),
+            monitor,
+            peers: Default::default(),
+            next_session: Default::default(),
         });
         Ok(Self {
             config,
@@ -249,7 +274,11 @@ impl Server {
             })?),
             None => None,
         };
-        Ok(Listeners { https, mqtt })
+        let flows = match self.config.monitoring.flow_listen {
+            Some(a) => Some(monitor::bind_flows(a).await?),
+            None => None,
+        };
+        Ok(Listeners { https, mqtt, flows })
     }
 
     /// Serves until the handle is shut down.
@@ -297,6 +326,16 @@ impl Server {
                 rx_shutdown.clone(),
             ));
         }
+        let monitoring = monitor::MonitorDeps {
+            monitor: self.state.monitor.clone(),
+            store: self.boot.store.clone(),
+            network: self.state.network.clone(),
+            alerts: self.state.alerts.clone(),
+            metrics: self.state.metrics.clone(),
+            config: self.config.monitoring.clone(),
+        }
+        .spawn(self.gateway.bus.subscribe(), listeners.flows, rx.clone());
+        crate::deliver::spawn(&self.state.alerts, &self.config.monitoring, rx.clone());
         tokio::spawn(self.state.rollouts.clone().run(
             Duration::from_millis(self.config.ota.rollout_tick_ms),
             rx.clone(),
@@ -339,7 +378,7 @@ impl Server {
             mqtt_addr,
             shutdown: tx,
             task,
-            flushers: vec![presence_flush],
+            flushers: std::iter::once(presence_flush).chain(monitoring).collect(),
         })
     }
 

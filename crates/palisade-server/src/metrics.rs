@@ -12,6 +12,12 @@ struct Reason {
     reason: String,
 }
 
+fn reason(r: &str) -> Reason {
+    Reason {
+        reason: r.to_owned(),
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Status {
     code: String,
@@ -37,6 +43,112 @@ pub struct Metrics {
     mqtt_bytes_out: Counter,
     attestation: Family<Reason, Counter>,
     ota_reports: Family<Reason, Counter>,
+    monitoring: MonitoringMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    detector: String,
+    outcome: String,
+}
+
+/// Monitoring and cloud-side device metrics.
+#[derive(Debug)]
+struct MonitoringMetrics {
+    flow_datagrams: Counter,
+    flow_records: Counter,
+    flow_problems: Family<Reason, Counter>,
+    flows_unmapped: Counter,
+    telemetry_refused: Family<Reason, Counter>,
+    dropped: Family<Reason, Counter>,
+    findings: Family<Outcome, Counter>,
+    mqtt_connect_attempts: Counter,
+    mqtt_disconnects: Family<Reason, Counter>,
+    mqtt_address_changes: Counter,
+    mqtt_message_bytes: prometheus_client::metrics::histogram::Histogram,
+    est_refusals: Family<Reason, Counter>,
+}
+
+impl MonitoringMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let m = Self {
+            flow_datagrams: Counter::default(),
+            flow_records: Counter::default(),
+            flow_problems: Family::default(),
+            flows_unmapped: Counter::default(),
+            telemetry_refused: Family::default(),
+            dropped: Family::default(),
+            findings: Family::default(),
+            mqtt_connect_attempts: Counter::default(),
+            mqtt_disconnects: Family::default(),
+            mqtt_address_changes: Counter::default(),
+            mqtt_message_bytes: prometheus_client::metrics::histogram::Histogram::new([
+                64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0,
+            ]),
+            est_refusals: Family::default(),
+        };
+        r.register(
+            "flow_datagrams",
+            "IPFIX/NetFlow datagrams received",
+            m.flow_datagrams.clone(),
+        );
+        r.register(
+            "flow_records",
+            "Flow records decoded",
+            m.flow_records.clone(),
+        );
+        r.register(
+            "flow_problems",
+            "Flow datagrams or records refused or lost, by reason (malformed, unknown_template, sequence_lost, refused_exporter, oversized, incomplete)",
+            m.flow_problems.clone(),
+        );
+        r.register(
+            "flows_unmapped",
+            "Flow records that matched no placed device",
+            m.flows_unmapped.clone(),
+        );
+        r.register(
+            "telemetry_refused",
+            "Device telemetry messages refused, by reason",
+            m.telemetry_refused.clone(),
+        );
+        r.register(
+            "monitor_dropped",
+            "Observations or timeline events dropped because the monitor was behind",
+            m.dropped.clone(),
+        );
+        r.register(
+            "alert_findings",
+            "Detector findings by detector and what became of them (opened, merged, rate_limited)",
+            m.findings.clone(),
+        );
+        r.register(
+            "mqtt_connect_attempts",
+            "MQTT connections accepted for a TLS handshake",
+            m.mqtt_connect_attempts.clone(),
+        );
+        r.register(
+            "mqtt_disconnects",
+            "Device sessions ended, by reason",
+            m.mqtt_disconnects.clone(),
+        );
+        r.register(
+            "mqtt_source_address_changes",
+            "Device sessions from an address other than the device's previous one",
+            m.mqtt_address_changes.clone(),
+        );
+        r.register(
+            "mqtt_message_bytes",
+            "Sizes of messages devices publish",
+            m.mqtt_message_bytes.clone(),
+        );
+        r.register(
+            "est_refusals",
+            "EST requests refused, by reason",
+            m.est_refusals.clone(),
+        );
+        m
+    }
 }
 
 impl Default for Metrics {
@@ -136,7 +248,9 @@ impl Default for Metrics {
             "Update states reported by devices: downloading, installed, trial, committed, rolled-back, refused, failed",
             ota_reports.clone(),
         );
+        let monitoring = MonitoringMetrics::register(&mut registry);
         Self {
+            monitoring,
             attestation,
             ota_reports,
             mqtt_refusals,
@@ -216,6 +330,102 @@ impl Metrics {
             .get_or_create(&Reason {
                 reason: reason.to_owned(),
             })
+            .inc();
+    }
+
+    /// Counts what happened to a detector's finding.
+    pub fn alert_finding(&self, detector: &str, outcome: &str) {
+        self.monitoring
+            .findings
+            .get_or_create(&Outcome {
+                detector: detector.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts something the monitor dropped.
+    pub fn monitor_dropped(&self, what: &str) {
+        self.monitoring.dropped.get_or_create(&reason(what)).inc();
+    }
+
+    /// Counts a refused telemetry message.
+    pub fn telemetry_refused(&self, why: &str) {
+        self.monitoring
+            .telemetry_refused
+            .get_or_create(&reason(why))
+            .inc();
+    }
+
+    /// Adds the collector's counters' growth since `before`.
+    pub fn flow_stats(
+        &self,
+        before: &palisade_detect::flow::CollectorStats,
+        now: &palisade_detect::flow::CollectorStats,
+    ) {
+        let m = &self.monitoring;
+        m.flow_datagrams
+            .inc_by(now.datagrams.saturating_sub(before.datagrams));
+        m.flow_records
+            .inc_by(now.records.saturating_sub(before.records));
+        for (why, a, b) in [
+            ("malformed", before.malformed, now.malformed),
+            (
+                "unknown_template",
+                before.unknown_template,
+                now.unknown_template,
+            ),
+            ("sequence_lost", before.sequence_lost, now.sequence_lost),
+            (
+                "sequence_reset",
+                before.sequence_resets,
+                now.sequence_resets,
+            ),
+            ("incomplete", before.incomplete, now.incomplete),
+            ("refused_exporter", before.refused, now.refused),
+            ("oversized", before.oversized, now.oversized),
+        ] {
+            if b > a {
+                m.flow_problems.get_or_create(&reason(why)).inc_by(b - a);
+            }
+        }
+    }
+
+    /// Counts a flow record that matched no device.
+    pub fn flow_mapped(&self, mapped: bool) {
+        if !mapped {
+            self.monitoring.flows_unmapped.inc();
+        }
+    }
+
+    /// Counts a device connection attempt at the gateway.
+    pub fn mqtt_connect_attempt(&self) {
+        self.monitoring.mqtt_connect_attempts.inc();
+    }
+
+    /// Counts an ended device session.
+    pub fn mqtt_disconnect(&self, why: &str) {
+        self.monitoring
+            .mqtt_disconnects
+            .get_or_create(&reason(why))
+            .inc();
+    }
+
+    /// Counts a session from a new source address.
+    pub fn mqtt_address_change(&self) {
+        self.monitoring.mqtt_address_changes.inc();
+    }
+
+    /// Records the size of a published message.
+    pub fn mqtt_message_size(&self, bytes: usize) {
+        self.monitoring.mqtt_message_bytes.observe(bytes as f64);
+    }
+
+    /// Counts a refused EST request by reason.
+    pub fn est_refused(&self, why: &str) {
+        self.monitoring
+            .est_refusals
+            .get_or_create(&reason(why))
             .inc();
     }
 

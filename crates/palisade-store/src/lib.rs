@@ -209,4 +209,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn inclusion_proof(&self, index: u64) -> Result<InclusionProof, StoreError>;
     /// Proves the log of size `old_size` is a prefix of the newest checkpoint's.
     async fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError>;
+
+    /// Alerts, newest first.
+    async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// One alert.
+    async fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError>;
+
+    /// A device's timeline events in a time range, oldest first.
+    async fn device_events(
+        &self,
+        device: &str,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeviceEventRecord>, StoreError>;
+
+    /// Audit entries whose subject is `subject` or whose detail names it as
+    /// `"device"`, oldest first (a scan of the log: for forensics, not hot paths).
+    async fn audit_entries_about(
+        &self,
+        subject: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError>;
 }

@@ -465,6 +465,77 @@ pub struct CertFilter {
     pub limit: Option<u32>,
 }
 
+/// An alert as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertRecord {
+    /// Its id (`al-` and 16 hex digits).
+    pub id: String,
+    /// Findings with this key are this alert.
+    pub dedup_key: String,
+    /// The detector's name.
+    pub detector: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    /// The device, when known.
+    pub device: Option<String>,
+    /// The network peer, when no device is known.
+    pub peer: Option<String>,
+    /// `open`, `acknowledged` or `resolved`.
+    pub state: String,
+    /// One line for people.
+    pub summary: String,
+    /// The first finding's evidence (JSON).
+    pub evidence: String,
+    /// The latest finding's evidence (JSON).
+    pub last_evidence: String,
+    /// Findings merged into it.
+    pub count: u64,
+    /// First finding, Unix ms.
+    pub first_ms: i64,
+    /// Latest finding, Unix ms.
+    pub last_ms: i64,
+    /// Who acknowledged it.
+    pub acked_by: Option<String>,
+    /// When.
+    pub acked_ms: Option<i64>,
+    /// Who resolved it.
+    pub resolved_by: Option<String>,
+    /// When.
+    pub resolved_ms: Option<i64>,
+    /// The operator's note.
+    pub note: String,
+    /// Automatic responses taken (JSON list).
+    pub responses: String,
+}
+
+/// Which alerts to list.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// Only in this state.
+    pub state: Option<String>,
+    /// Only about this device.
+    pub device: Option<String>,
+    /// Only with findings at or after this time.
+    pub since_ms: Option<i64>,
+    /// At most this many (newest first).
+    pub limit: u32,
+}
+
+/// One event in a device's timeline (besides audit entries and alerts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceEventRecord {
+    /// The device.
+    pub device: String,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// `connected`, `disconnected`, `firmware`, `flows`, `telemetry_refused`.
+    pub kind: String,
+    /// One line.
+    pub summary: String,
+    /// Details (JSON).
+    pub detail: String,
+}
+
 /// One change a commit may make.
 #[derive(Debug, Clone)]
 // Changes are built, committed and dropped; boxing the device record would only
@@ -590,6 +661,48 @@ pub enum Change {
     /// Record when devices were last seen and what firmware they report (no audit:
     /// operational data, flushed in batches).
     RecordPresence(Vec<(DeviceId, i64, Option<String>)>),
+    /// Open a new alert.
+    OpenAlert(AlertRecord),
+    /// Merge findings into an unresolved alert.
+    BumpAlert {
+        /// The alert.
+        id: String,
+        /// Findings merged.
+        count: u64,
+        /// The latest finding's time.
+        last_ms: i64,
+        /// Its evidence (JSON).
+        last_evidence: String,
+    },
+    /// Acknowledge or resolve an alert (compare-and-set on its state).
+    SetAlertState {
+        /// The alert.
+        id: String,
+        /// States it may be in.
+        from: Vec<String>,
+        /// `acknowledged` or `resolved`.
+        to: String,
+        /// Who.
+        by: String,
+        /// When.
+        at_ms: i64,
+        /// Their note (appended).
+        note: String,
+    },
+    /// Record automatic responses taken for an alert (JSON list).
+    SetAlertResponses {
+        /// The alert.
+        id: String,
+        /// The list.
+        responses: String,
+    },
+    /// Append timeline events.
+    RecordDeviceEvents(Vec<DeviceEventRecord>),
+    /// Drop timeline events and resolved alerts older than this.
+    PruneMonitoring {
+        /// Unix ms.
+        before_ms: i64,
+    },
     /// Register a TPM vendor CA.
     InsertTpmVendor(TpmVendorRecord),
     /// Approve a firmware image for a model.

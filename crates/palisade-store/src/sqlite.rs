@@ -23,12 +23,12 @@ use sqlx::{ConnectOptions, Row};
 use tokio::sync::{RwLock, mpsc, oneshot};
 
 use crate::{
-    AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change, CommandRecord,
-    ConsistencyProof, DeviceFilter, DeviceRecord, EdgeRecord, EnrollmentTokenRecord,
-    FirmwareRecord, HardwareTrust, InclusionProof, ModelPolicyRecord, ModelRecord, Onboarding,
-    PlacementRecord, Receipt, ReleaseRecord, RolloutDeviceRecord, RolloutRecord, SiteRecord, Store,
-    StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
-    UpdateRecord,
+    AlertFilter, AlertRecord, AuditHead, BatchRecord, CertFilter, CertRecord, CertStatus, Change,
+    CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord, EdgeRecord,
+    EnrollmentTokenRecord, FirmwareRecord, HardwareTrust, InclusionProof, ModelPolicyRecord,
+    ModelRecord, Onboarding, PlacementRecord, Receipt, ReleaseRecord, RolloutDeviceRecord,
+    RolloutRecord, SiteRecord, Store, StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord,
+    TokenRecord, TpmVendorRecord, UpdateRecord,
 };
 
 /// Most commits grouped into one transaction.
@@ -154,6 +154,30 @@ fn entry_from_row(r: &SqliteRow) -> Result<StoredEntry, StoreError> {
             detail: r.try_get("detail")?,
         },
         recorded_digest,
+    })
+}
+
+fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord, StoreError> {
+    Ok(AlertRecord {
+        id: r.try_get("id")?,
+        dedup_key: r.try_get("dedup_key")?,
+        detector: r.try_get("detector")?,
+        severity: r.try_get("severity")?,
+        device: r.try_get("device_id")?,
+        peer: r.try_get("peer")?,
+        state: r.try_get("state")?,
+        summary: r.try_get("summary")?,
+        evidence: r.try_get("evidence")?,
+        last_evidence: r.try_get("last_evidence")?,
+        count: u64::try_from(r.try_get::<i64, _>("count")?).map_err(|e| corrupt("alert", e))?,
+        first_ms: r.try_get("first_ms")?,
+        last_ms: r.try_get("last_ms")?,
+        acked_by: r.try_get("acked_by")?,
+        acked_ms: r.try_get("acked_ms")?,
+        resolved_by: r.try_get("resolved_by")?,
+        resolved_ms: r.try_get("resolved_ms")?,
+        note: r.try_get("note")?,
+        responses: r.try_get("responses")?,
     })
 }
 
@@ -1374,6 +1398,123 @@ impl Writer {
                     ));
                 }
             }
+            Change::OpenAlert(a) => {
+                sqlx::query(
+                    "INSERT INTO alerts (id, dedup_key, detector, severity, device_id, peer, state,
+                       summary, evidence, last_evidence, count, first_ms, last_ms, note, responses)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&a.id)
+                .bind(&a.dedup_key)
+                .bind(&a.detector)
+                .bind(&a.severity)
+                .bind(&a.device)
+                .bind(&a.peer)
+                .bind(&a.state)
+                .bind(&a.summary)
+                .bind(&a.evidence)
+                .bind(&a.last_evidence)
+                .bind(i64::try_from(a.count).unwrap_or(i64::MAX))
+                .bind(a.first_ms)
+                .bind(a.last_ms)
+                .bind(&a.note)
+                .bind(&a.responses)
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::BumpAlert {
+                id,
+                count,
+                last_ms,
+                last_evidence,
+            } => {
+                sqlx::query(
+                    "UPDATE alerts SET count = count + ?, last_ms = MAX(last_ms, ?), last_evidence = ?
+                     WHERE id = ?",
+                )
+                .bind(i64::try_from(*count).unwrap_or(i64::MAX))
+                .bind(last_ms)
+                .bind(last_evidence)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+            }
+            Change::SetAlertState {
+                id,
+                from,
+                to,
+                by,
+                at_ms,
+                note,
+            } => {
+                let current: Option<String> =
+                    sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?")
+                        .bind(id)
+                        .fetch_optional(&mut *c)
+                        .await?;
+                let Some(current) = current else {
+                    return Err(StoreError::NotFound {
+                        what: "alert",
+                        key: id.clone(),
+                    });
+                };
+                if !from.contains(&current) {
+                    return Err(StoreError::Conflict {
+                        what: "alert",
+                        key: id.clone(),
+                        reason: format!("it is {current}, it cannot become {to}"),
+                    });
+                }
+                let sql = if to == "resolved" {
+                    "UPDATE alerts SET state = ?, resolved_by = ?, resolved_ms = ?,
+                       note = CASE WHEN ?4 = '' THEN note WHEN note = '' THEN ?4 ELSE note || char(10) || ?4 END
+                     WHERE id = ?5"
+                } else {
+                    "UPDATE alerts SET state = ?, acked_by = ?, acked_ms = ?,
+                       note = CASE WHEN ?4 = '' THEN note WHEN note = '' THEN ?4 ELSE note || char(10) || ?4 END
+                     WHERE id = ?5"
+                };
+                sqlx::query(sql)
+                    .bind(to)
+                    .bind(by)
+                    .bind(at_ms)
+                    .bind(note)
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            Change::SetAlertResponses { id, responses } => {
+                sqlx::query("UPDATE alerts SET responses = ? WHERE id = ?")
+                    .bind(responses)
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            Change::RecordDeviceEvents(list) => {
+                for e in list {
+                    sqlx::query(
+                        "INSERT INTO device_events (device_id, at_ms, kind, summary, detail)
+                         VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(&e.device)
+                    .bind(e.at_ms)
+                    .bind(&e.kind)
+                    .bind(&e.summary)
+                    .bind(&e.detail)
+                    .execute(&mut *c)
+                    .await?;
+                }
+            }
+            Change::PruneMonitoring { before_ms } => {
+                sqlx::query("DELETE FROM device_events WHERE at_ms < ?")
+                    .bind(before_ms)
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query("DELETE FROM alerts WHERE state = 'resolved' AND last_ms < ?")
+                    .bind(before_ms)
+                    .execute(&mut *c)
+                    .await?;
+            }
             Change::RecordPresence(list) => {
                 for (id, seen, firmware) in list {
                     sqlx::query(
@@ -1860,6 +2001,86 @@ impl Store for SqliteStore {
                 key: index.to_string(),
             })?;
         Ok(InclusionProof { entry, path, head })
+    }
+
+    async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM alerts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR device_id = ?2)
+               AND (?3 IS NULL OR last_ms >= ?3) ORDER BY last_ms DESC, id LIMIT ?4",
+        )
+        .bind(&f.state)
+        .bind(&f.device)
+        .bind(f.since_ms)
+        .bind(f.limit)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(alert_from_row)
+        .collect()
+    }
+
+    async fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
+        sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(alert_from_row)
+            .transpose()
+    }
+
+    async fn device_events(
+        &self,
+        device: &str,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeviceEventRecord>, StoreError> {
+        sqlx::query(
+            "SELECT device_id, at_ms, kind, summary, detail FROM device_events
+             WHERE device_id = ? AND at_ms >= ? AND at_ms <= ? ORDER BY at_ms, id LIMIT ?",
+        )
+        .bind(device)
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(DeviceEventRecord {
+                device: r.try_get("device_id")?,
+                at_ms: r.try_get("at_ms")?,
+                kind: r.try_get("kind")?,
+                summary: r.try_get("summary")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn audit_entries_about(
+        &self,
+        subject: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, actor, action, subject, outcome, detail, digest
+             FROM audit_entries WHERE subject = ?1 OR detail LIKE ?2 ESCAPE '\\'
+             ORDER BY seq LIMIT ?3",
+        )
+        .bind(subject)
+        .bind(format!(
+            "%\"device\":\"{}\"%",
+            subject
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
     }
 
     async fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError> {

@@ -289,6 +289,19 @@ pub enum DeviceCmd {
         /// Its tags (none: remove all).
         tags: Vec<String>,
     },
+    /// A device's forensic timeline: enrolment, sessions and source addresses,
+    /// flow summaries, firmware changes, attestation, alerts and audit entries.
+    Timeline {
+        /// Device id.
+        id: String,
+        /// How far back: 7d, 12h, 30m.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Write the timeline with audit inclusion proofs to FILE (verify it
+        /// later with `palisade audit verify-timeline FILE`).
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
     /// Assign a release to a device: a director assignment, signed online
     /// (printed as JSON).
     Assign {
@@ -383,6 +396,15 @@ pub enum AuditCmd {
     Proof {
         /// Entry index.
         index: u64,
+        /// Checkpoint verifier key file [default: DATA_DIR/audit/log.pub].
+        #[arg(long, value_name = "FILE")]
+        log_key: Option<PathBuf>,
+    },
+    /// Check an exported device timeline (`palisade device timeline --export`):
+    /// each audit entry in it is proven in the signed log. Works offline.
+    VerifyTimeline {
+        /// The exported timeline.
+        file: PathBuf,
         /// Checkpoint verifier key file [default: DATA_DIR/audit/log.pub].
         #[arg(long, value_name = "FILE")]
         log_key: Option<PathBuf>,
@@ -553,6 +575,9 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
             say(format!("approved device {} for enrolment", d.id));
             let rows = device_rows(std::slice::from_ref(&d));
             data(g.json, &d, &DEVICE_HEADERS, rows);
+        }
+        DeviceCmd::Timeline { id, since, export } => {
+            return crate::monitoring::timeline(g, &id, &since, export.as_deref()).await;
         }
         DeviceCmd::Tag { id, tags } => {
             let v: Value = c
@@ -825,7 +850,38 @@ pub async fn token(g: &Global, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_vkey(g: &Global, path: Option<&Path>) -> anyhow::Result<Option<NoteVerifier>> {
+/// Checks an inclusion proof: the checkpoint's signature under the pinned
+/// key, and the entry's path to its root. Returns the entry and the size of
+/// the log the checkpoint signs.
+pub fn check_inclusion(
+    key: &NoteVerifier,
+    p: &InclusionView,
+) -> anyhow::Result<(palisade_audit::Entry, u64)> {
+    let cp = key
+        .verify(&p.checkpoint, None)
+        .context("the checkpoint's signature does not verify with the pinned key")?;
+    let path: Vec<[u8; 32]> = p
+        .path
+        .iter()
+        .map(|h| {
+            hex::decode(h)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .context("malformed proof hash")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let entry = p.entry.to_entry();
+    verify_inclusion(&entry.digest(), entry.index, cp.size, &cp.root, &path).with_context(|| {
+        format!(
+            "the inclusion proof of entry {} does not verify: the entry is not in the signed log",
+            entry.index
+        )
+    })?;
+    Ok((entry, cp.size))
+}
+
+/// The pinned checkpoint verifier key.
+pub fn load_vkey(g: &Global, path: Option<&Path>) -> anyhow::Result<Option<NoteVerifier>> {
     let default = data_dir(g).join("audit/log.pub");
     let (path, explicit) = match path {
         Some(p) => (p.to_path_buf(), true),
@@ -853,6 +909,9 @@ pub async fn audit(g: &Global, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             };
             report_verify(g.json, &report)
         }
+        AuditCmd::VerifyTimeline { file, log_key } => {
+            crate::monitoring::verify_timeline(g, &file, log_key.as_deref()).await
+        }
         AuditCmd::Proof { index, log_key } => {
             let c = client(g)?;
             let key = match load_vkey(g, log_key.as_deref())? {
@@ -868,32 +927,17 @@ pub async fn audit(g: &Global, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                     None,
                 )
                 .await?;
-            let cp = key
-                .verify(&p.checkpoint, None)
-                .context("the checkpoint's signature does not verify with the pinned key")?;
-            let path: Vec<[u8; 32]> = p
-                .path
-                .iter()
-                .map(|h| {
-                    hex::decode(h)
-                        .ok()
-                        .and_then(|v| v.try_into().ok())
-                        .context("malformed proof hash")
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let entry = p.entry.to_entry();
+            let (entry, size) = check_inclusion(&key, &p)?;
             if entry.index != index {
                 bail!(
                     "the server answered with entry {} instead of {index}",
                     entry.index
                 );
             }
-            verify_inclusion(&entry.digest(), index, cp.size, &cp.root, &path).context(
-                "the inclusion proof does not verify: the entry is not in the signed log",
-            )?;
+            let cp_size = size;
             say(format!(
                 "entry {index} ({} {} by {}) is included in the signed log of {} entries",
-                entry.action, entry.subject, entry.actor, cp.size
+                entry.action, entry.subject, entry.actor, cp_size
             ));
             data(
                 g.json,
@@ -904,7 +948,7 @@ pub async fn audit(g: &Global, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                     entry.action,
                     entry.subject,
                     entry.actor,
-                    cp.size.to_string(),
+                    cp_size.to_string(),
                 ]],
             );
             Ok(ExitCode::SUCCESS)

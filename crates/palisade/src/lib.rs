@@ -6,6 +6,7 @@ pub mod client;
 pub mod commands;
 pub mod factory;
 pub mod keys;
+pub mod monitoring;
 pub mod network;
 pub mod output;
 pub mod rollout;

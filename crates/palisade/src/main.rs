@@ -65,6 +65,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: palisade::network::PolicyCmd,
     },
+    /// Alerts raised by the detectors: list, show, acknowledge, resolve.
+    Alerts {
+        #[command(subcommand)]
+        cmd: palisade::monitoring::AlertsCmd,
+    },
     /// Staged rollouts of a release (waves, thresholds, windows).
     Rollout {
         #[command(subcommand)]
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
             Cmd::Release { cmd } => commands::release(&cli.global, cmd).await,
             Cmd::Site { cmd } => palisade::network::site(&cli.global, cmd).await,
             Cmd::Policy { cmd } => palisade::network::policy(&cli.global, cmd).await,
+            Cmd::Alerts { cmd } => palisade::monitoring::alerts(&cli.global, cmd).await,
             Cmd::Rollout { cmd } => palisade::rollout::rollout(&cli.global, cmd).await,
             Cmd::Batch { cmd } => commands::batch(&cli.global, cmd).await,
             Cmd::EnrollmentToken { cmd } => commands::enrollment_token(&cli.global, cmd).await,

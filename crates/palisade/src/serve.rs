@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Address of the MQTT-over-TLS device gateway [default: 127.0.0.1:8883].
     #[arg(long, env = "PALISADE_MQTT_LISTEN", value_name = "ADDR:PORT")]
     mqtt_listen: Option<SocketAddr>,
+    /// Address of the IPFIX / NetFlow v9 collector (UDP) [default: 127.0.0.1:4739].
+    #[arg(long, env = "PALISADE_FLOW_LISTEN", value_name = "ADDR:PORT")]
+    flow_listen: Option<SocketAddr>,
     /// Names in the server certificate (repeat, or comma-separated in the environment)
     /// [default: localhost, 127.0.0.1, ::1].
     #[arg(
@@ -73,6 +76,9 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(m) = args.mqtt_listen {
         c.mqtt_listen = Some(m);
+    }
+    if let Some(f) = args.flow_listen {
+        c.monitoring.flow_listen = Some(f);
     }
     if !args.server_names.is_empty() {
         c.server_names = args.server_names.clone();
@@ -130,6 +136,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let m = m.local_addr()?;
         std::fs::write(dir.0.join("mqtt"), format!("{m}\n"))
             .with_context(|| format!("writing {}", dir.0.join("mqtt").display()))?;
+    }
+    if let Some(f) = &listeners.flows {
+        let f = f.local_addr()?;
+        tracing::info!(addr = %f, "listening (IPFIX / NetFlow v9)");
+        std::fs::write(dir.0.join("flows"), format!("{f}\n"))
+            .with_context(|| format!("writing {}", dir.0.join("flows").display()))?;
     }
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()

@@ -141,6 +141,8 @@ impl ServerProc {
                 &format!("{ip}:0"),
                 "--mqtt-listen",
                 &format!("{ip}:0"),
+                "--flow-listen",
+                &format!("{ip}:0"),
                 "--log-level",
                 "warn",
             ])
@@ -177,6 +179,14 @@ impl ServerProc {
     /// The MQTT gateway's port.
     pub fn mqtt_port(&self) -> u16 {
         std::fs::read_to_string(self.data.join("mqtt"))
+            .ok()
+            .and_then(|s| s.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// The flow collector's UDP port.
+    pub fn flow_port(&self) -> u16 {
+        std::fs::read_to_string(self.data.join("flows"))
             .ok()
             .and_then(|s| s.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
             .unwrap_or(0)

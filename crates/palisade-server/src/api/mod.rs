@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod monitoring;
 pub mod views;
 
 use std::str::FromStr;
@@ -36,6 +37,10 @@ use crate::pki::{Pki, unix_ms};
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// Alerts.
+    pub alerts: Arc<crate::alerts::Alerts>,
+    /// Monitoring (observations and timeline events).
+    pub monitor: Arc<crate::monitor::Monitor>,
     /// The fleet service.
     pub fleet: Arc<Fleet>,
     /// The enrolment service (EST, suppliers, batches, enrolment tokens).
@@ -141,6 +146,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/devices", get(list_devices).post(register_device))
         .route("/api/v1/devices/{id}", get(get_device))
         .route("/api/v1/devices/{id}/state", post(set_device_state))
+        .route(
+            "/api/v1/devices/{id}/timeline",
+            get(monitoring::device_timeline),
+        )
+        .route("/api/v1/alerts", get(monitoring::list_alerts))
+        .route("/api/v1/alerts/stream", get(monitoring::alert_stream))
+        .route("/api/v1/alerts/{id}", get(monitoring::get_alert))
+        .route(
+            "/api/v1/alerts/{id}/{action}",
+            post(monitoring::alert_action),
+        )
         .route("/api/v1/devices/{id}/approve", post(approve_device))
         .route(
             "/api/v1/devices/{id}/commands",
@@ -297,6 +313,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         get_rollout, rollout_action, set_device_tags, set_model_mud, get_model_policy, list_sites,
         get_site, set_site, add_site_edge, place_device,
         audit_head, audit_entries, audit_checkpoints, inclusion_proof, consistency_proof,
+        monitoring::list_alerts, monitoring::get_alert, monitoring::alert_action,
+        monitoring::alert_stream, monitoring::device_timeline,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
