@@ -6,6 +6,7 @@
 
 pub mod est_client;
 pub mod keystore;
+pub mod metrics;
 pub mod ota;
 pub mod schedule;
 pub mod session;

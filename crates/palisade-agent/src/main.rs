@@ -138,6 +138,15 @@ enum Cmd {
         /// Commands this device runs (comma-separated); others are refused.
         #[arg(long, value_delimiter = ',', default_value = "ping,uptime,echo,reboot")]
         allow_commands: Vec<String>,
+        /// An auth log (sshd, login, PAM) whose failed logins are reported.
+        #[arg(long, env = "PALISADE_AGENT_AUTH_LOG", value_name = "FILE")]
+        auth_log: Option<std::path::PathBuf>,
+        /// The running firmware image, whose SHA-256 is reported.
+        #[arg(long, env = "PALISADE_AGENT_FIRMWARE_FILE", value_name = "FILE")]
+        firmware_file: Option<std::path::PathBuf>,
+        /// Leave security metrics out of telemetry.
+        #[arg(long)]
+        no_security_metrics: bool,
         /// Updates: with --slot-a and --slot-b the installer runs too, at once
         /// when the server announces an assignment, else every --update-every.
         #[command(flatten)]
@@ -420,6 +429,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             telemetry_every,
             firmware,
             allow_commands,
+            auth_log,
+            firmware_file,
+            no_security_metrics,
             ota,
             update_every,
             reboot_command,
@@ -451,6 +463,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 allowed_commands: allow_commands,
                 attester: a.attester(),
                 update: announced,
+                metrics: (!no_security_metrics).then(|| {
+                    std::sync::Arc::new(std::sync::Mutex::new(
+                        palisade_agent::metrics::Collector::new(auth_log, firmware_file),
+                    ))
+                }),
             };
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let session = {

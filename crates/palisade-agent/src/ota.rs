@@ -246,7 +246,7 @@ pub fn slot_verifies(path: &Path, img: &SlotImage) -> bool {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     use std::fmt::Write as _;
     b.iter()
         .fold(String::with_capacity(b.len() * 2), |mut s, x| {

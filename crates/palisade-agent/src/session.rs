@@ -35,6 +35,8 @@ pub struct SessionConfig {
     /// topic, and at each (re)connection (the installer then checks at once
     /// instead of at its next poll); with it the session subscribes to `ota`.
     pub update: Option<Arc<tokio::sync::Notify>>,
+    /// Security metrics to report with each telemetry message.
+    pub metrics: Option<Arc<std::sync::Mutex<crate::metrics::Collector>>>,
 }
 
 /// Answers the server's `attest` challenge: a TPM quote with the boot log.
@@ -137,11 +139,17 @@ pub async fn run_once(
                 return Ok(());
             }
             _ = tick.tick() => {
+                let metrics = match cfg.metrics.clone() {
+                    Some(m) => tokio::task::spawn_blocking(move || m.lock().map(|mut c| c.read()).ok())
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
                 let body = json!({
                     "uptime_s": started.elapsed().as_secs(),
                     "firmware": cfg.firmware,
-                    // Room for the security metrics of the monitoring work.
-                    "metrics": {},
+                    "metrics": metrics.map(|m| serde_json::to_value(m).unwrap_or_default()).unwrap_or_else(|| json!({})),
                 });
                 client
                     .publish(&telemetry, QoS::AtLeastOnce, false, body.to_string())

@@ -371,6 +371,7 @@ async fn the_agent_session_sends_telemetry_and_answers_allowlisted_commands() {
         allowed_commands: vec!["ping".into()],
         attester: None,
         update: None,
+        metrics: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let session = {

@@ -688,6 +688,7 @@ async fn a_replayed_quote_fails_attestation() {
             first: std::sync::Mutex::new(None),
         })),
         update: None,
+        metrics: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let session = tokio::spawn(async move { agent.run_session(&cfg, stop_rx, || 0.5).await });

@@ -279,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ],
         attester: None,
         update: None,
+        metrics: None,
     };
     let started = Arc::new(AtomicUsize::new(0));
     let counts = Arc::new(OtaCounts::default());
