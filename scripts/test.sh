@@ -45,6 +45,8 @@ for module in "${!PYPI[@]}"; do
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
+# Clones live in fresh directories: incremental state would pile up per path.
+export CARGO_INCREMENTAL=0
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step "cargo fmt --check"

@@ -470,7 +470,7 @@ struct DeviceState {
     /// The bucket a spike was last reported in.
     spiked: Option<i64>,
     known: HashSet<(IpAddr, u16, u8)>,
-    beacons: HashMap<(IpAddr, u16, u8), VecDeque<i64>>,
+    beacons: HashMap<(IpAddr, u16, u8), (u16, VecDeque<i64>)>,
     listening: BTreeSet<Listener>,
     failed_logins: Option<u64>,
     firmware: Option<String>,
@@ -756,9 +756,14 @@ impl Engine {
             if !d.beacons.contains_key(&dest) && d.beacons.len() >= MAX_BEACONS {
                 d.beacons.clear();
             }
-            let times = d.beacons.entry(dest).or_default();
-            // Flows split by the exporter's active timeout continue one connection.
-            if times.back().is_none_or(|&t| now - t >= cfg.beacon_min_ms) {
+            let (last_port, times) = d.beacons.entry(dest).or_default();
+            // A record that continues a connection (split by the exporter's
+            // active timeout) is no new contact: TCP without SYN, or the
+            // same source port as the last one.
+            let continues =
+                (f.protocol == 6 && f.tcp_flags & 0x02 == 0) || *last_port == f.src_port;
+            *last_port = f.src_port;
+            if !continues && times.back().is_none_or(|&t| now - t >= cfg.beacon_min_ms) {
                 times.push_back(now);
             }
             while times.len() > 16 {
@@ -1038,7 +1043,7 @@ mod tests {
             domain: 0,
             src: ip(1, 10),
             dst,
-            src_port: 40_000,
+            src_port: 30_000 + ((at / 7) % 30_000) as u16,
             dst_port: port,
             protocol: 6,
             packets: octets.div_ceil(1000),
@@ -1213,6 +1218,21 @@ mod tests {
                 &obs(flow(t, ip(6, 6), 8080, 400), Verdict::Allowed),
                 &mut out,
             );
+        }
+        assert!(out.is_empty(), "{out:?}");
+        // Nor is one long connection exported in 5 s pieces (same source
+        // port, no SYN after the first).
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        e.observe(
+            &obs(flow(0, ip(9, 1), 443, 500), Verdict::Allowed),
+            &mut out,
+        );
+        for i in 0..10 {
+            let mut f = flow(120_000 + i * 5_000, ip(6, 7), 8883, 400);
+            f.src_port = 45_000;
+            f.tcp_flags = if i == 0 { 0x1a } else { 0x18 };
+            e.observe(&obs(f, Verdict::Allowed), &mut out);
         }
         assert!(out.is_empty(), "{out:?}");
         // Nor is a destination learned while the device was new.

@@ -20,7 +20,7 @@ pub struct Exporters {
 
 impl Exporters {
     /// Brings the exporters in line with `bundle`.
-    pub fn sync(&mut self, program: &str, dir: &Path, bundle: &SiteBundle) {
+    pub fn sync(&mut self, program: &str, preload: Option<&Path>, dir: &Path, bundle: &SiteBundle) {
         let want: BTreeMap<String, (IpAddr, u16)> = match bundle.spec.flow_collector {
             Some(c) => bundle
                 .spec
@@ -53,9 +53,17 @@ impl Exporters {
                 IpAddr::V4(v) => format!("{v}:{port}"),
                 IpAddr::V6(v) => format!("[{v}]:{port}"),
             };
-            let spawned = Command::new(program)
+            let mut cmd = Command::new(program);
+            if let Some(p) = preload {
+                cmd.env("LD_PRELOAD", p);
+            }
+            // Absolute millisecond times; idle flows end after 10 s and long
+            // ones are exported every 5 s, so the collector hears of a scan or
+            // a blocked attempt within seconds.
+            let spawned = cmd
                 .args([
-                    "-d", "-N", "-v", "10", "-T", "full", "-i", &iface, "-n", &collector,
+                    "-d", "-N", "-v", "10", "-A", "milli", "-T", "full", "-i", &iface, "-n",
+                    &collector,
                 ])
                 .args([
                     "-t",
@@ -63,11 +71,20 @@ impl Exporters {
                     "-t",
                     "tcp.rst=1",
                     "-t",
-                    "tcp=30",
+                    "tcp=10",
                     "-t",
-                    "udp=30",
+                    "udp=10",
                 ])
-                .args(["-t", "icmp=30", "-t", "general=30", "-t", "expint=2"])
+                .args([
+                    "-t",
+                    "icmp=5",
+                    "-t",
+                    "general=10",
+                    "-t",
+                    "maxlife=5",
+                    "-t",
+                    "expint=1",
+                ])
                 .arg("-p")
                 .arg(file("pid"))
                 .arg("-c")

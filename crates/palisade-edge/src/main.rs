@@ -99,6 +99,10 @@ enum Cmd {
         /// The flow exporter run per device segment when the site names a collector.
         #[arg(long, env = "PALISADE_EDGE_SOFTFLOWD", default_value = "softflowd")]
         softflowd: String,
+        /// A library preloaded into softflowd (contrib/pcap-immediate: libpcap
+        /// immediate mode, so flows are exported within seconds on light traffic).
+        #[arg(long, env = "PALISADE_EDGE_SOFTFLOWD_PRELOAD", value_name = "FILE")]
+        softflowd_preload: Option<std::path::PathBuf>,
     },
 }
 
@@ -363,6 +367,7 @@ struct Services {
     legacy_mqtt_listen: Option<std::net::SocketAddr>,
     upstream_mqtt: Option<String>,
     softflowd: String,
+    softflowd_preload: Option<std::path::PathBuf>,
 }
 
 async fn run(
@@ -461,7 +466,12 @@ async fn run(
             dns_wake.notify_one();
             *current.write().await = Some(bundle.clone());
             if !once {
-                exporters.sync(&services.softflowd, &dir, &bundle);
+                exporters.sync(
+                    &services.softflowd,
+                    services.softflowd_preload.as_deref(),
+                    &dir,
+                    &bundle,
+                );
             }
             applied = bundle.version;
             std::fs::write(&applied_path, applied.to_string())?;
@@ -553,12 +563,14 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
             legacy_mqtt_listen,
             upstream_mqtt,
             softflowd,
+            softflowd_preload,
         } => {
             let s = Services {
                 proxy_listen,
                 legacy_mqtt_listen,
                 upstream_mqtt,
                 softflowd,
+                softflowd_preload,
             };
             run(&common, &nft, once, wait_secs, s).await
         }

@@ -204,6 +204,8 @@ pub struct MonitoringConfig {
     pub flow_exporters: Vec<String>,
     /// Days of timeline events and resolved alerts kept.
     pub retention_days: u32,
+    /// Seconds between per-device flow summaries in the timeline.
+    pub flow_summary_secs: u64,
     /// Detector thresholds.
     pub detectors: palisade_detect::detect::Config,
     /// Detectors turned off, by name (`fleet_outlier`, ...).
@@ -226,6 +228,7 @@ impl Default for MonitoringConfig {
             flow_listen: Some(SocketAddr::from(([127, 0, 0, 1], 4739))),
             flow_exporters: vec![],
             retention_days: 30,
+            flow_summary_secs: 60,
             detectors: palisade_detect::detect::Config::default(),
             disabled: vec![],
             alerts_per_device_per_min: 10,

@@ -359,17 +359,20 @@ impl MonitorDeps {
     }
 
     /// Keeps the address map (which device has which address at which site,
-    /// with its policy) in step with the sites, every 5 s.
+    /// with its policy) in step with the sites: at once when sites,
+    /// placements or policies change, and every 10 s (device states).
     async fn refresh_map(
         self,
         map: Arc<tokio::sync::RwLock<AddressMap>>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut changes = self.network.changes();
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => {}
+                r = changes.changed() => if r.is_err() { return },
             }
             match AddressMap::build(&*self.store, &self.network).await {
                 Ok(m) => *map.write().await = m,
@@ -402,7 +405,8 @@ impl MonitorDeps {
         let mut buf = vec![0u8; 65_536];
         let mut flows = Vec::new();
         let mut summaries = Summaries::default();
-        let mut flush = tokio::time::interval(Duration::from_secs(60));
+        let mut flush =
+            tokio::time::interval(Duration::from_secs(self.config.flow_summary_secs.max(1)));
         let mut reported = palisade_detect::flow::CollectorStats::default();
         loop {
             tokio::select! {
@@ -467,6 +471,9 @@ impl MonitorDeps {
             });
         }
         self.metrics.flow_mapped(mapped);
+        if !mapped {
+            tracing::debug!(src = %f.src, dst = %f.dst, exporter = %f.exporter, "flow matches no placed device");
+        }
     }
 }
 

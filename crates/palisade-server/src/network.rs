@@ -45,6 +45,8 @@ pub struct Network {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     key: PathBuf,
+    /// Counts changes to sites, placements, edges and model policies.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 fn bad(message: impl Into<String>) -> ServiceError {
@@ -69,7 +71,21 @@ impl Network {
         if !key.exists() {
             crate::tuf::generate_key(&key).map_err(internal)?;
         }
-        Ok(Self { store, clock, key })
+        Ok(Self {
+            store,
+            clock,
+            key,
+            changed: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Changes to sites, placements, edges and model policies.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn touched(&self) {
+        self.changed.send_modify(|v| *v += 1);
     }
 
     fn signing_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
@@ -197,6 +213,7 @@ impl Network {
         self.store
             .commit(vec![Change::SetModelPolicy(rec.clone())], audit)
             .await?;
+        self.touched();
         Ok(rec)
     }
 
@@ -251,6 +268,7 @@ impl Network {
                 ],
             )
             .await?;
+        self.touched();
         Ok(rec)
     }
 
@@ -335,6 +353,7 @@ impl Network {
                 }))],
             )
             .await?;
+        self.touched();
         Ok(rec)
     }
 
@@ -363,6 +382,7 @@ impl Network {
                 ],
             )
             .await?;
+        self.touched();
         Ok(())
     }
 

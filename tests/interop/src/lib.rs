@@ -5,6 +5,8 @@
 //! with the reason printed. See README.md for the list of peers.
 #![allow(clippy::print_stderr)]
 
+pub mod netlab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -122,6 +124,38 @@ impl ServerProc {
     /// `ip` (which is also in its certificate).
     pub fn start_in_netns(netns: &str, ip: &str, data: &Path) -> anyhow::Result<Self> {
         Self::start_in(Some(netns), ip, data, &["--server-name", ip], &[])
+    }
+
+    /// [`ServerProc::start_in_netns`] with extra arguments.
+    pub fn start_in_netns_with(
+        netns: &str,
+        ip: &str,
+        data: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut args = vec!["--server-name", ip];
+        args.extend_from_slice(extra);
+        Self::start_in(Some(netns), ip, data, &args, &[])
+    }
+
+    /// An API call with the admin token (through curl, `-X METHOD`, JSON body);
+    /// returns the body of a successful answer.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> String {
+        let mut c = in_netns(self.netns.as_deref(), Path::new("curl"));
+        c.args(["-sS", "--fail-with-body", "-X", method, "--cacert"])
+            .arg(self.data.join("ca/root.pem"))
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {}", self.admin_token()),
+            ]);
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        match c.arg(format!("{}{path}", self.url)).output() {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => panic!("{method} {path}: {}", text(&o)),
+            Err(e) => panic!("curl: {e}"),
+        }
     }
 
     fn start_in(
