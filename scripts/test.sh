@@ -15,7 +15,8 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=python3 [mosquitto_pub]=mosquitto-clients [mosquitto]=mosquitto
   [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc [swtpm]=swtpm [swtpm_setup]=swtpm-tools
   [tpm2_pcrread]=tpm2-tools [pkg-config]=pkg-config [fw_printenv]=libubootenv-tool
-  [bsdiff]=bsdiff [xdelta3]=xdelta3 [zstd]=zstd [sha256sum]=coreutils [nft]=nftables [ip]=iproute2 [dnsmasq]=dnsmasq-base [tcpdump]=tcpdump [softflowd]=softflowd)
+  [bsdiff]=bsdiff [xdelta3]=xdelta3 [zstd]=zstd [sha256sum]=coreutils [nft]=nftables [ip]=iproute2 [dnsmasq]=dnsmasq-base [tcpdump]=tcpdump [softflowd]=softflowd
+  [nmap]=nmap [hping3]=hping3 [nfcapd]=nfdump [sshd]=openssh-server [ssh]=openssh-client [sshpass]=sshpass [gcc]=gcc)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")
@@ -93,12 +94,14 @@ fi
 if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   step "benchmark smoke run (quick mode; full figures: see BENCHMARKS.md)"
   cargo bench -p palisade-server --bench issuance --locked -- --quick
-  cargo build --release -p palisade -p palisade-agent --locked
+  cargo build --release -p palisade -p palisade-agent -p palisade-edge --locked
   cargo bench -p palisade-interop --bench est_enroll --locked -- --quick
   cargo bench -p palisade-interop --bench mqtt_vs_mosquitto --locked -- --quick
   cargo bench -p palisade-interop --bench hardware_keys --locked -- --quick
   cargo bench -p palisade-interop --bench ota --locked -- --quick
   cargo bench -p palisade-interop --bench policy --locked -- --quick
+  cargo bench -p palisade-interop --bench flow_ingest --locked -- --quick
+  cargo bench -p palisade-interop --bench detect_eval --locked -- --quick
 fi
 
 # The plain summary line CI reads.

@@ -119,7 +119,6 @@ pub fn is_failed_login(line: &str) -> bool {
         "authentication failure",
         "Failed publickey",
         "FAILED LOGIN",
-        "Connection closed by authenticating user",
     ]
     .iter()
     .any(|m| line.contains(m))

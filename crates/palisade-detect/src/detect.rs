@@ -312,7 +312,7 @@ impl Default for Config {
             warmup: 6,
             volume_k: 10.0,
             volume_floor_bytes: 4 << 20,
-            volume_floor_packets: 20_000,
+            volume_floor_packets: 5_000,
             learn_ms: 3_600_000,
             beacon_count: 6,
             beacon_cv: 0.15,

@@ -204,6 +204,8 @@ fn apply(nft: &str, dir: &Path, script: &str) -> anyhow::Result<()> {
 struct DnsWork {
     resolver: Option<std::net::IpAddr>,
     flows: Vec<palisade_policy::site::DnsFlow>,
+    /// The latest answers, reported with the status.
+    answers: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 /// Keeps the name-based flows current: resolves each name through the site
@@ -271,6 +273,10 @@ async fn dns_keeper(
             }
             answers.insert(n.clone(), addrs);
         }
+        work.lock().await.answers = answers
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.iter().map(|(ip, _)| *ip).collect()))
+            .collect();
         let mut script = format!(
             "flush set inet {t} dns_out4\nflush set inet {t} dns_out6\n",
             t = palisade_policy::site::TABLE
@@ -506,6 +512,7 @@ async fn run(
             .into();
         let status = serde_json::json!({
             "applied_version": applied, "counters": c, "error": last_error,
+            "dns": dns.lock().await.answers.clone(),
         });
         if let Err(e) = call(&a, Method::POST, "/edge/v1/status", Some(status)).await {
             tracing::warn!(error = %e, "could not report the edge status");

@@ -253,7 +253,9 @@ impl Alerts {
                 .clone()
                 .or_else(|| f.peer.clone())
                 .unwrap_or_default();
-            if !self.admit(&subject, now) {
+            // Per subject and detector: a flood of one kind (violations
+            // from a scanning device) must not starve another (the scan).
+            if !self.admit(&format!("{subject}|{}", f.detector.as_str()), now) {
                 self.metrics
                     .alert_finding(f.detector.as_str(), "rate_limited");
                 tracing::warn!(detector = f.detector.as_str(), %subject, summary = %f.summary, "alert dropped by the rate limit");

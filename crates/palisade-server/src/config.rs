@@ -210,7 +210,8 @@ pub struct MonitoringConfig {
     pub detectors: palisade_detect::detect::Config,
     /// Detectors turned off, by name (`fleet_outlier`, ...).
     pub disabled: Vec<String>,
-    /// New alerts per device per minute; more are counted and dropped.
+    /// New alerts per device (or peer) and detector per minute; more are
+    /// counted and dropped.
     pub alerts_per_device_per_min: u32,
     /// New alerts per minute over the whole fleet.
     pub alerts_per_min: u32,

@@ -177,16 +177,7 @@ impl Lab {
         }
         self.sh(&s);
         for i in 0..devices {
-            let d = format!("d{i}");
-            self.add(&[&d]);
-            let dn = self.ns(&d);
-            self.sh(&format!(
-                "ip link add p{i} netns {rtr} type veth peer name eth0 netns {dn}
-                 ip -n {rtr} link set p{i} master br0; ip -n {rtr} link set p{i} up
-                 ip -n {dn} addr add {}/24 dev eth0; ip -n {dn} link set eth0 up
-                 ip -n {dn} route add default via 10.10.1.1",
-                device_ip(i)
-            ));
+            self.attach(&format!("d{i}"), &device_ip(i));
         }
         self.spawn(
             "http",
@@ -194,6 +185,19 @@ impl Lab {
             &["python3", "-c", HTTP, "0.0.0.0", "8080"],
             None,
         );
+    }
+
+    /// Adds namespace `name` on the site's bridge with address `ip`/24.
+    pub fn attach(&mut self, name: &str, ip: &str) {
+        self.add(&[name]);
+        let (rtr, dn) = (self.ns("rtr"), self.ns(name));
+        let port = format!("p{}", ip.rsplit('.').next().unwrap_or("0"));
+        self.sh(&format!(
+            "ip link add {port} netns {rtr} type veth peer name eth0 netns {dn}
+             ip -n {rtr} link set {port} master br0; ip -n {rtr} link set {port} up
+             ip -n {dn} addr add {ip}/24 dev eth0; ip -n {dn} link set eth0 up
+             ip -n {dn} route add default via 10.10.1.1"
+        ));
     }
 
     /// Builds `contrib/pcap-immediate` into `dir` (softflowd exports within

@@ -1597,6 +1597,10 @@ struct EdgeStatus {
     counters: serde_json::Value,
     #[serde(default)]
     error: String,
+    /// DNS names of the site's policies and the addresses the edge resolved
+    /// them to (the monitor's policy verdict on flows to named peers).
+    #[serde(default)]
+    dns: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 /// An edge reports the bundle version it applied, its counters and errors.
@@ -1607,7 +1611,17 @@ async fn edge_status(
 ) -> Result<StatusCode, ApiError> {
     let edge = calling_device(&s, chain).await?;
     let site = s.network.edge_site(&edge).await?;
-    let status = serde_json::json!({ "counters": r.counters, "error": r.error.chars().take(2000).collect::<String>() });
+    let dns: std::collections::BTreeMap<&String, &[std::net::IpAddr]> = r
+        .dns
+        .iter()
+        .take(1024)
+        .map(|(n, a)| (n, &a[..a.len().min(64)]))
+        .collect();
+    let status = serde_json::json!({
+        "counters": r.counters,
+        "error": r.error.chars().take(2000).collect::<String>(),
+        "dns": dns,
+    });
     let text = status.to_string();
     if text.len() > 64 * 1024 {
         return Err(ApiError::too_large("edge status is at most 64 KiB"));
