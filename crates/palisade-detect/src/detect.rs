@@ -340,24 +340,66 @@ pub struct FlowLite {
     pub protocol: u8,
 }
 
-/// Horizontal scan: distinct hosts contacted on `port` in the window.
-pub fn horizontal_scan(flows: &VecDeque<FlowLite>, port: u16, protocol: u8, since: i64) -> usize {
-    flows
-        .iter()
-        .filter(|f| f.at_ms >= since && f.port == port && f.protocol == protocol)
-        .map(|f| f.dst)
-        .collect::<HashSet<_>>()
-        .len()
+/// The flows of a sliding window with, kept up to date as flows enter and
+/// leave, the distinct hosts per (protocol, port) — a horizontal scan — and
+/// the distinct (protocol, port) per host — a vertical scan. O(1) per flow.
+#[derive(Debug, Default)]
+pub struct ScanWindow {
+    flows: VecDeque<FlowLite>,
+    by_port: HashMap<(u8, u16), HashMap<IpAddr, u32>>,
+    by_host: HashMap<IpAddr, HashMap<(u8, u16), u32>>,
 }
 
-/// Vertical scan: distinct ports contacted on `dst` in the window.
-pub fn vertical_scan(flows: &VecDeque<FlowLite>, dst: IpAddr, since: i64) -> usize {
-    flows
-        .iter()
-        .filter(|f| f.at_ms >= since && f.dst == dst)
-        .map(|f| (f.protocol, f.port))
-        .collect::<HashSet<_>>()
-        .len()
+impl ScanWindow {
+    /// Adds a flow; drops those older than `since` (and the oldest beyond
+    /// `max`). Returns (distinct hosts on its port, distinct ports on its host).
+    pub fn add(&mut self, f: FlowLite, since: i64, max: usize) -> (usize, usize) {
+        while self.flows.len() >= max || self.flows.front().is_some_and(|x| x.at_ms < since) {
+            let Some(old) = self.flows.pop_front() else {
+                break;
+            };
+            let key = (old.protocol, old.port);
+            if let Some(hosts) = self.by_port.get_mut(&key) {
+                dec(hosts, &old.dst);
+                if hosts.is_empty() {
+                    self.by_port.remove(&key);
+                }
+            }
+            if let Some(ports) = self.by_host.get_mut(&old.dst) {
+                dec(ports, &key);
+                if ports.is_empty() {
+                    self.by_host.remove(&old.dst);
+                }
+            }
+        }
+        let key = (f.protocol, f.port);
+        *self
+            .by_port
+            .entry(key)
+            .or_default()
+            .entry(f.dst)
+            .or_default() += 1;
+        *self
+            .by_host
+            .entry(f.dst)
+            .or_default()
+            .entry(key)
+            .or_default() += 1;
+        self.flows.push_back(f);
+        (
+            self.by_port.get(&key).map_or(0, HashMap::len),
+            self.by_host.get(&f.dst).map_or(0, HashMap::len),
+        )
+    }
+}
+
+fn dec<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: &K) {
+    if let Some(n) = m.get_mut(k) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(k);
+        }
+    }
 }
 
 /// The median and the median absolute deviation of `xs`.
@@ -462,9 +504,12 @@ const MAX_SOURCES: usize = 65_536;
 struct DeviceState {
     first_ms: i64,
     model: Option<String>,
-    flows: VecDeque<FlowLite>,
+    scans: ScanWindow,
     /// Closed volume buckets: (bytes, packets).
     history: VecDeque<(u64, u64)>,
+    /// Spike thresholds and medians (bytes, packets) from `history`, computed
+    /// when a bucket closes.
+    thresholds: Option<((f64, f64), (f64, f64))>,
     /// The open bucket: start, bytes, packets.
     bucket: (i64, u64, u64),
     /// The bucket a spike was last reported in.
@@ -645,18 +690,17 @@ impl Engine {
         roll_buckets(d, f.end_ms.max(now), &cfg);
         d.bucket.1 = d.bucket.1.saturating_add(f.octets);
         d.bucket.2 = d.bucket.2.saturating_add(f.packets);
-        if d.history.len() >= cfg.warmup && d.spiked != Some(d.bucket.0) {
-            let bytes: Vec<u64> = d.history.iter().map(|h| h.0).collect();
-            let packets: Vec<u64> = d.history.iter().map(|h| h.1).collect();
-            let tb = spike_threshold(&bytes, cfg.volume_k, cfg.volume_floor_bytes);
-            let tp = spike_threshold(&packets, cfg.volume_k, cfg.volume_floor_packets);
-            let over_b = tb.is_some_and(|t| d.bucket.1 as f64 > t);
-            let over_p = tp.is_some_and(|t| d.bucket.2 as f64 > t);
+        if d.history.len() >= cfg.warmup
+            && d.spiked != Some(d.bucket.0)
+            && let Some(((tb, mb), (tp, mp))) = d.thresholds
+        {
+            let over_b = d.bucket.1 as f64 > tb;
+            let over_p = d.bucket.2 as f64 > tp;
             if over_b || over_p {
                 let (what, value, base) = if over_b {
-                    ("bytes", d.bucket.1, median_mad(&bytes).map(|m| m.0))
+                    ("bytes", d.bucket.1, Some(mb))
                 } else {
-                    ("packets", d.bucket.2, median_mad(&packets).map(|m| m.0))
+                    ("packets", d.bucket.2, Some(mp))
                 };
                 out.push(finding(
                     Detector::VolumeSpike,
@@ -697,39 +741,31 @@ impl Engine {
             ));
         }
         // Scans.
-        d.flows.push_back(FlowLite {
-            at_ms: now,
-            dst: f.dst,
-            port: f.dst_port,
-            protocol: f.protocol,
-        });
-        while d.flows.len() > MAX_FLOWS
-            || d.flows
-                .front()
-                .is_some_and(|x| x.at_ms < now - cfg.window_ms)
-        {
-            d.flows.pop_front();
+        let (hosts, ports) = d.scans.add(
+            FlowLite {
+                at_ms: now,
+                dst: f.dst,
+                port: f.dst_port,
+                protocol: f.protocol,
+            },
+            now - cfg.window_ms,
+            MAX_FLOWS,
+        );
+        if matches!(f.protocol, 6 | 17) && hosts == cfg.scan_hosts {
+            out.push(finding(
+                Detector::ScanHorizontal,
+                device,
+                format!("{device}:hscan:{}:{}", f.protocol, f.dst_port),
+                format!(
+                    "{device} contacted {hosts} hosts on {}/{} within {} s",
+                    proto_name(f.protocol),
+                    f.dst_port,
+                    cfg.window_ms / 1000
+                ),
+                json!({ "port": f.dst_port, "protocol": f.protocol, "hosts": hosts }),
+                now,
+            ));
         }
-        let since = now - cfg.window_ms;
-        if matches!(f.protocol, 6 | 17) {
-            let hosts = horizontal_scan(&d.flows, f.dst_port, f.protocol, since);
-            if hosts == cfg.scan_hosts {
-                out.push(finding(
-                    Detector::ScanHorizontal,
-                    device,
-                    format!("{device}:hscan:{}:{}", f.protocol, f.dst_port),
-                    format!(
-                        "{device} contacted {hosts} hosts on {}/{} within {} s",
-                        proto_name(f.protocol),
-                        f.dst_port,
-                        cfg.window_ms / 1000
-                    ),
-                    json!({ "port": f.dst_port, "protocol": f.protocol, "hosts": hosts }),
-                    now,
-                ));
-            }
-        }
-        let ports = vertical_scan(&d.flows, f.dst, since);
         if ports == cfg.scan_ports {
             out.push(finding(
                 Detector::ScanVertical,
@@ -990,6 +1026,15 @@ fn roll_buckets(d: &mut DeviceState, now: i64, cfg: &Config) {
     }
     if now >= d.bucket.0 + cfg.bucket_ms {
         d.bucket = (now - now.rem_euclid(cfg.bucket_ms), 0, 0);
+    }
+    if n > 0 {
+        let bytes: Vec<u64> = d.history.iter().map(|h| h.0).collect();
+        let packets: Vec<u64> = d.history.iter().map(|h| h.1).collect();
+        let level = |xs: &[u64], floor| {
+            Some((spike_threshold(xs, cfg.volume_k, floor)?, median_mad(xs)?.0))
+        };
+        d.thresholds =
+            level(&bytes, cfg.volume_floor_bytes).zip(level(&packets, cfg.volume_floor_packets));
     }
 }
 

@@ -529,7 +529,10 @@ impl AddressMap {
                 }
             }
         }
-        let all = palisade_store::DeviceFilter::default();
+        let all = palisade_store::DeviceFilter {
+            limit: Some(palisade_policy::site::MAX_DEVICES as u32 * 10),
+            ..palisade_store::DeviceFilter::default()
+        };
         for d in store.devices(&all).await? {
             m.models.insert(d.id.to_string(), d.model.to_string());
         }

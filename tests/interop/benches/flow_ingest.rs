@@ -173,6 +173,19 @@ fn palisade(msgs: &[Vec<u8>], per_ms: usize, records: usize) -> Figures {
     let server = ServerProc::start(&dir.path().join("data")).unwrap();
     // The devices the records come from, placed at a site.
     server.cli_ok(&["model", "add", "sensor"]);
+    // Their policy allows what they send: the benign path (a site where every
+    // flow is a violation would measure alerting instead).
+    let mud = dir.path().join("sensor.mud.json");
+    std::fs::write(
+        &mud,
+        r#"{"ietf-mud:mud": {"mud-version": 1, "mud-url": "https://acme.example/sensor.json", "mfg-name": "acme",
+    "from-device-policy": {"access-lists": {"access-list": [{"name": "fr"}]}}},
+  "ietf-access-control-list:acls": {"acl": [{"name": "fr", "aces": {"ace": [
+    {"name": "api", "matches": {"ipv4": {"destination-ipv4-network": "198.51.100.8/29", "protocol": 6},
+      "tcp": {"destination-port": {"operator": "eq", "port": 8080}}}, "actions": {"forwarding": "accept"}}]}}]}}"#,
+    )
+    .unwrap();
+    server.cli_ok(&["policy", "mud", "sensor", "--file", mud.to_str().unwrap()]);
     let spec = dir.path().join("site.json");
     std::fs::write(
         &spec,

@@ -158,6 +158,9 @@ fn flows_alerts_and_timeline_end_to_end() {
             r#"[monitoring]
 flow_summary_secs = 3
 
+[monitoring.respond]
+quarantine = ["policy_violation"]
+
 [[monitoring.webhooks]]
 url = "http://{CONTROL}:9000/palisade"
 secret_file = "{}"
@@ -370,6 +373,19 @@ ca_file = "{}"
         (s.contains("event: opened") && s.contains(&id)).then_some(())
     });
 
+    // The configured automatic response: cam-2 quarantined, audited, noted on
+    // the alert.
+    let (responses, _) = wait_for("the automatic quarantine", 20, || {
+        let a: Value =
+            serde_json::from_str(&server.cli_ok(&["alerts", "show", &id, "--json"])).unwrap();
+        a["responses"].as_array().filter(|r| !r.is_empty()).cloned()
+    });
+    assert_eq!(responses[0]["action"], "quarantine");
+    assert_eq!(responses[0]["ok"], true, "{responses:?}");
+    let dev: Value =
+        serde_json::from_str(&server.cli_ok(&["device", "show", "cam-2", "--json"])).unwrap();
+    assert_eq!(dev["device"]["state"], "quarantined", "{dev}");
+
     // Lifecycle from the CLI, each step audited and delivered.
     server.cli_ok(&["alerts", "ack", &id, "--note", "on it"]);
     let out = server.cli(&["alerts", "ack", &id]);
@@ -397,6 +413,7 @@ ca_file = "{}"
     for k in [
         "est.enroll",
         "alert.open",
+        "alert.respond",
         "alert.ack",
         "alert.resolve",
         "policy_violation",
