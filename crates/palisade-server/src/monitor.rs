@@ -626,12 +626,27 @@ impl Summaries {
     }
 }
 
-/// Binds the flow collector's socket.
+/// Receive buffer asked for the collector's socket: exporters send in bursts.
+const FLOW_RCVBUF: usize = 8 << 20;
+
+/// Binds the flow collector's socket (with a large receive buffer, as nfcapd's
+/// `-B`; the kernel caps it at `net.core.rmem_max`).
 pub async fn bind_flows(addr: SocketAddr) -> anyhow::Result<tokio::net::UdpSocket> {
     use anyhow::Context;
-    tokio::net::UdpSocket::bind(addr).await.with_context(|| {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = || -> std::io::Result<std::net::UdpSocket> {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if let Err(e) = s.set_recv_buffer_size(FLOW_RCVBUF) {
+            tracing::warn!(error = %e, "could not enlarge the flow collector's receive buffer");
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        Ok(s.into())
+    };
+    let std = bind().with_context(|| {
         format!(
             "cannot listen for IPFIX/NetFlow on UDP {addr}: is another collector using the port? Choose another with --flow-listen"
         )
-    })
+    })?;
+    Ok(tokio::net::UdpSocket::from_std(std)?)
 }
