@@ -26,6 +26,7 @@
 )]
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -202,6 +203,7 @@ impl Site {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
+            .process_group(0)
             .spawn()
             .unwrap()
     }
@@ -770,8 +772,7 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.join();
     for mut h in helpers {
-        let _ = h.kill();
-        let _ = h.wait();
+        palisade_interop::netlab::kill_group(&mut h);
     }
 
     // False alerts: on benign-only devices, on scenario devices before their

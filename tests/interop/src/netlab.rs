@@ -6,6 +6,7 @@
 //! Everything the lab starts is stopped by PID, and its namespaces are
 //! deleted, when it is dropped.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -123,7 +124,10 @@ impl Lab {
             ),
             None => Stdio::null(),
         };
+        // Its own process group, so that stopping it also stops what it
+        // started (the edge's softflowd, a shell loop's children).
         let child = c
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
@@ -138,8 +142,7 @@ impl Lab {
     pub fn stop(&mut self, name: &str) {
         for (n, c) in &mut self.procs {
             if n == name {
-                let _ = c.kill();
-                let _ = c.wait();
+                kill_group(c);
             }
         }
         self.procs.retain(|(n, _)| n != name);
@@ -254,11 +257,19 @@ impl Lab {
     }
 }
 
+/// SIGKILL to the child's process group (it leads one), then reaps it.
+pub fn kill_group(c: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", c.id())])
+        .output();
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for (_, c) in &mut self.procs {
-            let _ = c.kill();
-            let _ = c.wait();
+            kill_group(c);
         }
         for n in &self.names {
             let _ = Command::new("ip").args(["netns", "del", n]).output();
