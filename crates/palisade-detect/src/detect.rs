@@ -544,30 +544,19 @@ impl Engine {
         }
     }
 
-    /// Its configuration.
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    /// Devices it holds state for.
-    pub fn devices(&self) -> usize {
-        self.devices.len()
-    }
-
-    /// Forgets a device (decommissioned).
-    pub fn forget(&mut self, device: &str) {
-        self.devices.remove(device);
-    }
-
     fn device(&mut self, id: &str, model: Option<&String>, now: i64) -> &mut DeviceState {
-        let d = self
-            .devices
-            .entry(id.to_owned())
-            .or_insert_with(|| DeviceState {
+        // The id is copied only for a device not seen before (hot path).
+        if !self.devices.contains_key(id) {
+            let fresh = DeviceState {
                 first_ms: now,
                 bucket: (now, 0, 0),
                 ..DeviceState::default()
-            });
+            };
+            self.devices.insert(id.to_owned(), fresh);
+        }
+        let Some(d) = self.devices.get_mut(id) else {
+            unreachable!("inserted above")
+        };
         if model.is_some() {
             d.model = model.cloned();
         }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use palisade_audit::EntryDraft;
 use palisade_core::{Clock, DeviceId, DeviceState};
-use palisade_detect::detect::{Detector, Finding};
+use palisade_detect::detect::Finding;
 use palisade_store::{AlertFilter, AlertRecord, Change, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -437,11 +437,6 @@ impl Alerts {
             alert: view.clone(),
         });
         Ok(view)
-    }
-
-    /// Whether a detector name is known (for API filters).
-    pub fn known_detector(name: &str) -> bool {
-        Detector::parse(name).is_some()
     }
 }
 

@@ -52,7 +52,7 @@ pub fn spawn(alerts: &Arc<Alerts>, cfg: &MonitoringConfig, stop: watch::Receiver
 fn tls_connector(ca_file: &Path) -> anyhow::Result<TlsConnector> {
     let pem = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile_certs(&pem)? {
+    for c in pem_certificates(&pem)? {
         roots
             .add(c)
             .with_context(|| format!("a certificate in {} is not usable", ca_file.display()))?;
@@ -68,9 +68,7 @@ fn tls_connector(ca_file: &Path) -> anyhow::Result<TlsConnector> {
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 
-fn rustls_pemfile_certs(
-    pem: &[u8],
-) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+fn pem_certificates(pem: &[u8]) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
     let blocks = pem::parse_many(pem).context("CA file is not PEM")?;
     Ok(blocks
         .into_iter()

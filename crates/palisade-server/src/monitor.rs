@@ -7,7 +7,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade_core::{Clock, DeviceId, SiteName};
@@ -40,7 +39,6 @@ pub struct Monitor {
     rx: std::sync::Mutex<Option<mpsc::Receiver<Observation>>>,
     events_tx: mpsc::Sender<DeviceEventRecord>,
     events_rx: std::sync::Mutex<Option<mpsc::Receiver<DeviceEventRecord>>>,
-    dropped: AtomicU64,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 }
@@ -55,7 +53,6 @@ impl Monitor {
             rx: std::sync::Mutex::new(Some(rx)),
             events_tx,
             events_rx: std::sync::Mutex::new(Some(events_rx)),
-            dropped: AtomicU64::new(0),
             metrics,
             clock,
         }
@@ -70,7 +67,6 @@ impl Monitor {
     /// are behind).
     pub fn observe(&self, o: Observation) {
         if self.tx.try_send(o).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
             self.metrics.monitor_dropped("observation");
         }
     }
@@ -87,11 +83,6 @@ impl Monitor {
         if self.events_tx.try_send(e).is_err() {
             self.metrics.monitor_dropped("timeline_event");
         }
-    }
-
-    /// Observations dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -570,10 +561,15 @@ struct Summary {
 
 impl Summaries {
     fn add(&mut self, device: &str, outbound: bool, f: &FlowRecord, v: Verdict) {
-        if !self.by_device.contains_key(device) && self.by_device.len() >= 1_000_000 {
-            return;
+        if !self.by_device.contains_key(device) {
+            if self.by_device.len() >= 1_000_000 {
+                return;
+            }
+            self.by_device.insert(device.to_owned(), Summary::default());
         }
-        let s = self.by_device.entry(device.to_owned()).or_default();
+        let Some(s) = self.by_device.get_mut(device) else {
+            return;
+        };
         if s.flows == 0 || f.start_ms < s.first_ms {
             s.first_ms = f.start_ms;
         }

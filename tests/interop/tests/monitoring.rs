@@ -448,14 +448,17 @@ ca_file = "{}"
         .unwrap();
     item["detail"]["note"] = "nothing happened".into();
     let forged = d.join("forged.json");
-    std::fs::write(&forged, serde_json::to_vec(&t).unwrap()).unwrap();
-    let bad = server.cli(&[
-        "audit",
-        "verify-timeline",
-        forged.to_str().unwrap(),
-        "--log-key",
-        key.to_str().unwrap(),
-    ]);
+    let verify_forged = |t: &Value| {
+        std::fs::write(&forged, serde_json::to_vec(t).unwrap()).unwrap();
+        server.cli(&[
+            "audit",
+            "verify-timeline",
+            forged.to_str().unwrap(),
+            "--log-key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let bad = verify_forged(&t);
     assert!(
         !bad.status.success(),
         "a rewritten timeline must not verify"
@@ -470,14 +473,7 @@ ca_file = "{}"
     let mut detail: Value = serde_json::from_str(p["entry"]["detail"].as_str().unwrap()).unwrap();
     detail["note"] = "nothing happened".into();
     p["entry"]["detail"] = detail.to_string().into();
-    std::fs::write(&forged, serde_json::to_vec(&t).unwrap()).unwrap();
-    let bad = server.cli(&[
-        "audit",
-        "verify-timeline",
-        forged.to_str().unwrap(),
-        "--log-key",
-        key.to_str().unwrap(),
-    ]);
+    let bad = verify_forged(&t);
     assert!(
         !bad.status.success(),
         "a rewritten entry must not verify against its proof"
