@@ -277,6 +277,13 @@ pub struct Config {
     pub warmup: usize,
     /// Robust z (median + k × 1.4826 × MAD) that makes a spike.
     pub volume_k: f64,
+    /// A spike must also exceed this multiple of the device's busiest bucket
+    /// of the last `peak_days` (and, while the device is less than a day
+    /// old, of its model's typical peak): a camera that uploads clips is
+    /// not spiking when it uploads one.
+    pub volume_peak_factor: f64,
+    /// Days of busiest buckets remembered.
+    pub peak_days: usize,
     /// A spike must also exceed this many bytes in a bucket...
     pub volume_floor_bytes: u64,
     /// ... or this many packets.
@@ -284,6 +291,10 @@ pub struct Config {
     /// After a device is first seen, its destinations and listening ports are
     /// learned for this long, ms (nothing is "new" meanwhile).
     pub learn_ms: i64,
+    /// After a device starts running an assigned release, its listening
+    /// ports are learned again for this long, ms (an update may add a
+    /// service).
+    pub relearn_ms: i64,
     /// Connections to one new destination that can make a beacon.
     pub beacon_count: usize,
     /// Largest coefficient of variation of the intervals of a beacon.
@@ -299,6 +310,9 @@ pub struct Config {
     pub outlier_z: f64,
     /// Fewest devices of a model to compare against.
     pub outlier_min_fleet: usize,
+    /// Consecutive comparisons a device must stand out in (one busy minute
+    /// is not "unlike its fleet").
+    pub outlier_persist: u32,
 }
 
 impl Default for Config {
@@ -311,9 +325,12 @@ impl Default for Config {
             history: 360,
             warmup: 6,
             volume_k: 10.0,
+            volume_peak_factor: 3.0,
+            peak_days: 7,
             volume_floor_bytes: 4 << 20,
             volume_floor_packets: 5_000,
             learn_ms: 3_600_000,
+            relearn_ms: 600_000,
             beacon_count: 6,
             beacon_cv: 0.15,
             beacon_min_ms: 1_000,
@@ -321,6 +338,7 @@ impl Default for Config {
             clone_takeovers: 2,
             outlier_z: 12.0,
             outlier_min_fleet: 5,
+            outlier_persist: 3,
         }
     }
 }
@@ -407,13 +425,20 @@ pub fn median_mad(xs: &[u64]) -> Option<(f64, f64)> {
     if xs.is_empty() {
         return None;
     }
+    // Selection, not sorting: this runs each time a device's bucket closes.
     let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
         let n = v.len();
+        let (below, mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+        let upper = *mid;
         if n % 2 == 1 {
-            v[n / 2]
+            upper
         } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
+            let lower = below
+                .iter()
+                .copied()
+                .max_by(f64::total_cmp)
+                .unwrap_or(upper);
+            (lower + upper) / 2.0
         }
     };
     let mut v: Vec<f64> = xs.iter().map(|&x| x as f64).collect();
@@ -491,6 +516,8 @@ pub fn fleet_outliers(members: &[Vec<f64>], z: f64, min_fleet: usize) -> Vec<(us
 
 // ---------------------------------------------------------------- engine
 
+const DAY_MS: i64 = 86_400_000;
+
 /// Most flows kept per device for scan detection.
 const MAX_FLOWS: usize = 4096;
 /// Most destinations learned per device.
@@ -508,12 +535,24 @@ struct DeviceState {
     /// Closed volume buckets: (bytes, packets).
     history: VecDeque<(u64, u64)>,
     /// Spike thresholds and medians (bytes, packets) from `history`, computed
-    /// when a bucket closes.
+    /// when the open bucket first passes a floor (they are never below it,
+    /// so most buckets never need them), until the next bucket closes.
     thresholds: Option<((f64, f64), (f64, f64))>,
     /// The open bucket: start, bytes, packets.
     bucket: (i64, u64, u64),
     /// The bucket a spike was last reported in.
     spiked: Option<i64>,
+    /// Busiest (bytes, packets) bucket of each past day, and of this one
+    /// (start, bytes, packets). A spike counts too: while its alert is open
+    /// a repeat at the same level is no news, a larger one is.
+    peaks: VecDeque<(u64, u64)>,
+    day: (i64, u64, u64),
+    /// The busiest bucket over `peaks` and `day`.
+    peak: (u64, u64),
+    /// Listening ports are learned until then (after an update).
+    relearn_until: i64,
+    /// Consecutive fleet comparisons each feature stood out in.
+    streak: [u32; 2],
     known: HashSet<(IpAddr, u16, u8)>,
     beacons: HashMap<(IpAddr, u16, u8), (u16, VecDeque<i64>)>,
     listening: BTreeSet<Listener>,
@@ -533,6 +572,8 @@ pub struct Engine {
     devices: HashMap<String, DeviceState>,
     failures: HashMap<(String, AuthPlace), VecDeque<i64>>,
     last_fleet_ms: i64,
+    /// Each model's typical (median) peak, for devices with little history.
+    model_peaks: HashMap<String, (u64, u64)>,
 }
 
 impl Engine {
@@ -550,6 +591,7 @@ impl Engine {
             let fresh = DeviceState {
                 first_ms: now,
                 bucket: (now, 0, 0),
+                day: (now, 0, 0),
                 ..DeviceState::default()
             };
             self.devices.insert(id.to_owned(), fresh);
@@ -674,15 +716,38 @@ impl Engine {
     ) {
         let cfg = self.cfg.clone();
         let now = f.start_ms;
+        let model_peak = model
+            .and_then(|m| self.model_peaks.get(m))
+            .copied()
+            .unwrap_or_default();
         let d = self.device(device, model, now);
-        // Volume (both directions: floods come in too, exfiltration goes out).
+        // Volume (both directions: floods come in too, exfiltration goes
+        // out), except with the control plane (firmware downloads).
         roll_buckets(d, f.end_ms.max(now), &cfg);
-        d.bucket.1 = d.bucket.1.saturating_add(f.octets);
-        d.bucket.2 = d.bucket.2.saturating_add(f.packets);
-        if d.history.len() >= cfg.warmup
+        let counted = verdict != Verdict::ControlPlane;
+        if counted {
+            d.bucket.1 = d.bucket.1.saturating_add(f.octets);
+            d.bucket.2 = d.bucket.2.saturating_add(f.packets);
+        }
+        // A device less than a day old has not shown its busiest yet: its
+        // model's typical peak stands in.
+        let peak = if now - d.first_ms >= DAY_MS {
+            d.peak
+        } else {
+            (d.peak.0.max(model_peak.0), d.peak.1.max(model_peak.1))
+        };
+        let floors = d.bucket.1 > cfg.volume_floor_bytes || d.bucket.2 > cfg.volume_floor_packets;
+        if counted && floors && d.thresholds.is_none() {
+            d.thresholds = thresholds(d, &cfg);
+        }
+        if counted
+            && floors
+            && d.history.len() >= cfg.warmup
             && d.spiked != Some(d.bucket.0)
             && let Some(((tb, mb), (tp, mp))) = d.thresholds
         {
+            let tb = tb.max(cfg.volume_peak_factor * peak.0 as f64);
+            let tp = tp.max(cfg.volume_peak_factor * peak.1 as f64);
             let over_b = d.bucket.1 as f64 > tb;
             let over_p = d.bucket.2 as f64 > tp;
             if over_b || over_p {
@@ -771,13 +836,18 @@ impl Engine {
         }
         // Destinations: learned at first, watched for beacons after.
         let dest = (f.dst, f.dst_port, f.protocol);
-        d.window_dests.insert(f.dst);
-        d.window_bytes = d.window_bytes.saturating_add(f.octets);
+        if counted {
+            d.window_dests.insert(f.dst);
+            d.window_bytes = d.window_bytes.saturating_add(f.octets);
+        }
         if now - d.first_ms < cfg.learn_ms {
             if d.known.len() < MAX_KNOWN {
                 d.known.insert(dest);
             }
-        } else if !d.known.contains(&dest) && verdict != Verdict::Violation {
+        } else if !d.known.contains(&dest) && verdict == Verdict::Allowed {
+            // Only peers allowed as a range: one the policy names (a DNS
+            // name whose addresses rotate, a controller) is expected to be
+            // polled regularly.
             if !d.beacons.contains_key(&dest) && d.beacons.len() >= MAX_BEACONS {
                 d.beacons.clear();
             }
@@ -887,8 +957,30 @@ impl Engine {
     ) {
         let cfg = self.cfg.clone();
         let d = self.device(device, model, at_ms);
+        // Firmware first: a change to an assigned release starts a short
+        // relearning of the listening ports.
+        if let Some(h) = &m.firmware_sha256 {
+            let changed = d
+                .firmware
+                .as_deref()
+                .is_some_and(|p| !p.eq_ignore_ascii_case(h));
+            if unassigned_firmware(d.firmware.as_deref(), h, assigned) {
+                out.push(finding(
+                    Detector::FirmwareUnassigned,
+                    device,
+                    format!("{device}:firmware:{h}"),
+                    format!("{device} runs firmware {} that no release assigned", &h[..h.len().min(16)]),
+                    json!({ "source": "telemetry", "previous": d.firmware, "now": h, "assigned": assigned }),
+                    at_ms,
+                ));
+            } else if changed {
+                d.relearn_until = at_ms.saturating_add(cfg.relearn_ms);
+            }
+            d.firmware = Some(h.to_ascii_lowercase());
+        }
         // Listening ports.
         let learning = at_ms - d.first_ms < cfg.learn_ms;
+        let relearning = at_ms < d.relearn_until;
         let new: Vec<Listener> = m
             .listening
             .iter()
@@ -900,7 +992,7 @@ impl Engine {
                 d.listening.insert(*l);
             }
         }
-        if !learning {
+        if !learning && !relearning {
             for l in new {
                 out.push(finding(
                     Detector::NewListeningPort,
@@ -915,20 +1007,6 @@ impl Engine {
                     at_ms,
                 ));
             }
-        }
-        // Firmware.
-        if let Some(h) = &m.firmware_sha256 {
-            if unassigned_firmware(d.firmware.as_deref(), h, assigned) {
-                out.push(finding(
-                    Detector::FirmwareUnassigned,
-                    device,
-                    format!("{device}:firmware:{h}"),
-                    format!("{device} runs firmware {} that no release assigned", &h[..h.len().min(16)]),
-                    json!({ "source": "telemetry", "previous": d.firmware, "now": h, "assigned": assigned }),
-                    at_ms,
-                ));
-            }
-            d.firmware = Some(h.to_ascii_lowercase());
         }
         // Failed logins on the device: the counter's growth.
         let grown = match (d.failed_logins, m.failed_logins) {
@@ -964,6 +1042,7 @@ impl Engine {
         }
         self.last_fleet_ms = now;
         let mut by_model: HashMap<String, Vec<(String, Vec<f64>)>> = HashMap::new();
+        let mut peaks: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
         for (id, d) in &mut self.devices {
             d.features = vec![d.window_dests.len() as f64, d.window_bytes as f64];
             d.window_dests.clear();
@@ -975,25 +1054,66 @@ impl Engine {
                     .entry(m.clone())
                     .or_default()
                     .push((id.clone(), d.features.clone()));
+                if now - d.first_ms >= DAY_MS {
+                    peaks.entry(m.clone()).or_default().push(d.peak);
+                }
+            } else {
+                d.streak = [0; 2];
             }
         }
+        self.model_peaks = peaks
+            .into_iter()
+            .filter(|(_, ps)| ps.len() >= cfg.outlier_min_fleet.max(1))
+            .map(|(m, ps)| {
+                let med = |mut v: Vec<u64>| {
+                    v.sort_unstable();
+                    v[v.len() / 2]
+                };
+                let typical = (
+                    med(ps.iter().map(|p| p.0).collect()),
+                    med(ps.iter().map(|p| p.1).collect()),
+                );
+                (m, typical)
+            })
+            .collect();
         const NAMES: [&str; 2] = ["destinations", "bytes"];
         for (model, members) in by_model {
             let xs: Vec<Vec<f64>> = members.iter().map(|m| m.1.clone()).collect();
-            for (i, f, z) in fleet_outliers(&xs, cfg.outlier_z, cfg.outlier_min_fleet) {
+            let found = fleet_outliers(&xs, cfg.outlier_z, cfg.outlier_min_fleet);
+            for (i, (id, _)) in members.iter().enumerate() {
+                let Some(d) = self.devices.get_mut(id) else {
+                    continue;
+                };
+                for (f, s) in d.streak.iter_mut().enumerate() {
+                    *s = if found.iter().any(|&(j, g, _)| j == i && g == f) {
+                        s.saturating_add(1)
+                    } else {
+                        0
+                    };
+                }
+            }
+            for (i, f, z) in found {
                 let id = &members[i].0;
+                if self
+                    .devices
+                    .get(id)
+                    .is_none_or(|d| d.streak[f] != cfg.outlier_persist.max(1))
+                {
+                    continue;
+                }
                 out.push(finding(
                     Detector::FleetOutlier,
                     id,
                     format!("{id}:outlier:{}", NAMES[f]),
                     format!(
-                        "{id} is unlike the rest of model {model}: {} {} in {} s (robust z {z:.1})",
+                        "{id} is unlike the rest of model {model}: {} {} in {} s (robust z {z:.1}, {} comparisons in a row)",
                         xs[i][f],
                         NAMES[f],
-                        cfg.window_ms / 1000
+                        cfg.window_ms / 1000,
+                        cfg.outlier_persist.max(1)
                     ),
                     json!({ "model": model, "feature": NAMES[f], "value": xs[i][f], "z": z,
-                            "fleet": xs.len() }),
+                            "fleet": xs.len(), "comparisons": cfg.outlier_persist.max(1) }),
                     now,
                 ));
             }
@@ -1006,6 +1126,7 @@ fn roll_buckets(d: &mut DeviceState, now: i64, cfg: &Config) {
     // but a long silence is not replayed bucket by bucket.
     let mut n = 0;
     while now >= d.bucket.0 + cfg.bucket_ms && n < cfg.history {
+        note_peak(d, d.bucket.0, (d.bucket.1, d.bucket.2), cfg);
         d.history.push_back((d.bucket.1, d.bucket.2));
         d.bucket = (d.bucket.0 + cfg.bucket_ms, 0, 0);
         n += 1;
@@ -1017,14 +1138,41 @@ fn roll_buckets(d: &mut DeviceState, now: i64, cfg: &Config) {
         d.bucket = (now - now.rem_euclid(cfg.bucket_ms), 0, 0);
     }
     if n > 0 {
-        let bytes: Vec<u64> = d.history.iter().map(|h| h.0).collect();
-        let packets: Vec<u64> = d.history.iter().map(|h| h.1).collect();
-        let level = |xs: &[u64], floor| {
-            Some((spike_threshold(xs, cfg.volume_k, floor)?, median_mad(xs)?.0))
-        };
-        d.thresholds =
-            level(&bytes, cfg.volume_floor_bytes).zip(level(&packets, cfg.volume_floor_packets));
+        d.thresholds = None;
     }
+}
+
+/// The spike thresholds and medians (bytes, packets) of the device's history.
+fn thresholds(d: &DeviceState, cfg: &Config) -> Option<((f64, f64), (f64, f64))> {
+    let bytes: Vec<u64> = d.history.iter().map(|h| h.0).collect();
+    let packets: Vec<u64> = d.history.iter().map(|h| h.1).collect();
+    let level =
+        |xs: &[u64], floor| Some((spike_threshold(xs, cfg.volume_k, floor)?, median_mad(xs)?.0));
+    level(&bytes, cfg.volume_floor_bytes).zip(level(&packets, cfg.volume_floor_packets))
+}
+
+/// Remembers a closed bucket for the busiest-bucket baseline (daily maxima).
+fn note_peak(d: &mut DeviceState, start: i64, v: (u64, u64), cfg: &Config) {
+    if start >= d.day.0 + DAY_MS {
+        // Days without traffic count as quiet days.
+        let mut skipped = (start - d.day.0) / DAY_MS;
+        d.peaks.push_back((d.day.1, d.day.2));
+        while skipped > 1 && d.peaks.len() <= cfg.peak_days {
+            d.peaks.push_back((0, 0));
+            skipped -= 1;
+        }
+        while d.peaks.len() > cfg.peak_days {
+            d.peaks.pop_front();
+        }
+        d.day = (start - (start - d.day.0).rem_euclid(DAY_MS), 0, 0);
+        d.peak = d
+            .peaks
+            .iter()
+            .fold((0, 0), |a, p| (a.0.max(p.0), a.1.max(p.1)));
+    }
+    d.day.1 = d.day.1.max(v.0);
+    d.day.2 = d.day.2.max(v.1);
+    d.peak = (d.peak.0.max(v.0), d.peak.1.max(v.1));
 }
 
 fn peer_of(f: &FlowRecord, outbound: bool) -> String {
@@ -1220,6 +1368,84 @@ mod tests {
     }
 
     #[test]
+    fn firmware_downloads_and_usual_bursts_are_no_spike() {
+        let quiet = |e: &mut Engine, out: &mut Vec<Finding>, from: i64, to: i64| {
+            for t in (from..to).step_by(10_000) {
+                e.observe(&obs(flow(t, ip(9, 1), 443, 50_000), Verdict::Allowed), out);
+            }
+        };
+        let burst = |e: &mut Engine, out: &mut Vec<Finding>, at: i64, mb: i64, v: Verdict| {
+            for j in 0..mb {
+                e.observe(&obs(flow(at + j * 100, ip(9, 2), 443, 1_000_000), v), out);
+            }
+        };
+        // 30 MB of firmware from the control plane: not counted at all.
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        quiet(&mut e, &mut out, 0, 300_000);
+        burst(&mut e, &mut out, 300_000, 30, Verdict::ControlPlane);
+        assert!(out.is_empty(), "{out:?}");
+        // A camera's clips: the first is news, the same again within the
+        // week is not; three times its busiest is.
+        burst(&mut e, &mut out, 310_000, 20, Verdict::Named);
+        assert_eq!(kinds(&out), vec![Detector::VolumeSpike]);
+        out.clear();
+        quiet(&mut e, &mut out, 320_000, 3_000_000);
+        burst(&mut e, &mut out, 3_000_000, 25, Verdict::Named);
+        assert!(out.is_empty(), "{out:?}");
+        quiet(&mut e, &mut out, 3_010_000, 3_600_000);
+        burst(&mut e, &mut out, 3_600_000, 100, Verdict::Named);
+        assert_eq!(kinds(&out), vec![Detector::VolumeSpike]);
+
+        // A new camera borrows its model's typical peak (the median of the
+        // cameras with a day of history).
+        let mut e = Engine::new(cfg());
+        let mut out = Vec::new();
+        let send = |e: &mut Engine, out: &mut Vec<Finding>, dev: &str, t: i64, mb: u64| {
+            let o = Observation::Flow {
+                device: dev.into(),
+                model: Some("cam".into()),
+                outbound: true,
+                flow: flow(t, ip(9, 2), 443, mb * 1_000_000 + 50_000),
+                verdict: Verdict::Named,
+            };
+            e.observe(&o, out);
+        };
+        let t0 = DAY_MS + 600_000;
+        for t in (0..t0).step_by(60_000) {
+            for d in 0..5 {
+                send(
+                    &mut e,
+                    &mut out,
+                    &format!("cam-{d}"),
+                    t,
+                    u64::from(t == 120_000) * 20,
+                );
+            }
+            e.tick(t + 5_000, &mut out);
+        }
+        out.clear();
+        let spikes = |out: &[Finding]| {
+            out.iter()
+                .filter(|f| f.detector == Detector::VolumeSpike)
+                .count()
+        };
+        for (k, t) in (t0..t0 + 300_000).step_by(10_000).enumerate() {
+            let mb = match k {
+                12 => 40,  // under 3 × 20 MB
+                24 => 130, // over 3 × its own 40 MB
+                _ => 0,
+            };
+            send(&mut e, &mut out, "cam-new", t, mb);
+            e.tick(t + 5_000, &mut out);
+            if k == 12 {
+                assert_eq!(spikes(&out), 0, "{out:?}");
+            }
+        }
+        assert_eq!(spikes(&out), 1, "{out:?}");
+    }
+
+    #[test]
     fn regular_connections_to_a_new_destination_are_a_beacon() {
         let mut e = Engine::new(cfg());
         let mut out = Vec::new();
@@ -1286,6 +1512,20 @@ mod tests {
             );
         }
         assert!(out.is_empty(), "{out:?}");
+        // Nor a peer the policy names (a vendor API whose DNS answer moved
+        // to a new address), nor the control plane.
+        for v in [Verdict::Named, Verdict::ControlPlane] {
+            let mut e = Engine::new(cfg());
+            let mut out = Vec::new();
+            e.observe(&obs(flow(0, ip(9, 1), 443, 500), v), &mut out);
+            for i in 0..8 {
+                e.observe(
+                    &obs(flow(120_000 + i * 5_000, ip(6, 8), 443, 400), v),
+                    &mut out,
+                );
+            }
+            assert!(out.is_empty(), "{v:?}: {out:?}");
+        }
     }
 
     fn telemetry(at: i64, m: SecurityMetrics, assigned: &[&str]) -> Observation {
@@ -1429,6 +1669,25 @@ mod tests {
         );
         assert_eq!(kinds(&out), vec![Detector::NewListeningPort]);
         assert_eq!(out[0].evidence["port"], 4444);
+        // An assigned release may add a service: learned for a while; a
+        // port opened after that is news again.
+        let fw = |h: &str, ports: &[u16]| SecurityMetrics {
+            firmware_sha256: Some(h.repeat(64)),
+            ..m(ports)
+        };
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let mut e = Engine::new(cfg());
+        let out = run(
+            &mut e,
+            [
+                telemetry(0, fw("a", &[22]), &[&a]),
+                telemetry(100_000, fw("b", &[22, 8554]), &[&a, &b]),
+                telemetry(200_000, fw("b", &[22, 8554, 8555]), &[&a, &b]),
+                telemetry(800_000, fw("b", &[22, 8554, 8555, 4444]), &[&a, &b]),
+            ],
+        );
+        assert_eq!(kinds(&out), vec![Detector::NewListeningPort]);
+        assert_eq!(out[0].evidence["port"], 4444);
     }
 
     #[test]
@@ -1443,12 +1702,14 @@ mod tests {
             o.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
             vec![(20, 0)]
         );
-        // Through the engine: 8 cameras talk to 2 peers a minute, one to 60.
+        // Through the engine: 8 cameras talk to 2 peers a minute; one to 60
+        // for a minute (a busy minute), another for good (unlike its fleet).
         let mut e = Engine::new(cfg());
         let mut out = Vec::new();
-        for t in (0..300_000).step_by(10_000) {
+        for t in (0..480_000).step_by(10_000) {
             for d in 0..8u8 {
-                let n = if d == 7 && t > 120_000 { 60 } else { 2 };
+                let busy = (d == 7 && t > 120_000) || (d == 6 && (130_000..190_000).contains(&t));
+                let n = if busy { 60 } else { 2 };
                 for k in 0..n {
                     let dev = format!("cam-{d}");
                     let mut f = flow(t, ip(8, k as u8), 443, 500);

@@ -207,6 +207,19 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// Whether the peer is named (a DNS name, a controller, a manufacturer's
+    /// devices) rather than a range of addresses.
+    pub fn is_named(&self) -> bool {
+        matches!(
+            self,
+            Peer::Dns(_)
+                | Peer::Controller(_)
+                | Peer::MyController
+                | Peer::SameManufacturer
+                | Peer::Manufacturer(_)
+        )
+    }
+
     fn is_everything(&self) -> bool {
         match self {
             Peer::Any => true,

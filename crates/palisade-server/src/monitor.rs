@@ -13,7 +13,7 @@ use palisade_core::{Clock, DeviceId, SiteName};
 use palisade_detect::detect::{Engine, Observation};
 use palisade_detect::flow::{Collector, CollectorLimits, FlowRecord};
 use palisade_detect::telemetry;
-use palisade_detect::verdict::{self, Verdict};
+use palisade_detect::verdict::{self, DnsView, Verdict};
 use palisade_policy::Prefix;
 use palisade_policy::site::SiteBundle;
 use palisade_store::{Change, DeviceEventRecord, Store};
@@ -365,7 +365,8 @@ impl MonitorDeps {
                 _ = tick.tick() => {}
                 r = changes.changed() => if r.is_err() { return },
             }
-            match AddressMap::build(&*self.store, &self.network).await {
+            let dns = map.read().await.dns.clone();
+            match AddressMap::build(&*self.store, &self.network, dns, self.monitor.now_ms()).await {
                 Ok(m) => *map.write().await = m,
                 Err(e) => tracing::warn!(error = %e, "could not refresh the flow address map"),
             }
@@ -447,10 +448,10 @@ impl MonitorDeps {
                     f.protocol,
                     f.dst_port,
                     f.src_port,
-                    &|name, ip| dns.map(|m| m.get(name.as_str()).is_some_and(|s| s.contains(&ip))),
+                    &|name, ip| dns.map(|v| v.resolves(name.as_str(), ip)),
                 )
             } else {
-                Verdict::Allowed
+                verdict::inbound(&entry.bundle, f.src, f.protocol, f.src_port)
             };
             summaries.add(&d.device, outbound, &f, verdict);
             self.monitor.observe(Observation::Flow {
@@ -483,16 +484,23 @@ pub struct AddressMap {
     by_address: HashMap<IpAddr, Vec<Placed>>,
     /// Edge addresses seen, by site (to pick a site when addresses overlap).
     edges: HashMap<IpAddr, SiteName>,
-    dns: HashMap<SiteName, HashMap<String, HashSet<IpAddr>>>,
+    dns: HashMap<SiteName, DnsView>,
     models: HashMap<String, String>,
 }
 
 impl AddressMap {
+    /// Builds the map afresh; DNS answers add to `dns` (what earlier builds
+    /// remembered).
     async fn build(
         store: &dyn Store,
         network: &Network,
+        dns: HashMap<SiteName, DnsView>,
+        now_ms: i64,
     ) -> Result<Self, crate::fleet::ServiceError> {
-        let mut m = AddressMap::default();
+        let mut m = AddressMap {
+            dns,
+            ..AddressMap::default()
+        };
         for site in store.sites().await? {
             let bundle = Arc::new(network.bundle(&site.name).await?);
             for (index, d) in bundle.devices.iter().enumerate() {
@@ -510,10 +518,9 @@ impl AddressMap {
                 if let Some(names) = status["dns"].as_object() {
                     let site_dns = m.dns.entry(site.name.clone()).or_default();
                     for (name, addrs) in names {
-                        let set = site_dns.entry(name.clone()).or_default();
                         for a in addrs.as_array().into_iter().flatten() {
                             if let Some(ip) = a.as_str().and_then(|s| s.parse().ok()) {
-                                set.insert(ip);
+                                site_dns.saw(name, ip, now_ms);
                             }
                         }
                     }
@@ -526,6 +533,9 @@ impl AddressMap {
         };
         for d in store.devices(&all).await? {
             m.models.insert(d.id.to_string(), d.model.to_string());
+        }
+        for v in m.dns.values_mut() {
+            v.prune(now_ms);
         }
         Ok(m)
     }
