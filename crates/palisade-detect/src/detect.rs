@@ -487,10 +487,16 @@ pub fn unassigned_firmware(previous: Option<&str>, now: &str, assigned: &[String
 }
 
 /// Devices whose feature is far from their fleet's: for each feature, robust
-/// z = (x − median) / (1.4826 × MAD), with the MAD floored at 1 % of the
-/// median (and at 1) so a uniform fleet does not make every difference
-/// infinite. Returns (member index, feature index, z).
-pub fn fleet_outliers(members: &[Vec<f64>], z: f64, min_fleet: usize) -> Vec<(usize, usize, f64)> {
+/// z = (x − median) / (1.4826 × MAD), with the spread floored at 1 % of the
+/// median and at the feature's `floors` entry (1 where none), so a uniform
+/// or mostly silent fleet does not make every difference infinite. Returns
+/// (member index, feature index, z).
+pub fn fleet_outliers(
+    members: &[Vec<f64>],
+    z: f64,
+    min_fleet: usize,
+    floors: &[f64],
+) -> Vec<(usize, usize, f64)> {
     let mut out = Vec::new();
     if members.len() < min_fleet.max(3) {
         return out;
@@ -503,7 +509,8 @@ pub fn fleet_outliers(members: &[Vec<f64>], z: f64, min_fleet: usize) -> Vec<(us
         let med = s[s.len() / 2];
         let mut d: Vec<f64> = xs.iter().map(|x| (x - med).abs()).collect();
         d.sort_by(f64::total_cmp);
-        let mad = (1.4826 * d[d.len() / 2]).max(med.abs() * 0.01).max(1.0);
+        let floor = floors.get(f).copied().unwrap_or(1.0).max(1.0);
+        let mad = (1.4826 * d[d.len() / 2]).max(med.abs() * 0.01).max(floor);
         for (i, x) in xs.iter().enumerate() {
             let zi = (x - med) / mad;
             if zi > z {
@@ -517,6 +524,15 @@ pub fn fleet_outliers(members: &[Vec<f64>], z: f64, min_fleet: usize) -> Vec<(us
 // ---------------------------------------------------------------- engine
 
 const DAY_MS: i64 = 86_400_000;
+
+/// The fleet features: (key, what it counts, least spread). A minute's
+/// traffic of a mostly silent fleet has a MAD of 0; the least spread (64 KiB
+/// a minute) keeps "sent anything at all" from standing out.
+const FEATURES: [(&str, &str, f64); 3] = [
+    ("destinations", "destinations", 1.0),
+    ("bytes_out", "bytes out", 65_536.0),
+    ("bytes_in", "bytes in", 65_536.0),
+];
 
 /// Most flows kept per device for scan detection.
 const MAX_FLOWS: usize = 4096;
@@ -552,16 +568,18 @@ struct DeviceState {
     /// Listening ports are learned until then (after an update).
     relearn_until: i64,
     /// Consecutive fleet comparisons each feature stood out in.
-    streak: [u32; 2],
+    streak: [u32; 3],
     known: HashSet<(IpAddr, u16, u8)>,
     beacons: HashMap<(IpAddr, u16, u8), (u16, VecDeque<i64>)>,
     listening: BTreeSet<Listener>,
     failed_logins: Option<u64>,
     firmware: Option<String>,
     takeovers: VecDeque<(i64, IpAddr, IpAddr)>,
-    /// Fleet features over the last window: destinations, bytes out.
+    /// Fleet features over the last window: destinations, bytes out, bytes
+    /// in ([`FEATURES`]).
     window_dests: HashSet<IpAddr>,
     window_bytes: u64,
+    window_bytes_in: u64,
     features: Vec<f64>,
 }
 
@@ -777,6 +795,9 @@ impl Engine {
             }
         }
         if !outbound {
+            if counted {
+                d.window_bytes_in = d.window_bytes_in.saturating_add(f.octets);
+            }
             return;
         }
         if verdict == Verdict::Violation {
@@ -1044,9 +1065,14 @@ impl Engine {
         let mut by_model: HashMap<String, Vec<(String, Vec<f64>)>> = HashMap::new();
         let mut peaks: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
         for (id, d) in &mut self.devices {
-            d.features = vec![d.window_dests.len() as f64, d.window_bytes as f64];
+            d.features = vec![
+                d.window_dests.len() as f64,
+                d.window_bytes as f64,
+                d.window_bytes_in as f64,
+            ];
             d.window_dests.clear();
             d.window_bytes = 0;
+            d.window_bytes_in = 0;
             if let Some(m) = &d.model
                 && now - d.first_ms >= cfg.learn_ms
             {
@@ -1058,7 +1084,7 @@ impl Engine {
                     peaks.entry(m.clone()).or_default().push(d.peak);
                 }
             } else {
-                d.streak = [0; 2];
+                d.streak = [0; 3];
             }
         }
         self.model_peaks = peaks
@@ -1076,10 +1102,10 @@ impl Engine {
                 (m, typical)
             })
             .collect();
-        const NAMES: [&str; 2] = ["destinations", "bytes"];
         for (model, members) in by_model {
             let xs: Vec<Vec<f64>> = members.iter().map(|m| m.1.clone()).collect();
-            let found = fleet_outliers(&xs, cfg.outlier_z, cfg.outlier_min_fleet);
+            let floors: Vec<f64> = FEATURES.iter().map(|f| f.2).collect();
+            let found = fleet_outliers(&xs, cfg.outlier_z, cfg.outlier_min_fleet, &floors);
             for (i, (id, _)) in members.iter().enumerate() {
                 let Some(d) = self.devices.get_mut(id) else {
                     continue;
@@ -1104,15 +1130,15 @@ impl Engine {
                 out.push(finding(
                     Detector::FleetOutlier,
                     id,
-                    format!("{id}:outlier:{}", NAMES[f]),
+                    format!("{id}:outlier:{}", FEATURES[f].0),
                     format!(
                         "{id} is unlike the rest of model {model}: {} {} in {} s (robust z {z:.1}, {} comparisons in a row)",
                         xs[i][f],
-                        NAMES[f],
+                        FEATURES[f].1,
                         cfg.window_ms / 1000,
                         cfg.outlier_persist.max(1)
                     ),
-                    json!({ "model": model, "feature": NAMES[f], "value": xs[i][f], "z": z,
+                    json!({ "model": model, "feature": FEATURES[f].0, "value": xs[i][f], "z": z,
                             "fleet": xs.len(), "comparisons": cfg.outlier_persist.max(1) }),
                     now,
                 ));
@@ -1695,12 +1721,26 @@ mod tests {
         let mut xs: Vec<Vec<f64>> = (0..20)
             .map(|i| vec![3.0 + f64::from(i % 2), 10_000.0 + f64::from(i) * 100.0])
             .collect();
-        assert!(fleet_outliers(&xs, 12.0, 5).is_empty());
+        assert!(fleet_outliers(&xs, 12.0, 5, &[]).is_empty());
         xs.push(vec![250.0, 11_000.0]);
-        let o = fleet_outliers(&xs, 12.0, 5);
+        let o = fleet_outliers(&xs, 12.0, 5, &[]);
         assert_eq!(
             o.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
             vec![(20, 0)]
+        );
+        // A mostly silent fleet: one heartbeat of 5 KB is not "unlike" it
+        // once bytes have a least spread; 5 MB is.
+        let mut quiet: Vec<Vec<f64>> = (0..20).map(|_| vec![0.0, 0.0]).collect();
+        quiet[3] = vec![1.0, 5_000.0];
+        assert_eq!(fleet_outliers(&quiet, 12.0, 5, &[]).len(), 1);
+        assert!(fleet_outliers(&quiet, 12.0, 5, &[1.0, 65_536.0]).is_empty());
+        quiet[3] = vec![1.0, 5e6];
+        assert_eq!(
+            fleet_outliers(&quiet, 12.0, 5, &[1.0, 65_536.0])
+                .iter()
+                .map(|x| (x.0, x.1))
+                .collect::<Vec<_>>(),
+            vec![(3, 1)]
         );
         // Through the engine: 8 cameras talk to 2 peers a minute; one to 60
         // for a minute (a busy minute), another for good (unlike its fleet).
