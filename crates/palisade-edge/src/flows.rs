@@ -49,6 +49,7 @@ impl Exporters {
                 continue;
             }
             let file = |ext: &str| -> PathBuf { dir.join(format!("softflowd-{iface}.{ext}")) };
+            stop_stale(program, &file("ctl"), &file("pid"));
             let collector = match ip {
                 IpAddr::V4(v) => format!("{v}:{port}"),
                 IpAddr::V6(v) => format!("[{v}]:{port}"),
@@ -107,4 +108,42 @@ impl Exporters {
     pub fn count(&self) -> usize {
         self.running.len()
     }
+}
+
+/// Stops an exporter a previous edge process left running on this interface
+/// (an edge killed with SIGKILL cannot take its children along): through its
+/// control socket with `softflowctl shutdown` (its flows are exported first),
+/// waiting up to 2 s for it to go. Two exporters on one interface would count
+/// every flow twice.
+fn stop_stale(program: &str, ctl: &Path, pid_file: &Path) {
+    if !ctl.exists() {
+        return;
+    }
+    let softflowctl = Path::new(program).with_file_name("softflowctl");
+    let softflowctl = if Path::new(program).components().count() > 1 {
+        softflowctl
+    } else {
+        PathBuf::from("softflowctl")
+    };
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let asked = std::process::Command::new(&softflowctl)
+        .arg("-c")
+        .arg(ctl)
+        .arg("shutdown")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if asked {
+        let alive = |p: u32| Path::new(&format!("/proc/{p}")).exists();
+        for _ in 0..20 {
+            if !pid.is_some_and(alive) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        tracing::warn!(ctl = %ctl.display(), ?pid, "stopped an exporter a previous edge left running");
+    }
+    let _ = std::fs::remove_file(ctl);
 }

@@ -173,6 +173,26 @@ async fn policy_key(a: &Agent, dir: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// Applies `script` with `nft -f`; on failure the previous ruleset (if any)
 /// is applied again and the error returned.
+/// The stored signed bundle, if it verifies with the pinned key and is the
+/// applied version.
+fn restore(
+    path: &Path,
+    key: &[u8],
+    site: &str,
+    applied: u64,
+) -> anyhow::Result<palisade_policy::site::SiteBundle> {
+    let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let signed: SignedBundle = serde_json::from_slice(&b).context("the stored bundle")?;
+    let bundle = verify(&signed, key, site, applied.saturating_sub(1))
+        .context("the stored bundle does not verify")?;
+    anyhow::ensure!(
+        bundle.version == applied,
+        "the stored bundle is version {}, the applied one {applied}",
+        bundle.version
+    );
+    Ok(bundle)
+}
+
 fn apply(nft: &str, dir: &Path, script: &str) -> anyhow::Result<()> {
     let next = dir.join("ruleset.nft.next");
     let good = dir.join("ruleset.nft");
@@ -430,6 +450,57 @@ async fn run(
         };
         tokio::spawn(legacy::serve(l, bridge, current.clone()));
     }
+    // A restart takes the applied bundle back into service: the proxy, the
+    // legacy bridge, the DNS-named sets and flow export need it, and the
+    // server only answers with a newer one. It is verified again against
+    // the pinned key; the ruleset is loaded again only if the kernel lost it
+    // (a reboot), so counters survive a restart.
+    let stored = dir.join("bundle.json");
+    if !once && applied > 0 {
+        let restored = site
+            .as_deref()
+            .context("no site pinned")
+            .and_then(|s| restore(&stored, &key, s, applied));
+        let restored = restored.and_then(|bundle| {
+            let rules = palisade_policy::site::render(&bundle)?;
+            let in_kernel = std::process::Command::new(nft)
+                .args(["list", "table", "inet", palisade_policy::site::TABLE])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !in_kernel {
+                apply(nft, &dir, &rules.script)?;
+            }
+            Ok((bundle, rules.dns, in_kernel))
+        });
+        match restored {
+            Ok((bundle, flows, in_kernel)) => {
+                {
+                    let mut w = dns.lock().await;
+                    w.resolver = Some(bundle.spec.resolver);
+                    w.flows = flows;
+                }
+                dns_wake.notify_one();
+                exporters.sync(
+                    &services.softflowd,
+                    services.softflowd_preload.as_deref(),
+                    &dir,
+                    &bundle,
+                );
+                *current.write().await = Some(bundle);
+                tracing::info!(
+                    version = applied,
+                    reloaded = !in_kernel,
+                    "applied policy restored"
+                );
+            }
+            Err(e) => {
+                // Ask the server for its current bundle, the same version
+                // included.
+                tracing::warn!(error = %format!("{e:#}"), "the applied policy cannot be restored; asking the server for it");
+                applied -= 1;
+            }
+        }
+    }
     loop {
         let path = format!(
             "/edge/v1/bundle?after={applied}&wait={}",
@@ -480,6 +551,8 @@ async fn run(
                 );
             }
             applied = bundle.version;
+            let next = dir.join("bundle.json.next");
+            std::fs::write(&next, &b).and_then(|()| std::fs::rename(&next, &stored))?;
             std::fs::write(&applied_path, applied.to_string())?;
             tracing::info!(
                 version = applied,

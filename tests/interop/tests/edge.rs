@@ -418,20 +418,18 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         "10.10.3.2",
     ]);
     let upstream = format!("198.51.100.5:{mqtt}");
-    net.start_logged(
-        edge(&[
-            "run",
-            "--wait-secs",
-            "1",
-            "--proxy-listen",
-            "0.0.0.0:3128",
-            "--legacy-mqtt-listen",
-            "0.0.0.0:1883",
-            "--upstream-mqtt",
-            &upstream,
-        ]),
-        &edge_log_file,
-    );
+    let with_services = [
+        "run",
+        "--wait-secs",
+        "1",
+        "--proxy-listen",
+        "0.0.0.0:3128",
+        "--legacy-mqtt-listen",
+        "0.0.0.0:1883",
+        "--upstream-mqtt",
+        &upstream,
+    ];
+    net.start_logged(edge(&with_services), &edge_log_file);
     let edge_log = || std::fs::read_to_string(&edge_log_file).unwrap_or_default();
     let took = wait_until("the first bundle applied", 30, || {
         !net.reaches("d1", "http://198.51.100.20:8080/")
@@ -620,6 +618,55 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
             && e["status"]["counters"]["proxy_denied"].as_u64() >= Some(2)
             && e["status"]["counters"]["proxy_allowed"].as_u64() >= Some(1)
     });
+
+    // A crash (SIGKILL) and a restart with no new bundle at the server: the
+    // applied policy is taken back into service from the state directory
+    // (the proxy answers again), and the exporters the killed edge left
+    // behind are replaced, not doubled.
+    let exporters = |iface: &str| -> Vec<String> {
+        let ctl = state.join(format!("softflowd-{iface}.ctl"));
+        let ctl = ctl.as_os_str().as_encoded_bytes();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                    args.first().is_some_and(|a| a.ends_with(b"softflowd"))
+                        && args.windows(2).any(|w| w[0] == b"-c" && w[1] == ctl)
+                })
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = exporters("seg1");
+    assert_eq!(before.len(), 1, "{before:?}");
+    net.stop_last();
+    assert_eq!(
+        exporters("seg1"),
+        before,
+        "the exporter outlives a SIGKILLed edge"
+    );
+    net.start_logged(edge(&with_services), &edge_log_file);
+    wait_until("the applied policy to be restored", 20, || {
+        edge_log().contains("applied policy restored")
+    });
+    wait_until("one new exporter per segment", 20, || {
+        ["seg1", "seg2", "seg3"]
+            .iter()
+            .all(|i| exporters(i).len() == 1)
+            && exporters("seg1") != before
+    });
+    assert!(
+        net.reaches_via(
+            "d1",
+            "http://10.10.1.1:3128",
+            "https://api.acme.example:8443/"
+        ),
+        "{}",
+        edge_log()
+    );
 
     // Quarantine: only the control plane, promptly.
     server.cli_ok(&["device", "set-state", "cam-1", "quarantined"]);
