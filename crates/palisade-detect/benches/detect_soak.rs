@@ -758,6 +758,11 @@ fn main() {
     }
     println!("| all | {total} | {rate:.4} (95 % upper bound {upper:.4}) | |");
     println!("false alerts by day of the run: {per_day:?}");
+    let mut first_day: BTreeMap<&str, u64> = BTreeMap::new();
+    for f in soak.found.iter().filter(|f| f.at_ms < DAY) {
+        *first_day.entry(f.detector.as_str()).or_default() += 1;
+    }
+    println!("on the fleet's first day: {first_day:?}");
     let met = upper <= 0.1;
     println!(
         "goal ≤ 0.1 false alerts per device-day: {}",
