@@ -552,6 +552,12 @@ async fn get_device(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
     let id: DeviceId = parse_id(&s, &c, "device.read", &id).await?;
+    // The live view first, the stored record after: a device is admitted
+    // (and a first connection makes it active in the store) before its
+    // session exists, so "connected" never shows beside a state from before
+    // the connection.
+    let connected = s.sessions.is_connected(&id);
+    let seen = s.presence.get(&id);
     let d = s
         .store
         .device(&id)
@@ -564,9 +570,8 @@ async fn get_device(
             ..CertFilter::default()
         })
         .await?;
-    let seen = s.presence.get(&d.id);
     Ok(Json(DeviceDetail {
-        connected: s.sessions.is_connected(&d.id),
+        connected,
         last_seen: seen
             .as_ref()
             .map(|x| x.last_seen_ms)
