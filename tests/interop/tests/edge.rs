@@ -418,7 +418,11 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         "10.10.3.2",
     ]);
     let upstream = format!("198.51.100.5:{mqtt}");
-    let with_services = [
+    // softflowd with libpcap's immediate mode, as ARCHITECTURE.md advises:
+    // without it, records wait for a capture buffer to fill (~25 s here).
+    let shim =
+        palisade_interop::netlab::Lab::pcap_immediate(d).map(|p| p.to_string_lossy().into_owned());
+    let mut with_services = vec![
         "run",
         "--wait-secs",
         "1",
@@ -429,6 +433,9 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         "--upstream-mqtt",
         &upstream,
     ];
+    if let Some(s) = &shim {
+        with_services.extend(["--softflowd-preload", s.as_str()]);
+    }
     net.start_logged(edge(&with_services), &edge_log_file);
     let edge_log = || std::fs::read_to_string(&edge_log_file).unwrap_or_default();
     let took = wait_until("the first bundle applied", 30, || {
