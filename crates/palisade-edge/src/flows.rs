@@ -119,11 +119,10 @@ fn stop_stale(program: &str, ctl: &Path, pid_file: &Path) {
     if !ctl.exists() {
         return;
     }
-    let softflowctl = Path::new(program).with_file_name("softflowctl");
-    let softflowctl = if Path::new(program).components().count() > 1 {
-        softflowctl
-    } else {
-        PathBuf::from("softflowctl")
+    // Next to the softflowd the edge runs, or on PATH like it.
+    let softflowctl = match Path::new(program).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("softflowctl"),
+        _ => PathBuf::from("softflowctl"),
     };
     let pid = std::fs::read_to_string(pid_file)
         .ok()

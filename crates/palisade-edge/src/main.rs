@@ -171,8 +171,6 @@ async fn policy_key(a: &Agent, dir: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(k)
 }
 
-/// Applies `script` with `nft -f`; on failure the previous ruleset (if any)
-/// is applied again and the error returned.
 /// The stored signed bundle, if it verifies with the pinned key and is the
 /// applied version.
 fn restore(
@@ -193,6 +191,8 @@ fn restore(
     Ok(bundle)
 }
 
+/// Applies `script` with `nft -f`; on failure the previous ruleset (if any)
+/// is applied again and the error returned.
 fn apply(nft: &str, dir: &Path, script: &str) -> anyhow::Result<()> {
     let next = dir.join("ruleset.nft.next");
     let good = dir.join("ruleset.nft");
