@@ -604,21 +604,34 @@ impl Engine {
     }
 
     fn device(&mut self, id: &str, model: Option<&String>, now: i64) -> &mut DeviceState {
-        // The id is copied only for a device not seen before (hot path).
-        if !self.devices.contains_key(id) {
+        Self::device_in(&mut self.devices, id, model, now)
+    }
+
+    /// [`Self::device`] on the map alone, so the caller may still read the
+    /// engine's other fields.
+    fn device_in<'a>(
+        devices: &'a mut HashMap<String, DeviceState>,
+        id: &str,
+        model: Option<&String>,
+        now: i64,
+    ) -> &'a mut DeviceState {
+        // The id and the model are copied only when new (hot path).
+        if !devices.contains_key(id) {
             let fresh = DeviceState {
                 first_ms: now,
                 bucket: (now, 0, 0),
                 day: (now, 0, 0),
                 ..DeviceState::default()
             };
-            self.devices.insert(id.to_owned(), fresh);
+            devices.insert(id.to_owned(), fresh);
         }
-        let Some(d) = self.devices.get_mut(id) else {
+        let Some(d) = devices.get_mut(id) else {
             unreachable!("inserted above")
         };
-        if model.is_some() {
-            d.model = model.cloned();
+        if let Some(m) = model
+            && d.model.as_ref() != Some(m)
+        {
+            d.model = Some(m.clone());
         }
         d
     }
@@ -734,11 +747,7 @@ impl Engine {
     ) {
         let cfg = self.cfg.clone();
         let now = f.start_ms;
-        let model_peak = model
-            .and_then(|m| self.model_peaks.get(m))
-            .copied()
-            .unwrap_or_default();
-        let d = self.device(device, model, now);
+        let d = Self::device_in(&mut self.devices, device, model, now);
         // Volume (both directions: floods come in too, exfiltration goes
         // out), except with the control plane (firmware downloads).
         roll_buckets(d, f.end_ms.max(now), &cfg);
@@ -747,13 +756,6 @@ impl Engine {
             d.bucket.1 = d.bucket.1.saturating_add(f.octets);
             d.bucket.2 = d.bucket.2.saturating_add(f.packets);
         }
-        // A device less than a day old has not shown its busiest yet: its
-        // model's typical peak stands in.
-        let peak = if now - d.first_ms >= DAY_MS {
-            d.peak
-        } else {
-            (d.peak.0.max(model_peak.0), d.peak.1.max(model_peak.1))
-        };
         let floors = d.bucket.1 > cfg.volume_floor_bytes || d.bucket.2 > cfg.volume_floor_packets;
         if counted && floors && d.thresholds.is_none() {
             d.thresholds = thresholds(d, &cfg);
@@ -764,6 +766,12 @@ impl Engine {
             && d.spiked != Some(d.bucket.0)
             && let Some(((tb, mb), (tp, mp))) = d.thresholds
         {
+            // A device less than a day old has not shown its busiest yet:
+            // its model's typical peak stands in.
+            let peak = match d.model.as_ref().and_then(|m| self.model_peaks.get(m)) {
+                Some(mp) if now - d.first_ms < DAY_MS => (d.peak.0.max(mp.0), d.peak.1.max(mp.1)),
+                _ => d.peak,
+            };
             let tb = tb.max(cfg.volume_peak_factor * peak.0 as f64);
             let tp = tp.max(cfg.volume_peak_factor * peak.1 as f64);
             let over_b = d.bucket.1 as f64 > tb;
@@ -1102,9 +1110,9 @@ impl Engine {
                 (m, typical)
             })
             .collect();
+        let floors = FEATURES.map(|f| f.2);
         for (model, members) in by_model {
             let xs: Vec<Vec<f64>> = members.iter().map(|m| m.1.clone()).collect();
-            let floors: Vec<f64> = FEATURES.iter().map(|f| f.2).collect();
             let found = fleet_outliers(&xs, cfg.outlier_z, cfg.outlier_min_fleet, &floors);
             for (i, (id, _)) in members.iter().enumerate() {
                 let Some(d) = self.devices.get_mut(id) else {
