@@ -102,7 +102,7 @@ if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   cargo bench -p palisade-interop --bench policy --locked -- --quick
   cargo bench -p palisade-interop --bench flow_ingest --locked -- --quick
   cargo bench -p palisade-interop --bench detect_eval --locked -- --quick
-  cargo bench -p palisade-detect --bench detect_soak --locked -- --quick
+  cargo bench -p palisade-interop --bench detect_soak --locked -- --quick
 fi
 
 # The plain summary line CI reads.

@@ -38,21 +38,6 @@ use palisade_interop::netlab::{CONTROL, Lab, device_ip, host};
 use palisade_interop::*;
 use serde_json::Value;
 
-/// xorshift64*: reproducible draws from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn now_ms() -> i64 {
     palisade_server::pki::unix_ms(palisade_server::SystemClock.now())
 }
@@ -405,7 +390,7 @@ fn benign(
         let t = start.elapsed().as_secs_f64();
         for (i, n) in next.iter_mut().enumerate() {
             if *n <= t {
-                let h = host((rng.next() % 4) as usize);
+                let h = host((rng.next_u64() % 4) as usize);
                 if let Ok(c) = curl(i, format!("http://{h}:8080/")) {
                     children.push(c);
                 }

@@ -480,7 +480,7 @@ fn a_delta_rebuilds_the_signed_image_and_a_corrupt_one_falls_back_to_the_full_im
     }
     // Firmware-like images: 1.1 changes a few regions of 1.0.
     let mut rng = Rng(7);
-    let v10: Vec<u8> = (0..2 << 20).map(|_| (rng.next() >> 60) as u8).collect();
+    let v10: Vec<u8> = (0..2 << 20).map(|_| (rng.next_u64() >> 60) as u8).collect();
     let mut v11 = v10.clone();
     for at in [1000usize, 700_000, 1_500_000] {
         v11[at..at + 300].fill(0xa5);
@@ -738,23 +738,6 @@ fn replayed_director_assignment() {
     rig.refused("replayed");
 }
 
-/// A small deterministic generator (xorshift64*), seeded and printed so a
-/// failing run can be repeated with `PALISADE_POWER_CUT_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Starts `c`, SIGKILLs it after `delay` if it is still running; whether it
 /// was killed.
 fn run_and_kill(mut c: Command, delay: std::time::Duration) -> bool {
@@ -788,7 +771,7 @@ fn power_cut_at_random_points_never_bricks_the_device() {
     let images: Vec<Vec<u8>> = (0..2u8)
         .map(|i| {
             (0..12 * 1024 * 1024 + 12_345)
-                .map(|_| (rng.next() >> 56) as u8 ^ i)
+                .map(|_| (rng.next_u64() >> 56) as u8 ^ i)
                 .collect()
         })
         .collect();

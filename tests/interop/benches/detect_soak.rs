@@ -12,10 +12,10 @@
 //! password, power cuts. Every finding is a false alert.
 //!
 //! ```text
-//! cargo bench -p palisade-detect --bench detect_soak                 # 300 devices, 30 days
-//! cargo bench -p palisade-detect --bench detect_soak -- --quick      # CI: fails above the goal
-//! cargo bench -p palisade-detect --bench detect_soak -- --seed 2 --devices 500 --days 60
-//! cargo bench -p palisade-detect --bench detect_soak -- --naive      # every allowed flow alike,
+//! cargo bench -p palisade-interop --bench detect_soak                 # 300 devices, 30 days
+//! cargo bench -p palisade-interop --bench detect_soak -- --quick      # CI: fails above the goal
+//! cargo bench -p palisade-interop --bench detect_soak -- --seed 2 --devices 500 --days 60
+//! cargo bench -p palisade-interop --bench detect_soak -- --naive      # every allowed flow alike,
 //!                                    # no peak baseline, relearning or persistence (comparison)
 //! ```
 
@@ -30,6 +30,7 @@ use palisade_detect::detect::{Config, Engine, Finding, Observation};
 use palisade_detect::flow::FlowRecord;
 use palisade_detect::telemetry::{Listener, SecurityMetrics};
 use palisade_detect::verdict::{self, DnsView, Verdict};
+use palisade_interop::Rng;
 use palisade_policy::site::{Segment, SiteBundle, SiteDevice, SiteSpec};
 use palisade_policy::{DnsName, Peer, Policy, Ports, Prefix, Rule};
 
@@ -40,35 +41,6 @@ const CONTROL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 5);
 const MQTT: u16 = 8883;
 const HTTPS: u16 = 8443;
 const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
-
-/// xorshift64*: reproducible draws from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    /// Exponential with mean `mean` (Poisson process gaps).
-    fn exp(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.unit()).ln()
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (1.0 - self.unit(), self.unit());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-    fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
-        median * (sigma * self.normal()).exp()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Model {
