@@ -1,58 +1,69 @@
-//! Bytes from a device connection as the gateway reads them: version probe, then
-//! the v3.1.1 or v5 codec (bounded packet size), then the ACL decisions on every
-//! topic and filter. Nothing may panic; nothing outside the device's namespace may
-//! be granted.
+//! Bytes from a device connection as the gateway reads them, through the
+//! gateway's own code (`palisade_mqtt::session`): the version probe, the
+//! bounded v3.1.1 or v5 codec, the CONNECT checks, the protocol-neutral view
+//! and the session state machine with its ACL decisions. Nothing may panic;
+//! nothing outside the device's namespace may be granted or handed on.
 #![no_main]
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use palisade_core::DeviceId;
-use palisade_mqtt::{check_publish, check_subscribe};
+use palisade_mqtt::Limits;
+use palisade_mqtt::session::{In, Proto, Reaction, Session, check_connect, incoming};
 use rmqtt_codec::version::VersionCodec;
-use rmqtt_codec::{MqttCodec, MqttPacket, v3, v5};
 use tokio_util::codec::Decoder;
 
-fn topics(p: &MqttPacket) -> (Vec<String>, Vec<String>) {
-    match p {
-        MqttPacket::V3(v3::Packet::Publish(p)) => (vec![p.topic.to_string()], vec![]),
-        MqttPacket::V3(v3::Packet::Subscribe { topic_filters, .. }) => (
-            vec![],
-            topic_filters.iter().map(|(t, _)| t.to_string()).collect(),
-        ),
-        MqttPacket::V5(v5::Packet::Publish(p)) => (vec![p.topic.to_string()], vec![]),
-        MqttPacket::V5(v5::Packet::Subscribe(s)) => (
-            vec![],
-            s.topic_filters.iter().map(|(t, _)| t.to_string()).collect(),
-        ),
-        _ => (vec![], vec![]),
-    }
-}
+const ME: &str = "dev-1";
+const OWN: &str = "palisade/d/dev-1/";
 
 fuzz_target!(|data: &[u8]| {
-    let me = DeviceId::parse("dev-1").expect("valid id");
+    let me = DeviceId::parse(ME).expect("valid id");
     let mut buf = BytesMut::from(data);
-    let mut codec = match VersionCodec.decode(&mut buf) {
-        Ok(Some(rmqtt_codec::version::ProtocolVersion::MQTT5)) => {
-            MqttCodec::V5(v5::Codec::new(65536, 65536))
-        }
-        Ok(Some(_)) => MqttCodec::V3(v3::Codec::new(65536)),
-        _ => MqttCodec::V3(v3::Codec::new(65536)),
+    let proto = match VersionCodec.decode(&mut buf) {
+        Ok(Some(v)) => Proto::from_version(v).unwrap_or(Proto::V3),
+        _ => Proto::V3,
     };
-    for _ in 0..64 {
-        match codec.decode(&mut buf) {
-            Ok(Some((p, _))) => {
-                let (pubs, subs) = topics(&p);
-                for t in pubs {
-                    if check_publish(&me, &t).is_ok() {
-                        assert!(t.starts_with("palisade/d/dev-1/") && !t.contains(['+', '#']));
-                    }
-                }
-                for f in subs {
-                    if check_subscribe(&me, &f).is_ok() {
-                        assert!(f.starts_with("palisade/d/dev-1/"));
-                    }
+    let limits = Limits::default();
+    let mut codec = proto.codec(limits.max_packet_bytes);
+    let mut session = Session::new(me, proto, limits, false, 0);
+    for step in 0..64i64 {
+        // The protocol-neutral view of the packet, decoded from a copy, for
+        // the topic invariants below.
+        let mut peek = buf.clone();
+        let view = match proto.codec(limits.max_packet_bytes).decode(&mut peek) {
+            Ok(Some((p, _))) => incoming(p),
+            _ => break,
+        };
+        let packet = match codec.decode(&mut buf) {
+            Ok(Some((p, _))) => p,
+            _ => break,
+        };
+        if let In::Connect(c) = &view
+            && let Ok(a) = check_connect(Some(ME), c)
+        {
+            assert_eq!(a.device.as_str(), ME);
+            assert!(a.will.is_none_or(|(k, _)| k.device_publishes()));
+        }
+        match session.handle(packet, step * 7) {
+            Reaction::Publish { kind, retain, .. } => {
+                assert!(kind.device_publishes());
+                let In::Publish { topic, .. } = &view else {
+                    panic!("a publish reaction to a packet that is not a PUBLISH");
+                };
+                assert!(topic.starts_with(OWN) && !topic.contains(['+', '#']));
+                assert!(retain.is_none_or(|t| t == **topic));
+            }
+            Reaction::Subscribed { denied, .. } => {
+                let In::Subscribe { filters, .. } = &view else {
+                    panic!("a SUBACK for a packet that is not a SUBSCRIBE");
+                };
+                for (f, _) in filters {
+                    let refused = denied.iter().any(|(d, _)| d == f);
+                    assert!(refused || f.starts_with(OWN), "granted {f:?}");
                 }
             }
-            _ => break,
+            Reaction::Close { .. } => break,
+            _ => {}
         }
+        assert!(session.inflight() <= limits.max_inflight);
     }
 });

@@ -19,13 +19,5 @@ pub use est_client::{EnrollAuth, EstClient, EstError};
 pub use keystore::{Attester, Keystore, Pkcs11Keystore, SoftwareKeystore};
 pub use state::{Agent, AgentError, Identity};
 
-/// The device's system clock: the one place the agent reads the time of day.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl palisade_core::Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)]
-    fn now(&self) -> time::OffsetDateTime {
-        time::OffsetDateTime::now_utc()
-    }
-}
+/// The device's system clock (the workspace's one reader, from `palisade-core`).
+pub use palisade_core::SystemClock;

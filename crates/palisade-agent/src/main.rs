@@ -299,9 +299,7 @@ impl OtaArgs {
 }
 
 fn unix_ms() -> i64 {
-    use palisade_core::Clock;
-    let t = SystemClock.now();
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    palisade_core::Clock::now_ms(&SystemClock)
 }
 
 async fn update(

@@ -1,7 +1,9 @@
 //! Palisade's value types, built only by parsers at the trust boundary, plus the
 //! device lifecycle rules, operator roles, the `Clock` and the `Signer` traits.
 //!
-//! This crate is pure: no I/O, no async runtime, no ambient clock.
+//! This crate is pure: no I/O, no async runtime, and no ambient clock: the one
+//! system-clock reader, [`SystemClock`], is defined here for the binaries to
+//! construct and is never called from library code.
 
 pub mod clock;
 pub mod ids;
@@ -9,7 +11,7 @@ pub mod lifecycle;
 pub mod role;
 pub mod signer;
 
-pub use clock::Clock;
+pub use clock::{Clock, SystemClock, unix_ms};
 pub use ids::{DeviceId, IdError, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag};
 pub use lifecycle::{DeviceState, TransitionError};
 pub use role::{Role, RoleError};

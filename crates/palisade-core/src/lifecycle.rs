@@ -93,6 +93,37 @@ impl DeviceState {
     pub fn may_hold_credentials(self) -> bool {
         !matches!(self, DeviceState::Decommissioned)
     }
+
+    /// Whether a device in this state may be issued its first (or a new)
+    /// operational certificate from a birth identity, a token or an operator:
+    /// not while quarantined, never once decommissioned.
+    pub fn may_enroll(self) -> bool {
+        matches!(
+            self,
+            DeviceState::Registered | DeviceState::Enrolled | DeviceState::Active
+        )
+    }
+
+    /// Whether a device in this state may renew with its operational
+    /// certificate: it must have one, and not be quarantined.
+    pub fn may_reenroll(self) -> bool {
+        matches!(self, DeviceState::Enrolled | DeviceState::Active)
+    }
+
+    /// Whether a device in this state may open a session at a gateway
+    /// (quarantined devices keep the control plane).
+    pub fn may_connect(self) -> bool {
+        matches!(
+            self,
+            DeviceState::Enrolled | DeviceState::Active | DeviceState::Quarantined
+        )
+    }
+
+    /// The states satisfying `rule`, in lifecycle order (for the store's
+    /// in-transaction re-check).
+    pub fn all_where(rule: fn(DeviceState) -> bool) -> Vec<DeviceState> {
+        Self::ALL.into_iter().filter(|s| rule(*s)).collect()
+    }
 }
 
 impl fmt::Display for DeviceState {
@@ -112,6 +143,23 @@ mod tests {
         assert_eq!(Active.transition(Quarantined), Ok(Quarantined));
         assert_eq!(Quarantined.transition(Active), Ok(Active));
         assert_eq!(Quarantined.transition(Decommissioned), Ok(Decommissioned));
+    }
+
+    #[test]
+    fn who_may_enrol_renew_and_connect() {
+        use super::DeviceState;
+        assert_eq!(
+            DeviceState::all_where(DeviceState::may_enroll),
+            [Registered, Enrolled, Active]
+        );
+        assert_eq!(
+            DeviceState::all_where(DeviceState::may_reenroll),
+            [Enrolled, Active]
+        );
+        assert_eq!(
+            DeviceState::all_where(DeviceState::may_connect),
+            [Enrolled, Active, Quarantined]
+        );
     }
 
     #[test]

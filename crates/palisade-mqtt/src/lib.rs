@@ -5,9 +5,13 @@
 //!   only its own telemetry, events and command acknowledgements, and subscribes
 //!   only to its own commands and OTA topics;
 //! - typed limits with documented defaults;
-//! - token-bucket rate limiting with time passed in.
+//! - token-bucket rate limiting with time passed in;
+//! - with the `session` feature, the gateway's per-connection session state
+//!   over rmqtt-codec's MQTT 3.1.1 and 5 packets ([`session`]).
 
 pub mod bridge;
+#[cfg(feature = "session")]
+pub mod session;
 
 use std::time::Duration;
 
@@ -19,7 +23,8 @@ pub const PREFIX: &str = "palisade/d/";
 pub const MAX_TOPIC_LEN: usize = 256;
 
 /// The topics of a device's namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TopicKind {
     /// Device → server: periodic telemetry.
     Telemetry,

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use palisade_audit::EntryDraft;
+use palisade_control::fleet::Fleet;
+use palisade_control::pki::Pki;
 use palisade_core::DeviceId;
 use palisade_pki::{CsrLimits, Profile, verify_csr};
-use palisade_server::fleet::Fleet;
-use palisade_server::pki::Pki;
 use palisade_server::{Config, SystemClock, bootstrap};
 use palisade_store::Store;
 use time::Duration;
@@ -175,7 +175,7 @@ fn main() {
         Arc::new(SystemClock),
         8192,
         90,
-        Arc::new(palisade_server::gateway::Sessions::default()),
+        Arc::new(palisade_control::sessions::Sessions::default()),
     ));
     rt.block_on(async {
         fleet

@@ -19,10 +19,11 @@ use ring::rand::SystemRandom;
 use sha2::{Digest, Sha256};
 use time::Duration;
 
-use crate::config::Config;
-use crate::files::{ensure_private_dir, pem, write_atomic};
-use crate::pki::{Pki, cert_record, unix_ms};
-use crate::tokens::new_token;
+use palisade_control::config::Config;
+use palisade_control::files::{ensure_private_dir, pem, write_atomic};
+use palisade_control::pki::{Pki, cert_record};
+use palisade_control::tokens::new_token;
+use palisade_core::unix_ms;
 
 /// The layout of the data directory.
 #[derive(Debug, Clone)]

@@ -1,34 +1,17 @@
-//! The Palisade control plane: configuration, bootstrap of the data directory,
-//! the services, and the HTTPS listener, composed in one place ([`Server`]).
+//! The Palisade control plane composed in one place ([`Server`]): bootstrap of
+//! the data directory, the services (`palisade-control`), the MQTT gateway
+//! (`palisade-gateway`) and the HTTP surface (`palisade-http`), wired to one
+//! event bus.
 //!
 //! Startup is config → build → spawn: [`Server::build`] reads and checks
 //! everything and opens the store, binding nothing; [`Server::spawn`] takes an
 //! already-bound listener and returns a [`Handle`] that shuts the server down.
 //! Tests therefore run the whole platform in-process on an ephemeral port.
 
-pub mod alerts;
-pub mod api;
-pub mod attestation;
-pub mod blobs;
 pub mod bootstrap;
-pub mod commands;
-pub mod config;
-pub mod deliver;
-pub mod enroll;
-pub mod est;
-mod files;
-pub mod fleet;
-pub mod gateway;
-pub mod lifecycle;
-pub mod metrics;
-pub mod monitor;
-pub mod network;
-pub mod pki;
-pub mod releases;
-pub mod rollouts;
-pub mod tls;
-pub mod tokens;
-pub mod tuf;
+
+pub use palisade_control::{config, tuf};
+pub use palisade_core::SystemClock;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,32 +19,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
+use palisade_control::events::{EventBus, LocalBus};
+use palisade_control::fleet::Fleet;
+use palisade_control::metrics::Metrics;
+use palisade_control::tls::SwappableConfig;
+use palisade_control::{
+    alerts, attestation, blobs, commands, deliver, enroll, monitor, network, pki, presence,
+    releases, rollouts, sessions, tls, tuf as tuf_repo,
+};
 use palisade_core::Clock;
+use palisade_gateway::{Gateway, GatewayParts};
+use palisade_http::api::auth::AuditLimiter;
+use palisade_http::api::{AppState, router};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
+use tokio::sync::watch;
 
-use crate::api::auth::{AuditLimiter, ClientCertChain, PeerAddr};
-use crate::api::{AppState, router};
 pub use crate::bootstrap::DataDir;
-pub use crate::config::Config;
-use crate::fleet::Fleet;
-use crate::metrics::Metrics;
-use crate::tls::SwappableConfig;
+pub use palisade_control::config::Config;
 
-/// The system clock: the one place the process reads the time of day.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)]
-    fn now(&self) -> time::OffsetDateTime {
-        time::OffsetDateTime::now_utc()
-    }
-}
+/// Events a slow subscriber of the in-process bus may fall behind by before it
+/// misses some (and is told so).
+const BUS_CAPACITY: usize = 16_384;
 
 /// A built server: state loaded, nothing bound yet.
 #[derive(Debug)]
@@ -69,10 +47,9 @@ pub struct Server {
     config: Config,
     boot: bootstrap::Bootstrapped,
     state: AppState,
+    bus: Arc<dyn EventBus>,
     tls: Arc<SwappableConfig>,
-    gateway: Arc<gateway::Gateway>,
-    subscribed:
-        std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<palisade_core::DeviceId>>>,
+    gateway: Arc<Gateway>,
 }
 
 /// The bound listeners.
@@ -116,7 +93,8 @@ impl Server {
         config.validate()?;
         let boot = bootstrap::bootstrap(&config, clock.clone()).await?;
         let tls = tls::server_config(&boot.dir.tls_cert(), &boot.dir.tls_key())?;
-        let sessions = Arc::new(gateway::Sessions::default());
+        let bus: Arc<dyn EventBus> = Arc::new(LocalBus::new(BUS_CAPACITY));
+        let sessions = Arc::new(sessions::Sessions::default());
         let fleet = Arc::new(Fleet::new(
             boot.store.clone(),
             boot.pki.clone(),
@@ -130,20 +108,18 @@ impl Server {
             .crl(&*boot.store)
             .await
             .context("publishing the first CRL")?;
-        let mqtt_tls = gateway::tls_config(
+        let mqtt_tls = tls::gateway_config(
             &boot.pki,
             Some(crl),
             &boot.dir.tls_cert(),
             &boot.dir.tls_key(),
         )?;
-        let (bus, _) = tokio::sync::broadcast::channel(4096);
-        let (subscribed_tx, subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
         let commands = Arc::new(commands::Commands::new(
             boot.store.clone(),
             sessions.clone(),
             clock.clone(),
         ));
-        let presence = Arc::new(gateway::Presence::default());
+        let presence = Arc::new(presence::Presence::default());
         let metrics = Arc::new(Metrics::default());
         let monitor = Arc::new(monitor::Monitor::new(metrics.clone(), clock.clone()));
         let attestation = Arc::new(attestation::Attestation::new(
@@ -152,18 +128,16 @@ impl Server {
             clock.clone(),
             metrics.clone(),
             Duration::from_secs(config.attestation.interval_secs),
-            Arc::new(monitor::AttestationFailures(monitor.clone())),
+            bus.clone(),
         ));
-        let enrollment = Arc::new(
-            crate::enroll::Enrollment::new(
-                boot.store.clone(),
-                boot.pki.clone(),
-                clock.clone(),
-                config.limits.max_csr_bytes,
-                attestation.clone(),
-            )
-            .with_monitor(monitor.clone()),
-        );
+        let enrollment = Arc::new(enroll::Enrollment::new(
+            boot.store.clone(),
+            boot.pki.clone(),
+            clock.clone(),
+            config.limits.max_csr_bytes,
+            attestation.clone(),
+            bus.clone(),
+        ));
         let blobs = blobs::FsBlobStore::new(&boot.dir.blobs())
             .with_context(|| format!("opening the blob store {}", boot.dir.blobs().display()))?;
         let releases = Arc::new(releases::Releases::new(
@@ -171,7 +145,7 @@ impl Server {
             Arc::new(blobs),
             clock.clone(),
         ));
-        let tuf = tuf::Repository::open(&boot.dir.tuf())
+        let tuf = tuf_repo::Repository::open(&boot.dir.tuf())
             .with_context(|| format!("opening the TUF repository {}", boot.dir.tuf().display()))?;
         let rollouts = Arc::new(rollouts::Rollouts::new(
             boot.store.clone(),
@@ -196,7 +170,7 @@ impl Server {
             .context("loading the unresolved alerts")?;
         let state = AppState {
             alerts,
-            monitor: monitor.clone(),
+            monitor,
             tuf,
             network,
             rollouts,
@@ -206,40 +180,35 @@ impl Server {
             enrollment,
             store: boot.store.clone(),
             pki: boot.pki.clone(),
-            metrics,
+            metrics: metrics.clone(),
             sessions: sessions.clone(),
             presence: presence.clone(),
-            commands: commands.clone(),
+            commands,
             attestation,
-            bus: bus.clone(),
-            clock,
+            clock: clock.clone(),
             audit_limiter: Arc::new(AuditLimiter::new(config.limits.auth_failure_audit_per_sec)),
             audit_vkey: boot.audit.verifier()?.to_vkey().into(),
             metrics_public: config.metrics_public,
             request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
         };
-        let gateway = Arc::new(gateway::Gateway {
+        let gateway = Arc::new(Gateway::new(GatewayParts {
             store: boot.store.clone(),
             sessions,
-            metrics: state.metrics.clone(),
-            clock: state.clock.clone(),
+            metrics,
+            clock,
             limits: config.mqtt.limits(),
-            bus,
+            bus: bus.clone(),
             tls: Arc::new(SwappableConfig::new(mqtt_tls)),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
-            subscribed: subscribed_tx,
-            presence: presence.clone(),
-            monitor,
-            peers: Default::default(),
-            next_session: Default::default(),
-        });
+            presence,
+        }));
         Ok(Self {
             config,
             boot,
             state,
+            bus,
             tls: Arc::new(SwappableConfig::new(tls)),
             gateway,
-            subscribed: std::sync::Mutex::new(Some(subscribed_rx)),
         })
     }
 
@@ -290,77 +259,41 @@ impl Server {
             .map(|l| l.local_addr())
             .transpose()?;
         let (tx, rx) = watch::channel(false);
-        let rx_shutdown = rx.clone();
-        // Device messages feed the inventory's presence view.
-        tokio::spawn(
-            self.state
-                .presence
-                .clone()
-                .follow(self.gateway.bus.subscribe()),
-        );
-        let presence_flush = tokio::spawn(self.state.presence.clone().flush_every(
+        let st = &self.state;
+        // The bus's followers: device messages feed the inventory's presence
+        // view; a device subscribing to its commands gets its queued commands
+        // and, with a TPM, an attestation challenge; monitoring follows it all.
+        tokio::spawn(st.presence.clone().follow(self.bus.subscribe()));
+        let presence_flush = tokio::spawn(st.presence.clone().flush_every(
             self.boot.store.clone(),
             Duration::from_secs(5),
             rx.clone(),
         ));
-        if let Some(mut rx) = self.subscribed.lock().ok().and_then(|mut s| s.take()) {
-            // A device subscribing to its commands gets its queued commands and,
-            // if it has a TPM, an attestation challenge.
-            let (to_commands, commands_rx) = tokio::sync::mpsc::unbounded_channel();
-            let (to_attest, attest_rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(async move {
-                while let Some(d) = rx.recv().await {
-                    let _ = to_commands.send(d.clone());
-                    let _ = to_attest.send(d);
-                }
-            });
-            tokio::spawn(
-                self.state
-                    .commands
-                    .clone()
-                    .follow(self.gateway.bus.subscribe(), commands_rx),
-            );
-            tokio::spawn(self.state.attestation.clone().follow(
-                self.gateway.bus.subscribe(),
-                attest_rx,
-                rx_shutdown.clone(),
-            ));
-        }
+        tokio::spawn(st.commands.clone().follow(self.bus.subscribe()));
+        tokio::spawn(
+            st.attestation
+                .clone()
+                .follow(self.bus.subscribe(), rx.clone()),
+        );
         let monitoring = monitor::MonitorDeps {
-            monitor: self.state.monitor.clone(),
+            monitor: st.monitor.clone(),
             store: self.boot.store.clone(),
-            network: self.state.network.clone(),
-            alerts: self.state.alerts.clone(),
-            metrics: self.state.metrics.clone(),
+            network: st.network.clone(),
+            alerts: st.alerts.clone(),
+            metrics: st.metrics.clone(),
             config: self.config.monitoring.clone(),
         }
-        .spawn(self.gateway.bus.subscribe(), listeners.flows, rx.clone());
-        crate::deliver::spawn(&self.state.alerts, &self.config.monitoring, rx.clone());
-        tokio::spawn(self.state.rollouts.clone().run(
+        .spawn(self.bus.subscribe(), listeners.flows, rx.clone());
+        deliver::spawn(&st.alerts, &self.config.monitoring, rx.clone());
+        tokio::spawn(st.rollouts.clone().run(
             Duration::from_millis(self.config.ota.rollout_tick_ms),
             rx.clone(),
         ));
-        // TUF freshness: the timestamp (valid a day) is re-signed every hour.
-        {
-            let tuf = self.state.tuf.clone();
-            let clock = self.state.clock.clone();
-            let mut stop = rx.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(3600));
-                tick.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        _ = tick.tick() => {
-                            match tuf.refresh_timestamp(pki::unix_ms(clock.now())).await {
-                                Ok(()) | Err(tuf::TufError::NoRoot) => {}
-                                Err(e) => tracing::error!(error = %e, "could not re-sign the TUF timestamp"),
-                            }
-                        }
-                    }
-                }
-            });
-        }
+        tokio::spawn(refresh_tuf_timestamp(
+            st.tuf.clone(),
+            st.clock.clone(),
+            rx.clone(),
+        ));
         if let Some(mqtt) = listeners.mqtt {
             tracing::info!(addr = %mqtt_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (MQTT over TLS)");
             tokio::spawn(self.gateway.clone().run(mqtt, rx.clone()));
@@ -372,7 +305,19 @@ impl Server {
                 rx.clone(),
             ));
         }
-        let task = tokio::spawn(self.accept_loop(listeners.https, rx));
+        let https = palisade_http::Listener {
+            tls: self.tls.clone(),
+            app: router(self.state.clone(), self.config.limits.max_body_bytes),
+            max_connections: self.config.limits.max_connections,
+            handshake_timeout: Duration::from_secs(self.config.limits.handshake_timeout_secs),
+            metrics: self.state.metrics.clone(),
+        };
+        let lock = self.boot.lock;
+        let task = tokio::spawn(async move {
+            palisade_http::serve(https, listeners.https, rx).await;
+            // The data directory stays locked until the listener has stopped.
+            drop(lock);
+        });
         Ok(Handle {
             addr,
             mqtt_addr,
@@ -381,105 +326,33 @@ impl Server {
             flushers: std::iter::once(presence_flush).chain(monitoring).collect(),
         })
     }
+}
 
-    async fn accept_loop(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-        let app = router(self.state.clone(), self.config.limits.max_body_bytes);
-        let slots = Arc::new(Semaphore::new(self.config.limits.max_connections));
-        let handshake_timeout = Duration::from_secs(self.config.limits.handshake_timeout_secs);
-        let metrics = self.state.metrics.clone();
-        let mut conns = JoinSet::new();
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (HTTPS)");
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.changed() => break,
-                a = listener.accept() => a,
-            };
-            // Reap finished connections so the set does not grow.
-            while conns.try_join_next().is_some() {}
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+/// TUF freshness: the timestamp (valid a day) is re-signed every hour.
+async fn refresh_tuf_timestamp(
+    tuf: tuf_repo::Repository,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                match tuf.refresh_timestamp(clock.now_ms()).await {
+                    Ok(()) | Err(tuf_repo::TufError::NoRoot) => {}
+                    Err(e) => tracing::error!(error = %e, "could not re-sign the TUF timestamp"),
                 }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                metrics.connection_refused();
-                drop(tcp);
-                continue;
-            };
-            let Some(cfg) = self.tls.current() else {
-                continue;
-            };
-            let app = app.clone();
-            let metrics = metrics.clone();
-            let mut conn_shutdown = shutdown.clone();
-            conns.spawn(async move {
-                let _permit = permit;
-                let _ = tcp.set_nodelay(true);
-                let tls = match tokio::time::timeout(
-                    handshake_timeout,
-                    TlsAcceptor::from(cfg).accept(tcp),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        metrics.handshake_failed();
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        metrics.handshake_failed();
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let chain = tls.get_ref().1.peer_certificates().map(|c| {
-                    ClientCertChain(Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()))
-                });
-                let svc = hyper::service::service_fn(
-                    move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(PeerAddr(peer));
-                        if let Some(c) = &chain {
-                            req.extensions_mut().insert(c.clone());
-                        }
-                        app.clone().oneshot(req.map(axum::body::Body::new))
-                    },
-                );
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(tls), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    }
-                    _ = conn_shutdown.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-                    }
-                }
-            });
+            }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-        tracing::info!("server stopped");
-        drop(self.boot.lock);
     }
 }
 
 /// Rebuilds the gateway's TLS verifier with the new CRL after each revocation, so
 /// new handshakes with a revoked certificate fail without a restart.
 async fn refresh_gateway_crl(
-    gw: Arc<gateway::Gateway>,
+    gw: Arc<Gateway>,
     pki: Arc<pki::Pki>,
     store: Arc<dyn palisade_store::Store>,
     dir: DataDir,
@@ -492,11 +365,11 @@ async fn refresh_gateway_crl(
             r = changes.changed() => if r.is_err() { return },
         }
         let built = match pki.crl(&*store).await {
-            Ok(crl) => gateway::tls_config(&pki, Some(crl), &dir.tls_cert(), &dir.tls_key()),
+            Ok(crl) => tls::gateway_config(&pki, Some(crl), &dir.tls_cert(), &dir.tls_key()),
             Err(e) => Err(anyhow::anyhow!(e)),
         };
         match built {
-            Ok(cfg) => gw.tls.replace(cfg),
+            Ok(cfg) => gw.tls().replace(cfg),
             Err(e) => tracing::error!(error = %e, "could not refresh the gateway's CRL"),
         }
     }

@@ -71,6 +71,9 @@ pub enum StoreError {
     /// An audit proof was asked for out of range.
     #[error(transparent)]
     Proof(#[from] palisade_audit::ProofError),
+    /// A bug in the store itself; the message says where.
+    #[error("internal store error (a bug): {0}")]
+    Internal(String),
 }
 
 /// What a commit did.
@@ -191,6 +194,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         device: &DeviceId,
         queued_only: bool,
     ) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Devices that have commands still queued, by id.
+    async fn queued_command_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
     /// One API token by id.
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// All API tokens.

@@ -805,3 +805,75 @@ pub enum Change {
         name: &'static str,
     },
 }
+
+/// The part of the model a [`Change`] belongs to. Each backend applies one
+/// family's changes in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeFamily {
+    /// Devices and models: inventory, lifecycle, enrolment, hardware trust, tags, presence.
+    Fleet,
+    /// Certificates, revocation, API tokens, counters.
+    Credentials,
+    /// Suppliers and their keys, batches, enrolment tokens, TPM vendors, firmware.
+    Onboarding,
+    /// Releases, assignments, update reports, rollouts.
+    Ota,
+    /// Model policies, sites, placements, edges.
+    Network,
+    /// Commands to devices.
+    Commands,
+    /// Alerts, timeline events, pruning.
+    Monitoring,
+}
+
+impl Change {
+    /// The family this change belongs to.
+    pub fn family(&self) -> ChangeFamily {
+        match self {
+            Change::InsertModel { .. }
+            | Change::InsertDevice { .. }
+            | Change::SetDeviceState { .. }
+            | Change::RequireDeviceState { .. }
+            | Change::AdvanceDeviceState { .. }
+            | Change::RecordEnrollment { .. }
+            | Change::RecordKeyProtection { .. }
+            | Change::RecordAttestation { .. }
+            | Change::MarkPending { .. }
+            | Change::ApproveDevice { .. }
+            | Change::SetDeviceTags { .. }
+            | Change::RecordPresence { .. } => ChangeFamily::Fleet,
+            Change::InsertCertificate { .. }
+            | Change::RevokeCertificate { .. }
+            | Change::InsertToken { .. }
+            | Change::RevokeToken { .. }
+            | Change::BumpCounter { .. } => ChangeFamily::Credentials,
+            Change::InsertSupplier { .. }
+            | Change::InsertBatch { .. }
+            | Change::InsertEnrollmentToken { .. }
+            | Change::ConsumeEnrollmentToken { .. }
+            | Change::InsertTpmVendor { .. }
+            | Change::InsertFirmware { .. }
+            | Change::InsertSupplierKey { .. } => ChangeFamily::Onboarding,
+            Change::InsertRelease { .. }
+            | Change::SetAssignment { .. }
+            | Change::RecordUpdate { .. }
+            | Change::InsertRollout { .. }
+            | Change::SetRolloutState { .. }
+            | Change::UpsertRolloutDevices { .. } => ChangeFamily::Ota,
+            Change::SetModelPolicy { .. }
+            | Change::UpsertSite { .. }
+            | Change::SetPlacement { .. }
+            | Change::SetEdge { .. }
+            | Change::RecordEdgeStatus { .. } => ChangeFamily::Network,
+            Change::InsertCommand { .. }
+            | Change::CommandSent { .. }
+            | Change::CommandAcked { .. } => ChangeFamily::Commands,
+            Change::OpenAlert { .. }
+            | Change::BumpAlert { .. }
+            | Change::SetAlertState { .. }
+            | Change::SetAlertResponses { .. }
+            | Change::RecordDeviceEvents { .. }
+            | Change::PruneMonitoring { .. } => ChangeFamily::Monitoring,
+        }
+    }
+}

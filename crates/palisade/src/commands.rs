@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use hyper::Method;
 use palisade_audit::{NoteVerifier, StoredCheckpoint, Verifier, VerifyReport, verify_inclusion};
-use palisade_server::api::views::*;
+use palisade_http::views::*;
 use serde_json::{Value, json};
 
 use crate::Global;

@@ -85,15 +85,12 @@ pub enum FactoryCmd {
     },
 }
 
-#[allow(clippy::disallowed_methods)]
 fn now() -> OffsetDateTime {
     // The factory runs offline and has no server clock to borrow.
-    OffsetDateTime::now_utc()
+    palisade_core::Clock::now(&palisade_core::SystemClock)
 }
 
-fn now_ms(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
+use palisade_core::unix_ms as now_ms;
 
 fn journal(dir: &Path, event: serde_json::Value) -> anyhow::Result<()> {
     let path = dir.join("journal.jsonl");

@@ -201,8 +201,8 @@ pub async fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 );
                 keys.insert(id, key);
             }
-            #[allow(clippy::disallowed_methods)] // the ceremony runs offline, by hand
-            let now_ms = jiff::Timestamp::now().as_millisecond();
+            // The ceremony runs offline, by hand, on the system clock.
+            let now_ms = palisade_core::Clock::now_ms(&palisade_core::SystemClock);
             let root = Root {
                 spec_version: SPEC_VERSION.into(),
                 consistent_snapshot: false,

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use hyper::Method;
-use palisade_server::alerts::AlertView;
-use palisade_server::api::monitoring::TimelineView;
+use palisade_control::alerts::AlertView;
+use palisade_http::views::TimelineView;
 use serde_json::json;
 
 use crate::Global;
@@ -196,7 +196,7 @@ pub async fn timeline(
     let age = parse_age(since)?;
     use palisade_core::Clock;
     let now = palisade_server::SystemClock.now();
-    let since_ms = palisade_server::pki::unix_ms(now) - age;
+    let since_ms = palisade_core::unix_ms(now) - age;
     let t: TimelineView = c
         .call(
             Method::GET,

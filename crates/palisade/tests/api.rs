@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 use palisade::client::Client;
-use palisade_server::api::views::*;
+use palisade_http::views::*;
 use palisade_server::{Config, Handle, Server, SystemClock};
 use serde_json::{Value, json};
 

@@ -39,7 +39,7 @@ use palisade_interop::*;
 use serde_json::Value;
 
 fn now_ms() -> i64 {
-    palisade_server::pki::unix_ms(palisade_server::SystemClock.now())
+    palisade_core::SystemClock.now_ms()
 }
 
 /// The attacker's namespace address (not a placed device).

@@ -267,7 +267,7 @@ fn enrol(
                 let mut out = vec![];
                 for i in (k..n).step_by(conc) {
                     let id = format!("bench-{:06}", start + i);
-                    let t: palisade_server::api::views::CreatedEnrollmentToken = admin
+                    let t: palisade_http::views::CreatedEnrollmentToken = admin
                         .call(
                             hyper::Method::POST,
                             "/api/v1/enrollment-tokens",

@@ -26,9 +26,10 @@ impl Clock for TestClock {
 }
 
 impl TestClock {
-    #[allow(clippy::disallowed_methods)]
     fn new() -> Arc<Self> {
-        Arc::new(Self(Mutex::new(OffsetDateTime::now_utc())))
+        Arc::new(Self(Mutex::new(palisade_core::Clock::now(
+            &palisade_core::SystemClock,
+        ))))
     }
     fn set(&self, t: OffsetDateTime) {
         *self.0.lock().unwrap() = t;
@@ -194,7 +195,7 @@ async fn fifty_devices_enrol_zero_touch_from_a_factory_batch() {
         serde_json::from_str(&server.cli_ok(&["audit", "verify", "--json"])).unwrap();
     assert_eq!(entries["ok"], true);
     let client = server.client(None);
-    let audit: Vec<palisade_server::api::views::AuditEntryView> = client
+    let audit: Vec<palisade_http::views::AuditEntryView> = client
         .call(hyper::Method::GET, "/api/v1/audit/entries?limit=5000", None)
         .await
         .unwrap();
@@ -270,7 +271,7 @@ fn agent_at(dir: &std::path::Path, url: &str, clock: Arc<dyn Clock>) -> Agent {
 async fn an_expired_enrolment_token_is_refused() {
     let clock = TestClock::new();
     let (dir, handle, url, admin) = in_process(clock.clone()).await;
-    let t: palisade_server::api::views::CreatedEnrollmentToken = admin
+    let t: palisade_http::views::CreatedEnrollmentToken = admin
         .call(
             hyper::Method::POST,
             "/api/v1/enrollment-tokens",
@@ -446,7 +447,7 @@ async fn an_expired_operational_certificate_cannot_connect_to_the_gateway() {
         )
         .await
         .unwrap();
-    let t: palisade_server::api::views::CreatedEnrollmentToken = admin
+    let t: palisade_http::views::CreatedEnrollmentToken = admin
         .call(
             hyper::Method::POST,
             "/api/v1/enrollment-tokens",

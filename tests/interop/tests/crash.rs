@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
+use palisade_http::views::{AuditEntryView, CertView};
 use palisade_interop::*;
-use palisade_server::api::views::{AuditEntryView, CertView};
 use serde_json::json;
 
 fn csr() -> String {

@@ -319,11 +319,7 @@ fn the_agent_installs_with_a_trial_boot_commits_and_raises_its_floor() {
 }
 
 fn now_ms() -> i64 {
-    #[allow(clippy::disallowed_methods)]
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    i64::try_from(t.as_millis()).unwrap()
+    palisade_core::Clock::now_ms(&palisade_core::SystemClock)
 }
 
 impl Rig {

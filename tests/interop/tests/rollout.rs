@@ -165,13 +165,7 @@ fn a_failing_canary_pauses_a_three_wave_rollout_to_200_simulated_devices() {
     server.cli_ok(&["rollout", "cancel", "good-2-1"]);
 
     // Outside its maintenance window a rollout issues nothing.
-    #[allow(clippy::disallowed_methods)]
-    let minute = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60
-        % 1440;
+    let minute = palisade_core::Clock::now_ms(&palisade_core::SystemClock) / 60_000 % 1440;
     let (a, b) = ((minute + 120) % 1440, (minute + 180) % 1440);
     let window = format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60);
     server.cli_ok(&[

@@ -13,12 +13,8 @@ use palisade_core::Signer;
 use palisade_interop::*;
 use palisade_tpm::{Tpm, TpmKey};
 
-#[allow(clippy::disallowed_methods)]
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    palisade_core::Clock::now_ms(&palisade_core::SystemClock) / 1000
 }
 
 struct Dev {

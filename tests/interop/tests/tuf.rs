@@ -228,11 +228,7 @@ fn a_device_fetches_and_verifies_its_director_assignment() {
         assert!(o.status.success(), "curl: {}", text(&o));
         serde_json::from_slice::<palisade_release::director::SignedAssignment>(&o.stdout).unwrap()
     };
-    #[allow(clippy::disallowed_methods)]
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = palisade_core::Clock::now_ms(&palisade_core::SystemClock);
     let first = fetch();
     let a =
         palisade_release::director::verify_assignment(&first, &public, "cam-1", now, 0).unwrap();

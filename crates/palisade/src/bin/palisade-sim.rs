@@ -20,7 +20,7 @@ use palisade::commands::client;
 use palisade_agent::SystemClock;
 use palisade_agent::session::SessionConfig;
 use palisade_agent::{Agent, EnrollAuth, EstClient, SoftwareKeystore};
-use palisade_server::api::views::CreatedEnrollmentToken;
+use palisade_http::views::CreatedEnrollmentToken;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -135,10 +135,7 @@ async fn ota_loop(
         // An install arms a trial: "reboot" (the boot shim's logic) and run
         // the next cycle, which is the trial's health check.
         for _ in 0..2 {
-            let now = i64::try_from(
-                palisade_core::Clock::now(&SystemClock).unix_timestamp_nanos() / 1_000_000,
-            )
-            .unwrap_or(0);
+            let now = palisade_core::Clock::now_ms(&SystemClock);
             let outcome = installer.cycle(now).await;
             let reboot = matches!(
                 outcome,

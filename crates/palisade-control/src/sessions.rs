@@ -1,0 +1,158 @@
+//! The live device sessions, whichever gateway holds them: one per device (a new
+//! connection takes over), each with an outbox for messages to the device and a
+//! way to close it at once (revocation, decommissioning). Services send to devices
+//! and close sessions through this registry; the MQTT gateway registers them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use palisade_core::DeviceId;
+use tokio::sync::{mpsc, oneshot};
+
+/// A message for a connected device.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Topic (in the device's namespace).
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+struct Live {
+    id: u64,
+    serial: String,
+    kill: Option<oneshot::Sender<&'static str>>,
+    outbox: mpsc::Sender<Outbound>,
+}
+
+/// The live sessions, by device: one per device (a new CONNECT takes over).
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<DeviceId, Live>>,
+    /// Persistent (non-clean) sessions of devices that are offline: whether they
+    /// had subscribed to their commands. Queued commands themselves are durable in
+    /// the store and delivered when the session resumes.
+    offline: Mutex<HashMap<DeviceId, bool>>,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("connected", &self.count())
+            .finish()
+    }
+}
+
+impl Sessions {
+    /// Registers a new live session of `device` (authenticated with certificate
+    /// `serial`), closing the one it takes over; returns the session number, the
+    /// receiver of a kick and the session's outbox.
+    pub fn register(
+        &self,
+        device: &DeviceId,
+        serial: &str,
+    ) -> (
+        u64,
+        oneshot::Receiver<&'static str>,
+        mpsc::Receiver<Outbound>,
+    ) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (kill, kill_rx) = oneshot::channel();
+        let (outbox, outbox_rx) = mpsc::channel(64);
+        if let Ok(mut live) = self.live.lock()
+            && let Some(mut old) = live.insert(
+                device.clone(),
+                Live {
+                    id,
+                    serial: serial.to_owned(),
+                    kill: Some(kill),
+                    outbox,
+                },
+            )
+            && let Some(k) = old.kill.take()
+        {
+            let _ = k.send("session taken over by a new connection");
+        }
+        (id, kill_rx, outbox_rx)
+    }
+
+    /// Removes session `id` of `device`, unless a newer one took over.
+    pub fn unregister(&self, device: &DeviceId, id: u64) {
+        if let Ok(mut live) = self.live.lock()
+            && live.get(device).is_some_and(|l| l.id == id)
+        {
+            live.remove(device);
+        }
+    }
+
+    /// Takes a device's persisted session state (for a non-clean CONNECT), or
+    /// discards it (clean). Returns `Some(subscribed)` if one existed.
+    pub fn resume(&self, device: &DeviceId, clean: bool) -> Option<bool> {
+        let mut offline = self.offline.lock().ok()?;
+        let state = offline.remove(device);
+        if clean { None } else { state }
+    }
+
+    /// Keeps a non-clean session's state (whether it subscribed to its
+    /// commands) while the device is offline.
+    pub fn persist(&self, device: &DeviceId, subscribed: bool) {
+        if let Ok(mut offline) = self.offline.lock() {
+            offline.insert(device.clone(), subscribed);
+        }
+    }
+
+    /// Closes the device's live session; returns whether there was one.
+    pub fn kick_device(&self, device: &DeviceId, reason: &'static str) -> bool {
+        let Ok(mut live) = self.live.lock() else {
+            return false;
+        };
+        match live.get_mut(device).and_then(|l| l.kill.take()) {
+            Some(k) => {
+                let _ = k.send(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes any live session authenticated with certificate `serial`.
+    pub fn kick_serial(&self, serial: &str, reason: &'static str) -> bool {
+        let Ok(mut live) = self.live.lock() else {
+            return false;
+        };
+        let mut kicked = false;
+        for l in live.values_mut().filter(|l| l.serial == serial) {
+            if let Some(k) = l.kill.take() {
+                let _ = k.send(reason);
+                kicked = true;
+            }
+        }
+        kicked
+    }
+
+    /// Queues a message for a connected device; false if it is not connected or
+    /// its queue is full.
+    pub fn send(&self, device: &DeviceId, msg: Outbound) -> bool {
+        let Ok(live) = self.live.lock() else {
+            return false;
+        };
+        live.get(device)
+            .is_some_and(|l| l.outbox.try_send(msg).is_ok())
+    }
+
+    /// Connected devices.
+    pub fn count(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// Whether a device is connected.
+    pub fn is_connected(&self, device: &DeviceId) -> bool {
+        self.live
+            .lock()
+            .map(|l| l.contains_key(device))
+            .unwrap_or(false)
+    }
+}

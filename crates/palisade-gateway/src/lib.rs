@@ -1,0 +1,517 @@
+//! The MQTT device gateway: MQTT 3.1.1 and 5 over TLS with a client certificate
+//! chained to Palisade's issuing CA. The device's identity is the certificate's
+//! CN; the CONNECT client id must equal it. A device may only use its own topic
+//! namespace (see `palisade_mqtt`). Revoking a certificate or decommissioning a
+//! device closes its live session at once, and the CRL in the TLS verifier is
+//! swapped so new handshakes fail.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use palisade_audit::EntryDraft;
+use palisade_control::events::{DeviceEvent, Event, EventBus};
+use palisade_control::metrics::Metrics;
+use palisade_control::presence::Presence;
+use palisade_control::sessions::{Outbound, Sessions};
+use palisade_control::tls::SwappableConfig;
+use palisade_core::{Clock, DeviceId, DeviceState};
+use palisade_detect::detect::AuthPlace;
+use palisade_mqtt::session::{
+    Accepted, Close, ConnectRefusal, In, Proto, Reaction, Session, check_connect, connack, incoming,
+};
+use palisade_mqtt::{Denial, Limits};
+use palisade_pki::inspect_certificate;
+use palisade_store::{CertStatus, Change, Store};
+use rmqtt_codec::version::VersionCodec;
+use rmqtt_codec::{MqttCodec, MqttPacket, v3, v5};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::Framed;
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    store: Arc<dyn Store>,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    /// Device messages, subscriptions, sessions and refused credentials are
+    /// published here (presence, commands, attestation and monitoring follow).
+    bus: Arc<dyn EventBus>,
+    tls: Arc<SwappableConfig>,
+    handshake_timeout: Duration,
+    /// Per-device view, including security events.
+    presence: Arc<Presence>,
+    /// Each device's last source address, session number and whether it is live.
+    peers: Mutex<HashMap<DeviceId, (std::net::IpAddr, u64, bool)>>,
+    /// Session numbers.
+    next_session: std::sync::atomic::AtomicU64,
+}
+
+/// What the gateway is built from.
+#[derive(Debug)]
+pub struct GatewayParts {
+    /// The store (certificates and device states at CONNECT).
+    pub store: Arc<dyn Store>,
+    /// The live-session registry it registers sessions in.
+    pub sessions: Arc<Sessions>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Packet, rate and keepalive limits.
+    pub limits: Limits,
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The TLS configuration (swapped when the CRL changes).
+    pub tls: Arc<SwappableConfig>,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// What devices last said (retained messages live there).
+    pub presence: Arc<Presence>,
+}
+
+impl Gateway {
+    /// Builds the gateway; it accepts connections once [`Gateway::run`] is
+    /// spawned.
+    pub fn new(p: GatewayParts) -> Self {
+        Self {
+            store: p.store,
+            sessions: p.sessions,
+            metrics: p.metrics,
+            clock: p.clock,
+            limits: p.limits,
+            bus: p.bus,
+            tls: p.tls,
+            handshake_timeout: p.handshake_timeout,
+            presence: p.presence,
+            peers: Mutex::default(),
+            next_session: Default::default(),
+        }
+    }
+
+    /// The TLS configuration in force (replaced when the CRL changes).
+    pub fn tls(&self) -> &SwappableConfig {
+        &self.tls
+    }
+}
+
+impl Gateway {
+    /// Accepts device connections until `shutdown` changes.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.changed() => break,
+                a = listener.accept() => a,
+            };
+            let Ok((tcp, peer)) = accepted else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let gw = self.clone();
+            tokio::spawn(async move {
+                gw.connection(tcp, peer).await;
+            });
+        }
+    }
+
+    fn refuse(&self, reason: &'static str) {
+        self.metrics.mqtt_refused(reason);
+    }
+
+    /// A refused credential: counted, and observed as a failed login.
+    fn auth_failed(&self, device: Option<&DeviceId>, peer: SocketAddr, reason: &'static str) {
+        self.refuse(reason);
+        self.bus.publish(Event::CredentialRefused {
+            device: device.map(|d| d.to_string()),
+            peer: Some(peer.ip()),
+            place: AuthPlace::Gateway,
+            reason: reason.to_owned(),
+            at_ms: self.clock.now_ms(),
+        });
+    }
+
+    /// A session came up: source address changes and takeovers are noted.
+    fn session_up(&self, device: &DeviceId, peer: SocketAddr) -> u64 {
+        let n = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ip = peer.ip();
+        let before = self.peers.lock().ok().and_then(|mut m| {
+            if m.len() > 1_000_000 {
+                m.retain(|_, v| v.2);
+            }
+            m.insert(device.clone(), (ip, n, true))
+        });
+        let takeover = before.filter(|b| b.2 && b.0 != ip).map(|b| b.0);
+        let moved = before.is_some_and(|b| b.0 != ip);
+        if moved {
+            self.metrics.mqtt_address_change();
+        }
+        self.bus.publish(Event::SessionUp {
+            device: device.clone(),
+            address: ip,
+            previous: before.map(|b| b.0),
+            takeover,
+            at_ms: self.clock.now_ms(),
+        });
+        n
+    }
+
+    /// A session ended.
+    fn session_down(&self, device: &DeviceId, n: u64, why: &str) {
+        if let Ok(mut m) = self.peers.lock()
+            && let Some(e) = m.get_mut(device)
+            && e.1 == n
+        {
+            e.2 = false;
+        }
+        self.metrics.mqtt_disconnect(why);
+        self.bus.publish(Event::SessionDown {
+            device: device.clone(),
+            reason: why.to_owned(),
+            at_ms: self.clock.now_ms(),
+        });
+    }
+
+    async fn connection(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        self.metrics.mqtt_connect_attempt();
+        let Some(cfg) = self.tls.current() else {
+            return;
+        };
+        let tls =
+            match tokio::time::timeout(self.handshake_timeout, TlsAcceptor::from(cfg).accept(tcp))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    self.metrics.handshake_failed();
+                    self.auth_failed(None, peer, "tls");
+                    tracing::debug!(%peer, error = %e, "MQTT TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.handshake_failed();
+                    self.refuse("handshake_timeout");
+                    return;
+                }
+            };
+        self.metrics.mqtt_handshake();
+        let Some(leaf) = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+        else {
+            self.auth_failed(None, peer, "no_certificate");
+            return;
+        };
+        let Ok(info) = inspect_certificate(&leaf) else {
+            self.auth_failed(None, peer, "bad_certificate");
+            return;
+        };
+        // A small initial read buffer: idle devices are the common case, and the
+        // buffer grows when a larger packet arrives.
+        let mut framed = Framed::with_capacity(tls, MqttCodec::Version(VersionCodec), 1024);
+        let deadline = tokio::time::Instant::now() + self.limits.connect_timeout;
+        let proto = match tokio::time::timeout_at(deadline, framed.next()).await {
+            Ok(Some(Ok((p, _)))) => match Proto::from_probe(&p) {
+                Some(proto) => proto,
+                None => {
+                    self.refuse("bad_protocol");
+                    return;
+                }
+            },
+            Ok(_) => {
+                self.refuse("bad_protocol");
+                return;
+            }
+            Err(_) => {
+                self.refuse("connect_timeout");
+                return;
+            }
+        };
+        *framed.codec_mut() = proto.codec(self.limits.max_packet_bytes);
+        let connect = match tokio::time::timeout_at(deadline, framed.next()).await {
+            Ok(Some(Ok((p, _)))) => match incoming(p) {
+                In::Connect(c) => c,
+                _ => {
+                    self.refuse("no_connect");
+                    return;
+                }
+            },
+            Ok(_) => {
+                self.refuse("malformed_connect");
+                return;
+            }
+            Err(_) => {
+                self.refuse("connect_timeout");
+                return;
+            }
+        };
+        // Identity comes from the certificate; the client id must match it, and
+        // a will may only speak on the device's own upward topics.
+        let Accepted { device, will } = match check_connect(info.common_name.as_deref(), &connect) {
+            Ok(a) => a,
+            Err(refused) => {
+                match (&refused.device, &refused.will_denied) {
+                    (Some(device), Some((topic, denial))) => {
+                        self.acl_denied(device, "will", topic, *denial);
+                    }
+                    _ => self.auth_failed(None, peer, "client_id_mismatch"),
+                }
+                let _ = framed
+                    .send(connack(proto, Some(refused.refusal), false))
+                    .await;
+                // Close cleanly (TLS close_notify) so the client reads the CONNACK.
+                let _ = framed.close().await;
+                return;
+            }
+        };
+        if let Err(reason) = self.admit(&device, &info.serial_hex).await {
+            self.auth_failed(Some(&device), peer, reason);
+            let _ = framed
+                .send(connack(proto, Some(ConnectRefusal::NotAuthorized), false))
+                .await;
+            return;
+        }
+        let (sid, mut kill, mut outbox) = self.sessions.register(&device, &info.serial_hex);
+        let resumed = self.sessions.resume(&device, connect.clean);
+        if framed
+            .send(connack(proto, None, resumed.is_some()))
+            .await
+            .is_err()
+        {
+            self.sessions.unregister(&device, sid);
+            return;
+        }
+        self.metrics.mqtt_connected(self.sessions.count());
+        tracing::debug!(%device, %peer, "device connected");
+        let session_no = self.session_up(&device, peer);
+        let resubscribed = resumed.unwrap_or(false);
+        if resubscribed {
+            self.bus.publish(Event::CommandsSubscribed {
+                device: device.clone(),
+            });
+        }
+        let mut session = Session::new(
+            device.clone(),
+            proto,
+            self.limits,
+            resubscribed,
+            self.clock.now_ms(),
+        );
+        let clean_close = self
+            .session(
+                &mut session,
+                connect.keep_alive,
+                &mut framed,
+                &mut kill,
+                &mut outbox,
+            )
+            .await;
+        self.sessions.unregister(&device, sid);
+        self.session_down(
+            &device,
+            session_no,
+            if clean_close {
+                "disconnect"
+            } else {
+                "connection lost"
+            },
+        );
+        if !connect.clean {
+            self.sessions.persist(&device, session.subscribed());
+        }
+        // The will is published when the session ends without a DISCONNECT.
+        if !clean_close && let Some((kind, payload)) = will {
+            self.bus.publish(Event::Message(DeviceEvent {
+                device: device.clone(),
+                kind,
+                payload,
+                at_ms: self.clock.now_ms(),
+            }));
+        }
+        self.metrics.mqtt_connected(self.sessions.count());
+        tracing::debug!(%device, "device disconnected");
+    }
+
+    /// The certificate must be in the inventory and valid, and the device in a
+    /// state that may connect; a first connection makes an enrolled device active.
+    async fn admit(&self, device: &DeviceId, serial: &str) -> Result<(), &'static str> {
+        match self.store.certificate(serial).await {
+            Ok(Some(c)) if c.status == CertStatus::Valid && c.device.as_ref() == Some(device) => {}
+            Ok(Some(c)) if c.status == CertStatus::Revoked => return Err("revoked"),
+            Ok(_) => return Err("unknown_certificate"),
+            Err(_) => return Err("store"),
+        }
+        let state = match self.store.device(device).await {
+            Ok(Some(d)) => d.state,
+            _ => return Err("unknown_device"),
+        };
+        if !state.may_connect() {
+            return Err(match state {
+                DeviceState::Decommissioned => "decommissioned",
+                _ => "not_enrolled",
+            });
+        }
+        if state != DeviceState::Enrolled {
+            return Ok(());
+        }
+        // A first connection makes the device active (compare-and-set, audited).
+        let activated = self
+            .store
+            .commit(
+                vec![Change::AdvanceDeviceState {
+                    id: device.clone(),
+                    from: DeviceState::Enrolled,
+                    to: DeviceState::Active,
+                    at_ms: self.clock.now_ms(),
+                }],
+                vec![
+                    EntryDraft::success(
+                        format!("device:{device}"),
+                        "device.active",
+                        device.as_str(),
+                    )
+                    .with_detail(serde_json::json!({ "via": "mqtt" })),
+                ],
+            )
+            .await;
+        match activated {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Another session may have activated it first; a device that
+                // left the connectable states meanwhile (decommissioned) or a
+                // store that cannot answer is refused.
+                match self.store.device(device).await {
+                    Ok(Some(d)) if d.state.may_connect() => Ok(()),
+                    Ok(Some(d)) if d.state == DeviceState::Decommissioned => Err("decommissioned"),
+                    _ => {
+                        tracing::warn!(%device, error = %e, "could not record the device's first connection");
+                        Err("store")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs an established session until it ends; returns whether it ended
+    /// with the client's DISCONNECT (a clean close, no will).
+    async fn session<T>(
+        &self,
+        session: &mut Session,
+        keep_alive: u16,
+        framed: &mut Framed<T, MqttCodec>,
+        kill: &mut oneshot::Receiver<&'static str>,
+        outbox: &mut mpsc::Receiver<Outbound>,
+    ) -> bool
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let idle = self.limits.keepalive_deadline(keep_alive);
+        let device = session.device().clone();
+        loop {
+            tokio::select! {
+                reason = &mut *kill => {
+                    let reason = reason.unwrap_or("closed");
+                    tracing::info!(%device, reason, "closing the device's session");
+                    if let Some(d) = session.kicked() {
+                        let _ = framed.send(d).await;
+                    }
+                    let _ = framed.close().await;
+                    return false;
+                }
+                Some(msg) = outbox.recv(), if session.may_send() => {
+                    self.metrics.mqtt_out(msg.payload.len());
+                    if framed.send(session.send(msg.topic, msg.payload)).await.is_err() {
+                        return false;
+                    }
+                }
+                next = tokio::time::timeout(idle, framed.next()) => {
+                    let packet = match next {
+                        Err(_) => { self.refuse("keepalive_timeout"); return false; }
+                        Ok(None) => return false,
+                        Ok(Some(Err(e))) => {
+                            tracing::debug!(%device, error = %e, "malformed packet; closing");
+                            self.refuse("malformed_packet");
+                            if let Some(d) = session.malformed() {
+                                let _ = framed.send(d).await;
+                            }
+                            return false;
+                        }
+                        Ok(Some(Ok((p, _)))) => p,
+                    };
+                    if let MqttPacket::V3(v3::Packet::Publish(p)) | MqttPacket::V5(v5::Packet::Publish(p)) = &packet {
+                        self.metrics.mqtt_message_size(p.payload.len());
+                    }
+                    let now = self.clock.now_ms();
+                    let reply = match session.handle(packet, now) {
+                        Reaction::None => None,
+                        Reaction::Reply(p) => Some(p),
+                        Reaction::Publish { kind, payload, retain, ack } => {
+                            self.metrics.mqtt_in(payload.len());
+                            if let Some(topic) = retain {
+                                self.presence.retain(&device, &topic, payload.clone());
+                            }
+                            self.bus.publish(Event::Message(DeviceEvent { device: device.clone(), kind, payload, at_ms: now }));
+                            ack
+                        }
+                        Reaction::PublishDenied { topic, denial, reply, close } => {
+                            self.acl_denied(&device, "publish", &topic, denial);
+                            if close {
+                                return false;
+                            }
+                            reply
+                        }
+                        Reaction::Subscribed { reply, commands, retained, denied } => {
+                            for (filter, denial) in &denied {
+                                self.acl_denied(&device, "subscribe", filter, *denial);
+                            }
+                            if commands {
+                                self.bus.publish(Event::CommandsSubscribed { device: device.clone() });
+                            }
+                            if retained {
+                                // Its own retained messages, after the SUBACK.
+                                for (topic, payload) in self.presence.retained(&device) {
+                                    let _ = self.sessions.send(&device, Outbound { topic, payload });
+                                }
+                            }
+                            Some(reply)
+                        }
+                        Reaction::Close { why, last } => {
+                            if let Some(label) = why.refusal_label() {
+                                if why == Close::ProtocolError {
+                                    tracing::debug!(%device, "protocol error: unexpected packet");
+                                }
+                                self.refuse(label);
+                            }
+                            if let Some(p) = last {
+                                let _ = framed.send(p).await;
+                            }
+                            return why == Close::Disconnect;
+                        }
+                    };
+                    if let Some(p) = reply
+                        && framed.send(p).await.is_err()
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn acl_denied(&self, device: &DeviceId, what: &'static str, topic: &str, denial: Denial) {
+        self.metrics.mqtt_acl_denied(denial.label());
+        self.presence.security_event(device);
+        tracing::warn!(%device, what, topic = %topic.chars().take(128).collect::<String>(), reason = %denial, "MQTT access refused");
+    }
+}

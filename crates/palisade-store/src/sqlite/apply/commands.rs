@@ -1,0 +1,66 @@
+//! Applying operator commands to devices: queued, sent, acknowledged.
+
+use sqlx::sqlite::SqliteConnection;
+
+use super::misrouted;
+use crate::sqlite::writer::{conflict, map_unique};
+use crate::{Change, StoreError};
+
+/// Applies one of this family's changes inside the open transaction.
+pub(super) async fn apply(
+    c: &mut SqliteConnection,
+    change: &Change,
+) -> Result<Option<i64>, StoreError> {
+    match change {
+        Change::InsertCommand(cmd) => {
+            sqlx::query(
+                "INSERT INTO commands (id, device_id, name, args, status, created_ms) VALUES (?, ?, ?, ?, 'queued', ?)",
+            )
+            .bind(&cmd.id)
+            .bind(cmd.device.as_str())
+            .bind(&cmd.name)
+            .bind(&cmd.args)
+            .bind(cmd.created_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "command", &cmd.id))?;
+        }
+        Change::CommandSent { id, at_ms } => {
+            sqlx::query(
+                "UPDATE commands SET status = 'sent', sent_ms = ? WHERE id = ? AND status = 'queued'",
+            )
+            .bind(at_ms)
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::CommandAcked {
+            id,
+            device,
+            ok,
+            result,
+            at_ms,
+        } => {
+            let done = sqlx::query(
+                "UPDATE commands SET status = ?, acked_ms = ?, result = ?
+                 WHERE id = ? AND device_id = ? AND status IN ('queued','sent')",
+            )
+            .bind(if *ok { "acked" } else { "failed" })
+            .bind(at_ms)
+            .bind(result)
+            .bind(id)
+            .bind(device.as_str())
+            .execute(&mut *c)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(conflict(
+                    "command",
+                    id,
+                    "is unknown, not this device's, or already acknowledged",
+                ));
+            }
+        }
+        other => return Err(misrouted(other)),
+    }
+    Ok(None)
+}

@@ -1,0 +1,97 @@
+//! Applying certificates, their revocation, operator API tokens, and the durable counters (CRL numbers).
+
+use sqlx::sqlite::SqliteConnection;
+
+use super::misrouted;
+use crate::sqlite::writer::{conflict, map_unique};
+use crate::{Change, StoreError};
+
+/// Applies one of this family's changes inside the open transaction.
+pub(super) async fn apply(
+    c: &mut SqliteConnection,
+    change: &Change,
+) -> Result<Option<i64>, StoreError> {
+    match change {
+        Change::InsertCertificate(r) => {
+            sqlx::query(
+                "INSERT INTO certificates (serial, profile, subject, device_id, not_before_ms, not_after_ms,
+                   status, revoked_ms, reason, der, issued_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.serial)
+            .bind(&r.profile)
+            .bind(&r.subject)
+            .bind(r.device.as_ref().map(|d| d.as_str().to_owned()))
+            .bind(r.not_before_ms)
+            .bind(r.not_after_ms)
+            .bind(r.status.as_str())
+            .bind(r.revoked_ms)
+            .bind(&r.reason)
+            .bind(&r.der)
+            .bind(r.issued_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "certificate", &r.serial))?;
+        }
+        Change::RevokeCertificate {
+            serial,
+            reason,
+            at_ms,
+        } => {
+            let done = sqlx::query(
+                "UPDATE certificates SET status = 'revoked', revoked_ms = ?, reason = ?
+                 WHERE serial = ? AND status = 'valid'",
+            )
+            .bind(at_ms)
+            .bind(reason)
+            .bind(serial)
+            .execute(&mut *c)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(conflict(
+                    "certificate",
+                    serial,
+                    "is unknown or already revoked",
+                ));
+            }
+        }
+        Change::InsertToken(t) => {
+            sqlx::query(
+                "INSERT INTO tokens (id, operator, role, secret_hash, created_ms, expires_ms, revoked_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&t.id)
+            .bind(t.operator.as_str())
+            .bind(t.role.as_str())
+            .bind(&t.secret_hash[..])
+            .bind(t.created_ms)
+            .bind(t.expires_ms)
+            .bind(t.revoked_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "token", &t.id))?;
+        }
+        Change::RevokeToken { id, at_ms } => {
+            let done =
+                sqlx::query("UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL")
+                    .bind(at_ms)
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?;
+            if done.rows_affected() != 1 {
+                return Err(conflict("token", id, "is unknown or already revoked"));
+            }
+        }
+        Change::BumpCounter { name } => {
+            let v: i64 = sqlx::query_scalar(
+                "INSERT INTO counters (name, value) VALUES (?, 1)
+                 ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+            )
+            .bind(name)
+            .fetch_one(&mut *c)
+            .await?;
+            return Ok(Some(v));
+        }
+        other => return Err(misrouted(other)),
+    }
+    Ok(None)
+}

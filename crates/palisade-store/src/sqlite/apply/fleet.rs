@@ -1,0 +1,219 @@
+//! Applying devices and models: inventory records, lifecycle state (compare-and-set), enrolment, key protection, attestation status, approval, tags and presence.
+
+use sqlx::sqlite::SqliteConnection;
+
+use super::misrouted;
+use crate::sqlite::writer::{conflict, map_unique};
+use crate::{Change, StoreError};
+
+/// Applies one of this family's changes inside the open transaction.
+pub(super) async fn apply(
+    c: &mut SqliteConnection,
+    change: &Change,
+) -> Result<Option<i64>, StoreError> {
+    match change {
+        Change::InsertModel(m) => {
+            sqlx::query(
+                "INSERT INTO models (id, description, cert_validity_days, created_ms, policy_version,
+                   approval_required, allowed_key_types, attestation, supplier,
+                   support_until_ms, security_update_days)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.id.as_str())
+            .bind(&m.description)
+            .bind(m.cert_validity_days)
+            .bind(m.created_ms)
+            .bind(m.policy_version)
+            .bind(i64::from(m.approval_required))
+            .bind(m.allowed_key_types.join(","))
+            .bind(&m.attestation)
+            .bind(m.supplier.as_ref().map(|s| s.as_str()))
+            .bind(m.support_until_ms)
+            .bind(m.security_update_days)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "model", m.id.as_str()))?;
+        }
+        Change::InsertDevice(d) => {
+            let o = &d.onboarding;
+            sqlx::query(
+                "INSERT INTO devices (id, model_id, state, hardware_serial, created_ms, updated_ms,
+                   supplier, batch_id, birth_cert_sha256, enrolled_key_sha256, attached_policy)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(d.id.as_str())
+            .bind(d.model.as_str())
+            .bind(d.state.as_str())
+            .bind(&d.hardware_serial)
+            .bind(d.created_ms)
+            .bind(d.updated_ms)
+            .bind(o.supplier.as_ref().map(|s| s.as_str().to_owned()))
+            .bind(&o.batch_id)
+            .bind(&o.birth_cert_sha256)
+            .bind(&o.enrolled_key_sha256)
+            .bind(&o.attached_policy)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "device", d.id.as_str()))?;
+        }
+        Change::SetDeviceState {
+            id,
+            expected,
+            to,
+            at_ms,
+        } => {
+            let done = sqlx::query(
+                "UPDATE devices SET state = ?, updated_ms = ? WHERE id = ? AND state = ?",
+            )
+            .bind(to.as_str())
+            .bind(at_ms)
+            .bind(id.as_str())
+            .bind(expected.as_str())
+            .execute(&mut *c)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(conflict(
+                    "device",
+                    id.as_str(),
+                    &format!("is no longer {expected}; retry"),
+                ));
+            }
+        }
+        Change::RequireDeviceState { id, allowed } => {
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM devices WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_all(&mut *c)
+                    .await?
+                    .into_iter()
+                    .next();
+            let Some(state) = state else {
+                return Err(StoreError::NotFound {
+                    what: "device",
+                    key: id.to_string(),
+                });
+            };
+            if !allowed.iter().any(|a| a.as_str() == state) {
+                return Err(conflict("device", id.as_str(), &format!("is {state}")));
+            }
+        }
+        Change::AdvanceDeviceState {
+            id,
+            from,
+            to,
+            at_ms,
+        } => {
+            sqlx::query("UPDATE devices SET state = ?, updated_ms = ? WHERE id = ? AND state = ?")
+                .bind(to.as_str())
+                .bind(at_ms)
+                .bind(id.as_str())
+                .bind(from.as_str())
+                .execute(&mut *c)
+                .await?;
+        }
+        Change::RecordEnrollment {
+            id,
+            key_sha256,
+            attached_policy,
+            at_ms,
+        } => {
+            sqlx::query(
+                "UPDATE devices SET enrolled_key_sha256 = ?, attached_policy = ?, updated_ms = ?
+                 WHERE id = ?",
+            )
+            .bind(key_sha256)
+            .bind(attached_policy)
+            .bind(at_ms)
+            .bind(id.as_str())
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::RecordKeyProtection {
+            id,
+            key_protection,
+            ak_public,
+            ek_sha256,
+        } => {
+            sqlx::query(
+                "UPDATE devices SET key_protection = ?, ak_public = ?, ek_sha256 = ? WHERE id = ?",
+            )
+            .bind(key_protection)
+            .bind(ak_public)
+            .bind(ek_sha256)
+            .bind(id.as_str())
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::RecordAttestation {
+            id,
+            status,
+            detail,
+            at_ms,
+        } => {
+            sqlx::query(
+                "UPDATE devices SET attestation_status = ?, attestation_detail = ?, attested_ms = ?
+                 WHERE id = ?",
+            )
+            .bind(status)
+            .bind(detail)
+            .bind(at_ms)
+            .bind(id.as_str())
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::MarkPending { id, at_ms } => {
+            sqlx::query(
+                "UPDATE devices SET pending_since_ms = COALESCE(pending_since_ms, ?) WHERE id = ?",
+            )
+            .bind(at_ms)
+            .bind(id.as_str())
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::ApproveDevice { id, at_ms } => {
+            let done = sqlx::query(
+                "UPDATE devices SET approved_ms = ?, updated_ms = ? WHERE id = ? AND approved_ms IS NULL",
+            )
+            .bind(at_ms)
+            .bind(at_ms)
+            .bind(id.as_str())
+            .execute(&mut *c)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(conflict(
+                    "device",
+                    id.as_str(),
+                    "is unknown or already approved",
+                ));
+            }
+        }
+        Change::SetDeviceTags { device, tags } => {
+            sqlx::query("DELETE FROM device_tags WHERE device_id = ?")
+                .bind(device.as_str())
+                .execute(&mut *c)
+                .await?;
+            for t in tags {
+                sqlx::query("INSERT OR IGNORE INTO device_tags (device_id, tag) VALUES (?, ?)")
+                    .bind(device.as_str())
+                    .bind(t.as_str())
+                    .execute(&mut *c)
+                    .await?;
+            }
+        }
+        Change::RecordPresence(list) => {
+            for (id, seen, firmware) in list {
+                sqlx::query(
+                    "UPDATE devices SET last_seen_ms = MAX(COALESCE(last_seen_ms, 0), ?),
+                       reported_firmware = COALESCE(?, reported_firmware) WHERE id = ?",
+                )
+                .bind(seen)
+                .bind(firmware)
+                .bind(id.as_str())
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+        other => return Err(misrouted(other)),
+    }
+    Ok(None)
+}

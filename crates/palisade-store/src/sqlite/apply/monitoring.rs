@@ -1,0 +1,134 @@
+//! Applying alerts and their lifecycle, timeline events, and their pruning.
+
+use sqlx::sqlite::SqliteConnection;
+
+use super::misrouted;
+use crate::{Change, StoreError};
+
+/// Applies one of this family's changes inside the open transaction.
+pub(super) async fn apply(
+    c: &mut SqliteConnection,
+    change: &Change,
+) -> Result<Option<i64>, StoreError> {
+    match change {
+        Change::OpenAlert(a) => {
+            sqlx::query(
+                "INSERT INTO alerts (id, dedup_key, detector, severity, device_id, peer, state,
+                   summary, evidence, last_evidence, count, first_ms, last_ms, note, responses)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&a.id)
+            .bind(&a.dedup_key)
+            .bind(&a.detector)
+            .bind(&a.severity)
+            .bind(&a.device)
+            .bind(&a.peer)
+            .bind(&a.state)
+            .bind(&a.summary)
+            .bind(&a.evidence)
+            .bind(&a.last_evidence)
+            .bind(i64::try_from(a.count).unwrap_or(i64::MAX))
+            .bind(a.first_ms)
+            .bind(a.last_ms)
+            .bind(&a.note)
+            .bind(&a.responses)
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::BumpAlert {
+            id,
+            count,
+            last_ms,
+            last_evidence,
+        } => {
+            sqlx::query(
+                "UPDATE alerts SET count = count + ?, last_ms = MAX(last_ms, ?), last_evidence = ?
+                 WHERE id = ?",
+            )
+            .bind(i64::try_from(*count).unwrap_or(i64::MAX))
+            .bind(last_ms)
+            .bind(last_evidence)
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::SetAlertState {
+            id,
+            from,
+            to,
+            by,
+            at_ms,
+            note,
+        } => {
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut *c)
+                    .await?;
+            let Some(current) = current else {
+                return Err(StoreError::NotFound {
+                    what: "alert",
+                    key: id.clone(),
+                });
+            };
+            if !from.contains(&current) {
+                return Err(StoreError::Conflict {
+                    what: "alert",
+                    key: id.clone(),
+                    reason: format!("it is {current}, it cannot become {to}"),
+                });
+            }
+            let sql = if to == "resolved" {
+                "UPDATE alerts SET state = ?, resolved_by = ?, resolved_ms = ?,
+                   note = CASE WHEN ?4 = '' THEN note WHEN note = '' THEN ?4 ELSE note || char(10) || ?4 END
+                 WHERE id = ?5"
+            } else {
+                "UPDATE alerts SET state = ?, acked_by = ?, acked_ms = ?,
+                   note = CASE WHEN ?4 = '' THEN note WHEN note = '' THEN ?4 ELSE note || char(10) || ?4 END
+                 WHERE id = ?5"
+            };
+            sqlx::query(sql)
+                .bind(to)
+                .bind(by)
+                .bind(at_ms)
+                .bind(note)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+        }
+        Change::SetAlertResponses { id, responses } => {
+            sqlx::query("UPDATE alerts SET responses = ? WHERE id = ?")
+                .bind(responses)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+        }
+        Change::RecordDeviceEvents(list) => {
+            for e in list {
+                sqlx::query(
+                    "INSERT INTO device_events (device_id, at_ms, kind, summary, detail)
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&e.device)
+                .bind(e.at_ms)
+                .bind(&e.kind)
+                .bind(&e.summary)
+                .bind(&e.detail)
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+        Change::PruneMonitoring { before_ms } => {
+            sqlx::query("DELETE FROM device_events WHERE at_ms < ?")
+                .bind(before_ms)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("DELETE FROM alerts WHERE state = 'resolved' AND last_ms < ?")
+                .bind(before_ms)
+                .execute(&mut *c)
+                .await?;
+        }
+        other => return Err(misrouted(other)),
+    }
+    Ok(None)
+}

@@ -1,0 +1,112 @@
+//! Applying suppliers and their keys, batch manifests, enrolment tokens, TPM vendor CAs and approved firmware.
+
+use sqlx::sqlite::SqliteConnection;
+
+use super::misrouted;
+use crate::sqlite::writer::{conflict, map_unique};
+use crate::{Change, StoreError};
+
+/// Applies one of this family's changes inside the open transaction.
+pub(super) async fn apply(
+    c: &mut SqliteConnection,
+    change: &Change,
+) -> Result<Option<i64>, StoreError> {
+    match change {
+        Change::InsertSupplier(r) => {
+            sqlx::query(
+                "INSERT INTO suppliers (name, ca_der, ca_sha256, created_ms) VALUES (?, ?, ?, ?)",
+            )
+            .bind(r.name.as_str())
+            .bind(&r.ca_der)
+            .bind(&r.ca_sha256)
+            .bind(r.created_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "supplier", r.name.as_str()))?;
+        }
+        Change::InsertBatch(b) => {
+            sqlx::query(
+                "INSERT INTO batches (id, supplier, model_id, device_count, imported_ms) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&b.id)
+            .bind(b.supplier.as_str())
+            .bind(b.model.as_str())
+            .bind(b.device_count)
+            .bind(b.imported_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "batch", &b.id))?;
+        }
+        Change::InsertEnrollmentToken(t) => {
+            sqlx::query(
+                "INSERT INTO enrollment_tokens (id, model_id, secret_hash, created_ms, expires_ms)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&t.id)
+            .bind(t.model.as_str())
+            .bind(&t.secret_hash[..])
+            .bind(t.created_ms)
+            .bind(t.expires_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "enrolment token", &t.id))?;
+        }
+        Change::ConsumeEnrollmentToken { id, device, at_ms } => {
+            let done = sqlx::query(
+                "UPDATE enrollment_tokens SET used_ms = ?, used_device = ?
+                 WHERE id = ? AND used_ms IS NULL AND expires_ms > ?",
+            )
+            .bind(at_ms)
+            .bind(device.as_str())
+            .bind(id)
+            .bind(at_ms)
+            .execute(&mut *c)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(conflict(
+                    "enrolment token",
+                    id,
+                    "is unknown, already used or expired",
+                ));
+            }
+        }
+        Change::InsertTpmVendor(v) => {
+            sqlx::query(
+                "INSERT INTO tpm_vendors (sha256, subject, ca_der, created_ms) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&v.sha256)
+            .bind(&v.subject)
+            .bind(&v.ca_der)
+            .bind(v.created_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "TPM vendor CA", &v.subject))?;
+        }
+        Change::InsertFirmware(f) => {
+            sqlx::query(
+                "INSERT INTO model_firmware (model_id, version, sha256, created_ms) VALUES (?, ?, ?, ?)",
+            )
+            .bind(f.model.as_str())
+            .bind(&f.version)
+            .bind(&f.sha256)
+            .bind(f.created_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "firmware", &format!("{} {}", f.model, f.version)))?;
+        }
+        Change::InsertSupplierKey(k) => {
+            sqlx::query(
+                "INSERT INTO supplier_keys (keyid, supplier, spki_der, created_ms) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&k.keyid)
+            .bind(k.supplier.as_str())
+            .bind(&k.spki_der)
+            .bind(k.created_ms)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "supplier key", &k.keyid))?;
+        }
+        other => return Err(misrouted(other)),
+    }
+    Ok(None)
+}

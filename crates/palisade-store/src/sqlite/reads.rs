@@ -1,0 +1,586 @@
+//! The `Store` trait over SQLite: `commit` hands the job to the writer; the
+//! reads run on the read-only pool.
+
+use async_trait::async_trait;
+use palisade_audit::{EntryDraft, StoredCheckpoint};
+use palisade_core::{DeviceId, ModelId, RolloutName, SiteName, SupplierName, Tag};
+use sqlx::Row;
+use tokio::sync::oneshot;
+
+use super::rows::*;
+use super::writer::Job;
+use super::{DEFAULT_LIMIT, SqliteStore};
+
+use crate::{
+    AlertFilter, AlertRecord, AuditHead, BatchRecord, CertFilter, CertRecord, Change,
+    CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord, EdgeRecord,
+    EnrollmentTokenRecord, FirmwareRecord, InclusionProof, ModelPolicyRecord, ModelRecord,
+    PlacementRecord, Receipt, ReleaseRecord, RolloutDeviceRecord, RolloutRecord, SiteRecord, Store,
+    StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
+    UpdateRecord,
+};
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(
+        &self,
+        changes: Vec<Change>,
+        audit: Vec<EntryDraft>,
+    ) -> Result<Receipt, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                changes,
+                audit,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn model(&self, id: &ModelId) -> Result<Option<ModelRecord>, StoreError> {
+        self.one(
+            "SELECT * FROM models WHERE id = ?",
+            id.as_str(),
+            model_from_row,
+        )
+        .await
+    }
+
+    async fn models(&self) -> Result<Vec<ModelRecord>, StoreError> {
+        self.all("SELECT * FROM models ORDER BY id", model_from_row)
+            .await
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        self.one(
+            "SELECT * FROM devices WHERE id = ?",
+            id.as_str(),
+            device_from_row,
+        )
+        .await
+    }
+
+    async fn devices(&self, f: &DeviceFilter) -> Result<Vec<DeviceRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM devices WHERE (?1 IS NULL OR model_id = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY id LIMIT ?3",
+        )
+        .bind(f.model.as_ref().map(|m| m.as_str().to_owned()))
+        .bind(f.state.map(|s| s.as_str()))
+        .bind(f.limit.unwrap_or(DEFAULT_LIMIT))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(device_from_row)
+        .collect()
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.one(
+            "SELECT * FROM certificates WHERE serial = ?",
+            serial,
+            cert_from_row,
+        )
+        .await
+    }
+
+    async fn certificates(&self, f: &CertFilter) -> Result<Vec<CertRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM certificates WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY issued_ms, serial LIMIT ?3",
+        )
+        .bind(f.device.as_ref().map(|d| d.as_str().to_owned()))
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.limit.unwrap_or(DEFAULT_LIMIT))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(cert_from_row)
+        .collect()
+    }
+
+    async fn revoked_unexpired(&self, now_ms: i64) -> Result<Vec<CertRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM certificates WHERE status = 'revoked' AND not_after_ms > ? ORDER BY serial",
+        )
+        .bind(now_ms)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(cert_from_row)
+        .collect()
+    }
+
+    async fn supplier(&self, name: &SupplierName) -> Result<Option<SupplierRecord>, StoreError> {
+        self.one(
+            "SELECT * FROM suppliers WHERE name = ?",
+            name.as_str(),
+            supplier_from_row,
+        )
+        .await
+    }
+
+    async fn suppliers(&self) -> Result<Vec<SupplierRecord>, StoreError> {
+        self.all("SELECT * FROM suppliers ORDER BY name", supplier_from_row)
+            .await
+    }
+
+    async fn tpm_vendors(&self) -> Result<Vec<TpmVendorRecord>, StoreError> {
+        self.all(
+            "SELECT * FROM tpm_vendors ORDER BY created_ms",
+            tpm_vendor_from_row,
+        )
+        .await
+    }
+
+    async fn supplier_keys(
+        &self,
+        supplier: &SupplierName,
+    ) -> Result<Vec<SupplierKeyRecord>, StoreError> {
+        sqlx::query("SELECT * FROM supplier_keys WHERE supplier = ? ORDER BY created_ms")
+            .bind(supplier.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(supplier_key_from_row)
+            .collect()
+    }
+
+    async fn assignment(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError> {
+        let row = sqlx::query("SELECT counter, signed FROM device_assignments WHERE device_id = ?")
+            .bind(device.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        row.first()
+            .map(|r| {
+                Ok((
+                    u64::try_from(r.try_get::<i64, _>("counter")?).unwrap_or(0),
+                    r.try_get("signed")?,
+                ))
+            })
+            .transpose()
+    }
+
+    async fn model_policy(&self, model: &ModelId) -> Result<Option<ModelPolicyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM model_policies WHERE model_id = ?")
+            .bind(model.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(ModelPolicyRecord {
+                    model: model.clone(),
+                    mud_url: r.try_get("mud_url")?,
+                    mud: r.try_get("mud")?,
+                    policy: r.try_get("policy")?,
+                    signed_by: r.try_get("signed_by")?,
+                    open_override: r.try_get::<i64, _>("open_override")? != 0,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
+        sqlx::query("SELECT * FROM sites ORDER BY name")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(SiteRecord {
+                    name: SiteName::parse(r.try_get("name")?).map_err(|e| corrupt("site", e))?,
+                    spec: r.try_get("spec")?,
+                    created_ms: r.try_get("created_ms")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn placements(
+        &self,
+        site: Option<&SiteName>,
+    ) -> Result<Vec<PlacementRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM device_placements WHERE ?1 IS NULL OR site = ?1 ORDER BY device_id",
+        )
+        .bind(site.map(SiteName::as_str))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PlacementRecord {
+                device: DeviceId::parse(r.try_get("device_id")?)
+                    .map_err(|e| corrupt("placement", e))?,
+                site: SiteName::parse(r.try_get("site")?).map_err(|e| corrupt("placement", e))?,
+                segment: r.try_get("segment")?,
+                address: r.try_get("address")?,
+                overrides: r.try_get("overrides")?,
+                updated_ms: r.try_get("updated_ms")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn edges(&self, site: Option<&SiteName>) -> Result<Vec<EdgeRecord>, StoreError> {
+        sqlx::query("SELECT * FROM site_edges WHERE ?1 IS NULL OR site = ?1 ORDER BY device_id")
+            .bind(site.map(SiteName::as_str))
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(EdgeRecord {
+                    device: DeviceId::parse(r.try_get("device_id")?)
+                        .map_err(|e| corrupt("edge", e))?,
+                    site: SiteName::parse(r.try_get("site")?).map_err(|e| corrupt("edge", e))?,
+                    applied_version: u64::try_from(r.try_get::<i64, _>("applied_version")?)
+                        .map_err(|e| corrupt("edge", e))?,
+                    status: r.try_get("status")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        sqlx::query("SELECT * FROM rollouts ORDER BY created_ms DESC, name")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RolloutRecord {
+                    name: RolloutName::parse(r.try_get("name")?)
+                        .map_err(|e| corrupt("rollout", e))?,
+                    model: ModelId::parse(r.try_get("model_id")?)
+                        .map_err(|e| corrupt("rollout", e))?,
+                    release_version: r.try_get("release_version")?,
+                    spec: r.try_get("spec")?,
+                    state: r.try_get("state")?,
+                    wave: u32::try_from(r.try_get::<i64, _>("wave")?)
+                        .map_err(|e| corrupt("rollout", e))?,
+                    reason: r.try_get("reason")?,
+                    created_by: r.try_get("created_by")?,
+                    created_ms: r.try_get("created_ms")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rollout_devices(
+        &self,
+        name: &RolloutName,
+    ) -> Result<Vec<RolloutDeviceRecord>, StoreError> {
+        sqlx::query("SELECT * FROM rollout_devices WHERE rollout = ? ORDER BY wave, device_id")
+            .bind(name.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RolloutDeviceRecord {
+                    rollout: name.clone(),
+                    device: DeviceId::parse(r.try_get("device_id")?)
+                        .map_err(|e| corrupt("rollout device", e))?,
+                    wave: u32::try_from(r.try_get::<i64, _>("wave")?)
+                        .map_err(|e| corrupt("rollout device", e))?,
+                    state: r.try_get("state")?,
+                    counter: u64::try_from(r.try_get::<i64, _>("counter")?)
+                        .map_err(|e| corrupt("rollout device", e))?,
+                    detail: r.try_get("detail")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn device_tags(&self, device: &DeviceId) -> Result<Vec<Tag>, StoreError> {
+        sqlx::query("SELECT tag FROM device_tags WHERE device_id = ? ORDER BY tag")
+            .bind(device.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| Tag::parse(r.try_get("tag")?).map_err(|e| corrupt("device tag", e)))
+            .collect()
+    }
+
+    async fn devices_tagged(&self, tags: &[Tag]) -> Result<Vec<DeviceId>, StoreError> {
+        if tags.is_empty() {
+            return Ok(vec![]);
+        }
+        let list = serde_json::to_string(&tags.iter().map(Tag::as_str).collect::<Vec<_>>())
+            .map_err(|e| corrupt("device tag", e))?;
+        sqlx::query(
+            "SELECT device_id FROM device_tags WHERE tag IN (SELECT value FROM json_each(?1))
+             GROUP BY device_id HAVING COUNT(DISTINCT tag) = json_array_length(?1) ORDER BY device_id",
+        )
+        .bind(list)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("device tag", e)))
+        .collect()
+    }
+
+    async fn updates(&self, device: Option<&DeviceId>) -> Result<Vec<UpdateRecord>, StoreError> {
+        sqlx::query(
+            "SELECT device_id, counter, target, state, detail, updated_ms FROM device_updates
+             WHERE ?1 IS NULL OR device_id = ?1 ORDER BY device_id",
+        )
+        .bind(device.map(DeviceId::as_str))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(UpdateRecord {
+                device: DeviceId::parse(r.try_get("device_id")?)
+                    .map_err(|e| corrupt("update", e))?,
+                counter: u64::try_from(r.try_get::<i64, _>("counter")?)
+                    .map_err(|e| corrupt("update", e))?,
+                target: r.try_get("target")?,
+                state: r.try_get("state")?,
+                detail: r.try_get("detail")?,
+                updated_ms: r.try_get("updated_ms")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn releases(&self, model: Option<&ModelId>) -> Result<Vec<ReleaseRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM releases WHERE (?1 IS NULL OR model_id = ?1)
+             ORDER BY model_id, security_version, created_ms",
+        )
+        .bind(model.map(|m| m.as_str()))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(release_from_row)
+        .collect()
+    }
+
+    async fn firmware(&self, model: &ModelId) -> Result<Vec<FirmwareRecord>, StoreError> {
+        sqlx::query("SELECT * FROM model_firmware WHERE model_id = ? ORDER BY created_ms")
+            .bind(model.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(firmware_from_row)
+            .collect()
+    }
+
+    async fn device_by_birth_cert(&self, sha256: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.one(
+            "SELECT * FROM devices WHERE birth_cert_sha256 = ?",
+            sha256,
+            device_from_row,
+        )
+        .await
+    }
+
+    async fn enrollment_token(
+        &self,
+        id: &str,
+    ) -> Result<Option<EnrollmentTokenRecord>, StoreError> {
+        self.one(
+            "SELECT * FROM enrollment_tokens WHERE id = ?",
+            id,
+            enrollment_token_from_row,
+        )
+        .await
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM batches WHERE id = ?")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .next();
+        row.map(|r| {
+            Ok(BatchRecord {
+                id: r.try_get("id")?,
+                supplier: SupplierName::parse(r.try_get("supplier")?)
+                    .map_err(|e| corrupt("batch", e))?,
+                model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("batch", e))?,
+                device_count: r.try_get("device_count")?,
+                imported_ms: r.try_get("imported_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn commands(
+        &self,
+        device: &DeviceId,
+        queued_only: bool,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE device_id = ? AND (? = 0 OR status = 'queued')
+             ORDER BY created_ms DESC, id LIMIT 500",
+        )
+        .bind(device.as_str())
+        .bind(i64::from(queued_only))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    async fn queued_command_devices(&self) -> Result<Vec<DeviceId>, StoreError> {
+        sqlx::query(
+            "SELECT DISTINCT device_id FROM commands WHERE status = 'queued' ORDER BY device_id",
+        )
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("command", e)))
+        .collect()
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.one("SELECT * FROM tokens WHERE id = ?", id, token_from_row)
+            .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.all(
+            "SELECT * FROM tokens ORDER BY created_ms, id",
+            token_from_row,
+        )
+        .await
+    }
+
+    async fn audit_entries(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
+        self.reader.audit_entries(from, limit).await
+    }
+
+    async fn audit_checkpoints(
+        &self,
+        from_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.reader.audit_checkpoints(from_size, limit).await
+    }
+
+    fn audit_head(&self) -> Option<AuditHead> {
+        self.head.lock().ok().and_then(|h| h.clone())
+    }
+
+    async fn inclusion_proof(&self, index: u64) -> Result<InclusionProof, StoreError> {
+        let (path, head) = {
+            let log = self.log.read().await;
+            let head = self.audit_head().ok_or(StoreError::NotFound {
+                what: "audit entry",
+                key: index.to_string(),
+            })?;
+            (log.tree.inclusion_proof(index)?, head)
+        };
+        let entry = self
+            .reader
+            .audit_entries(index, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.entry.index == index)
+            .ok_or(StoreError::NotFound {
+                what: "audit entry",
+                key: index.to_string(),
+            })?;
+        Ok(InclusionProof { entry, path, head })
+    }
+
+    async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM alerts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR device_id = ?2)
+               AND (?3 IS NULL OR last_ms >= ?3) ORDER BY last_ms DESC, id LIMIT ?4",
+        )
+        .bind(&f.state)
+        .bind(&f.device)
+        .bind(f.since_ms)
+        .bind(f.limit)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(alert_from_row)
+        .collect()
+    }
+
+    async fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
+        sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(alert_from_row)
+            .transpose()
+    }
+
+    async fn device_events(
+        &self,
+        device: &str,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeviceEventRecord>, StoreError> {
+        sqlx::query(
+            "SELECT device_id, at_ms, kind, summary, detail FROM device_events
+             WHERE device_id = ? AND at_ms >= ? AND at_ms <= ? ORDER BY at_ms, id LIMIT ?",
+        )
+        .bind(device)
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(DeviceEventRecord {
+                device: r.try_get("device_id")?,
+                at_ms: r.try_get("at_ms")?,
+                kind: r.try_get("kind")?,
+                summary: r.try_get("summary")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn audit_entries_about(
+        &self,
+        subject: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, actor, action, subject, outcome, detail, digest
+             FROM audit_entries WHERE subject = ?1 OR detail LIKE ?2 ESCAPE '\\'
+             ORDER BY seq LIMIT ?3",
+        )
+        .bind(subject)
+        .bind(format!(
+            "%\"device\":\"{}\"%",
+            subject
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, StoreError> {
+        let log = self.log.read().await;
+        let head = self.audit_head().ok_or(StoreError::NotFound {
+            what: "audit checkpoint",
+            key: old_size.to_string(),
+        })?;
+        Ok(ConsistencyProof {
+            old_size,
+            path: log.tree.consistency_proof(old_size)?,
+            head,
+        })
+    }
+}

@@ -1,0 +1,241 @@
+//! The writer: one task owns the write connection and groups queued commits
+//! into one transaction (each in a savepoint, so one failure does not undo the
+//! others), appends their audit entries, signs one checkpoint, commits with
+//! `synchronous = FULL`, then answers every caller.
+
+use std::sync::{Arc, Mutex};
+
+use palisade_audit::{Checkpoint, Digest32, Entry, EntryDraft, NoteVerifier, sign_checkpoint};
+use palisade_core::Clock;
+use sqlx::sqlite::SqliteConnection;
+use tokio::sync::{RwLock, mpsc, oneshot};
+
+use super::{AuditConfig, LogState, MAX_BATCH, load_tree};
+
+use crate::{AuditHead, Change, Receipt, StoreError};
+
+pub(super) struct Job {
+    pub(super) changes: Vec<Change>,
+    pub(super) audit: Vec<EntryDraft>,
+    pub(super) reply: oneshot::Sender<Result<Receipt, StoreError>>,
+}
+
+pub(super) struct Writer {
+    pub(super) conn: SqliteConnection,
+    pub(super) rx: mpsc::Receiver<Job>,
+    pub(super) log: Arc<RwLock<LogState>>,
+    pub(super) head: Arc<Mutex<Option<AuditHead>>>,
+    pub(super) audit: AuditConfig,
+    pub(super) verifier: NoteVerifier,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) path: String,
+}
+
+pub(super) async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), StoreError> {
+    sqlx::query(sql).execute(&mut *conn).await?;
+    Ok(())
+}
+
+pub(super) fn conflict(what: &'static str, key: &str, reason: &str) -> StoreError {
+    StoreError::Conflict {
+        what,
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+pub(super) fn map_unique(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            conflict(what, key, "already exists")
+        }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            conflict(what, key, "refers to something that does not exist")
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+impl Writer {
+    pub(super) async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.process(jobs).await;
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    async fn process(&mut self, jobs: Vec<Job>) {
+        let now_ms = self.clock.now_ms();
+        if let Err(e) = exec(&mut self.conn, "BEGIN IMMEDIATE").await {
+            let msg = e.to_string();
+            for j in jobs {
+                let _ = j.reply.send(Err(StoreError::Checkpoint(msg.clone())));
+            }
+            return;
+        }
+        let log_lock = self.log.clone();
+        let mut log = log_lock.write().await;
+        let base = log.tree.len();
+        let mut pending: Vec<Digest32> = Vec::new();
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut sealed_entries: Vec<(Entry, Digest32)> = Vec::new();
+        for job in &jobs {
+            // Changes run in a savepoint so that one job's failure (a conflict, say)
+            // leaves the others in the batch intact; audit-only jobs cannot fail
+            // here and skip the round trips.
+            let outcome = if job.changes.is_empty() {
+                Ok(Receipt::default())
+            } else {
+                match exec(&mut self.conn, "SAVEPOINT job").await {
+                    Ok(()) => match self.apply(job).await {
+                        Ok(r) => exec(&mut self.conn, "RELEASE job").await.map(|()| r),
+                        Err(e) => {
+                            let _ = exec(&mut self.conn, "ROLLBACK TO job").await;
+                            let _ = exec(&mut self.conn, "RELEASE job").await;
+                            Err(e)
+                        }
+                    },
+                    Err(e) => Err(e),
+                }
+            };
+            match outcome {
+                Ok(mut receipt) => {
+                    for draft in &job.audit {
+                        let index = base + sealed_entries.len() as u64;
+                        let entry = draft.clone().seal(index, now_ms);
+                        let digest = entry.digest();
+                        receipt.audit_indices.push(index);
+                        sealed_entries.push((entry, digest));
+                    }
+                    results.push(Ok(receipt));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let inserted = self.insert_entries(&sealed_entries).await;
+        pending.extend(sealed_entries.iter().map(|(_, d)| *d));
+        let sealed = match inserted {
+            Ok(()) => self.seal(&mut log, &pending, now_ms).await,
+            Err(e) => Err(e),
+        };
+        let committed = match sealed {
+            Ok(head) => exec(&mut self.conn, "COMMIT").await.map(|()| head),
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(head) => {
+                if let Some(h) = head {
+                    if let Ok(mut slot) = self.head.lock() {
+                        *slot = Some(h.clone());
+                    }
+                    for r in results.iter_mut().flatten() {
+                        if !r.audit_indices.is_empty() {
+                            r.checkpoint_size = h.size;
+                        }
+                    }
+                }
+                drop(log);
+                for (job, r) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit batch commit failed; rolling back");
+                let _ = exec(&mut self.conn, "ROLLBACK").await;
+                // The in-memory tree may hold digests that were never committed.
+                match load_tree(
+                    &mut self.conn,
+                    &self.verifier,
+                    &self.audit.origin,
+                    &self.path,
+                )
+                .await
+                {
+                    Ok((tree, head)) => {
+                        log.tree = tree;
+                        if let Ok(mut slot) = self.head.lock() {
+                            *slot = head;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "reloading the audit tree failed"),
+                }
+                drop(log);
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Checkpoint(msg.clone())));
+                }
+            }
+        }
+    }
+
+    /// Pushes the batch's digests into the tree and writes the signed checkpoint.
+    async fn seal(
+        &mut self,
+        log: &mut LogState,
+        pending: &[Digest32],
+        now_ms: i64,
+    ) -> Result<Option<AuditHead>, StoreError> {
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        for d in pending {
+            log.tree.push(*d);
+        }
+        let cp = Checkpoint {
+            origin: self.audit.origin.clone(),
+            size: log.tree.len(),
+            root: log.tree.root(),
+        };
+        let note = sign_checkpoint(&cp, &self.audit.key_name, &*self.audit.signer)
+            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
+        sqlx::query("INSERT INTO audit_checkpoints (size, note, time_ms) VALUES (?, ?, ?)")
+            .bind(i64::try_from(cp.size).unwrap_or(i64::MAX))
+            .bind(&note)
+            .bind(now_ms)
+            .execute(&mut self.conn)
+            .await?;
+        Ok(Some(AuditHead {
+            size: cp.size,
+            note,
+        }))
+    }
+
+    async fn apply(&mut self, job: &Job) -> Result<Receipt, StoreError> {
+        let mut receipt = Receipt::default();
+        for change in &job.changes {
+            if let Some(v) = super::apply::apply(&mut self.conn, change).await? {
+                receipt.counters.push(v);
+            }
+        }
+        Ok(receipt)
+    }
+
+    /// Inserts the batch's audit entries, many rows per statement.
+    async fn insert_entries(&mut self, entries: &[(Entry, Digest32)]) -> Result<(), StoreError> {
+        // 8 parameters a row; SQLite allows 32766 per statement.
+        for chunk in entries.chunks(256) {
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_entries (seq, time_ms, actor, action, subject, outcome, detail, digest) ",
+            );
+            qb.push_values(chunk, |mut b, (e, d)| {
+                b.push_bind(i64::try_from(e.index).unwrap_or(i64::MAX))
+                    .push_bind(e.time_ms)
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.action.clone())
+                    .push_bind(e.subject.clone())
+                    .push_bind(e.outcome.clone())
+                    .push_bind(e.detail.clone())
+                    .push_bind(d.to_vec());
+            });
+            qb.build().execute(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+}
