@@ -1,106 +1,80 @@
-//! EST (RFC 7030) over the HTTPS listener, under `/.well-known/est/[<label>/]…`:
-//! `cacerts`, `csrattrs` (public), `simpleenroll` (birth certificate or enrolment
-//! token) and `simplereenroll` (current operational certificate). The optional
-//! label selects a device model. Errors are `text/plain` with the reason.
+//! EST (RFC 7030) over HTTP, the parts both trust zones share: paths and
+//! methods, `text/plain` refusals with the status RFC 7030 gives them, base64
+//! bodies, and the public operations `cacerts` and `csrattrs` (the anonymous
+//! zone serves them; enrolment is the device zone's).
 
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use palisade_control::error::EnrollError;
 use palisade_est::{
-    CT_CERTS_ONLY, CT_CSRATTRS, Operation, certs_only_base64, csrattrs_p256_base64,
-    decode_pkcs10_body, parse_basic, parse_path,
+    CT_CERTS_ONLY, CT_CSRATTRS, Operation, certs_only_base64, csrattrs_p256_base64, parse_path,
 };
 
-use crate::api::AppState;
-use crate::api::auth::ClientCertChain;
-use palisade_control::enroll::claimed_protection;
-use palisade_control::error::EnrollError;
-use palisade_control::identity::{Credential, Identified};
+use crate::state::Services;
 
-/// Largest attestation request body.
-const MAX_ATTEST_BODY: usize = 32 * 1024;
+/// Why an EST path or method is refused.
+#[derive(Debug)]
+pub(crate) enum BadRequest {
+    /// Not an EST path (404).
+    Path(String),
+    /// The operation takes another method (405 with `Allow`).
+    Method(Method),
+}
 
-/// Identifies the caller of an attestation step the way EST does: HTTP Basic
-/// enrolment token, else the TLS client certificate.
-async fn identify(
-    s: &AppState,
-    headers: &HeaderMap,
-    chain: Option<ClientCertChain>,
-) -> Result<Identified, EnrollError> {
-    let chain = chain.map(|c| c.0).unwrap_or_else(|| Arc::new(Vec::new()));
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match auth.and_then(parse_basic) {
-        Some(Ok(basic)) => {
-            s.enrollment
-                .identify(Credential::Token {
-                    device: &basic.user,
-                    token: &basic.password,
-                })
-                .await
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        match self {
+            BadRequest::Path(why) => text(StatusCode::NOT_FOUND, why),
+            BadRequest::Method(want) => {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("use {want}"));
+                if let Ok(v) = HeaderValue::from_str(want.as_str()) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+                r
+            }
         }
-        Some(Err(e)) => Err(EnrollError::Unauthorized(e.to_string())),
-        None if !chain.is_empty() => s.enrollment.identify(Credential::ClientCert(&chain)).await,
-        None => s.enrollment.identify(Credential::None).await,
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EnrollError> {
-    if body.len() > MAX_ATTEST_BODY {
-        return Err(EnrollError::BadRequest(format!(
-            "attestation body is larger than {MAX_ATTEST_BODY} bytes"
-        )));
+/// The label (if any) and operation of an EST path.
+pub(crate) fn operation<'a>(
+    path: &'a str,
+    method: &Method,
+) -> Result<(Option<&'a str>, Operation), BadRequest> {
+    let (label, op) = parse_path(path).map_err(|e| BadRequest::Path(e.to_string()))?;
+    let want = match op {
+        Operation::CaCerts | Operation::CsrAttrs => Method::GET,
+        Operation::SimpleEnroll | Operation::SimpleReenroll => Method::POST,
+    };
+    if *method != want {
+        return Err(BadRequest::Method(want));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| EnrollError::BadRequest(format!("attestation body is not valid JSON: {e}")))
+    Ok((label, op))
 }
 
-/// `POST /attest/v1/challenge`: EK certificate and AK in, credential and nonce out.
-pub async fn attest_challenge(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    chain: Option<axum::Extension<ClientCertChain>>,
-    body: Bytes,
-) -> Response {
-    let result = async {
-        let req: palisade_attest::ChallengeRequest = json_body(&body)?;
-        let who = identify(&s, &headers, chain.map(|c| c.0)).await?;
-        s.attestation.challenge(&who, &req).await
+/// The public operations: the CA certificates (certs-only CMS) and the CSR
+/// attributes. Anything else is not served without a credential.
+pub(crate) fn public(s: &Services, path: &str, method: Method) -> Response {
+    let op = match operation(path, &method) {
+        Ok((_, op)) => op,
+        Err(r) => return r.into_response(),
+    };
+    match op {
+        Operation::CaCerts => match certs_only_base64(&[
+            s.pki.issuing().certificate_der(),
+            s.pki.root().certificate_der(),
+        ]) {
+            Ok(b) => base64_body(CT_CERTS_ONLY, b),
+            Err(e) => refusal(EnrollError::Internal(e.to_string())),
+        },
+        Operation::CsrAttrs => base64_body(CT_CSRATTRS, csrattrs_p256_base64()),
+        Operation::SimpleEnroll | Operation::SimpleReenroll => {
+            text(StatusCode::NOT_FOUND, "not a public EST operation")
+        }
     }
-    .await;
-    attest_response(&s, result.map(|ch| axum::Json(ch).into_response()))
 }
 
-/// The answer to an attestation step; refusals are counted with EST's.
-fn attest_response(s: &AppState, result: Result<Response, EnrollError>) -> Response {
-    result.unwrap_or_else(|e| {
-        s.metrics.enrollment_refused();
-        s.metrics.est_refused(e.label());
-        refusal(e)
-    })
-}
-
-/// `POST /attest/v1/evidence`: the activated secret and the key's certification.
-pub async fn attest_evidence(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    chain: Option<axum::Extension<ClientCertChain>>,
-    body: Bytes,
-) -> Response {
-    let result = async {
-        let ev: palisade_attest::KeyEvidence = json_body(&body)?;
-        let who = identify(&s, &headers, chain.map(|c| c.0)).await?;
-        s.attestation.evidence(&who, &ev).await
-    }
-    .await;
-    attest_response(&s, result.map(|()| StatusCode::NO_CONTENT.into_response()))
-}
-
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut r = (status, format!("{}\n", msg.into())).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -115,7 +89,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     r
 }
 
-fn base64_body(content_type: &'static str, body: String) -> Response {
+pub(crate) fn base64_body(content_type: &'static str, body: String) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -128,7 +102,7 @@ fn base64_body(content_type: &'static str, body: String) -> Response {
 
 /// An enrolment refusal as EST answers it: `text/plain` with the reason, and the
 /// status RFC 7030 gives it.
-fn refusal(e: EnrollError) -> Response {
+pub(crate) fn refusal(e: EnrollError) -> Response {
     {
         let status = match &e {
             EnrollError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -151,138 +125,5 @@ fn refusal(e: EnrollError) -> Response {
             }
         };
         text(status, e.to_string())
-    }
-}
-
-/// `/.well-known/est/{op}`
-pub async fn est_unlabeled(
-    State(s): State<AppState>,
-    Path(op): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    chain: Option<axum::Extension<ClientCertChain>>,
-    body: Bytes,
-) -> Response {
-    handle(&s, &op, method, &headers, chain.map(|c| c.0), body).await
-}
-
-/// `/.well-known/est/{label}/{op}`
-pub async fn est_labeled(
-    State(s): State<AppState>,
-    Path((label, op)): Path<(String, String)>,
-    method: Method,
-    headers: HeaderMap,
-    chain: Option<axum::Extension<ClientCertChain>>,
-    body: Bytes,
-) -> Response {
-    handle(
-        &s,
-        &format!("{label}/{op}"),
-        method,
-        &headers,
-        chain.map(|c| c.0),
-        body,
-    )
-    .await
-}
-
-async fn handle(
-    s: &AppState,
-    path: &str,
-    method: Method,
-    headers: &HeaderMap,
-    chain: Option<ClientCertChain>,
-    body: Bytes,
-) -> Response {
-    let (label, op) = match parse_path(path) {
-        Ok(p) => p,
-        Err(e) => return text(StatusCode::NOT_FOUND, e.to_string()),
-    };
-    let want = match op {
-        Operation::CaCerts | Operation::CsrAttrs => Method::GET,
-        Operation::SimpleEnroll | Operation::SimpleReenroll => Method::POST,
-    };
-    if method != want {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("use {want}"));
-        if let Ok(v) = HeaderValue::from_str(want.as_str()) {
-            r.headers_mut().insert(header::ALLOW, v);
-        }
-        return r;
-    }
-    match op {
-        Operation::CaCerts => match certs_only_base64(&[
-            s.pki.issuing().certificate_der(),
-            s.pki.root().certificate_der(),
-        ]) {
-            Ok(b) => base64_body(CT_CERTS_ONLY, b),
-            Err(e) => refusal(EnrollError::Internal(e.to_string())),
-        },
-        Operation::CsrAttrs => base64_body(CT_CSRATTRS, csrattrs_p256_base64()),
-        Operation::SimpleEnroll | Operation::SimpleReenroll => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            let csr = match decode_pkcs10_body(ct, &body) {
-                Ok(c) => c,
-                Err(e) => {
-                    let status = if matches!(e, palisade_est::EstError::ContentType(_)) {
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE
-                    } else {
-                        StatusCode::BAD_REQUEST
-                    };
-                    return text(status, e.to_string());
-                }
-            };
-            let chain = chain.map(|c| c.0).unwrap_or_else(|| Arc::new(Vec::new()));
-            let claim = claimed_protection(
-                headers
-                    .get("palisade-key-protection")
-                    .and_then(|v| v.to_str().ok()),
-            );
-            let result = if op == Operation::SimpleReenroll {
-                s.enrollment.reenroll(label, &chain, &csr, claim).await
-            } else {
-                let auth = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                match auth.and_then(parse_basic) {
-                    Some(Ok(basic)) => {
-                        s.enrollment
-                            .enroll(
-                                label,
-                                Credential::Token {
-                                    device: &basic.user,
-                                    token: &basic.password,
-                                },
-                                &csr,
-                                claim,
-                            )
-                            .await
-                    }
-                    Some(Err(e)) => Err(EnrollError::Unauthorized(e.to_string())),
-                    None if !chain.is_empty() => {
-                        s.enrollment
-                            .enroll(label, Credential::ClientCert(&chain), &csr, claim)
-                            .await
-                    }
-                    None => {
-                        s.enrollment
-                            .enroll(label, Credential::None, &csr, claim)
-                            .await
-                    }
-                }
-            };
-            match result {
-                Ok(cert) => match certs_only_base64(&[&cert.der]) {
-                    Ok(b) => base64_body(CT_CERTS_ONLY, b),
-                    Err(e) => refusal(EnrollError::Internal(e.to_string())),
-                },
-                Err(e) => {
-                    s.metrics.enrollment_refused();
-                    s.metrics.est_refused(e.label());
-                    refusal(e)
-                }
-            }
-        }
     }
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::auth::{ClientCertChain, PeerAddr};
+use crate::{ClientCertChain, PeerAddr};
 
 /// What the accept loop needs besides the socket.
 #[derive(Debug)]

@@ -29,8 +29,8 @@ use palisade_control::{
 };
 use palisade_core::Clock;
 use palisade_gateway::{Gateway, GatewayParts};
-use palisade_http::api::auth::AuditLimiter;
-use palisade_http::api::{AppState, router};
+use palisade_http::state::AuditLimiter;
+use palisade_http::{Services, router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -46,7 +46,7 @@ const BUS_CAPACITY: usize = 16_384;
 pub struct Server {
     config: Config,
     boot: bootstrap::Bootstrapped,
-    state: AppState,
+    state: Arc<Services>,
     bus: Arc<dyn EventBus>,
     tls: Arc<SwappableConfig>,
     gateway: Arc<Gateway>,
@@ -168,7 +168,7 @@ impl Server {
             .load()
             .await
             .context("loading the unresolved alerts")?;
-        let state = AppState {
+        let state = Arc::new(Services {
             alerts,
             monitor,
             tuf,
@@ -190,7 +190,7 @@ impl Server {
             audit_vkey: boot.audit.verifier()?.to_vkey().into(),
             metrics_public: config.metrics_public,
             request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
-        };
+        });
         let gateway = Arc::new(Gateway::new(GatewayParts {
             store: boot.store.clone(),
             sessions,

@@ -2,7 +2,7 @@
 //! `palisade audit verify-timeline`: alerts with their lifecycle, and the
 //! per-device forensic timeline exported as a verifiable bundle.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -13,7 +13,7 @@ use palisade_http::views::TimelineView;
 use serde_json::json;
 
 use crate::Global;
-use crate::commands::{check_inclusion, client, load_vkey};
+use crate::commands::client;
 use crate::output::{data, say};
 
 /// `palisade alerts …`
@@ -232,67 +232,5 @@ pub async fn timeline(
         })
         .collect();
     data(g.json, &t, &["time", "source", "kind", "summary"], rows);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `palisade audit verify-timeline FILE`: every audit item of an exported
-/// timeline is in the signed log (inclusion proof against a checkpoint signed
-/// by the pinned key) and says what the log says.
-pub async fn verify_timeline(
-    g: &Global,
-    file: &PathBuf,
-    log_key: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
-    let key = load_vkey(g, log_key)?
-        .context("no checkpoint verifier key: pass --log-key FILE (the server's audit/log.pub)")?;
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    if bytes.len() > 256 * 1024 * 1024 {
-        bail!("{} is larger than 256 MiB", file.display());
-    }
-    let t: TimelineView = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not an exported timeline", file.display()))?;
-    let mut largest = 0;
-    let mut proven = std::collections::BTreeMap::new();
-    for p in &t.proofs {
-        let (entry, size) = check_inclusion(&key, p)?;
-        largest = largest.max(size);
-        proven.insert(entry.index, entry);
-    }
-    let mut checked = 0;
-    for i in t.items.iter().filter(|i| i.source == "audit") {
-        let index = i.audit_index.context("an audit item without its index")?;
-        let e = proven.get(&index).with_context(|| {
-            format!(
-                "audit entry {index} ({}) has no inclusion proof in the bundle",
-                i.kind
-            )
-        })?;
-        let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
-        if e.action != i.kind || e.time_ms != i.at_ms || detail != i.detail {
-            bail!(
-                "audit entry {index} in the timeline ({} at {}) differs from the proven entry ({} at {})",
-                i.kind,
-                i.at_ms,
-                e.action,
-                e.time_ms
-            );
-        }
-        checked += 1;
-    }
-    say(format!(
-        "timeline of {}: {checked} audit entries verified against signed checkpoints (log of up to {largest} entries); {} other items (alerts, events) are not covered by the log",
-        t.device,
-        t.items.len() - checked
-    ));
-    data(
-        g.json,
-        &json!({ "device": t.device, "verified_audit_entries": checked, "log_size": largest }),
-        &["device", "verified audit entries", "log size"],
-        vec![vec![
-            t.device.clone(),
-            checked.to_string(),
-            largest.to_string(),
-        ]],
-    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,12 @@
 //! API errors: one JSON shape, `{"error": "...", "code": "..."}`, with the status.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use palisade_control::error::ServiceError;
@@ -129,5 +132,46 @@ impl IntoResponse for ApiError {
             );
         }
         r
+    }
+}
+
+/// A JSON body whose rejections are answered in the API's error shape.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+pub(crate) fn json_rejection(rej: JsonRejection) -> ApiError {
+    let status = rej.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "not_json",
+        _ => "bad_json",
+    };
+    ApiError {
+        status: if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        },
+        code,
+        message: rej.body_text(),
+    }
+}
+
+pub(crate) fn tuf_error(e: palisade_control::tuf::TufError) -> ApiError {
+    match e {
+        palisade_control::tuf::TufError::Refused(m) => ApiError::bad_request("tuf_refused", m),
+        palisade_control::tuf::TufError::NoRoot => ApiError::conflict(e.to_string()),
+        palisade_control::tuf::TufError::Internal(m) => ApiError::internal(m),
     }
 }

@@ -1,8 +1,7 @@
-//! Operator authentication (bearer tokens) and role checks. Failures are counted
+//! Operator authentication (bearer tokens, and nothing else) and role checks. Failures are counted
 //! in metrics and audited, at a bounded rate so a flood cannot fill the log.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -10,19 +9,11 @@ use axum::http::request::Parts;
 use palisade_core::Role;
 use palisade_core::role::Access;
 
-use super::AppState;
-use super::error::ApiError;
+use crate::PeerAddr;
+
+use crate::error::ApiError;
+use crate::state::{OperatorApi, Services};
 use palisade_control::tokens::{parse_token, secret_matches};
-
-/// The TLS client certificate chain of the connection (leaf first), inserted by
-/// the accept loop when the client presented one. Only possession of the leaf's
-/// key is proven by the handshake; who trusts it is decided per use (EST).
-#[derive(Debug, Clone)]
-pub struct ClientCertChain(pub std::sync::Arc<Vec<rustls::pki_types::CertificateDer<'static>>>);
-
-/// The peer address of the connection, inserted by the accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
 
 /// An authenticated operator.
 #[derive(Debug, Clone)]
@@ -46,7 +37,7 @@ impl Caller {
     /// Refuses (403, audited) unless the caller's role permits `access`.
     pub async fn require(
         &self,
-        state: &AppState,
+        state: &Services,
         access: Access,
         what: &str,
     ) -> Result<(), ApiError> {
@@ -72,42 +63,8 @@ impl Caller {
     }
 }
 
-/// Bounds how many auth failures per second reach the audit log.
-#[derive(Debug)]
-pub struct AuditLimiter {
-    per_sec: u32,
-    window: Mutex<(i64, u32)>,
-}
-
-impl AuditLimiter {
-    /// A limiter allowing `per_sec` entries a second.
-    pub fn new(per_sec: u32) -> Self {
-        Self {
-            per_sec,
-            window: Mutex::new((0, 0)),
-        }
-    }
-
-    /// Whether one more entry may be written now.
-    pub fn allow(&self, now_ms: i64) -> bool {
-        let sec = now_ms / 1000;
-        let Ok(mut w) = self.window.lock() else {
-            return false;
-        };
-        if w.0 != sec {
-            *w = (sec, 0);
-        }
-        if w.1 < self.per_sec {
-            w.1 += 1;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 async fn deny(
-    state: &AppState,
+    state: &Services,
     addr: Option<SocketAddr>,
     reason: &'static str,
     subject: &str,
@@ -134,10 +91,10 @@ async fn deny(
     })
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl FromRequestParts<OperatorApi> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &OperatorApi) -> Result<Self, ApiError> {
         let addr = parts.extensions.get::<PeerAddr>().map(|p| p.0);
         let Some(value) = parts.headers.get(AUTHORIZATION) else {
             // A request without any token is not an attack on a token: count it,
@@ -182,18 +139,5 @@ impl FromRequestParts<AppState> for Caller {
             role: record.role,
             addr,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limiter_allows_a_bounded_number_per_second() {
-        let l = AuditLimiter::new(3);
-        let allowed = (0..10).filter(|_| l.allow(5_000)).count();
-        assert_eq!(allowed, 3);
-        assert!(l.allow(6_000));
     }
 }

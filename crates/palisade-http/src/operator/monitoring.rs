@@ -15,9 +15,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Caller;
-use super::error::ApiError;
-use super::views::{AuditEntryView, InclusionView, TimelineItem, TimelineView};
-use super::{AppState, Body, parse_id};
+use super::parse_id;
+use crate::error::ApiError;
+use crate::error::Body;
+use crate::state::OperatorApi;
+use crate::views::{AuditEntryView, InclusionView, TimelineItem, TimelineView};
 use palisade_control::alerts::AlertView;
 
 /// Alert list filters.
@@ -38,7 +40,7 @@ pub struct AlertQuery {
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "monitoring", params(AlertQuery),
     responses((status = 200, body = Vec<AlertView>)))]
 pub async fn list_alerts(
-    State(s): State<AppState>,
+    State(s): State<OperatorApi>,
     c: Caller,
     Query(q): Query<AlertQuery>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
@@ -88,7 +90,7 @@ fn check_alert_id(id: &str) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "monitoring", params(("id" = String, Path)),
     responses((status = 200, body = AlertView), (status = 404)))]
 pub async fn get_alert(
-    State(s): State<AppState>,
+    State(s): State<OperatorApi>,
     c: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<AlertView>, ApiError> {
@@ -116,7 +118,7 @@ pub struct AlertNote {
     params(("id" = String, Path), ("action" = String, Path)), request_body = AlertNote,
     responses((status = 200, body = AlertView), (status = 404), (status = 409)))]
 pub async fn alert_action(
-    State(s): State<AppState>,
+    State(s): State<OperatorApi>,
     c: Caller,
     Path((id, action)): Path<(String, String)>,
     Body(req): Body<AlertNote>,
@@ -143,7 +145,7 @@ pub async fn alert_action(
 #[utoipa::path(get, path = "/api/v1/alerts/stream", tag = "monitoring",
     responses((status = 200, description = "text/event-stream")))]
 pub async fn alert_stream(
-    State(s): State<AppState>,
+    State(s): State<OperatorApi>,
     c: Caller,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     c.require(&s, Access::Read, "stream alerts").await?;
@@ -185,7 +187,7 @@ const MAX_ITEMS: u32 = 20_000;
 #[utoipa::path(get, path = "/api/v1/devices/{id}/timeline", tag = "monitoring",
     params(("id" = String, Path), TimelineQuery), responses((status = 200, body = TimelineView), (status = 404)))]
 pub async fn device_timeline(
-    State(s): State<AppState>,
+    State(s): State<OperatorApi>,
     c: Caller,
     Path(id): Path<String>,
     Query(q): Query<TimelineQuery>,

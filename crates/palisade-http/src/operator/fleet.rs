@@ -1,0 +1,311 @@
+//! Operator routes for the inventory: models, devices, their lifecycle state, approval, tags and commands.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use palisade_core::role::Access;
+use palisade_core::{DeviceId, DeviceState, ModelId};
+use palisade_store::{CertFilter, DeviceFilter};
+use serde::Deserialize;
+
+use super::{Caller, parse_id};
+use crate::error::{ApiError, Body, ErrorBody};
+use crate::state::OperatorApi;
+use crate::views::*;
+
+/// All device models.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models", responses((status = 200, body = Vec<ModelView>), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_models(
+    State(s): State<OperatorApi>,
+    _c: Caller,
+) -> Result<Json<Vec<ModelView>>, ApiError> {
+    Ok(Json(
+        s.store
+            .models()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Adds a device model (operator or admin).
+#[utoipa::path(post, path = "/api/v1/models", tag = "models", request_body = AddModel,
+    responses((status = 201, body = ModelView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn add_model(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Body(req): Body<AddModel>,
+) -> Result<(StatusCode, Json<ModelView>), ApiError> {
+    c.require(&s, Access::Write, "add models").await?;
+    let id: ModelId = parse_id(&s, &c, "model.add", &req.id).await?;
+    let supplier = match &req.supplier {
+        Some(name) => Some(parse_id(&s, &c, "model.add", name).await?),
+        None => None,
+    };
+    let m = s
+        .fleet
+        .add_model(
+            &c.actor(),
+            id,
+            palisade_control::fleet::ModelPolicy {
+                description: req.description,
+                cert_validity_days: req.cert_validity_days,
+                approval_required: req.approval_required,
+                allowed_key_types: req.allowed_key_types,
+                attestation: req.attestation,
+                supplier,
+                support_until_ms: match &req.support_until {
+                    Some(t) => Some(
+                        palisade_control::lifecycle::parse_date_ms(t)
+                            .map_err(|e| ApiError::bad_request("bad_support_until", e))?,
+                    ),
+                    None => None,
+                },
+                security_update_days: req.security_update_days,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(m.into())))
+}
+
+/// One model.
+#[utoipa::path(get, path = "/api/v1/models/{id}", tag = "models", params(("id" = String, Path)), responses((status = 200, body = ModelView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_model(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ModelView>, ApiError> {
+    let id: ModelId = parse_id(&s, &c, "model.read", &id).await?;
+    let m = s
+        .store
+        .model(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {id} not found")))?;
+    Ok(Json(m.into()))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeviceQuery {
+    /// Only this model.
+    model: Option<String>,
+    /// Only this state.
+    state: Option<String>,
+    /// At most this many (default 1000, at most 10000).
+    limit: Option<u32>,
+}
+
+/// Devices, optionally by model and state.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceQuery), responses((status = 200, body = Vec<DeviceView>), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list_devices(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Query(q): Query<DeviceQuery>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let model = match q.model {
+        Some(m) => Some(parse_id::<ModelId>(&s, &c, "device.list", &m).await?),
+        None => None,
+    };
+    let state =
+        match q.state {
+            Some(st) => Some(DeviceState::parse(&st).ok_or_else(|| {
+                ApiError::bad_request("bad_state", format!("unknown state {st:?}"))
+            })?),
+            None => None,
+        };
+    let list = s
+        .store
+        .devices(&DeviceFilter {
+            model,
+            state,
+            limit: Some(q.limit.unwrap_or(1000).min(10_000)),
+        })
+        .await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+/// Registers a device (operator or admin).
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = RegisterDevice,
+    responses((status = 201, body = DeviceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn register_device(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Body(req): Body<RegisterDevice>,
+) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
+    c.require(&s, Access::Write, "register devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.register", &req.id).await?;
+    let model: ModelId = parse_id(&s, &c, "device.register", &req.model).await?;
+    let d = s
+        .fleet
+        .register_device(&c.actor(), id, model, req.hardware_serial)
+        .await?;
+    Ok((StatusCode::CREATED, Json(d.into())))
+}
+
+/// One device with its certificates.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path)), responses((status = 200, body = DeviceDetail), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_device(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    let id: DeviceId = parse_id(&s, &c, "device.read", &id).await?;
+    // The live view first, the stored record after: a device is admitted
+    // (and a first connection makes it active in the store) before its
+    // session exists, so "connected" never shows beside a state from before
+    // the connection.
+    let connected = s.sessions.is_connected(&id);
+    let seen = s.presence.get(&id);
+    let d = s
+        .store
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
+    let certs = s
+        .store
+        .certificates(&CertFilter {
+            device: Some(id),
+            ..CertFilter::default()
+        })
+        .await?;
+    Ok(Json(DeviceDetail {
+        connected,
+        last_seen: seen
+            .as_ref()
+            .map(|x| x.last_seen_ms)
+            .or(d.last_seen_ms)
+            .map(rfc3339),
+        security_events: seen.as_ref().map_or(0, |x| x.security_events),
+        reported_firmware: seen
+            .and_then(|x| x.firmware)
+            .or_else(|| d.reported_firmware.clone()),
+        device: d.into(),
+        certificates: certs.iter().map(CertView::summary).collect(),
+    }))
+}
+
+/// Moves a device through its lifecycle (operator or admin). Decommissioning
+/// revokes its certificates.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/state", tag = "devices", params(("id" = String, Path)), request_body = SetState,
+    responses((status = 200, body = DeviceView), (status = 409, body = ErrorBody)))]
+pub(crate) async fn set_device_state(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<SetState>,
+) -> Result<Json<DeviceView>, ApiError> {
+    c.require(&s, Access::Write, "change device states").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.state", &id).await?;
+    let to = DeviceState::parse(&req.state).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_state",
+            format!(
+                "unknown state {:?}: use enrolled, active, quarantined or decommissioned",
+                req.state
+            ),
+        )
+    })?;
+    Ok(Json(
+        s.fleet.set_device_state(&c.actor(), &id, to).await?.into(),
+    ))
+}
+
+/// Approves a device whose model requires approval before enrolment (operator or admin).
+#[utoipa::path(post, path = "/api/v1/devices/{id}/approve", tag = "devices", params(("id" = String, Path)),
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn approve_device(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, ApiError> {
+    c.require(&s, Access::Write, "approve devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.approve", &id).await?;
+    Ok(Json(s.fleet.approve_device(&c.actor(), &id).await?.into()))
+}
+
+/// Sends a command to a device (operator or admin); delivery and the device's
+/// acknowledgement are tracked.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/commands", tag = "devices", params(("id" = String, Path)), request_body = SendCommand,
+    responses((status = 201, body = CommandView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn send_command(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<SendCommand>,
+) -> Result<(StatusCode, Json<CommandView>), ApiError> {
+    c.require(&s, Access::Write, "send commands").await?;
+    let id: DeviceId = parse_id(&s, &c, "command.send", &id).await?;
+    let rec = s
+        .commands
+        .send(&c.actor(), &id, &req.name, req.args)
+        .await?;
+    Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// A device's commands, newest first.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/commands", tag = "devices", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<CommandView>)))]
+pub(crate) async fn list_commands(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<CommandView>>, ApiError> {
+    let id: DeviceId = parse_id(&s, &c, "command.list", &id).await?;
+    Ok(Json(
+        s.store
+            .commands(&id, false)
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// A device's tags.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeviceTags {
+    tags: Vec<String>,
+}
+
+/// Replaces a device's tags (rollout selectors).
+#[utoipa::path(put, path = "/api/v1/devices/{id}/tags", tag = "devices", params(("id" = String, Path)), request_body = DeviceTags,
+    responses((status = 200), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn set_device_tags(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<DeviceTags>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Write, "tag devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.tags", &id).await?;
+    if req.tags.len() > 64 {
+        return Err(ApiError::bad_request(
+            "too_many_tags",
+            "at most 64 tags per device",
+        ));
+    }
+    let mut tags = vec![];
+    for t in &req.tags {
+        tags.push(parse_id::<palisade_core::Tag>(&s, &c, "device.tags", t).await?);
+    }
+    s.store
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
+    s.store
+        .commit(
+            vec![palisade_store::Change::SetDeviceTags {
+                device: id.clone(),
+                tags: tags.clone(),
+            }],
+            vec![
+                palisade_audit::EntryDraft::success(c.actor(), "device.tags", id.as_str())
+                    .with_detail(serde_json::json!({ "tags": tags })),
+            ],
+        )
+        .await?;
+    s.rollouts.wake();
+    Ok(Json(serde_json::json!({ "device": id, "tags": tags })))
+}

@@ -1,0 +1,97 @@
+//! The anonymous zone: what a protocol needs before any credential — liveness
+//! and readiness, the CRL and the CA chain, EST `cacerts` and `csrattrs`
+//! (RFC 7030 §4.1, §4.5), and TUF metadata, images and deltas (their integrity
+//! comes from the signatures devices check). No handler here reads a
+//! credential.
+
+mod tuf;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+use crate::error::ApiError;
+use crate::state::PublicApi;
+
+/// The anonymous routes.
+pub(crate) fn router(state: PublicApi) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/crl", get(crl))
+        .route("/ca/chain.pem", get(chain))
+        .route("/.well-known/est/cacerts", any(est_unlabeled))
+        .route("/.well-known/est/csrattrs", any(est_unlabeled))
+        .route("/.well-known/est/{label}/cacerts", any(est_labeled))
+        .route("/.well-known/est/{label}/csrattrs", any(est_labeled))
+        .route("/tuf/metadata/{name}", get(tuf::tuf_metadata))
+        .route("/tuf/targets/{*path}", get(tuf::tuf_target))
+        .route("/tuf/deltas/{*path}", get(tuf::tuf_delta))
+        .with_state(state)
+}
+
+/// `/.well-known/est/cacerts` and `/.well-known/est/csrattrs`.
+async fn est_unlabeled(
+    State(s): State<PublicApi>,
+    method: Method,
+    req: axum::extract::Request,
+) -> Response {
+    let path = req
+        .uri()
+        .path()
+        .trim_start_matches("/.well-known/est/")
+        .to_owned();
+    crate::est::public(&s, &path, method)
+}
+
+/// `/.well-known/est/{label}/cacerts` and `…/csrattrs`.
+async fn est_labeled(
+    State(s): State<PublicApi>,
+    Path(label): Path<String>,
+    method: Method,
+    req: axum::extract::Request,
+) -> Response {
+    let op = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+    crate::est::public(&s, &format!("{label}/{op}"), method)
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, description = "alive")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the store answers and the audit log is sealed.
+#[utoipa::path(get, path = "/readyz", security(()), responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+pub(crate) async fn readyz(State(s): State<PublicApi>) -> Response {
+    match s.store.models().await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    }
+}
+
+/// The issuing CA's CRL (DER), with nextUpdate.
+#[utoipa::path(get, path = "/crl", security(()), responses((status = 200, description = "DER CRL", content_type = "application/pkix-crl")))]
+pub(crate) async fn crl(State(s): State<PublicApi>) -> Result<Response, ApiError> {
+    let der = s.pki.crl(&*s.store).await.map_err(ApiError::internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pkix-crl"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        der,
+    )
+        .into_response())
+}
+
+/// The issuing CA and root certificates (PEM).
+#[utoipa::path(get, path = "/ca/chain.pem", security(()), responses((status = 200, description = "PEM chain", content_type = "application/pem-certificate-chain")))]
+pub(crate) async fn chain(State(s): State<PublicApi>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        s.pki.chain_pem(),
+    )
+        .into_response()
+}
