@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 use palisade_bootenv::{BootEnv, EnvError, EnvLocation, Layout, Slot};
 use palisade_core::Signer;
+use palisade_core::UpdateState;
 use palisade_release::director::{self, RepositoryTarget, SignedAssignment};
 use ring::digest::{Context, SHA256};
 use rustls::pki_types::CertificateDer;
@@ -535,9 +536,15 @@ impl Installer {
     }
 
     /// Reports a state to the server (best effort: a failure is logged).
-    pub async fn report(&self, counter: u64, target: &str, state: &str, detail: &str) -> bool {
+    pub async fn report(
+        &self,
+        counter: u64,
+        target: &str,
+        state: UpdateState,
+        detail: &str,
+    ) -> bool {
         let body = serde_json::json!({
-            "counter": counter, "target": target, "state": state,
+            "counter": counter, "target": target, "state": state.as_str(),
             "detail": detail.chars().take(2000).collect::<String>(),
         });
         match self
@@ -705,7 +712,7 @@ impl Installer {
         if trial_counter != 0 {
             // U-Boot ended the trial (boot limit): the old slot runs again.
             let why = "the new image did not boot within the boot limit; back on the previous slot";
-            self.report(trial_counter, &trial_target, "rolled-back", why)
+            self.report(trial_counter, &trial_target, UpdateState::RolledBack, why)
                 .await;
             env.set("palisade_trial", "")
                 .map_err(|e| OtaError::Env(e.to_string()))?;
@@ -732,7 +739,7 @@ impl Installer {
         // its identity, and the operator's check (if any) passes.
         let mut failure = None;
         if !self
-            .report(counter, target, "trial", "booted the new image")
+            .report(counter, target, UpdateState::Trial, "booted the new image")
             .await
         {
             failure = Some("the control plane could not be reached from the new image".to_string());
@@ -759,7 +766,8 @@ impl Installer {
                 }
                 self.done(counter)?;
                 let version = img.map(|i| i.version).unwrap_or_default();
-                self.report(counter, target, "committed", &version).await;
+                self.report(counter, target, UpdateState::Committed, &version)
+                    .await;
                 Ok(Outcome::Committed(version))
             }
             Some(why) => {
@@ -775,7 +783,8 @@ impl Installer {
                 env.set("palisade_target", "").map_err(envf)?;
                 ctl.write(&mut env)?;
                 self.done(counter)?;
-                self.report(counter, target, "rolled-back", &why).await;
+                self.report(counter, target, UpdateState::RolledBack, &why)
+                    .await;
                 Ok(Outcome::RolledBack(why))
             }
         }
@@ -785,7 +794,8 @@ impl Installer {
         tracing::warn!(counter, target, reason = %why, "update refused");
         let _ = std::fs::remove_file(self.dir.join("progress.json"));
         self.done(counter)?;
-        self.report(counter, target, "refused", &why).await;
+        self.report(counter, target, UpdateState::Refused, &why)
+            .await;
         Ok(Outcome::Refused(why))
     }
 
@@ -827,7 +837,7 @@ impl Installer {
             self.report(
                 a.counter,
                 &a.target,
-                "committed",
+                UpdateState::Committed,
                 "already running this image",
             )
             .await;
@@ -841,7 +851,7 @@ impl Installer {
         if let Err(e) = director::agree(&a, &repo, &self.cfg.hardware, floor) {
             return self.refuse(a.counter, &a.target, e.to_string()).await;
         }
-        self.report(a.counter, &a.target, "downloading", &a.version)
+        self.report(a.counter, &a.target, UpdateState::Downloading, &a.version)
             .await;
         let inactive = active.other();
         if slot_image(&env, inactive).is_some() {
@@ -865,8 +875,13 @@ impl Installer {
                 Err(e) => {
                     // Interrupted or unreachable: the operator sees why it is
                     // still downloading; the next cycle resumes.
-                    self.report(a.counter, &a.target, "downloading", &e.to_string())
-                        .await;
+                    self.report(
+                        a.counter,
+                        &a.target,
+                        UpdateState::Downloading,
+                        &e.to_string(),
+                    )
+                    .await;
                     return Err(e);
                 }
             }
@@ -889,8 +904,13 @@ impl Installer {
             .map_err(envf)?;
         ctl.write(&mut env)?;
         let _ = std::fs::remove_file(self.dir.join("progress.json"));
-        self.report(a.counter, &a.target, "installed", "trial boot armed")
-            .await;
+        self.report(
+            a.counter,
+            &a.target,
+            UpdateState::Installed,
+            "trial boot armed",
+        )
+        .await;
         Ok(Outcome::RebootRequired)
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use palisade_audit::EntryDraft;
-use palisade_core::{Clock, DeviceId, DeviceState};
+use palisade_core::{AlertState, Clock, DeviceId, DeviceState};
 use palisade_detect::detect::Finding;
 use palisade_store::{AlertFilter, AlertRecord, Change, Store};
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,8 @@ pub struct AlertView {
     /// The network peer, when no device is known.
     pub peer: Option<String>,
     /// `open`, `acknowledged`, `resolved`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: AlertState,
     /// One line.
     pub summary: String,
     /// The first finding's evidence.
@@ -73,7 +74,7 @@ impl From<&AlertRecord> for AlertView {
             severity: a.severity.clone(),
             device: a.device.clone(),
             peer: a.peer.clone(),
-            state: a.state.clone(),
+            state: a.state,
             summary: a.summary.clone(),
             evidence: parse(&a.evidence),
             last_evidence: parse(&a.last_evidence),
@@ -145,11 +146,11 @@ impl Alerts {
     /// Loads the unresolved alerts' keys.
     pub async fn load(&self) -> Result<(), ServiceError> {
         let mut all = Vec::new();
-        for state in ["open", "acknowledged"] {
+        for state in [AlertState::Open, AlertState::Acknowledged] {
             all.extend(
                 self.store
                     .alerts(&AlertFilter {
-                        state: Some(state.into()),
+                        state: Some(state),
                         limit: 1_000_000,
                         ..AlertFilter::default()
                     })
@@ -268,7 +269,7 @@ impl Alerts {
                 severity: f.severity.as_str().to_owned(),
                 device: f.device.clone(),
                 peer: f.peer.clone(),
-                state: "open".into(),
+                state: AlertState::Open,
                 summary: f.summary.chars().take(500).collect(),
                 evidence: f.evidence.to_string(),
                 last_evidence: f.evidence.to_string(),
@@ -374,20 +375,20 @@ impl Alerts {
         &self,
         actor: &str,
         id: &str,
-        to: &str,
+        to: AlertState,
         note: &str,
     ) -> Result<AlertView, ServiceError> {
         let (from, action, event) = match to {
-            "acknowledged" => (vec!["open".to_string()], "alert.ack", "acknowledged"),
-            "resolved" => (
-                vec!["open".to_string(), "acknowledged".to_string()],
+            AlertState::Acknowledged => (vec![AlertState::Open], "alert.ack", "acknowledged"),
+            AlertState::Resolved => (
+                vec![AlertState::Open, AlertState::Acknowledged],
                 "alert.resolve",
                 "resolved",
             ),
-            other => {
+            AlertState::Open => {
                 return Err(ServiceError::BadRequest {
                     code: "bad_state",
-                    message: format!("unknown alert state {other}"),
+                    message: "an alert cannot be reopened: a new finding opens a new alert".into(),
                 });
             }
         };
@@ -412,7 +413,7 @@ impl Alerts {
                 vec![Change::SetAlertState {
                     id: id.to_owned(),
                     from,
-                    to: to.to_owned(),
+                    to,
                     by: actor.to_owned(),
                     at_ms: self.now_ms(),
                     note: note.to_owned(),
@@ -420,7 +421,7 @@ impl Alerts {
                 audit,
             )
             .await?;
-        if to == "resolved"
+        if to == AlertState::Resolved
             && let Ok(mut m) = self.open.lock()
         {
             m.remove(&a.dedup_key);

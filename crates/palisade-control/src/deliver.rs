@@ -347,7 +347,7 @@ pub fn format_5424(hostname: &str, app: &str, e: &AlertEvent) -> String {
         det = esc(&a.detector),
         sevn = esc(&a.severity),
         dev = esc(a.device.as_deref().or(a.peer.as_deref()).unwrap_or("-")),
-        st = esc(&a.state),
+        st = a.state.as_str(),
         n = a.count,
         summary = a.summary,
     )

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use palisade_audit::EntryDraft;
-use palisade_core::{Clock, DeviceId, DeviceState, ModelId, SupplierName};
+use palisade_core::{Clock, DeviceId, DeviceState, KeyProtection, ModelId, SupplierName};
 use palisade_pki::{
     CsrLimits, VerifiedCsr, inspect_certificate, sha256_hex, verify_csr, verify_manifest,
 };
@@ -59,16 +59,16 @@ pub struct Enrollment {
 /// Where the device says its key is kept (`Palisade-Key-Protection` header):
 /// `secure-element` is recorded as reported; anything else as `software`. A
 /// TPM is never taken on the device's word: only attestation records `tpm`.
-pub fn claimed_protection(header: Option<&str>) -> &'static str {
-    match header.map(str::trim) {
-        Some("secure-element") => "secure-element",
-        _ => "software",
+pub fn claimed_protection(header: Option<&str>) -> KeyProtection {
+    match header.map(str::trim).and_then(KeyProtection::parse) {
+        Some(KeyProtection::SecureElement) => KeyProtection::SecureElement,
+        _ => KeyProtection::Software,
     }
 }
 
 /// How a device's key is protected, decided at (re-)enrolment.
 struct Protection {
-    kind: &'static str,
+    kind: KeyProtection,
     proven: Option<ProvenKey>,
 }
 
@@ -87,7 +87,7 @@ fn policy_json(model: &ModelRecord, csr: &VerifiedCsr, protection: &Protection) 
 fn protection_change(device: &DeviceId, p: &Protection) -> Change {
     Change::RecordKeyProtection {
         id: device.clone(),
-        key_protection: p.kind.to_string(),
+        key_protection: p.kind,
         ak_public: p.proven.as_ref().map(|k| k.ak_public.clone()),
         ek_sha256: p.proven.as_ref().map(|k| k.ek_sha256.clone()),
     }
@@ -126,7 +126,7 @@ impl Enrollment {
         device: &DeviceId,
         model: &ModelRecord,
         key_sha: &str,
-        claim: &'static str,
+        claim: KeyProtection,
     ) -> Result<Protection, EnrollError> {
         let proven = self.attestation.take_proven(device, key_sha);
         if model.attestation == "tpm" && proven.is_none() {
@@ -144,7 +144,11 @@ impl Enrollment {
                 .await);
         }
         Ok(Protection {
-            kind: if proven.is_some() { "tpm" } else { claim },
+            kind: if proven.is_some() {
+                KeyProtection::Tpm
+            } else {
+                claim
+            },
             proven,
         })
     }
@@ -382,7 +386,7 @@ impl Enrollment {
         label: Option<&str>,
         cred: Credential<'_>,
         csr_der: &[u8],
-        claim: &'static str,
+        claim: KeyProtection,
     ) -> Result<CertRecord, EnrollError> {
         match cred {
             Credential::ClientCert(chain) => {
@@ -403,7 +407,7 @@ impl Enrollment {
         label: Option<&str>,
         chain: &[CertificateDer<'static>],
         csr_der: &[u8],
-        claim: &'static str,
+        claim: KeyProtection,
     ) -> Result<CertRecord, EnrollError> {
         let leaf_sha = chain.first().map(|c| sha256_hex(c)).unwrap_or_default();
         let actor = format!("idevid:{}", &leaf_sha.get(..16).unwrap_or(""));
@@ -488,7 +492,7 @@ impl Enrollment {
         device: &str,
         token: &str,
         csr_der: &[u8],
-        claim: &'static str,
+        claim: KeyProtection,
     ) -> Result<CertRecord, EnrollError> {
         let actor = format!("enrollment-token:{}", token.get(4..20).unwrap_or("?"));
         let Some((id, secret)) = parse_prefixed("pet", token) else {
@@ -635,7 +639,7 @@ impl Enrollment {
         csr: &VerifiedCsr,
         key_sha: String,
         mut changes: Vec<Change>,
-        (method, claim): (&str, &'static str),
+        (method, claim): (&str, KeyProtection),
     ) -> Result<CertRecord, EnrollError> {
         if model.approval_required && device.onboarding.approved_ms.is_none() {
             let now = self.clock.now_ms();
@@ -710,7 +714,7 @@ impl Enrollment {
         label: Option<&str>,
         chain: &[CertificateDer<'static>],
         csr_der: &[u8],
-        claim: &'static str,
+        claim: KeyProtection,
     ) -> Result<CertRecord, EnrollError> {
         let Some(leaf) = chain.first() else {
             return Err(EnrollError::Unauthorized(

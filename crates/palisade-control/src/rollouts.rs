@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade_audit::EntryDraft;
-use palisade_core::{Clock, DeviceId, DeviceState, ModelId, RolloutName, Tag};
+use palisade_core::{
+    Clock, DeviceId, DeviceState, ModelId, RolloutDeviceState, RolloutName, RolloutState, Tag,
+};
 use palisade_mqtt::{TopicKind, device_topic};
 use palisade_release::rollout::{Decision, RolloutSpec, WaveStats, decide, order_key};
 use palisade_store::{
@@ -105,15 +107,6 @@ fn bad(message: impl Into<String>) -> ServiceError {
     }
 }
 
-/// A device's update report that ends its part in a rollout.
-fn outcome(state: &str) -> Option<&'static str> {
-    match state {
-        "committed" => Some("committed"),
-        "refused" | "failed" | "rolled-back" => Some("failed"),
-        _ => None,
-    }
-}
-
 impl Rollouts {
     /// Composes the service.
     pub fn new(
@@ -174,7 +167,7 @@ impl Rollouts {
             release_version: version.to_string(),
             spec: serde_json::to_string(&spec)
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,
-            state: "running".into(),
+            state: RolloutState::Running,
             wave: 0,
             reason: String::new(),
             created_by: actor.to_string(),
@@ -213,10 +206,13 @@ impl Rollouts {
         action: Action,
     ) -> Result<RolloutRecord, ServiceError> {
         let mut r = self.get(name).await?;
-        let (to, verb) = match (action, r.state.as_str()) {
-            (Action::Pause, "running") => ("paused", "rollout.pause"),
-            (Action::Resume, "paused") => ("running", "rollout.resume"),
-            (Action::Cancel, "running" | "paused" | "completed") => ("cancelled", "rollout.cancel"),
+        let (to, verb) = match (action, r.state) {
+            (Action::Pause, RolloutState::Running) => (RolloutState::Paused, "rollout.pause"),
+            (Action::Resume, RolloutState::Paused) => (RolloutState::Running, "rollout.resume"),
+            (
+                Action::Cancel,
+                RolloutState::Running | RolloutState::Paused | RolloutState::Completed,
+            ) => (RolloutState::Cancelled, "rollout.cancel"),
             (a, s) => {
                 return Err(ServiceError::Conflict(format!(
                     "rollout {name} is {s}: cannot {}",
@@ -237,7 +233,7 @@ impl Rollouts {
             .commit(
                 vec![Change::SetRolloutState {
                     name: name.clone(),
-                    state: to.into(),
+                    state: to,
                     wave: r.wave,
                     reason: reason.clone(),
                     at_ms: now,
@@ -245,7 +241,7 @@ impl Rollouts {
                 vec![EntryDraft::success(actor, verb, name.as_str())],
             )
             .await?;
-        r.state = to.into();
+        r.state = to;
         r.reason = reason;
         r.updated_ms = now;
         self.wake();
@@ -273,7 +269,7 @@ impl Rollouts {
             .rollouts()
             .await?
             .into_iter()
-            .filter(|r| matches!(r.state.as_str(), "running" | "completed"))
+            .filter(|r| r.state.assigns())
             .collect();
         if active.is_empty() {
             return Ok(());
@@ -371,7 +367,7 @@ impl Rollouts {
                 rollout: r.name.clone(),
                 device: d.clone(),
                 wave,
-                state: "pending".into(),
+                state: RolloutDeviceState::Pending,
                 counter: 0,
                 detail: String::new(),
                 updated_ms: now,
@@ -382,13 +378,13 @@ impl Rollouts {
 
         // Follow the devices' reports.
         for m in members.values_mut() {
-            if m.state != "assigned" {
+            if m.state != RolloutDeviceState::Assigned {
                 continue;
             }
             if let Some(u) = updates.get(&m.device).filter(|u| u.counter == m.counter)
-                && let Some(to) = outcome(&u.state)
+                && let Some(to) = RolloutDeviceState::after(u.state)
             {
-                m.state = to.into();
+                m.state = to;
                 m.detail = u.detail.clone();
                 m.updated_ms = now;
                 changed.push(m.clone());
@@ -398,14 +394,14 @@ impl Rollouts {
         // Decide on the current wave (a running rollout).
         let mut audit = vec![];
         let mut state_change = false;
-        while r.state == "running" {
+        while r.state == RolloutState::Running {
             let mut s = WaveStats::default();
             for m in members.values().filter(|m| m.wave == r.wave) {
                 s.size += 1;
-                match m.state.as_str() {
-                    "committed" => s.committed += 1,
-                    "failed" => s.failed += 1,
-                    _ => {}
+                match m.state {
+                    RolloutDeviceState::Committed => s.committed += 1,
+                    RolloutDeviceState::Failed => s.failed += 1,
+                    RolloutDeviceState::Pending | RolloutDeviceState::Assigned => {}
                 }
             }
             match decide(&spec, r.wave as usize, s) {
@@ -415,7 +411,7 @@ impl Rollouts {
                         EntryDraft::denied("rollout-engine", "rollout.pause", r.name.as_str())
                             .with_detail(json!({ "reason": why })),
                     );
-                    r.state = "paused".into();
+                    r.state = RolloutState::Paused;
                     r.reason = why;
                     state_change = true;
                 }
@@ -425,7 +421,7 @@ impl Rollouts {
                         "rollout.complete",
                         r.name.as_str(),
                     ));
-                    r.state = "completed".into();
+                    r.state = RolloutState::Completed;
                     state_change = true;
                 }
                 Decision::Advance => {
@@ -442,21 +438,24 @@ impl Rollouts {
         // Issue assignments: open waves, inside the window, within the limit.
         let mut assigned = vec![];
         let mut changes = vec![];
-        if matches!(r.state.as_str(), "running" | "completed") && spec.open_at(now) {
-            let in_flight = members.values().filter(|m| m.state == "assigned").count();
+        if r.state.assigns() && spec.open_at(now) {
+            let in_flight = members
+                .values()
+                .filter(|m| m.state == RolloutDeviceState::Assigned)
+                .count();
             let budget = if spec.max_concurrency == 0 {
                 usize::MAX
             } else {
                 (spec.max_concurrency as usize).saturating_sub(in_flight)
             };
-            let open_wave = if r.state == "completed" {
+            let open_wave = if r.state == RolloutState::Completed {
                 last_wave
             } else {
                 r.wave
             };
             let mut pending: Vec<&mut RolloutDeviceRecord> = members
                 .values_mut()
-                .filter(|m| m.state == "pending" && m.wave <= open_wave)
+                .filter(|m| m.state == RolloutDeviceState::Pending && m.wave <= open_wave)
                 .collect();
             pending.sort_by_key(|m| order_key(r.name.as_str(), m.device.as_str()));
             if !pending.is_empty() {
@@ -482,7 +481,7 @@ impl Rollouts {
                         )
                         .with_detail(json!({ "target": target, "counter": counter })),
                     );
-                    m.state = "assigned".into();
+                    m.state = RolloutDeviceState::Assigned;
                     m.counter = counter;
                     m.updated_ms = now;
                     changed.push(m.clone());
@@ -502,7 +501,7 @@ impl Rollouts {
         if state_change {
             changes.push(Change::SetRolloutState {
                 name: r.name.clone(),
-                state: r.state.clone(),
+                state: r.state,
                 wave: r.wave,
                 reason: r.reason.clone(),
                 at_ms: now,

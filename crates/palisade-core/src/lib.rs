@@ -1,5 +1,6 @@
 //! Palisade's value types, built only by parsers at the trust boundary, plus the
-//! device lifecycle rules, operator roles, the `Clock` and the `Signer` traits.
+//! device lifecycle rules, the states both ends of a protocol name, operator
+//! roles, the `Clock` and the `Signer` traits.
 //!
 //! This crate is pure: no I/O, no async runtime, and no ambient clock: the one
 //! system-clock reader, [`SystemClock`], is defined here for the binaries to
@@ -10,9 +11,11 @@ pub mod ids;
 pub mod lifecycle;
 pub mod role;
 pub mod signer;
+pub mod states;
 
 pub use clock::{Clock, SystemClock, unix_ms};
 pub use ids::{DeviceId, IdError, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag};
 pub use lifecycle::{DeviceState, TransitionError};
 pub use role::{Role, RoleError};
 pub use signer::{KeyAlgorithm, KeyProtection, Signer, SignerError, ecdsa_fixed_to_der, spki_der};
+pub use states::{AlertState, RolloutDeviceState, RolloutState, UnknownState, UpdateState};

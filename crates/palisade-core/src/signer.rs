@@ -25,7 +25,8 @@ impl fmt::Display for KeyAlgorithm {
 }
 
 /// Where a key is kept, reported in inventories and posture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KeyProtection {
     /// A key file on disk: for development and embedded defaults only.
     Software,
@@ -33,6 +34,35 @@ pub enum KeyProtection {
     SecureElement,
     /// A TPM 2.0.
     Tpm,
+}
+
+impl KeyProtection {
+    /// Every kind.
+    pub const ALL: [KeyProtection; 3] = [
+        KeyProtection::Software,
+        KeyProtection::SecureElement,
+        KeyProtection::Tpm,
+    ];
+
+    /// The name as stored, sent (`Palisade-Key-Protection`) and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyProtection::Software => "software",
+            KeyProtection::SecureElement => "secure-element",
+            KeyProtection::Tpm => "tpm",
+        }
+    }
+
+    /// Parses a stored or sent name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for KeyProtection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A signing operation failed inside the key store.

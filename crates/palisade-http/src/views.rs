@@ -158,7 +158,7 @@ impl From<DeviceRecord> for DeviceView {
                 (None, Some(_)) => Some("pending".into()),
                 _ => None,
             },
-            key_protection: d.hardware.key_protection,
+            key_protection: d.hardware.key_protection.map(|k| k.as_str().to_owned()),
             attestation: d.hardware.attestation_status,
             attestation_detail: d.hardware.attestation_detail,
             attested_at: d.hardware.attested_ms.map(rfc3339),

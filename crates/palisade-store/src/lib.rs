@@ -7,6 +7,8 @@
 //! is answered. Concurrent commits are grouped into one transaction (group
 //! commit), each in its own savepoint so that one failure does not undo others.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod records;
 mod sqlite;
 

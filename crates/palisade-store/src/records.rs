@@ -2,7 +2,8 @@
 
 use palisade_audit::{Digest32, Entry};
 use palisade_core::{
-    DeviceId, DeviceState, ModelId, OperatorName, Role, RolloutName, SiteName, SupplierName, Tag,
+    AlertState, DeviceId, DeviceState, KeyProtection, ModelId, OperatorName, Role,
+    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, Tag, UpdateState,
 };
 use serde::Serialize;
 
@@ -65,7 +66,7 @@ pub struct DeviceRecord {
 pub struct HardwareTrust {
     /// `software`, `secure-element` (reported by the agent) or `tpm` (proven by
     /// EK/AK attestation at enrolment).
-    pub key_protection: Option<String>,
+    pub key_protection: Option<KeyProtection>,
     /// The attestation key's `TPMT_PUBLIC` (TPM devices).
     #[serde(skip)]
     pub ak_public: Option<Vec<u8>>,
@@ -212,7 +213,7 @@ pub struct RolloutRecord {
     /// The specification (JSON `palisade_release::rollout::RolloutSpec`).
     pub spec: String,
     /// `running`, `paused`, `cancelled` or `completed`.
-    pub state: String,
+    pub state: RolloutState,
     /// Current wave (0-based).
     pub wave: u32,
     /// Why it paused.
@@ -235,7 +236,7 @@ pub struct RolloutDeviceRecord {
     /// Its wave (0-based).
     pub wave: u32,
     /// `pending`, `assigned`, `committed` or `failed`.
-    pub state: String,
+    pub state: RolloutDeviceState,
     /// The director assignment's counter, once assigned.
     pub counter: u64,
     /// Why it failed, or the last report.
@@ -255,7 +256,7 @@ pub struct UpdateRecord {
     pub target: String,
     /// `downloading`, `installed`, `trial`, `committed`, `rolled-back`,
     /// `refused` or `failed`.
-    pub state: String,
+    pub state: UpdateState,
     /// Why (refusals and failures) or what (progress).
     pub detail: String,
     /// Reported, Unix ms.
@@ -481,7 +482,7 @@ pub struct AlertRecord {
     /// The network peer, when no device is known.
     pub peer: Option<String>,
     /// `open`, `acknowledged` or `resolved`.
-    pub state: String,
+    pub state: AlertState,
     /// One line for people.
     pub summary: String,
     /// The first finding's evidence (JSON).
@@ -512,7 +513,7 @@ pub struct AlertRecord {
 #[derive(Debug, Clone, Default)]
 pub struct AlertFilter {
     /// Only in this state.
-    pub state: Option<String>,
+    pub state: Option<AlertState>,
     /// Only about this device.
     pub device: Option<String>,
     /// Only with findings at or after this time.
@@ -679,9 +680,9 @@ pub enum Change {
         /// The alert.
         id: String,
         /// States it may be in.
-        from: Vec<String>,
+        from: Vec<AlertState>,
         /// `acknowledged` or `resolved`.
-        to: String,
+        to: AlertState,
         /// Who.
         by: String,
         /// When.
@@ -767,7 +768,7 @@ pub enum Change {
         /// The rollout.
         name: RolloutName,
         /// `running`, `paused`, `cancelled` or `completed`.
-        state: String,
+        state: RolloutState,
         /// Current wave (0-based).
         wave: u32,
         /// Why (pauses).
@@ -782,7 +783,7 @@ pub enum Change {
         /// Which device.
         id: DeviceId,
         /// `software`, `secure-element` or `tpm`.
-        key_protection: String,
+        key_protection: KeyProtection,
         /// The attestation key (TPM devices).
         ak_public: Option<Vec<u8>>,
         /// The EK certificate's SHA-256 (TPM devices).

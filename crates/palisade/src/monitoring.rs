@@ -68,7 +68,7 @@ fn row(a: &AlertView) -> Vec<String> {
     vec![
         a.id.clone(),
         a.severity.clone(),
-        a.state.clone(),
+        a.state.to_string(),
         a.detector.clone(),
         a.device.clone().or(a.peer.clone()).unwrap_or_default(),
         a.count.to_string(),

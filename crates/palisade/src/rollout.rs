@@ -8,6 +8,8 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::{Value, json};
 
+use palisade_core::{RolloutDeviceState, RolloutState};
+
 use crate::Global;
 use crate::commands::client;
 use crate::output::{data, say};
@@ -85,16 +87,16 @@ fn summary(r: &Value) -> String {
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let total: u64 = ["pending", "assigned", "committed", "failed"]
+            let total: u64 = RolloutDeviceState::ALL
                 .iter()
-                .map(|k| count(w, k))
+                .map(|k| count(w, k.as_str()))
                 .sum();
             format!(
                 "w{}: {}/{} ok, {} failed",
                 i + 1,
-                count(w, "committed"),
+                count(w, RolloutDeviceState::Committed.as_str()),
                 total,
-                count(w, "failed")
+                count(w, RolloutDeviceState::Failed.as_str())
             )
         })
         .collect::<Vec<_>>()
@@ -217,24 +219,27 @@ async fn watch(
             bars.push(b);
         }
         for (b, w) in bars.iter().zip(&waves) {
-            let total: u64 = ["pending", "assigned", "committed", "failed"]
+            let total: u64 = RolloutDeviceState::ALL
                 .iter()
-                .map(|k| count(w, k))
+                .map(|k| count(w, k.as_str()))
                 .sum();
             b.set_length(total);
-            b.set_position(count(w, "committed") + count(w, "failed"));
+            b.set_position(
+                count(w, RolloutDeviceState::Committed.as_str())
+                    + count(w, RolloutDeviceState::Failed.as_str()),
+            );
             b.set_message(format!(
                 "{} committed, {} failed, {} updating",
-                count(w, "committed"),
-                count(w, "failed"),
-                count(w, "assigned")
+                count(w, RolloutDeviceState::Committed.as_str()),
+                count(w, RolloutDeviceState::Failed.as_str()),
+                count(w, RolloutDeviceState::Assigned.as_str())
             ));
         }
         let state = r["state"].as_str().unwrap_or("");
-        let done = match state {
-            "completed" => Some(ExitCode::SUCCESS),
-            "paused" | "cancelled" => Some(ExitCode::from(2)),
-            _ => None,
+        let done = match RolloutState::parse(state) {
+            Ok(RolloutState::Completed) => Some(ExitCode::SUCCESS),
+            Ok(RolloutState::Paused | RolloutState::Cancelled) => Some(ExitCode::from(2)),
+            Ok(RolloutState::Running) | Err(_) => None,
         };
         if let Some(code) = done {
             for b in &bars {

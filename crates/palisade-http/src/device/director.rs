@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use palisade_core::UpdateState;
 use serde::Deserialize;
 
 use super::AuthenticatedDevice;
@@ -37,16 +38,6 @@ pub(crate) async fn device_director_key(
 }
 
 /// The states a device reports about an update.
-pub const UPDATE_STATES: [&str; 7] = [
-    "downloading",
-    "installed",
-    "trial",
-    "committed",
-    "rolled-back",
-    "refused",
-    "failed",
-];
-
 /// What a device reports about the assignment with `counter`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,28 +56,25 @@ pub(crate) async fn device_update_report(
     AuthenticatedDevice(device): AuthenticatedDevice,
     Body(r): Body<UpdateReport>,
 ) -> Result<StatusCode, ApiError> {
-    if !UPDATE_STATES.contains(&r.state.as_str()) {
-        return Err(ApiError::bad_request(
-            "bad_state",
-            format!("state must be one of {}", UPDATE_STATES.join(", ")),
-        ));
-    }
+    let state = UpdateState::parse(&r.state).map_err(|e| {
+        ApiError::bad_request("bad_state", format!("state must be one of {}", e.allowed))
+    })?;
     if r.target.len() > 256 || r.detail.len() > 2048 {
         return Err(ApiError::bad_request(
             "too_long",
             "target is at most 256 bytes and detail at most 2048",
         ));
     }
-    s.metrics.ota_report(&r.state);
-    let audit = match r.state.as_str() {
-        "committed" => vec![
+    s.metrics.ota_report(state.as_str());
+    let audit = match state {
+        UpdateState::Committed => vec![
             palisade_audit::EntryDraft::success(device.as_str(), "ota.committed", device.as_str())
                 .with_detail(serde_json::json!({ "target": r.target, "counter": r.counter })),
         ],
-        "refused" | "failed" | "rolled-back" => vec![
+        s if s.is_failure() => vec![
             palisade_audit::EntryDraft::denied(
                 device.as_str(),
-                &format!("ota.{}", r.state),
+                &format!("ota.{state}"),
                 device.as_str(),
             )
             .with_detail(serde_json::json!({
@@ -96,10 +84,7 @@ pub(crate) async fn device_update_report(
         _ => vec![],
     };
     let now = s.clock.now_ms();
-    let ended = matches!(
-        r.state.as_str(),
-        "committed" | "refused" | "failed" | "rolled-back"
-    );
+    let ended = state.is_end();
     s.store
         .commit(
             vec![palisade_store::Change::RecordUpdate(
@@ -107,7 +92,7 @@ pub(crate) async fn device_update_report(
                     device,
                     counter: r.counter,
                     target: r.target,
-                    state: r.state,
+                    state,
                     detail: r.detail,
                     updated_ms: now,
                 },

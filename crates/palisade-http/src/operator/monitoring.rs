@@ -8,8 +8,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use palisade_core::DeviceId;
 use palisade_core::role::Access;
+use palisade_core::{AlertState, DeviceId};
 use palisade_store::AlertFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,14 +45,15 @@ pub async fn list_alerts(
     Query(q): Query<AlertQuery>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
     c.require(&s, Access::Read, "list alerts").await?;
-    if let Some(st) = &q.state
-        && !["open", "acknowledged", "resolved"].contains(&st.as_str())
-    {
-        return Err(ApiError::bad_request(
-            "bad_state",
-            format!("state {st:?}: open, acknowledged or resolved"),
-        ));
-    }
+    let state = match &q.state {
+        Some(st) => Some(AlertState::parse(st).map_err(|_| {
+            ApiError::bad_request(
+                "bad_state",
+                format!("state {st:?}: open, acknowledged or resolved"),
+            )
+        })?),
+        None => None,
+    };
     let device = match &q.device {
         Some(d) => Some(
             parse_id::<DeviceId>(&s, &c, "alert.read", d)
@@ -64,7 +65,7 @@ pub async fn list_alerts(
     let list = s
         .store
         .alerts(&AlertFilter {
-            state: q.state,
+            state,
             device,
             since_ms: q.since_ms,
             limit: q.limit.unwrap_or(100).clamp(1, 10_000),
@@ -126,8 +127,8 @@ pub async fn alert_action(
     c.require(&s, Access::Write, "change alerts").await?;
     check_alert_id(&id)?;
     let to = match action.as_str() {
-        "ack" => "acknowledged",
-        "resolve" => "resolved",
+        "ack" => AlertState::Acknowledged,
+        "resolve" => AlertState::Resolved,
         _ => {
             return Err(ApiError::not_found(format!(
                 "no alert action {:?}: ack or resolve",

@@ -162,10 +162,12 @@ pub(crate) fn rollout_view(
     });
     if let Some(devices) = devices {
         let waves = spec["waves"].as_array().map_or(1, Vec::len);
-        let mut per = vec![
-            serde_json::json!({"pending": 0, "assigned": 0, "committed": 0, "failed": 0});
-            waves
-        ];
+        let zero: serde_json::Map<String, serde_json::Value> =
+            palisade_core::RolloutDeviceState::ALL
+                .iter()
+                .map(|st| (st.as_str().to_owned(), 0.into()))
+                .collect();
+        let mut per = vec![serde_json::Value::Object(zero); waves];
         for d in devices {
             if let Some(w) = per.get_mut(d.wave as usize)
                 && let Some(n) = w.get_mut(d.state.as_str())

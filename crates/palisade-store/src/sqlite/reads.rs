@@ -168,19 +168,7 @@ impl Store for SqliteStore {
             .bind(model.as_str())
             .fetch_all(self.pool())
             .await?;
-        rows.first()
-            .map(|r| {
-                Ok(ModelPolicyRecord {
-                    model: model.clone(),
-                    mud_url: r.try_get("mud_url")?,
-                    mud: r.try_get("mud")?,
-                    policy: r.try_get("policy")?,
-                    signed_by: r.try_get("signed_by")?,
-                    open_override: r.try_get::<i64, _>("open_override")? != 0,
-                    updated_ms: r.try_get("updated_ms")?,
-                })
-            })
-            .transpose()
+        rows.first().map(model_policy_from_row).transpose()
     }
 
     async fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
@@ -188,14 +176,7 @@ impl Store for SqliteStore {
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(|r| {
-                Ok(SiteRecord {
-                    name: SiteName::parse(r.try_get("name")?).map_err(|e| corrupt("site", e))?,
-                    spec: r.try_get("spec")?,
-                    created_ms: r.try_get("created_ms")?,
-                    updated_ms: r.try_get("updated_ms")?,
-                })
-            })
+            .map(site_from_row)
             .collect()
     }
 
@@ -210,17 +191,7 @@ impl Store for SqliteStore {
         .fetch_all(self.pool())
         .await?
         .iter()
-        .map(|r| {
-            Ok(PlacementRecord {
-                device: DeviceId::parse(r.try_get("device_id")?)
-                    .map_err(|e| corrupt("placement", e))?,
-                site: SiteName::parse(r.try_get("site")?).map_err(|e| corrupt("placement", e))?,
-                segment: r.try_get("segment")?,
-                address: r.try_get("address")?,
-                overrides: r.try_get("overrides")?,
-                updated_ms: r.try_get("updated_ms")?,
-            })
-        })
+        .map(placement_from_row)
         .collect()
     }
 
@@ -230,17 +201,7 @@ impl Store for SqliteStore {
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(|r| {
-                Ok(EdgeRecord {
-                    device: DeviceId::parse(r.try_get("device_id")?)
-                        .map_err(|e| corrupt("edge", e))?,
-                    site: SiteName::parse(r.try_get("site")?).map_err(|e| corrupt("edge", e))?,
-                    applied_version: u64::try_from(r.try_get::<i64, _>("applied_version")?)
-                        .map_err(|e| corrupt("edge", e))?,
-                    status: r.try_get("status")?,
-                    updated_ms: r.try_get("updated_ms")?,
-                })
-            })
+            .map(edge_from_row)
             .collect()
     }
 
@@ -249,23 +210,7 @@ impl Store for SqliteStore {
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(|r| {
-                Ok(RolloutRecord {
-                    name: RolloutName::parse(r.try_get("name")?)
-                        .map_err(|e| corrupt("rollout", e))?,
-                    model: ModelId::parse(r.try_get("model_id")?)
-                        .map_err(|e| corrupt("rollout", e))?,
-                    release_version: r.try_get("release_version")?,
-                    spec: r.try_get("spec")?,
-                    state: r.try_get("state")?,
-                    wave: u32::try_from(r.try_get::<i64, _>("wave")?)
-                        .map_err(|e| corrupt("rollout", e))?,
-                    reason: r.try_get("reason")?,
-                    created_by: r.try_get("created_by")?,
-                    created_ms: r.try_get("created_ms")?,
-                    updated_ms: r.try_get("updated_ms")?,
-                })
-            })
+            .map(rollout_from_row)
             .collect()
     }
 
@@ -278,20 +223,7 @@ impl Store for SqliteStore {
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(|r| {
-                Ok(RolloutDeviceRecord {
-                    rollout: name.clone(),
-                    device: DeviceId::parse(r.try_get("device_id")?)
-                        .map_err(|e| corrupt("rollout device", e))?,
-                    wave: u32::try_from(r.try_get::<i64, _>("wave")?)
-                        .map_err(|e| corrupt("rollout device", e))?,
-                    state: r.try_get("state")?,
-                    counter: u64::try_from(r.try_get::<i64, _>("counter")?)
-                        .map_err(|e| corrupt("rollout device", e))?,
-                    detail: r.try_get("detail")?,
-                    updated_ms: r.try_get("updated_ms")?,
-                })
-            })
+            .map(rollout_device_from_row)
             .collect()
     }
 
@@ -332,18 +264,7 @@ impl Store for SqliteStore {
         .fetch_all(self.pool())
         .await?
         .iter()
-        .map(|r| {
-            Ok(UpdateRecord {
-                device: DeviceId::parse(r.try_get("device_id")?)
-                    .map_err(|e| corrupt("update", e))?,
-                counter: u64::try_from(r.try_get::<i64, _>("counter")?)
-                    .map_err(|e| corrupt("update", e))?,
-                target: r.try_get("target")?,
-                state: r.try_get("state")?,
-                detail: r.try_get("detail")?,
-                updated_ms: r.try_get("updated_ms")?,
-            })
-        })
+        .map(update_from_row)
         .collect()
     }
 
@@ -398,17 +319,7 @@ impl Store for SqliteStore {
             .await?
             .into_iter()
             .next();
-        row.map(|r| {
-            Ok(BatchRecord {
-                id: r.try_get("id")?,
-                supplier: SupplierName::parse(r.try_get("supplier")?)
-                    .map_err(|e| corrupt("batch", e))?,
-                model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("batch", e))?,
-                device_count: r.try_get("device_count")?,
-                imported_ms: r.try_get("imported_ms")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(batch_from_row).transpose()
     }
 
     async fn commands(
@@ -496,7 +407,7 @@ impl Store for SqliteStore {
             "SELECT * FROM alerts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR device_id = ?2)
                AND (?3 IS NULL OR last_ms >= ?3) ORDER BY last_ms DESC, id LIMIT ?4",
         )
-        .bind(&f.state)
+        .bind(f.state.map(|s| s.as_str()))
         .bind(&f.device)
         .bind(f.since_ms)
         .bind(f.limit)
@@ -535,15 +446,7 @@ impl Store for SqliteStore {
         .fetch_all(self.pool())
         .await?
         .iter()
-        .map(|r| {
-            Ok(DeviceEventRecord {
-                device: r.try_get("device_id")?,
-                at_ms: r.try_get("at_ms")?,
-                kind: r.try_get("kind")?,
-                summary: r.try_get("summary")?,
-                detail: r.try_get("detail")?,
-            })
-        })
+        .map(device_event_from_row)
         .collect()
     }
 

@@ -5,14 +5,16 @@
 use std::str::FromStr;
 
 use palisade_audit::{Digest32, Entry};
-use palisade_core::{DeviceId, DeviceState, ModelId, OperatorName, Role, SupplierName};
+use palisade_core::{DeviceId, DeviceState, Role, SupplierName};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::{
-    AlertRecord, CertRecord, CertStatus, CommandRecord, DeviceRecord, EnrollmentTokenRecord,
-    FirmwareRecord, HardwareTrust, ModelRecord, Onboarding, ReleaseRecord, StoreError, StoredEntry,
-    SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
+    AlertRecord, BatchRecord, CertRecord, CertStatus, CommandRecord, DeviceEventRecord,
+    DeviceRecord, EdgeRecord, EnrollmentTokenRecord, FirmwareRecord, HardwareTrust,
+    ModelPolicyRecord, ModelRecord, Onboarding, PlacementRecord, ReleaseRecord,
+    RolloutDeviceRecord, RolloutRecord, SiteRecord, StoreError, StoredEntry, SupplierKeyRecord,
+    SupplierRecord, TokenRecord, TpmVendorRecord, UpdateRecord,
 };
 
 pub(super) fn entry_from_row(r: &SqliteRow) -> Result<StoredEntry, StoreError> {
@@ -35,7 +37,44 @@ pub(super) fn entry_from_row(r: &SqliteRow) -> Result<StoredEntry, StoreError> {
     })
 }
 
-pub(super) fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord, StoreError> {
+/// A name column (`DeviceId`, `ModelId`, ...) parsed into its type.
+pub(super) fn name<T: std::str::FromStr>(
+    r: &SqliteRow,
+    column: &str,
+    what: &'static str,
+) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = r.try_get(column)?;
+    text.parse().map_err(|e: T::Err| corrupt(what, e))
+}
+
+/// A non-negative integer column in its unsigned type.
+pub(super) fn unsigned<T: TryFrom<i64>>(
+    r: &SqliteRow,
+    column: &str,
+    what: &'static str,
+) -> Result<T, StoreError>
+where
+    T::Error: std::fmt::Display,
+{
+    let v: i64 = r.try_get(column)?;
+    T::try_from(v).map_err(|e| corrupt(what, e))
+}
+
+/// A state column, parsed into its type (`corrupt` if the name is unknown).
+pub(super) fn state<T: std::str::FromStr<Err = palisade_core::UnknownState>>(
+    r: &SqliteRow,
+    column: &str,
+    what: &'static str,
+) -> Result<T, StoreError> {
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|e: palisade_core::UnknownState| corrupt(what, e))
+}
+
+pub(super) fn alert_from_row(r: &SqliteRow) -> Result<AlertRecord, StoreError> {
     Ok(AlertRecord {
         id: r.try_get("id")?,
         dedup_key: r.try_get("dedup_key")?,
@@ -43,11 +82,11 @@ pub(super) fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord,
         severity: r.try_get("severity")?,
         device: r.try_get("device_id")?,
         peer: r.try_get("peer")?,
-        state: r.try_get("state")?,
+        state: state(r, "state", "alert")?,
         summary: r.try_get("summary")?,
         evidence: r.try_get("evidence")?,
         last_evidence: r.try_get("last_evidence")?,
-        count: u64::try_from(r.try_get::<i64, _>("count")?).map_err(|e| corrupt("alert", e))?,
+        count: unsigned(r, "count", "alert")?,
         first_ms: r.try_get("first_ms")?,
         last_ms: r.try_get("last_ms")?,
         acked_by: r.try_get("acked_by")?,
@@ -68,7 +107,7 @@ pub(super) fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
 
 pub(super) fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
     Ok(ModelRecord {
-        id: ModelId::parse(r.try_get("id")?).map_err(|e| corrupt("model", e))?,
+        id: name(r, "id", "model")?,
         description: r.try_get("description")?,
         cert_validity_days: r.try_get("cert_validity_days")?,
         policy_version: r.try_get("policy_version")?,
@@ -94,8 +133,8 @@ pub(super) fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
 pub(super) fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError> {
     let state: String = r.try_get("state")?;
     Ok(DeviceRecord {
-        id: DeviceId::parse(r.try_get("id")?).map_err(|e| corrupt("device", e))?,
-        model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("device", e))?,
+        id: name(r, "id", "device")?,
+        model: name(r, "model_id", "device")?,
         state: DeviceState::parse(&state).ok_or_else(|| corrupt("device", &state))?,
         hardware_serial: r.try_get("hardware_serial")?,
         created_ms: r.try_get("created_ms")?,
@@ -116,7 +155,13 @@ pub(super) fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError>
         last_seen_ms: r.try_get("last_seen_ms")?,
         reported_firmware: r.try_get("reported_firmware")?,
         hardware: HardwareTrust {
-            key_protection: r.try_get("key_protection")?,
+            key_protection: r
+                .try_get::<Option<String>, _>("key_protection")?
+                .map(|k| {
+                    palisade_core::KeyProtection::parse(&k)
+                        .ok_or_else(|| corrupt("device key protection", k))
+                })
+                .transpose()?,
             ak_public: r.try_get("ak_public")?,
             ek_sha256: r.try_get("ek_sha256")?,
             attestation_status: r.try_get("attestation_status")?,
@@ -138,8 +183,7 @@ pub(super) fn tpm_vendor_from_row(r: &SqliteRow) -> Result<TpmVendorRecord, Stor
 pub(super) fn supplier_key_from_row(r: &SqliteRow) -> Result<SupplierKeyRecord, StoreError> {
     Ok(SupplierKeyRecord {
         keyid: r.try_get("keyid")?,
-        supplier: SupplierName::parse(r.try_get("supplier")?)
-            .map_err(|e| corrupt("supplier key", e))?,
+        supplier: name(r, "supplier", "supplier key")?,
         spki_der: r.try_get("spki_der")?,
         created_ms: r.try_get("created_ms")?,
     })
@@ -147,10 +191,9 @@ pub(super) fn supplier_key_from_row(r: &SqliteRow) -> Result<SupplierKeyRecord, 
 
 pub(super) fn release_from_row(r: &SqliteRow) -> Result<ReleaseRecord, StoreError> {
     Ok(ReleaseRecord {
-        model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("release", e))?,
+        model: name(r, "model_id", "release")?,
         version: r.try_get("version")?,
-        security_version: u64::try_from(r.try_get::<i64, _>("security_version")?)
-            .map_err(|e| corrupt("release", e))?,
+        security_version: unsigned(r, "security_version", "release")?,
         hardware: r
             .try_get::<String, _>("hardware")?
             .split(',')
@@ -158,8 +201,7 @@ pub(super) fn release_from_row(r: &SqliteRow) -> Result<ReleaseRecord, StoreErro
             .map(str::to_owned)
             .collect(),
         image_sha256: r.try_get("image_sha256")?,
-        image_len: u64::try_from(r.try_get::<i64, _>("image_len")?)
-            .map_err(|e| corrupt("release", e))?,
+        image_len: unsigned(r, "image_len", "release")?,
         sbom_sha256: r.try_get("sbom_sha256")?,
         provenance_sha256: r.try_get("provenance_sha256")?,
         signed_by: r.try_get("signed_by")?,
@@ -171,7 +213,7 @@ pub(super) fn release_from_row(r: &SqliteRow) -> Result<ReleaseRecord, StoreErro
 
 pub(super) fn firmware_from_row(r: &SqliteRow) -> Result<FirmwareRecord, StoreError> {
     Ok(FirmwareRecord {
-        model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("firmware", e))?,
+        model: name(r, "model_id", "firmware")?,
         version: r.try_get("version")?,
         sha256: r.try_get("sha256")?,
         created_ms: r.try_get("created_ms")?,
@@ -181,7 +223,7 @@ pub(super) fn firmware_from_row(r: &SqliteRow) -> Result<FirmwareRecord, StoreEr
 pub(super) fn command_from_row(r: &SqliteRow) -> Result<CommandRecord, StoreError> {
     Ok(CommandRecord {
         id: r.try_get("id")?,
-        device: DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("command", e))?,
+        device: name(r, "device_id", "command")?,
         name: r.try_get("name")?,
         args: r.try_get("args")?,
         status: r.try_get("status")?,
@@ -194,7 +236,7 @@ pub(super) fn command_from_row(r: &SqliteRow) -> Result<CommandRecord, StoreErro
 
 pub(super) fn supplier_from_row(r: &SqliteRow) -> Result<SupplierRecord, StoreError> {
     Ok(SupplierRecord {
-        name: SupplierName::parse(r.try_get("name")?).map_err(|e| corrupt("supplier", e))?,
+        name: name(r, "name", "supplier")?,
         ca_der: r.try_get("ca_der")?,
         ca_sha256: r.try_get("ca_sha256")?,
         created_ms: r.try_get("created_ms")?,
@@ -207,7 +249,7 @@ pub(super) fn enrollment_token_from_row(
     let hash: Vec<u8> = r.try_get("secret_hash")?;
     Ok(EnrollmentTokenRecord {
         id: r.try_get("id")?,
-        model: ModelId::parse(r.try_get("model_id")?).map_err(|e| corrupt("enrolment token", e))?,
+        model: name(r, "model_id", "enrolment token")?,
         secret_hash: hash
             .try_into()
             .map_err(|_| corrupt("enrolment token", "hash is not 32 bytes"))?,
@@ -248,7 +290,7 @@ pub(super) fn token_from_row(r: &SqliteRow) -> Result<TokenRecord, StoreError> {
     let hash: Vec<u8> = r.try_get("secret_hash")?;
     Ok(TokenRecord {
         id: r.try_get("id")?,
-        operator: OperatorName::parse(r.try_get("operator")?).map_err(|e| corrupt("token", e))?,
+        operator: name(r, "operator", "token")?,
         role: Role::from_str(&role).map_err(|e| corrupt("token", e))?,
         secret_hash: hash
             .try_into()
@@ -256,5 +298,105 @@ pub(super) fn token_from_row(r: &SqliteRow) -> Result<TokenRecord, StoreError> {
         created_ms: r.try_get("created_ms")?,
         expires_ms: r.try_get("expires_ms")?,
         revoked_ms: r.try_get("revoked_ms")?,
+    })
+}
+
+pub(super) fn model_policy_from_row(r: &SqliteRow) -> Result<ModelPolicyRecord, StoreError> {
+    Ok(ModelPolicyRecord {
+        model: name(r, "model_id", "model policy")?,
+        mud_url: r.try_get("mud_url")?,
+        mud: r.try_get("mud")?,
+        policy: r.try_get("policy")?,
+        signed_by: r.try_get("signed_by")?,
+        open_override: r.try_get::<i64, _>("open_override")? != 0,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+pub(super) fn site_from_row(r: &SqliteRow) -> Result<SiteRecord, StoreError> {
+    Ok(SiteRecord {
+        name: name(r, "name", "site")?,
+        spec: r.try_get("spec")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+pub(super) fn placement_from_row(r: &SqliteRow) -> Result<PlacementRecord, StoreError> {
+    Ok(PlacementRecord {
+        device: name(r, "device_id", "placement")?,
+        site: name(r, "site", "placement")?,
+        segment: r.try_get("segment")?,
+        address: r.try_get("address")?,
+        overrides: r.try_get("overrides")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+pub(super) fn edge_from_row(r: &SqliteRow) -> Result<EdgeRecord, StoreError> {
+    Ok(EdgeRecord {
+        device: name(r, "device_id", "edge")?,
+        site: name(r, "site", "edge")?,
+        applied_version: unsigned(r, "applied_version", "edge")?,
+        status: r.try_get("status")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+pub(super) fn rollout_from_row(r: &SqliteRow) -> Result<RolloutRecord, StoreError> {
+    Ok(RolloutRecord {
+        name: name(r, "name", "rollout")?,
+        model: name(r, "model_id", "rollout")?,
+        release_version: r.try_get("release_version")?,
+        spec: r.try_get("spec")?,
+        state: state(r, "state", "rollout")?,
+        wave: unsigned(r, "wave", "rollout")?,
+        reason: r.try_get("reason")?,
+        created_by: r.try_get("created_by")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+pub(super) fn rollout_device_from_row(r: &SqliteRow) -> Result<RolloutDeviceRecord, StoreError> {
+    Ok(RolloutDeviceRecord {
+        rollout: name(r, "rollout", "rollout device")?,
+        device: name(r, "device_id", "rollout device")?,
+        wave: unsigned(r, "wave", "rollout device")?,
+        state: state(r, "state", "rollout device")?,
+        counter: unsigned(r, "counter", "rollout device")?,
+        detail: r.try_get("detail")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+pub(super) fn update_from_row(r: &SqliteRow) -> Result<UpdateRecord, StoreError> {
+    Ok(UpdateRecord {
+        device: name(r, "device_id", "update")?,
+        counter: unsigned(r, "counter", "update")?,
+        target: r.try_get("target")?,
+        state: state(r, "state", "update")?,
+        detail: r.try_get("detail")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+pub(super) fn batch_from_row(r: &SqliteRow) -> Result<BatchRecord, StoreError> {
+    Ok(BatchRecord {
+        id: r.try_get("id")?,
+        supplier: name(r, "supplier", "batch")?,
+        model: name(r, "model_id", "batch")?,
+        device_count: r.try_get("device_count")?,
+        imported_ms: r.try_get("imported_ms")?,
+    })
+}
+
+pub(super) fn device_event_from_row(r: &SqliteRow) -> Result<DeviceEventRecord, StoreError> {
+    Ok(DeviceEventRecord {
+        device: r.try_get("device_id")?,
+        at_ms: r.try_get("at_ms")?,
+        kind: r.try_get("kind")?,
+        summary: r.try_get("summary")?,
+        detail: r.try_get("detail")?,
     })
 }

@@ -137,7 +137,7 @@ pub(super) async fn apply(
             sqlx::query(
                 "UPDATE devices SET key_protection = ?, ak_public = ?, ek_sha256 = ? WHERE id = ?",
             )
-            .bind(key_protection)
+            .bind(key_protection.as_str())
             .bind(ak_public)
             .bind(ek_sha256)
             .bind(id.as_str())

@@ -3,6 +3,8 @@
 use sqlx::sqlite::SqliteConnection;
 
 use super::misrouted;
+use palisade_core::AlertState;
+
 use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
@@ -23,7 +25,7 @@ pub(super) async fn apply(
             .bind(&a.severity)
             .bind(&a.device)
             .bind(&a.peer)
-            .bind(&a.state)
+            .bind(a.state.as_str())
             .bind(&a.summary)
             .bind(&a.evidence)
             .bind(&a.last_evidence)
@@ -71,14 +73,14 @@ pub(super) async fn apply(
                     key: id.clone(),
                 });
             };
-            if !from.contains(&current) {
+            if !from.iter().any(|f| f.as_str() == current) {
                 return Err(StoreError::Conflict {
                     what: "alert",
                     key: id.clone(),
                     reason: format!("it is {current}, it cannot become {to}"),
                 });
             }
-            let sql = if to == "resolved" {
+            let sql = if *to == AlertState::Resolved {
                 "UPDATE alerts SET state = ?, resolved_by = ?, resolved_ms = ?,
                    note = CASE WHEN ?4 = '' THEN note WHEN note = '' THEN ?4 ELSE note || char(10) || ?4 END
                  WHERE id = ?5"
@@ -88,7 +90,7 @@ pub(super) async fn apply(
                  WHERE id = ?5"
             };
             sqlx::query(sql)
-                .bind(to)
+                .bind(to.as_str())
                 .bind(by)
                 .bind(at_ms)
                 .bind(note)

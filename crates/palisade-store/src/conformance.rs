@@ -1,0 +1,1165 @@
+//! The store conformance suite: what every backend of [`Store`] must do, as one
+//! set of checks parameterised by a [`Backend`] that opens its database. A
+//! backend's test file runs all of them with one line:
+//!
+//! ```text
+//! palisade_store::conformance_suite!(my_backend().await);
+//! ```
+//!
+//! Each check starts from an empty database and covers one promise: durable
+//! before acknowledged, one failure never undoing its neighbours, compare-and-set
+//! state changes re-checked inside the commit, proofs against signed heads, and
+//! every change family written and read back as it went in.
+
+// A test suite: a failed expectation is the test failing, with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use palisade_audit::{EntryDraft, Verifier, verify_consistency, verify_inclusion};
+use palisade_core::{
+    AlertState, DeviceId, DeviceState, KeyProtection, ModelId, OperatorName, Role,
+    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, Tag, UpdateState,
+};
+
+use crate::*;
+
+/// A backend under test. Opening need not be `Send` (sqlx's migrations are
+/// not provably so); the suite runs each check on the test's own task.
+#[async_trait(?Send)]
+pub trait Backend {
+    /// Opens the backend's database: the same one on every call, so that a
+    /// second open sees what the first committed.
+    async fn open(&self) -> Result<Arc<dyn Store>, StoreError>;
+    /// How its audit log is sealed.
+    fn audit(&self) -> &AuditConfig;
+}
+
+/// Runs every check of the suite as its own `#[tokio::test]`, each with a
+/// backend made by `$backend` (an expression, evaluated per test, that may
+/// `.await`).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($backend:expr) => {
+        $crate::conformance_suite!(@each $backend;
+            committed_changes_and_audit_entries_survive_a_reopen,
+            a_failed_change_leaves_no_trace_and_does_not_undo_its_neighbours,
+            state_changes_are_compare_and_set,
+            required_device_states_are_rechecked_inside_the_commit,
+            inclusion_proofs_verify_against_the_signed_head,
+            consistency_proofs_link_an_older_head_to_the_newest,
+            audit_entries_are_found_by_subject,
+            devices_are_found_by_model_state_and_tags,
+            enrolment_and_hardware_trust_are_recorded_on_the_device,
+            certificates_are_revoked_once_and_listed_until_they_expire,
+            api_tokens_are_revoked_once,
+            counters_count_up_in_commit_order,
+            commands_are_queued_sent_and_acknowledged_by_their_device_only,
+            onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
+            releases_never_lower_the_security_version_and_assignments_only_move_forward,
+            rollouts_and_their_devices_round_trip,
+            sites_placements_and_edges_round_trip,
+            alerts_move_through_their_lifecycle_and_resolved_ones_are_pruned,
+            timeline_events_are_kept_in_order_and_pruned,
+        );
+    };
+    (@each $backend:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let backend = $backend;
+                $crate::conformance::$check(&backend).await;
+            }
+        )*
+    };
+}
+
+fn id<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().expect("a valid test identifier")
+}
+
+/// A model with the defaults.
+pub fn model(name: &str) -> Change {
+    Change::InsertModel(ModelRecord {
+        id: id(name),
+        description: String::new(),
+        cert_validity_days: 90,
+        policy_version: 1,
+        approval_required: false,
+        allowed_key_types: vec!["ecdsa-p256".into()],
+        attestation: "none".into(),
+        supplier: None,
+        support_until_ms: None,
+        security_update_days: None,
+        created_ms: 1,
+    })
+}
+
+/// A registered device of `model`.
+pub fn device(name: &str, model: &str) -> Change {
+    Change::InsertDevice(DeviceRecord {
+        id: id(name),
+        model: id(model),
+        state: DeviceState::Registered,
+        hardware_serial: None,
+        created_ms: 1,
+        updated_ms: 1,
+        onboarding: Onboarding::default(),
+        last_seen_ms: None,
+        reported_firmware: None,
+        hardware: HardwareTrust::default(),
+    })
+}
+
+fn cert(serial: &str, device: &str, not_after_ms: i64) -> Change {
+    Change::InsertCertificate(CertRecord {
+        serial: serial.into(),
+        profile: "device".into(),
+        subject: format!("CN={device}"),
+        device: Some(id(device)),
+        not_before_ms: 0,
+        not_after_ms,
+        status: CertStatus::Valid,
+        revoked_ms: None,
+        reason: None,
+        der: vec![0x30, 0x00],
+        issued_ms: 1,
+    })
+}
+
+async fn commit(store: &dyn Store, changes: Vec<Change>) -> Result<Receipt, StoreError> {
+    store.commit(changes, vec![]).await
+}
+
+async fn ok(store: &dyn Store, changes: Vec<Change>) -> Receipt {
+    match commit(store, changes).await {
+        Ok(r) => r,
+        Err(e) => panic!("commit refused: {e}"),
+    }
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict { .. }))
+}
+
+async fn device_of(store: &dyn Store, name: &str) -> DeviceRecord {
+    store
+        .device(&id(name))
+        .await
+        .expect("reading a device")
+        .expect("the device exists")
+}
+
+/// Committed changes and audit entries are there after the store is reopened,
+/// and the receipt names the entries and the checkpoint that covers them.
+pub async fn committed_changes_and_audit_entries_survive_a_reopen(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let r = store
+        .commit(
+            vec![model("m1"), device("d1", "m1")],
+            vec![
+                EntryDraft::success("system", "model.add", "m1"),
+                EntryDraft::success("system", "device.register", "d1"),
+            ],
+        )
+        .await
+        .expect("commit");
+    assert_eq!(r.audit_indices, vec![0, 1]);
+    assert_eq!(r.checkpoint_size, 2);
+    drop(store);
+    let store = b.open().await.expect("reopen");
+    assert_eq!(
+        device_of(&*store, "d1").await.state,
+        DeviceState::Registered
+    );
+    assert_eq!(store.audit_head().expect("a head").size, 2);
+}
+
+/// Concurrent commits are grouped, yet a refused one changes nothing and its
+/// neighbours land; the log stays contiguous and verifies.
+pub async fn a_failed_change_leaves_no_trace_and_does_not_undo_its_neighbours(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    store
+        .commit(
+            vec![model("m1")],
+            vec![EntryDraft::success("s", "model.add", "m1")],
+        )
+        .await
+        .expect("commit");
+    let mut tasks = vec![];
+    for i in 0..50 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every fifth device names a model that does not exist.
+            let m = if i % 5 == 0 { "nope" } else { "m1" };
+            s.commit(
+                vec![device(&format!("d{i}"), m)],
+                vec![EntryDraft::success("s", "device.register", format!("d{i}"))],
+            )
+            .await
+        }));
+    }
+    let mut landed = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => landed += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(landed, 40);
+    let devices = store.devices(&DeviceFilter::default()).await.expect("read");
+    assert_eq!(devices.len(), 40);
+    let head = store.audit_head().expect("a head");
+    assert_eq!(head.size, 41);
+    let entries = store.audit_entries(0, 100).await.expect("entries");
+    let cps = store.audit_checkpoints(0, 1000).await.expect("checkpoints");
+    let key = b.audit().verifier().expect("verifier");
+    let mut v = Verifier::new(&key, Some(&b.audit().origin), &cps);
+    for e in entries {
+        v.push(e.entry, e.recorded_digest);
+    }
+    let report = v.finish();
+    assert_eq!(report.problem, None);
+    assert_eq!(report.entries, 41);
+}
+
+/// A state change names the state it expects; a stale one is a conflict.
+pub async fn state_changes_are_compare_and_set(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(&*store, vec![model("m"), device("d", "m")]).await;
+    let set = |expected, to| Change::SetDeviceState {
+        id: id("d"),
+        expected,
+        to,
+        at_ms: 5,
+    };
+    ok(
+        &*store,
+        vec![set(DeviceState::Registered, DeviceState::Enrolled)],
+    )
+    .await;
+    assert!(is_conflict(
+        commit(
+            &*store,
+            vec![set(DeviceState::Registered, DeviceState::Enrolled)]
+        )
+        .await
+    ));
+    // AdvanceDeviceState moves only from its `from` state and is otherwise a no-op.
+    let advance = |from, to| Change::AdvanceDeviceState {
+        id: id("d"),
+        from,
+        to,
+        at_ms: 6,
+    };
+    ok(
+        &*store,
+        vec![advance(DeviceState::Registered, DeviceState::Active)],
+    )
+    .await;
+    assert_eq!(device_of(&*store, "d").await.state, DeviceState::Enrolled);
+    ok(
+        &*store,
+        vec![advance(DeviceState::Enrolled, DeviceState::Active)],
+    )
+    .await;
+    let d = device_of(&*store, "d").await;
+    assert_eq!(d.state, DeviceState::Active);
+    assert_eq!(d.updated_ms, 6);
+}
+
+/// `RequireDeviceState` is checked inside the transaction: outside the allowed
+/// states the whole commit, certificate included, is refused.
+pub async fn required_device_states_are_rechecked_inside_the_commit(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(&*store, vec![model("m"), device("d", "m")]).await;
+    let refused = commit(
+        &*store,
+        vec![
+            Change::RequireDeviceState {
+                id: id("d"),
+                allowed: DeviceState::all_where(DeviceState::may_reenroll),
+            },
+            cert("01", "d", i64::MAX),
+        ],
+    )
+    .await;
+    assert!(is_conflict(refused));
+    assert!(store.certificate("01").await.expect("read").is_none());
+    ok(
+        &*store,
+        vec![
+            Change::RequireDeviceState {
+                id: id("d"),
+                allowed: DeviceState::all_where(DeviceState::may_enroll),
+            },
+            cert("01", "d", i64::MAX),
+        ],
+    )
+    .await;
+    assert!(store.certificate("01").await.expect("read").is_some());
+    let missing = commit(
+        &*store,
+        vec![Change::RequireDeviceState {
+            id: id("ghost"),
+            allowed: DeviceState::ALL.to_vec(),
+        }],
+    )
+    .await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
+
+async fn append(store: &dyn Store, n: u64) {
+    for i in 0..n {
+        store
+            .commit(
+                vec![],
+                vec![EntryDraft::success("s", "test", format!("{i}"))],
+            )
+            .await
+            .expect("append");
+    }
+}
+
+/// Every entry has an inclusion proof against the newest signed checkpoint;
+/// an index past the end has none.
+pub async fn inclusion_proofs_verify_against_the_signed_head(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    append(&*store, 9).await;
+    let key = b.audit().verifier().expect("verifier");
+    for index in [0, 4, 8] {
+        let p = store.inclusion_proof(index).await.expect("proof");
+        let cp = key.verify(&p.head.note, None).expect("signed head");
+        verify_inclusion(&p.entry.entry.digest(), index, cp.size, &cp.root, &p.path)
+            .expect("the proof verifies");
+    }
+    assert!(store.inclusion_proof(9).await.is_err());
+}
+
+/// An older checkpoint is a prefix of the newest, by proof.
+pub async fn consistency_proofs_link_an_older_head_to_the_newest(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    append(&*store, 5).await;
+    let old = store.audit_head().expect("a head");
+    append(&*store, 6).await;
+    let key = b.audit().verifier().expect("verifier");
+    let old_cp = key.verify(&old.note, None).expect("old head");
+    let p = store.consistency_proof(old.size).await.expect("proof");
+    let new_cp = key.verify(&p.head.note, None).expect("new head");
+    assert_eq!(new_cp.size, 11);
+    verify_consistency(
+        old_cp.size,
+        &old_cp.root,
+        new_cp.size,
+        &new_cp.root,
+        &p.path,
+    )
+    .expect("the old log is a prefix of the new");
+    let all = store.audit_checkpoints(0, 100).await.expect("checkpoints");
+    assert!(all.iter().any(|c| c.size == 5) && all.iter().any(|c| c.size == 11));
+}
+
+/// A device's entries are found by subject, and by a `device` in the detail.
+pub async fn audit_entries_are_found_by_subject(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    store
+        .commit(
+            vec![],
+            vec![
+                EntryDraft::success("op", "device.register", "cam-1"),
+                EntryDraft::success("op", "device.register", "cam-10"),
+                EntryDraft::success("op", "site.place", "lab")
+                    .with_detail(serde_json::json!({ "device": "cam-1" })),
+            ],
+        )
+        .await
+        .expect("commit");
+    let about = store.audit_entries_about("cam-1", 100).await.expect("read");
+    let actions: Vec<&str> = about.iter().map(|e| e.entry.action.as_str()).collect();
+    assert_eq!(actions, ["device.register", "site.place"]);
+}
+
+/// Devices are listed by model and state, and found by all of a set of tags.
+pub async fn devices_are_found_by_model_state_and_tags(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(
+        &*store,
+        vec![
+            model("cam"),
+            model("lock"),
+            device("cam-1", "cam"),
+            device("cam-2", "cam"),
+            device("lock-1", "lock"),
+        ],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![
+            Change::SetDeviceState {
+                id: id("cam-2"),
+                expected: DeviceState::Registered,
+                to: DeviceState::Decommissioned,
+                at_ms: 2,
+            },
+            Change::SetDeviceTags {
+                device: id("cam-1"),
+                tags: vec![id("lab"), id("floor-2")],
+            },
+            Change::SetDeviceTags {
+                device: id("lock-1"),
+                tags: vec![id("lab")],
+            },
+        ],
+    )
+    .await;
+    let cams = store
+        .devices(&DeviceFilter {
+            model: Some(id("cam")),
+            ..DeviceFilter::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(cams.len(), 2);
+    let retired = store
+        .devices(&DeviceFilter {
+            state: Some(DeviceState::Decommissioned),
+            ..DeviceFilter::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].id.as_str(), "cam-2");
+    let lab: Vec<DeviceId> = store.devices_tagged(&[id("lab")]).await.expect("read");
+    assert_eq!(lab, [id::<DeviceId>("cam-1"), id("lock-1")]);
+    let both = store
+        .devices_tagged(&[id("lab"), id("floor-2")])
+        .await
+        .expect("read");
+    assert_eq!(both, [id::<DeviceId>("cam-1")]);
+    let tags: Vec<Tag> = store.device_tags(&id("cam-1")).await.expect("read");
+    assert_eq!(tags, [id::<Tag>("floor-2"), id("lab")]);
+    assert_eq!(store.models().await.expect("read").len(), 2);
+    assert!(is_conflict(commit(&*store, vec![model("cam")]).await));
+}
+
+/// What enrolment, approval, attestation and presence record lands on the
+/// device record.
+pub async fn enrolment_and_hardware_trust_are_recorded_on_the_device(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(&*store, vec![model("m"), device("d", "m")]).await;
+    ok(
+        &*store,
+        vec![
+            Change::RecordEnrollment {
+                id: id("d"),
+                key_sha256: "ab".repeat(32),
+                attached_policy: "{}".into(),
+                at_ms: 10,
+            },
+            Change::RecordKeyProtection {
+                id: id("d"),
+                key_protection: KeyProtection::Tpm,
+                ak_public: Some(vec![1, 2, 3]),
+                ek_sha256: Some("cd".repeat(32)),
+            },
+            Change::RecordAttestation {
+                id: id("d"),
+                status: "ok".into(),
+                detail: "PCR 9 matches".into(),
+                at_ms: 11,
+            },
+            Change::MarkPending {
+                id: id("d"),
+                at_ms: 12,
+            },
+            Change::MarkPending {
+                id: id("d"),
+                at_ms: 13,
+            },
+            Change::ApproveDevice {
+                id: id("d"),
+                at_ms: 14,
+            },
+            Change::RecordPresence(vec![(id("d"), 20, Some("1.2.0".into()))]),
+            Change::RecordPresence(vec![(id("d"), 15, None)]),
+        ],
+    )
+    .await;
+    assert!(is_conflict(
+        commit(
+            &*store,
+            vec![Change::ApproveDevice {
+                id: id("d"),
+                at_ms: 15
+            }]
+        )
+        .await
+    ));
+    let d = device_of(&*store, "d").await;
+    assert_eq!(d.onboarding.enrolled_key_sha256, Some("ab".repeat(32)));
+    assert_eq!(
+        d.onboarding.pending_since_ms,
+        Some(12),
+        "the first pending time stays"
+    );
+    assert_eq!(d.onboarding.approved_ms, Some(14));
+    assert_eq!(d.hardware.key_protection, Some(KeyProtection::Tpm));
+    assert_eq!(d.hardware.ak_public, Some(vec![1, 2, 3]));
+    assert_eq!(d.hardware.attestation_status.as_deref(), Some("ok"));
+    assert_eq!(
+        d.last_seen_ms,
+        Some(20),
+        "an older sighting does not go back in time"
+    );
+    assert_eq!(d.reported_firmware.as_deref(), Some("1.2.0"));
+}
+
+/// A certificate is revoked once, with its reason; revoked ones are listed
+/// for the CRL until they expire.
+pub async fn certificates_are_revoked_once_and_listed_until_they_expire(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(
+        &*store,
+        vec![
+            model("m"),
+            device("d", "m"),
+            cert("0a", "d", 1_000),
+            cert("0b", "d", 5_000),
+            cert("0c", "d", 5_000),
+        ],
+    )
+    .await;
+    assert!(is_conflict(commit(&*store, vec![cert("0a", "d", 9)]).await));
+    let revoke = |serial: &str| Change::RevokeCertificate {
+        serial: serial.into(),
+        reason: "keyCompromise".into(),
+        at_ms: 500,
+    };
+    ok(&*store, vec![revoke("0a"), revoke("0b")]).await;
+    assert!(is_conflict(commit(&*store, vec![revoke("0a")]).await));
+    assert!(is_conflict(commit(&*store, vec![revoke("ff")]).await));
+    let a = store
+        .certificate("0a")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(a.status, CertStatus::Revoked);
+    assert_eq!(a.revoked_ms, Some(500));
+    assert_eq!(a.reason.as_deref(), Some("keyCompromise"));
+    let crl: Vec<String> = store
+        .revoked_unexpired(2_000)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(crl, ["0b"]);
+    let valid = store
+        .certificates(&CertFilter {
+            device: Some(id("d")),
+            status: Some(CertStatus::Valid),
+            limit: None,
+        })
+        .await
+        .expect("read");
+    assert_eq!(valid.len(), 1);
+    assert_eq!(valid[0].serial, "0c");
+}
+
+/// An API token is stored by id with its role and revoked once.
+pub async fn api_tokens_are_revoked_once(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let token = TokenRecord {
+        id: "0123456789abcdef".into(),
+        operator: id::<OperatorName>("alice"),
+        role: Role::Operator,
+        secret_hash: [7; 32],
+        created_ms: 1,
+        expires_ms: Some(99),
+        revoked_ms: None,
+    };
+    ok(&*store, vec![Change::InsertToken(token.clone())]).await;
+    assert_eq!(
+        store.token(&token.id).await.expect("read"),
+        Some(token.clone())
+    );
+    let revoke = Change::RevokeToken {
+        id: token.id.clone(),
+        at_ms: 50,
+    };
+    ok(&*store, vec![revoke.clone()]).await;
+    assert!(is_conflict(commit(&*store, vec![revoke]).await));
+    let listed = store.tokens().await.expect("read");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].revoked_ms, Some(50));
+}
+
+/// Counters go up by one per bump, in commit order, durably.
+pub async fn counters_count_up_in_commit_order(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let bump = || Change::BumpCounter { name: "crl_number" };
+    assert_eq!(ok(&*store, vec![bump(), bump()]).await.counters, [1, 2]);
+    drop(store);
+    let store = b.open().await.expect("reopen");
+    assert_eq!(ok(&*store, vec![bump()]).await.counters, [3]);
+}
+
+fn command(cmd_id: &str, device: &str) -> Change {
+    Change::InsertCommand(CommandRecord {
+        id: cmd_id.into(),
+        device: id(device),
+        name: "reboot".into(),
+        args: "[]".into(),
+        status: "queued".into(),
+        created_ms: 1,
+        sent_ms: None,
+        acked_ms: None,
+        result: None,
+    })
+}
+
+/// Commands are queued, sent, and closed only by their own device's
+/// acknowledgement, once.
+pub async fn commands_are_queued_sent_and_acknowledged_by_their_device_only(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(
+        &*store,
+        vec![
+            model("m"),
+            device("a", "m"),
+            device("b", "m"),
+            command("c1", "a"),
+            command("c2", "a"),
+            command("c3", "b"),
+        ],
+    )
+    .await;
+    let queued: Vec<DeviceId> = store.queued_command_devices().await.expect("read");
+    assert_eq!(queued, [id::<DeviceId>("a"), id("b")]);
+    ok(
+        &*store,
+        vec![
+            Change::CommandSent {
+                id: "c1".into(),
+                at_ms: 2,
+            },
+            Change::CommandSent {
+                id: "c3".into(),
+                at_ms: 2,
+            },
+        ],
+    )
+    .await;
+    let ack = |cmd: &str, device: &str| Change::CommandAcked {
+        id: cmd.into(),
+        device: id(device),
+        ok: true,
+        result: "\"done\"".into(),
+        at_ms: 3,
+    };
+    assert!(is_conflict(commit(&*store, vec![ack("c1", "b")]).await));
+    ok(&*store, vec![ack("c1", "a"), ack("c3", "b")]).await;
+    assert!(is_conflict(commit(&*store, vec![ack("c1", "a")]).await));
+    let a = store.commands(&id("a"), false).await.expect("read");
+    assert_eq!(a.len(), 2);
+    let c1 = a.iter().find(|c| c.id == "c1").expect("c1");
+    assert_eq!((c1.sent_ms, c1.acked_ms), (Some(2), Some(3)));
+    let still = store.commands(&id("a"), true).await.expect("read");
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0].id, "c2");
+    let queued: Vec<DeviceId> = store.queued_command_devices().await.expect("read");
+    assert_eq!(queued, [id::<DeviceId>("a")]);
+}
+
+/// Suppliers, their keys, batches, TPM vendors and firmware read back as
+/// written; an enrolment token is consumed once and only before it expires.
+pub async fn onboarding_records_round_trip_and_enrolment_tokens_are_single_use(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let supplier = SupplierRecord {
+        name: id::<SupplierName>("acme"),
+        ca_der: vec![1, 2],
+        ca_sha256: "aa".repeat(32),
+        created_ms: 1,
+    };
+    let token = |tid: &str, expires_ms| {
+        Change::InsertEnrollmentToken(EnrollmentTokenRecord {
+            id: tid.into(),
+            model: id("m"),
+            secret_hash: [3; 32],
+            created_ms: 1,
+            expires_ms,
+            used_ms: None,
+            used_device: None,
+        })
+    };
+    ok(
+        &*store,
+        vec![
+            model("m"),
+            Change::InsertSupplier(supplier.clone()),
+            Change::InsertSupplierKey(SupplierKeyRecord {
+                keyid: "k1".into(),
+                supplier: id("acme"),
+                spki_der: vec![9],
+                created_ms: 2,
+            }),
+            Change::InsertBatch(BatchRecord {
+                id: "batch-1".into(),
+                supplier: id("acme"),
+                model: id("m"),
+                device_count: 2,
+                imported_ms: 3,
+            }),
+            Change::InsertTpmVendor(TpmVendorRecord {
+                sha256: "bb".repeat(32),
+                subject: "CN=TPM CA".into(),
+                ca_der: vec![4],
+                created_ms: 4,
+            }),
+            Change::InsertFirmware(FirmwareRecord {
+                model: id("m"),
+                version: "1.0".into(),
+                sha256: "cc".repeat(32),
+                created_ms: 5,
+            }),
+            token("t1", 1_000),
+            token("t2", 10),
+        ],
+    )
+    .await;
+    assert_eq!(
+        store.supplier(&id("acme")).await.expect("read"),
+        Some(supplier)
+    );
+    assert_eq!(store.suppliers().await.expect("read").len(), 1);
+    assert_eq!(
+        store.supplier_keys(&id("acme")).await.expect("read").len(),
+        1
+    );
+    assert_eq!(
+        store
+            .batch("batch-1")
+            .await
+            .expect("read")
+            .map(|b| b.device_count),
+        Some(2)
+    );
+    assert_eq!(store.tpm_vendors().await.expect("read").len(), 1);
+    assert_eq!(store.firmware(&id("m")).await.expect("read").len(), 1);
+    let consume = |tid: &str, device: &str, at_ms| Change::ConsumeEnrollmentToken {
+        id: tid.into(),
+        device: id(device),
+        at_ms,
+    };
+    ok(&*store, vec![device("d1", "m"), consume("t1", "d1", 100)]).await;
+    assert!(is_conflict(
+        commit(&*store, vec![consume("t1", "d1", 101)]).await
+    ));
+    assert!(is_conflict(
+        commit(&*store, vec![consume("t2", "d1", 100)]).await
+    ));
+    let t1 = store
+        .enrollment_token("t1")
+        .await
+        .expect("read")
+        .expect("t1");
+    assert_eq!(
+        (t1.used_ms, t1.used_device.as_deref()),
+        (Some(100), Some("d1"))
+    );
+}
+
+fn release(version: &str, security_version: u64) -> Change {
+    Change::InsertRelease(ReleaseRecord {
+        model: id("m"),
+        version: version.into(),
+        security_version,
+        hardware: vec!["rev-a".into(), "rev-b".into()],
+        image_sha256: "ee".repeat(32),
+        image_len: 4096,
+        sbom_sha256: "11".repeat(32),
+        provenance_sha256: "22".repeat(32),
+        signed_by: "k1".into(),
+        builder_id: "https://builder.example".into(),
+        uploaded_by: "supplier:acme".into(),
+        created_ms: 1,
+    })
+}
+
+/// A model's security version never goes down; a device's assignment counter
+/// only goes up; update reports keep the newest counter.
+pub async fn releases_never_lower_the_security_version_and_assignments_only_move_forward(
+    b: &dyn Backend,
+) {
+    let store = b.open().await.expect("open");
+    ok(
+        &*store,
+        vec![model("m"), device("d", "m"), release("1.0", 2)],
+    )
+    .await;
+    assert!(is_conflict(commit(&*store, vec![release("0.9", 1)]).await));
+    ok(&*store, vec![release("1.1", 2)]).await;
+    let releases = store.releases(Some(&id("m"))).await.expect("read");
+    assert_eq!(releases.len(), 2);
+    assert_eq!(releases[0].hardware, ["rev-a", "rev-b"]);
+    let assign = |counter| Change::SetAssignment {
+        device: id("d"),
+        counter,
+        signed: format!("{{\"counter\":{counter}}}"),
+        at_ms: 5,
+    };
+    ok(&*store, vec![assign(1)]).await;
+    ok(&*store, vec![assign(2)]).await;
+    assert!(is_conflict(commit(&*store, vec![assign(2)]).await));
+    assert!(is_conflict(commit(&*store, vec![assign(1)]).await));
+    assert_eq!(
+        store.assignment(&id("d")).await.expect("read").map(|a| a.0),
+        Some(2)
+    );
+    let report = |counter, state| {
+        Change::RecordUpdate(UpdateRecord {
+            device: id("d"),
+            counter,
+            target: "m/1.1.img".into(),
+            state,
+            detail: String::new(),
+            updated_ms: 6,
+        })
+    };
+    ok(&*store, vec![report(2, UpdateState::Downloading)]).await;
+    ok(&*store, vec![report(2, UpdateState::RolledBack)]).await;
+    // A late report about an older assignment does not overwrite a newer one.
+    ok(&*store, vec![report(1, UpdateState::Committed)]).await;
+    let u = store.updates(Some(&id("d"))).await.expect("read");
+    assert_eq!(u.len(), 1);
+    assert_eq!((u[0].counter, u[0].state), (2, UpdateState::RolledBack));
+}
+
+/// A rollout, its state changes and its devices read back as written.
+pub async fn rollouts_and_their_devices_round_trip(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let name: RolloutName = id("canary-1");
+    ok(
+        &*store,
+        vec![
+            model("m"),
+            device("d1", "m"),
+            device("d2", "m"),
+            release("1.0", 1),
+            Change::InsertRollout(RolloutRecord {
+                name: name.clone(),
+                model: id("m"),
+                release_version: "1.0".into(),
+                spec: "{\"waves\":[\"1\",\"100%\"]}".into(),
+                state: RolloutState::Running,
+                wave: 0,
+                reason: String::new(),
+                created_by: "operator:alice".into(),
+                created_ms: 1,
+                updated_ms: 1,
+            }),
+        ],
+    )
+    .await;
+    let member = |device: &str, wave, state| RolloutDeviceRecord {
+        rollout: name.clone(),
+        device: id(device),
+        wave,
+        state,
+        counter: 0,
+        detail: String::new(),
+        updated_ms: 2,
+    };
+    ok(
+        &*store,
+        vec![Change::UpsertRolloutDevices(vec![
+            member("d1", 0, RolloutDeviceState::Assigned),
+            member("d2", 1, RolloutDeviceState::Pending),
+        ])],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![
+            Change::UpsertRolloutDevices(vec![member("d1", 0, RolloutDeviceState::Failed)]),
+            Change::SetRolloutState {
+                name: name.clone(),
+                state: RolloutState::Paused,
+                wave: 0,
+                reason: "failure threshold".into(),
+                at_ms: 3,
+            },
+        ],
+    )
+    .await;
+    let missing = commit(
+        &*store,
+        vec![Change::SetRolloutState {
+            name: id("nope"),
+            state: RolloutState::Cancelled,
+            wave: 0,
+            reason: String::new(),
+            at_ms: 4,
+        }],
+    )
+    .await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+    let r = store.rollouts().await.expect("read");
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].state, r[0].reason.as_str()),
+        (RolloutState::Paused, "failure threshold")
+    );
+    let members = store.rollout_devices(&name).await.expect("read");
+    let states: Vec<(String, RolloutDeviceState)> = members
+        .iter()
+        .map(|m| (m.device.to_string(), m.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("d1".to_string(), RolloutDeviceState::Failed),
+            ("d2".to_string(), RolloutDeviceState::Pending)
+        ]
+    );
+}
+
+/// Model policies, sites, placements and edges are upserted and read back by site.
+pub async fn sites_placements_and_edges_round_trip(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let site = |name: &str, spec: &str, at| {
+        Change::UpsertSite(SiteRecord {
+            name: id(name),
+            spec: spec.into(),
+            created_ms: at,
+            updated_ms: at,
+        })
+    };
+    let place = |device: &str, site: &str, address: &str| {
+        Change::SetPlacement(PlacementRecord {
+            device: id(device),
+            site: id(site),
+            segment: "cams".into(),
+            address: address.into(),
+            overrides: "{}".into(),
+            updated_ms: 3,
+        })
+    };
+    ok(
+        &*store,
+        vec![
+            model("m"),
+            device("d1", "m"),
+            device("d2", "m"),
+            device("edge-1", "m"),
+            site("lab", "{\"v\":1}", 1),
+            site("plant", "{}", 1),
+            place("d1", "lab", "10.0.0.2"),
+            place("d2", "plant", "10.1.0.2"),
+            Change::SetEdge {
+                device: id("edge-1"),
+                site: id("lab"),
+                at_ms: 4,
+            },
+            Change::SetModelPolicy(ModelPolicyRecord {
+                model: id("m"),
+                mud_url: "https://mud.example/m.json".into(),
+                mud: "{}".into(),
+                policy: "{}".into(),
+                signed_by: String::new(),
+                open_override: false,
+                updated_ms: 5,
+            }),
+        ],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![
+            site("lab", "{\"v\":2}", 9),
+            place("d2", "lab", "10.0.0.3"),
+            Change::RecordEdgeStatus {
+                device: id("edge-1"),
+                applied_version: 7,
+                status: "{\"error\":\"\"}".into(),
+                at_ms: 10,
+            },
+        ],
+    )
+    .await;
+    let sites = store.sites().await.expect("read");
+    let lab = sites
+        .iter()
+        .find(|s| s.name.as_str() == "lab")
+        .expect("lab");
+    assert_eq!(
+        (lab.spec.as_str(), lab.created_ms, lab.updated_ms),
+        ("{\"v\":2}", 1, 9)
+    );
+    let lab_id: SiteName = id("lab");
+    let at_lab = store.placements(Some(&lab_id)).await.expect("read");
+    assert_eq!(at_lab.len(), 2, "d2 moved to the lab");
+    assert_eq!(store.placements(None).await.expect("read").len(), 2);
+    let edges = store.edges(Some(&lab_id)).await.expect("read");
+    assert_eq!(edges.len(), 1);
+    assert_eq!(edges[0].applied_version, 7);
+    assert!(
+        store
+            .model_policy(&id::<ModelId>("m"))
+            .await
+            .expect("read")
+            .is_some()
+    );
+}
+
+fn alert(alert_id: &str, device: &str, last_ms: i64) -> Change {
+    Change::OpenAlert(AlertRecord {
+        id: alert_id.into(),
+        dedup_key: format!("scan:{device}"),
+        detector: "scan".into(),
+        severity: "high".into(),
+        device: Some(device.into()),
+        peer: None,
+        state: AlertState::Open,
+        summary: "a scan".into(),
+        evidence: "{}".into(),
+        last_evidence: "{}".into(),
+        count: 1,
+        first_ms: last_ms,
+        last_ms,
+        acked_by: None,
+        acked_ms: None,
+        resolved_by: None,
+        resolved_ms: None,
+        note: String::new(),
+        responses: "[]".into(),
+    })
+}
+
+/// Alerts are bumped while open, acknowledged and resolved only from the
+/// states that allow it (notes accumulate), and resolved ones are pruned.
+pub async fn alerts_move_through_their_lifecycle_and_resolved_ones_are_pruned(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(
+        &*store,
+        vec![alert("al-1", "d1", 10), alert("al-2", "d2", 10)],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![Change::BumpAlert {
+            id: "al-1".into(),
+            count: 4,
+            last_ms: 20,
+            last_evidence: "{\"n\":5}".into(),
+        }],
+    )
+    .await;
+    let set = |to, from: Vec<AlertState>, note: &str| Change::SetAlertState {
+        id: "al-1".into(),
+        from,
+        to,
+        by: "operator:alice".into(),
+        at_ms: 30,
+        note: note.into(),
+    };
+    assert!(is_conflict(
+        commit(
+            &*store,
+            vec![set(
+                AlertState::Acknowledged,
+                vec![AlertState::Acknowledged],
+                ""
+            )]
+        )
+        .await
+    ));
+    ok(
+        &*store,
+        vec![set(
+            AlertState::Acknowledged,
+            vec![AlertState::Open],
+            "looking",
+        )],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![set(
+            AlertState::Resolved,
+            vec![AlertState::Open, AlertState::Acknowledged],
+            "a pentest",
+        )],
+    )
+    .await;
+    let a = store.alert("al-1").await.expect("read").expect("al-1");
+    assert_eq!((a.state, a.count, a.last_ms), (AlertState::Resolved, 5, 20));
+    assert_eq!(a.note, "looking\na pentest");
+    assert_eq!(a.resolved_by.as_deref(), Some("operator:alice"));
+    let open = store
+        .alerts(&AlertFilter {
+            state: Some(AlertState::Open),
+            limit: 100,
+            ..AlertFilter::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id, "al-2");
+    ok(&*store, vec![Change::PruneMonitoring { before_ms: 25 }]).await;
+    assert!(store.alert("al-1").await.expect("read").is_none());
+    assert!(
+        store.alert("al-2").await.expect("read").is_some(),
+        "open alerts are kept"
+    );
+}
+
+/// Timeline events come back in time order within the range, and are pruned.
+pub async fn timeline_events_are_kept_in_order_and_pruned(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let event = |at_ms, kind: &str| DeviceEventRecord {
+        device: "d1".into(),
+        at_ms,
+        kind: kind.into(),
+        summary: kind.into(),
+        detail: "{}".into(),
+    };
+    ok(
+        &*store,
+        vec![Change::RecordDeviceEvents(vec![
+            event(30, "disconnected"),
+            event(10, "connected"),
+            event(20, "firmware"),
+        ])],
+    )
+    .await;
+    let kinds = |list: Vec<DeviceEventRecord>| -> Vec<String> {
+        list.into_iter().map(|e| e.kind).collect()
+    };
+    assert_eq!(
+        kinds(store.device_events("d1", 0, 100, 10).await.expect("read")),
+        ["connected", "firmware", "disconnected"]
+    );
+    assert_eq!(
+        kinds(store.device_events("d1", 15, 25, 10).await.expect("read")),
+        ["firmware"]
+    );
+    assert!(
+        store
+            .device_events("d2", 0, 100, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    ok(&*store, vec![Change::PruneMonitoring { before_ms: 25 }]).await;
+    assert_eq!(
+        kinds(store.device_events("d1", 0, 100, 10).await.expect("read")),
+        ["disconnected"]
+    );
+}
