@@ -8,12 +8,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode, Uri};
 use palisade_core::Signer;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use rustls::pki_types::CertificateDer;
 
 use crate::tls_key::ClientIdentity;
 
@@ -261,29 +258,7 @@ impl EstClient {
             None => builder.with_no_client_auth(),
         };
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let connect_err = |reason: String| EstError::Connect {
-            url: self.url.clone(),
-            reason,
-        };
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-        let name =
-            ServerName::try_from(self.host.clone()).map_err(|e| connect_err(e.to_string()))?;
-        let tls = TlsConnector::from(Arc::new(cfg))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| connect_err(format!("TLS: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        let mut req = crate::https::request(method, path, &self.host, self.port);
         if let Some(from) = range_from {
             req = req.header(hyper::header::RANGE, format!("bytes={from}-"));
         }
@@ -306,10 +281,12 @@ impl EstClient {
         let req = req
             .body(Full::new(payload))
             .map_err(|e| EstError::Config(e.to_string()))?;
-        sender
-            .send_request(req)
+        crate::https::send(Arc::new(cfg), &self.host, self.port, req)
             .await
-            .map_err(|e| connect_err(e.to_string()))
+            .map_err(|e| EstError::Connect {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// A TPM attestation step (`/attest/v1/{step}`) with a JSON body, as `auth`

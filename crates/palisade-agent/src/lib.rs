@@ -5,6 +5,7 @@
 //! It depends on no server crate: only the pure crates and the keystore.
 
 pub mod est_client;
+pub mod https;
 pub mod keystore;
 pub mod metrics;
 pub mod ota;

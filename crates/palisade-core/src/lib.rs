@@ -10,6 +10,7 @@ pub mod clock;
 pub mod ids;
 pub mod lifecycle;
 pub mod role;
+pub mod signed;
 pub mod signer;
 pub mod states;
 

@@ -58,38 +58,13 @@ impl Exporters {
             if let Some(p) = preload {
                 cmd.env("LD_PRELOAD", p);
             }
-            // Absolute millisecond times; idle flows end after 10 s and long
-            // ones are exported every 5 s, so the collector hears of a scan or
-            // a blocked attempt within seconds.
             let spawned = cmd
-                .args([
-                    "-d", "-N", "-v", "10", "-A", "milli", "-T", "full", "-i", &iface, "-n",
+                .args(palisade_edge::softflowd::args(
+                    &iface,
                     &collector,
-                ])
-                .args([
-                    "-t",
-                    "tcp.fin=1",
-                    "-t",
-                    "tcp.rst=1",
-                    "-t",
-                    "tcp=10",
-                    "-t",
-                    "udp=10",
-                ])
-                .args([
-                    "-t",
-                    "icmp=5",
-                    "-t",
-                    "general=10",
-                    "-t",
-                    "maxlife=5",
-                    "-t",
-                    "expint=1",
-                ])
-                .arg("-p")
-                .arg(file("pid"))
-                .arg("-c")
-                .arg(file("ctl"))
+                    &file("pid"),
+                    &file("ctl"),
+                ))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)

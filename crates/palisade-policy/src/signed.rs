@@ -4,10 +4,7 @@
 //! verifies with the key it pinned, the bundle is for its site, and it is
 //! newer than the one it runs.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
-use serde::{Deserialize, Serialize};
+use palisade_core::signed::{EnvelopeError, open, seal};
 
 use crate::site::SiteBundle;
 
@@ -15,15 +12,9 @@ const DOMAIN: &[u8] = b"palisade-site-bundle-v1\n";
 /// Largest signed bundle accepted (100 000 devices with small policies).
 pub const MAX_SIGNED_BYTES: usize = 64 << 20;
 
-/// A bundle with its signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedBundle {
-    /// The bundle's JSON, base64.
-    pub payload: String,
-    /// Ed25519 over the domain tag and the payload bytes, base64.
-    pub signature: String,
-}
+/// A bundle with its signature: the signed-payload envelope every online
+/// signature of the control plane uses (`palisade_core::signed`).
+pub type SignedBundle = palisade_core::signed::Signed;
 
 /// Why an edge ignores a bundle (it keeps the last good one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,17 +38,19 @@ pub enum BundleError {
     },
 }
 
+impl From<EnvelopeError> for BundleError {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::Key(e) => BundleError::Malformed(format!("policy key: {e}")),
+            EnvelopeError::Malformed(m) => BundleError::Malformed(m),
+            EnvelopeError::BadSignature => BundleError::BadSignature,
+        }
+    }
+}
+
 /// Signs `b` with the policy key (PKCS#8 Ed25519).
 pub fn sign(b: &SiteBundle, pkcs8: &[u8]) -> Result<SignedBundle, BundleError> {
-    let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
-        .map_err(|e| BundleError::Malformed(format!("policy key: {e}")))?;
-    let payload = serde_json::to_vec(b).map_err(|e| BundleError::Malformed(e.to_string()))?;
-    let mut msg = DOMAIN.to_vec();
-    msg.extend_from_slice(&payload);
-    Ok(SignedBundle {
-        payload: STANDARD.encode(&payload),
-        signature: STANDARD.encode(key.sign(&msg).as_ref()),
-    })
+    Ok(seal(DOMAIN, b, pkcs8)?)
 }
 
 /// The edge's check: signature, site, and newer than `applied`.
@@ -67,22 +60,7 @@ pub fn verify(
     site: &str,
     applied: u64,
 ) -> Result<SiteBundle, BundleError> {
-    if s.payload.len() + s.signature.len() > MAX_SIGNED_BYTES {
-        return Err(BundleError::Malformed("too large".into()));
-    }
-    let payload = STANDARD
-        .decode(&s.payload)
-        .map_err(|_| BundleError::Malformed("payload is not base64".into()))?;
-    let sig = STANDARD
-        .decode(&s.signature)
-        .map_err(|_| BundleError::Malformed("signature is not base64".into()))?;
-    let mut msg = DOMAIN.to_vec();
-    msg.extend_from_slice(&payload);
-    UnparsedPublicKey::new(&ED25519, public)
-        .verify(&msg, &sig)
-        .map_err(|_| BundleError::BadSignature)?;
-    let b: SiteBundle =
-        serde_json::from_slice(&payload).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    let b: SiteBundle = open(DOMAIN, s, public, MAX_SIGNED_BYTES)?;
     if b.site != site {
         return Err(BundleError::OtherSite(b.site));
     }
@@ -100,7 +78,7 @@ mod tests {
     use super::*;
     use crate::site::SiteSpec;
     use ring::rand::SystemRandom;
-    use ring::signature::KeyPair;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
 
     fn bundle(site: &str, version: u64) -> SiteBundle {
         SiteBundle {

@@ -6,9 +6,7 @@
 //! The signature covers a domain tag and the assignment's JSON exactly as
 //! carried (`payload`), so reformatting cannot change what was signed.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
+use palisade_core::signed::{EnvelopeError, open, seal};
 use serde::{Deserialize, Serialize};
 
 /// Domain separation for director signatures.
@@ -40,15 +38,9 @@ pub struct Assignment {
     pub counter: u64,
 }
 
-/// An assignment with the director's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedAssignment {
-    /// The assignment's JSON, base64.
-    pub payload: String,
-    /// Ed25519 signature over the domain tag and the payload bytes, base64.
-    pub signature: String,
-}
+/// An assignment with the director's signature: the signed-payload envelope
+/// every online signature of the control plane uses (`palisade_core::signed`).
+pub type SignedAssignment = palisade_core::signed::Signed;
 
 /// What the device knows of the image repository's entry for the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,17 +97,19 @@ pub enum DirectorError {
     WrongHardware(String),
 }
 
+impl From<EnvelopeError> for DirectorError {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::Key(e) => DirectorError::Malformed(format!("director key: {e}")),
+            EnvelopeError::Malformed(m) => DirectorError::Malformed(m),
+            EnvelopeError::BadSignature => DirectorError::BadSignature,
+        }
+    }
+}
+
 /// Signs `a` with the director's Ed25519 key (PKCS#8).
 pub fn sign_assignment(a: &Assignment, pkcs8: &[u8]) -> Result<SignedAssignment, DirectorError> {
-    let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
-        .map_err(|e| DirectorError::Malformed(format!("director key: {e}")))?;
-    let payload = serde_json::to_vec(a).map_err(|e| DirectorError::Malformed(e.to_string()))?;
-    let mut msg = DOMAIN.to_vec();
-    msg.extend_from_slice(&payload);
-    Ok(SignedAssignment {
-        payload: STANDARD.encode(&payload),
-        signature: STANDARD.encode(key.sign(&msg).as_ref()),
-    })
+    Ok(seal(DOMAIN, a, pkcs8)?)
 }
 
 /// The device-side check of a signed assignment against the director's public
@@ -127,22 +121,7 @@ pub fn verify_assignment(
     now_ms: i64,
     last_counter: u64,
 ) -> Result<Assignment, DirectorError> {
-    if signed.payload.len() + signed.signature.len() > MAX_ASSIGNMENT_BYTES {
-        return Err(DirectorError::Malformed("too large".into()));
-    }
-    let payload = STANDARD
-        .decode(&signed.payload)
-        .map_err(|_| DirectorError::Malformed("payload is not base64".into()))?;
-    let sig = STANDARD
-        .decode(&signed.signature)
-        .map_err(|_| DirectorError::Malformed("signature is not base64".into()))?;
-    let mut msg = DOMAIN.to_vec();
-    msg.extend_from_slice(&payload);
-    UnparsedPublicKey::new(&ED25519, director_public)
-        .verify(&msg, &sig)
-        .map_err(|_| DirectorError::BadSignature)?;
-    let a: Assignment =
-        serde_json::from_slice(&payload).map_err(|e| DirectorError::Malformed(e.to_string()))?;
+    let a: Assignment = open(DOMAIN, signed, director_public, MAX_ASSIGNMENT_BYTES)?;
     if a.device != device {
         return Err(DirectorError::OtherDevice(a.device));
     }
@@ -195,8 +174,10 @@ pub fn agree(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
     use ring::rand::SystemRandom;
-    use ring::signature::KeyPair;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
 
     fn keys() -> (Vec<u8>, Vec<u8>) {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();

@@ -7,22 +7,19 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode, Uri};
+use palisade_agent::https::HttpsError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 /// Where and how to reach the server.
 pub struct Client {
     url: String,
     host: String,
     port: u16,
-    server_name: ServerName<'static>,
-    tls: TlsConnector,
+    tls: Arc<rustls::ClientConfig>,
     token: Option<String>,
 }
 
@@ -89,14 +86,13 @@ impl Client {
             .with_root_certificates(roots)
             .with_no_client_auth();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let server_name = ServerName::try_from(host.clone())
+        ServerName::try_from(host.clone())
             .with_context(|| format!("{host:?} is not a valid server name"))?;
         Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
             host,
             port,
-            server_name,
-            tls: TlsConnector::from(Arc::new(cfg)),
+            tls: Arc::new(cfg),
             token,
         })
     }
@@ -122,38 +118,7 @@ impl Client {
         path: &str,
         body: Option<(&str, Bytes)>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                    anyhow!(
-                        "connection refused: is `palisade serve` running on {}? (set PALISADE_URL or --url to reach another server)",
-                        self.url
-                    )
-                } else {
-                    anyhow!("cannot connect to {}: {e}", self.url)
-                }
-            })?;
-        let tls = self
-            .tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .with_context(|| {
-                format!(
-                    "TLS handshake with {} failed: is PALISADE_CA the root CA of this server?",
-                    self.url
-                )
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .context("HTTP handshake failed")?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        let mut req = palisade_agent::https::request(method, path, &self.host, self.port);
         if let Some(t) = &self.token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -164,10 +129,25 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let resp = sender
-            .send_request(req.body(Full::new(payload))?)
-            .await
-            .with_context(|| format!("request to {}{path} failed", self.url))?;
+        let resp = palisade_agent::https::send(
+            self.tls.clone(),
+            &self.host,
+            self.port,
+            req.body(Full::new(payload))?,
+        )
+        .await
+        .map_err(|e| match e {
+            HttpsError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => anyhow!(
+                "connection refused: is `palisade serve` running on {}? (set PALISADE_URL or --url to reach another server)",
+                self.url
+            ),
+            HttpsError::Connect(e) => anyhow!("cannot connect to {}: {e}", self.url),
+            e @ (HttpsError::Tls(_) | HttpsError::ServerName(_)) => anyhow!(e).context(format!(
+                "TLS handshake with {} failed: is PALISADE_CA the root CA of this server?",
+                self.url
+            )),
+            e => anyhow!(e).context(format!("request to {}{path} failed", self.url)),
+        })?;
         let status = resp.status();
         let bytes = resp
             .into_body()

@@ -220,39 +220,18 @@ impl Lab {
     }
 
     /// Starts softflowd on `iface` in `ns`, exporting IPFIX to `collector`
-    /// with the edge's timeouts.
+    /// with the edge's own arguments.
     pub fn softflowd(&mut self, ns: &str, iface: &str, collector: &str, dir: &Path) -> u32 {
         let mut c = self.cmd(ns, "softflowd");
         if let Some(shim) = Self::pcap_immediate(dir) {
             c.env("LD_PRELOAD", shim);
         }
-        c.args([
-            "-d", "-N", "-v", "10", "-A", "milli", "-i", iface, "-n", collector,
-        ])
-        .args([
-            "-t",
-            "tcp.fin=1",
-            "-t",
-            "tcp.rst=1",
-            "-t",
-            "tcp=10",
-            "-t",
-            "udp=10",
-        ])
-        .args([
-            "-t",
-            "icmp=5",
-            "-t",
-            "general=10",
-            "-t",
-            "maxlife=5",
-            "-t",
-            "expint=1",
-        ])
-        .arg("-p")
-        .arg(dir.join(format!("softflowd-{ns}-{iface}.pid")))
-        .arg("-c")
-        .arg(dir.join(format!("softflowd-{ns}-{iface}.ctl")));
+        c.args(palisade_edge::softflowd::args(
+            iface,
+            collector,
+            &dir.join(format!("softflowd-{ns}-{iface}.pid")),
+            &dir.join(format!("softflowd-{ns}-{iface}.ctl")),
+        ));
         self.spawn_cmd("softflowd", c, Some(&dir.join("softflowd.log")))
     }
 }
