@@ -39,7 +39,7 @@ pub use palisade_control::config::Config;
 
 /// Events a slow subscriber of the in-process bus may fall behind by before it
 /// misses some (and is told so).
-const BUS_CAPACITY: usize = 16_384;
+const BUS_CAPACITY: usize = 4096;
 
 /// A built server: state loaded, nothing bound yet.
 #[derive(Debug)]

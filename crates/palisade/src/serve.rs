@@ -47,7 +47,7 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "PALISADE_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
-    /// Log filter, e.g. info or palisade_server=debug [default: info].
+    /// Log filter, e.g. info or palisade_gateway=debug [default: info].
     #[arg(long, env = "PALISADE_LOG_LEVEL")]
     log_level: Option<String>,
     /// Serve /metrics without a token (for a scraper on a trusted network).
