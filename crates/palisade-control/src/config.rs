@@ -192,6 +192,28 @@ pub struct Config {
     pub ota: OtaConfig,
     /// Monitoring: flow collector, detectors, alerts and their delivery.
     pub monitoring: MonitoringConfig,
+    /// Posture evaluation.
+    pub posture: PostureConfig,
+}
+
+/// Posture settings (`[posture]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostureConfig {
+    /// Seconds between evaluations of the whole fleet (each also records the
+    /// day's snapshot). Default 600.
+    pub interval_secs: u64,
+    /// The checks' thresholds.
+    pub thresholds: palisade_posture::Thresholds,
+}
+
+impl Default for PostureConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 600,
+            thresholds: palisade_posture::Thresholds::default(),
+        }
+    }
 }
 
 /// Monitoring settings (`[monitoring]`).
@@ -411,6 +433,7 @@ impl Default for Config {
             attestation: AttestationConfig::default(),
             ota: OtaConfig::default(),
             monitoring: MonitoringConfig::default(),
+            posture: PostureConfig::default(),
         }
     }
 }
@@ -455,6 +478,12 @@ impl Config {
     /// Checks every setting; the error names the setting and what to do.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.monitoring.validate()?;
+        if self.posture.interval_secs < 10 {
+            return Err(invalid(
+                "posture.interval_secs",
+                "evaluate the fleet at most every 10 seconds",
+            ));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }

@@ -9,7 +9,8 @@
 //! 2. services — [`fleet`], [`network`], [`releases`], [`tuf`], [`commands`],
 //!    [`attestation`], [`rollouts`], [`alerts`], [`deliver`];
 //! 3. services that build on others — [`enroll`] (attestation), [`monitor`]
-//!    (alerts, network; it follows the bus).
+//!    (alerts, network; it follows the bus), [`posture`] (reads everything,
+//!    judges with `palisade-posture`).
 //!
 //! No service calls one above it: what flows upward (a device's messages and
 //! sessions, refused credentials, failed attestations) is published on the
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod network;
 pub mod pki;
+pub mod posture;
 pub mod presence;
 pub mod releases;
 pub mod rollouts;

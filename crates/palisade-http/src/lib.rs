@@ -13,6 +13,7 @@
 mod device;
 pub mod error;
 mod est;
+pub mod html;
 mod listener;
 pub mod operator;
 mod public;

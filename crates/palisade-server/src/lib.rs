@@ -24,8 +24,8 @@ use palisade_control::fleet::Fleet;
 use palisade_control::metrics::Metrics;
 use palisade_control::tls::SwappableConfig;
 use palisade_control::{
-    alerts, attestation, blobs, commands, deliver, enroll, monitor, network, pki, presence,
-    releases, rollouts, sessions, tls, tuf as tuf_repo,
+    alerts, attestation, blobs, commands, deliver, enroll, monitor, network, pki, posture,
+    presence, releases, rollouts, sessions, tls, tuf as tuf_repo,
 };
 use palisade_core::Clock;
 use palisade_gateway::{Gateway, GatewayParts};
@@ -168,8 +168,15 @@ impl Server {
             .load()
             .await
             .context("loading the unresolved alerts")?;
+        let posture = Arc::new(posture::Posture::new(
+            boot.store.clone(),
+            sessions.clone(),
+            clock.clone(),
+            config.posture.thresholds,
+        ));
         let state = Arc::new(Services {
             alerts,
+            posture,
             monitor,
             tuf,
             network,
@@ -287,6 +294,10 @@ impl Server {
         deliver::spawn(&st.alerts, &self.config.monitoring, rx.clone());
         tokio::spawn(st.rollouts.clone().run(
             Duration::from_millis(self.config.ota.rollout_tick_ms),
+            rx.clone(),
+        ));
+        tokio::spawn(st.posture.clone().run(
+            Duration::from_secs(self.config.posture.interval_secs),
             rx.clone(),
         ));
         tokio::spawn(refresh_tuf_timestamp(

@@ -62,6 +62,9 @@ macro_rules! conformance_suite {
             sites_placements_and_edges_round_trip,
             alerts_move_through_their_lifecycle_and_resolved_ones_are_pruned,
             timeline_events_are_kept_in_order_and_pruned,
+            the_newest_event_of_a_kind_is_found_per_device,
+            audit_entries_are_found_by_action,
+            posture_snapshots_are_replaced_per_day_and_read_by_scope,
         );
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
@@ -1161,5 +1164,126 @@ pub async fn timeline_events_are_kept_in_order_and_pruned(b: &dyn Backend) {
     assert_eq!(
         kinds(store.device_events("d1", 0, 100, 10).await.expect("read")),
         ["disconnected"]
+    );
+}
+
+/// Each device's newest event of a kind, one per device.
+pub async fn the_newest_event_of_a_kind_is_found_per_device(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let event = |device: &str, at_ms, kind: &str, summary: &str| DeviceEventRecord {
+        device: device.into(),
+        at_ms,
+        kind: kind.into(),
+        summary: summary.into(),
+        detail: "{}".into(),
+    };
+    ok(
+        &*store,
+        vec![Change::RecordDeviceEvents(vec![
+            event("d1", 10, "connected", "from 10.0.0.2"),
+            event("d1", 30, "connected", "from 10.0.0.9"),
+            event("d1", 40, "disconnected", "gone"),
+            event("d2", 20, "connected", "from 10.0.0.3"),
+        ])],
+    )
+    .await;
+    let latest = store.latest_device_events("connected").await.expect("read");
+    let got: Vec<(String, i64, String)> = latest
+        .into_iter()
+        .map(|e| (e.device, e.at_ms, e.summary))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("d1".to_string(), 30, "from 10.0.0.9".to_string()),
+            ("d2".to_string(), 20, "from 10.0.0.3".to_string())
+        ]
+    );
+}
+
+/// Entries are found by action, in log order, with their subject and detail.
+pub async fn audit_entries_are_found_by_action(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    store
+        .commit(
+            vec![],
+            vec![
+                EntryDraft::success("op", "device.register", "d1"),
+                EntryDraft::success("d1", "est.enroll", "d1")
+                    .with_detail(serde_json::json!({ "method": "token" })),
+                EntryDraft::success("op", "model.add", "m"),
+                EntryDraft::success("d2", "est.enroll", "d2"),
+            ],
+        )
+        .await
+        .expect("commit");
+    let refs = store
+        .audit_refs(&["est.enroll", "device.register"])
+        .await
+        .expect("read");
+    let got: Vec<(u64, &str, &str)> = refs
+        .iter()
+        .map(|r| (r.index, r.subject.as_str(), r.action.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "d1", "device.register"),
+            (1, "d1", "est.enroll"),
+            (3, "d2", "est.enroll")
+        ]
+    );
+    assert!(refs[1].detail.contains("token"));
+}
+
+/// A day's snapshot is replaced by a later evaluation of the same day, and
+/// read back by framework and scope from a day on.
+pub async fn posture_snapshots_are_replaced_per_day_and_read_by_scope(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let snap = |day: &str, scope: &str, pass| PostureSnapshotRecord {
+        day: day.into(),
+        framework: "checklist".into(),
+        scope: scope.into(),
+        pass,
+        fail: 2,
+        unknown: 1,
+        not_assessable: 0,
+        devices: 3,
+    };
+    ok(
+        &*store,
+        vec![Change::RecordPostureSnapshots(vec![
+            snap("2026-12-01", "fleet", 10),
+            snap("2026-12-02", "fleet", 11),
+            snap("2026-12-02", "model:cam", 5),
+        ])],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![Change::RecordPostureSnapshots(vec![snap(
+            "2026-12-02",
+            "fleet",
+            15,
+        )])],
+    )
+    .await;
+    let fleet = store
+        .posture_snapshots("checklist", "fleet", "2026-12-01")
+        .await
+        .expect("read");
+    let got: Vec<(&str, u64)> = fleet.iter().map(|p| (p.day.as_str(), p.pass)).collect();
+    assert_eq!(got, [("2026-12-01", 10), ("2026-12-02", 15)]);
+    let since = store
+        .posture_snapshots("checklist", "fleet", "2026-12-02")
+        .await
+        .expect("read");
+    assert_eq!(since.len(), 1);
+    assert!(
+        store
+            .posture_snapshots("nist-ir-8259a", "fleet", "2000-01-01")
+            .await
+            .expect("read")
+            .is_empty()
     );
 }

@@ -232,6 +232,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<DeviceEventRecord>, StoreError>;
 
+    /// Posture snapshots of `framework` and `scope` from `since_day` on, by day.
+    async fn posture_snapshots(
+        &self,
+        framework: &str,
+        scope: &str,
+        since_day: &str,
+    ) -> Result<Vec<PostureSnapshotRecord>, StoreError>;
+
+    /// Every audit entry whose action is one of `actions`, in log order.
+    async fn audit_refs(&self, actions: &[&str]) -> Result<Vec<AuditRefRecord>, StoreError>;
+
+    /// Each device's newest timeline event of `kind`.
+    async fn latest_device_events(&self, kind: &str) -> Result<Vec<DeviceEventRecord>, StoreError>;
+
     /// Audit entries whose subject is `subject` or whose detail names it as
     /// `"device"`, oldest first (a scan of the log: for forensics, not hot paths).
     async fn audit_entries_about(

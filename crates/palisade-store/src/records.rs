@@ -699,6 +699,8 @@ pub enum Change {
     },
     /// Append timeline events.
     RecordDeviceEvents(Vec<DeviceEventRecord>),
+    /// Record (or replace) posture snapshots of a day.
+    RecordPostureSnapshots(Vec<PostureSnapshotRecord>),
     /// Drop timeline events and resolved alerts older than this.
     PruneMonitoring {
         /// Unix ms.
@@ -807,6 +809,43 @@ pub enum Change {
     },
 }
 
+/// A day's posture for one framework and scope: the outcome counts of that
+/// day's last evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostureSnapshotRecord {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    /// The framework (`checklist`, ...).
+    pub framework: String,
+    /// `fleet`, `model:M` or `site:S`.
+    pub scope: String,
+    /// Controls passed, summed over the devices.
+    pub pass: u64,
+    /// Failed.
+    pub fail: u64,
+    /// Unknown.
+    pub unknown: u64,
+    /// Not assessable from fleet evidence.
+    pub not_assessable: u64,
+    /// Devices evaluated.
+    pub devices: u64,
+}
+
+/// An audit entry as the posture engine reads it: which subject, what, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRefRecord {
+    /// Its index in the log.
+    pub index: u64,
+    /// Its subject (a device id for device entries).
+    pub subject: String,
+    /// Its action.
+    pub action: String,
+    /// When, Unix ms.
+    pub time_ms: i64,
+    /// Its detail (JSON).
+    pub detail: String,
+}
+
 /// The part of the model a [`Change`] belongs to. Each backend applies one
 /// family's changes in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -874,6 +913,7 @@ impl Change {
             | Change::SetAlertState { .. }
             | Change::SetAlertResponses { .. }
             | Change::RecordDeviceEvents { .. }
+            | Change::RecordPostureSnapshots { .. }
             | Change::PruneMonitoring { .. } => ChangeFamily::Monitoring,
         }
     }

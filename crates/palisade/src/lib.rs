@@ -9,6 +9,7 @@ pub mod keys;
 pub mod monitoring;
 pub mod network;
 pub mod output;
+pub mod posture;
 pub mod rollout;
 pub mod serve;
 

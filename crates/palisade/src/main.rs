@@ -90,6 +90,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::EnrollmentTokenCmd,
     },
+    /// Posture against the practical checklist, ETSI EN 303 645, NIST IR 8259A
+    /// and EN 18031-1: the fleet, a model, a site or one device; `report` writes HTML.
+    Posture(palisade::posture::PostureArgs),
     /// The offline key ceremony for the TUF image repository.
     Keys {
         #[command(subcommand)]
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
             Cmd::Batch { cmd } => commands::batch(&cli.global, cmd).await,
             Cmd::EnrollmentToken { cmd } => commands::enrollment_token(&cli.global, cmd).await,
             Cmd::Factory { cmd } => factory::run(cmd),
+            Cmd::Posture(args) => palisade::posture::posture(&cli.global, args).await,
             Cmd::Keys { cmd } => palisade::keys::keys(cmd).await,
             Cmd::Tuf { cmd } => palisade::keys::tuf(&cli.global, cmd).await,
         }

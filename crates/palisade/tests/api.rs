@@ -653,3 +653,98 @@ async fn operator_issuance_honours_the_models_key_types_like_est() {
     assert_eq!(s, StatusCode::CREATED);
     r.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn posture_judges_devices_from_their_evidence_against_every_framework() {
+    let r = start().await;
+    model_and_device(&r, "cam-1").await;
+    model_and_device(&r, "cam-2").await;
+    // cam-1 gets a certificate issued by hand (software key); cam-2 stays registered.
+    let _: CertView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/devices/cam-1/certificates",
+            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
+        )
+        .await
+        .unwrap();
+    let v: Value = r
+        .admin
+        .call(Method::GET, "/api/v1/posture/devices/cam-1", None)
+        .await
+        .unwrap();
+    let frameworks = v["frameworks"].as_array().unwrap();
+    assert_eq!(frameworks.len(), 4);
+    let control = |f: &str, c: &str| -> Value {
+        frameworks
+            .iter()
+            .find(|x| x["framework"] == f)
+            .and_then(|x| x["controls"].as_array())
+            .and_then(|cs| cs.iter().find(|x| x["control"] == c).cloned())
+            .unwrap_or_else(|| panic!("{f} {c} in {v}"))
+    };
+    // A valid certificate, issued by hand: authenticates, but not zero-touch.
+    let cl3 = control("checklist", "CL3");
+    assert_eq!(cl3["outcome"], "fail", "{cl3}");
+    assert!(cl3["reason"].as_str().unwrap().contains("issued by hand"));
+    // Not placed at any site: no edge enforces a policy.
+    let cl4 = control("checklist", "CL4");
+    assert_eq!(cl4["outcome"], "fail");
+    assert!(cl4["reason"].as_str().unwrap().contains("not placed"));
+    // No supplier, no support end: the end-of-life control fails.
+    assert_eq!(control("checklist", "CL7")["outcome"], "fail");
+    // What fleet evidence cannot judge says so.
+    let personal = control("etsi-en-303-645", "5.8");
+    assert_eq!(personal["outcome"], "not-assessable");
+    // Every check carries its facts.
+    assert!(
+        cl3["checks"][0][1]["facts"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    );
+    let p: Value = r
+        .admin
+        .call(
+            Method::GET,
+            "/api/v1/posture?framework=checklist&model=cam&fresh=true",
+            None,
+        )
+        .await
+        .unwrap();
+    let f = &p["frameworks"][0];
+    assert_eq!(f["framework"], "checklist");
+    assert_eq!(f["devices"], 2);
+    assert_eq!(f["controls"].as_array().unwrap().len(), 7);
+    assert!(f["results"]["score"].as_f64().unwrap() < 50.0, "{f}");
+    // The daily snapshot feeds the trend.
+    assert_eq!(f["trend"].as_array().unwrap().len(), 1, "{f}");
+    let failing: Value = r
+        .admin
+        .call(
+            Method::GET,
+            "/api/v1/posture/failing?framework=checklist&control=CL4",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(failing["devices"].as_array().unwrap().len(), 2);
+    let (status, _) = r
+        .admin
+        .send(Method::GET, "/api/v1/posture?framework=iso-27001", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, html) = r
+        .admin
+        .send(Method::GET, "/api/v1/posture/report", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let html = String::from_utf8(html.to_vec()).unwrap();
+    assert!(html.contains("Fleet posture report") && html.contains("ETSI EN 303 645"));
+    for external in ["src=", "href=", "http://", "https://", "<script"] {
+        assert!(!html.contains(external), "the report references {external}");
+    }
+    r.handle.shutdown().await;
+}

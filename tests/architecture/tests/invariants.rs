@@ -14,7 +14,7 @@ const SERVER: [&str; 5] = [
 ];
 
 /// Pure crates: no async runtime, sockets, database or HTTP stack.
-const PURE: [&str; 10] = [
+const PURE: [&str; 11] = [
     "palisade-core",
     "palisade-pki",
     "palisade-audit",
@@ -25,6 +25,7 @@ const PURE: [&str; 10] = [
     "palisade-policy",
     "palisade-detect",
     "palisade-bootenv",
+    "palisade-posture",
 ];
 
 #[test]

@@ -10,6 +10,7 @@ mod fleet;
 mod monitoring;
 mod network;
 mod onboarding;
+pub(crate) mod posture;
 mod releases;
 mod tokens;
 
@@ -170,6 +171,10 @@ pub(crate) fn router(state: OperatorApi) -> Router {
             "/api/v1/alerts/{id}/{action}",
             post(monitoring::alert_action),
         )
+        .route("/api/v1/posture", get(posture::fleet_posture))
+        .route("/api/v1/posture/devices/{id}", get(posture::device_posture))
+        .route("/api/v1/posture/failing", get(posture::failing))
+        .route("/api/v1/posture/report", get(posture::report))
         .layer(axum::middleware::map_request(forget_client_certificate))
         .with_state(state)
 }
@@ -227,6 +232,7 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         audit::consistency_proof,
         monitoring::list_alerts, monitoring::get_alert, monitoring::alert_action,
         monitoring::alert_stream, monitoring::device_timeline,
+        posture::fleet_posture, posture::device_posture, posture::failing, posture::report,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),

@@ -12,12 +12,12 @@ use super::writer::Job;
 use super::{DEFAULT_LIMIT, SqliteStore};
 
 use crate::{
-    AlertFilter, AlertRecord, AuditHead, BatchRecord, CertFilter, CertRecord, Change,
-    CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord, EdgeRecord,
-    EnrollmentTokenRecord, FirmwareRecord, InclusionProof, ModelPolicyRecord, ModelRecord,
-    PlacementRecord, Receipt, ReleaseRecord, RolloutDeviceRecord, RolloutRecord, SiteRecord, Store,
-    StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
-    UpdateRecord,
+    AlertFilter, AlertRecord, AuditHead, AuditRefRecord, BatchRecord, CertFilter, CertRecord,
+    Change, CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord,
+    EdgeRecord, EnrollmentTokenRecord, FirmwareRecord, InclusionProof, ModelPolicyRecord,
+    ModelRecord, PlacementRecord, PostureSnapshotRecord, Receipt, ReleaseRecord,
+    RolloutDeviceRecord, RolloutRecord, SiteRecord, Store, StoreError, StoredEntry,
+    SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord, UpdateRecord,
 };
 
 #[async_trait]
@@ -443,6 +443,54 @@ impl Store for SqliteStore {
         .bind(since_ms)
         .bind(until_ms)
         .bind(limit)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(device_event_from_row)
+        .collect()
+    }
+
+    async fn posture_snapshots(
+        &self,
+        framework: &str,
+        scope: &str,
+        since_day: &str,
+    ) -> Result<Vec<PostureSnapshotRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM posture_snapshots WHERE framework = ? AND scope = ? AND day >= ?
+             ORDER BY day",
+        )
+        .bind(framework)
+        .bind(scope)
+        .bind(since_day)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(posture_snapshot_from_row)
+        .collect()
+    }
+
+    async fn audit_refs(&self, actions: &[&str]) -> Result<Vec<AuditRefRecord>, StoreError> {
+        let list = serde_json::to_string(actions).map_err(|e| corrupt("audit action", e))?;
+        sqlx::query(
+            "SELECT seq, subject, action, time_ms, detail FROM audit_entries
+             WHERE action IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        )
+        .bind(list)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(audit_ref_from_row)
+        .collect()
+    }
+
+    async fn latest_device_events(&self, kind: &str) -> Result<Vec<DeviceEventRecord>, StoreError> {
+        // SQLite returns the row of the maximum with a bare MAX() aggregate.
+        sqlx::query(
+            "SELECT device_id, MAX(at_ms) AS at_ms, kind, summary, detail FROM device_events
+             WHERE kind = ? GROUP BY device_id ORDER BY device_id",
+        )
+        .bind(kind)
         .fetch_all(self.pool())
         .await?
         .iter()

@@ -10,11 +10,12 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::{
-    AlertRecord, BatchRecord, CertRecord, CertStatus, CommandRecord, DeviceEventRecord,
-    DeviceRecord, EdgeRecord, EnrollmentTokenRecord, FirmwareRecord, HardwareTrust,
-    ModelPolicyRecord, ModelRecord, Onboarding, PlacementRecord, ReleaseRecord,
-    RolloutDeviceRecord, RolloutRecord, SiteRecord, StoreError, StoredEntry, SupplierKeyRecord,
-    SupplierRecord, TokenRecord, TpmVendorRecord, UpdateRecord,
+    AlertRecord, AuditRefRecord, BatchRecord, CertRecord, CertStatus, CommandRecord,
+    DeviceEventRecord, DeviceRecord, EdgeRecord, EnrollmentTokenRecord, FirmwareRecord,
+    HardwareTrust, ModelPolicyRecord, ModelRecord, Onboarding, PlacementRecord,
+    PostureSnapshotRecord, ReleaseRecord, RolloutDeviceRecord, RolloutRecord, SiteRecord,
+    StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
+    UpdateRecord,
 };
 
 pub(super) fn entry_from_row(r: &SqliteRow) -> Result<StoredEntry, StoreError> {
@@ -397,6 +398,31 @@ pub(super) fn device_event_from_row(r: &SqliteRow) -> Result<DeviceEventRecord, 
         at_ms: r.try_get("at_ms")?,
         kind: r.try_get("kind")?,
         summary: r.try_get("summary")?,
+        detail: r.try_get("detail")?,
+    })
+}
+
+pub(super) fn posture_snapshot_from_row(
+    r: &SqliteRow,
+) -> Result<PostureSnapshotRecord, StoreError> {
+    Ok(PostureSnapshotRecord {
+        day: r.try_get("day")?,
+        framework: r.try_get("framework")?,
+        scope: r.try_get("scope")?,
+        pass: unsigned(r, "pass", "posture snapshot")?,
+        fail: unsigned(r, "fail", "posture snapshot")?,
+        unknown: unsigned(r, "unknown", "posture snapshot")?,
+        not_assessable: unsigned(r, "not_assessable", "posture snapshot")?,
+        devices: unsigned(r, "devices", "posture snapshot")?,
+    })
+}
+
+pub(super) fn audit_ref_from_row(r: &SqliteRow) -> Result<AuditRefRecord, StoreError> {
+    Ok(AuditRefRecord {
+        index: unsigned(r, "seq", "audit entry")?,
+        subject: r.try_get("subject")?,
+        action: r.try_get("action")?,
+        time_ms: r.try_get("time_ms")?,
         detail: r.try_get("detail")?,
     })
 }

@@ -120,6 +120,27 @@ pub(super) async fn apply(
                 .await?;
             }
         }
+        Change::RecordPostureSnapshots(list) => {
+            for p in list {
+                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                sqlx::query(
+                    "INSERT INTO posture_snapshots (day, framework, scope, pass, fail, unknown,
+                       not_assessable, devices) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(day, framework, scope) DO UPDATE SET pass = ?4, fail = ?5,
+                       unknown = ?6, not_assessable = ?7, devices = ?8",
+                )
+                .bind(&p.day)
+                .bind(&p.framework)
+                .bind(&p.scope)
+                .bind(n(p.pass))
+                .bind(n(p.fail))
+                .bind(n(p.unknown))
+                .bind(n(p.not_assessable))
+                .bind(n(p.devices))
+                .execute(&mut *c)
+                .await?;
+            }
+        }
         Change::PruneMonitoring { before_ms } => {
             sqlx::query("DELETE FROM device_events WHERE at_ms < ?")
                 .bind(before_ms)
