@@ -194,6 +194,34 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     /// Posture evaluation.
     pub posture: PostureConfig,
+    /// The web console.
+    pub console: ConsoleConfig,
+}
+
+/// Web console settings (`[console]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console at `/` on the HTTPS listener. Default true.
+    pub enabled: bool,
+    /// A session unused this long ends (minutes). Default 30.
+    pub session_idle_minutes: u32,
+    /// A session ends this long after sign-in, however used (hours). Default 12.
+    pub session_max_hours: u32,
+    /// The device list calls a device offline after this long without a
+    /// message (minutes). Default 15.
+    pub offline_after_minutes: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            offline_after_minutes: 15,
+        }
+    }
 }
 
 /// Posture settings (`[posture]`).
@@ -434,6 +462,7 @@ impl Default for Config {
             ota: OtaConfig::default(),
             monitoring: MonitoringConfig::default(),
             posture: PostureConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -478,6 +507,16 @@ impl Config {
     /// Checks every setting; the error names the setting and what to do.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.monitoring.validate()?;
+        if self.console.session_idle_minutes == 0
+            || self.console.session_max_hours == 0
+            || u64::from(self.console.session_idle_minutes)
+                > u64::from(self.console.session_max_hours) * 60
+        {
+            return Err(invalid(
+                "console.session_idle_minutes",
+                "sessions need an idle timeout of at least a minute, no longer than their maximum life",
+            ));
+        }
         if self.posture.interval_secs < 10 {
             return Err(invalid(
                 "posture.interval_secs",

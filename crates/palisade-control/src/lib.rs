@@ -6,7 +6,7 @@
 //! 1. vocabulary — [`error`], [`events`] (the event bus), [`sessions`],
 //!    [`presence`], [`identity`], [`config`], [`metrics`], [`tls`], [`files`],
 //!    [`tokens`], [`blobs`], [`pki`], [`lifecycle`];
-//! 2. services — [`fleet`], [`network`], [`releases`], [`tuf`], [`commands`],
+//! 2. services — [`accounts`], [`fleet`], [`network`], [`releases`], [`tuf`], [`commands`],
 //!    [`attestation`], [`rollouts`], [`alerts`], [`deliver`];
 //! 3. services that build on others — [`enroll`] (attestation), [`monitor`]
 //!    (alerts, network; it follows the bus), [`posture`] (reads everything,
@@ -18,6 +18,7 @@
 //! crates of their own) call into these services; `palisade-server` composes
 //! them.
 
+pub mod accounts;
 pub mod alerts;
 pub mod attestation;
 pub mod blobs;

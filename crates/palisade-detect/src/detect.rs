@@ -169,6 +169,8 @@ pub enum AuthPlace {
     Gateway,
     /// At EST (refused enrolments).
     Est,
+    /// At the web console's sign-in (people).
+    Console,
 }
 
 impl AuthPlace {
@@ -177,6 +179,7 @@ impl AuthPlace {
             AuthPlace::Device => "device",
             AuthPlace::Gateway => "gateway",
             AuthPlace::Est => "est",
+            AuthPlace::Console => "console",
         }
     }
 }
@@ -960,6 +963,7 @@ impl Engine {
                         AuthPlace::Device => "on",
                         AuthPlace::Gateway => "at the gateway by",
                         AuthPlace::Est => "at EST by",
+                        AuthPlace::Console => "at the console's sign-in from",
                     },
                     cfg.window_ms / 1000
                 ),

@@ -51,6 +51,8 @@ pub struct Services {
     pub tuf: palisade_control::tuf::Repository,
     /// Staged rollouts.
     pub rollouts: Arc<palisade_control::rollouts::Rollouts>,
+    /// People's accounts and console sessions.
+    pub accounts: Arc<palisade_control::accounts::Accounts>,
     /// Posture against the baselines.
     pub posture: Arc<palisade_control::posture::Posture>,
     /// Network policy: MUD, sites, placements, edge bundles.

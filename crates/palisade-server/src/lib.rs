@@ -174,8 +174,18 @@ impl Server {
             clock.clone(),
             config.posture.thresholds,
         ));
+        let accounts = Arc::new(palisade_control::accounts::Accounts::new(
+            boot.store.clone(),
+            clock.clone(),
+            bus.clone(),
+            palisade_control::accounts::SessionLimits {
+                idle_ms: i64::from(config.console.session_idle_minutes) * 60_000,
+                absolute_ms: i64::from(config.console.session_max_hours) * 3_600_000,
+            },
+        ));
         let state = Arc::new(Services {
             alerts,
+            accounts,
             posture,
             monitor,
             tuf,

@@ -65,6 +65,8 @@ macro_rules! conformance_suite {
             the_newest_event_of_a_kind_is_found_per_device,
             audit_entries_are_found_by_action,
             posture_snapshots_are_replaced_per_day_and_read_by_scope,
+            disabling_an_account_revokes_its_sessions,
+            device_groups_are_saved_by_name,
         );
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
@@ -1286,4 +1288,139 @@ pub async fn posture_snapshots_are_replaced_per_day_and_read_by_scope(b: &dyn Ba
             .expect("read")
             .is_empty()
     );
+}
+
+fn account(name: &str) -> Change {
+    Change::InsertAccount(AccountRecord {
+        name: id(name),
+        role: Role::Operator,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        created_ms: 1,
+        updated_ms: 1,
+        disabled_ms: None,
+    })
+}
+
+fn session(hash: u8, operator: &str) -> Change {
+    Change::InsertSession(SessionRecord {
+        id_hash: [hash; 32],
+        operator: id(operator),
+        csrf: format!("csrf-{hash}"),
+        address: "127.0.0.1".into(),
+        created_ms: 10,
+        last_seen_ms: 10,
+        expires_ms: 1_000,
+        revoked_ms: None,
+    })
+}
+
+/// Accounts are unique by name, updated only while enabled; disabling one
+/// revokes all of its sessions; a session is touched and signed out.
+pub async fn disabling_an_account_revokes_its_sessions(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(&*store, vec![account("alice"), account("bob")]).await;
+    assert!(is_conflict(commit(&*store, vec![account("alice")]).await));
+    ok(
+        &*store,
+        vec![
+            session(1, "alice"),
+            session(2, "alice"),
+            session(3, "bob"),
+            Change::TouchSession {
+                id_hash: [1; 32],
+                at_ms: 50,
+            },
+            Change::TouchSession {
+                id_hash: [1; 32],
+                at_ms: 40,
+            },
+            Change::RevokeSession {
+                id_hash: [3; 32],
+                at_ms: 60,
+            },
+            Change::UpdateAccount {
+                name: id("alice"),
+                password_hash: None,
+                role: Some(Role::Admin),
+                at_ms: 70,
+            },
+        ],
+    )
+    .await;
+    let s1 = store.session(&[1; 32]).await.expect("read").expect("s1");
+    assert_eq!((s1.last_seen_ms, s1.csrf.as_str()), (50, "csrf-1"));
+    assert_eq!(
+        store
+            .session(&[3; 32])
+            .await
+            .expect("read")
+            .and_then(|s| s.revoked_ms),
+        Some(60)
+    );
+    let alice = store
+        .account(&id("alice"))
+        .await
+        .expect("read")
+        .expect("alice");
+    assert_eq!((alice.role, alice.updated_ms), (Role::Admin, 70));
+    ok(
+        &*store,
+        vec![Change::DisableAccount {
+            name: id("alice"),
+            at_ms: 80,
+        }],
+    )
+    .await;
+    for h in [1, 2] {
+        let s = store
+            .session(&[h; 32])
+            .await
+            .expect("read")
+            .expect("session");
+        assert_eq!(s.revoked_ms, Some(80), "session {h}");
+    }
+    assert!(is_conflict(
+        commit(
+            &*store,
+            vec![Change::DisableAccount {
+                name: id("alice"),
+                at_ms: 81,
+            }]
+        )
+        .await
+    ));
+    assert!(is_conflict(
+        commit(
+            &*store,
+            vec![Change::UpdateAccount {
+                name: id("alice"),
+                password_hash: Some("x".into()),
+                role: None,
+                at_ms: 82,
+            }]
+        )
+        .await
+    ));
+    let all = store.accounts().await.expect("read");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].disabled_ms, Some(80));
+    assert!(store.session(&[9; 32]).await.expect("read").is_none());
+}
+
+/// A device group is saved by name and replaced by a later save.
+pub async fn device_groups_are_saved_by_name(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let group = |q: &str| {
+        Change::SaveDeviceGroup(DeviceGroupRecord {
+            name: "lab cams".into(),
+            query: q.into(),
+            created_by: "alice".into(),
+            created_ms: 1,
+        })
+    };
+    ok(&*store, vec![group("model=cam&site=lab")]).await;
+    ok(&*store, vec![group("model=cam&site=lab&state=active")]).await;
+    let groups = store.device_groups().await.expect("read");
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].query, "model=cam&site=lab&state=active");
 }

@@ -14,7 +14,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use palisade_audit::{Digest32, EntryDraft, StoredCheckpoint};
-use palisade_core::{DeviceId, ModelId, RolloutName, SiteName, SupplierName, Tag};
+use palisade_core::{DeviceId, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag};
 
 pub use records::*;
 pub use sqlite::{AuditConfig, SqliteReader, SqliteStore};
@@ -231,6 +231,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         until_ms: i64,
         limit: u32,
     ) -> Result<Vec<DeviceEventRecord>, StoreError>;
+
+    /// One console account.
+    async fn account(&self, name: &OperatorName) -> Result<Option<AccountRecord>, StoreError>;
+    /// Every console account, by name.
+    async fn accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// One console session by the hash of its secret.
+    async fn session(&self, id_hash: &Digest32) -> Result<Option<SessionRecord>, StoreError>;
+    /// Saved device groups, by name.
+    async fn device_groups(&self) -> Result<Vec<DeviceGroupRecord>, StoreError>;
 
     /// Posture snapshots of `framework` and `scope` from `since_day` on, by day.
     async fn posture_snapshots(

@@ -701,6 +701,44 @@ pub enum Change {
     RecordDeviceEvents(Vec<DeviceEventRecord>),
     /// Record (or replace) posture snapshots of a day.
     RecordPostureSnapshots(Vec<PostureSnapshotRecord>),
+    /// Add a console account (conflict if the name exists).
+    InsertAccount(AccountRecord),
+    /// Replace an account's password hash (and role, if given).
+    UpdateAccount {
+        /// The account.
+        name: OperatorName,
+        /// The new hash, if it changes.
+        password_hash: Option<String>,
+        /// The new role, if it changes.
+        role: Option<Role>,
+        /// When.
+        at_ms: i64,
+    },
+    /// Disable an account and revoke its sessions (conflict if unknown or disabled).
+    DisableAccount {
+        /// The account.
+        name: OperatorName,
+        /// When.
+        at_ms: i64,
+    },
+    /// Open a console session.
+    InsertSession(SessionRecord),
+    /// Note a session's last request.
+    TouchSession {
+        /// The session.
+        id_hash: Digest32,
+        /// When.
+        at_ms: i64,
+    },
+    /// End a session (sign-out).
+    RevokeSession {
+        /// The session.
+        id_hash: Digest32,
+        /// When.
+        at_ms: i64,
+    },
+    /// Save (or replace) a named device filter.
+    SaveDeviceGroup(DeviceGroupRecord),
     /// Drop timeline events and resolved alerts older than this.
     PruneMonitoring {
         /// Unix ms.
@@ -809,6 +847,60 @@ pub enum Change {
     },
 }
 
+/// A person's account for the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountRecord {
+    /// The operator's name (also their audit actor name).
+    pub name: OperatorName,
+    /// Their role.
+    pub role: Role,
+    /// argon2id PHC string; never shown.
+    #[serde(skip)]
+    pub password_hash: String,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+    /// Last changed, Unix ms.
+    pub updated_ms: i64,
+    /// Disabled, Unix ms.
+    pub disabled_ms: Option<i64>,
+}
+
+/// A console session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionRecord {
+    /// SHA-256 of the cookie's secret.
+    #[serde(skip)]
+    pub id_hash: Digest32,
+    /// Who.
+    pub operator: OperatorName,
+    /// The session's CSRF token (every form carries it).
+    #[serde(skip)]
+    pub csrf: String,
+    /// Where it signed in from.
+    pub address: String,
+    /// Signed in, Unix ms.
+    pub created_ms: i64,
+    /// Last request, Unix ms (updated at most once a minute).
+    pub last_seen_ms: i64,
+    /// Absolute expiry, Unix ms.
+    pub expires_ms: i64,
+    /// Signed out or cut off, Unix ms.
+    pub revoked_ms: Option<i64>,
+}
+
+/// A saved device filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceGroupRecord {
+    /// Its name.
+    pub name: String,
+    /// The filter, as the device list's query string.
+    pub query: String,
+    /// Who saved it.
+    pub created_by: String,
+    /// When, Unix ms.
+    pub created_ms: i64,
+}
+
 /// A day's posture for one framework and scope: the outcome counts of that
 /// day's last evaluation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -864,6 +956,8 @@ pub enum ChangeFamily {
     Commands,
     /// Alerts, timeline events, pruning.
     Monitoring,
+    /// Console accounts, sessions, saved device groups.
+    Console,
 }
 
 impl Change {
@@ -915,6 +1009,13 @@ impl Change {
             | Change::RecordDeviceEvents { .. }
             | Change::RecordPostureSnapshots { .. }
             | Change::PruneMonitoring { .. } => ChangeFamily::Monitoring,
+            Change::InsertAccount { .. }
+            | Change::UpdateAccount { .. }
+            | Change::DisableAccount { .. }
+            | Change::InsertSession { .. }
+            | Change::TouchSession { .. }
+            | Change::RevokeSession { .. }
+            | Change::SaveDeviceGroup { .. } => ChangeFamily::Console,
         }
     }
 }

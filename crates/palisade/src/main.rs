@@ -35,6 +35,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::CertCmd,
     },
+    /// People's accounts for the web console (admin).
+    Operator {
+        #[command(subcommand)]
+        cmd: commands::OperatorCmd,
+    },
     /// Operator API tokens (admin).
     Token {
         #[command(subcommand)]
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
             Cmd::Device { cmd } => commands::device(&cli.global, cmd).await,
             Cmd::Cert { cmd } => commands::cert(&cli.global, cmd).await,
             Cmd::Token { cmd } => commands::token(&cli.global, cmd).await,
+            Cmd::Operator { cmd } => commands::operator(&cli.global, cmd).await,
             Cmd::Audit { cmd } => commands::audit(&cli.global, cmd).await,
             Cmd::Supplier { cmd } => commands::supplier(&cli.global, cmd).await,
             Cmd::TpmVendor { cmd } => commands::tpm_vendor(&cli.global, cmd).await,

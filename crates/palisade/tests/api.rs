@@ -748,3 +748,67 @@ async fn posture_judges_devices_from_their_evidence_against_every_framework() {
     }
     r.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn console_accounts_are_created_by_admins_with_strong_passwords_and_disabled() {
+    let r = start().await;
+    let (s, _) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/operators",
+            Some(&json!({ "name": "alice", "role": "operator", "password": "short" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/operators",
+            Some(&json!({ "name": "alice", "role": "root", "password": "long enough password" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let a: Value = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/operators",
+            Some(
+                &json!({ "name": "alice", "role": "operator", "password": "long enough password" }),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a["role"], "operator");
+    assert!(a.get("password_hash").is_none());
+    // Only admins manage accounts.
+    let op = r.client(Some(&r.token("bob", "operator").await));
+    let (s, _) = op
+        .send(Method::GET, "/api/v1/operators", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let _: Value = r
+        .admin
+        .call(Method::POST, "/api/v1/operators/alice/disable", None)
+        .await
+        .unwrap();
+    let list: Vec<Value> = r
+        .admin
+        .call(Method::GET, "/api/v1/operators", None)
+        .await
+        .unwrap();
+    assert!(list[0]["disabled_ms"].is_i64());
+    let audit = r.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "account.add" && e.subject == "alice")
+    );
+    assert!(audit.iter().any(|e| e.action == "account.disable"));
+    r.handle.shutdown().await;
+}

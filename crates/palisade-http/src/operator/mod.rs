@@ -3,6 +3,7 @@
 //! act by role; a client certificate is never a credential here: this router
 //! drops any the connection presented before a handler runs.
 
+pub mod accounts;
 mod audit;
 mod auth;
 mod certificates;
@@ -175,6 +176,18 @@ pub(crate) fn router(state: OperatorApi) -> Router {
         .route("/api/v1/posture/devices/{id}", get(posture::device_posture))
         .route("/api/v1/posture/failing", get(posture::failing))
         .route("/api/v1/posture/report", get(posture::report))
+        .route(
+            "/api/v1/operators",
+            get(accounts::list_accounts).post(accounts::add_account),
+        )
+        .route(
+            "/api/v1/operators/{name}/password",
+            post(accounts::set_password),
+        )
+        .route(
+            "/api/v1/operators/{name}/disable",
+            post(accounts::disable_account),
+        )
         .layer(axum::middleware::map_request(forget_client_certificate))
         .with_state(state)
 }
@@ -233,6 +246,8 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         monitoring::list_alerts, monitoring::get_alert, monitoring::alert_action,
         monitoring::alert_stream, monitoring::device_timeline,
         posture::fleet_posture, posture::device_posture, posture::failing, posture::report,
+        accounts::add_account, accounts::list_accounts, accounts::set_password,
+        accounts::disable_account,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),

@@ -11,6 +11,7 @@ use super::rows::*;
 use super::writer::Job;
 use super::{DEFAULT_LIMIT, SqliteStore};
 
+use crate::{AccountRecord, DeviceGroupRecord, SessionRecord};
 use crate::{
     AlertFilter, AlertRecord, AuditHead, AuditRefRecord, BatchRecord, CertFilter, CertRecord,
     Change, CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord,
@@ -19,6 +20,8 @@ use crate::{
     RolloutDeviceRecord, RolloutRecord, SiteRecord, Store, StoreError, StoredEntry,
     SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord, UpdateRecord,
 };
+use palisade_audit::Digest32;
+use palisade_core::OperatorName;
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -448,6 +451,41 @@ impl Store for SqliteStore {
         .iter()
         .map(device_event_from_row)
         .collect()
+    }
+
+    async fn account(&self, name: &OperatorName) -> Result<Option<AccountRecord>, StoreError> {
+        self.one(
+            "SELECT * FROM operator_accounts WHERE name = ?",
+            name.as_str(),
+            account_from_row,
+        )
+        .await
+    }
+
+    async fn accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        self.all(
+            "SELECT * FROM operator_accounts ORDER BY name",
+            account_from_row,
+        )
+        .await
+    }
+
+    async fn session(&self, id_hash: &Digest32) -> Result<Option<SessionRecord>, StoreError> {
+        sqlx::query("SELECT * FROM console_sessions WHERE id_hash = ?")
+            .bind(id_hash.to_vec())
+            .fetch_all(self.pool())
+            .await?
+            .first()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn device_groups(&self) -> Result<Vec<DeviceGroupRecord>, StoreError> {
+        self.all(
+            "SELECT * FROM device_groups ORDER BY name",
+            device_group_from_row,
+        )
+        .await
     }
 
     async fn posture_snapshots(

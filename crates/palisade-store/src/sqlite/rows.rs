@@ -9,6 +9,7 @@ use palisade_core::{DeviceId, DeviceState, Role, SupplierName};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
+use crate::{AccountRecord, DeviceGroupRecord, SessionRecord};
 use crate::{
     AlertRecord, AuditRefRecord, BatchRecord, CertRecord, CertStatus, CommandRecord,
     DeviceEventRecord, DeviceRecord, EdgeRecord, EnrollmentTokenRecord, FirmwareRecord,
@@ -424,5 +425,41 @@ pub(super) fn audit_ref_from_row(r: &SqliteRow) -> Result<AuditRefRecord, StoreE
         action: r.try_get("action")?,
         time_ms: r.try_get("time_ms")?,
         detail: r.try_get("detail")?,
+    })
+}
+
+pub(super) fn account_from_row(r: &SqliteRow) -> Result<AccountRecord, StoreError> {
+    Ok(AccountRecord {
+        name: name(r, "name", "account")?,
+        role: name(r, "role", "account")?,
+        password_hash: r.try_get("password_hash")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+        disabled_ms: r.try_get("disabled_ms")?,
+    })
+}
+
+pub(super) fn session_from_row(r: &SqliteRow) -> Result<SessionRecord, StoreError> {
+    let id: Vec<u8> = r.try_get("id_hash")?;
+    Ok(SessionRecord {
+        id_hash: id
+            .try_into()
+            .map_err(|_| corrupt("session", "id hash is not 32 bytes"))?,
+        operator: name(r, "operator", "session")?,
+        csrf: r.try_get("csrf")?,
+        address: r.try_get("address")?,
+        created_ms: r.try_get("created_ms")?,
+        last_seen_ms: r.try_get("last_seen_ms")?,
+        expires_ms: r.try_get("expires_ms")?,
+        revoked_ms: r.try_get("revoked_ms")?,
+    })
+}
+
+pub(super) fn device_group_from_row(r: &SqliteRow) -> Result<DeviceGroupRecord, StoreError> {
+    Ok(DeviceGroupRecord {
+        name: r.try_get("name")?,
+        query: r.try_get("query")?,
+        created_by: r.try_get("created_by")?,
+        created_ms: r.try_get("created_ms")?,
     })
 }

@@ -7,6 +7,7 @@ mod audit;
 mod certs;
 mod fleet;
 mod onboarding;
+mod operators;
 mod releases;
 mod tokens;
 
@@ -17,6 +18,7 @@ pub use onboarding::{
     BatchCmd, EnrollmentTokenCmd, FirmwareCmd, SupplierCmd, SupplierKeyCmd, TpmVendorCmd, batch,
     enrollment_token, supplier, tpm_vendor,
 };
+pub use operators::{OperatorCmd, operator};
 pub use releases::{ReleaseCmd, release};
 pub use tokens::{TokenCmd, token};
 

@@ -2,6 +2,7 @@
 //! [`ChangeFamily`]: the dispatcher below routes each change to its family.
 
 mod commands;
+mod console;
 mod credentials;
 mod fleet;
 mod monitoring;
@@ -26,6 +27,7 @@ pub(super) async fn apply(
         ChangeFamily::Network => network::apply(c, change).await,
         ChangeFamily::Commands => commands::apply(c, change).await,
         ChangeFamily::Monitoring => monitoring::apply(c, change).await,
+        ChangeFamily::Console => console::apply(c, change).await,
     }
 }
 
