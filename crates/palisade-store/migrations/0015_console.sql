@@ -31,3 +31,8 @@ CREATE TABLE device_groups (
     created_by TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 ) STRICT;
+
+-- The console's device list sorts and filters a large fleet on the server.
+CREATE INDEX IF NOT EXISTS devices_by_state ON devices(state, id);
+CREATE INDEX IF NOT EXISTS devices_by_last_seen ON devices(last_seen_ms);
+CREATE INDEX IF NOT EXISTS certificates_valid_by_expiry ON certificates(not_after_ms) WHERE status = 'valid';

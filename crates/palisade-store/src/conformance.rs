@@ -67,6 +67,8 @@ macro_rules! conformance_suite {
             posture_snapshots_are_replaced_per_day_and_read_by_scope,
             disabling_an_account_revokes_its_sessions,
             device_groups_are_saved_by_name,
+            the_device_list_filters_sorts_and_pages_on_the_server,
+            devices_are_counted_by_model_and_state_and_expiring_certificates_found,
         );
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
@@ -1423,4 +1425,182 @@ pub async fn device_groups_are_saved_by_name(b: &dyn Backend) {
     let groups = store.device_groups().await.expect("read");
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].query, "model=cam&site=lab&state=active");
+}
+
+/// The device list: search, filters, sorts and pages, with the total count.
+pub async fn the_device_list_filters_sorts_and_pages_on_the_server(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let mut changes = vec![model("cam"), model("lock")];
+    for i in 0..25 {
+        changes.push(device(&format!("cam-{i:02}"), "cam"));
+    }
+    changes.push(device("lock-a", "lock"));
+    changes.push(device("lock_b", "lock"));
+    changes.push(Change::UpsertSite(SiteRecord {
+        name: id("lab"),
+        spec: "{}".into(),
+        created_ms: 1,
+        updated_ms: 1,
+    }));
+    for i in 0..5 {
+        changes.push(Change::SetPlacement(PlacementRecord {
+            device: id(&format!("cam-{i:02}")),
+            site: id("lab"),
+            segment: "cams".into(),
+            address: format!("10.0.0.{i}"),
+            overrides: "{}".into(),
+            updated_ms: 2,
+        }));
+    }
+    changes.push(Change::RecordPresence(vec![
+        (id("cam-03"), 500, Some("2.0".into())),
+        (id("cam-07"), 900, Some("1.0".into())),
+    ]));
+    ok(&*store, changes).await;
+    let q = |f: &dyn Fn(&mut DevicePageQuery)| {
+        let mut q = DevicePageQuery {
+            limit: 10,
+            ..DevicePageQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let ids = |p: &DevicePage| -> Vec<String> {
+        p.rows.iter().map(|r| r.device.id.to_string()).collect()
+    };
+    let all = store.device_page(&q(&|_| {})).await.expect("read");
+    assert_eq!(all.total, 27);
+    assert_eq!(all.rows.len(), 10);
+    assert_eq!(all.rows[0].device.id.as_str(), "cam-00");
+    let third = store
+        .device_page(&q(&|q| q.offset = 20))
+        .await
+        .expect("read");
+    assert_eq!(
+        ids(&third),
+        [
+            "cam-20", "cam-21", "cam-22", "cam-23", "cam-24", "lock-a", "lock_b"
+        ]
+    );
+    let past = store
+        .device_page(&q(&|q| q.offset = 1_000_000_000))
+        .await
+        .expect("read");
+    assert!(past.rows.is_empty());
+    assert_eq!(past.total, 27);
+    // A search is a substring of the id, and '_' is no wildcard.
+    let search = store
+        .device_page(&q(&|q| q.search = Some("K_B".into())))
+        .await
+        .expect("read");
+    assert_eq!(ids(&search), ["lock_b"]);
+    let lab = store
+        .device_page(&q(&|q| q.site = Some("lab".into())))
+        .await
+        .expect("read");
+    assert_eq!(lab.total, 5);
+    assert_eq!(lab.rows[0].address.as_deref(), Some("10.0.0.0"));
+    let unplaced = store
+        .device_page(&q(&|q| {
+            q.site = Some(String::new());
+            q.model = Some(id("lock"));
+        }))
+        .await
+        .expect("read");
+    assert_eq!(unplaced.total, 2);
+    let seen = store
+        .device_page(&q(&|q| {
+            q.seen_since = Some((true, 600));
+        }))
+        .await
+        .expect("read");
+    assert_eq!(ids(&seen), ["cam-07"]);
+    let silent = store
+        .device_page(&q(&|q| q.seen_since = Some((false, 600))))
+        .await
+        .expect("read");
+    assert_eq!(silent.total, 26);
+    let newest = store
+        .device_page(&q(&|q| {
+            q.sort = DeviceSort::LastSeen;
+            q.descending = true;
+            q.limit = 2;
+        }))
+        .await
+        .expect("read");
+    assert_eq!(ids(&newest), ["cam-07", "cam-03"]);
+    let firmware = store
+        .device_page(&q(&|q| q.firmware = Some("2.0".into())))
+        .await
+        .expect("read");
+    assert_eq!(ids(&firmware), ["cam-03"]);
+    let only = store
+        .device_page(&q(&|q| {
+            q.only = Some(vec!["lock-a".into(), "cam-09".into(), "nope".into()])
+        }))
+        .await
+        .expect("read");
+    assert_eq!(ids(&only), ["cam-09", "lock-a"]);
+    let by_state = store
+        .device_page(&q(&|q| q.state = Some(DeviceState::Active)))
+        .await
+        .expect("read");
+    assert_eq!(by_state.total, 0);
+}
+
+/// Devices are counted by model and state; valid certificates expiring
+/// before a time are found soonest first.
+pub async fn devices_are_counted_by_model_and_state_and_expiring_certificates_found(
+    b: &dyn Backend,
+) {
+    let store = b.open().await.expect("open");
+    ok(
+        &*store,
+        vec![
+            model("cam"),
+            device("a", "cam"),
+            device("b", "cam"),
+            cert("01", "a", 5_000),
+            cert("02", "a", 1_000),
+            cert("03", "b", 90_000),
+        ],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![
+            Change::SetDeviceState {
+                id: id("b"),
+                expected: DeviceState::Registered,
+                to: DeviceState::Enrolled,
+                at_ms: 2,
+            },
+            Change::RevokeCertificate {
+                serial: "01".into(),
+                reason: "superseded".into(),
+                at_ms: 3,
+            },
+        ],
+    )
+    .await;
+    let counts = store.device_counts().await.expect("read");
+    let got: Vec<(String, DeviceState, u64)> = counts
+        .into_iter()
+        .map(|(m, s, n)| (m.to_string(), s, n))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("cam".to_string(), DeviceState::Enrolled, 1),
+            ("cam".to_string(), DeviceState::Registered, 1)
+        ]
+    );
+    let soon: Vec<String> = store
+        .certificates_expiring(10_000, 10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(soon, ["02"], "revoked and later ones are left out");
 }

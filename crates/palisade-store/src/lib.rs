@@ -14,7 +14,9 @@ mod sqlite;
 
 use async_trait::async_trait;
 use palisade_audit::{Digest32, EntryDraft, StoredCheckpoint};
-use palisade_core::{DeviceId, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag};
+use palisade_core::{
+    DeviceId, DeviceState, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag,
+};
 
 pub use records::*;
 pub use sqlite::{AuditConfig, SqliteReader, SqliteStore};
@@ -231,6 +233,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         until_ms: i64,
         limit: u32,
     ) -> Result<Vec<DeviceEventRecord>, StoreError>;
+
+    /// One page of the device list, with how many devices match in all.
+    async fn device_page(&self, q: &DevicePageQuery) -> Result<DevicePage, StoreError>;
+    /// Devices by model and lifecycle state.
+    async fn device_counts(&self) -> Result<Vec<(ModelId, DeviceState, u64)>, StoreError>;
+    /// Valid certificates expiring before `before_ms`, soonest first, at most `limit`.
+    async fn certificates_expiring(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CertRecord>, StoreError>;
 
     /// One console account.
     async fn account(&self, name: &OperatorName) -> Result<Option<AccountRecord>, StoreError>;

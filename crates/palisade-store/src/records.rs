@@ -847,6 +847,72 @@ pub enum Change {
     },
 }
 
+/// How the console's device list sorts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceSort {
+    /// By id.
+    #[default]
+    Id,
+    /// By model, then id.
+    Model,
+    /// By lifecycle state, then id.
+    State,
+    /// By last message, newest first on descending.
+    LastSeen,
+    /// By reported firmware, then id.
+    Firmware,
+    /// By site, then id.
+    Site,
+}
+
+/// One page of the device list: filters, sort, and the page.
+#[derive(Debug, Clone, Default)]
+pub struct DevicePageQuery {
+    /// A substring of the id or the hardware serial (case-insensitive).
+    pub search: Option<String>,
+    /// Only this model.
+    pub model: Option<ModelId>,
+    /// Only this state.
+    pub state: Option<DeviceState>,
+    /// Only this site (`Some("")`: not placed).
+    pub site: Option<String>,
+    /// Only this reported firmware version.
+    pub firmware: Option<String>,
+    /// Only devices heard from since (`Some(true)`) or not since (`Some(false)`)
+    /// this time, Unix ms.
+    pub seen_since: Option<(bool, i64)>,
+    /// Only these devices (a selection made elsewhere, e.g. by posture).
+    pub only: Option<Vec<String>>,
+    /// Sort key.
+    pub sort: DeviceSort,
+    /// Descending.
+    pub descending: bool,
+    /// Rows skipped.
+    pub offset: u64,
+    /// Rows returned, at most.
+    pub limit: u32,
+}
+
+/// A device with where it is placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRow {
+    /// The device.
+    pub device: DeviceRecord,
+    /// Its site, if placed.
+    pub site: Option<String>,
+    /// Its address there.
+    pub address: Option<String>,
+}
+
+/// A page of devices and how many match in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePage {
+    /// The page.
+    pub rows: Vec<DeviceRow>,
+    /// Devices matching the filters.
+    pub total: u64,
+}
+
 /// A person's account for the console.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccountRecord {

@@ -20,7 +20,9 @@ use crate::{
     RolloutDeviceRecord, RolloutRecord, SiteRecord, Store, StoreError, StoredEntry,
     SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord, UpdateRecord,
 };
+use crate::{DevicePage, DevicePageQuery, DeviceRow, DeviceSort};
 use palisade_audit::Digest32;
+use palisade_core::DeviceState;
 use palisade_core::OperatorName;
 
 #[async_trait]
@@ -453,6 +455,88 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn device_page(&self, q: &DevicePageQuery) -> Result<DevicePage, StoreError> {
+        let mut count =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT COUNT(*) AS n FROM devices d");
+        push_device_filters(&mut count, q)?;
+        let total = count
+            .build()
+            .fetch_all(self.pool())
+            .await?
+            .first()
+            .map(|r| unsigned(r, "n", "device count"))
+            .transpose()?
+            .unwrap_or(0);
+        let mut page = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT d.*, p.site AS placed_site, p.address AS placed_address FROM devices d",
+        );
+        push_device_filters(&mut page, q)?;
+        let key = match q.sort {
+            DeviceSort::Id => "d.id",
+            DeviceSort::Model => "d.model_id",
+            DeviceSort::State => "d.state",
+            DeviceSort::LastSeen => "COALESCE(d.last_seen_ms, 0)",
+            DeviceSort::Firmware => "COALESCE(d.reported_firmware, '')",
+            DeviceSort::Site => "COALESCE(p.site, '')",
+        };
+        let dir = if q.descending { "DESC" } else { "ASC" };
+        page.push(format!(" ORDER BY {key} {dir}, d.id {dir} LIMIT "))
+            .push_bind(i64::from(q.limit))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
+        let rows = page
+            .build()
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(DeviceRow {
+                    device: device_from_row(r)?,
+                    site: r.try_get("placed_site")?,
+                    address: r.try_get("placed_address")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(DevicePage { rows, total })
+    }
+
+    async fn device_counts(&self) -> Result<Vec<(ModelId, DeviceState, u64)>, StoreError> {
+        sqlx::query(
+            "SELECT model_id, state, COUNT(*) AS n FROM devices GROUP BY model_id, state
+             ORDER BY model_id, state",
+        )
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            let st: String = r.try_get("state")?;
+            Ok((
+                name(r, "model_id", "device count")?,
+                DeviceState::parse(&st).ok_or_else(|| corrupt("device count", &st))?,
+                unsigned(r, "n", "device count")?,
+            ))
+        })
+        .collect()
+    }
+
+    async fn certificates_expiring(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM certificates WHERE status = 'valid' AND not_after_ms < ?
+             ORDER BY not_after_ms LIMIT ?",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(cert_from_row)
+        .collect()
+    }
+
     async fn account(&self, name: &OperatorName) -> Result<Option<AccountRecord>, StoreError> {
         self.one(
             "SELECT * FROM operator_accounts WHERE name = ?",
@@ -572,4 +656,63 @@ impl Store for SqliteStore {
             head,
         })
     }
+}
+
+/// The device list's filters, after `FROM devices d`.
+fn push_device_filters(
+    qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    q: &DevicePageQuery,
+) -> Result<(), StoreError> {
+    qb.push(" LEFT JOIN device_placements p ON p.device_id = d.id WHERE 1 = 1");
+    if let Some(text) = q.search.as_deref().filter(|t| !t.is_empty()) {
+        let like = format!(
+            "%{}%",
+            text.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        qb.push(" AND (lower(d.id) LIKE ")
+            .push_bind(like.clone())
+            .push(" ESCAPE '\\' OR lower(COALESCE(d.hardware_serial, '')) LIKE ")
+            .push_bind(like)
+            .push(" ESCAPE '\\')");
+    }
+    if let Some(m) = &q.model {
+        qb.push(" AND d.model_id = ")
+            .push_bind(m.as_str().to_owned());
+    }
+    if let Some(st) = q.state {
+        qb.push(" AND d.state = ").push_bind(st.as_str());
+    }
+    match q.site.as_deref() {
+        Some("") => {
+            qb.push(" AND p.site IS NULL");
+        }
+        Some(site) => {
+            qb.push(" AND p.site = ").push_bind(site.to_owned());
+        }
+        None => {}
+    }
+    if let Some(f) = &q.firmware {
+        qb.push(" AND d.reported_firmware = ").push_bind(f.clone());
+    }
+    match q.seen_since {
+        Some((true, since)) => {
+            qb.push(" AND d.last_seen_ms >= ").push_bind(since);
+        }
+        Some((false, since)) => {
+            qb.push(" AND (d.last_seen_ms IS NULL OR d.last_seen_ms < ")
+                .push_bind(since)
+                .push(")");
+        }
+        None => {}
+    }
+    if let Some(only) = &q.only {
+        let list = serde_json::to_string(only).map_err(|e| corrupt("device selection", e))?;
+        qb.push(" AND d.id IN (SELECT value FROM json_each(")
+            .push_bind(list)
+            .push("))");
+    }
+    Ok(())
 }
