@@ -402,6 +402,32 @@ impl Fleet {
         Ok(record)
     }
 
+    /// Replaces a device's tags (rollout selectors, console groups); audited.
+    pub async fn set_tags(
+        &self,
+        actor: &str,
+        id: &DeviceId,
+        tags: Vec<palisade_core::Tag>,
+    ) -> Result<(), ServiceError> {
+        if tags.len() > 64 {
+            return Err(bad("too_many_tags", "at most 64 tags per device"));
+        }
+        self.device(id).await?;
+        self.store
+            .commit(
+                vec![Change::SetDeviceTags {
+                    device: id.clone(),
+                    tags: tags.clone(),
+                }],
+                vec![
+                    EntryDraft::success(actor, "device.tags", id.as_str())
+                        .with_detail(json!({ "tags": tags })),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Revokes every valid certificate of a device (key compromise): its
     /// sessions close and it is refused until it enrols again.
     pub async fn revoke_device(

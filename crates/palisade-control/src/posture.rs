@@ -79,9 +79,16 @@ pub struct FleetPosture {
     pub took_ms: u64,
     /// Every device not decommissioned.
     pub devices: Vec<DevicePosture>,
+    /// Position in `devices`, by device id.
+    index: HashMap<String, usize>,
 }
 
 impl FleetPosture {
+    /// One device's latest outcomes.
+    pub fn get(&self, device: &str) -> Option<&DevicePosture> {
+        self.index.get(device).and_then(|i| self.devices.get(*i))
+    }
+
     /// The summary of one framework over the devices `keep` selects.
     pub fn summary(&self, f: Framework, keep: impl Fn(&DevicePosture) -> bool) -> Summary {
         let mut s = Summary::default();
@@ -452,10 +459,16 @@ impl Posture {
                 }),
             })
             .collect();
+        let index = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.device.clone(), i))
+            .collect();
         let fleet = Arc::new(FleetPosture {
             at_ms: now,
             took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             devices,
+            index,
         });
         if let Ok(mut l) = self.latest.write() {
             *l = Some(fleet.clone());

@@ -248,6 +248,57 @@ impl Rollouts {
         Ok(r)
     }
 
+    /// Puts the failed devices of wave `wave` (1-based) back to pending, so the
+    /// engine assigns them the release again (with a new counter); audited.
+    pub async fn retry_failed(
+        &self,
+        actor: &str,
+        name: &RolloutName,
+        wave: u32,
+    ) -> Result<usize, ServiceError> {
+        let r = self.get(name).await?;
+        if r.state == RolloutState::Cancelled {
+            return Err(ServiceError::Conflict(format!(
+                "rollout {name} is cancelled: nothing is retried"
+            )));
+        }
+        let index = wave
+            .checked_sub(1)
+            .ok_or_else(|| bad("waves are numbered from 1"))?;
+        let now = self.clock.now_ms();
+        let retry: Vec<RolloutDeviceRecord> = self
+            .store
+            .rollout_devices(name)
+            .await?
+            .into_iter()
+            .filter(|m| m.wave == index && m.state == RolloutDeviceState::Failed)
+            .map(|mut m| {
+                m.state = RolloutDeviceState::Pending;
+                m.detail = format!("retried by {actor} after: {}", m.detail);
+                m.updated_ms = now;
+                m
+            })
+            .collect();
+        if retry.is_empty() {
+            return Err(ServiceError::Conflict(format!(
+                "rollout {name} has no failed device in wave {wave}"
+            )));
+        }
+        let n = retry.len();
+        let devices: Vec<String> = retry.iter().map(|m| m.device.to_string()).collect();
+        self.store
+            .commit(
+                vec![Change::UpsertRolloutDevices(retry)],
+                vec![
+                    EntryDraft::success(actor, "rollout.retry", name.as_str())
+                        .with_detail(json!({ "wave": wave, "devices": devices })),
+                ],
+            )
+            .await?;
+        self.wake();
+        Ok(n)
+    }
+
     /// Runs the engine until `stop`: every `every`, and when woken.
     pub async fn run(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
         loop {

@@ -46,9 +46,11 @@ pub struct ClientCertChain(pub std::sync::Arc<Vec<rustls::pki_types::Certificate
 pub struct PeerAddr(pub SocketAddr);
 
 /// The routes of every zone, with the request bounds (body size, time) and
-/// response counting every request gets.
-pub fn router(services: Arc<Services>, max_body_bytes: usize) -> Router {
+/// response counting every request gets. `people` are the routes for people
+/// in a browser (the console), merged before the API's fallback.
+pub fn router(services: Arc<Services>, max_body_bytes: usize, people: Router) -> Router {
     Router::new()
+        .merge(people)
         .merge(public::router(PublicApi(services.clone())))
         .merge(operator::router(OperatorApi(services.clone())))
         .merge(device::router(DeviceApi(services.clone())))

@@ -328,7 +328,21 @@ impl Server {
         }
         let https = palisade_http::Listener {
             tls: self.tls.clone(),
-            app: router(self.state.clone(), self.config.limits.max_body_bytes),
+            app: router(
+                self.state.clone(),
+                self.config.limits.max_body_bytes,
+                if self.config.console.enabled {
+                    palisade_console::router(
+                        self.state.clone(),
+                        palisade_console::ConsoleSettings {
+                            offline_after_ms: i64::from(self.config.console.offline_after_minutes)
+                                * 60_000,
+                        },
+                    )
+                } else {
+                    axum::Router::new()
+                },
+            ),
             max_connections: self.config.limits.max_connections,
             handshake_timeout: Duration::from_secs(self.config.limits.handshake_timeout_secs),
             metrics: self.state.metrics.clone(),

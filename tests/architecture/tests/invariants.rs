@@ -5,7 +5,8 @@
 use palisade_architecture::*;
 
 /// Crates that make up the control plane (server side).
-const SERVER: [&str; 5] = [
+const SERVER: [&str; 6] = [
+    "palisade-console",
     "palisade-control",
     "palisade-gateway",
     "palisade-http",
@@ -119,7 +120,12 @@ fn services_are_composed_only_by_the_server_and_reached_only_from_the_front_ends
     // The front ends and the composition depend on the services, never the
     // other way round; the gateway and the HTTP surface do not know each other.
     let control = dependencies(&all["palisade-control"].join("Cargo.toml"));
-    for upper in ["palisade-gateway", "palisade-http", "palisade-server"] {
+    for upper in [
+        "palisade-gateway",
+        "palisade-http",
+        "palisade-console",
+        "palisade-server",
+    ] {
         assert!(
             !control.contains(upper),
             "palisade-control depends on {upper}"
@@ -128,6 +134,10 @@ fn services_are_composed_only_by_the_server_and_reached_only_from_the_front_ends
     let gateway = dependencies(&all["palisade-gateway"].join("Cargo.toml"));
     let http = dependencies(&all["palisade-http"].join("Cargo.toml"));
     assert!(!gateway.contains("palisade-http") && !http.contains("palisade-gateway"));
+    // The console is a front end over the services and the API's shared
+    // pieces; the API never depends on it.
+    let console = dependencies(&all["palisade-console"].join("Cargo.toml"));
+    assert!(!http.contains("palisade-console") && !console.contains("palisade-gateway"));
     let store = dependencies(&all["palisade-store"].join("Cargo.toml"));
     assert!(store.iter().all(|d| !d.starts_with("palisade-")
         || ["palisade-core", "palisade-audit"].contains(&d.as_str())));

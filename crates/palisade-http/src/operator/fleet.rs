@@ -290,22 +290,7 @@ pub(crate) async fn set_device_tags(
     for t in &req.tags {
         tags.push(parse_id::<palisade_core::Tag>(&s, &c, "device.tags", t).await?);
     }
-    s.store
-        .device(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
-    s.store
-        .commit(
-            vec![palisade_store::Change::SetDeviceTags {
-                device: id.clone(),
-                tags: tags.clone(),
-            }],
-            vec![
-                palisade_audit::EntryDraft::success(c.actor(), "device.tags", id.as_str())
-                    .with_detail(serde_json::json!({ "tags": tags })),
-            ],
-        )
-        .await?;
+    s.fleet.set_tags(&c.actor(), &id, tags.clone()).await?;
     s.rollouts.wake();
     Ok(Json(serde_json::json!({ "device": id, "tags": tags })))
 }

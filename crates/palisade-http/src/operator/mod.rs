@@ -8,10 +8,10 @@ mod audit;
 mod auth;
 mod certificates;
 mod fleet;
-mod monitoring;
+pub mod monitoring;
 mod network;
 mod onboarding;
-pub(crate) mod posture;
+pub mod posture;
 mod releases;
 mod tokens;
 

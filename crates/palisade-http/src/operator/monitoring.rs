@@ -195,9 +195,24 @@ pub async fn device_timeline(
 ) -> Result<Json<TimelineView>, ApiError> {
     c.require(&s, Access::Read, "read device timelines").await?;
     let id: DeviceId = parse_id(&s, &c, "device.timeline", &id).await?;
+    Ok(Json(
+        timeline(&s, &id, q.since_ms, q.until_ms, q.proofs).await?,
+    ))
+}
+
+/// A device's timeline from `since_ms` (default: a week before `until_ms`) to
+/// `until_ms` (default: now), with inclusion proofs of its audit entries when
+/// `with_proofs`: what the API exports and the console downloads.
+pub async fn timeline(
+    s: &crate::state::Services,
+    id: &DeviceId,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    with_proofs: bool,
+) -> Result<TimelineView, ApiError> {
     let now = s.clock.now_ms();
-    let until = q.until_ms.unwrap_or(now);
-    let since = q.since_ms.unwrap_or(until - 7 * 86_400_000);
+    let until = until_ms.unwrap_or(now);
+    let since = since_ms.unwrap_or(until - 7 * 86_400_000);
     let mut items = Vec::new();
     let mut proofs = Vec::new();
     for e in s.store.audit_entries_about(id.as_str(), MAX_ITEMS).await? {
@@ -216,7 +231,7 @@ pub async fn device_timeline(
             detail: serde_json::from_str(&en.detail).unwrap_or(Value::Null),
             audit_index: Some(en.index),
         });
-        if q.proofs {
+        if with_proofs {
             let p = s.store.inclusion_proof(en.index).await?;
             proofs.push(InclusionView {
                 entry: AuditEntryView::from(&p.entry),
@@ -259,7 +274,7 @@ pub async fn device_timeline(
         });
     }
     items.sort_by_key(|i| (i.at_ms, i.audit_index.unwrap_or(u64::MAX)));
-    Ok(Json(TimelineView {
+    Ok(TimelineView {
         device: id.to_string(),
         generated_ms: now,
         since_ms: since,
@@ -267,5 +282,5 @@ pub async fn device_timeline(
         items,
         proofs,
         log_key: s.audit_vkey.to_string(),
-    }))
+    })
 }

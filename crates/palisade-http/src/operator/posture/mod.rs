@@ -23,15 +23,15 @@ use crate::state::{OperatorApi, Services};
 #[serde(deny_unknown_fields)]
 pub struct PostureQuery {
     /// `checklist`, `etsi-en-303-645`, `nist-ir-8259a` or `en-18031` (default: all).
-    framework: Option<String>,
+    pub framework: Option<String>,
     /// Only this model's devices.
-    model: Option<String>,
+    pub model: Option<String>,
     /// Only this site's devices (`-` for devices not placed).
-    site: Option<String>,
+    pub site: Option<String>,
     /// Evaluate the fleet now instead of using the latest periodic evaluation
     /// (which runs every `posture.interval_secs`).
     #[serde(default)]
-    fresh: bool,
+    pub fresh: bool,
 }
 
 /// Outcome counts with their score.
@@ -126,10 +126,7 @@ fn frameworks(name: Option<&str>) -> Result<Vec<Framework>, ApiError> {
 }
 
 /// The latest fleet evaluation, running one if none has yet or `fresh` asks.
-pub(crate) async fn latest(
-    s: &Services,
-    fresh: bool,
-) -> Result<std::sync::Arc<FleetPosture>, ApiError> {
+pub async fn latest(s: &Services, fresh: bool) -> Result<std::sync::Arc<FleetPosture>, ApiError> {
     match s.posture.latest() {
         Some(p) if !fresh => Ok(p),
         _ => Ok(s.posture.evaluate_fleet().await?),
@@ -137,7 +134,7 @@ pub(crate) async fn latest(
 }
 
 /// The selected devices' standing against each framework (or one).
-pub(crate) async fn summary(s: &Services, q: &PostureQuery) -> Result<PostureView, ApiError> {
+pub async fn summary(s: &Services, q: &PostureQuery) -> Result<PostureView, ApiError> {
     let wanted = frameworks(q.framework.as_deref())?;
     let fleet = latest(s, q.fresh).await?;
     let scope = match (&q.model, &q.site) {
