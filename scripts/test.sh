@@ -16,7 +16,8 @@ declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=pyth
   [softhsm2-util]=softhsm2 [pkcs11-tool]=opensc [swtpm]=swtpm [swtpm_setup]=swtpm-tools
   [tpm2_pcrread]=tpm2-tools [pkg-config]=pkg-config [fw_printenv]=libubootenv-tool
   [bsdiff]=bsdiff [xdelta3]=xdelta3 [zstd]=zstd [sha256sum]=coreutils [nft]=nftables [ip]=iproute2 [dnsmasq]=dnsmasq-base [tcpdump]=tcpdump [softflowd]=softflowd
-  [nmap]=nmap [hping3]=hping3 [nfcapd]=nfdump [sshd]=openssh-server [ssh]=openssh-client [sshpass]=sshpass [gcc]=gcc)
+  [nmap]=nmap [hping3]=hping3 [nfcapd]=nfdump [sshd]=openssh-server [ssh]=openssh-client [sshpass]=sshpass [gcc]=gcc
+  [chromium]=chromium [chromedriver]=chromium-driver [npm]=npm)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")
@@ -35,7 +36,8 @@ if ((${#missing[@]})); then
 fi
 
 # PyPI test peers: module -> package.
-declare -A PYPI=([paho.mqtt]=paho-mqtt [securesystemslib.dsse]='securesystemslib[crypto]' [cryptography]=cryptography [tuf.ngclient]=tuf)
+declare -A PYPI=([paho.mqtt]=paho-mqtt [securesystemslib.dsse]='securesystemslib[crypto]' [cryptography]=cryptography [tuf.ngclient]=tuf
+  [playwright]=playwright)
 for module in "${!PYPI[@]}"; do
   if ! python3 -c "import $module" >/dev/null 2>&1; then
     pkg="${PYPI[$module]}"
@@ -44,6 +46,15 @@ for module in "${!PYPI[@]}"; do
       || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$pkg"
   fi
 done
+
+# axe-core (npm) for the console's accessibility check, in a cache of its own;
+# Playwright drives Debian's Chromium (no browser download).
+export AXE_CORE_JS="${AXE_CORE_JS:-$HOME/.cache/palisade-peers/node_modules/axe-core/axe.min.js}"
+if [ ! -f "$AXE_CORE_JS" ]; then
+  step "installing test peer from npm: axe-core"
+  mkdir -p "$HOME/.cache/palisade-peers"
+  npm install --silent --no-audit --no-fund --prefix "$HOME/.cache/palisade-peers" axe-core@4 >/dev/null
+fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
 # Clones live in fresh directories: incremental state would pile up per path.

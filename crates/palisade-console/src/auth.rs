@@ -16,8 +16,8 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::Console;
-use crate::person::Person;
 use crate::chrome::{error_page, render};
+use crate::person::Person;
 
 /// The pre-session cookie that carries the sign-in form's CSRF token.
 const LOGIN_COOKIE: &str = "palisade_login";

@@ -55,11 +55,19 @@ pub fn score(s: Option<f64>) -> String {
     s.map_or_else(|| "–".into(), |v| format!("{v:.0} %"))
 }
 
-/// An SVG line chart of `series` (label, values) over `x` positions 0..n,
-/// scaled to its own maximum. Self-contained; no script.
+/// An SVG line chart of `series` (label, colour, values) over `x` positions
+/// 0..n, scaled to its own maximum, labelled with that maximum and each
+/// series' latest value. Self-contained; no script. With fewer than two
+/// points there is no line to draw: a sentence says so.
 pub fn line_chart(title: &str, series: &[(&str, &str, Vec<f64>)]) -> String {
-    let (w, h, pad) = (600.0, 140.0, 18.0);
+    let (w, h, pad) = (320.0, 120.0, 16.0);
     let n = series.iter().map(|s| s.2.len()).max().unwrap_or(0);
+    if n < 2 {
+        return format!(
+            "<p class=\"muted\">{}: not enough history for a chart yet.</p>",
+            attr(title)
+        );
+    }
     let max = series
         .iter()
         .flat_map(|s| s.2.iter().copied())
@@ -105,12 +113,19 @@ pub fn line_chart(title: &str, series: &[(&str, &str, Vec<f64>)]) -> String {
         );
         let _ = write!(
             svg,
-            "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{color}\">{}</text>",
-            pad + 4.0 + i as f64 * 120.0,
-            pad - 4.0,
-            crate::fmt::attr(label)
+            "<text x=\"{}\" y=\"{}\" font-size=\"9\" fill=\"{color}\">{} {:.0}</text>",
+            pad + i as f64 * 100.0,
+            pad - 5.0,
+            crate::fmt::attr(label),
+            values.last().copied().unwrap_or(0.0)
         );
     }
+    let _ = write!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" font-size=\"8\" fill=\"#555\" text-anchor=\"end\">max {max:.0}</text>",
+        w - pad,
+        pad - 5.0
+    );
     svg.push_str("</svg>");
     svg
 }

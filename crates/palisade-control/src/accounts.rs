@@ -308,7 +308,8 @@ impl Accounts {
             device: None,
             peer: Some(address),
             place: AuthPlace::Console,
-            reason: reason.to_owned(),
+            // Which accounts are being guessed is what the operator asks first.
+            reason: format!("{reason} for account {shown}"),
             at_ms: now,
         });
     }

@@ -97,6 +97,9 @@ impl Monitor {
     }
 }
 
+/// How often a device's security metrics are sampled into its timeline.
+const TELEMETRY_SAMPLE_MS: i64 = 600_000;
+
 /// What the monitoring tasks need.
 #[derive(Debug, Clone)]
 pub struct MonitorDeps {
@@ -240,6 +243,9 @@ impl MonitorDeps {
     /// firmware changes to the timeline.
     async fn follow(self, mut bus: Subscription, map: Arc<tokio::sync::RwLock<AddressMap>>) {
         let mut last_hash: HashMap<DeviceId, String> = HashMap::new();
+        // When each device's metrics last went to its timeline (the console's
+        // telemetry chart): at most one sample per device every 10 minutes.
+        let mut sampled: HashMap<DeviceId, i64> = HashMap::new();
         loop {
             let e = match bus.recv().await {
                 Some(Ok(Event::Message(e))) => e,
@@ -270,6 +276,31 @@ impl MonitorDeps {
                 }
             };
             let Some(metrics) = t.metrics else { continue };
+            if sampled
+                .get(&e.device)
+                .is_none_or(|at| e.at_ms - at >= TELEMETRY_SAMPLE_MS)
+            {
+                if sampled.len() > 1_000_000 {
+                    sampled.clear();
+                }
+                sampled.insert(e.device.clone(), e.at_ms);
+                self.monitor.event_at(
+                    e.device.as_str(),
+                    "telemetry",
+                    format!(
+                        "{} connections, {} listening ports, {} processes",
+                        metrics.established,
+                        metrics.listening.len(),
+                        metrics.processes
+                    ),
+                    json!({
+                        "established": metrics.established, "listening": metrics.listening.len(),
+                        "processes": metrics.processes, "bytes_in": metrics.bytes_in,
+                        "bytes_out": metrics.bytes_out, "failed_logins": metrics.failed_logins,
+                    }),
+                    e.at_ms,
+                );
+            }
             let mut assigned = Vec::new();
             if let Some(h) = &metrics.firmware_sha256 {
                 let changed = last_hash

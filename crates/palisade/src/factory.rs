@@ -141,6 +141,34 @@ fn write_pem(path: &Path, label: &str, der: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Creates `supplier`'s manufacturer CA in `dir` (key 0600, `ca.pem`, the
+/// journal); returns the supplier's name.
+pub fn init_ca(supplier: &str, dir: &Path, validity_days: u32) -> anyhow::Result<SupplierName> {
+    let rng = SystemRandom::new();
+    let supplier = SupplierName::parse(supplier)?;
+    private_dir(dir)?;
+    if dir.join("ca.pem").exists() {
+        bail!("{} already holds a manufacturer CA", dir.display());
+    }
+    let (key, _) = SoftwareKey::load_or_create(&dir.join("ca.key"), KeyAlgorithm::EcdsaP256)?;
+    let ca = CertificateAuthority::create_root(
+        Arc::new(key),
+        supplier.as_str(),
+        &format!("{supplier} Manufacturer CA"),
+        now(),
+        Duration::days(i64::from(validity_days)),
+        &Serial::random(&rng)?,
+    )?;
+    write_pem(&dir.join("ca.pem"), "CERTIFICATE", ca.certificate_der())?;
+    std::fs::write(dir.join("supplier"), format!("{supplier}\n"))?;
+    journal(
+        dir,
+        json!({ "action": "ca.create", "supplier": supplier.as_str(),
+                "ca_sha256": sha256_hex(ca.certificate_der()) }),
+    )?;
+    Ok(supplier)
+}
+
 /// Runs a factory command.
 pub fn run(cmd: FactoryCmd) -> anyhow::Result<ExitCode> {
     let rng = SystemRandom::new();
@@ -150,28 +178,7 @@ pub fn run(cmd: FactoryCmd) -> anyhow::Result<ExitCode> {
             dir,
             validity_days,
         } => {
-            let supplier = SupplierName::parse(&supplier)?;
-            private_dir(&dir)?;
-            if dir.join("ca.pem").exists() {
-                bail!("{} already holds a manufacturer CA", dir.display());
-            }
-            let (key, _) =
-                SoftwareKey::load_or_create(&dir.join("ca.key"), KeyAlgorithm::EcdsaP256)?;
-            let ca = CertificateAuthority::create_root(
-                Arc::new(key),
-                supplier.as_str(),
-                &format!("{supplier} Manufacturer CA"),
-                now(),
-                Duration::days(i64::from(validity_days)),
-                &Serial::random(&rng)?,
-            )?;
-            write_pem(&dir.join("ca.pem"), "CERTIFICATE", ca.certificate_der())?;
-            std::fs::write(dir.join("supplier"), format!("{supplier}\n"))?;
-            journal(
-                &dir,
-                json!({ "action": "ca.create", "supplier": supplier.as_str(),
-                "ca_sha256": sha256_hex(ca.certificate_der()) }),
-            )?;
+            let supplier = init_ca(&supplier, &dir, validity_days)?;
             say(format!(
                 "created the manufacturer CA of {supplier} in {} (register it with `palisade supplier add {supplier} --ca-cert {}`)",
                 dir.display(),

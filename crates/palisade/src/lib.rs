@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod demo;
 pub mod factory;
 pub mod keys;
 pub mod monitoring;
@@ -12,6 +13,7 @@ pub mod output;
 pub mod posture;
 pub mod rollout;
 pub mod serve;
+pub mod sim;
 
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use palisade::{Global, commands, factory, output, serve};
+use palisade::{Global, commands, demo, factory, output, serve};
 
 /// Palisade: IoT fleet security platform — control plane and operator CLI.
 #[derive(Debug, Parser)]
@@ -20,6 +20,13 @@ struct Cli {
 enum Cmd {
     /// Run the control plane (HTTPS API on 127.0.0.1:8443 by default).
     Serve(serve::ServeArgs),
+    /// A demo: a server on its own data directory (palisade-demo), a simulated
+    /// fleet of three models on two sites, a staged rollout and a few attacks;
+    /// prints the console's URL and a sign-in.
+    Demo(demo::DemoArgs),
+    /// The demo's simulated fleet (started by `palisade demo`).
+    #[command(hide = true)]
+    DemoFleet(demo::FleetArgs),
     /// Device models.
     Model {
         #[command(subcommand)]
@@ -130,6 +137,11 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Serve(args) => serve::run(&cli.global, args).await,
+            Cmd::Demo(args) => demo::run(&cli.global, args).await,
+            Cmd::DemoFleet(args) => {
+                let _ = tracing_subscriber::fmt().with_ansi(false).try_init();
+                demo::run_fleet(&cli.global, args).await
+            }
             Cmd::Model { cmd } => commands::model(&cli.global, cmd).await,
             Cmd::Device { cmd } => commands::device(&cli.global, cmd).await,
             Cmd::Cert { cmd } => commands::cert(&cli.global, cmd).await,

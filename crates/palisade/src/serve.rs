@@ -112,7 +112,8 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-fn init_logging(c: &Config) -> anyhow::Result<()> {
+/// Starts logging as the configuration says.
+pub fn init_logging(c: &Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&c.log_level).context("log_level")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -124,10 +125,22 @@ fn init_logging(c: &Config) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
 }
 
-/// Runs the server until a signal.
-pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(global, &args)?;
-    init_logging(&config)?;
+/// A running server: its handle, URL and data directory.
+#[derive(Debug)]
+pub struct Started {
+    /// Stops it.
+    pub handle: palisade_server::Handle,
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// Its data directory.
+    pub dir: std::path::PathBuf,
+    /// The root CA certificate file.
+    pub root_cert: std::path::PathBuf,
+}
+
+/// Builds, binds and spawns the server; writes the files the CLI and
+/// simulators find it by (`url`, `mqtt`, `flows` in the data directory).
+pub async fn start(config: Config) -> anyhow::Result<Started> {
     let server = Server::build(config, Arc::new(SystemClock)).await?;
     let dir = server.data_dir().clone();
     let listeners = server.bind().await?;
@@ -159,19 +172,34 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             p.display()
         ));
     }
+    let handle = server.spawn(listeners)?;
+    Ok(Started {
+        handle,
+        url,
+        root_cert: dir.root_cert(),
+        dir: dir.0.clone(),
+    })
+}
+
+/// Runs the server until a signal.
+pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(global, &args)?;
+    init_logging(&config)?;
+    let s = start(config).await?;
     say(format!(
         "Palisade is serving on {url}\n  root CA: {}\n  try:     curl --cacert {} {url}/healthz",
-        dir.root_cert().display(),
-        dir.root_cert().display()
+        s.root_cert.display(),
+        s.root_cert.display(),
+        url = s.url,
     ));
-    let handle = server.spawn(listeners)?;
     wait_for_signal().await?;
     say("shutting down");
-    handle.shutdown().await;
+    s.handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {

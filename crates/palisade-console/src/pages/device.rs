@@ -90,6 +90,7 @@ struct Page {
     certs: Vec<CertLine>,
     chain: Vec<String>,
     chart: String,
+    telemetry_chart: String,
     alerts: Vec<AlertLine>,
     timeline: Vec<Moment>,
     posture: Vec<FrameworkLines>,
@@ -141,8 +142,18 @@ pub async fn page(State(c): State<Console>, who: Person, Path(raw): Path<String>
     let now = c.clock.now_ms();
     let connected = c.sessions.is_connected(&id);
     let o = &d.onboarding;
+    let model = match c.store.model(&d.model).await {
+        Ok(m) => m,
+        Err(e) => return store_error(e),
+    };
     let facts = vec![
-        ("Model", d.model.to_string()),
+        (
+            "Model",
+            match model.as_ref().map(|m| m.description.as_str()) {
+                Some(desc) if !desc.is_empty() => format!("{} — {desc}", d.model),
+                _ => d.model.to_string(),
+            },
+        ),
         ("State", d.state.to_string()),
         (
             "Connected",
@@ -315,10 +326,33 @@ pub async fn page(State(c): State<Console>, who: Person, Path(raw): Path<String>
         out.push(v["bytes_out"].as_f64().unwrap_or(0.0));
         inn.push(v["bytes_in"].as_f64().unwrap_or(0.0));
     }
-    let chart = fmt::line_chart(
-        "Flow volume per minute, last 24 hours (bytes)",
-        &[("bytes out", "#b3261e", out), ("bytes in", "#0b57d0", inn)],
-    );
+    let chart = if out.is_empty() {
+        String::new()
+    } else {
+        fmt::line_chart(
+            "Flow volume per minute, last 24 hours (bytes)",
+            &[("bytes out", "#b3261e", out), ("bytes in", "#0b57d0", inn)],
+        )
+    };
+    let (mut conns, mut ports, mut procs) = (vec![], vec![], vec![]);
+    for e in flows.iter().filter(|e| e.kind == "telemetry") {
+        let v: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
+        conns.push(v["established"].as_f64().unwrap_or(0.0));
+        ports.push(v["listening"].as_f64().unwrap_or(0.0));
+        procs.push(v["processes"].as_f64().unwrap_or(0.0));
+    }
+    let telemetry_chart = if conns.is_empty() {
+        String::new()
+    } else {
+        fmt::line_chart(
+            "Security telemetry, last 24 hours (a sample every 10 minutes)",
+            &[
+                ("connections", "#0b57d0", conns),
+                ("listening ports", "#b3261e", ports),
+                ("processes", "#1b7f3b", procs),
+            ],
+        )
+    };
     let alerts = c
         .store
         .alerts(&AlertFilter {
@@ -403,6 +437,7 @@ pub async fn page(State(c): State<Console>, who: Person, Path(raw): Path<String>
         certs,
         chain,
         chart,
+        telemetry_chart,
         alerts,
         timeline: timeline.into_iter().map(|(_, m)| m).collect(),
         posture,

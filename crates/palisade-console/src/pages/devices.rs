@@ -484,8 +484,8 @@ pub async fn bulk(
     let value = field(&pairs, "value").unwrap_or("").trim().to_owned();
     let what = match action.as_str() {
         "tag" => {
-            if Tag::parse(&value).is_err() {
-                return bad("name the tag to add (letters, digits, . _ -)".into());
+            if let Err(e) = Tag::parse(&value) {
+                return bad(format!("the tag to add: {e}"));
             }
             format!("add the tag {value} to")
         }

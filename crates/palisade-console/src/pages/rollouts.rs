@@ -41,16 +41,21 @@ struct List {
     lines: Vec<Line>,
 }
 
-/// The waves in a stored spec: cumulative sizes as written.
+/// The waves in a stored spec: their cumulative sizes, for people.
 fn wave_sizes(spec: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
     v["waves"]
         .as_array()
         .map(|w| {
             w.iter()
-                .map(|x| match x {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                .map(|x| {
+                    if let Some(p) = x["percent"].as_u64() {
+                        format!("{p} % of the devices")
+                    } else if let Some(n) = x["count"].as_u64() {
+                        format!("{n} devices")
+                    } else {
+                        x.to_string()
+                    }
                 })
                 .collect()
         })

@@ -14,13 +14,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use hyper::Method;
-use indicatif::{ProgressBar, ProgressStyle};
-use palisade::Global;
 use palisade::commands::client;
-use palisade_agent::SystemClock;
+use palisade::{Global, sim};
 use palisade_agent::session::SessionConfig;
-use palisade_agent::{Agent, EnrollAuth, EstClient, SoftwareKeystore};
-use palisade_http::views::CreatedEnrollmentToken;
+use palisade_agent::{EstClient, SoftwareKeystore};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -45,6 +42,9 @@ struct Cli {
     /// Gateway address [default: from DATA_DIR/mqtt, else 127.0.0.1:8883].
     #[arg(long, value_name = "HOST:PORT")]
     mqtt: Option<String>,
+    /// The firmware version the devices report.
+    #[arg(long, default_value = "sim-1.0.0")]
+    firmware: String,
     /// Seconds between telemetry messages per device.
     #[arg(long, default_value_t = 10)]
     telemetry_every: u64,
@@ -66,118 +66,6 @@ struct Cli {
     /// a bad release: its trial boots roll back).
     #[arg(long, value_name = "VERSION")]
     unhealthy_version: Option<String>,
-}
-
-/// Prepares a simulated device's slots and environment (factory image in slot A).
-fn ota_device(
-    dir: &std::path::Path,
-    unhealthy: Option<&str>,
-) -> anyhow::Result<palisade_agent::ota::OtaConfig> {
-    let env_cfg = dir.join("fw_env.config");
-    for e in ["env0", "env1"] {
-        let p = dir.join(e);
-        if !p.exists() {
-            std::fs::write(&p, vec![0u8; 0x2000])?;
-        }
-    }
-    std::fs::write(
-        &env_cfg,
-        format!(
-            "{} 0x0 0x2000\n{} 0x0 0x2000\n",
-            dir.join("env0").display(),
-            dir.join("env1").display()
-        ),
-    )?;
-    let cfg = palisade_agent::ota::OtaConfig {
-        fw_env_config: env_cfg,
-        slot_a: dir.join("slot-a.img"),
-        slot_b: dir.join("slot-b.img"),
-        hardware: String::new(),
-        bootlimit: 3,
-        tuf_root: None,
-        health_command: unhealthy.map(|v| format!("test \"$PALISADE_TRIAL_VERSION\" != '{v}'")),
-        deltas: true,
-    };
-    if !cfg.slot_a.exists() {
-        let factory = dir.join("factory.img");
-        std::fs::write(&factory, b"simulated factory image")?;
-        palisade_agent::ota::init_slot(&cfg, &factory, "factory")?;
-    }
-    Ok(cfg)
-}
-
-#[derive(Debug, Default)]
-struct OtaCounts {
-    committed: AtomicUsize,
-    rolled_back: AtomicUsize,
-    refused: AtomicUsize,
-    errors: AtomicUsize,
-}
-
-/// A simulated device's installer: on announcement or timer, one cycle; an
-/// armed trial "reboots" (the boot shim's logic) and the next cycle runs the
-/// health check.
-async fn ota_loop(
-    installer: palisade_agent::ota::Installer,
-    cfg: palisade_agent::ota::OtaConfig,
-    announced: Arc<tokio::sync::Notify>,
-    every: Duration,
-    counts: Arc<OtaCounts>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    use palisade_agent::ota::Outcome;
-    loop {
-        tokio::select! {
-            _ = announced.notified() => {}
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        // An install arms a trial: "reboot" (the boot shim's logic) and run
-        // the next cycle, which is the trial's health check.
-        for _ in 0..2 {
-            let now = palisade_core::Clock::now_ms(&SystemClock);
-            let outcome = installer.cycle(now).await;
-            let reboot = matches!(
-                outcome,
-                Ok(Outcome::RebootRequired | Outcome::RolledBack(_))
-            );
-            match outcome {
-                Ok(Outcome::Committed(_)) => {
-                    counts.committed.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Outcome::RolledBack(_)) => {
-                    counts.rolled_back.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Outcome::Refused(_)) => {
-                    counts.refused.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Outcome::Idle | Outcome::RebootRequired) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "simulated installer");
-                    counts.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if !reboot {
-                break;
-            }
-            let booted = palisade_agent::ota::BootControl::open(&cfg.fw_env_config)
-                .and_then(|ctl| palisade_agent::ota::boot(&ctl, &cfg));
-            if let Err(e) = booted {
-                tracing::error!(error = %e, "simulated device cannot boot");
-                counts.errors.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-        }
-    }
-}
-
-fn bar(len: usize, what: &str) -> ProgressBar {
-    let b = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec}") {
-        b.set_style(style.progress_chars("=> "));
-    }
-    b.set_message(what.to_owned());
-    b
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -223,35 +111,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let est = EstClient::new(&url, &root, Some(cli.model.clone()))?;
     let limit = Arc::new(Semaphore::new(cli.concurrency.max(1)));
     let api = Arc::new(api);
-    let enrolling = bar(ids.len(), "enrolling");
+    let enrolling = sim::bar(ids.len(), "enrolling");
     let mut tasks = vec![];
     for id in &ids {
         let (api, est, limit, bar) = (api.clone(), est.clone(), limit.clone(), enrolling.clone());
         let (id, dir, model) = (id.clone(), cli.state_dir.join(id), cli.model.clone());
         tasks.push(tokio::spawn(async move {
             let _slot = limit.acquire_owned().await?;
-            std::fs::create_dir_all(&dir)?;
-            let agent = Agent::new(
-                &dir,
-                Arc::new(SoftwareKeystore::new(&dir)),
-                est,
-                Arc::new(SystemClock),
-            );
-            if agent.identity()?.is_none() {
-                let t: CreatedEnrollmentToken = api
-                    .call(
-                        Method::POST,
-                        "/api/v1/enrollment-tokens",
-                        Some(&json!({ "model": model })),
-                    )
-                    .await?;
-                agent
-                    .enroll(&EnrollAuth::Token {
-                        device: id,
-                        token: t.token,
-                    })
-                    .await?;
-            }
+            let keystore = Arc::new(SoftwareKeystore::new(&dir));
+            let (agent, _) = sim::enrolled(&api, est, &id, &dir, &model, keystore).await?;
             bar.inc(1);
             anyhow::Ok(agent)
         }));
@@ -267,7 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         host: host.to_owned(),
         port,
         telemetry_every: Duration::from_secs(cli.telemetry_every.max(1)),
-        firmware: "sim-1.0.0".into(),
+        firmware: cli.firmware.clone(),
         allowed_commands: vec![
             "ping".into(),
             "uptime".into(),
@@ -279,16 +147,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         metrics: None,
     };
     let started = Arc::new(AtomicUsize::new(0));
-    let counts = Arc::new(OtaCounts::default());
+    let counts = Arc::new(sim::OtaCounts::default());
     let mut sessions = vec![];
     for (a, id) in agents.into_iter().zip(&ids) {
         let (mut cfg, rx, started) = (cfg.clone(), stop_rx.clone(), started.clone());
         if cli.ota {
-            let ota = ota_device(&cli.state_dir.join(id), cli.unhealthy_version.as_deref())?;
+            let ota = sim::ota_device(&cli.state_dir.join(id), cli.unhealthy_version.as_deref())?;
             let installer = a.installer(ota.clone(), None)?;
             let announced = Arc::new(tokio::sync::Notify::new());
             cfg.update = Some(announced.clone());
-            sessions.push(tokio::spawn(ota_loop(
+            sessions.push(tokio::spawn(sim::ota_loop(
                 installer,
                 ota,
                 announced,
@@ -302,11 +170,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             a.run_session(&cfg, rx, || 0.5).await;
         }));
     }
-    let connected = bar(ids.len(), "connected");
+    let connected = sim::bar(ids.len(), "connected");
     let deadline =
         (cli.duration > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(cli.duration));
     loop {
-        let n = metric_connected(&api).await.unwrap_or(0);
+        let n = sim::connected(&api).await.unwrap_or(0);
         connected.set_position(n as u64);
         let sleep = tokio::time::sleep(Duration::from_millis(500));
         tokio::select! {
@@ -336,17 +204,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn metric_connected(api: &palisade::client::Client) -> anyhow::Result<usize> {
-    let (_, body) = api.send(Method::GET, "/metrics", None).await?;
-    let text = String::from_utf8_lossy(&body);
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with("palisade_mqtt_connected_devices "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as usize)
 }
 
 fn main() -> ExitCode {
