@@ -120,6 +120,58 @@ enum Cmd {
         #[command(subcommand)]
         cmd: factory::FactoryCmd,
     },
+    /// Shell completions on stdout: `palisade completions bash > /etc/bash_completion.d/palisade`.
+    Completions {
+        /// The shell.
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
+    /// The manual page (roff) on stdout, or with --out-dir one page per
+    /// command there: `palisade man | man -l -`.
+    Man {
+        /// Write palisade.1 and palisade-COMMAND.1 here instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// Writes shell completions for `shell` to stdout.
+fn completions(shell: &str) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        _ => Shell::Fish,
+    };
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "palisade",
+        &mut std::io::stdout(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the man page to stdout, or every command's page into `out_dir`.
+fn man(out_dir: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    match out_dir {
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            output::raw(&String::from_utf8_lossy(&out));
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing the man pages to {}", dir.display()))?;
+            output::say(format!("man pages written to {}", dir.display()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -161,6 +213,8 @@ fn main() -> ExitCode {
             Cmd::Posture(args) => palisade::posture::posture(&cli.global, args).await,
             Cmd::Keys { cmd } => palisade::keys::keys(cmd).await,
             Cmd::Tuf { cmd } => palisade::keys::tuf(&cli.global, cmd).await,
+            Cmd::Completions { shell } => completions(&shell),
+            Cmd::Man { out_dir } => man(out_dir.as_deref()),
         }
     });
     match result {
@@ -180,5 +234,33 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Completions for each shell and the man pages are generated from the
+    /// same command tree and name its commands.
+    #[test]
+    fn completions_and_man_pages_cover_the_commands() {
+        use clap::CommandFactory;
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut super::Cli::command(), "palisade", &mut out);
+            let text = String::from_utf8(out).unwrap_or_default();
+            for command in ["serve", "demo", "posture", "operator", "rollout"] {
+                assert!(text.contains(command), "{shell} completions lack {command}");
+            }
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        clap_mangen::generate_to(super::Cli::command(), dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let page = std::fs::read_to_string(dir.path().join("palisade.1")).unwrap_or_default();
+        assert!(
+            page.contains(".TH palisade") && page.contains("posture"),
+            "{page}"
+        );
+        assert!(dir.path().join("palisade-demo.1").exists());
     }
 }
