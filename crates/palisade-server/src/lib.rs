@@ -229,6 +229,11 @@ impl Server {
         })
     }
 
+    /// The composed services (for in-process front ends and benchmarks).
+    pub fn services(&self) -> Arc<Services> {
+        self.state.clone()
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &DataDir {
         &self.boot.dir

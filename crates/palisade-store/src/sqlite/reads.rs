@@ -1,6 +1,8 @@
 //! The `Store` trait over SQLite: `commit` hands the job to the writer; the
 //! reads run on the read-only pool.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use palisade_audit::{EntryDraft, StoredCheckpoint};
 use palisade_core::{DeviceId, ModelId, RolloutName, SiteName, SupplierName, Tag};
@@ -456,9 +458,12 @@ impl Store for SqliteStore {
     }
 
     async fn device_page(&self, q: &DevicePageQuery) -> Result<DevicePage, StoreError> {
+        // Placements are joined only when the site filters or sorts; otherwise
+        // the page's own placements are read afterwards (50 rows, by key).
+        let join = q.site.is_some() || q.sort == DeviceSort::Site;
         let mut count =
             sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT COUNT(*) AS n FROM devices d");
-        push_device_filters(&mut count, q)?;
+        push_device_filters(&mut count, q, join)?;
         let total = count
             .build()
             .fetch_all(self.pool())
@@ -467,24 +472,32 @@ impl Store for SqliteStore {
             .map(|r| unsigned(r, "n", "device count"))
             .transpose()?
             .unwrap_or(0);
-        let mut page = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT d.*, p.site AS placed_site, p.address AS placed_address FROM devices d",
-        );
-        push_device_filters(&mut page, q)?;
+        let mut page = sqlx::QueryBuilder::<sqlx::Sqlite>::new(if join {
+            "SELECT d.*, p.site AS placed_site, p.address AS placed_address FROM devices d"
+        } else {
+            "SELECT d.*, NULL AS placed_site, NULL AS placed_address FROM devices d"
+        });
+        push_device_filters(&mut page, q, join)?;
+        // Plain columns, so the indexes order the rows (NULL sorts first, as
+        // "never" and "unknown" should).
         let key = match q.sort {
             DeviceSort::Id => "d.id",
             DeviceSort::Model => "d.model_id",
             DeviceSort::State => "d.state",
-            DeviceSort::LastSeen => "COALESCE(d.last_seen_ms, 0)",
-            DeviceSort::Firmware => "COALESCE(d.reported_firmware, '')",
-            DeviceSort::Site => "COALESCE(p.site, '')",
+            DeviceSort::LastSeen => "d.last_seen_ms",
+            DeviceSort::Firmware => "d.reported_firmware",
+            DeviceSort::Site => "p.site",
         };
         let dir = if q.descending { "DESC" } else { "ASC" };
-        page.push(format!(" ORDER BY {key} {dir}, d.id {dir} LIMIT "))
-            .push_bind(i64::from(q.limit))
+        if q.sort == DeviceSort::Id {
+            page.push(format!(" ORDER BY d.id {dir} LIMIT "));
+        } else {
+            page.push(format!(" ORDER BY {key} {dir}, d.id {dir} LIMIT "));
+        }
+        page.push_bind(i64::from(q.limit))
             .push(" OFFSET ")
             .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
-        let rows = page
+        let mut rows = page
             .build()
             .fetch_all(self.pool())
             .await?
@@ -497,6 +510,31 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        if !join && !rows.is_empty() {
+            let ids: Vec<&str> = rows.iter().map(|r| r.device.id.as_str()).collect();
+            let list = serde_json::to_string(&ids).map_err(|e| corrupt("device page", e))?;
+            let placed: HashMap<String, (String, String)> = sqlx::query(
+                "SELECT device_id, site, address FROM device_placements
+                 WHERE device_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(list)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("device_id")?,
+                    (r.try_get("site")?, r.try_get("address")?),
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+            for row in &mut rows {
+                if let Some((site, address)) = placed.get(row.device.id.as_str()) {
+                    row.site = Some(site.clone());
+                    row.address = Some(address.clone());
+                }
+            }
+        }
         Ok(DevicePage { rows, total })
     }
 
@@ -662,21 +700,21 @@ impl Store for SqliteStore {
 fn push_device_filters(
     qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
     q: &DevicePageQuery,
+    join: bool,
 ) -> Result<(), StoreError> {
-    qb.push(" LEFT JOIN device_placements p ON p.device_id = d.id WHERE 1 = 1");
+    if join {
+        qb.push(" LEFT JOIN device_placements p ON p.device_id = d.id");
+    }
+    qb.push(" WHERE 1 = 1");
     if let Some(text) = q.search.as_deref().filter(|t| !t.is_empty()) {
-        let like = format!(
-            "%{}%",
-            text.to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
-        qb.push(" AND (lower(d.id) LIKE ")
-            .push_bind(like.clone())
-            .push(" ESCAPE '\\' OR lower(COALESCE(d.hardware_serial, '')) LIKE ")
-            .push_bind(like)
-            .push(" ESCAPE '\\')");
+        // A substring of the id (ids are lower-case by construction) or of the
+        // hardware serial, any case; instr() is plain text, no pattern.
+        let needle = text.to_lowercase();
+        qb.push(" AND (instr(d.id, ")
+            .push_bind(needle.clone())
+            .push(") > 0 OR instr(lower(d.hardware_serial), ")
+            .push_bind(needle)
+            .push(") > 0)");
     }
     if let Some(m) = &q.model {
         qb.push(" AND d.model_id = ")
