@@ -39,7 +39,7 @@ impl Chrome {
     }
 
     /// The navigation: (path, label, key).
-    pub fn nav(&self) -> [(&'static str, &'static str, &'static str); 10] {
+    pub fn nav(&self) -> [(&'static str, &'static str, &'static str); 11] {
         [
             ("/", "Overview", "overview"),
             ("/devices", "Devices", "devices"),
@@ -47,6 +47,7 @@ impl Chrome {
             ("/rollouts", "Rollouts", "rollouts"),
             ("/releases", "Releases", "releases"),
             ("/sites", "Sites and edges", "sites"),
+            ("/suppliers", "Suppliers", "suppliers"),
             ("/certificates", "Certificates", "certificates"),
             ("/posture", "Posture", "posture"),
             ("/audit", "Audit log", "audit"),

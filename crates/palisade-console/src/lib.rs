@@ -127,6 +127,7 @@ pub fn router(services: Arc<Services>, cfg: ConsoleSettings) -> Router {
         .route("/rollouts/{name}/{action}", post(rollouts::act))
         .route("/releases", get(releases::list))
         .route("/sites", get(sites::list))
+        .route("/suppliers", get(suppliers::list))
         .route("/certificates", get(certificates::list))
         .route("/audit", get(audit::page))
         .route("/posture", get(posture::page))

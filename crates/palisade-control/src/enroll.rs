@@ -840,18 +840,24 @@ impl Enrollment {
         }
     }
 
-    /// Registers a supplier's manufacturer CA (admin).
+    /// Registers a supplier's manufacturer CA (admin), with its vulnerability
+    /// disclosure contact if given.
     pub async fn add_supplier(
         &self,
         actor: &str,
         name: SupplierName,
         ca_der: Vec<u8>,
+        disclosure_contact: Option<String>,
     ) -> Result<SupplierRecord, ServiceError> {
         let info = ca_certificate(&ca_der, "manufacturer")?;
+        let disclosure_contact = disclosure_contact
+            .map(|c| check_disclosure_contact(&c))
+            .transpose()?;
         let record = SupplierRecord {
             name: name.clone(),
             ca_sha256: sha256_hex(&ca_der),
             ca_der,
+            disclosure_contact,
             created_ms: self.clock.now_ms(),
         };
         self.store
@@ -866,6 +872,33 @@ impl Enrollment {
             )
             .await?;
         Ok(record)
+    }
+
+    /// Records (or, with `None`, clears) where a supplier takes vulnerability
+    /// reports (admin); audited.
+    pub async fn set_supplier_contact(
+        &self,
+        actor: &str,
+        name: &SupplierName,
+        contact: Option<String>,
+    ) -> Result<SupplierRecord, ServiceError> {
+        let contact = contact.map(|c| check_disclosure_contact(&c)).transpose()?;
+        self.store
+            .commit(
+                vec![Change::SetSupplierContact {
+                    name: name.clone(),
+                    contact: contact.clone(),
+                }],
+                vec![
+                    EntryDraft::success(actor, "supplier.contact", name.as_str())
+                        .with_detail(json!({ "disclosure_contact": contact })),
+                ],
+            )
+            .await?;
+        self.store
+            .supplier(name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("supplier {name} not found")))
     }
 
     /// Registers a TPM vendor CA (admin): EK certificates must chain to one.
@@ -1080,4 +1113,25 @@ impl Enrollment {
             record,
         ))
     }
+}
+
+/// A vulnerability disclosure contact: a `mailto:` or `https:` URI of at most
+/// 256 printable characters.
+pub fn check_disclosure_contact(c: &str) -> Result<String, ServiceError> {
+    let c = c.trim();
+    let scheme_ok = c.starts_with("mailto:") || c.starts_with("https://");
+    if !scheme_ok
+        || c.len() > 256
+        || c.len() < 10
+        || c.chars().any(|ch| ch.is_control() || ch.is_whitespace())
+    {
+        return Err(ServiceError::BadRequest {
+            code: "bad_disclosure_contact",
+            message: format!(
+                "the disclosure contact must be a mailto: or https:// address of at most 256 characters without spaces, not {:?}",
+                c.chars().take(64).collect::<String>()
+            ),
+        });
+    }
+    Ok(c.to_owned())
 }

@@ -201,7 +201,7 @@ impl Posture {
                 Supplier {
                     name: s.name.to_string(),
                     signing_keys: u32::try_from(keys).unwrap_or(u32::MAX),
-                    disclosure_contact: None,
+                    disclosure_contact: s.disclosure_contact.clone(),
                 },
             );
         }

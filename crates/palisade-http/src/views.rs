@@ -447,6 +447,9 @@ pub struct SupplierView {
     pub name: String,
     /// SHA-256 (hex) of its manufacturer CA certificate.
     pub ca_sha256: String,
+    /// Where it takes vulnerability reports, if on record.
+    #[serde(default)]
+    pub disclosure_contact: Option<String>,
     /// Registered.
     pub created_at: String,
 }
@@ -456,6 +459,7 @@ impl From<&SupplierRecord> for SupplierView {
         Self {
             name: s.name.to_string(),
             ca_sha256: s.ca_sha256.clone(),
+            disclosure_contact: s.disclosure_contact.clone(),
             created_at: rfc3339(s.created_ms),
         }
     }
@@ -693,6 +697,17 @@ pub struct AddSupplier {
     pub name: String,
     /// Its manufacturer CA certificate, PEM.
     pub ca_pem: String,
+    /// Where it takes vulnerability reports: a `mailto:` or `https://` URI.
+    #[serde(default)]
+    pub disclosure_contact: Option<String>,
+}
+
+/// Sets (or, with null, clears) a supplier's vulnerability disclosure contact.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetDisclosureContact {
+    /// A `mailto:` or `https://` URI, or null.
+    pub disclosure_contact: Option<String>,
 }
 
 /// An imported batch.

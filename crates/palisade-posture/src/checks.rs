@@ -706,9 +706,9 @@ fn disclosure_contact(e: &DeviceEvidence) -> Finding {
                 vec![fact("disclosure contact", c)],
             ),
             None => finding(
-                Outcome::Unknown,
+                Outcome::Fail,
                 format!(
-                    "no vulnerability disclosure contact is on record for supplier {}",
+                    "no vulnerability disclosure contact is on record for supplier {} (palisade supplier contact)",
                     s.name
                 ),
                 vec![],

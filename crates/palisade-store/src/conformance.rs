@@ -692,6 +692,7 @@ pub async fn onboarding_records_round_trip_and_enrolment_tokens_are_single_use(b
         name: id::<SupplierName>("acme"),
         ca_der: vec![1, 2],
         ca_sha256: "aa".repeat(32),
+        disclosure_contact: None,
         created_ms: 1,
     };
     let token = |tid: &str, expires_ms| {
@@ -742,9 +743,39 @@ pub async fn onboarding_records_round_trip_and_enrolment_tokens_are_single_use(b
     .await;
     assert_eq!(
         store.supplier(&id("acme")).await.expect("read"),
-        Some(supplier)
+        Some(supplier.clone())
     );
     assert_eq!(store.suppliers().await.expect("read").len(), 1);
+    // The disclosure contact is recorded, read back and cleared.
+    ok(
+        &*store,
+        vec![Change::SetSupplierContact {
+            name: id("acme"),
+            contact: Some("mailto:psirt@acme.example".into()),
+        }],
+    )
+    .await;
+    assert_eq!(
+        store
+            .supplier(&id("acme"))
+            .await
+            .expect("read")
+            .and_then(|s| s.disclosure_contact)
+            .as_deref(),
+        Some("mailto:psirt@acme.example")
+    );
+    ok(
+        &*store,
+        vec![Change::SetSupplierContact {
+            name: id("acme"),
+            contact: None,
+        }],
+    )
+    .await;
+    assert_eq!(
+        store.supplier(&id("acme")).await.expect("read"),
+        Some(supplier.clone())
+    );
     assert_eq!(
         store.supplier_keys(&id("acme")).await.expect("read").len(),
         1

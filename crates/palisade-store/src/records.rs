@@ -305,6 +305,8 @@ pub struct SupplierRecord {
     pub ca_der: Vec<u8>,
     /// SHA-256 (hex) of the CA certificate.
     pub ca_sha256: String,
+    /// Where it takes vulnerability reports (`mailto:` or `https:`), if on record.
+    pub disclosure_contact: Option<String>,
     /// Registered, Unix ms.
     pub created_ms: i64,
 }
@@ -599,6 +601,13 @@ pub enum Change {
     },
     /// Register a supplier's manufacturer CA.
     InsertSupplier(SupplierRecord),
+    /// Record (or clear) a supplier's vulnerability disclosure contact.
+    SetSupplierContact {
+        /// The supplier.
+        name: SupplierName,
+        /// The contact, or none.
+        contact: Option<String>,
+    },
     /// Record an imported batch (its devices are `InsertDevice` changes).
     InsertBatch(BatchRecord),
     /// Add a one-time enrolment token.
@@ -1048,6 +1057,7 @@ impl Change {
             | Change::RevokeToken { .. }
             | Change::BumpCounter { .. } => ChangeFamily::Credentials,
             Change::InsertSupplier { .. }
+            | Change::SetSupplierContact { .. }
             | Change::InsertBatch { .. }
             | Change::InsertEnrollmentToken { .. }
             | Change::ConsumeEnrollmentToken { .. }

@@ -812,3 +812,128 @@ async fn console_accounts_are_created_by_admins_with_strong_passwords_and_disabl
     assert!(audit.iter().any(|e| e.action == "account.disable"));
     r.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_suppliers_disclosure_contact_is_checked_recorded_and_judged() {
+    let r = start().await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "acme Manufacturer CA");
+    let ca_pem = params.self_signed(&key).unwrap().pem();
+    // A contact that is no mailto: or https: address is refused, and nothing is stored.
+    for bad in ["call us", "javascript:alert(1)", "mailto:a b@example.com"] {
+        let (status, body) = r
+            .admin
+            .send(
+                Method::POST,
+                "/api/v1/suppliers",
+                Some(&json!({ "name": "acme", "ca_pem": ca_pem, "disclosure_contact": bad })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(String::from_utf8_lossy(&body).contains("bad_disclosure_contact"));
+    }
+    let none: Vec<SupplierView> = r
+        .admin
+        .call(Method::GET, "/api/v1/suppliers", None)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // Registered without one: ETSI EN 303 645 5.2 fails for its devices.
+    let s: SupplierView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/suppliers",
+            Some(&json!({ "name": "acme", "ca_pem": ca_pem })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.disclosure_contact, None);
+    let _: Value = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/models",
+            Some(&json!({ "id": "lock", "supplier": "acme" })),
+        )
+        .await
+        .unwrap();
+    let _: DeviceView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/devices",
+            Some(&json!({ "id": "lock-1", "model": "lock" })),
+        )
+        .await
+        .unwrap();
+    let provision = |v: &Value| -> Value {
+        v["frameworks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["framework"] == "etsi-en-303-645")
+            .and_then(|f| f["controls"].as_array())
+            .and_then(|cs| cs.iter().find(|c| c["control"] == "5.2").cloned())
+            .unwrap()
+    };
+    let v: Value = r
+        .admin
+        .call(Method::GET, "/api/v1/posture/devices/lock-1", None)
+        .await
+        .unwrap();
+    assert_eq!(provision(&v)["outcome"], "fail", "{v}");
+    // Recorded: it passes, with the contact as its evidence.
+    let s: SupplierView = r
+        .admin
+        .call(
+            Method::PUT,
+            "/api/v1/suppliers/acme/disclosure-contact",
+            Some(&json!({ "disclosure_contact": "mailto:psirt@acme.example" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.disclosure_contact.as_deref(),
+        Some("mailto:psirt@acme.example")
+    );
+    let v: Value = r
+        .admin
+        .call(Method::GET, "/api/v1/posture/devices/lock-1", None)
+        .await
+        .unwrap();
+    let p = provision(&v);
+    assert_eq!(p["outcome"], "pass", "{p}");
+    assert!(p.to_string().contains("psirt@acme.example"));
+    // An unknown supplier is a 404; a bad one on update a 400.
+    let (status, _) = r
+        .admin
+        .send(
+            Method::PUT,
+            "/api/v1/suppliers/nobody/disclosure-contact",
+            Some(&json!({ "disclosure_contact": "https://nobody.example/security" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = r
+        .admin
+        .send(
+            Method::PUT,
+            "/api/v1/suppliers/acme/disclosure-contact",
+            Some(&json!({ "disclosure_contact": "ftp://acme.example" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    r.handle.shutdown().await;
+}

@@ -146,6 +146,7 @@ with sync_playwright() as p:
         ("08-releases", "/releases"),
         ("09-sites", "/sites"),
         ("10-certificates", "/certificates"),
+        ("10s-suppliers", "/suppliers"),
         ("11-audit", "/audit"),
         ("12-posture", "/posture"),
         ("13-posture-etsi", "/posture?framework=etsi-en-303-645"),

@@ -10,3 +10,4 @@ pub mod posture;
 pub mod releases;
 pub mod rollouts;
 pub mod sites;
+pub mod suppliers;

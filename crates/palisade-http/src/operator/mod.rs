@@ -105,6 +105,10 @@ pub(crate) fn router(state: OperatorApi) -> Router {
             get(onboarding::list_firmware).post(onboarding::add_firmware),
         )
         .route(
+            "/api/v1/suppliers/{name}/disclosure-contact",
+            put(onboarding::set_disclosure_contact),
+        )
+        .route(
             "/api/v1/suppliers/{name}/keys",
             get(releases::list_supplier_keys).post(releases::add_supplier_key),
         )
@@ -230,7 +234,7 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         fleet::send_command, fleet::list_commands,
         certificates::list_certificates, certificates::get_certificate, certificates::revoke_certificate,
         tokens::list_tokens, tokens::create_token, tokens::revoke_token,
-        onboarding::list_suppliers, onboarding::add_supplier, onboarding::import_batch,
+        onboarding::list_suppliers, onboarding::add_supplier, onboarding::set_disclosure_contact, onboarding::import_batch,
         onboarding::create_enrollment_token,
         onboarding::list_tpm_vendors, onboarding::add_tpm_vendor, onboarding::list_firmware,
         onboarding::add_firmware,

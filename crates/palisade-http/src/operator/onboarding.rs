@@ -35,8 +35,31 @@ pub(crate) async fn add_supplier(
     let name: palisade_core::SupplierName = parse_id(&s, &c, "supplier.add", &req.name).await?;
     let der = pem_to_der(&req.ca_pem, "CERTIFICATE")
         .map_err(|e| ApiError::bad_request("bad_ca", e.to_string()))?;
-    let rec = s.enrollment.add_supplier(&c.actor(), name, der).await?;
+    let rec = s
+        .enrollment
+        .add_supplier(&c.actor(), name, der, req.disclosure_contact)
+        .await?;
     Ok((StatusCode::CREATED, Json((&rec).into())))
+}
+
+/// Sets or clears where a supplier takes vulnerability reports (admin).
+#[utoipa::path(put, path = "/api/v1/suppliers/{name}/disclosure-contact", tag = "onboarding",
+    params(("name" = String, Path)), request_body = SetDisclosureContact,
+    responses((status = 200, body = SupplierView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn set_disclosure_contact(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Body(req): Body<SetDisclosureContact>,
+) -> Result<Json<SupplierView>, ApiError> {
+    c.require(&s, Access::Admin, "set suppliers' disclosure contacts")
+        .await?;
+    let name: palisade_core::SupplierName = parse_id(&s, &c, "supplier.contact", &name).await?;
+    let rec = s
+        .enrollment
+        .set_supplier_contact(&c.actor(), &name, req.disclosure_contact)
+        .await?;
+    Ok(Json((&rec).into()))
 }
 
 /// Imports a signed batch manifest (operator or admin): the body is the manifest file.

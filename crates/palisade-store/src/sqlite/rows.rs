@@ -241,6 +241,7 @@ pub(super) fn supplier_from_row(r: &SqliteRow) -> Result<SupplierRecord, StoreEr
         name: name(r, "name", "supplier")?,
         ca_der: r.try_get("ca_der")?,
         ca_sha256: r.try_get("ca_sha256")?,
+        disclosure_contact: r.try_get("disclosure_contact")?,
         created_ms: r.try_get("created_ms")?,
     })
 }

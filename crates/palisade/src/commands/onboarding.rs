@@ -151,6 +151,20 @@ pub enum SupplierCmd {
         /// Manufacturer CA certificate (PEM).
         #[arg(long, value_name = "FILE")]
         ca_cert: PathBuf,
+        /// Where it takes vulnerability reports (`mailto:…` or `https://…`).
+        #[arg(long, value_name = "URI")]
+        disclosure_contact: Option<String>,
+    },
+    /// Record where a supplier takes vulnerability reports (admin); `--clear` removes it.
+    Contact {
+        /// Supplier name.
+        name: String,
+        /// `mailto:…` or `https://…`.
+        #[arg(required_unless_present = "clear", value_name = "URI")]
+        contact: Option<String>,
+        /// Remove the contact on record.
+        #[arg(long, conflicts_with = "contact")]
+        clear: bool,
     },
     /// List registered suppliers.
     List,
@@ -207,17 +221,40 @@ pub enum EnrollmentTokenCmd {
 pub async fn supplier(g: &Global, cmd: SupplierCmd) -> anyhow::Result<ExitCode> {
     let c = client(g)?;
     let list = match cmd {
-        SupplierCmd::Add { name, ca_cert } => {
+        SupplierCmd::Add {
+            name,
+            ca_cert,
+            disclosure_contact,
+        } => {
             let pem = std::fs::read_to_string(&ca_cert)
                 .with_context(|| format!("reading {}", ca_cert.display()))?;
             let s: SupplierView = c
                 .call(
                     Method::POST,
                     "/api/v1/suppliers",
-                    Some(&json!({ "name": name, "ca_pem": pem })),
+                    Some(&json!({ "name": name, "ca_pem": pem,
+                                  "disclosure_contact": disclosure_contact })),
                 )
                 .await?;
             say(format!("registered supplier {}", s.name));
+            vec![s]
+        }
+        SupplierCmd::Contact {
+            name,
+            contact,
+            clear,
+        } => {
+            let s: SupplierView = c
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/suppliers/{}/disclosure-contact", enc(&name)),
+                    Some(&json!({ "disclosure_contact": if clear { None } else { contact } })),
+                )
+                .await?;
+            say(match &s.disclosure_contact {
+                Some(x) => format!("{} takes vulnerability reports at {x}", s.name),
+                None => format!("{} has no disclosure contact on record", s.name),
+            });
             vec![s]
         }
         SupplierCmd::List => c.call(Method::GET, "/api/v1/suppliers", None).await?,
@@ -258,12 +295,19 @@ pub async fn supplier(g: &Global, cmd: SupplierCmd) -> anyhow::Result<ExitCode> 
     };
     let rows = list
         .iter()
-        .map(|s| vec![s.name.clone(), s.ca_sha256.clone(), s.created_at.clone()])
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.ca_sha256.clone(),
+                s.disclosure_contact.clone().unwrap_or_else(|| "-".into()),
+                s.created_at.clone(),
+            ]
+        })
         .collect();
     data(
         g.json,
         &list,
-        &["supplier", "ca sha-256", "registered"],
+        &["supplier", "ca sha-256", "disclosure contact", "registered"],
         rows,
     );
     Ok(ExitCode::SUCCESS)

@@ -233,7 +233,7 @@ async fn supplier(api: &Client, dir: &Path) -> anyhow::Result<Vec<u8>> {
     post(
         api,
         "/api/v1/suppliers",
-        json!({ "name": "acme", "ca_pem": ca_pem }),
+        json!({ "name": "acme", "ca_pem": ca_pem, "disclosure_contact": "mailto:psirt@acme.example" }),
     )
     .await?;
     let rng = ring::rand::SystemRandom::new();

@@ -14,15 +14,30 @@ pub(super) async fn apply(
     match change {
         Change::InsertSupplier(r) => {
             sqlx::query(
-                "INSERT INTO suppliers (name, ca_der, ca_sha256, created_ms) VALUES (?, ?, ?, ?)",
+                "INSERT INTO suppliers (name, ca_der, ca_sha256, disclosure_contact, created_ms)
+                 VALUES (?, ?, ?, ?, ?)",
             )
             .bind(r.name.as_str())
             .bind(&r.ca_der)
             .bind(&r.ca_sha256)
+            .bind(r.disclosure_contact.as_deref())
             .bind(r.created_ms)
             .execute(&mut *c)
             .await
             .map_err(|e| map_unique(e, "supplier", r.name.as_str()))?;
+        }
+        Change::SetSupplierContact { name, contact } => {
+            let done = sqlx::query("UPDATE suppliers SET disclosure_contact = ? WHERE name = ?")
+                .bind(contact.as_deref())
+                .bind(name.as_str())
+                .execute(&mut *c)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound {
+                    what: "supplier",
+                    key: name.to_string(),
+                });
+            }
         }
         Change::InsertBatch(b) => {
             sqlx::query(
