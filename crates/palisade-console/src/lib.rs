@@ -127,6 +127,11 @@ pub fn router(services: Arc<Services>, cfg: ConsoleSettings) -> Router {
         .route("/rollouts/{name}/{action}", post(rollouts::act))
         .route("/releases", get(releases::list))
         .route("/sites", get(sites::list))
+        .route("/sites/{name}/unmanaged", get(unmanaged::page))
+        .route(
+            "/sites/{name}/unmanaged/{address}/{action}",
+            post(unmanaged::act),
+        )
         .route("/suppliers", get(suppliers::list))
         .route("/certificates", get(certificates::list))
         .route("/audit", get(audit::page))

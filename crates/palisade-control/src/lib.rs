@@ -10,7 +10,7 @@
 //!    [`attestation`], [`rollouts`], [`alerts`], [`deliver`];
 //! 3. services that build on others — [`enroll`] (attestation), [`monitor`]
 //!    (alerts, network; it follows the bus), [`posture`] (reads everything,
-//!    judges with `palisade-posture`).
+//!    judges with `palisade-posture`), [`unmanaged`] (monitor, network).
 //!
 //! No service calls one above it: what flows upward (a device's messages and
 //! sessions, refused credentials, failed attestations) is published on the
@@ -44,6 +44,7 @@ pub mod sessions;
 pub mod tls;
 pub mod tokens;
 pub mod tuf;
+pub mod unmanaged;
 
 pub use error::{EnrollError, ServiceError};
 pub use events::{Event, EventBus, LocalBus};

@@ -30,6 +30,12 @@ use palisade_mqtt::TopicKind;
 const QUEUE: usize = 65_536;
 /// Timeline events waiting to be written, at most.
 const EVENT_QUEUE: usize = 16_384;
+/// Flow addresses of no device waiting for the unmanaged-hosts service, at most.
+const UNMAPPED_QUEUE: usize = 16_384;
+
+/// An address on a site's segment that a flow names and no device holds:
+/// the site, the sighting, its bytes, when (Unix ms).
+pub type Unmapped = (SiteName, palisade_policy::hosts::HostSeen, u64, i64);
 
 /// The monitoring front door: services hand it observations and timeline events.
 #[derive(Debug)]
@@ -38,6 +44,8 @@ pub struct Monitor {
     rx: std::sync::Mutex<Option<mpsc::Receiver<Observation>>>,
     events_tx: mpsc::Sender<DeviceEventRecord>,
     events_rx: std::sync::Mutex<Option<mpsc::Receiver<DeviceEventRecord>>>,
+    unmapped_tx: mpsc::Sender<Unmapped>,
+    unmapped_rx: std::sync::Mutex<Option<mpsc::Receiver<Unmapped>>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 }
@@ -47,11 +55,14 @@ impl Monitor {
     pub fn new(metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (unmapped_tx, unmapped_rx) = mpsc::channel(UNMAPPED_QUEUE);
         Self {
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
             events_tx,
             events_rx: std::sync::Mutex::new(Some(events_rx)),
+            unmapped_tx,
+            unmapped_rx: std::sync::Mutex::new(Some(unmapped_rx)),
             metrics,
             clock,
         }
@@ -68,6 +79,12 @@ impl Monitor {
         if self.tx.try_send(o).is_err() {
             self.metrics.monitor_dropped("observation");
         }
+    }
+
+    /// The flow addresses no device holds, for the unmanaged-hosts service
+    /// (once: the first caller takes them).
+    pub fn take_unmapped(&self) -> Option<mpsc::Receiver<Unmapped>> {
+        self.unmapped_rx.lock().ok().and_then(|mut r| r.take())
     }
 
     /// Adds an event to a device's timeline.
@@ -549,6 +566,22 @@ impl MonitorDeps {
         let mut mapped = false;
         for (outbound, addr) in [(true, f.src), (false, f.dst)] {
             let Some(entry) = m.lookup(addr, f.exporter) else {
+                if let Some(site) = m.segment_site(addr, f.exporter) {
+                    let seen = palisade_policy::hosts::HostSeen {
+                        address: addr,
+                        mac: None,
+                        hostname: None,
+                        source: palisade_policy::hosts::HostSource::Flows,
+                    };
+                    if self
+                        .monitor
+                        .unmapped_tx
+                        .try_send((site.clone(), seen, f.octets, f.end_ms))
+                        .is_err()
+                    {
+                        self.metrics.monitor_dropped("unmanaged_sighting");
+                    }
+                }
                 continue;
             };
             mapped = true;
@@ -600,6 +633,8 @@ pub struct AddressMap {
     edges: HashMap<IpAddr, SiteName>,
     dns: HashMap<SiteName, DnsView>,
     models: HashMap<String, String>,
+    /// Each site's bundle (its segments, for addresses no device holds).
+    sites: Vec<Arc<SiteBundle>>,
 }
 
 impl AddressMap {
@@ -617,6 +652,7 @@ impl AddressMap {
         };
         for site in store.sites().await? {
             let bundle = Arc::new(network.bundle(&site.name).await?);
+            m.sites.push(bundle.clone());
             for (index, d) in bundle.devices.iter().enumerate() {
                 m.by_address.entry(d.address).or_default().push(Placed {
                     site: site.name.clone(),
@@ -652,6 +688,20 @@ impl AddressMap {
             v.prune(now_ms);
         }
         Ok(m)
+    }
+
+    /// The site on whose segments `addr` is a host address (the exporter's
+    /// site when several sites use the same private range), if any.
+    fn segment_site(&self, addr: IpAddr, exporter: IpAddr) -> Option<SiteName> {
+        let mut on = self
+            .sites
+            .iter()
+            .filter(|b| palisade_policy::hosts::on_segments(&b.spec, addr));
+        let first = on.next()?;
+        match on.next() {
+            None => first.site.parse().ok(),
+            Some(_) => self.edges.get(&exporter).cloned(),
+        }
     }
 
     fn lookup(&self, addr: IpAddr, exporter: IpAddr) -> Option<&Placed> {

@@ -83,7 +83,7 @@ impl Network {
         self.changed.subscribe()
     }
 
-    fn touched(&self) {
+    pub(crate) fn touched(&self) {
         self.changed.send_modify(|v| *v += 1);
     }
 
@@ -242,6 +242,7 @@ impl Network {
             version: 0,
             issued_ms: 0,
             spec: spec.clone(),
+            blocked: vec![],
             devices: vec![],
         };
         palisade_policy::site::render(&probe).map_err(|e| bad(e.to_string()))?;
@@ -452,12 +453,38 @@ impl Network {
                 policy: policy.with(&overrides),
             });
         }
+        // Blocked unmanaged hosts, leaving out any address a device now
+        // holds (the device's policy governs it). Every decision counts for
+        // the version, so an unblock also reaches the edges.
+        for u in self.store.unmanaged(Some(site), None).await? {
+            if let Some((_, at)) = &u.decided {
+                version = version.max(*at);
+            }
+        }
+        let placed: std::collections::HashSet<IpAddr> = out.iter().map(|d| d.address).collect();
+        let mut blocked = Vec::new();
+        for u in self
+            .store
+            .unmanaged(Some(site), Some(palisade_core::UnmanagedState::Blocked))
+            .await?
+        {
+            if let Some((_, at)) = &u.decided {
+                version = version.max(*at);
+            }
+            if let Ok(a) = u.address.parse::<IpAddr>()
+                && !placed.contains(&a)
+                && spec.segments.iter().any(|s| s.subnet.contains(a))
+            {
+                blocked.push(a);
+            }
+        }
         Ok(SiteBundle {
             site: site.to_string(),
             version: u64::try_from(version).unwrap_or(0),
             issued_ms: self.clock.now_ms(),
             spec,
             devices: out,
+            blocked,
         })
     }
 

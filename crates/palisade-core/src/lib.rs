@@ -19,4 +19,6 @@ pub use ids::{DeviceId, IdError, ModelId, OperatorName, RolloutName, SiteName, S
 pub use lifecycle::{DeviceState, TransitionError};
 pub use role::{Role, RoleError};
 pub use signer::{KeyAlgorithm, KeyProtection, Signer, SignerError, ecdsa_fixed_to_der, spki_der};
-pub use states::{AlertState, RolloutDeviceState, RolloutState, UnknownState, UpdateState};
+pub use states::{
+    AlertState, RolloutDeviceState, RolloutState, UnknownState, UnmanagedState, UpdateState,
+};

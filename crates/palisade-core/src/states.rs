@@ -174,6 +174,18 @@ named_states! {
     }
 }
 
+named_states! {
+    /// What the operator decided about an address that is no enrolled device.
+    UnmanagedState, "an unmanaged host's state" {
+        /// Seen, not decided yet.
+        Seen => "seen",
+        /// Cut off by the site's edge.
+        Blocked => "blocked",
+        /// Registered as a device (it still has to enrol).
+        Adopted => "adopted",
+    }
+}
+
 impl AlertState {
     /// Whether the alert still counts repeats (open or acknowledged).
     pub fn is_unresolved(self) -> bool {

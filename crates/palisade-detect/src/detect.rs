@@ -37,11 +37,14 @@ pub enum Detector {
     NewListeningPort,
     /// A device unlike the rest of its model's fleet.
     FleetOutlier,
+    /// An address at a site that maps to no enrolled device (seen in flows,
+    /// the edge's neighbour table or its DHCP leases); raised once per address.
+    UnmanagedDevice,
 }
 
 impl Detector {
     /// Every detector.
-    pub const ALL: [Detector; 10] = [
+    pub const ALL: [Detector; 11] = [
         Detector::PolicyViolation,
         Detector::ScanHorizontal,
         Detector::ScanVertical,
@@ -52,6 +55,7 @@ impl Detector {
         Detector::ClonedIdentity,
         Detector::NewListeningPort,
         Detector::FleetOutlier,
+        Detector::UnmanagedDevice,
     ];
 
     /// Its name in the API, alerts and configuration.
@@ -67,6 +71,7 @@ impl Detector {
             Detector::ClonedIdentity => "cloned_identity",
             Detector::NewListeningPort => "new_listening_port",
             Detector::FleetOutlier => "fleet_outlier",
+            Detector::UnmanagedDevice => "unmanaged_device",
         }
     }
 
@@ -84,7 +89,9 @@ impl Detector {
             | Detector::ScanVertical
             | Detector::VolumeSpike
             | Detector::Beaconing => Severity::High,
-            Detector::FailedLogins | Detector::NewListeningPort => Severity::Medium,
+            Detector::FailedLogins | Detector::NewListeningPort | Detector::UnmanagedDevice => {
+                Severity::Medium
+            }
             Detector::FleetOutlier => Severity::Low,
         }
     }
@@ -256,6 +263,20 @@ pub enum Observation {
         device: String,
         /// Why.
         reason: String,
+        /// When.
+        at_ms: i64,
+    },
+    /// An address at a site that maps to no enrolled device, seen for the
+    /// first time.
+    UnmanagedHost {
+        /// The site.
+        site: String,
+        /// The address.
+        address: IpAddr,
+        /// Its link-layer address, if known.
+        mac: Option<String>,
+        /// Where it was seen: `flows`, `neighbours` or `leases`.
+        source: String,
         /// When.
         at_ms: i64,
     },
@@ -724,6 +745,25 @@ impl Engine {
                 json!({ "peer": peer.map(|p| p.to_string()), "reason": reason }),
                 *at_ms,
             )),
+            Observation::UnmanagedHost {
+                site,
+                address,
+                mac,
+                source,
+                at_ms,
+            } => out.push(Finding {
+                detector: Detector::UnmanagedDevice,
+                severity: Detector::UnmanagedDevice.severity(),
+                device: None,
+                peer: Some(address.to_string()),
+                key: format!("{}:{site}:{address}", Detector::UnmanagedDevice.as_str()),
+                summary: format!(
+                    "{address} at site {site} is no enrolled device{} (seen in {source}): adopt or block it",
+                    mac.as_deref().map(|m| format!(", MAC {m}")).unwrap_or_default()
+                ),
+                evidence: json!({ "site": site, "address": address, "mac": mac, "source": source }),
+                at_ms: *at_ms,
+            }),
             Observation::AttestationFailed {
                 device,
                 reason,

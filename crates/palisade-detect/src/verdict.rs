@@ -255,6 +255,7 @@ mod tests {
                     quarantine: false,
                 }],
             ),
+            blocked: vec![],
             devices: vec![SiteDevice {
                 device: "cam-1".into(),
                 address: ok("10.0.1.10"),

@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod flows;
+mod hosts;
 mod legacy;
 mod proxy;
 
@@ -103,6 +104,19 @@ enum Cmd {
         /// immediate mode, so flows are exported within seconds on light traffic).
         #[arg(long, env = "PALISADE_EDGE_SOFTFLOWD_PRELOAD", value_name = "FILE")]
         softflowd_preload: Option<std::path::PathBuf>,
+        /// The site resolver's dnsmasq DHCP lease file, read to report hosts
+        /// on the segments (unmanaged hosts); a missing file reports none.
+        #[arg(
+            long,
+            env = "PALISADE_EDGE_DHCP_LEASES",
+            value_name = "FILE",
+            default_value = "/var/lib/misc/dnsmasq.leases"
+        )]
+        dhcp_leases: std::path::PathBuf,
+        /// The `ip` program (iproute2), read for the neighbour table and the
+        /// edge's own addresses on its segments.
+        #[arg(long, env = "PALISADE_EDGE_IP", default_value = "ip")]
+        ip: String,
     },
 }
 
@@ -394,6 +408,8 @@ struct Services {
     upstream_mqtt: Option<String>,
     softflowd: String,
     softflowd_preload: Option<std::path::PathBuf>,
+    dhcp_leases: Option<std::path::PathBuf>,
+    ip: String,
 }
 
 async fn run(
@@ -583,9 +599,19 @@ async fn run(
             .denied
             .load(std::sync::atomic::Ordering::Relaxed)
             .into();
+        let seen = match current.read().await.as_ref() {
+            Some(bundle) => hosts::seen(
+                &services.ip,
+                services.dhcp_leases.as_deref(),
+                bundle,
+                palisade_core::Clock::now_ms(&SystemClock) / 1000,
+            ),
+            None => hosts::Seen::default(),
+        };
         let status = serde_json::json!({
             "applied_version": applied, "counters": c, "error": last_error,
             "dns": dns.lock().await.answers.clone(),
+            "hosts": seen.hosts, "own": seen.own,
         });
         if let Err(e) = call(&a, Method::POST, "/edge/v1/status", Some(status)).await {
             tracing::warn!(error = %e, "could not report the edge status");
@@ -644,6 +670,8 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
             upstream_mqtt,
             softflowd,
             softflowd_preload,
+            dhcp_leases,
+            ip,
         } => {
             let s = Services {
                 proxy_listen,
@@ -651,6 +679,8 @@ async fn main_async(cli: Cli) -> anyhow::Result<ExitCode> {
                 upstream_mqtt,
                 softflowd,
                 softflowd_preload,
+                dhcp_leases: Some(dhcp_leases),
+                ip,
             };
             run(&common, &nft, once, wait_secs, s).await
         }

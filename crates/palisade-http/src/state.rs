@@ -57,6 +57,8 @@ pub struct Services {
     pub posture: Arc<palisade_control::posture::Posture>,
     /// Network policy: MUD, sites, placements, edge bundles.
     pub network: Arc<palisade_control::network::Network>,
+    /// Addresses at sites that are no enrolled device.
+    pub unmanaged: Arc<palisade_control::unmanaged::Unmanaged>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Rate limit for auditing auth failures.

@@ -5,6 +5,7 @@
 //! manufacturer) stay symbolic until a site resolves them. Policies are
 //! allowlists: what no rule allows is denied.
 
+pub mod hosts;
 pub mod mud;
 pub mod signed;
 pub mod site;

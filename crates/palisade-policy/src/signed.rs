@@ -86,6 +86,7 @@ mod tests {
             version,
             issued_ms: 0,
             spec: SiteSpec::new("10.0.0.1".parse().unwrap(), vec![], vec![]),
+            blocked: vec![],
             devices: vec![],
         }
     }

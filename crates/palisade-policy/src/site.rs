@@ -70,6 +70,12 @@ pub struct SiteBundle {
     pub spec: SiteSpec,
     /// Devices.
     pub devices: Vec<SiteDevice>,
+    /// Addresses on the site's segments that are no enrolled device and that
+    /// the operator blocked: cut off from everything, the control plane,
+    /// the resolver and the edge itself included. Absent when empty, so an
+    /// edge that predates it still reads bundles that block nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<IpAddr>,
 }
 
 /// What an operator says about a site (`palisade site set`).
@@ -387,6 +393,35 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
         .collect();
     set(w, "quarantined4", "ipv4_addr", "interval", &q4);
     set(w, "quarantined6", "ipv6_addr", "interval", &q6);
+    if b.blocked.len() > MAX_DEVICES {
+        return Err(PolicyError::Range(format!(
+            "more than {MAX_DEVICES} blocked addresses in a bundle"
+        )));
+    }
+    let mut blocked4: Vec<String> = vec![];
+    let mut blocked6: Vec<String> = vec![];
+    for a in &b.blocked {
+        if !b.spec.segments.iter().any(|s| s.subnet.contains(*a)) {
+            return Err(PolicyError::Range(format!(
+                "blocked address {a} is on none of the site's segments"
+            )));
+        }
+        if b.devices.iter().any(|d| d.address == *a) {
+            return Err(PolicyError::Range(format!(
+                "blocked address {a} is a placed device's"
+            )));
+        }
+        match a {
+            IpAddr::V4(_) => blocked4.push(a.to_string()),
+            IpAddr::V6(_) => blocked6.push(a.to_string()),
+        }
+    }
+    for v in [&mut blocked4, &mut blocked6] {
+        v.sort();
+        v.dedup();
+    }
+    set(w, "blocked4", "ipv4_addr", "interval", &blocked4);
+    set(w, "blocked6", "ipv6_addr", "interval", &blocked6);
     let cp4: Vec<String> = b
         .spec
         .control_plane
@@ -422,6 +457,7 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
         "denied_in",
         "quarantine_drops",
         "dns_other_drops",
+        "unmanaged_drops",
     ] {
         let _ = writeln!(w, "  counter {c} {{ }}");
     }
@@ -447,6 +483,8 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     oifname {{ {ifs} }} jump to_device
   }}
   chain from_device {{
+    ip saddr @blocked4 counter name unmanaged_drops drop
+    ip6 saddr @blocked6 counter name unmanaged_drops drop
     ip daddr . meta l4proto . th dport @control4 accept
     ip6 daddr . meta l4proto . th dport @control6 accept
     ip saddr @quarantined4 counter name quarantine_drops drop
@@ -461,6 +499,8 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     counter name denied_out drop
   }}
   chain to_device {{
+    ip daddr @blocked4 counter name unmanaged_drops drop
+    ip6 daddr @blocked6 counter name unmanaged_drops drop
     ip saddr . meta l4proto . th sport @control4 accept
     ip6 saddr . meta l4proto . th sport @control6 accept
     ip daddr @quarantined4 counter name quarantine_drops drop
@@ -475,6 +515,8 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     iifname {{ {ifs} }} jump device_to_edge
   }}
   chain device_to_edge {{
+    ip saddr @blocked4 counter name unmanaged_drops drop
+    ip6 saddr @blocked6 counter name unmanaged_drops drop
     ip saddr @quarantined4 counter name quarantine_drops drop
     ip6 saddr @quarantined6 counter name quarantine_drops drop
     ct state established,related accept

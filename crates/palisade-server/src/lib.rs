@@ -87,6 +87,9 @@ impl Handle {
     }
 }
 
+/// How often sightings of unmanaged hosts are written (and new ones alerted).
+const UNMANAGED_FLUSH_SECS: u64 = 5;
+
 impl Server {
     /// Checks the configuration and loads or creates all state.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
@@ -183,7 +186,14 @@ impl Server {
                 absolute_ms: i64::from(config.console.session_max_hours) * 3_600_000,
             },
         ));
+        let unmanaged = Arc::new(palisade_control::unmanaged::Unmanaged::new(
+            boot.store.clone(),
+            clock.clone(),
+            network.clone(),
+            monitor.clone(),
+        ));
         let state = Arc::new(Services {
+            unmanaged,
             alerts,
             accounts,
             posture,
@@ -307,6 +317,11 @@ impl Server {
         }
         .spawn(self.bus.subscribe(), listeners.flows, rx.clone());
         deliver::spawn(&st.alerts, &self.config.monitoring, rx.clone());
+        tokio::spawn(
+            st.unmanaged
+                .clone()
+                .run(Duration::from_secs(UNMANAGED_FLUSH_SECS), rx.clone()),
+        );
         tokio::spawn(st.rollouts.clone().run(
             Duration::from_millis(self.config.ota.rollout_tick_ms),
             rx.clone(),

@@ -20,7 +20,8 @@ use async_trait::async_trait;
 use palisade_audit::{EntryDraft, Verifier, verify_consistency, verify_inclusion};
 use palisade_core::{
     AlertState, DeviceId, DeviceState, KeyProtection, ModelId, OperatorName, Role,
-    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, Tag, UpdateState,
+    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, Tag, UnmanagedState,
+    UpdateState,
 };
 
 use crate::*;
@@ -60,6 +61,7 @@ macro_rules! conformance_suite {
             releases_never_lower_the_security_version_and_assignments_only_move_forward,
             rollouts_and_their_devices_round_trip,
             sites_placements_and_edges_round_trip,
+            unmanaged_hosts_merge_their_sightings_and_keep_the_operators_decision,
             alerts_move_through_their_lifecycle_and_resolved_ones_are_pruned,
             timeline_events_are_kept_in_order_and_pruned,
             the_newest_event_of_a_kind_is_found_per_device,
@@ -1054,6 +1056,126 @@ pub async fn sites_placements_and_edges_round_trip(b: &dyn Backend) {
             .expect("read")
             .is_some()
     );
+}
+
+/// Sightings of an address that is no enrolled device merge into one row
+/// per (site, address): first and last seen, traffic summed, sources unioned,
+/// a known MAC or host name kept; the operator's decision sticks across later
+/// sightings, undecided hosts are listed first, and deciding about an
+/// address never seen is refused.
+pub async fn unmanaged_hosts_merge_their_sightings_and_keep_the_operators_decision(
+    b: &dyn Backend,
+) {
+    let store = b.open().await.expect("open");
+    let lab: SiteName = id("lab");
+    let seen = |address: &str, source: &str, at_ms, bytes, mac: Option<&str>| UnmanagedSighting {
+        site: id("lab"),
+        address: address.into(),
+        mac: mac.map(str::to_owned),
+        hostname: None,
+        source: source.into(),
+        at_ms,
+        bytes,
+    };
+    ok(
+        &*store,
+        vec![
+            Change::UpsertSite(SiteRecord {
+                name: id("lab"),
+                spec: "{}".into(),
+                created_ms: 1,
+                updated_ms: 1,
+            }),
+            Change::RecordUnmanaged(vec![
+                seen("10.0.0.50", "flows", 100, 4000, None),
+                seen("10.0.0.51", "neighbours", 110, 0, Some("02:00:00:00:00:51")),
+            ]),
+        ],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![Change::RecordUnmanaged(vec![
+            seen("10.0.0.50", "neighbours", 90, 0, Some("02:00:00:00:00:50")),
+            seen("10.0.0.50", "flows", 300, 1000, None),
+            seen("10.0.0.50", "flows", 200, 0, None),
+        ])],
+    )
+    .await;
+    let hosts = store.unmanaged(Some(&lab), None).await.expect("read");
+    assert_eq!(hosts.len(), 2);
+    let h = &hosts[0];
+    assert_eq!(h.address, "10.0.0.50", "newest last-seen first");
+    assert_eq!((h.first_ms, h.last_ms, h.bytes), (90, 300, 5000));
+    assert_eq!(h.sources, vec!["flows".to_owned(), "neighbours".to_owned()]);
+    assert_eq!(h.mac.as_deref(), Some("02:00:00:00:00:50"));
+    assert_eq!(h.state, UnmanagedState::Seen);
+    assert_eq!(h.decided, None);
+
+    ok(
+        &*store,
+        vec![Change::SetUnmanagedState {
+            site: id("lab"),
+            address: "10.0.0.50".into(),
+            state: UnmanagedState::Blocked,
+            device: None,
+            actor: "alice".into(),
+            at_ms: 400,
+        }],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![Change::RecordUnmanaged(vec![seen(
+            "10.0.0.50",
+            "flows",
+            500,
+            10,
+            None,
+        )])],
+    )
+    .await;
+    let hosts = store.unmanaged(None, None).await.expect("read");
+    assert_eq!(hosts[0].address, "10.0.0.51", "undecided hosts come first");
+    let blocked = &hosts[1];
+    assert_eq!(
+        blocked.state,
+        UnmanagedState::Blocked,
+        "a later sighting keeps the decision"
+    );
+    assert_eq!(blocked.decided, Some(("alice".to_owned(), 400)));
+    assert_eq!(blocked.last_ms, 500);
+
+    let never_seen = commit(
+        &*store,
+        vec![Change::SetUnmanagedState {
+            site: id("lab"),
+            address: "10.0.0.99".into(),
+            state: UnmanagedState::Blocked,
+            device: None,
+            actor: "alice".into(),
+            at_ms: 600,
+        }],
+    )
+    .await;
+    assert!(
+        matches!(never_seen, Err(StoreError::NotFound { .. })),
+        "deciding about an address never seen: {never_seen:?}"
+    );
+    let other: SiteName = id("plant");
+    assert!(
+        store
+            .unmanaged(Some(&other), None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    let only_blocked = store
+        .unmanaged(Some(&lab), Some(UnmanagedState::Blocked))
+        .await
+        .expect("read");
+    assert_eq!(only_blocked.len(), 1);
+    assert_eq!(only_blocked[0].address, "10.0.0.50");
 }
 
 fn alert(alert_id: &str, device: &str, last_ms: i64) -> Change {

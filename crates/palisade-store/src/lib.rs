@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use palisade_audit::{Digest32, EntryDraft, StoredCheckpoint};
 use palisade_core::{
     DeviceId, DeviceState, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag,
+    UnmanagedState,
 };
 
 pub use records::*;
@@ -169,6 +170,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Vec<PlacementRecord>, StoreError>;
     /// Edge gateways (of one site, or all).
     async fn edges(&self, site: Option<&SiteName>) -> Result<Vec<EdgeRecord>, StoreError>;
+    /// Addresses seen at a site (or every site) that map to no enrolled
+    /// device (in one state, or all), undecided first, then by last seen
+    /// (newest first); at most 1000.
+    async fn unmanaged(
+        &self,
+        site: Option<&SiteName>,
+        state: Option<UnmanagedState>,
+    ) -> Result<Vec<UnmanagedRecord>, StoreError>;
     /// Rollouts, newest first.
     async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError>;
     /// A rollout's devices.

@@ -3,7 +3,8 @@
 use palisade_audit::{Digest32, Entry};
 use palisade_core::{
     AlertState, DeviceId, DeviceState, KeyProtection, ModelId, OperatorName, Role,
-    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, Tag, UpdateState,
+    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, Tag, UnmanagedState,
+    UpdateState,
 };
 use serde::Serialize;
 
@@ -184,6 +185,52 @@ pub struct PlacementRecord {
     pub overrides: String,
     /// Changed, Unix ms.
     pub updated_ms: i64,
+}
+
+/// One sighting of an address that maps to no enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmanagedSighting {
+    /// The site.
+    pub site: SiteName,
+    /// The address.
+    pub address: String,
+    /// Its link-layer address, if seen.
+    pub mac: Option<String>,
+    /// Its DHCP host name, if any.
+    pub hostname: Option<String>,
+    /// `flows`, `neighbours` or `leases`.
+    pub source: String,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// Bytes seen in flows.
+    pub bytes: u64,
+}
+
+/// An address at a site that maps to no enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnmanagedRecord {
+    /// The site.
+    pub site: SiteName,
+    /// The address.
+    pub address: String,
+    /// Its link-layer address, if seen.
+    pub mac: Option<String>,
+    /// Its DHCP host name, if any.
+    pub hostname: Option<String>,
+    /// Where it was seen (`flows`, `neighbours`, `leases`).
+    pub sources: Vec<String>,
+    /// First seen, Unix ms.
+    pub first_ms: i64,
+    /// Last seen, Unix ms.
+    pub last_ms: i64,
+    /// Bytes seen in flows.
+    pub bytes: u64,
+    /// What the operator decided.
+    pub state: UnmanagedState,
+    /// The device it was adopted as.
+    pub device: Option<DeviceId>,
+    /// Who decided, and when (Unix ms).
+    pub decided: Option<(String, i64)>,
 }
 
 /// An edge gateway.
@@ -792,6 +839,25 @@ pub enum Change {
         /// When, Unix ms.
         at_ms: i64,
     },
+    /// Addresses seen at sites that map to no enrolled device: each sighting
+    /// merges into its (site, address) row (first and last seen, traffic,
+    /// link-layer address, host name, sources).
+    RecordUnmanaged(Vec<UnmanagedSighting>),
+    /// The operator's decision about an unmanaged address.
+    SetUnmanagedState {
+        /// The site.
+        site: SiteName,
+        /// The address.
+        address: String,
+        /// Blocked, adopted, or back to seen.
+        state: UnmanagedState,
+        /// The device it was adopted as.
+        device: Option<DeviceId>,
+        /// Who decided.
+        actor: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
     /// What an edge reports: the bundle version it applied and its counters.
     RecordEdgeStatus {
         /// The edge.
@@ -1074,7 +1140,9 @@ impl Change {
             | Change::UpsertSite { .. }
             | Change::SetPlacement { .. }
             | Change::SetEdge { .. }
-            | Change::RecordEdgeStatus { .. } => ChangeFamily::Network,
+            | Change::RecordEdgeStatus { .. }
+            | Change::RecordUnmanaged(_)
+            | Change::SetUnmanagedState { .. } => ChangeFamily::Network,
             Change::InsertCommand { .. }
             | Change::CommandSent { .. }
             | Change::CommandAcked { .. } => ChangeFamily::Commands,

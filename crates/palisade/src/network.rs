@@ -40,6 +40,28 @@ pub enum SiteCmd {
         /// The edge's id (enrolled with `palisade-edge enroll`).
         edge: String,
     },
+    /// Hosts the site's edges and flow records see that map to no enrolled
+    /// device (first/last seen, traffic, where seen); block or adopt one.
+    Unmanaged {
+        /// Site name.
+        name: String,
+        /// Cut this address off at the site's edges.
+        #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["unblock", "adopt"])]
+        block: Option<String>,
+        /// Lift a block.
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "adopt")]
+        unblock: Option<String>,
+        /// Register this address as a device (with --device and --model) and
+        /// place it there; the device still has to enrol.
+        #[arg(long, value_name = "ADDRESS", requires_all = ["device", "model"])]
+        adopt: Option<String>,
+        /// The adopted device's id.
+        #[arg(long)]
+        device: Option<String>,
+        /// The adopted device's model.
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Place a device at a site: segment, address, optional policy overrides.
     Place {
         /// Device id.
@@ -187,6 +209,90 @@ pub async fn site(g: &Global, cmd: SiteCmd) -> anyhow::Result<ExitCode> {
                 }
             })?;
             say(format!("{edge} is site {name}'s edge gateway"));
+        }
+        SiteCmd::Unmanaged {
+            name,
+            block,
+            unblock,
+            adopt,
+            device,
+            model,
+        } => {
+            let base = format!("/api/v1/sites/{}/unmanaged", enc(&name));
+            let decided = match (block, unblock, adopt) {
+                (Some(a), _, _) => Some(("block", a, json!({}))),
+                (_, Some(a), _) => Some(("unblock", a, json!({}))),
+                (_, _, Some(a)) => Some(("adopt", a, json!({ "device": device, "model": model }))),
+                _ => None,
+            };
+            if let Some((action, address, body)) = decided {
+                let v: Value = c
+                    .call(
+                        Method::POST,
+                        &format!("{base}/{}/{action}", enc(&address)),
+                        Some(&body),
+                    )
+                    .await?;
+                say(match action {
+                    "block" => format!(
+                        "{address} at site {name} is blocked: the site's edges cut it off with the next bundle"
+                    ),
+                    "unblock" => format!("{address} at site {name} is no longer blocked"),
+                    _ => format!(
+                        "{address} at site {name} adopted as device {} (model {}); enrol it to give it an identity",
+                        v["device"].as_str().unwrap_or("?"),
+                        model.as_deref().unwrap_or("?")
+                    ),
+                });
+                if g.json {
+                    data(true, &v, &[], vec![]);
+                }
+            } else {
+                let v: Value = c.call(Method::GET, &base, None).await?;
+                let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+                let rows = hosts
+                    .iter()
+                    .map(|h| {
+                        let s = |k: &str| h[k].as_str().unwrap_or("").to_owned();
+                        vec![
+                            s("address"),
+                            s("mac"),
+                            s("hostname"),
+                            h["sources"]
+                                .as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(Value::as_str)
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default(),
+                            crate::monitoring::time(h["first_ms"].as_i64().unwrap_or(0)),
+                            crate::monitoring::time(h["last_ms"].as_i64().unwrap_or(0)),
+                            h["bytes"].to_string(),
+                            match (s("state").as_str(), h["device"].as_str()) {
+                                ("adopted", Some(d)) => format!("adopted as {d}"),
+                                (st, _) => st.to_owned(),
+                            },
+                        ]
+                    })
+                    .collect();
+                data(
+                    g.json,
+                    &v,
+                    &[
+                        "address",
+                        "mac",
+                        "hostname",
+                        "seen in",
+                        "first seen",
+                        "last seen",
+                        "bytes",
+                        "state",
+                    ],
+                    rows,
+                );
+            }
         }
         SiteCmd::Place {
             device,

@@ -937,3 +937,105 @@ async fn a_suppliers_disclosure_contact_is_checked_recorded_and_judged() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     r.handle.shutdown().await;
 }
+
+/// Unmanaged hosts through the API: an auditor reads but cannot decide;
+/// unknown sites, addresses never seen, malformed addresses, unknown actions
+/// and an adopt without its body are refused with a reason, and nothing is
+/// stored. (Sightings come from edges and flows: the netns test
+/// `unmanaged.rs` drives those with the real edge.)
+#[tokio::test]
+async fn unmanaged_host_decisions_are_checked() {
+    let r = start().await;
+    let (s, _) = r
+        .admin
+        .send(Method::GET, "/api/v1/sites/nowhere/unmanaged", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let _: Value = r
+        .admin
+        .call(
+            Method::PUT,
+            "/api/v1/sites/lab",
+            Some(&json!({
+                "resolver": "10.0.0.1", "control_plane": [["127.0.0.1", 8443]],
+                "segments": [{"name": "cams", "interface": "eth1", "subnet": "10.0.0.0/24"}]
+            })),
+        )
+        .await
+        .unwrap();
+    let listed: Value = r
+        .admin
+        .call(Method::GET, "/api/v1/sites/lab/unmanaged", None)
+        .await
+        .unwrap();
+    assert_eq!(listed["hosts"], json!([]));
+    let auditor = r.client(Some(&r.token("alice", "auditor").await));
+    let (s, _) = auditor
+        .send(Method::GET, "/api/v1/sites/lab/unmanaged", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK, "an auditor reads the inventory");
+    let (s, _) = auditor
+        .send(
+            Method::POST,
+            "/api/v1/sites/lab/unmanaged/10.0.0.50/block",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::FORBIDDEN, "but does not decide");
+    for (path, body, want, why) in [
+        (
+            "/api/v1/sites/lab/unmanaged/10.0.0.50/block",
+            None,
+            StatusCode::NOT_FOUND,
+            "no unmanaged host 10.0.0.50",
+        ),
+        (
+            "/api/v1/sites/lab/unmanaged/10.0.0.x/block",
+            None,
+            StatusCode::BAD_REQUEST,
+            "not an IP address",
+        ),
+        (
+            "/api/v1/sites/lab/unmanaged/10.0.0.50/explode",
+            None,
+            StatusCode::NOT_FOUND,
+            "block, unblock or adopt",
+        ),
+        (
+            "/api/v1/sites/lab/unmanaged/10.0.0.50/adopt",
+            Some(json!({ "device": "x" })),
+            StatusCode::BAD_REQUEST,
+            "adopt needs",
+        ),
+        (
+            "/api/v1/sites/lab/unmanaged/10.0.0.50/adopt",
+            Some(json!({ "device": "x\u{202e}1", "model": "cam" })),
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+        ),
+    ] {
+        let (s, b) = r
+            .admin
+            .send(Method::POST, path, body.as_ref())
+            .await
+            .unwrap();
+        let b = String::from_utf8_lossy(&b);
+        assert_eq!(s, want, "{path}: {b}");
+        assert!(b.contains(why), "{path}: {b}");
+    }
+    let listed: Value = r
+        .admin
+        .call(Method::GET, "/api/v1/sites/lab/unmanaged", None)
+        .await
+        .unwrap();
+    assert_eq!(listed["hosts"], json!([]), "nothing stored");
+    let (s, _) = r
+        .admin
+        .send(Method::GET, "/api/v1/devices/x", None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND, "no device registered");
+}

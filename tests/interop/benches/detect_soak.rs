@@ -284,6 +284,7 @@ impl Soak {
                 }],
             ),
             devices: placed,
+            blocked: vec![],
         };
         let cfg = if naive {
             Config {

@@ -75,6 +75,7 @@ fn bundle(n: usize) -> SiteBundle {
             vec![("198.51.100.5".parse().unwrap(), 8443)],
             segments,
         ),
+        blocked: vec![],
         devices,
     }
 }

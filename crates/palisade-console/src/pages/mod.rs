@@ -11,3 +11,4 @@ pub mod releases;
 pub mod rollouts;
 pub mod sites;
 pub mod suppliers;
+pub mod unmanaged;

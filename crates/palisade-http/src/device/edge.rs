@@ -68,6 +68,13 @@ pub(crate) struct EdgeStatus {
     /// them to (the monitor's policy verdict on flows to named peers).
     #[serde(default)]
     dns: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// Hosts on the site's segments from the edge's neighbour table and the
+    /// site's DHCP leases (the unmanaged-hosts inventory).
+    #[serde(default)]
+    hosts: Vec<palisade_policy::hosts::HostSeen>,
+    /// The edge's own addresses on the segments.
+    #[serde(default)]
+    own: Vec<std::net::IpAddr>,
 }
 
 /// An edge reports the bundle version it applied, its counters and errors.
@@ -83,10 +90,18 @@ pub(crate) async fn edge_status(
         .take(1024)
         .map(|(n, a)| (n, &a[..a.len().min(64)]))
         .collect();
+    if r.hosts.len() > palisade_policy::hosts::MAX_HOSTS || r.own.len() > 256 {
+        return Err(ApiError::too_large(format!(
+            "an edge reports at most {} hosts and 256 own addresses",
+            palisade_policy::hosts::MAX_HOSTS
+        )));
+    }
     let status = serde_json::json!({
         "counters": r.counters,
         "error": r.error.chars().take(2000).collect::<String>(),
         "dns": dns,
+        "own": r.own,
+        "hosts": r.hosts.len(),
     });
     let text = status.to_string();
     if text.len() > 64 * 1024 {
@@ -112,6 +127,7 @@ pub(crate) async fn edge_status(
                 ),
         ]
     };
+    s.unmanaged.reported(&site, r.hosts);
     s.store
         .commit(
             vec![palisade_store::Change::RecordEdgeStatus {

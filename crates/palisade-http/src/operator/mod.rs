@@ -168,6 +168,14 @@ pub(crate) fn router(state: OperatorApi) -> Router {
             get(network::get_site).put(network::set_site),
         )
         .route("/api/v1/sites/{name}/edges", post(network::add_site_edge))
+        .route(
+            "/api/v1/sites/{name}/unmanaged",
+            get(network::list_unmanaged),
+        )
+        .route(
+            "/api/v1/sites/{name}/unmanaged/{address}/{action}",
+            post(network::unmanaged_action),
+        )
         .route("/api/v1/devices/{id}/placement", put(network::place_device))
         .route("/api/v1/alerts", get(monitoring::list_alerts))
         .route("/api/v1/alerts/stream", get(monitoring::alert_stream))
@@ -245,6 +253,7 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         releases::get_rollout, releases::rollout_action, fleet::set_device_tags,
         network::set_model_mud, network::get_model_policy, network::list_sites,
         network::get_site, network::set_site, network::add_site_edge, network::place_device,
+        network::list_unmanaged, network::unmanaged_action,
         audit::audit_head, audit::audit_entries, audit::audit_checkpoints, audit::inclusion_proof,
         audit::consistency_proof,
         monitoring::list_alerts, monitoring::get_alert, monitoring::alert_action,

@@ -229,3 +229,98 @@ pub(crate) async fn place_device(
         "device": r.device, "site": r.site, "segment": r.segment, "address": r.address,
     })))
 }
+
+pub(crate) fn unmanaged_view(u: &palisade_store::UnmanagedRecord) -> serde_json::Value {
+    serde_json::json!({
+        "site": u.site, "address": u.address, "mac": u.mac, "hostname": u.hostname,
+        "sources": u.sources, "first_ms": u.first_ms, "last_ms": u.last_ms, "bytes": u.bytes,
+        "state": u.state, "device": u.device,
+        "decided_by": u.decided.as_ref().map(|d| &d.0),
+        "decided_ms": u.decided.as_ref().map(|d| d.1),
+    })
+}
+
+fn parse_address(raw: &str) -> Result<std::net::IpAddr, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(
+            "bad_address",
+            format!(
+                "{:?} is not an IP address",
+                raw.chars().take(64).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// Addresses the site's edges and flow records see that map to no enrolled
+/// device: first and last seen, traffic, sources, and what was decided.
+#[utoipa::path(get, path = "/api/v1/sites/{name}/unmanaged", tag = "network", params(("name" = String, Path)),
+    responses((status = 200), (status = 404, body = ErrorBody)))]
+pub(crate) async fn list_unmanaged(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Read, "read sites").await?;
+    let name: palisade_core::SiteName = parse_id(&s, &c, "site.unmanaged", &name).await?;
+    let hosts = s.unmanaged.list(Some(&name)).await?;
+    Ok(Json(serde_json::json!({
+        "site": name,
+        "hosts": hosts.iter().map(unmanaged_view).collect::<Vec<_>>(),
+    })))
+}
+
+/// Adopting an unmanaged host: the device id and model to register it as.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Adopt {
+    device: String,
+    model: String,
+}
+
+/// Blocks, unblocks or adopts an unmanaged host (`block`, `unblock`:
+/// no body; `adopt`: `{"device", "model"}`).
+#[utoipa::path(post, path = "/api/v1/sites/{name}/unmanaged/{address}/{action}", tag = "network",
+    params(("name" = String, Path), ("address" = String, Path), ("action" = String, Path)),
+    request_body = Option<Adopt>,
+    responses((status = 200), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn unmanaged_action(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path((name, address, action)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let what = format!("unmanaged.{}", action.chars().take(16).collect::<String>());
+    c.require(&s, Access::Write, "decide about unmanaged hosts")
+        .await?;
+    let site: palisade_core::SiteName = parse_id(&s, &c, &what, &name).await?;
+    let address = parse_address(&address)?;
+    let actor = c.actor();
+    let r = match action.as_str() {
+        "block" | "unblock" => {
+            s.unmanaged
+                .block(&actor, &site, address, action == "block")
+                .await?
+        }
+        "adopt" => {
+            let req: Adopt = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(
+                    "bad_request",
+                    format!("adopt needs {{\"device\": ID, \"model\": MODEL}}: {e}"),
+                )
+            })?;
+            let device: DeviceId = parse_id(&s, &c, &what, &req.device).await?;
+            let model: ModelId = parse_id(&s, &c, &what, &req.model).await?;
+            s.unmanaged
+                .adopt(&actor, &site, address, device, model)
+                .await?
+        }
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action {:?} on unmanaged hosts: block, unblock or adopt",
+                other.chars().take(32).collect::<String>()
+            )));
+        }
+    };
+    Ok(Json(unmanaged_view(&r)))
+}

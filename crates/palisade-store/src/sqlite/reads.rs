@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use palisade_audit::{EntryDraft, StoredCheckpoint};
-use palisade_core::{DeviceId, ModelId, RolloutName, SiteName, SupplierName, Tag};
+use palisade_core::{DeviceId, ModelId, RolloutName, SiteName, SupplierName, Tag, UnmanagedState};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
@@ -20,7 +20,7 @@ use crate::{
     EdgeRecord, EnrollmentTokenRecord, FirmwareRecord, InclusionProof, ModelPolicyRecord,
     ModelRecord, PlacementRecord, PostureSnapshotRecord, Receipt, ReleaseRecord,
     RolloutDeviceRecord, RolloutRecord, SiteRecord, Store, StoreError, StoredEntry,
-    SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord, UpdateRecord,
+    SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord, UnmanagedRecord, UpdateRecord,
 };
 use crate::{DevicePage, DevicePageQuery, DeviceRow, DeviceSort};
 use palisade_audit::Digest32;
@@ -210,6 +210,25 @@ impl Store for SqliteStore {
             .iter()
             .map(edge_from_row)
             .collect()
+    }
+
+    async fn unmanaged(
+        &self,
+        site: Option<&SiteName>,
+        state: Option<UnmanagedState>,
+    ) -> Result<Vec<UnmanagedRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM unmanaged_hosts WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY state <> 'seen', last_ms DESC, site, address LIMIT ?3",
+        )
+        .bind(site.map(SiteName::as_str))
+        .bind(state.map(UnmanagedState::as_str))
+        .bind(DEFAULT_LIMIT)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(unmanaged_from_row)
+        .collect()
     }
 
     async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {

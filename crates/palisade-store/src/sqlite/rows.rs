@@ -16,7 +16,7 @@ use crate::{
     HardwareTrust, ModelPolicyRecord, ModelRecord, Onboarding, PlacementRecord,
     PostureSnapshotRecord, ReleaseRecord, RolloutDeviceRecord, RolloutRecord, SiteRecord,
     StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
-    UpdateRecord,
+    UnmanagedRecord, UpdateRecord,
 };
 
 pub(super) fn entry_from_row(r: &SqliteRow) -> Result<StoredEntry, StoreError> {
@@ -343,6 +343,35 @@ pub(super) fn edge_from_row(r: &SqliteRow) -> Result<EdgeRecord, StoreError> {
         applied_version: unsigned(r, "applied_version", "edge")?,
         status: r.try_get("status")?,
         updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+pub(super) fn unmanaged_from_row(r: &SqliteRow) -> Result<UnmanagedRecord, StoreError> {
+    let sources: String = r.try_get("sources")?;
+    let device: Option<String> = r.try_get("device_id")?;
+    let decided_by: Option<String> = r.try_get("decided_by")?;
+    let decided_ms: Option<i64> = r.try_get("decided_ms")?;
+    Ok(UnmanagedRecord {
+        site: name(r, "site", "unmanaged host")?,
+        address: r.try_get("address")?,
+        mac: r.try_get("mac")?,
+        hostname: r.try_get("hostname")?,
+        sources: sources
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        first_ms: r.try_get("first_ms")?,
+        last_ms: r.try_get("last_ms")?,
+        bytes: unsigned(r, "bytes", "unmanaged host")?,
+        state: state(r, "state", "unmanaged host")?,
+        device: device
+            .map(|d| {
+                d.parse()
+                    .map_err(|e: palisade_core::IdError| corrupt("unmanaged host", e))
+            })
+            .transpose()?,
+        decided: decided_by.zip(decided_ms),
     })
 }
 

@@ -91,6 +91,59 @@ pub(super) async fn apply(
             .execute(&mut *c)
             .await?;
         }
+        Change::RecordUnmanaged(sightings) => {
+            for s in sightings {
+                sqlx::query(
+                    "INSERT INTO unmanaged_hosts
+                        (site, address, mac, hostname, sources, first_ms, last_ms, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+                     ON CONFLICT(site, address) DO UPDATE SET
+                        mac = COALESCE(?3, mac),
+                        hostname = COALESCE(?4, hostname),
+                        sources = CASE WHEN instr(',' || sources || ',', ',' || ?5 || ',') > 0
+                                       THEN sources ELSE sources || ',' || ?5 END,
+                        first_ms = MIN(first_ms, ?6),
+                        last_ms = MAX(last_ms, ?6),
+                        bytes = bytes + ?7",
+                )
+                .bind(s.site.as_str())
+                .bind(&s.address)
+                .bind(s.mac.as_deref())
+                .bind(s.hostname.as_deref())
+                .bind(&s.source)
+                .bind(s.at_ms)
+                .bind(i64::try_from(s.bytes).unwrap_or(i64::MAX))
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+        Change::SetUnmanagedState {
+            site,
+            address,
+            state,
+            device,
+            actor,
+            at_ms,
+        } => {
+            let done = sqlx::query(
+                "UPDATE unmanaged_hosts SET state = ?, device_id = ?, decided_by = ?, decided_ms = ?
+                 WHERE site = ? AND address = ?",
+            )
+            .bind(state.as_str())
+            .bind(device.as_ref().map(|d| d.as_str().to_owned()))
+            .bind(actor)
+            .bind(at_ms)
+            .bind(site.as_str())
+            .bind(address)
+            .execute(&mut *c)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound {
+                    what: "unmanaged host",
+                    key: format!("{site} {address}"),
+                });
+            }
+        }
         other => return Err(misrouted(other)),
     }
     Ok(None)
