@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
                 quarantined: false,
                 policy: m.policy,
             }],
+            blocked: vec!["10.0.0.3".parse().unwrap()],
         };
         let _ = render(&b);
     }

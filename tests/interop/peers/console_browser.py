@@ -145,6 +145,7 @@ with sync_playwright() as p:
         ("07-rollout", "/rollouts/thermostat-1.1.0"),
         ("08-releases", "/releases"),
         ("09-sites", "/sites"),
+        ("09u-unmanaged", "/sites/plant-north/unmanaged"),
         ("10-certificates", "/certificates"),
         ("10s-suppliers", "/suppliers"),
         ("11-audit", "/audit"),
@@ -207,6 +208,22 @@ with sync_playwright() as p:
     else:
         check(False, "the rollout offers no Pause (state: %s)" % page.inner_text("main")[:200])
 
+    # Unmanaged devices the edge reported: block the laptop, adopt the camera.
+    page.goto(URL + "/sites/plant-north/unmanaged")
+    body = page.inner_text("main")
+    check("10.20.1.77" in body and "tech-laptop" in body and "IPCAM-9E01" in body,
+          f"the unmanaged devices are not listed: {body[:400]}")
+    page.locator("form[action='/sites/plant-north/unmanaged/10.20.1.77/block'] button").click()
+    check(page.url.endswith("/sites/plant-north/unmanaged"), f"after block: {page.url}")
+    adopt = page.locator("form[action='/sites/plant-north/unmanaged/10.20.2.201/adopt']")
+    adopt.locator("input[name=device]").fill("cam-found-1")
+    adopt.locator("select[name=model]").select_option("camera")
+    adopt.locator("button").click()
+    body = page.inner_text("main")
+    check("blocked" in body and "adopted as cam-found-1" in body, f"after block and adopt: {body[:400]}")
+    shoot(page, "19u-unmanaged-decided")
+    done["actions"].append("blocked 10.20.1.77, adopted 10.20.2.201 as cam-found-1")
+
     # A bulk tag with hostile text: refused with a message that shows it as text.
     page.goto(URL + "/devices?model=camera")
     page.locator("input[name=devices]").nth(1).check()
@@ -264,7 +281,8 @@ with sync_playwright() as p:
     guard(apage, "auditor")
     sign_in(apage, "auditor")
     for name, path in [("21-auditor-device", f"/devices/{device}"), ("22-auditor-alerts", "/alerts"),
-                       ("23-auditor-rollout", "/rollouts/thermostat-1.1.0"), ("24-auditor-devices", "/devices")]:
+                       ("23-auditor-rollout", "/rollouts/thermostat-1.1.0"), ("24-auditor-devices", "/devices"),
+                       ("25-auditor-unmanaged", "/sites/plant-north/unmanaged")]:
         apage.goto(URL + path)
         forms = apage.locator("main form[method=post]").count()
         links = apage.locator("main a[href*='/confirm']").count()

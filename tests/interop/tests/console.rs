@@ -114,7 +114,13 @@ fn the_console_in_chromium_signs_in_walks_every_page_and_acts_through_the_servic
         .filter_map(|x| x["model"].as_str())
         .collect();
     assert!(devices.as_array().unwrap().len() >= 50, "{devices}");
-    assert_eq!(models.len(), 3, "{models:?}");
+    // Three device models, and the edge gateway's identity.
+    assert_eq!(
+        models.iter().filter(|m| **m != "edge-gw").count(),
+        3,
+        "{models:?}"
+    );
+    assert!(models.contains("edge-gw"), "{models:?}");
     assert_eq!(
         api(&data, &url, "GET", "/api/v1/sites", None)
             .as_array()
@@ -206,6 +212,28 @@ fn the_console_in_chromium_signs_in_walks_every_page_and_acts_through_the_servic
         None,
     );
     assert_eq!(ro["state"], "paused", "{ro}");
+    // The unmanaged devices the demo's edge reported, decided in the browser.
+    let um = api(
+        &data,
+        &url,
+        "GET",
+        "/api/v1/sites/plant-north/unmanaged",
+        None,
+    );
+    let host = |a: &str| {
+        um["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["address"] == a)
+            .cloned()
+            .unwrap_or_else(|| panic!("{a} is not listed: {um}"))
+    };
+    assert_eq!(host("10.20.1.77")["state"], "blocked", "{um}");
+    assert_eq!(host("10.20.2.201")["state"], "adopted", "{um}");
+    assert_eq!(host("10.20.2.201")["device"], "cam-found-1", "{um}");
+    let adopted = api(&data, &url, "GET", "/api/v1/devices/cam-found-1", None);
+    assert_eq!(adopted["device"]["model"], "camera", "{adopted}");
     // The console's actions and refusals are in the audit log under people's names.
     let entries = api(&data, &url, "GET", "/api/v1/audit/entries?limit=5000", None);
     let has = |action: &str, outcome: &str, actor: &str| {
@@ -220,6 +248,14 @@ fn the_console_in_chromium_signs_in_walks_every_page_and_acts_through_the_servic
         "no quarantine by demo"
     );
     assert!(has("rollout.pause", "success", "demo"), "no pause by demo");
+    assert!(
+        has("unmanaged.block", "success", "demo"),
+        "no block by demo"
+    );
+    assert!(
+        has("unmanaged.adopt", "success", "demo"),
+        "no adopt by demo"
+    );
     assert!(
         has("console.csrf", "denied", "demo"),
         "no refused cross-origin POST"
