@@ -272,7 +272,24 @@ impl Unmanaged {
         {
             return Err(ServiceError::NotFound(format!("site {s} not found")));
         }
-        Ok(self.store.unmanaged(site, None).await?)
+        // A host the operator has not decided on drops out once a device is
+        // placed at its address (placed by hand rather than adopted).
+        let placed: HashSet<(SiteName, IpAddr)> = self
+            .store
+            .placements(site)
+            .await?
+            .into_iter()
+            .filter_map(|p| Some((p.site, p.address.parse().ok()?)))
+            .collect();
+        let mut hosts = self.store.unmanaged(site, None).await?;
+        hosts.retain(|h| {
+            h.state != UnmanagedState::Seen
+                || !h
+                    .address
+                    .parse()
+                    .is_ok_and(|a| placed.contains(&(h.site.clone(), a)))
+        });
+        Ok(hosts)
     }
 
     async fn host(

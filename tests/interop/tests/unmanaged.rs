@@ -333,6 +333,23 @@ fn unmanaged_hosts_are_inventoried_alerted_once_blocked_and_adopted() {
         );
     }
     assert_eq!(find(&list(), STRANGER).unwrap()["state"], "seen");
+    // A device placed at the address by hand (not adopted) takes it over: the
+    // undecided host leaves the list.
+    server.cli_ok(&["device", "register", "cam-2", "--model", "cam"]);
+    server.cli_ok(&[
+        "site",
+        "place",
+        "cam-2",
+        "--site",
+        "lab",
+        "--address",
+        STRANGER,
+        "--segment",
+        "cams",
+    ]);
+    let hosts = list();
+    assert!(find(&hosts, STRANGER).is_none(), "{hosts:?}");
+    assert!(find(&hosts, &lease_addr).is_some(), "{hosts:?}");
 
     // Every decision is in the audit log, and the log verifies.
     let entries: Vec<Value> =
