@@ -17,11 +17,13 @@ declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=pyth
   [tpm2_pcrread]=tpm2-tools [pkg-config]=pkg-config [fw_printenv]=libubootenv-tool
   [bsdiff]=bsdiff [xdelta3]=xdelta3 [zstd]=zstd [sha256sum]=coreutils [nft]=nftables [ip]=iproute2 [dnsmasq]=dnsmasq-base [tcpdump]=tcpdump [softflowd]=softflowd
   [nmap]=nmap [hping3]=hping3 [nfcapd]=nfdump [sshd]=openssh-server [ssh]=openssh-client [sshpass]=sshpass [gcc]=gcc
-  [chromium]=chromium [chromedriver]=chromium-driver [npm]=npm [udhcpc]=udhcpc)
+  [chromium]=chromium [chromedriver]=chromium-driver [npm]=npm [udhcpc]=udhcpc [psql]=postgresql-client)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")
 done
+# The PostgreSQL server (its binaries live outside PATH).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 # C libraries the TPM crate (tss-esapi) builds against.
 pkg-config --exists tss2-esys tss2-tctildr tss2-mu 2>/dev/null || missing+=(libtss2-dev)
 if ((${#missing[@]})); then
@@ -75,11 +77,56 @@ command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny
 cargo fetch --locked
 cargo deny --offline check licenses bans sources
 
+# PostgreSQL for the store's second backend: a throw-away cluster in a temp
+# directory, on a free loopback port, password-authenticated over TCP,
+# stopped by PID when the script ends.
+pg_dir="" pg_pid=""
+cleanup() {
+  if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
+    kill -INT "$pg_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  [ -n "$pg_dir" ] && rm -rf "$pg_dir"
+  rm -f "${log:-}"
+}
+trap cleanup EXIT
+start_postgres() {
+  local bin port as=()
+  bin=$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n 1)
+  pg_dir=$(mktemp -d /tmp/palisade-pg.XXXXXX)
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local password; password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+  printf '%s\n' "$password" >"$pg_dir/pw" && chmod 600 "$pg_dir/pw"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown -R postgres "$pg_dir"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$pg_dir/data" -U palisade --pwfile="$pg_dir/pw" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-locale >"$pg_dir/initdb.log" 2>&1 \
+    || { cat "$pg_dir/initdb.log" >&2; return 1; }
+  "${as[@]}" "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
+    -o "-k $pg_dir -p $port -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
+    || { cat "$pg_dir/server.log" >&2; return 1; }
+  pg_pid=$(head -n 1 "$pg_dir/data/postmaster.pid")
+  export PALISADE_TEST_POSTGRES_URL="postgres://palisade:$password@127.0.0.1:$port/postgres"
+  echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (pid $pg_pid)" >&2
+}
+step "starting PostgreSQL (temporary cluster)"
+start_postgres
+
 step "cargo test"
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
 # Doc tests are not used (no examples in docs yet); --lib --bins --tests runs the rest.
 cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
+
+# The store's suite ran on both engines above (tests/postgres_store.rs); the
+# servers of the API, EST, MQTT, OTA and monitoring tests run once more with
+# their store in PostgreSQL (the rest run on SQLite only: they exercise other
+# peers, not the database).
+step "API, EST, MQTT, OTA and monitoring tests with the store on PostgreSQL"
+PALISADE_INTEROP_POSTGRES="$PALISADE_TEST_POSTGRES_URL" cargo test --locked \
+  -p palisade --test api -p palisade-interop --test est --test mqtt --test ota --test monitoring \
+  2>&1 | tee -a "$log"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 # Only cargo's own result lines count (a peer's log line such as "fd 8 failed"
 # must not).

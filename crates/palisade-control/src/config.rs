@@ -196,6 +196,74 @@ pub struct Config {
     pub posture: PostureConfig,
     /// The web console.
     pub console: ConsoleConfig,
+    /// The database.
+    pub store: StoreConfig,
+}
+
+/// Database settings (`[store]`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host:port/database` for PostgreSQL; absent,
+    /// the SQLite file `palisade.db` in the data directory.
+    pub url: Option<String>,
+    /// Connections in the read pool (the writer holds one more). Default 8.
+    pub max_connections: u32,
+    /// Seconds a connection attempt or a read waits for the database before
+    /// it fails. Default 5.
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 8,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Where the store lives: the URL, or the SQLite file in `data_dir`.
+    pub fn database(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Result<palisade_store::Database, ConfigError> {
+        match &self.url {
+            Some(u) => u
+                .parse()
+                .map_err(|e: palisade_store::StoreError| invalid("store.url", e.to_string())),
+            None => Ok(palisade_store::Database::Sqlite(
+                data_dir.join("palisade.db"),
+            )),
+        }
+    }
+
+    /// The pool settings.
+    pub fn pool(&self) -> palisade_store::PoolSettings {
+        palisade_store::PoolSettings {
+            max_connections: self.max_connections,
+            acquire_timeout: std::time::Duration::from_secs(self.acquire_timeout_secs),
+        }
+    }
+}
+
+/// Never prints the database password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field(
+                "url",
+                &self.url.as_ref().map(|u| {
+                    u.parse::<palisade_store::Database>()
+                        .map_or_else(|_| "(invalid)".to_owned(), |d| d.redacted())
+                }),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .finish()
+    }
 }
 
 /// Web console settings (`[console]`).
@@ -463,6 +531,7 @@ impl Default for Config {
             monitoring: MonitoringConfig::default(),
             posture: PostureConfig::default(),
             console: ConsoleConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -507,6 +576,13 @@ impl Config {
     /// Checks every setting; the error names the setting and what to do.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.monitoring.validate()?;
+        self.store.database(&self.data_dir)?;
+        if self.store.max_connections == 0 || self.store.acquire_timeout_secs == 0 {
+            return Err(invalid(
+                "store",
+                "max_connections and acquire_timeout_secs must be at least 1",
+            ));
+        }
         if self.console.session_idle_minutes == 0
             || self.console.session_max_hours == 0
             || u64::from(self.console.session_idle_minutes)

@@ -14,7 +14,7 @@ use palisade_core::{Clock, KeyAlgorithm, OperatorName, Role, Signer};
 use palisade_keystore::SoftwareKey;
 use palisade_keystore::pkcs11::{Pkcs11Key, Pkcs11Uri};
 use palisade_pki::{CertificateAuthority, Profile, San, Serial, inspect_certificate, pem_to_der};
-use palisade_store::{AuditConfig, CertRecord, CertStatus, Change, SqliteStore, Store};
+use palisade_store::{AuditConfig, CertRecord, CertStatus, Change, Database, SqlStore, Store};
 use ring::rand::SystemRandom;
 use sha2::{Digest, Sha256};
 use time::Duration;
@@ -199,17 +199,20 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     let vkey = audit.verifier()?.to_vkey();
     write_atomic(&dir.audit_vkey(), format!("{vkey}\n").as_bytes(), 0o644)?;
 
+    let database = config.store.database(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.database(), audit.clone(), clock.clone())
+        SqlStore::open_database(&database, config.store.pool(), audit.clone(), clock.clone())
             .await
-            .with_context(|| format!("opening the database {}", dir.database().display()))?,
+            .with_context(|| format!("opening the database {database}"))?,
     );
     // The database holds token hashes and the audit trail: owner-only, like the keys.
-    for suffix in ["", "-wal", "-shm"] {
-        let f = PathBuf::from(format!("{}{suffix}", dir.database().display()));
-        if f.exists() {
-            fs::set_permissions(&f, fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("restricting {}", f.display()))?;
+    if let Database::Sqlite(path) = &database {
+        for suffix in ["", "-wal", "-shm"] {
+            let f = PathBuf::from(format!("{}{suffix}", path.display()));
+            if f.exists() {
+                fs::set_permissions(&f, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("restricting {}", f.display()))?;
+            }
         }
     }
     let now = clock.now();

@@ -39,11 +39,28 @@ pub trait Backend {
 
 /// Runs every check of the suite as its own `#[tokio::test]`, each with a
 /// backend made by `$backend` (an expression, evaluated per test, that may
-/// `.await`).
+/// `.await`). With `optional`, the expression gives an `Option` and a check
+/// whose backend is `None` (its server is not there; the backend says why)
+/// returns at once.
 #[macro_export]
 macro_rules! conformance_suite {
-    ($backend:expr) => {
-        $crate::conformance_suite!(@each $backend;
+    (@each $how:tt; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                $crate::conformance_suite!(@open backend $how);
+                $crate::conformance::$check(&backend).await;
+            }
+        )*
+    };
+    (@open $b:ident [plain $backend:expr]) => {
+        let $b = $backend;
+    };
+    (@open $b:ident [optional $backend:expr]) => {
+        let Some($b) = $backend else { return };
+    };
+    (@list $how:tt) => {
+        $crate::conformance_suite!(@each $how;
             committed_changes_and_audit_entries_survive_a_reopen,
             a_failed_change_leaves_no_trace_and_does_not_undo_its_neighbours,
             state_changes_are_compare_and_set,
@@ -71,17 +88,48 @@ macro_rules! conformance_suite {
             device_groups_are_saved_by_name,
             the_device_list_filters_sorts_and_pages_on_the_server,
             devices_are_counted_by_model_and_state_and_expiring_certificates_found,
-        );
+                );
     };
-    (@each $backend:expr; $($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                let backend = $backend;
-                $crate::conformance::$check(&backend).await;
-            }
-        )*
+    (optional $backend:expr) => {
+        $crate::conformance_suite!(@list [optional $backend]);
     };
+    ($backend:expr) => {
+        $crate::conformance_suite!(@list [plain $backend]);
+    };
+}
+
+/// Creates database `name` on the PostgreSQL server at `admin` (a URL whose
+/// account may create databases) unless it exists; returns the URL of the new
+/// database. For tests that run a server on PostgreSQL.
+pub async fn postgres_database(admin: &str, name: &str) -> Result<String, StoreError> {
+    use sqlx::{Connection, Executor};
+    sqlx::any::install_default_drivers();
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(StoreError::Config {
+            detail: format!("database name {name:?}: lower-case letters, digits and _ only"),
+        });
+    }
+    let mut conn = sqlx::AnyConnection::connect(admin).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
+    }
+    conn.close().await?;
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(b, q)| (b, Some(q)));
+    let root = base.rsplit_once('/').map_or(base, |(r, _)| r);
+    Ok(match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    })
 }
 
 fn id<T: std::str::FromStr>(s: &str) -> T

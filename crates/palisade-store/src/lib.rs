@@ -1,6 +1,6 @@
 //! Palisade's persistence, behind the [`Store`] trait so that services never name
-//! a database. SQLite ([`SqliteStore`]) is the embedded default; PostgreSQL will
-//! implement the same trait.
+//! a database. [`SqlStore`] implements it on SQLite (the embedded default) and
+//! on PostgreSQL ([`Database`] says which).
 //!
 //! Every security-relevant change is committed together with its audit entries
 //! and a signed checkpoint covering them, in one transaction, before the caller
@@ -10,7 +10,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod records;
-mod sqlite;
+mod sql;
 
 use async_trait::async_trait;
 use palisade_audit::{Digest32, EntryDraft, StoredCheckpoint};
@@ -20,7 +20,7 @@ use palisade_core::{
 };
 
 pub use records::*;
-pub use sqlite::{AuditConfig, SqliteReader, SqliteStore};
+pub use sql::{AuditConfig, Database, Engine, PoolSettings, SqlReader, SqlStore, SqliteStore};
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,18 @@ pub enum StoreError {
     /// An audit proof was asked for out of range.
     #[error(transparent)]
     Proof(#[from] palisade_audit::ProofError),
+    /// The database location or settings are wrong.
+    #[error("store configuration: {detail}")]
+    Config {
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// The database server cannot be reached (or did not answer in time).
+    #[error("the database is unavailable: {detail}")]
+    Unavailable {
+        /// Which server, and what happened.
+        detail: String,
+    },
     /// A bug in the store itself; the message says where.
     #[error("internal store error (a bug): {0}")]
     Internal(String),

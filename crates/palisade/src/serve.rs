@@ -57,6 +57,15 @@ pub struct ServeArgs {
     /// (`pkcs11:token=T;object=K?module-path=MODULE&pin-source=FILE`).
     #[arg(long, env = "PALISADE_CA_ISSUING_KEY", value_name = "PKCS11_URI")]
     ca_issuing_key: Option<String>,
+    /// The database: `postgres://user:password@host:port/database` for
+    /// PostgreSQL [default: the SQLite file palisade.db in the data directory].
+    #[arg(
+        long,
+        env = "PALISADE_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database: Option<String>,
     /// Seconds between TPM quote challenges to each connected TPM device.
     #[arg(long, env = "PALISADE_ATTESTATION_INTERVAL", value_name = "SECS")]
     attestation_interval: Option<u64>,
@@ -104,6 +113,9 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(k) = &args.ca_issuing_key {
         c.ca.issuing_key = Some(k.clone());
+    }
+    if let Some(d) = &args.database {
+        c.store.url = Some(d.clone());
     }
     if let Some(i) = args.attestation_interval {
         c.attestation.interval_secs = i;

@@ -54,6 +54,30 @@ impl Running {
     }
 }
 
+/// With `PALISADE_INTEROP_POSTGRES` set (`scripts/test.sh` sets it for its
+/// PostgreSQL pass), each server keeps its store in a PostgreSQL database of
+/// its own, named after its data directory.
+async fn store_config(data: &std::path::Path) -> palisade_server::config::StoreConfig {
+    use std::hash::{Hash, Hasher};
+    let url = match std::env::var("PALISADE_INTEROP_POSTGRES") {
+        Ok(admin) if !admin.is_empty() => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            data.hash(&mut h);
+            let name = format!("palisade_api_{:016x}", h.finish());
+            Some(
+                palisade_store::conformance::postgres_database(&admin, &name)
+                    .await
+                    .unwrap(),
+            )
+        }
+        _ => None,
+    };
+    palisade_server::config::StoreConfig {
+        url,
+        ..Default::default()
+    }
+}
+
 fn config(data: &std::path::Path) -> Config {
     Config {
         data_dir: data.to_path_buf(),
@@ -69,9 +93,11 @@ fn config(data: &std::path::Path) -> Config {
 
 async fn start_in(dir: tempfile::TempDir) -> Running {
     let data = dir.path().join("data");
-    let server = Server::build(config(&data), Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let config = Config {
+        store: store_config(&data).await,
+        ..config(&data)
+    };
+    let server = Server::build(config, Arc::new(SystemClock)).await.unwrap();
     let listener = server.bind().await.unwrap();
     let handle = server.spawn(listener).unwrap();
     let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
@@ -510,9 +536,11 @@ async fn a_second_server_on_the_same_data_directory_is_refused_and_a_restart_reu
     } = r;
     handle.shutdown().await;
 
-    let server = Server::build(config(&data), Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let config = Config {
+        store: store_config(&data).await,
+        ..config(&data)
+    };
+    let server = Server::build(config, Arc::new(SystemClock)).await.unwrap();
     assert!(server.created_admin_token().is_none());
     let listener = server.bind().await.unwrap();
     let handle = server.spawn(listener).unwrap();

@@ -132,6 +132,38 @@ fn sibling_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// With `PALISADE_INTEROP_POSTGRES` set (a PostgreSQL URL whose account may
+/// create databases; `scripts/test.sh` sets it for its PostgreSQL pass), the
+/// servers these tests start keep their store in PostgreSQL: one database per
+/// data directory, so a restarted server finds its state again.
+fn postgres_database(data: &Path) -> anyhow::Result<Option<String>> {
+    use std::hash::{Hash, Hasher};
+    let admin = match std::env::var("PALISADE_INTEROP_POSTGRES") {
+        Ok(a) if !a.is_empty() => a,
+        _ => return Ok(None),
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    let name = format!("palisade_it_{:016x}", h.finish());
+    let o = Command::new("psql")
+        .arg(&admin)
+        .args(["-v", "ON_ERROR_STOP=1", "-qc"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .context("running psql (apt-get install postgresql-client)")?;
+    if !o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("already exists") {
+        bail!("creating database {name}: {}", text(&o));
+    }
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+    let root = base.rsplit_once('/').map_or(base, |(r, _)| r);
+    Ok(Some(match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }))
+}
+
 /// A `palisade serve` child process on an ephemeral loopback port.
 #[derive(Debug)]
 pub struct ServerProc {
@@ -143,6 +175,8 @@ pub struct ServerProc {
     pub netns: Option<String>,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
+    /// Its PostgreSQL database URL; `None`: the SQLite file in `data`.
+    pub database: Option<String>,
 }
 
 impl ServerProc {
@@ -209,6 +243,11 @@ impl ServerProc {
         let url_file = data.join("url");
         let _ = std::fs::remove_file(&url_file);
         let log = std::fs::File::create(data.with_extension("log"))?;
+        // PostgreSQL serves the root namespace's loopback only.
+        let database = match netns {
+            None => postgres_database(data)?,
+            Some(_) => None,
+        };
         let child = in_netns(netns, &palisade_bin())
             .args([
                 "serve",
@@ -223,6 +262,7 @@ impl ServerProc {
             ])
             .args(extra)
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(database.iter().map(|d| ("PALISADE_DATABASE_URL", d)))
             .env("PALISADE_DATA_DIR", data)
             .stdout(Stdio::null())
             .stderr(log)
@@ -233,6 +273,7 @@ impl ServerProc {
             child,
             url: String::new(),
             netns: netns.map(str::to_owned),
+            database,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -248,6 +289,28 @@ impl ServerProc {
                 bail!("palisade serve did not start within 30 s");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs one SQL statement straight on the server's database (sqlite3 on
+    /// its file, or psql on its PostgreSQL database), as a compromised
+    /// database would be edited; returns the rows, one per line, columns
+    /// separated by `|`.
+    pub fn sql(&self, statement: &str) -> String {
+        let o = match &self.database {
+            Some(url) => Command::new("psql")
+                .arg(url)
+                .args(["-v", "ON_ERROR_STOP=1", "-Atqc", statement])
+                .output(),
+            None => Command::new("sqlite3")
+                .arg(self.data.join("palisade.db"))
+                .arg(statement)
+                .output(),
+        };
+        match o {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+            Ok(o) => panic!("{statement}: {}", text(&o)),
+            Err(e) => panic!("running the database client: {e}"),
         }
     }
 

@@ -345,14 +345,9 @@ impl Rig {
 
     /// The stored signed assignment and its counter.
     fn stored_assignment(&self) -> (u64, String) {
-        let o = run(
-            "sqlite3",
-            &[
-                s(&self.server.data.join("palisade.db")),
-                "SELECT counter || ' ' || signed FROM device_assignments WHERE device_id = 'cam-1'",
-            ],
+        let out = self.server.sql(
+            "SELECT counter || ' ' || signed FROM device_assignments WHERE device_id = 'cam-1'",
         );
-        let out = String::from_utf8_lossy(&o.stdout).trim().to_owned();
         let (c, signed) = out.split_once(' ').unwrap();
         (c.parse().unwrap(), signed.to_owned())
     }
@@ -364,8 +359,7 @@ impl Rig {
             "UPDATE device_assignments SET counter = {counter}, signed = '{}' WHERE device_id = 'cam-1'",
             signed.replace('\'', "''")
         );
-        let o = run("sqlite3", &[s(&self.server.data.join("palisade.db")), &sql]);
-        assert!(o.status.success(), "{}", text(&o));
+        self.server.sql(&sql);
     }
 
     /// An assignment signed with `key` (PKCS#8 Ed25519), planted with the

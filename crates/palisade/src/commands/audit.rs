@@ -21,9 +21,10 @@ pub enum AuditCmd {
     /// Recompute the whole log against its signed checkpoints; name the first
     /// entry that was edited, deleted, inserted or reordered.
     Verify {
-        /// Read this SQLite database directly (offline) instead of the API.
-        #[arg(long, value_name = "FILE")]
-        db: Option<PathBuf>,
+        /// Read this database directly (offline) instead of the API: a SQLite
+        /// file or a `postgres://` URL.
+        #[arg(long, value_name = "FILE|URL")]
+        db: Option<palisade_store::Database>,
         /// Checkpoint verifier key file [default: DATA_DIR/audit/log.pub].
         #[arg(long, value_name = "FILE")]
         log_key: Option<PathBuf>,
@@ -154,7 +155,7 @@ pub async fn audit(g: &Global, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn verify_db(
-    path: &Path,
+    db: &palisade_store::Database,
     pinned: Option<NoteVerifier>,
 ) -> anyhow::Result<VerifyReport> {
     let Some(key) = pinned else {
@@ -162,9 +163,9 @@ pub(crate) async fn verify_db(
             "no checkpoint verifier key: pass --log-key FILE (audit/log.pub of the data directory)"
         );
     };
-    let reader = palisade_store::SqliteReader::open_read_only(path)
+    let reader = palisade_store::SqlReader::open_read_only(db)
         .await
-        .with_context(|| format!("opening {}", path.display()))?;
+        .with_context(|| format!("opening {db}"))?;
     let mut cps: Vec<StoredCheckpoint> = Vec::new();
     loop {
         let from = cps.last().map_or(0, |c| c.size + 1);

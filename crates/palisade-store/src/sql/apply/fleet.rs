@@ -1,14 +1,14 @@
 //! Applying devices and models: inventory records, lifecycle state (compare-and-set), enrolment, key protection, attestation status, approval, tags and presence.
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::misrouted;
-use crate::sqlite::writer::{conflict, map_unique};
+use crate::sql::writer::{conflict, map_unique};
 use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change {
@@ -17,19 +17,19 @@ pub(super) async fn apply(
                 "INSERT INTO models (id, description, cert_validity_days, created_ms, policy_version,
                    approval_required, allowed_key_types, attestation, supplier,
                    support_until_ms, security_update_days)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(m.id.as_str())
             .bind(&m.description)
-            .bind(m.cert_validity_days)
+            .bind(i64::from(m.cert_validity_days))
             .bind(m.created_ms)
-            .bind(m.policy_version)
+            .bind(i64::from(m.policy_version))
             .bind(i64::from(m.approval_required))
             .bind(m.allowed_key_types.join(","))
             .bind(&m.attestation)
             .bind(m.supplier.as_ref().map(|s| s.as_str()))
             .bind(m.support_until_ms)
-            .bind(m.security_update_days)
+            .bind(m.security_update_days.map(i64::from))
             .execute(&mut *c)
             .await
             .map_err(|e| map_unique(e, "model", m.id.as_str()))?;
@@ -39,7 +39,7 @@ pub(super) async fn apply(
             sqlx::query(
                 "INSERT INTO devices (id, model_id, state, hardware_serial, created_ms, updated_ms,
                    supplier, batch_id, birth_cert_sha256, enrolled_key_sha256, attached_policy)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(d.id.as_str())
             .bind(d.model.as_str())
@@ -63,7 +63,7 @@ pub(super) async fn apply(
             at_ms,
         } => {
             let done = sqlx::query(
-                "UPDATE devices SET state = ?, updated_ms = ? WHERE id = ? AND state = ?",
+                "UPDATE devices SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4",
             )
             .bind(to.as_str())
             .bind(at_ms)
@@ -81,7 +81,7 @@ pub(super) async fn apply(
         }
         Change::RequireDeviceState { id, allowed } => {
             let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM devices WHERE id = ?")
+                sqlx::query_scalar("SELECT state FROM devices WHERE id = $1")
                     .bind(id.as_str())
                     .fetch_all(&mut *c)
                     .await?
@@ -103,13 +103,15 @@ pub(super) async fn apply(
             to,
             at_ms,
         } => {
-            sqlx::query("UPDATE devices SET state = ?, updated_ms = ? WHERE id = ? AND state = ?")
-                .bind(to.as_str())
-                .bind(at_ms)
-                .bind(id.as_str())
-                .bind(from.as_str())
-                .execute(&mut *c)
-                .await?;
+            sqlx::query(
+                "UPDATE devices SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4",
+            )
+            .bind(to.as_str())
+            .bind(at_ms)
+            .bind(id.as_str())
+            .bind(from.as_str())
+            .execute(&mut *c)
+            .await?;
         }
         Change::RecordEnrollment {
             id,
@@ -118,8 +120,8 @@ pub(super) async fn apply(
             at_ms,
         } => {
             sqlx::query(
-                "UPDATE devices SET enrolled_key_sha256 = ?, attached_policy = ?, updated_ms = ?
-                 WHERE id = ?",
+                "UPDATE devices SET enrolled_key_sha256 = $1, attached_policy = $2, updated_ms = $3
+                 WHERE id = $4",
             )
             .bind(key_sha256)
             .bind(attached_policy)
@@ -135,7 +137,7 @@ pub(super) async fn apply(
             ek_sha256,
         } => {
             sqlx::query(
-                "UPDATE devices SET key_protection = ?, ak_public = ?, ek_sha256 = ? WHERE id = ?",
+                "UPDATE devices SET key_protection = $1, ak_public = $2, ek_sha256 = $3 WHERE id = $4",
             )
             .bind(key_protection.as_str())
             .bind(ak_public)
@@ -151,8 +153,8 @@ pub(super) async fn apply(
             at_ms,
         } => {
             sqlx::query(
-                "UPDATE devices SET attestation_status = ?, attestation_detail = ?, attested_ms = ?
-                 WHERE id = ?",
+                "UPDATE devices SET attestation_status = $1, attestation_detail = $2, attested_ms = $3
+                 WHERE id = $4",
             )
             .bind(status)
             .bind(detail)
@@ -163,7 +165,7 @@ pub(super) async fn apply(
         }
         Change::MarkPending { id, at_ms } => {
             sqlx::query(
-                "UPDATE devices SET pending_since_ms = COALESCE(pending_since_ms, ?) WHERE id = ?",
+                "UPDATE devices SET pending_since_ms = COALESCE(pending_since_ms, $1) WHERE id = $2",
             )
             .bind(at_ms)
             .bind(id.as_str())
@@ -172,7 +174,7 @@ pub(super) async fn apply(
         }
         Change::ApproveDevice { id, at_ms } => {
             let done = sqlx::query(
-                "UPDATE devices SET approved_ms = ?, updated_ms = ? WHERE id = ? AND approved_ms IS NULL",
+                "UPDATE devices SET approved_ms = $1, updated_ms = $2 WHERE id = $3 AND approved_ms IS NULL",
             )
             .bind(at_ms)
             .bind(at_ms)
@@ -188,12 +190,14 @@ pub(super) async fn apply(
             }
         }
         Change::SetDeviceTags { device, tags } => {
-            sqlx::query("DELETE FROM device_tags WHERE device_id = ?")
+            sqlx::query("DELETE FROM device_tags WHERE device_id = $1")
                 .bind(device.as_str())
                 .execute(&mut *c)
                 .await?;
             for t in tags {
-                sqlx::query("INSERT OR IGNORE INTO device_tags (device_id, tag) VALUES (?, ?)")
+                sqlx::query(
+                    "INSERT INTO device_tags (device_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
                     .bind(device.as_str())
                     .bind(t.as_str())
                     .execute(&mut *c)
@@ -203,8 +207,8 @@ pub(super) async fn apply(
         Change::RecordPresence(list) => {
             for (id, seen, firmware) in list {
                 sqlx::query(
-                    "UPDATE devices SET last_seen_ms = MAX(COALESCE(last_seen_ms, 0), ?),
-                       reported_firmware = COALESCE(?, reported_firmware) WHERE id = ?",
+                    "UPDATE devices SET last_seen_ms = CASE WHEN last_seen_ms > $1 THEN last_seen_ms ELSE $1 END,
+                       reported_firmware = COALESCE($2, reported_firmware) WHERE id = $3",
                 )
                 .bind(seen)
                 .bind(firmware)

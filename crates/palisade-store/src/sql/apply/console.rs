@@ -1,21 +1,21 @@
 //! Applying console accounts, sessions and saved device groups.
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::misrouted;
-use crate::sqlite::writer::{conflict, map_unique};
+use crate::sql::writer::{conflict, map_unique};
 use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change {
         Change::InsertAccount(a) => {
             sqlx::query(
                 "INSERT INTO operator_accounts (name, role, password_hash, created_ms, updated_ms,
-                   disabled_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                   disabled_ms) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(a.name.as_str())
             .bind(a.role.to_string())
@@ -34,8 +34,8 @@ pub(super) async fn apply(
             at_ms,
         } => {
             let done = sqlx::query(
-                "UPDATE operator_accounts SET password_hash = COALESCE(?, password_hash),
-                   role = COALESCE(?, role), updated_ms = ? WHERE name = ? AND disabled_ms IS NULL",
+                "UPDATE operator_accounts SET password_hash = COALESCE($1, password_hash),
+                   role = COALESCE($2, role), updated_ms = $3 WHERE name = $4 AND disabled_ms IS NULL",
             )
             .bind(password_hash)
             .bind(role.map(|r| r.to_string()))
@@ -49,8 +49,8 @@ pub(super) async fn apply(
         }
         Change::DisableAccount { name, at_ms } => {
             let done = sqlx::query(
-                "UPDATE operator_accounts SET disabled_ms = ?, updated_ms = ?
-                 WHERE name = ? AND disabled_ms IS NULL",
+                "UPDATE operator_accounts SET disabled_ms = $1, updated_ms = $2
+                 WHERE name = $3 AND disabled_ms IS NULL",
             )
             .bind(at_ms)
             .bind(at_ms)
@@ -65,7 +65,7 @@ pub(super) async fn apply(
                 ));
             }
             sqlx::query(
-                "UPDATE console_sessions SET revoked_ms = ? WHERE operator = ? AND revoked_ms IS NULL",
+                "UPDATE console_sessions SET revoked_ms = $1 WHERE operator = $2 AND revoked_ms IS NULL",
             )
             .bind(at_ms)
             .bind(name.as_str())
@@ -75,7 +75,7 @@ pub(super) async fn apply(
         Change::InsertSession(s) => {
             sqlx::query(
                 "INSERT INTO console_sessions (id_hash, operator, csrf, address, created_ms,
-                   last_seen_ms, expires_ms, revoked_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   last_seen_ms, expires_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(s.id_hash.to_vec())
             .bind(s.operator.as_str())
@@ -91,7 +91,7 @@ pub(super) async fn apply(
         }
         Change::TouchSession { id_hash, at_ms } => {
             sqlx::query(
-                "UPDATE console_sessions SET last_seen_ms = MAX(last_seen_ms, ?) WHERE id_hash = ?",
+                "UPDATE console_sessions SET last_seen_ms = CASE WHEN last_seen_ms > $1 THEN last_seen_ms ELSE $1 END WHERE id_hash = $2",
             )
             .bind(at_ms)
             .bind(id_hash.to_vec())
@@ -100,7 +100,7 @@ pub(super) async fn apply(
         }
         Change::RevokeSession { id_hash, at_ms } => {
             sqlx::query(
-                "UPDATE console_sessions SET revoked_ms = COALESCE(revoked_ms, ?) WHERE id_hash = ?",
+                "UPDATE console_sessions SET revoked_ms = COALESCE(revoked_ms, $1) WHERE id_hash = $2",
             )
             .bind(at_ms)
             .bind(id_hash.to_vec())
@@ -109,8 +109,8 @@ pub(super) async fn apply(
         }
         Change::SaveDeviceGroup(g) => {
             sqlx::query(
-                "INSERT INTO device_groups (name, query, created_by, created_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO UPDATE SET query = ?2, created_by = ?3, created_ms = ?4",
+                "INSERT INTO device_groups (name, query, created_by, created_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(name) DO UPDATE SET query = $2, created_by = $3, created_ms = $4",
             )
             .bind(&g.name)
             .bind(&g.query)

@@ -1,6 +1,6 @@
 //! Applying alerts and their lifecycle, timeline events, and their pruning.
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::misrouted;
 use palisade_core::AlertState;
@@ -9,7 +9,7 @@ use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change {
@@ -17,7 +17,7 @@ pub(super) async fn apply(
             sqlx::query(
                 "INSERT INTO alerts (id, dedup_key, detector, severity, device_id, peer, state,
                    summary, evidence, last_evidence, count, first_ms, last_ms, note, responses)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(&a.id)
             .bind(&a.dedup_key)
@@ -44,8 +44,8 @@ pub(super) async fn apply(
             last_evidence,
         } => {
             sqlx::query(
-                "UPDATE alerts SET count = count + ?, last_ms = MAX(last_ms, ?), last_evidence = ?
-                 WHERE id = ?",
+                "UPDATE alerts SET count = count + $1, last_ms = CASE WHEN last_ms > $2 THEN last_ms ELSE $2 END, last_evidence = $3
+                 WHERE id = $4",
             )
             .bind(i64::try_from(*count).unwrap_or(i64::MAX))
             .bind(last_ms)
@@ -63,7 +63,7 @@ pub(super) async fn apply(
             note,
         } => {
             let current: Option<String> =
-                sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?")
+                sqlx::query_scalar("SELECT state FROM alerts WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *c)
                     .await?;
@@ -81,13 +81,13 @@ pub(super) async fn apply(
                 });
             }
             let sql = if *to == AlertState::Resolved {
-                "UPDATE alerts SET state = ?, resolved_by = ?, resolved_ms = ?,
-                   note = CASE WHEN ?4 = '' THEN note WHEN note = '' THEN ?4 ELSE note || char(10) || ?4 END
-                 WHERE id = ?5"
+                "UPDATE alerts SET state = $1, resolved_by = $2, resolved_ms = $3,
+                   note = CASE WHEN $4 = '' THEN note WHEN note = '' THEN $4 ELSE note || '\n' || $4 END
+                 WHERE id = $5"
             } else {
-                "UPDATE alerts SET state = ?, acked_by = ?, acked_ms = ?,
-                   note = CASE WHEN ?4 = '' THEN note WHEN note = '' THEN ?4 ELSE note || char(10) || ?4 END
-                 WHERE id = ?5"
+                "UPDATE alerts SET state = $1, acked_by = $2, acked_ms = $3,
+                   note = CASE WHEN $4 = '' THEN note WHEN note = '' THEN $4 ELSE note || '\n' || $4 END
+                 WHERE id = $5"
             };
             sqlx::query(sql)
                 .bind(to.as_str())
@@ -99,7 +99,7 @@ pub(super) async fn apply(
                 .await?;
         }
         Change::SetAlertResponses { id, responses } => {
-            sqlx::query("UPDATE alerts SET responses = ? WHERE id = ?")
+            sqlx::query("UPDATE alerts SET responses = $1 WHERE id = $2")
                 .bind(responses)
                 .bind(id)
                 .execute(&mut *c)
@@ -109,7 +109,7 @@ pub(super) async fn apply(
             for e in list {
                 sqlx::query(
                     "INSERT INTO device_events (device_id, at_ms, kind, summary, detail)
-                     VALUES (?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&e.device)
                 .bind(e.at_ms)
@@ -125,9 +125,9 @@ pub(super) async fn apply(
                 let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
                 sqlx::query(
                     "INSERT INTO posture_snapshots (day, framework, scope, pass, fail, unknown,
-                       not_assessable, devices) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT(day, framework, scope) DO UPDATE SET pass = ?4, fail = ?5,
-                       unknown = ?6, not_assessable = ?7, devices = ?8",
+                       not_assessable, devices) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT(day, framework, scope) DO UPDATE SET pass = $4, fail = $5,
+                       unknown = $6, not_assessable = $7, devices = $8",
                 )
                 .bind(&p.day)
                 .bind(&p.framework)
@@ -142,11 +142,11 @@ pub(super) async fn apply(
             }
         }
         Change::PruneMonitoring { before_ms } => {
-            sqlx::query("DELETE FROM device_events WHERE at_ms < ?")
+            sqlx::query("DELETE FROM device_events WHERE at_ms < $1")
                 .bind(before_ms)
                 .execute(&mut *c)
                 .await?;
-            sqlx::query("DELETE FROM alerts WHERE state = 'resolved' AND last_ms < ?")
+            sqlx::query("DELETE FROM alerts WHERE state = 'resolved' AND last_ms < $1")
                 .bind(before_ms)
                 .execute(&mut *c)
                 .await?;

@@ -1,23 +1,23 @@
 //! Applying network policy: model MUD policies, sites, placements, edges and their status.
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::misrouted;
-use crate::sqlite::writer::conflict;
+use crate::sql::writer::conflict;
 use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change {
         Change::SetModelPolicy(p) => {
             sqlx::query(
                 "INSERT INTO model_policies (model_id, mud_url, mud, policy, signed_by, open_override, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(model_id) DO UPDATE SET mud_url = ?2, mud = ?3, policy = ?4,
-                    signed_by = ?5, open_override = ?6, updated_ms = ?7",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT(model_id) DO UPDATE SET mud_url = $2, mud = $3, policy = $4,
+                    signed_by = $5, open_override = $6, updated_ms = $7",
             )
             .bind(p.model.as_str())
             .bind(&p.mud_url)
@@ -31,8 +31,8 @@ pub(super) async fn apply(
         }
         Change::UpsertSite(s) => {
             sqlx::query(
-                "INSERT INTO sites (name, spec, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO UPDATE SET spec = ?2, updated_ms = ?4",
+                "INSERT INTO sites (name, spec, created_ms, updated_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(name) DO UPDATE SET spec = $2, updated_ms = $4",
             )
             .bind(s.name.as_str())
             .bind(&s.spec)
@@ -44,9 +44,9 @@ pub(super) async fn apply(
         Change::SetPlacement(p) => {
             sqlx::query(
                 "INSERT INTO device_placements (device_id, site, segment, address, overrides, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(device_id) DO UPDATE SET site = ?2, segment = ?3, address = ?4,
-                    overrides = ?5, updated_ms = ?6",
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT(device_id) DO UPDATE SET site = $2, segment = $3, address = $4,
+                    overrides = $5, updated_ms = $6",
             )
             .bind(p.device.as_str())
             .bind(p.site.as_str())
@@ -64,8 +64,8 @@ pub(super) async fn apply(
         } => {
             sqlx::query(
                 "INSERT INTO site_edges (device_id, site, applied_version, status, updated_ms)
-                 VALUES (?1, ?2, 0, '{}', ?3)
-                 ON CONFLICT(device_id) DO UPDATE SET site = ?2, updated_ms = ?3",
+                 VALUES ($1, $2, 0, '{}', $3)
+                 ON CONFLICT(device_id) DO UPDATE SET site = $2, updated_ms = $3",
             )
             .bind(device.as_str())
             .bind(site.as_str())
@@ -82,7 +82,7 @@ pub(super) async fn apply(
             let v = i64::try_from(*applied_version)
                 .map_err(|_| conflict("edge", device.as_str(), "version out of range"))?;
             sqlx::query(
-                "UPDATE site_edges SET applied_version = ?, status = ?, updated_ms = ? WHERE device_id = ?",
+                "UPDATE site_edges SET applied_version = $1, status = $2, updated_ms = $3 WHERE device_id = $4",
             )
             .bind(v)
             .bind(status)
@@ -94,17 +94,17 @@ pub(super) async fn apply(
         Change::RecordUnmanaged(sightings) => {
             for s in sightings {
                 sqlx::query(
-                    "INSERT INTO unmanaged_hosts
+                    "INSERT INTO unmanaged_hosts AS h
                         (site, address, mac, hostname, sources, first_ms, last_ms, bytes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
                      ON CONFLICT(site, address) DO UPDATE SET
-                        mac = COALESCE(?3, mac),
-                        hostname = COALESCE(?4, hostname),
-                        sources = CASE WHEN instr(',' || sources || ',', ',' || ?5 || ',') > 0
-                                       THEN sources ELSE sources || ',' || ?5 END,
-                        first_ms = MIN(first_ms, ?6),
-                        last_ms = MAX(last_ms, ?6),
-                        bytes = bytes + ?7",
+                        mac = COALESCE($3, h.mac),
+                        hostname = COALESCE($4, h.hostname),
+                        sources = CASE WHEN instr(',' || h.sources || ',', ',' || $5 || ',') > 0
+                                       THEN h.sources ELSE h.sources || ',' || $5 END,
+                        first_ms = CASE WHEN h.first_ms < $6 THEN h.first_ms ELSE $6 END,
+                        last_ms = CASE WHEN h.last_ms > $6 THEN h.last_ms ELSE $6 END,
+                        bytes = h.bytes + $7",
                 )
                 .bind(s.site.as_str())
                 .bind(&s.address)
@@ -126,8 +126,8 @@ pub(super) async fn apply(
             at_ms,
         } => {
             let done = sqlx::query(
-                "UPDATE unmanaged_hosts SET state = ?, device_id = ?, decided_by = ?, decided_ms = ?
-                 WHERE site = ? AND address = ?",
+                "UPDATE unmanaged_hosts SET state = $1, device_id = $2, decided_by = $3, decided_ms = $4
+                 WHERE site = $5 AND address = $6",
             )
             .bind(state.as_str())
             .bind(device.as_ref().map(|d| d.as_str().to_owned()))

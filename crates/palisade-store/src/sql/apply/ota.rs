@@ -1,23 +1,24 @@
 //! Applying releases, director assignments, device update reports and staged rollouts.
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::misrouted;
-use crate::sqlite::writer::{conflict, map_unique};
+use crate::sql::writer::{conflict, map_unique};
 use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change {
         Change::InsertRelease(r) => {
-            let floor: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(security_version) FROM releases WHERE model_id = ?")
-                    .bind(r.model.as_str())
-                    .fetch_one(&mut *c)
-                    .await?;
+            let floor: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(security_version) FROM releases WHERE model_id = $1",
+            )
+            .bind(r.model.as_str())
+            .fetch_one(&mut *c)
+            .await?;
             let sv = i64::try_from(r.security_version)
                 .map_err(|_| conflict("release", &r.version, "security version is out of range"))?;
             if floor.is_some_and(|f| sv < f) {
@@ -30,7 +31,7 @@ pub(super) async fn apply(
             sqlx::query(
                 "INSERT INTO releases (model_id, version, security_version, hardware, image_sha256,
                    image_len, sbom_sha256, provenance_sha256, signed_by, builder_id, uploaded_by, created_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(r.model.as_str())
             .bind(&r.version)
@@ -58,9 +59,9 @@ pub(super) async fn apply(
                 .map_err(|_| conflict("assignment", device.as_str(), "counter out of range"))?;
             let done = sqlx::query(
                 "INSERT INTO device_assignments (device_id, counter, signed, created_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(device_id) DO UPDATE SET counter = ?2, signed = ?3, created_ms = ?4
-                 WHERE device_assignments.counter < ?2",
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(device_id) DO UPDATE SET counter = $2, signed = $3, created_ms = $4
+                 WHERE device_assignments.counter < $2",
             )
             .bind(device.as_str())
             .bind(counter)
@@ -81,10 +82,10 @@ pub(super) async fn apply(
                 .map_err(|_| conflict("update", u.device.as_str(), "counter out of range"))?;
             sqlx::query(
                 "INSERT INTO device_updates (device_id, counter, target, state, detail, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(device_id) DO UPDATE SET counter = ?2, target = ?3, state = ?4,
-                    detail = ?5, updated_ms = ?6
-                 WHERE device_updates.counter <= ?2",
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT(device_id) DO UPDATE SET counter = $2, target = $3, state = $4,
+                    detail = $5, updated_ms = $6
+                 WHERE device_updates.counter <= $2",
             )
             .bind(u.device.as_str())
             .bind(counter)
@@ -98,7 +99,7 @@ pub(super) async fn apply(
         Change::InsertRollout(r) => {
             sqlx::query(
                 "INSERT INTO rollouts (name, model_id, release_version, spec, state, wave, reason,
-                    created_by, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    created_by, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(r.name.as_str())
             .bind(r.model.as_str())
@@ -122,7 +123,7 @@ pub(super) async fn apply(
             at_ms,
         } => {
             let done = sqlx::query(
-                "UPDATE rollouts SET state = ?, wave = ?, reason = ?, updated_ms = ? WHERE name = ?",
+                "UPDATE rollouts SET state = $1, wave = $2, reason = $3, updated_ms = $4 WHERE name = $5",
             )
             .bind(state.as_str())
             .bind(i64::from(*wave))
@@ -144,9 +145,9 @@ pub(super) async fn apply(
                     .map_err(|_| conflict("rollout", d.device.as_str(), "counter out of range"))?;
                 sqlx::query(
                     "INSERT INTO rollout_devices (rollout, device_id, wave, state, counter, detail, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(rollout, device_id) DO UPDATE SET wave = ?3, state = ?4,
-                        counter = ?5, detail = ?6, updated_ms = ?7",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT(rollout, device_id) DO UPDATE SET wave = $3, state = $4,
+                        counter = $5, detail = $6, updated_ms = $7",
                 )
                 .bind(d.rollout.as_str())
                 .bind(d.device.as_str())

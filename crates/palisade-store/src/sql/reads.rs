@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::rows::*;
 use super::writer::Job;
-use super::{DEFAULT_LIMIT, SqliteStore};
+use super::{DEFAULT_LIMIT, Engine, SqlStore};
 
 use crate::{AccountRecord, DeviceGroupRecord, SessionRecord};
 use crate::{
@@ -28,7 +28,7 @@ use palisade_core::DeviceState;
 use palisade_core::OperatorName;
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn commit(
         &self,
         changes: Vec<Change>,
@@ -48,7 +48,7 @@ impl Store for SqliteStore {
 
     async fn model(&self, id: &ModelId) -> Result<Option<ModelRecord>, StoreError> {
         self.one(
-            "SELECT * FROM models WHERE id = ?",
+            "SELECT * FROM models WHERE id = $1",
             id.as_str(),
             model_from_row,
         )
@@ -62,7 +62,7 @@ impl Store for SqliteStore {
 
     async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
         self.one(
-            "SELECT * FROM devices WHERE id = ?",
+            "SELECT * FROM devices WHERE id = $1",
             id.as_str(),
             device_from_row,
         )
@@ -71,12 +71,12 @@ impl Store for SqliteStore {
 
     async fn devices(&self, f: &DeviceFilter) -> Result<Vec<DeviceRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM devices WHERE (?1 IS NULL OR model_id = ?1) AND (?2 IS NULL OR state = ?2)
-             ORDER BY id LIMIT ?3",
+            "SELECT * FROM devices WHERE ($1 IS NULL OR model_id = $1) AND ($2 IS NULL OR state = $2)
+             ORDER BY id LIMIT $3",
         )
         .bind(f.model.as_ref().map(|m| m.as_str().to_owned()))
         .bind(f.state.map(|s| s.as_str()))
-        .bind(f.limit.unwrap_or(DEFAULT_LIMIT))
+        .bind(f.limit.map_or(DEFAULT_LIMIT, i64::from))
         .fetch_all(self.pool())
         .await?
         .iter()
@@ -86,7 +86,7 @@ impl Store for SqliteStore {
 
     async fn certificate(&self, serial: &str) -> Result<Option<CertRecord>, StoreError> {
         self.one(
-            "SELECT * FROM certificates WHERE serial = ?",
+            "SELECT * FROM certificates WHERE serial = $1",
             serial,
             cert_from_row,
         )
@@ -95,12 +95,12 @@ impl Store for SqliteStore {
 
     async fn certificates(&self, f: &CertFilter) -> Result<Vec<CertRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM certificates WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR status = ?2)
-             ORDER BY issued_ms, serial LIMIT ?3",
+            "SELECT * FROM certificates WHERE ($1 IS NULL OR device_id = $1) AND ($2 IS NULL OR status = $2)
+             ORDER BY issued_ms, serial LIMIT $3",
         )
         .bind(f.device.as_ref().map(|d| d.as_str().to_owned()))
         .bind(f.status.map(|s| s.as_str()))
-        .bind(f.limit.unwrap_or(DEFAULT_LIMIT))
+        .bind(f.limit.map_or(DEFAULT_LIMIT, i64::from))
         .fetch_all(self.pool())
         .await?
         .iter()
@@ -110,7 +110,7 @@ impl Store for SqliteStore {
 
     async fn revoked_unexpired(&self, now_ms: i64) -> Result<Vec<CertRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM certificates WHERE status = 'revoked' AND not_after_ms > ? ORDER BY serial",
+            "SELECT * FROM certificates WHERE status = 'revoked' AND not_after_ms > $1 ORDER BY serial",
         )
         .bind(now_ms)
         .fetch_all(self.pool())
@@ -122,7 +122,7 @@ impl Store for SqliteStore {
 
     async fn supplier(&self, name: &SupplierName) -> Result<Option<SupplierRecord>, StoreError> {
         self.one(
-            "SELECT * FROM suppliers WHERE name = ?",
+            "SELECT * FROM suppliers WHERE name = $1",
             name.as_str(),
             supplier_from_row,
         )
@@ -146,7 +146,7 @@ impl Store for SqliteStore {
         &self,
         supplier: &SupplierName,
     ) -> Result<Vec<SupplierKeyRecord>, StoreError> {
-        sqlx::query("SELECT * FROM supplier_keys WHERE supplier = ? ORDER BY created_ms")
+        sqlx::query("SELECT * FROM supplier_keys WHERE supplier = $1 ORDER BY created_ms")
             .bind(supplier.as_str())
             .fetch_all(self.pool())
             .await?
@@ -156,10 +156,11 @@ impl Store for SqliteStore {
     }
 
     async fn assignment(&self, device: &DeviceId) -> Result<Option<(u64, String)>, StoreError> {
-        let row = sqlx::query("SELECT counter, signed FROM device_assignments WHERE device_id = ?")
-            .bind(device.as_str())
-            .fetch_all(self.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT counter, signed FROM device_assignments WHERE device_id = $1")
+                .bind(device.as_str())
+                .fetch_all(self.pool())
+                .await?;
         row.first()
             .map(|r| {
                 Ok((
@@ -171,7 +172,7 @@ impl Store for SqliteStore {
     }
 
     async fn model_policy(&self, model: &ModelId) -> Result<Option<ModelPolicyRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM model_policies WHERE model_id = ?")
+        let rows = sqlx::query("SELECT * FROM model_policies WHERE model_id = $1")
             .bind(model.as_str())
             .fetch_all(self.pool())
             .await?;
@@ -192,7 +193,7 @@ impl Store for SqliteStore {
         site: Option<&SiteName>,
     ) -> Result<Vec<PlacementRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM device_placements WHERE ?1 IS NULL OR site = ?1 ORDER BY device_id",
+            "SELECT * FROM device_placements WHERE $1 IS NULL OR site = $1 ORDER BY device_id",
         )
         .bind(site.map(SiteName::as_str))
         .fetch_all(self.pool())
@@ -203,7 +204,7 @@ impl Store for SqliteStore {
     }
 
     async fn edges(&self, site: Option<&SiteName>) -> Result<Vec<EdgeRecord>, StoreError> {
-        sqlx::query("SELECT * FROM site_edges WHERE ?1 IS NULL OR site = ?1 ORDER BY device_id")
+        sqlx::query("SELECT * FROM site_edges WHERE $1 IS NULL OR site = $1 ORDER BY device_id")
             .bind(site.map(SiteName::as_str))
             .fetch_all(self.pool())
             .await?
@@ -218,8 +219,8 @@ impl Store for SqliteStore {
         state: Option<UnmanagedState>,
     ) -> Result<Vec<UnmanagedRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM unmanaged_hosts WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR state = ?2)
-             ORDER BY state <> 'seen', last_ms DESC, site, address LIMIT ?3",
+            "SELECT * FROM unmanaged_hosts WHERE ($1 IS NULL OR site = $1) AND ($2 IS NULL OR state = $2)
+             ORDER BY state <> 'seen', last_ms DESC, site, address LIMIT $3",
         )
         .bind(site.map(SiteName::as_str))
         .bind(state.map(UnmanagedState::as_str))
@@ -244,7 +245,7 @@ impl Store for SqliteStore {
         &self,
         name: &RolloutName,
     ) -> Result<Vec<RolloutDeviceRecord>, StoreError> {
-        sqlx::query("SELECT * FROM rollout_devices WHERE rollout = ? ORDER BY wave, device_id")
+        sqlx::query("SELECT * FROM rollout_devices WHERE rollout = $1 ORDER BY wave, device_id")
             .bind(name.as_str())
             .fetch_all(self.pool())
             .await?
@@ -254,7 +255,7 @@ impl Store for SqliteStore {
     }
 
     async fn device_tags(&self, device: &DeviceId) -> Result<Vec<Tag>, StoreError> {
-        sqlx::query("SELECT tag FROM device_tags WHERE device_id = ? ORDER BY tag")
+        sqlx::query("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag")
             .bind(device.as_str())
             .fetch_all(self.pool())
             .await?
@@ -270,8 +271,8 @@ impl Store for SqliteStore {
         let list = serde_json::to_string(&tags.iter().map(Tag::as_str).collect::<Vec<_>>())
             .map_err(|e| corrupt("device tag", e))?;
         sqlx::query(
-            "SELECT device_id FROM device_tags WHERE tag IN (SELECT value FROM json_each(?1))
-             GROUP BY device_id HAVING COUNT(DISTINCT tag) = json_array_length(?1) ORDER BY device_id",
+            "SELECT device_id FROM device_tags WHERE tag IN (SELECT value FROM json_each($1))
+             GROUP BY device_id HAVING COUNT(DISTINCT tag) = json_array_length($1) ORDER BY device_id",
         )
         .bind(list)
         .fetch_all(self.pool())
@@ -284,7 +285,7 @@ impl Store for SqliteStore {
     async fn updates(&self, device: Option<&DeviceId>) -> Result<Vec<UpdateRecord>, StoreError> {
         sqlx::query(
             "SELECT device_id, counter, target, state, detail, updated_ms FROM device_updates
-             WHERE ?1 IS NULL OR device_id = ?1 ORDER BY device_id",
+             WHERE $1 IS NULL OR device_id = $1 ORDER BY device_id",
         )
         .bind(device.map(DeviceId::as_str))
         .fetch_all(self.pool())
@@ -296,7 +297,7 @@ impl Store for SqliteStore {
 
     async fn releases(&self, model: Option<&ModelId>) -> Result<Vec<ReleaseRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM releases WHERE (?1 IS NULL OR model_id = ?1)
+            "SELECT * FROM releases WHERE ($1 IS NULL OR model_id = $1)
              ORDER BY model_id, security_version, created_ms",
         )
         .bind(model.map(|m| m.as_str()))
@@ -308,7 +309,7 @@ impl Store for SqliteStore {
     }
 
     async fn firmware(&self, model: &ModelId) -> Result<Vec<FirmwareRecord>, StoreError> {
-        sqlx::query("SELECT * FROM model_firmware WHERE model_id = ? ORDER BY created_ms")
+        sqlx::query("SELECT * FROM model_firmware WHERE model_id = $1 ORDER BY created_ms")
             .bind(model.as_str())
             .fetch_all(self.pool())
             .await?
@@ -319,7 +320,7 @@ impl Store for SqliteStore {
 
     async fn device_by_birth_cert(&self, sha256: &str) -> Result<Option<DeviceRecord>, StoreError> {
         self.one(
-            "SELECT * FROM devices WHERE birth_cert_sha256 = ?",
+            "SELECT * FROM devices WHERE birth_cert_sha256 = $1",
             sha256,
             device_from_row,
         )
@@ -331,7 +332,7 @@ impl Store for SqliteStore {
         id: &str,
     ) -> Result<Option<EnrollmentTokenRecord>, StoreError> {
         self.one(
-            "SELECT * FROM enrollment_tokens WHERE id = ?",
+            "SELECT * FROM enrollment_tokens WHERE id = $1",
             id,
             enrollment_token_from_row,
         )
@@ -339,7 +340,7 @@ impl Store for SqliteStore {
     }
 
     async fn batch(&self, id: &str) -> Result<Option<BatchRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM batches WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM batches WHERE id = $1")
             .bind(id)
             .fetch_all(self.pool())
             .await?
@@ -354,7 +355,7 @@ impl Store for SqliteStore {
         queued_only: bool,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM commands WHERE device_id = ? AND (? = 0 OR status = 'queued')
+            "SELECT * FROM commands WHERE device_id = $1 AND ($2 = 0 OR status = 'queued')
              ORDER BY created_ms DESC, id LIMIT 500",
         )
         .bind(device.as_str())
@@ -378,7 +379,7 @@ impl Store for SqliteStore {
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.one("SELECT * FROM tokens WHERE id = ?", id, token_from_row)
+        self.one("SELECT * FROM tokens WHERE id = $1", id, token_from_row)
             .await
     }
 
@@ -430,13 +431,13 @@ impl Store for SqliteStore {
 
     async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM alerts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR device_id = ?2)
-               AND (?3 IS NULL OR last_ms >= ?3) ORDER BY last_ms DESC, id LIMIT ?4",
+            "SELECT * FROM alerts WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR device_id = $2)
+               AND ($3 IS NULL OR last_ms >= $3) ORDER BY last_ms DESC, id LIMIT $4",
         )
         .bind(f.state.map(|s| s.as_str()))
         .bind(&f.device)
         .bind(f.since_ms)
-        .bind(f.limit)
+        .bind(i64::from(f.limit))
         .fetch_all(self.pool())
         .await?
         .iter()
@@ -445,7 +446,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
-        sqlx::query("SELECT * FROM alerts WHERE id = ?")
+        sqlx::query("SELECT * FROM alerts WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await?
@@ -463,12 +464,12 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DeviceEventRecord>, StoreError> {
         sqlx::query(
             "SELECT device_id, at_ms, kind, summary, detail FROM device_events
-             WHERE device_id = ? AND at_ms >= ? AND at_ms <= ? ORDER BY at_ms, id LIMIT ?",
+             WHERE device_id = $1 AND at_ms >= $2 AND at_ms <= $3 ORDER BY at_ms, id LIMIT $4",
         )
         .bind(device)
         .bind(since_ms)
         .bind(until_ms)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?
         .iter()
@@ -480,18 +481,17 @@ impl Store for SqliteStore {
         // Placements are joined only when the site filters or sorts; otherwise
         // the page's own placements are read afterwards (50 rows, by key).
         let join = q.site.is_some() || q.sort == DeviceSort::Site;
-        let mut count =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT COUNT(*) AS n FROM devices d");
+        let mut count = Dynamic::new("SELECT COUNT(*) AS n FROM devices d");
         push_device_filters(&mut count, q, join)?;
         let total = count
-            .build()
+            .query()?
             .fetch_all(self.pool())
             .await?
             .first()
             .map(|r| unsigned(r, "n", "device count"))
             .transpose()?
             .unwrap_or(0);
-        let mut page = sqlx::QueryBuilder::<sqlx::Sqlite>::new(if join {
+        let mut page = Dynamic::new(if join {
             "SELECT d.*, p.site AS placed_site, p.address AS placed_address FROM devices d"
         } else {
             "SELECT d.*, NULL AS placed_site, NULL AS placed_address FROM devices d"
@@ -508,16 +508,22 @@ impl Store for SqliteStore {
             DeviceSort::Site => "p.site",
         };
         let dir = if q.descending { "DESC" } else { "ASC" };
+        // PostgreSQL sorts NULL last in ascending order; say what SQLite does.
+        let nulls = match (self.engine, q.descending) {
+            (Engine::Sqlite, _) => "",
+            (Engine::Postgres, false) => " NULLS FIRST",
+            (Engine::Postgres, true) => " NULLS LAST",
+        };
         if q.sort == DeviceSort::Id {
-            page.push(format!(" ORDER BY d.id {dir} LIMIT "));
+            page.push(&format!(" ORDER BY d.id {dir} LIMIT "));
         } else {
-            page.push(format!(" ORDER BY {key} {dir}, d.id {dir} LIMIT "));
+            page.push(&format!(" ORDER BY {key} {dir}{nulls}, d.id {dir} LIMIT "));
         }
-        page.push_bind(i64::from(q.limit))
+        page.bind(i64::from(q.limit))
             .push(" OFFSET ")
-            .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
+            .bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
         let mut rows = page
-            .build()
+            .query()?
             .fetch_all(self.pool())
             .await?
             .iter()
@@ -534,7 +540,7 @@ impl Store for SqliteStore {
             let list = serde_json::to_string(&ids).map_err(|e| corrupt("device page", e))?;
             let placed: HashMap<String, (String, String)> = sqlx::query(
                 "SELECT device_id, site, address FROM device_placements
-                 WHERE device_id IN (SELECT value FROM json_each(?))",
+                 WHERE device_id IN (SELECT value FROM json_each($1))",
             )
             .bind(list)
             .fetch_all(self.pool())
@@ -582,11 +588,11 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<CertRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM certificates WHERE status = 'valid' AND not_after_ms < ?
-             ORDER BY not_after_ms LIMIT ?",
+            "SELECT * FROM certificates WHERE status = 'valid' AND not_after_ms < $1
+             ORDER BY not_after_ms LIMIT $2",
         )
         .bind(before_ms)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?
         .iter()
@@ -596,7 +602,7 @@ impl Store for SqliteStore {
 
     async fn account(&self, name: &OperatorName) -> Result<Option<AccountRecord>, StoreError> {
         self.one(
-            "SELECT * FROM operator_accounts WHERE name = ?",
+            "SELECT * FROM operator_accounts WHERE name = $1",
             name.as_str(),
             account_from_row,
         )
@@ -612,7 +618,7 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, id_hash: &Digest32) -> Result<Option<SessionRecord>, StoreError> {
-        sqlx::query("SELECT * FROM console_sessions WHERE id_hash = ?")
+        sqlx::query("SELECT * FROM console_sessions WHERE id_hash = $1")
             .bind(id_hash.to_vec())
             .fetch_all(self.pool())
             .await?
@@ -636,7 +642,7 @@ impl Store for SqliteStore {
         since_day: &str,
     ) -> Result<Vec<PostureSnapshotRecord>, StoreError> {
         sqlx::query(
-            "SELECT * FROM posture_snapshots WHERE framework = ? AND scope = ? AND day >= ?
+            "SELECT * FROM posture_snapshots WHERE framework = $1 AND scope = $2 AND day >= $3
              ORDER BY day",
         )
         .bind(framework)
@@ -653,7 +659,7 @@ impl Store for SqliteStore {
         let list = serde_json::to_string(actions).map_err(|e| corrupt("audit action", e))?;
         sqlx::query(
             "SELECT seq, subject, action, time_ms, detail FROM audit_entries
-             WHERE action IN (SELECT value FROM json_each(?)) ORDER BY seq",
+             WHERE action IN (SELECT value FROM json_each($1)) ORDER BY seq",
         )
         .bind(list)
         .fetch_all(self.pool())
@@ -664,17 +670,24 @@ impl Store for SqliteStore {
     }
 
     async fn latest_device_events(&self, kind: &str) -> Result<Vec<DeviceEventRecord>, StoreError> {
-        // SQLite returns the row of the maximum with a bare MAX() aggregate.
-        sqlx::query(
-            "SELECT device_id, MAX(at_ms) AS at_ms, kind, summary, detail FROM device_events
-             WHERE kind = ? GROUP BY device_id ORDER BY device_id",
-        )
-        .bind(kind)
-        .fetch_all(self.pool())
-        .await?
-        .iter()
-        .map(device_event_from_row)
-        .collect()
+        let sql = match self.engine {
+            // SQLite returns the row of the maximum with a bare MAX() aggregate.
+            Engine::Sqlite => {
+                "SELECT device_id, MAX(at_ms) AS at_ms, kind, summary, detail FROM device_events
+                 WHERE kind = $1 GROUP BY device_id ORDER BY device_id"
+            }
+            Engine::Postgres => {
+                "SELECT DISTINCT ON (device_id) device_id, at_ms, kind, summary, detail
+                 FROM device_events WHERE kind = $1 ORDER BY device_id, at_ms DESC, id DESC"
+            }
+        };
+        sqlx::query(sql)
+            .bind(kind)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(device_event_from_row)
+            .collect()
     }
 
     async fn audit_entries_about(
@@ -684,8 +697,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, time_ms, actor, action, subject, outcome, detail, digest
-             FROM audit_entries WHERE subject = ?1 OR detail LIKE ?2 ESCAPE '\\'
-             ORDER BY seq LIMIT ?3",
+             FROM audit_entries WHERE subject = $1 OR detail LIKE $2 ESCAPE '\\'
+             ORDER BY seq LIMIT $3",
         )
         .bind(subject)
         .bind(format!(
@@ -695,7 +708,7 @@ impl Store for SqliteStore {
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         ))
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(entry_from_row).collect()
@@ -717,7 +730,7 @@ impl Store for SqliteStore {
 
 /// The device list's filters, after `FROM devices d`.
 fn push_device_filters(
-    qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    qb: &mut Dynamic,
     q: &DevicePageQuery,
     join: bool,
 ) -> Result<(), StoreError> {
@@ -730,37 +743,36 @@ fn push_device_filters(
         // hardware serial, any case; instr() is plain text, no pattern.
         let needle = text.to_lowercase();
         qb.push(" AND (instr(d.id, ")
-            .push_bind(needle.clone())
+            .bind(needle.clone())
             .push(") > 0 OR instr(lower(d.hardware_serial), ")
-            .push_bind(needle)
+            .bind(needle)
             .push(") > 0)");
     }
     if let Some(m) = &q.model {
-        qb.push(" AND d.model_id = ")
-            .push_bind(m.as_str().to_owned());
+        qb.push(" AND d.model_id = ").bind(m.as_str().to_owned());
     }
     if let Some(st) = q.state {
-        qb.push(" AND d.state = ").push_bind(st.as_str());
+        qb.push(" AND d.state = ").bind(st.as_str().to_owned());
     }
     match q.site.as_deref() {
         Some("") => {
             qb.push(" AND p.site IS NULL");
         }
         Some(site) => {
-            qb.push(" AND p.site = ").push_bind(site.to_owned());
+            qb.push(" AND p.site = ").bind(site.to_owned());
         }
         None => {}
     }
     if let Some(f) = &q.firmware {
-        qb.push(" AND d.reported_firmware = ").push_bind(f.clone());
+        qb.push(" AND d.reported_firmware = ").bind(f.clone());
     }
     match q.seen_since {
         Some((true, since)) => {
-            qb.push(" AND d.last_seen_ms >= ").push_bind(since);
+            qb.push(" AND d.last_seen_ms >= ").bind(since);
         }
         Some((false, since)) => {
             qb.push(" AND (d.last_seen_ms IS NULL OR d.last_seen_ms < ")
-                .push_bind(since)
+                .bind(since)
                 .push(")");
         }
         None => {}
@@ -768,8 +780,58 @@ fn push_device_filters(
     if let Some(only) = &q.only {
         let list = serde_json::to_string(only).map_err(|e| corrupt("device selection", e))?;
         qb.push(" AND d.id IN (SELECT value FROM json_each(")
-            .push_bind(list)
+            .bind(list)
             .push("))");
     }
     Ok(())
+}
+
+/// A statement put together at run time: its text with `$N` parameters, and
+/// their values in order (sqlx's `QueryBuilder` writes `?` for the `Any`
+/// driver, which PostgreSQL does not take).
+struct Dynamic {
+    sql: String,
+    args: sqlx::any::AnyArguments,
+    n: usize,
+    error: Option<String>,
+}
+
+impl Dynamic {
+    fn new(sql: &str) -> Self {
+        Self {
+            sql: sql.to_owned(),
+            args: sqlx::any::AnyArguments::default(),
+            n: 0,
+            error: None,
+        }
+    }
+
+    fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: for<'t> sqlx::Encode<'t, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        use sqlx::Arguments;
+        self.n += 1;
+        self.sql.push_str(&format!("${}", self.n));
+        if let Err(e) = self.args.add(value)
+            && self.error.is_none()
+        {
+            self.error = Some(e.to_string());
+        }
+        self
+    }
+
+    fn query(
+        self,
+    ) -> Result<sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>, StoreError> {
+        match self.error {
+            Some(e) => Err(StoreError::Internal(format!("binding a parameter: {e}"))),
+            None => Ok(sqlx::query_with(sqlx::AssertSqlSafe(self.sql), self.args)),
+        }
+    }
 }

@@ -1,21 +1,21 @@
 //! Applying suppliers and their keys, batch manifests, enrolment tokens, TPM vendor CAs and approved firmware.
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::misrouted;
-use crate::sqlite::writer::{conflict, map_unique};
+use crate::sql::writer::{conflict, map_unique};
 use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change {
         Change::InsertSupplier(r) => {
             sqlx::query(
                 "INSERT INTO suppliers (name, ca_der, ca_sha256, disclosure_contact, created_ms)
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(r.name.as_str())
             .bind(&r.ca_der)
@@ -27,7 +27,7 @@ pub(super) async fn apply(
             .map_err(|e| map_unique(e, "supplier", r.name.as_str()))?;
         }
         Change::SetSupplierContact { name, contact } => {
-            let done = sqlx::query("UPDATE suppliers SET disclosure_contact = ? WHERE name = ?")
+            let done = sqlx::query("UPDATE suppliers SET disclosure_contact = $1 WHERE name = $2")
                 .bind(contact.as_deref())
                 .bind(name.as_str())
                 .execute(&mut *c)
@@ -41,12 +41,12 @@ pub(super) async fn apply(
         }
         Change::InsertBatch(b) => {
             sqlx::query(
-                "INSERT INTO batches (id, supplier, model_id, device_count, imported_ms) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO batches (id, supplier, model_id, device_count, imported_ms) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&b.id)
             .bind(b.supplier.as_str())
             .bind(b.model.as_str())
-            .bind(b.device_count)
+            .bind(i64::from(b.device_count))
             .bind(b.imported_ms)
             .execute(&mut *c)
             .await
@@ -55,7 +55,7 @@ pub(super) async fn apply(
         Change::InsertEnrollmentToken(t) => {
             sqlx::query(
                 "INSERT INTO enrollment_tokens (id, model_id, secret_hash, created_ms, expires_ms)
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&t.id)
             .bind(t.model.as_str())
@@ -68,8 +68,8 @@ pub(super) async fn apply(
         }
         Change::ConsumeEnrollmentToken { id, device, at_ms } => {
             let done = sqlx::query(
-                "UPDATE enrollment_tokens SET used_ms = ?, used_device = ?
-                 WHERE id = ? AND used_ms IS NULL AND expires_ms > ?",
+                "UPDATE enrollment_tokens SET used_ms = $1, used_device = $2
+                 WHERE id = $3 AND used_ms IS NULL AND expires_ms > $4",
             )
             .bind(at_ms)
             .bind(device.as_str())
@@ -87,7 +87,7 @@ pub(super) async fn apply(
         }
         Change::InsertTpmVendor(v) => {
             sqlx::query(
-                "INSERT INTO tpm_vendors (sha256, subject, ca_der, created_ms) VALUES (?, ?, ?, ?)",
+                "INSERT INTO tpm_vendors (sha256, subject, ca_der, created_ms) VALUES ($1, $2, $3, $4)",
             )
             .bind(&v.sha256)
             .bind(&v.subject)
@@ -99,7 +99,7 @@ pub(super) async fn apply(
         }
         Change::InsertFirmware(f) => {
             sqlx::query(
-                "INSERT INTO model_firmware (model_id, version, sha256, created_ms) VALUES (?, ?, ?, ?)",
+                "INSERT INTO model_firmware (model_id, version, sha256, created_ms) VALUES ($1, $2, $3, $4)",
             )
             .bind(f.model.as_str())
             .bind(&f.version)
@@ -111,7 +111,7 @@ pub(super) async fn apply(
         }
         Change::InsertSupplierKey(k) => {
             sqlx::query(
-                "INSERT INTO supplier_keys (keyid, supplier, spki_der, created_ms) VALUES (?, ?, ?, ?)",
+                "INSERT INTO supplier_keys (keyid, supplier, spki_der, created_ms) VALUES ($1, $2, $3, $4)",
             )
             .bind(&k.keyid)
             .bind(k.supplier.as_str())

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use palisade_audit::{Checkpoint, Digest32, Entry, EntryDraft, NoteVerifier, sign_checkpoint};
 use palisade_core::Clock;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
+use sqlx::Connection;
 use tokio::sync::{RwLock, mpsc, oneshot};
 
-use super::{AuditConfig, LogState, MAX_BATCH, load_tree};
+use super::{AuditConfig, Engine, LogState, MAX_BATCH, load_tree};
 
 use crate::{AuditHead, Change, Receipt, StoreError};
 
@@ -21,7 +22,8 @@ pub(super) struct Job {
 }
 
 pub(super) struct Writer {
-    pub(super) conn: SqliteConnection,
+    pub(super) conn: AnyConnection,
+    pub(super) engine: Engine,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) log: Arc<RwLock<LogState>>,
     pub(super) head: Arc<Mutex<Option<AuditHead>>>,
@@ -31,7 +33,7 @@ pub(super) struct Writer {
     pub(super) path: String,
 }
 
-pub(super) async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), StoreError> {
+pub(super) async fn exec(conn: &mut AnyConnection, sql: &'static str) -> Result<(), StoreError> {
     sqlx::query(sql).execute(&mut *conn).await?;
     Ok(())
 }
@@ -68,12 +70,22 @@ impl Writer {
             }
             self.process(jobs).await;
         }
+        // Closed politely, so that PostgreSQL frees the writer lock at once.
+        if let Err(e) = self.conn.close().await {
+            tracing::debug!(error = %e, "closing the writer's connection");
+        }
         tracing::debug!("store writer stopped");
     }
 
     async fn process(&mut self, jobs: Vec<Job>) {
         let now_ms = self.clock.now_ms();
-        if let Err(e) = exec(&mut self.conn, "BEGIN IMMEDIATE").await {
+        // SQLite takes the write lock at BEGIN IMMEDIATE (no upgrade deadlock
+        // with a reader); PostgreSQL locks rows as they are written.
+        let begin = match self.engine {
+            Engine::Sqlite => "BEGIN IMMEDIATE",
+            Engine::Postgres => "BEGIN",
+        };
+        if let Err(e) = exec(&mut self.conn, begin).await {
             let msg = e.to_string();
             for j in jobs {
                 let _ = j.reply.send(Err(StoreError::Checkpoint(msg.clone())));
@@ -195,7 +207,7 @@ impl Writer {
         };
         let note = sign_checkpoint(&cp, &self.audit.key_name, &*self.audit.signer)
             .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
-        sqlx::query("INSERT INTO audit_checkpoints (size, note, time_ms) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO audit_checkpoints (size, note, time_ms) VALUES ($1, $2, $3)")
             .bind(i64::try_from(cp.size).unwrap_or(i64::MAX))
             .bind(&note)
             .bind(now_ms)
@@ -219,22 +231,41 @@ impl Writer {
 
     /// Inserts the batch's audit entries, many rows per statement.
     async fn insert_entries(&mut self, entries: &[(Entry, Digest32)]) -> Result<(), StoreError> {
-        // 8 parameters a row; SQLite allows 32766 per statement.
+        // 8 parameters a row: 2 048 a statement, within both engines' limits.
         for chunk in entries.chunks(256) {
-            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO audit_entries (seq, time_ms, actor, action, subject, outcome, detail, digest) ",
+            let mut sql = String::from(
+                "INSERT INTO audit_entries (seq, time_ms, actor, action, subject, outcome, detail, digest) VALUES ",
             );
-            qb.push_values(chunk, |mut b, (e, d)| {
-                b.push_bind(i64::try_from(e.index).unwrap_or(i64::MAX))
-                    .push_bind(e.time_ms)
-                    .push_bind(e.actor.clone())
-                    .push_bind(e.action.clone())
-                    .push_bind(e.subject.clone())
-                    .push_bind(e.outcome.clone())
-                    .push_bind(e.detail.clone())
-                    .push_bind(d.to_vec());
-            });
-            qb.build().execute(&mut self.conn).await?;
+            for i in 0..chunk.len() {
+                let p = i * 8;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8
+                ));
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (e, d) in chunk {
+                q = q
+                    .bind(i64::try_from(e.index).unwrap_or(i64::MAX))
+                    .bind(e.time_ms)
+                    .bind(e.actor.clone())
+                    .bind(e.action.clone())
+                    .bind(e.subject.clone())
+                    .bind(e.outcome.clone())
+                    .bind(e.detail.clone())
+                    .bind(d.to_vec());
+            }
+            q.execute(&mut self.conn).await?;
         }
         Ok(())
     }

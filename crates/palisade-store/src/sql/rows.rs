@@ -7,7 +7,7 @@ use std::str::FromStr;
 use palisade_audit::{Digest32, Entry};
 use palisade_core::{DeviceId, DeviceState, Role, SupplierName};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{AccountRecord, DeviceGroupRecord, SessionRecord};
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
     UnmanagedRecord, UpdateRecord,
 };
 
-pub(super) fn entry_from_row(r: &SqliteRow) -> Result<StoredEntry, StoreError> {
+pub(super) fn entry_from_row(r: &AnyRow) -> Result<StoredEntry, StoreError> {
     let digest: Vec<u8> = r.try_get("digest")?;
     let recorded_digest: Digest32 = digest.try_into().map_err(|_| StoreError::Corrupt {
         what: "audit entry",
@@ -41,7 +41,7 @@ pub(super) fn entry_from_row(r: &SqliteRow) -> Result<StoredEntry, StoreError> {
 
 /// A name column (`DeviceId`, `ModelId`, ...) parsed into its type.
 pub(super) fn name<T: std::str::FromStr>(
-    r: &SqliteRow,
+    r: &AnyRow,
     column: &str,
     what: &'static str,
 ) -> Result<T, StoreError>
@@ -54,7 +54,7 @@ where
 
 /// A non-negative integer column in its unsigned type.
 pub(super) fn unsigned<T: TryFrom<i64>>(
-    r: &SqliteRow,
+    r: &AnyRow,
     column: &str,
     what: &'static str,
 ) -> Result<T, StoreError>
@@ -67,7 +67,7 @@ where
 
 /// A state column, parsed into its type (`corrupt` if the name is unknown).
 pub(super) fn state<T: std::str::FromStr<Err = palisade_core::UnknownState>>(
-    r: &SqliteRow,
+    r: &AnyRow,
     column: &str,
     what: &'static str,
 ) -> Result<T, StoreError> {
@@ -76,7 +76,7 @@ pub(super) fn state<T: std::str::FromStr<Err = palisade_core::UnknownState>>(
         .map_err(|e: palisade_core::UnknownState| corrupt(what, e))
 }
 
-pub(super) fn alert_from_row(r: &SqliteRow) -> Result<AlertRecord, StoreError> {
+pub(super) fn alert_from_row(r: &AnyRow) -> Result<AlertRecord, StoreError> {
     Ok(AlertRecord {
         id: r.try_get("id")?,
         dedup_key: r.try_get("dedup_key")?,
@@ -107,12 +107,12 @@ pub(super) fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
     }
 }
 
-pub(super) fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
+pub(super) fn model_from_row(r: &AnyRow) -> Result<ModelRecord, StoreError> {
     Ok(ModelRecord {
         id: name(r, "id", "model")?,
         description: r.try_get("description")?,
-        cert_validity_days: r.try_get("cert_validity_days")?,
-        policy_version: r.try_get("policy_version")?,
+        cert_validity_days: unsigned(r, "cert_validity_days", "model")?,
+        policy_version: unsigned(r, "policy_version", "model")?,
         approval_required: r.try_get::<i64, _>("approval_required")? != 0,
         allowed_key_types: r
             .try_get::<String, _>("allowed_key_types")?
@@ -127,12 +127,15 @@ pub(super) fn model_from_row(r: &SqliteRow) -> Result<ModelRecord, StoreError> {
             .transpose()
             .map_err(|e| corrupt("model", e))?,
         support_until_ms: r.try_get("support_until_ms")?,
-        security_update_days: r.try_get("security_update_days")?,
+        security_update_days: r
+            .try_get::<Option<i64>, _>("security_update_days")?
+            .map(|d| u32::try_from(d).map_err(|e| corrupt("model", e)))
+            .transpose()?,
         created_ms: r.try_get("created_ms")?,
     })
 }
 
-pub(super) fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError> {
+pub(super) fn device_from_row(r: &AnyRow) -> Result<DeviceRecord, StoreError> {
     let state: String = r.try_get("state")?;
     Ok(DeviceRecord {
         id: name(r, "id", "device")?,
@@ -173,7 +176,7 @@ pub(super) fn device_from_row(r: &SqliteRow) -> Result<DeviceRecord, StoreError>
     })
 }
 
-pub(super) fn tpm_vendor_from_row(r: &SqliteRow) -> Result<TpmVendorRecord, StoreError> {
+pub(super) fn tpm_vendor_from_row(r: &AnyRow) -> Result<TpmVendorRecord, StoreError> {
     Ok(TpmVendorRecord {
         sha256: r.try_get("sha256")?,
         subject: r.try_get("subject")?,
@@ -182,7 +185,7 @@ pub(super) fn tpm_vendor_from_row(r: &SqliteRow) -> Result<TpmVendorRecord, Stor
     })
 }
 
-pub(super) fn supplier_key_from_row(r: &SqliteRow) -> Result<SupplierKeyRecord, StoreError> {
+pub(super) fn supplier_key_from_row(r: &AnyRow) -> Result<SupplierKeyRecord, StoreError> {
     Ok(SupplierKeyRecord {
         keyid: r.try_get("keyid")?,
         supplier: name(r, "supplier", "supplier key")?,
@@ -191,7 +194,7 @@ pub(super) fn supplier_key_from_row(r: &SqliteRow) -> Result<SupplierKeyRecord, 
     })
 }
 
-pub(super) fn release_from_row(r: &SqliteRow) -> Result<ReleaseRecord, StoreError> {
+pub(super) fn release_from_row(r: &AnyRow) -> Result<ReleaseRecord, StoreError> {
     Ok(ReleaseRecord {
         model: name(r, "model_id", "release")?,
         version: r.try_get("version")?,
@@ -213,7 +216,7 @@ pub(super) fn release_from_row(r: &SqliteRow) -> Result<ReleaseRecord, StoreErro
     })
 }
 
-pub(super) fn firmware_from_row(r: &SqliteRow) -> Result<FirmwareRecord, StoreError> {
+pub(super) fn firmware_from_row(r: &AnyRow) -> Result<FirmwareRecord, StoreError> {
     Ok(FirmwareRecord {
         model: name(r, "model_id", "firmware")?,
         version: r.try_get("version")?,
@@ -222,7 +225,7 @@ pub(super) fn firmware_from_row(r: &SqliteRow) -> Result<FirmwareRecord, StoreEr
     })
 }
 
-pub(super) fn command_from_row(r: &SqliteRow) -> Result<CommandRecord, StoreError> {
+pub(super) fn command_from_row(r: &AnyRow) -> Result<CommandRecord, StoreError> {
     Ok(CommandRecord {
         id: r.try_get("id")?,
         device: name(r, "device_id", "command")?,
@@ -236,7 +239,7 @@ pub(super) fn command_from_row(r: &SqliteRow) -> Result<CommandRecord, StoreErro
     })
 }
 
-pub(super) fn supplier_from_row(r: &SqliteRow) -> Result<SupplierRecord, StoreError> {
+pub(super) fn supplier_from_row(r: &AnyRow) -> Result<SupplierRecord, StoreError> {
     Ok(SupplierRecord {
         name: name(r, "name", "supplier")?,
         ca_der: r.try_get("ca_der")?,
@@ -246,9 +249,7 @@ pub(super) fn supplier_from_row(r: &SqliteRow) -> Result<SupplierRecord, StoreEr
     })
 }
 
-pub(super) fn enrollment_token_from_row(
-    r: &SqliteRow,
-) -> Result<EnrollmentTokenRecord, StoreError> {
+pub(super) fn enrollment_token_from_row(r: &AnyRow) -> Result<EnrollmentTokenRecord, StoreError> {
     let hash: Vec<u8> = r.try_get("secret_hash")?;
     Ok(EnrollmentTokenRecord {
         id: r.try_get("id")?,
@@ -263,7 +264,7 @@ pub(super) fn enrollment_token_from_row(
     })
 }
 
-pub(super) fn cert_from_row(r: &SqliteRow) -> Result<CertRecord, StoreError> {
+pub(super) fn cert_from_row(r: &AnyRow) -> Result<CertRecord, StoreError> {
     let status: String = r.try_get("status")?;
     let device: Option<String> = r.try_get("device_id")?;
     Ok(CertRecord {
@@ -288,7 +289,7 @@ pub(super) fn cert_from_row(r: &SqliteRow) -> Result<CertRecord, StoreError> {
     })
 }
 
-pub(super) fn token_from_row(r: &SqliteRow) -> Result<TokenRecord, StoreError> {
+pub(super) fn token_from_row(r: &AnyRow) -> Result<TokenRecord, StoreError> {
     let role: String = r.try_get("role")?;
     let hash: Vec<u8> = r.try_get("secret_hash")?;
     Ok(TokenRecord {
@@ -304,7 +305,7 @@ pub(super) fn token_from_row(r: &SqliteRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
-pub(super) fn model_policy_from_row(r: &SqliteRow) -> Result<ModelPolicyRecord, StoreError> {
+pub(super) fn model_policy_from_row(r: &AnyRow) -> Result<ModelPolicyRecord, StoreError> {
     Ok(ModelPolicyRecord {
         model: name(r, "model_id", "model policy")?,
         mud_url: r.try_get("mud_url")?,
@@ -316,7 +317,7 @@ pub(super) fn model_policy_from_row(r: &SqliteRow) -> Result<ModelPolicyRecord, 
     })
 }
 
-pub(super) fn site_from_row(r: &SqliteRow) -> Result<SiteRecord, StoreError> {
+pub(super) fn site_from_row(r: &AnyRow) -> Result<SiteRecord, StoreError> {
     Ok(SiteRecord {
         name: name(r, "name", "site")?,
         spec: r.try_get("spec")?,
@@ -325,7 +326,7 @@ pub(super) fn site_from_row(r: &SqliteRow) -> Result<SiteRecord, StoreError> {
     })
 }
 
-pub(super) fn placement_from_row(r: &SqliteRow) -> Result<PlacementRecord, StoreError> {
+pub(super) fn placement_from_row(r: &AnyRow) -> Result<PlacementRecord, StoreError> {
     Ok(PlacementRecord {
         device: name(r, "device_id", "placement")?,
         site: name(r, "site", "placement")?,
@@ -336,7 +337,7 @@ pub(super) fn placement_from_row(r: &SqliteRow) -> Result<PlacementRecord, Store
     })
 }
 
-pub(super) fn edge_from_row(r: &SqliteRow) -> Result<EdgeRecord, StoreError> {
+pub(super) fn edge_from_row(r: &AnyRow) -> Result<EdgeRecord, StoreError> {
     Ok(EdgeRecord {
         device: name(r, "device_id", "edge")?,
         site: name(r, "site", "edge")?,
@@ -346,7 +347,7 @@ pub(super) fn edge_from_row(r: &SqliteRow) -> Result<EdgeRecord, StoreError> {
     })
 }
 
-pub(super) fn unmanaged_from_row(r: &SqliteRow) -> Result<UnmanagedRecord, StoreError> {
+pub(super) fn unmanaged_from_row(r: &AnyRow) -> Result<UnmanagedRecord, StoreError> {
     let sources: String = r.try_get("sources")?;
     let device: Option<String> = r.try_get("device_id")?;
     let decided_by: Option<String> = r.try_get("decided_by")?;
@@ -375,7 +376,7 @@ pub(super) fn unmanaged_from_row(r: &SqliteRow) -> Result<UnmanagedRecord, Store
     })
 }
 
-pub(super) fn rollout_from_row(r: &SqliteRow) -> Result<RolloutRecord, StoreError> {
+pub(super) fn rollout_from_row(r: &AnyRow) -> Result<RolloutRecord, StoreError> {
     Ok(RolloutRecord {
         name: name(r, "name", "rollout")?,
         model: name(r, "model_id", "rollout")?,
@@ -390,7 +391,7 @@ pub(super) fn rollout_from_row(r: &SqliteRow) -> Result<RolloutRecord, StoreErro
     })
 }
 
-pub(super) fn rollout_device_from_row(r: &SqliteRow) -> Result<RolloutDeviceRecord, StoreError> {
+pub(super) fn rollout_device_from_row(r: &AnyRow) -> Result<RolloutDeviceRecord, StoreError> {
     Ok(RolloutDeviceRecord {
         rollout: name(r, "rollout", "rollout device")?,
         device: name(r, "device_id", "rollout device")?,
@@ -402,7 +403,7 @@ pub(super) fn rollout_device_from_row(r: &SqliteRow) -> Result<RolloutDeviceReco
     })
 }
 
-pub(super) fn update_from_row(r: &SqliteRow) -> Result<UpdateRecord, StoreError> {
+pub(super) fn update_from_row(r: &AnyRow) -> Result<UpdateRecord, StoreError> {
     Ok(UpdateRecord {
         device: name(r, "device_id", "update")?,
         counter: unsigned(r, "counter", "update")?,
@@ -413,17 +414,17 @@ pub(super) fn update_from_row(r: &SqliteRow) -> Result<UpdateRecord, StoreError>
     })
 }
 
-pub(super) fn batch_from_row(r: &SqliteRow) -> Result<BatchRecord, StoreError> {
+pub(super) fn batch_from_row(r: &AnyRow) -> Result<BatchRecord, StoreError> {
     Ok(BatchRecord {
         id: r.try_get("id")?,
         supplier: name(r, "supplier", "batch")?,
         model: name(r, "model_id", "batch")?,
-        device_count: r.try_get("device_count")?,
+        device_count: unsigned(r, "device_count", "batch")?,
         imported_ms: r.try_get("imported_ms")?,
     })
 }
 
-pub(super) fn device_event_from_row(r: &SqliteRow) -> Result<DeviceEventRecord, StoreError> {
+pub(super) fn device_event_from_row(r: &AnyRow) -> Result<DeviceEventRecord, StoreError> {
     Ok(DeviceEventRecord {
         device: r.try_get("device_id")?,
         at_ms: r.try_get("at_ms")?,
@@ -433,9 +434,7 @@ pub(super) fn device_event_from_row(r: &SqliteRow) -> Result<DeviceEventRecord, 
     })
 }
 
-pub(super) fn posture_snapshot_from_row(
-    r: &SqliteRow,
-) -> Result<PostureSnapshotRecord, StoreError> {
+pub(super) fn posture_snapshot_from_row(r: &AnyRow) -> Result<PostureSnapshotRecord, StoreError> {
     Ok(PostureSnapshotRecord {
         day: r.try_get("day")?,
         framework: r.try_get("framework")?,
@@ -448,7 +447,7 @@ pub(super) fn posture_snapshot_from_row(
     })
 }
 
-pub(super) fn audit_ref_from_row(r: &SqliteRow) -> Result<AuditRefRecord, StoreError> {
+pub(super) fn audit_ref_from_row(r: &AnyRow) -> Result<AuditRefRecord, StoreError> {
     Ok(AuditRefRecord {
         index: unsigned(r, "seq", "audit entry")?,
         subject: r.try_get("subject")?,
@@ -458,7 +457,7 @@ pub(super) fn audit_ref_from_row(r: &SqliteRow) -> Result<AuditRefRecord, StoreE
     })
 }
 
-pub(super) fn account_from_row(r: &SqliteRow) -> Result<AccountRecord, StoreError> {
+pub(super) fn account_from_row(r: &AnyRow) -> Result<AccountRecord, StoreError> {
     Ok(AccountRecord {
         name: name(r, "name", "account")?,
         role: name(r, "role", "account")?,
@@ -469,7 +468,7 @@ pub(super) fn account_from_row(r: &SqliteRow) -> Result<AccountRecord, StoreErro
     })
 }
 
-pub(super) fn session_from_row(r: &SqliteRow) -> Result<SessionRecord, StoreError> {
+pub(super) fn session_from_row(r: &AnyRow) -> Result<SessionRecord, StoreError> {
     let id: Vec<u8> = r.try_get("id_hash")?;
     Ok(SessionRecord {
         id_hash: id
@@ -485,7 +484,7 @@ pub(super) fn session_from_row(r: &SqliteRow) -> Result<SessionRecord, StoreErro
     })
 }
 
-pub(super) fn device_group_from_row(r: &SqliteRow) -> Result<DeviceGroupRecord, StoreError> {
+pub(super) fn device_group_from_row(r: &AnyRow) -> Result<DeviceGroupRecord, StoreError> {
     Ok(DeviceGroupRecord {
         name: r.try_get("name")?,
         query: r.try_get("query")?,

@@ -1,20 +1,20 @@
 //! Applying operator commands to devices: queued, sent, acknowledged.
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::misrouted;
-use crate::sqlite::writer::{conflict, map_unique};
+use crate::sql::writer::{conflict, map_unique};
 use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change {
         Change::InsertCommand(cmd) => {
             sqlx::query(
-                "INSERT INTO commands (id, device_id, name, args, status, created_ms) VALUES (?, ?, ?, ?, 'queued', ?)",
+                "INSERT INTO commands (id, device_id, name, args, status, created_ms) VALUES ($1, $2, $3, $4, 'queued', $5)",
             )
             .bind(&cmd.id)
             .bind(cmd.device.as_str())
@@ -27,7 +27,7 @@ pub(super) async fn apply(
         }
         Change::CommandSent { id, at_ms } => {
             sqlx::query(
-                "UPDATE commands SET status = 'sent', sent_ms = ? WHERE id = ? AND status = 'queued'",
+                "UPDATE commands SET status = 'sent', sent_ms = $1 WHERE id = $2 AND status = 'queued'",
             )
             .bind(at_ms)
             .bind(id)
@@ -42,8 +42,8 @@ pub(super) async fn apply(
             at_ms,
         } => {
             let done = sqlx::query(
-                "UPDATE commands SET status = ?, acked_ms = ?, result = ?
-                 WHERE id = ? AND device_id = ? AND status IN ('queued','sent')",
+                "UPDATE commands SET status = $1, acked_ms = $2, result = $3
+                 WHERE id = $4 AND device_id = $5 AND status IN ('queued','sent')",
             )
             .bind(if *ok { "acked" } else { "failed" })
             .bind(at_ms)

@@ -10,13 +10,13 @@ mod network;
 mod onboarding;
 mod ota;
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use crate::{Change, ChangeFamily, StoreError};
 
 /// Applies one change; returns the new value of a counter it bumped.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change.family() {

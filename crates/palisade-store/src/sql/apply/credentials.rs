@@ -1,21 +1,21 @@
 //! Applying certificates, their revocation, operator API tokens, and the durable counters (CRL numbers).
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::misrouted;
-use crate::sqlite::writer::{conflict, map_unique};
+use crate::sql::writer::{conflict, map_unique};
 use crate::{Change, StoreError};
 
 /// Applies one of this family's changes inside the open transaction.
 pub(super) async fn apply(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     change: &Change,
 ) -> Result<Option<i64>, StoreError> {
     match change {
         Change::InsertCertificate(r) => {
             sqlx::query(
                 "INSERT INTO certificates (serial, profile, subject, device_id, not_before_ms, not_after_ms,
-                   status, revoked_ms, reason, der, issued_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   status, revoked_ms, reason, der, issued_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&r.serial)
             .bind(&r.profile)
@@ -38,8 +38,8 @@ pub(super) async fn apply(
             at_ms,
         } => {
             let done = sqlx::query(
-                "UPDATE certificates SET status = 'revoked', revoked_ms = ?, reason = ?
-                 WHERE serial = ? AND status = 'valid'",
+                "UPDATE certificates SET status = 'revoked', revoked_ms = $1, reason = $2
+                 WHERE serial = $3 AND status = 'valid'",
             )
             .bind(at_ms)
             .bind(reason)
@@ -57,7 +57,7 @@ pub(super) async fn apply(
         Change::InsertToken(t) => {
             sqlx::query(
                 "INSERT INTO tokens (id, operator, role, secret_hash, created_ms, expires_ms, revoked_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&t.id)
             .bind(t.operator.as_str())
@@ -71,20 +71,21 @@ pub(super) async fn apply(
             .map_err(|e| map_unique(e, "token", &t.id))?;
         }
         Change::RevokeToken { id, at_ms } => {
-            let done =
-                sqlx::query("UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL")
-                    .bind(at_ms)
-                    .bind(id)
-                    .execute(&mut *c)
-                    .await?;
+            let done = sqlx::query(
+                "UPDATE tokens SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL",
+            )
+            .bind(at_ms)
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
             if done.rows_affected() != 1 {
                 return Err(conflict("token", id, "is unknown or already revoked"));
             }
         }
         Change::BumpCounter { name } => {
             let v: i64 = sqlx::query_scalar(
-                "INSERT INTO counters (name, value) VALUES (?, 1)
-                 ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+                "INSERT INTO counters (name, value) VALUES ($1, 1)
+                 ON CONFLICT(name) DO UPDATE SET value = counters.value + 1 RETURNING value",
             )
             .bind(name)
             .fetch_one(&mut *c)

@@ -1,0 +1,194 @@
+//! The store on PostgreSQL: the backend conformance suite (what every backend
+//! must do) against a real server, each check in a database of its own, then
+//! what only a server can show (a second writer refused, a damaged log found).
+//!
+//! The server comes from `PALISADE_TEST_POSTGRES_URL` (an account that may
+//! create databases; `scripts/test.sh` starts one with `initdb`/`pg_ctl` and
+//! sets it). Without it the checks are skipped with a reason, except under
+//! `CI=true`, where a missing server is a failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use palisade_audit::EntryDraft;
+use palisade_core::KeyAlgorithm;
+use palisade_core::clock::FixedClock;
+use palisade_keystore::SoftwareKey;
+use palisade_store::conformance::Backend;
+use palisade_store::*;
+use sqlx::{Connection, Executor};
+use time::macros::datetime;
+
+/// A database of its own on the test server, with a fresh audit key; `None`
+/// (skipped) when no server was given outside CI.
+struct Postgres {
+    url: String,
+    audit: AuditConfig,
+}
+
+fn server_url() -> Option<String> {
+    match std::env::var("PALISADE_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "PALISADE_TEST_POSTGRES_URL is not set: scripts/test.sh starts PostgreSQL and sets it"
+            )
+        }
+        _ => {
+            eprintln!(
+                "skipped: PALISADE_TEST_POSTGRES_URL is not set (run scripts/test.sh, which starts PostgreSQL)"
+            );
+            None
+        }
+    }
+}
+
+async fn postgres() -> Option<Postgres> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let server = server_url()?;
+    let name = format!(
+        "palisade_test_{}_{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let url = palisade_store::conformance::postgres_database(&server, &name)
+        .await
+        .expect("creating a test database");
+    let (key, _) = SoftwareKey::generate(KeyAlgorithm::Ed25519, "audit").unwrap();
+    Some(Postgres {
+        url,
+        audit: AuditConfig {
+            origin: "test.invalid/audit".into(),
+            key_name: "test.invalid/audit".into(),
+            signer: Arc::new(key),
+        },
+    })
+}
+
+#[async_trait(?Send)]
+impl Backend for Postgres {
+    async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        let store = SqlStore::open_database(
+            &self.url.parse()?,
+            PoolSettings::default(),
+            self.audit.clone(),
+            Arc::new(FixedClock(datetime!(2026-11-26 12:00 UTC))),
+        )
+        .await?;
+        assert_eq!(store.engine(), Engine::Postgres);
+        Ok(Arc::new(store))
+    }
+
+    fn audit(&self) -> &AuditConfig {
+        &self.audit
+    }
+}
+
+palisade_store::conformance_suite!(optional postgres().await);
+
+#[tokio::test]
+async fn a_second_writer_is_refused_while_the_first_is_open() {
+    let Some(pg) = postgres().await else { return };
+    let first = pg.open().await.unwrap();
+    let settings = PoolSettings {
+        acquire_timeout: std::time::Duration::from_millis(300),
+        ..PoolSettings::default()
+    };
+    let err = SqlStore::open_database(
+        &pg.url.parse().unwrap(),
+        settings,
+        pg.audit.clone(),
+        Arc::new(FixedClock(datetime!(2026-11-26 12:00 UTC))),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("another palisade node is writing"),
+        "{err}"
+    );
+    drop(first);
+    // Once the first lets go, the next takes over.
+    pg.open().await.unwrap();
+}
+
+#[tokio::test]
+async fn refuses_to_open_when_an_audit_row_was_edited() {
+    let Some(pg) = postgres().await else { return };
+    let store = pg.open().await.unwrap();
+    for i in 0..3 {
+        store
+            .commit(
+                vec![],
+                vec![EntryDraft::success("s", "test", format!("{i}"))],
+            )
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let mut conn = sqlx::AnyConnection::connect(&pg.url).await.unwrap();
+    conn.execute("UPDATE audit_entries SET subject = 'forged' WHERE seq = 1")
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let err = pg.open().await.unwrap_err();
+    assert!(matches!(err, StoreError::AuditDamaged { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn bad_urls_and_unreachable_servers_are_explained() {
+    let Some(pg) = postgres().await else { return };
+    let open = |url: String| {
+        let audit = pg.audit.clone();
+        async move {
+            let db: Database = url.parse()?;
+            SqlStore::open_database(
+                &db,
+                PoolSettings {
+                    acquire_timeout: std::time::Duration::from_secs(2),
+                    ..PoolSettings::default()
+                },
+                audit,
+                Arc::new(FixedClock(datetime!(2026-11-26 12:00 UTC))),
+            )
+            .await
+        }
+    };
+    // A wrong password: refused, and the message never shows it.
+    let server = server_url().unwrap();
+    let (scheme_user, rest) = server.split_once('@').expect("the test URL names its user");
+    let user = scheme_user
+        .trim_start_matches("postgres://")
+        .trim_start_matches("postgresql://")
+        .split(':')
+        .next()
+        .unwrap();
+    let e = open(format!("postgres://{user}:s3cret-pw@{rest}"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("s3cret-pw"), "{e}");
+    assert!(e.contains("password authentication failed"), "{e}");
+    // Nothing listens on port 1.
+    let e = open("postgres://palisade@127.0.0.1:1/x".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("database"), "{e}");
+    // Not a URL this store knows.
+    let e = "mysql://x@127.0.0.1/db"
+        .parse::<Database>()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("postgres://"), "{e}");
+    // Passwords never reach a message.
+    let db: Database = "postgres://u:hunter2@127.0.0.1:5/db".parse().unwrap();
+    assert!(!db.to_string().contains("hunter2"), "{db}");
+    assert!(!format!("{db:?}").contains("hunter2"));
+}
