@@ -151,7 +151,7 @@ fi
 
 if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   step "benchmark smoke run (quick mode; full figures: see BENCHMARKS.md)"
-  cargo bench -p palisade-server --bench issuance --locked -- --quick
+  PALISADE_BENCH_POSTGRES="$PALISADE_TEST_POSTGRES_URL" cargo bench -p palisade-server --bench issuance --locked -- --quick
   cargo bench -p palisade-server --bench console --locked -- --quick
   cargo build --release -p palisade -p palisade-agent -p palisade-edge --locked
   cargo bench -p palisade-interop --bench est_enroll --locked -- --quick
