@@ -1,12 +1,12 @@
 //! Presence: what the fleet knows of each device from its messages (last seen,
-//! reported firmware, message and security-event counts, retained messages),
-//! kept in memory and flushed to the store every few seconds.
+//! reported firmware, message and security-event counts), kept in memory and
+//! flushed to the store every few seconds. (Retained messages are in the store:
+//! the gateway writes and reads them there.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use palisade_core::DeviceId;
 use palisade_mqtt::TopicKind;
 use palisade_store::{Change, Store};
@@ -33,8 +33,6 @@ pub struct Seen {
     pub messages: u64,
     /// Refused publishes and subscriptions (security events).
     pub security_events: u64,
-    /// Retained messages on its own topics (empty payload clears).
-    pub retained: HashMap<String, Bytes>,
 }
 
 impl Presence {
@@ -62,34 +60,6 @@ impl Presence {
                 s.firmware = firmware;
             }
         }
-    }
-
-    /// Keeps (or, with an empty payload, clears) a retained message of a device.
-    pub fn retain(&self, d: &DeviceId, topic: &str, payload: Bytes) {
-        if let Ok(mut m) = self.seen.lock() {
-            let r = &mut m.entry(d.clone()).or_default().retained;
-            if payload.is_empty() {
-                r.remove(topic);
-            } else {
-                r.insert(topic.to_owned(), payload);
-            }
-        }
-    }
-
-    /// A device's retained messages.
-    pub fn retained(&self, d: &DeviceId) -> Vec<(String, Bytes)> {
-        self.seen
-            .lock()
-            .ok()
-            .and_then(|m| {
-                m.get(d).map(|s| {
-                    s.retained
-                        .iter()
-                        .map(|(t, p)| (t.clone(), p.clone()))
-                        .collect()
-                })
-            })
-            .unwrap_or_default()
     }
 
     /// Counts a security event (an ACL refusal) against a device.

@@ -31,10 +31,6 @@ struct Live {
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<DeviceId, Live>>,
-    /// Persistent (non-clean) sessions of devices that are offline: whether they
-    /// had subscribed to their commands. Queued commands themselves are durable in
-    /// the store and delivered when the session resumes.
-    offline: Mutex<HashMap<DeviceId, bool>>,
     next: AtomicU64,
 }
 
@@ -85,22 +81,6 @@ impl Sessions {
             && live.get(device).is_some_and(|l| l.id == id)
         {
             live.remove(device);
-        }
-    }
-
-    /// Takes a device's persisted session state (for a non-clean CONNECT), or
-    /// discards it (clean). Returns `Some(subscribed)` if one existed.
-    pub fn resume(&self, device: &DeviceId, clean: bool) -> Option<bool> {
-        let mut offline = self.offline.lock().ok()?;
-        let state = offline.remove(device);
-        if clean { None } else { state }
-    }
-
-    /// Keeps a non-clean session's state (whether it subscribed to its
-    /// commands) while the device is offline.
-    pub fn persist(&self, device: &DeviceId, subscribed: bool) {
-        if let Ok(mut offline) = self.offline.lock() {
-            offline.insert(device.clone(), subscribed);
         }
     }
 

@@ -283,7 +283,7 @@ impl Gateway {
             return;
         }
         let (sid, mut kill, mut outbox) = self.sessions.register(&device, &info.serial_hex);
-        let resumed = self.sessions.resume(&device, connect.clean);
+        let resumed = self.resume(&device, connect.clean).await;
         if framed
             .send(connack(proto, None, resumed.is_some()))
             .await
@@ -328,7 +328,7 @@ impl Gateway {
             },
         );
         if !connect.clean {
-            self.sessions.persist(&device, session.subscribed());
+            self.set_session(&device, Some(session.subscribed())).await;
         }
         // The will is published when the session ends without a DISCONNECT.
         if !clean_close && let Some((kind, payload)) = will {
@@ -341,6 +341,54 @@ impl Gateway {
         }
         self.metrics.mqtt_connected(self.sessions.count());
         tracing::debug!(%device, "device disconnected");
+    }
+
+    /// The device's persistent session from the store, for a non-clean
+    /// CONNECT (`Some(subscribed)`: the session is present); a clean CONNECT
+    /// discards it. Kept in the store, a session survives a restart and
+    /// follows the device to another node.
+    async fn resume(&self, device: &DeviceId, clean: bool) -> Option<bool> {
+        let stored = match self.store.mqtt_session(device).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%device, error = %e, "could not read the device's persistent session");
+                None
+            }
+        };
+        if !clean {
+            return stored;
+        }
+        if stored.is_some() {
+            self.set_session(device, None).await;
+        }
+        None
+    }
+
+    /// Keeps (`Some(subscribed)`) or discards (`None`) a device's persistent
+    /// session in the store.
+    async fn set_session(&self, device: &DeviceId, subscribed: Option<bool>) {
+        let change = Change::SetMqttSession {
+            device: device.clone(),
+            subscribed,
+            at_ms: self.clock.now_ms(),
+        };
+        if let Err(e) = self.store.commit(vec![change], vec![]).await {
+            tracing::warn!(%device, error = %e, "could not store the device's persistent session");
+        }
+    }
+
+    /// Keeps (or, with an empty payload, clears) a device's retained message,
+    /// in the store before the publish is acknowledged.
+    async fn retain(&self, device: &DeviceId, topic: String, payload: &[u8], at_ms: i64) {
+        let change = Change::SetRetained {
+            device: device.clone(),
+            topic,
+            payload: payload.to_vec(),
+            at_ms,
+        };
+        if let Err(e) = self.store.commit(vec![change], vec![]).await {
+            tracing::warn!(%device, error = %e, "could not store a retained message");
+        }
     }
 
     /// The certificate must be in the inventory and valid, and the device in a
@@ -459,7 +507,7 @@ impl Gateway {
                         Reaction::Publish { kind, payload, retain, ack } => {
                             self.metrics.mqtt_in(payload.len());
                             if let Some(topic) = retain {
-                                self.presence.retain(&device, &topic, payload.clone());
+                                self.retain(&device, topic, &payload, now).await;
                             }
                             self.bus.publish(Event::Message(DeviceEvent { device: device.clone(), kind, payload, at_ms: now }));
                             ack
@@ -480,8 +528,14 @@ impl Gateway {
                             }
                             if retained {
                                 // Its own retained messages, after the SUBACK.
-                                for (topic, payload) in self.presence.retained(&device) {
-                                    let _ = self.sessions.send(&device, Outbound { topic, payload });
+                                match self.store.retained(&device).await {
+                                    Ok(list) => {
+                                        for (topic, payload) in list {
+                                            let payload = bytes::Bytes::from(payload);
+                                            let _ = self.sessions.send(&device, Outbound { topic, payload });
+                                        }
+                                    }
+                                    Err(e) => tracing::warn!(%device, error = %e, "could not read retained messages"),
                                 }
                             }
                             Some(reply)

@@ -74,6 +74,7 @@ macro_rules! conformance_suite {
             api_tokens_are_revoked_once,
             counters_count_up_in_commit_order,
             commands_are_queued_sent_and_acknowledged_by_their_device_only,
+            mqtt_sessions_and_retained_messages_survive_a_reopen,
             onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
             releases_never_lower_the_security_version_and_assignments_only_move_forward,
             rollouts_and_their_devices_round_trip,
@@ -679,6 +680,71 @@ fn command(cmd_id: &str, device: &str) -> Change {
         acked_ms: None,
         result: None,
     })
+}
+
+/// An offline device's persistent MQTT session and its retained messages are
+/// kept across a reopen; an empty retained payload clears, a clean session
+/// discards.
+pub async fn mqtt_sessions_and_retained_messages_survive_a_reopen(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let (d1, d2): (DeviceId, DeviceId) = (id("d1"), id("d2"));
+    assert_eq!(store.mqtt_session(&d1).await.expect("read"), None);
+    let retain = |d: &DeviceId, topic: &str, payload: &[u8]| Change::SetRetained {
+        device: d.clone(),
+        topic: topic.into(),
+        payload: payload.to_vec(),
+        at_ms: 5,
+    };
+    store
+        .commit(
+            vec![
+                Change::SetMqttSession {
+                    device: d1.clone(),
+                    subscribed: Some(true),
+                    at_ms: 5,
+                },
+                Change::SetMqttSession {
+                    device: d2.clone(),
+                    subscribed: Some(false),
+                    at_ms: 5,
+                },
+                retain(&d1, "palisade/d/d1/telemetry", b"{\"t\":1}"),
+                retain(&d1, "palisade/d/d1/events", &[0, 255, 1]),
+                retain(&d1, "palisade/d/d1/telemetry", b"{\"t\":2}"),
+                retain(&d2, "palisade/d/d2/telemetry", b"x"),
+            ],
+            vec![],
+        )
+        .await
+        .expect("commit");
+    drop(store);
+    let store = b.open().await.expect("reopen");
+    assert_eq!(store.mqtt_session(&d1).await.expect("read"), Some(true));
+    assert_eq!(store.mqtt_session(&d2).await.expect("read"), Some(false));
+    assert_eq!(
+        store.retained(&d1).await.expect("read"),
+        vec![
+            ("palisade/d/d1/events".to_owned(), vec![0, 255, 1]),
+            ("palisade/d/d1/telemetry".to_owned(), b"{\"t\":2}".to_vec()),
+        ]
+    );
+    store
+        .commit(
+            vec![
+                Change::SetMqttSession {
+                    device: d1.clone(),
+                    subscribed: None,
+                    at_ms: 6,
+                },
+                retain(&d1, "palisade/d/d1/events", b""),
+            ],
+            vec![],
+        )
+        .await
+        .expect("commit");
+    assert_eq!(store.mqtt_session(&d1).await.expect("read"), None);
+    assert_eq!(store.retained(&d1).await.expect("read").len(), 1);
+    assert_eq!(store.retained(&d2).await.expect("read").len(), 1);
 }
 
 /// Commands are queued, sent, and closed only by their own device's

@@ -221,6 +221,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<CommandRecord>, StoreError>;
     /// Devices that have commands still queued, by id.
     async fn queued_command_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
+    /// A device's persistent MQTT session kept while it was offline: whether
+    /// it had subscribed to its commands; `None` if there is none.
+    async fn mqtt_session(&self, device: &DeviceId) -> Result<Option<bool>, StoreError>;
+    /// A device's retained messages (topic, payload), by topic.
+    async fn retained(&self, device: &DeviceId) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// One API token by id.
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// All API tokens.

@@ -693,6 +693,27 @@ pub enum Change {
         /// When, Unix ms.
         at_ms: i64,
     },
+    /// Keep a device's persistent MQTT session while it is offline (whether
+    /// it had subscribed to its commands); `None` ends the session.
+    SetMqttSession {
+        /// The device.
+        device: DeviceId,
+        /// `Some(subscribed)` keeps it; `None` discards it.
+        subscribed: Option<bool>,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Keep (or, with an empty payload, clear) a device's retained message.
+    SetRetained {
+        /// The device.
+        device: DeviceId,
+        /// Its topic (in the device's own namespace).
+        topic: String,
+        /// The payload; empty clears it.
+        payload: Vec<u8>,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
     /// Record a new command (status `queued`).
     InsertCommand(CommandRecord),
     /// Mark a command delivered to the device's session.
@@ -1144,6 +1165,8 @@ impl Change {
             | Change::RecordUnmanaged(_)
             | Change::SetUnmanagedState { .. } => ChangeFamily::Network,
             Change::InsertCommand { .. }
+            | Change::SetMqttSession { .. }
+            | Change::SetRetained { .. }
             | Change::CommandSent { .. }
             | Change::CommandAcked { .. } => ChangeFamily::Commands,
             Change::OpenAlert { .. }

@@ -623,3 +623,59 @@ fn a_persistent_session_resumes_and_retained_messages_stay_in_the_namespace() {
         text(&o)
     );
 }
+
+#[test]
+fn a_persistent_session_its_queued_command_and_retained_messages_survive_a_restart() {
+    if !peers() || !have("python3") {
+        return;
+    }
+    let (_dir, mut server, devs) = setup(&["cam-1"]);
+    let d = &devs[0];
+    // A retained message (mosquitto_pub: a clean session of its own) ...
+    let (ok, out) = pub_(
+        &server,
+        d,
+        "cam-1",
+        "palisade/d/cam-1/telemetry",
+        r#"{"kept":"over a restart"}"#,
+        &["-r", "-q", "1"],
+    );
+    assert!(ok, "{out}");
+    // ... then paho, clean session false: subscribes to its commands, goes away.
+    let first = python_peer("persistent_session.py", &server, d, "cam-1", "subscribe");
+    assert_eq!(first["session_present"], false, "{first}");
+    assert_eq!(first["suback"], serde_json::json!([1]), "{first}");
+
+    // The server restarts while the device is offline; a command is queued.
+    let data = server.data.clone();
+    server.stop();
+    drop(server);
+    let server = ServerProc::start(&data).unwrap();
+    server.cli_ok(&["device", "command", "cam-1", "reboot"]);
+
+    // Back without subscribing: the session is there and brings the command.
+    let back = python_peer("persistent_session.py", &server, d, "cam-1", "resume");
+    assert_eq!(back["session_present"], true, "{back}");
+    let got: Vec<&str> = back["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert_eq!(got.len(), 1, "exactly one message: {back}");
+    assert!(got[0].contains(r#""name":"reboot""#), "{back}");
+    // Once: the next resume finds the session but nothing to deliver.
+    let again = python_peer("persistent_session.py", &server, d, "cam-1", "resume");
+    assert_eq!(again["session_present"], true, "{again}");
+    assert_eq!(again["messages"], serde_json::json!([]), "{again}");
+
+    // The retained message outlived the restart too.
+    let mut args = mq_args(&server, &d.cert, &d.key, "cam-1");
+    args.extend(["-t", "palisade/d/cam-1/#", "-C", "1", "-W", "5"].map(String::from));
+    let o = Command::new("mosquitto_sub").args(&args).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("over a restart"),
+        "{}",
+        text(&o)
+    );
+}

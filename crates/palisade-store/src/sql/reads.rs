@@ -378,6 +378,26 @@ impl Store for SqlStore {
         .collect()
     }
 
+    async fn mqtt_session(&self, device: &DeviceId) -> Result<Option<bool>, StoreError> {
+        sqlx::query("SELECT subscribed FROM mqtt_sessions WHERE device_id = $1")
+            .bind(device.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .first()
+            .map(|r| Ok(r.try_get::<i64, _>("subscribed")? != 0))
+            .transpose()
+    }
+
+    async fn retained(&self, device: &DeviceId) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        sqlx::query("SELECT topic, payload FROM mqtt_retained WHERE device_id = $1 ORDER BY topic")
+            .bind(device.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("topic")?, r.try_get("payload")?)))
+            .collect()
+    }
+
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.one("SELECT * FROM tokens WHERE id = $1", id, token_from_row)
             .await

@@ -60,6 +60,56 @@ pub(super) async fn apply(
                 ));
             }
         }
+        Change::SetMqttSession {
+            device,
+            subscribed: Some(subscribed),
+            at_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO mqtt_sessions (device_id, subscribed, updated_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT(device_id) DO UPDATE SET subscribed = $2, updated_ms = $3",
+            )
+            .bind(device.as_str())
+            .bind(i64::from(*subscribed))
+            .bind(at_ms)
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::SetMqttSession {
+            device,
+            subscribed: None,
+            ..
+        } => {
+            sqlx::query("DELETE FROM mqtt_sessions WHERE device_id = $1")
+                .bind(device.as_str())
+                .execute(&mut *c)
+                .await?;
+        }
+        Change::SetRetained {
+            device,
+            topic,
+            payload,
+            at_ms,
+        } => {
+            if payload.is_empty() {
+                sqlx::query("DELETE FROM mqtt_retained WHERE device_id = $1 AND topic = $2")
+                    .bind(device.as_str())
+                    .bind(topic)
+                    .execute(&mut *c)
+                    .await?;
+            } else {
+                sqlx::query(
+                    "INSERT INTO mqtt_retained (device_id, topic, payload, updated_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT(device_id, topic) DO UPDATE SET payload = $3, updated_ms = $4",
+                )
+                .bind(device.as_str())
+                .bind(topic)
+                .bind(payload.clone())
+                .bind(at_ms)
+                .execute(&mut *c)
+                .await?;
+            }
+        }
         other => return Err(misrouted(other)),
     }
     Ok(None)
