@@ -307,6 +307,7 @@ impl Attestation {
             Outbound {
                 topic: device_topic(device, TopicKind::Commands),
                 payload: Bytes::from(payload.to_string()),
+                command: None,
             },
         );
         if sent {

@@ -1,8 +1,15 @@
 //! Operator commands to devices: recorded and audited, delivered over the
 //! device's MQTT session (at once, or when it next subscribes), and closed by the
 //! device's acknowledgement on its `acks` topic.
+//!
+//! A command stays `queued` until the device acknowledges (MQTT PUBACK) the
+//! message that carried it; only then is it `sent`. A session that ends first,
+//! or a server that stops, leaves it queued, and the device's next session
+//! (on any node) gets it again. Within one live session a command is handed
+//! over once.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use palisade_audit::EntryDraft;
@@ -27,6 +34,9 @@ pub struct Commands {
     store: Arc<dyn Store>,
     sessions: Arc<Sessions>,
     clock: Arc<dyn Clock>,
+    /// Commands handed to a device's live session (by its id) and not yet
+    /// acknowledged: not handed to that session again.
+    handed: Mutex<HashMap<DeviceId, (u64, HashSet<String>)>>,
 }
 
 fn bad(message: impl Into<String>) -> ServiceError {
@@ -43,6 +53,7 @@ impl Commands {
             store,
             sessions,
             clock,
+            handed: Mutex::default(),
         }
     }
 
@@ -51,31 +62,63 @@ impl Commands {
         Bytes::from(json!({ "id": c.id, "name": c.name, "args": args }).to_string())
     }
 
+    /// Hands a command to the device's live session (once per session);
+    /// false when there is no session or its outbox is full.
     async fn deliver(&self, c: &CommandRecord) -> bool {
+        let Some(sid) = self.sessions.live_id(&c.device) else {
+            return false;
+        };
+        if let Ok(mut handed) = self.handed.lock() {
+            let entry = handed
+                .entry(c.device.clone())
+                .or_insert_with(|| (sid, HashSet::new()));
+            if entry.0 != sid {
+                *entry = (sid, HashSet::new());
+            }
+            if entry.1.contains(&c.id) {
+                return true;
+            }
+        }
         let sent = self.sessions.send(
             &c.device,
             Outbound {
                 topic: device_topic(&c.device, TopicKind::Commands),
                 payload: Self::payload(c),
+                command: Some(c.id.clone()),
             },
         );
-        if sent {
-            let at = self.clock.now_ms();
-            if let Err(e) = self
-                .store
-                .commit(
-                    vec![Change::CommandSent {
-                        id: c.id.clone(),
-                        at_ms: at,
-                    }],
-                    vec![],
-                )
-                .await
-            {
-                tracing::warn!(error = %e, command = %c.id, "could not record delivery");
-            }
+        if sent
+            && let Ok(mut handed) = self.handed.lock()
+            && let Some(entry) = handed.get_mut(&c.device).filter(|e| e.0 == sid)
+        {
+            entry.1.insert(c.id.clone());
         }
         sent
+    }
+
+    /// The device acknowledged the message carrying command `id`: it is sent.
+    async fn delivered(&self, device: &DeviceId, id: &str, at_ms: i64) {
+        if let Ok(mut handed) = self.handed.lock()
+            && let Some(entry) = handed.get_mut(device)
+        {
+            entry.1.remove(id);
+            if entry.1.is_empty() {
+                handed.remove(device);
+            }
+        }
+        if let Err(e) = self
+            .store
+            .commit(
+                vec![Change::CommandSent {
+                    id: id.to_owned(),
+                    at_ms,
+                }],
+                vec![],
+            )
+            .await
+        {
+            tracing::warn!(error = %e, command = %id, "could not record delivery");
+        }
     }
 
     /// Records, audits and (if the device is connected) delivers a command.
@@ -171,6 +214,15 @@ impl Commands {
         while let Some(e) = bus.recv().await {
             match e {
                 Ok(Event::CommandsSubscribed { device }) => self.deliver_queued(&device).await,
+                Ok(Event::CommandDelivered { device, id, at_ms }) => {
+                    self.delivered(&device, &id, at_ms).await;
+                }
+                Ok(Event::SessionDown { device, .. }) if !self.sessions.is_connected(&device) => {
+                    // What was handed to the ended session is queued again.
+                    if let Ok(mut handed) = self.handed.lock() {
+                        handed.remove(&device);
+                    }
+                }
                 Ok(Event::Message(e)) if e.kind == TopicKind::Acks => self.ack(&e).await,
                 Ok(_) => {}
                 Err(Missed(n)) => {

@@ -46,6 +46,16 @@ pub enum Event {
         /// The device.
         device: DeviceId,
     },
+    /// A device acknowledged (MQTT PUBACK) the message that carried one of
+    /// its commands.
+    CommandDelivered {
+        /// The device.
+        device: DeviceId,
+        /// The command.
+        id: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
     /// A device's session came up at a gateway.
     SessionUp {
         /// The device.
@@ -181,6 +191,11 @@ mod tests {
                 at_ms: 1,
             }),
             Event::CommandsSubscribed { device: device() },
+            Event::CommandDelivered {
+                device: device(),
+                id: "c-1".into(),
+                at_ms: 2,
+            },
             Event::SessionUp {
                 device: device(),
                 address: ip,

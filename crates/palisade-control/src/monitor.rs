@@ -437,7 +437,9 @@ impl MonitorDeps {
                     at_ms,
                 });
             }
-            Event::Message(_) | Event::CommandsSubscribed { .. } => {}
+            Event::Message(_)
+            | Event::CommandsSubscribed { .. }
+            | Event::CommandDelivered { .. } => {}
         }
     }
 

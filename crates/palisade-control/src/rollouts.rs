@@ -96,6 +96,7 @@ pub fn notify_device(sessions: &Sessions, device: &DeviceId, counter: u64) -> bo
         Outbound {
             topic: device_topic(device, TopicKind::Ota),
             payload: Bytes::from(json!({ "assignment": counter }).to_string()),
+            command: None,
         },
     )
 }

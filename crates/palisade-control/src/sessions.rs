@@ -18,6 +18,9 @@ pub struct Outbound {
     pub topic: String,
     /// Payload.
     pub payload: Bytes,
+    /// The command whose delivery the device's acknowledgement (PUBACK) of
+    /// this message confirms, if it carries one.
+    pub command: Option<String>,
 }
 
 struct Live {
@@ -121,6 +124,11 @@ impl Sessions {
         };
         live.get(device)
             .is_some_and(|l| l.outbox.try_send(msg).is_ok())
+    }
+
+    /// The id of the device's live session, if it is connected.
+    pub fn live_id(&self, device: &DeviceId) -> Option<u64> {
+        self.live.lock().ok()?.get(device).map(|l| l.id)
     }
 
     /// Connected devices.

@@ -466,6 +466,9 @@ impl Gateway {
     {
         let idle = self.limits.keepalive_deadline(keep_alive);
         let device = session.device().clone();
+        // Commands sent and not yet acknowledged, by packet id (at most
+        // max_inflight): their PUBACK confirms their delivery.
+        let mut awaiting: HashMap<u16, String> = HashMap::new();
         loop {
             tokio::select! {
                 reason = &mut *kill => {
@@ -479,7 +482,11 @@ impl Gateway {
                 }
                 Some(msg) = outbox.recv(), if session.may_send() => {
                     self.metrics.mqtt_out(msg.payload.len());
-                    if framed.send(session.send(msg.topic, msg.payload)).await.is_err() {
+                    let (packet_id, packet) = session.send(msg.topic, msg.payload);
+                    if let Some(id) = msg.command {
+                        awaiting.insert(packet_id, id);
+                    }
+                    if framed.send(packet).await.is_err() {
                         return false;
                     }
                 }
@@ -503,6 +510,12 @@ impl Gateway {
                     let now = self.clock.now_ms();
                     let reply = match session.handle(packet, now) {
                         Reaction::None => None,
+                        Reaction::Delivered { packet_id } => {
+                            if let Some(id) = awaiting.remove(&packet_id) {
+                                self.bus.publish(Event::CommandDelivered { device: device.clone(), id, at_ms: now });
+                            }
+                            None
+                        }
                         Reaction::Reply(p) => Some(p),
                         Reaction::Publish { kind, payload, retain, ack } => {
                             self.metrics.mqtt_in(payload.len());
@@ -532,7 +545,7 @@ impl Gateway {
                                     Ok(list) => {
                                         for (topic, payload) in list {
                                             let payload = bytes::Bytes::from(payload);
-                                            let _ = self.sessions.send(&device, Outbound { topic, payload });
+                                            let _ = self.sessions.send(&device, Outbound { topic, payload, command: None });
                                         }
                                     }
                                     Err(e) => tracing::warn!(%device, error = %e, "could not read retained messages"),

@@ -75,7 +75,10 @@ pub enum In {
         packet_id: Option<NonZeroU16>,
     },
     /// PUBACK.
-    PubAck,
+    PubAck {
+        /// Packet id of the acknowledged PUBLISH.
+        packet_id: NonZeroU16,
+    },
     /// SUBSCRIBE.
     Subscribe {
         /// Packet id.
@@ -129,7 +132,7 @@ pub fn incoming(p: MqttPacket) -> In {
                 retain: p.retain,
                 packet_id: p.packet_id,
             },
-            v3::Packet::PublishAck { .. } => In::PubAck,
+            v3::Packet::PublishAck { packet_id } => In::PubAck { packet_id },
             v3::Packet::Subscribe {
                 packet_id,
                 topic_filters,
@@ -162,7 +165,9 @@ pub fn incoming(p: MqttPacket) -> In {
                 retain: p.retain,
                 packet_id: p.packet_id,
             },
-            v5::Packet::PublishAck(_) => In::PubAck,
+            v5::Packet::PublishAck(a) => In::PubAck {
+                packet_id: a.packet_id,
+            },
             v5::Packet::Subscribe(s) => In::Subscribe {
                 packet_id: s.packet_id,
                 filters: s
@@ -382,6 +387,11 @@ impl Close {
 pub enum Reaction {
     /// Nothing.
     None,
+    /// The device acknowledged (PUBACK) the message sent with this packet id.
+    Delivered {
+        /// The packet id [`Session::send`] gave it.
+        packet_id: u16,
+    },
     /// Send this packet.
     Reply(MqttPacket),
     /// A publish on the device's own `kind` topic: hand it on (and keep it, if
@@ -440,7 +450,8 @@ pub struct Session {
     msgs: TokenBucket,
     bytes: TokenBucket,
     next_pid: u16,
-    inflight: u16,
+    /// Packet ids sent and not yet acknowledged (at most `max_inflight`).
+    inflight: Vec<u16>,
     subscribed: bool,
 }
 
@@ -469,7 +480,7 @@ impl Session {
             ),
             limits,
             next_pid: 1,
-            inflight: 0,
+            inflight: Vec::new(),
             subscribed: resubscribed,
         }
     }
@@ -491,20 +502,21 @@ impl Session {
 
     /// QoS 1 messages sent and not yet acknowledged.
     pub fn inflight(&self) -> u16 {
-        self.inflight
+        u16::try_from(self.inflight.len()).unwrap_or(u16::MAX)
     }
 
     /// Whether a message for the device may be sent now: it has subscribed,
     /// and fewer than `max_inflight` are unacknowledged.
     pub fn may_send(&self) -> bool {
-        self.subscribed && self.inflight < self.limits.max_inflight
+        self.subscribed && self.inflight() < self.limits.max_inflight
     }
 
-    /// A QoS 1 PUBLISH of a message for the device, counted in flight.
-    pub fn send(&mut self, topic: String, payload: Bytes) -> MqttPacket {
-        self.inflight = self.inflight.saturating_add(1);
+    /// A QoS 1 PUBLISH of a message for the device, counted in flight until
+    /// its PUBACK; returns its packet id with it.
+    pub fn send(&mut self, topic: String, payload: Bytes) -> (u16, MqttPacket) {
         let pid = NonZeroU16::new(self.next_pid).unwrap_or(NonZeroU16::MIN);
         self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
+        self.inflight.push(pid.get());
         let p = rmqtt_codec::types::Publish {
             dup: false,
             retain: false,
@@ -517,10 +529,11 @@ impl Session {
                 Proto::V5 => Some(Default::default()),
             },
         };
-        match self.proto {
+        let packet = match self.proto {
             Proto::V3 => MqttPacket::V3(v3::Packet::Publish(Box::new(p))),
             Proto::V5 => MqttPacket::V5(v5::Packet::Publish(Box::new(p))),
-        }
+        };
+        (pid.get(), packet)
     }
 
     /// The last word when the session is closed from our side (revocation,
@@ -556,9 +569,17 @@ impl Session {
                 Reaction::Reply(unsuback(self.proto, packet_id, count))
             }
             In::Ping => Reaction::Reply(pingresp(self.proto)),
-            In::PubAck => {
-                self.inflight = self.inflight.saturating_sub(1);
-                Reaction::None
+            In::PubAck { packet_id } => {
+                // A PUBACK for nothing in flight is ignored, not counted.
+                match self.inflight.iter().position(|p| *p == packet_id.get()) {
+                    Some(i) => {
+                        self.inflight.swap_remove(i);
+                        Reaction::Delivered {
+                            packet_id: packet_id.get(),
+                        }
+                    }
+                    None => Reaction::None,
+                }
             }
             In::Disconnect => Reaction::Close {
                 why: Close::Disconnect,
@@ -825,8 +846,8 @@ mod tests {
             ..Limits::default()
         };
         let mut s = Session::new(dev(), Proto::V5, limits, true, 0);
-        let a = s.send("palisade/d/dev-1/commands".into(), Bytes::new());
-        let b = s.send("palisade/d/dev-1/commands".into(), Bytes::new());
+        let (ida, a) = s.send("palisade/d/dev-1/commands".into(), Bytes::new());
+        let (idb, b) = s.send("palisade/d/dev-1/commands".into(), Bytes::new());
         assert!(!s.may_send());
         let ids: Vec<u16> = [a, b]
             .iter()
@@ -836,14 +857,26 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, [1, 2]);
-        let ack = MqttPacket::V5(v5::Packet::PublishAck(v5::PublishAck {
-            packet_id: pid(1),
-            reason_code: v5::PublishAckReason::Success,
-            properties: Default::default(),
-            reason_string: None,
-        }));
-        assert!(matches!(s.handle(ack, 0), Reaction::None));
+        assert_eq!((ida, idb), (1, 2));
+        let ack = |id: u16| {
+            MqttPacket::V5(v5::Packet::PublishAck(v5::PublishAck {
+                packet_id: pid(id),
+                reason_code: v5::PublishAckReason::Success,
+                properties: Default::default(),
+                reason_string: None,
+            }))
+        };
+        // An acknowledgement of nothing in flight frees nothing.
+        assert!(matches!(s.handle(ack(9), 0), Reaction::None));
+        assert!(!s.may_send());
+        assert!(matches!(
+            s.handle(ack(1), 0),
+            Reaction::Delivered { packet_id: 1 }
+        ));
         assert!(s.may_send());
+        // The same acknowledgement twice counts once.
+        assert!(matches!(s.handle(ack(1), 0), Reaction::None));
+        assert_eq!(s.inflight(), 1);
     }
 
     #[test]

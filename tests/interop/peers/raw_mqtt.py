@@ -1,7 +1,9 @@
 """Send raw bytes to the gateway over mutual TLS and report what came back.
 
 usage: raw_mqtt.py HOST PORT CAFILE CERT KEY CLIENT_ID SCENARIO
-SCENARIO: garbage | bad_level | oversized | flood | connect_only | persistent
+SCENARIO: garbage | bad_level | oversized | flood | connect_only | persistent | take_no_ack
+(take_no_ack: a persistent session that subscribes to its commands, receives one
+and drops the connection without acknowledging it.)
 Prints JSON: {"connack": <hex or null>, "closed": bool, "bytes": <hex received>}.
 """
 import json
@@ -66,6 +68,26 @@ try:
         s.sendall(connect())
     elif scenario == "persistent":
         s.sendall(connect(clean=False))
+    elif scenario == "take_no_ack":
+        s.sendall(connect(clean=False))
+        topic = f"palisade/d/{client_id}/commands"
+        s.sendall(packet(0x82, (1).to_bytes(2, "big") + utf8(topic) + b"\x01"))
+        got = bytearray()
+        s.settimeout(0.5)
+        deadline = time.time() + 8
+        # CONNACK (4 bytes), SUBACK (5 bytes), then a PUBLISH (0x32: QoS 1).
+        while time.time() < deadline and not (len(got) > 9 and got[9] & 0xF0 == 0x30):
+            try:
+                chunk = s.recv(4096)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            got += chunk
+        s.close()  # no PUBACK, no DISCONNECT: the connection is lost
+        print(json.dumps({"connack": got[:4].hex(), "closed": True, "bytes": got[:64].hex(),
+                          "publish": len(got) > 9 and got[9] & 0xF0 == 0x30}))
+        sys.exit(0)
 except (ssl.SSLError, ConnectionResetError, BrokenPipeError, OSError):
     # The server closed the connection while we were still sending (flood).
     closed = True

@@ -653,7 +653,13 @@ fn a_persistent_session_its_queued_command_and_retained_messages_survive_a_resta
     let server = ServerProc::start(&data).unwrap();
     server.cli_ok(&["device", "command", "cam-1", "reboot"]);
 
-    // Back without subscribing: the session is there and brings the command.
+    // A session that takes the command and drops without acknowledging it
+    // leaves it queued ...
+    let dropped = raw(&server, d, "cam-1", "take_no_ack");
+    assert_eq!(dropped["connack"], "20020100", "{dropped}");
+    assert_eq!(dropped["publish"], true, "{dropped}");
+    // ... so when the device is back (without subscribing: the session is
+    // there), it gets the command, and only it.
     let back = python_peer("persistent_session.py", &server, d, "cam-1", "resume");
     assert_eq!(back["session_present"], true, "{back}");
     let got: Vec<&str> = back["messages"]
