@@ -93,29 +93,64 @@ impl Backend for Postgres {
 
 palisade_store::conformance_suite!(optional postgres().await);
 
-#[tokio::test]
-async fn a_second_writer_is_refused_while_the_first_is_open() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_append_to_one_log_that_verifies() {
     let Some(pg) = postgres().await else { return };
-    let first = pg.open().await.unwrap();
-    let settings = PoolSettings {
-        acquire_timeout: std::time::Duration::from_millis(300),
-        ..PoolSettings::default()
-    };
-    let err = SqlStore::open_database(
-        &pg.url.parse().unwrap(),
-        settings,
-        pg.audit.clone(),
-        Arc::new(FixedClock(datetime!(2026-11-26 12:00 UTC))),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        err.to_string().contains("another palisade node is writing"),
-        "{err}"
+    let (a, b) = (pg.open().await.unwrap(), pg.open().await.unwrap());
+    // Interleaved and concurrent appends from both stores (two nodes).
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(
+                    vec![],
+                    vec![EntryDraft::success("node", "test.append", format!("{i}"))],
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut indices = Vec::new();
+    for t in tasks {
+        indices.extend(t.await.unwrap().audit_indices);
+    }
+    indices.sort_unstable();
+    assert_eq!(
+        indices,
+        (0..40).collect::<Vec<u64>>(),
+        "one sequence, no gaps or forks"
     );
-    drop(first);
-    // Once the first lets go, the next takes over.
-    pg.open().await.unwrap();
+    // A third node loads the whole log and checks it against the newest
+    // signed checkpoint; its proofs verify.
+    let c = pg.open().await.unwrap();
+    let head = c.audit_head().unwrap();
+    assert_eq!(head.size, 40);
+    let verifier = pg.audit.verifier().unwrap();
+    let cp = verifier.verify(&head.note, None).unwrap();
+    for i in [0, 17, 39] {
+        let p = c.inclusion_proof(i).await.unwrap();
+        palisade_audit::verify_inclusion(&p.entry.entry.digest(), i, cp.size, &cp.root, &p.path)
+            .unwrap();
+    }
+    // And each writer continues the same tree after the other wrote.
+    let r = a
+        .commit(
+            vec![],
+            vec![EntryDraft::success("node", "test.append", "a")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.audit_indices, vec![40]);
+    let r = b
+        .commit(
+            vec![],
+            vec![EntryDraft::success("node", "test.append", "b")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.audit_indices, vec![41]);
+    assert_eq!(r.checkpoint_size, 42);
 }
 
 #[tokio::test]

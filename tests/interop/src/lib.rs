@@ -132,6 +132,19 @@ fn sibling_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// `tests/interop` of the checkout cargo runs the tests from, not the one the
+/// binary was compiled in: a build cache shared between checkouts may hold a
+/// test binary compiled in another, whose files may differ or be gone.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// A peer script under `tests/interop/peers/`.
+pub fn peer_script(name: &str) -> PathBuf {
+    manifest_dir().join("peers").join(name)
+}
+
 /// With `PALISADE_INTEROP_POSTGRES` set (a PostgreSQL URL whose account may
 /// create databases; `scripts/test.sh` sets it for its PostgreSQL pass), the
 /// servers these tests start keep their store in PostgreSQL: one database per

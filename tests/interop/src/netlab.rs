@@ -206,8 +206,7 @@ impl Lab {
     /// Builds `contrib/pcap-immediate` into `dir` (softflowd exports within
     /// seconds with it); `None` if no C compiler is here.
     pub fn pcap_immediate(dir: &Path) -> Option<PathBuf> {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../contrib/pcap-immediate/pcap_immediate.c");
+        let src = crate::manifest_dir().join("../../contrib/pcap-immediate/pcap_immediate.c");
         let out = dir.join("pcap_immediate.so");
         let o = Command::new("gcc")
             .args(["-shared", "-fPIC", "-O2", "-o"])

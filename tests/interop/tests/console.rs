@@ -162,7 +162,7 @@ fn the_console_in_chromium_signs_in_walks_every_page_and_acts_through_the_servic
         PathBuf::from,
     );
     let _ = std::fs::remove_dir_all(&shots);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/console_browser.py");
+    let script = palisade_interop::peer_script("console_browser.py");
     let chromium = String::from_utf8(run("sh", &["-c", "command -v chromium"]).stdout).unwrap();
     let o = Command::new("python3")
         .arg(script)

@@ -424,9 +424,7 @@ fn python_peer(
     id: &str,
     last: &str,
 ) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("peers")
-        .join(script);
+    let path = palisade_interop::peer_script(script);
     let o = Command::new("python3")
         .arg(path)
         .args([

@@ -17,7 +17,7 @@ fn peers() -> bool {
 }
 
 fn py(dir: &Path, args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/provenance.py");
+    let script = palisade_interop::peer_script("provenance.py");
     let o = std::process::Command::new("python3")
         .arg(script)
         .args(args)

@@ -14,7 +14,7 @@ use palisade_interop::*;
 
 fn tuf_client(server: &ServerProc, dir: &Path, root: &Path, target: &str) -> Output {
     Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/peers/tuf_client.py"))
+        .arg(palisade_interop::peer_script("tuf_client.py"))
         .args(["--root", root.to_str().unwrap()])
         .args(["--metadata-url", &format!("{}/tuf/metadata/", server.url)])
         .args(["--targets-url", &format!("{}/tuf/targets/", server.url)])

@@ -40,9 +40,10 @@ const MAX_BATCH: usize = 512;
 /// Commits waiting for the writer before callers wait for room.
 const QUEUE: usize = 4096;
 const DEFAULT_LIMIT: i64 = 1000;
-/// The PostgreSQL advisory lock a writing node holds for as long as its store
-/// is open ("palisade" in ASCII).
-const WRITER_LOCK: i64 = 0x7061_6c69_7361_6465;
+/// The PostgreSQL advisory lock (transaction-scoped) under which a node
+/// appends to the audit log or reads it whole: appends from every node form
+/// one tree ("palisade" in ASCII).
+const AUDIT_LOCK: i64 = 0x7061_6c69_7361_6465;
 
 /// How the audit log is sealed: its origin line and the Ed25519 checkpoint key.
 #[derive(Debug, Clone)]
@@ -353,35 +354,31 @@ impl SqlStore {
                 // Acknowledged means on the server's disk, whatever the
                 // database's default.
                 conn.execute("SET synchronous_commit = on").await?;
-                // A writer that just stopped (a restart, a reopen) may still be
-                // letting go: wait for it up to the acquire timeout.
-                let deadline = tokio::time::Instant::now() + settings.acquire_timeout;
-                let locked = loop {
-                    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                        .bind(WRITER_LOCK)
-                        .fetch_one(&mut conn)
-                        .await?;
-                    if locked || tokio::time::Instant::now() >= deadline {
-                        break locked;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                };
-                if !locked {
-                    return Err(StoreError::Conflict {
-                        what: "database",
-                        key: db.redacted(),
-                        reason: "another palisade node is writing to it: one writing node \
-                                 per database for now"
-                            .into(),
-                    });
-                }
                 sqlx::migrate!("./migrations/postgres")
                     .run(&mut conn)
                     .await?;
             }
         }
         let verifier = audit.verifier()?;
-        let (tree, head) = load_tree(&mut conn, &verifier, &audit.origin, &db.redacted()).await?;
+        let (tree, head) = match engine {
+            Engine::Sqlite => {
+                load_tree(&mut conn, &verifier, &audit.origin, &db.redacted()).await?
+            }
+            Engine::Postgres => {
+                // Under the audit lock: no other node appends while it is read.
+                conn.execute("BEGIN").await?;
+                let loaded = async {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(AUDIT_LOCK)
+                        .execute(&mut conn)
+                        .await?;
+                    load_tree(&mut conn, &verifier, &audit.origin, &db.redacted()).await
+                }
+                .await;
+                conn.execute("COMMIT").await?;
+                loaded?
+            }
+        };
         let pool = read_pool(db, settings, settings.max_connections).await?;
         let log = Arc::new(RwLock::new(LogState { tree }));
         let head = Arc::new(Mutex::new(head));
@@ -457,17 +454,37 @@ async fn load_tree(
     origin: &str,
     path: &str,
 ) -> Result<(MerkleLog, Option<AuditHead>), StoreError> {
+    let mut tree = MerkleLog::new();
+    let head = extend_tree(conn, &mut tree, verifier, origin, path, false).await?;
+    Ok((tree, head))
+}
+
+/// Reads the entries after the tree's end into it, then checks that the newest
+/// signed checkpoint covers exactly the result. With `only_if_newer`, a tree
+/// already at the table's end is left as it is and `None` returned without
+/// reading the checkpoint.
+async fn extend_tree(
+    conn: &mut AnyConnection,
+    tree: &mut MerkleLog,
+    verifier: &NoteVerifier,
+    origin: &str,
+    path: &str,
+    only_if_newer: bool,
+) -> Result<Option<AuditHead>, StoreError> {
     let damaged = |detail: String| StoreError::AuditDamaged {
         path: path.to_owned(),
         detail,
     };
     let rows = sqlx::query(
         "SELECT seq, time_ms, actor, action, subject, outcome, detail, digest
-         FROM audit_entries ORDER BY seq",
+         FROM audit_entries WHERE seq >= $1 ORDER BY seq",
     )
+    .bind(i64::try_from(tree.len()).unwrap_or(i64::MAX))
     .fetch_all(&mut *conn)
     .await?;
-    let mut tree = MerkleLog::new();
+    if rows.is_empty() && only_if_newer {
+        return Ok(None);
+    }
     for r in &rows {
         let stored = entry_from_row(r)?;
         if stored.entry.index != tree.len() {
@@ -482,7 +499,7 @@ async fn load_tree(
         .next();
     let Some(last) = last else {
         if tree.is_empty() {
-            return Ok((tree, None));
+            return Ok(None);
         }
         return Err(damaged("entries exist but no checkpoint does".into()));
     };
@@ -502,11 +519,8 @@ async fn load_tree(
             "recomputed root differs from the signed root".into(),
         ));
     }
-    Ok((
-        tree,
-        Some(AuditHead {
-            size: cp.size,
-            note,
-        }),
-    ))
+    Ok(Some(AuditHead {
+        size: cp.size,
+        note,
+    }))
 }

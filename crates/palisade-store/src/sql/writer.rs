@@ -5,13 +5,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use palisade_audit::{Checkpoint, Digest32, Entry, EntryDraft, NoteVerifier, sign_checkpoint};
+use palisade_audit::{
+    Checkpoint, Digest32, Entry, EntryDraft, MerkleLog, NoteVerifier, sign_checkpoint,
+};
 use palisade_core::Clock;
 use sqlx::AnyConnection;
 use sqlx::Connection;
 use tokio::sync::{RwLock, mpsc, oneshot};
 
-use super::{AuditConfig, Engine, LogState, MAX_BATCH, load_tree};
+use super::{AUDIT_LOCK, AuditConfig, Engine, LogState, MAX_BATCH, extend_tree, load_tree};
 
 use crate::{AuditHead, Change, Receipt, StoreError};
 
@@ -94,6 +96,15 @@ impl Writer {
         }
         let log_lock = self.log.clone();
         let mut log = log_lock.write().await;
+        // Other nodes append to the same log on PostgreSQL: take the audit
+        // lock (held to COMMIT) and read what they appended since our last
+        // batch, so this batch continues the one tree.
+        if self.engine == Engine::Postgres
+            && let Err(e) = self.catch_up(&mut log).await
+        {
+            self.fail(&mut log, jobs, &e).await;
+            return;
+        }
         let base = log.tree.len();
         let mut pending: Vec<Digest32> = Vec::new();
         let mut results = Vec::with_capacity(jobs.len());
@@ -158,33 +169,83 @@ impl Writer {
                     let _ = job.reply.send(r);
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "audit batch commit failed; rolling back");
-                let _ = exec(&mut self.conn, "ROLLBACK").await;
-                // The in-memory tree may hold digests that were never committed.
-                match load_tree(
-                    &mut self.conn,
-                    &self.verifier,
-                    &self.audit.origin,
-                    &self.path,
-                )
-                .await
-                {
-                    Ok((tree, head)) => {
-                        log.tree = tree;
-                        if let Ok(mut slot) = self.head.lock() {
-                            *slot = head;
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "reloading the audit tree failed"),
-                }
-                drop(log);
-                let msg = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Checkpoint(msg.clone())));
+            Err(e) => self.fail(&mut log, jobs, &e).await,
+        }
+    }
+
+    /// The batch failed: rolls back, reloads the tree (it may hold digests
+    /// that were never committed) and tells every caller.
+    async fn fail(&mut self, log: &mut LogState, jobs: Vec<Job>, e: &StoreError) {
+        tracing::error!(error = %e, "audit batch commit failed; rolling back");
+        let _ = exec(&mut self.conn, "ROLLBACK").await;
+        match self.reload().await {
+            Ok((tree, head)) => {
+                log.tree = tree;
+                if let Ok(mut slot) = self.head.lock() {
+                    *slot = head;
                 }
             }
+            Err(e) => tracing::error!(error = %e, "reloading the audit tree failed"),
         }
+        let msg = e.to_string();
+        for job in jobs {
+            let _ = job.reply.send(Err(StoreError::Checkpoint(msg.clone())));
+        }
+    }
+
+    /// The whole tree from the database (on PostgreSQL under the audit lock, so
+    /// that no node appends while it is read).
+    async fn reload(&mut self) -> Result<(MerkleLog, Option<AuditHead>), StoreError> {
+        if self.engine == Engine::Sqlite {
+            return load_tree(
+                &mut self.conn,
+                &self.verifier,
+                &self.audit.origin,
+                &self.path,
+            )
+            .await;
+        }
+        exec(&mut self.conn, "BEGIN").await?;
+        let loaded = async {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK)
+                .execute(&mut self.conn)
+                .await?;
+            load_tree(
+                &mut self.conn,
+                &self.verifier,
+                &self.audit.origin,
+                &self.path,
+            )
+            .await
+        }
+        .await;
+        let _ = exec(&mut self.conn, "COMMIT").await;
+        loaded
+    }
+
+    /// Takes the audit lock for this transaction and extends the tree with
+    /// the entries other nodes appended, checked against their checkpoint.
+    async fn catch_up(&mut self, log: &mut LogState) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
+            .execute(&mut self.conn)
+            .await?;
+        let newer = extend_tree(
+            &mut self.conn,
+            &mut log.tree,
+            &self.verifier,
+            &self.audit.origin,
+            &self.path,
+            true,
+        )
+        .await?;
+        if let Some(head) = newer
+            && let Ok(mut slot) = self.head.lock()
+        {
+            *slot = Some(head);
+        }
+        Ok(())
     }
 
     /// Pushes the batch's digests into the tree and writes the signed checkpoint.
