@@ -20,7 +20,7 @@ use ring::rand::SecureRandom;
 use serde_json::json;
 
 use crate::error::ServiceError;
-use crate::events::{DeviceEvent, Event, Missed, Subscription};
+use crate::events::{DeviceEvent, Event, EventBus, Missed, Subscription};
 use crate::sessions::{Outbound, Sessions};
 
 /// Largest number of arguments of a command.
@@ -34,6 +34,8 @@ pub struct Commands {
     store: Arc<dyn Store>,
     sessions: Arc<Sessions>,
     clock: Arc<dyn Clock>,
+    /// Tells the other nodes about a command for a device not connected here.
+    bus: Arc<dyn EventBus>,
     /// Commands handed to a device's live session (by its id) and not yet
     /// acknowledged: not handed to that session again.
     handed: Mutex<HashMap<DeviceId, (u64, HashSet<String>)>>,
@@ -48,11 +50,17 @@ fn bad(message: impl Into<String>) -> ServiceError {
 
 impl Commands {
     /// Composes the service.
-    pub fn new(store: Arc<dyn Store>, sessions: Arc<Sessions>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<Sessions>,
+        clock: Arc<dyn Clock>,
+        bus: Arc<dyn EventBus>,
+    ) -> Self {
         Self {
             store,
             sessions,
             clock,
+            bus,
             handed: Mutex::default(),
         }
     }
@@ -183,7 +191,12 @@ impl Commands {
                 ],
             )
             .await?;
-        self.deliver(&record).await;
+        if !self.deliver(&record).await {
+            // Not connected here: the node that holds its session delivers.
+            self.bus.publish(Event::CommandQueued {
+                device: device.clone(),
+            });
+        }
         Ok(self
             .store
             .commands(device, false)
@@ -214,6 +227,9 @@ impl Commands {
         while let Some(e) = bus.recv().await {
             match e {
                 Ok(Event::CommandsSubscribed { device }) => self.deliver_queued(&device).await,
+                Ok(Event::CommandQueued { device }) if self.sessions.is_connected(&device) => {
+                    self.deliver_queued(&device).await;
+                }
                 Ok(Event::CommandDelivered { device, id, at_ms }) => {
                     self.delivered(&device, &id, at_ms).await;
                 }

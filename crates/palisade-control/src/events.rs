@@ -56,6 +56,22 @@ pub enum Event {
         /// When, Unix ms.
         at_ms: i64,
     },
+    /// Close a device's live session wherever it is connected: a revoked
+    /// certificate names its `serial`, a decommissioned device its `device`.
+    CloseSession {
+        /// The device.
+        device: Option<DeviceId>,
+        /// The certificate serial (hex).
+        serial: Option<String>,
+        /// Why (`certificate revoked`, `device decommissioned`).
+        reason: String,
+    },
+    /// A command was queued for a device that is not connected to the node
+    /// that queued it: the node that holds its session delivers it.
+    CommandQueued {
+        /// The device.
+        device: DeviceId,
+    },
     /// A device's session came up at a gateway.
     SessionUp {
         /// The device.
@@ -123,6 +139,16 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     fn publish(&self, event: Event);
     /// A subscription to every event published from now on.
     fn subscribe(&self) -> Subscription;
+}
+
+impl Event {
+    /// Whether the other nodes must see it (the cluster bus sends these).
+    pub fn crosses_nodes(&self) -> bool {
+        matches!(
+            self,
+            Event::CloseSession { .. } | Event::CommandQueued { .. }
+        )
+    }
 }
 
 /// One subscriber's view of the bus.
@@ -196,6 +222,12 @@ mod tests {
                 id: "c-1".into(),
                 at_ms: 2,
             },
+            Event::CloseSession {
+                device: None,
+                serial: Some("0a1b".into()),
+                reason: "certificate revoked".into(),
+            },
+            Event::CommandQueued { device: device() },
             Event::SessionUp {
                 device: device(),
                 address: ip,

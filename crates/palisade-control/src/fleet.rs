@@ -13,6 +13,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::error::{ServiceError, bad};
+use crate::events::{Event, EventBus};
 use crate::pki::DeviceIssueError;
 use crate::pki::Pki;
 use crate::tokens::new_token;
@@ -55,6 +56,8 @@ pub struct ModelPolicy {
 #[derive(Debug)]
 pub struct Fleet {
     sessions: Arc<crate::sessions::Sessions>,
+    /// Asks every node to close a session (revocation, decommissioning).
+    bus: Arc<dyn EventBus>,
     store: Arc<dyn Store>,
     pki: Arc<Pki>,
     clock: Arc<dyn Clock>,
@@ -71,9 +74,11 @@ impl Fleet {
         max_csr_bytes: usize,
         default_validity_days: u32,
         sessions: Arc<crate::sessions::Sessions>,
+        bus: Arc<dyn EventBus>,
     ) -> Self {
         Self {
             sessions,
+            bus,
             store,
             pki,
             clock,
@@ -292,6 +297,11 @@ impl Fleet {
         }
         if next == DeviceState::Decommissioned {
             self.sessions.kick_device(id, "device decommissioned");
+            self.bus.publish(Event::CloseSession {
+                device: Some(id.clone()),
+                serial: None,
+                reason: "device decommissioned".into(),
+            });
         }
         self.device(id).await
     }
@@ -486,6 +496,11 @@ impl Fleet {
             .await?;
         // Close any live session that authenticated with it, then refresh the CRL.
         self.sessions.kick_serial(serial, "certificate revoked");
+        self.bus.publish(Event::CloseSession {
+            device: None,
+            serial: Some(serial.to_owned()),
+            reason: "certificate revoked".into(),
+        });
         self.pki.crl_changed();
         self.store
             .certificate(serial)

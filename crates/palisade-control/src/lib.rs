@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod alerts;
 pub mod attestation;
 pub mod blobs;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod deliver;

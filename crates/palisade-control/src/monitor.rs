@@ -439,7 +439,9 @@ impl MonitorDeps {
             }
             Event::Message(_)
             | Event::CommandsSubscribed { .. }
-            | Event::CommandDelivered { .. } => {}
+            | Event::CommandDelivered { .. }
+            | Event::CloseSession { .. }
+            | Event::CommandQueued { .. } => {}
         }
     }
 

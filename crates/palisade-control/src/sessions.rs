@@ -4,12 +4,14 @@
 //! and close sessions through this registry; the MQTT gateway registers them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use palisade_core::DeviceId;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::events::{Event, Subscription};
 
 /// A message for a connected device.
 #[derive(Debug, Clone)]
@@ -124,6 +126,32 @@ impl Sessions {
         };
         live.get(device)
             .is_some_and(|l| l.outbox.try_send(msg).is_ok())
+    }
+
+    /// Closes the sessions the bus asks to close (this node's requests and,
+    /// on a cluster bus, every other node's).
+    pub async fn follow(self: Arc<Self>, mut bus: Subscription) {
+        while let Some(e) = bus.recv().await {
+            let Ok(Event::CloseSession {
+                device,
+                serial,
+                reason,
+            }) = e
+            else {
+                continue;
+            };
+            let why = match reason.as_str() {
+                "certificate revoked" => "certificate revoked",
+                "device decommissioned" => "device decommissioned",
+                _ => "closed by another node",
+            };
+            if let Some(d) = device {
+                self.kick_device(&d, why);
+            }
+            if let Some(s) = serial {
+                self.kick_serial(&s, why);
+            }
+        }
     }
 
     /// The id of the device's live session, if it is connected.

@@ -329,6 +329,7 @@ fn durable_scenarios(
         8192,
         90,
         Arc::new(palisade_control::sessions::Sessions::default()),
+        Arc::new(palisade_control::events::LocalBus::new(16)),
     ));
     rt.block_on(async {
         fleet

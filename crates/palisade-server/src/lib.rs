@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use palisade_control::cluster::ClusterBus;
 use palisade_control::events::{EventBus, LocalBus};
 use palisade_control::fleet::Fleet;
 use palisade_control::metrics::Metrics;
@@ -87,6 +88,16 @@ impl Handle {
     }
 }
 
+/// This process's name among the nodes of a cluster: unique per process.
+fn node_id() -> anyhow::Result<String> {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("the random number generator failed"))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// How often sightings of unmanaged hosts are written (and new ones alerted).
 const UNMANAGED_FLUSH_SECS: u64 = 5;
 
@@ -96,7 +107,17 @@ impl Server {
         config.validate()?;
         let boot = bootstrap::bootstrap(&config, clock.clone()).await?;
         let tls = tls::server_config(&boot.dir.tls_cert(), &boot.dir.tls_key())?;
-        let bus: Arc<dyn EventBus> = Arc::new(LocalBus::new(BUS_CAPACITY));
+        // On PostgreSQL the nodes sharing the database share the events they
+        // must act on (closing a session, delivering a command) through it.
+        let database = config.store.database(&config.data_dir)?;
+        let bus: Arc<dyn EventBus> = match database.engine() {
+            palisade_store::Engine::Sqlite => Arc::new(LocalBus::new(BUS_CAPACITY)),
+            palisade_store::Engine::Postgres => {
+                ClusterBus::start(&database, node_id()?, BUS_CAPACITY)
+                    .await
+                    .with_context(|| format!("listening for other nodes' events on {database}"))?
+            }
+        };
         let sessions = Arc::new(sessions::Sessions::default());
         let fleet = Arc::new(Fleet::new(
             boot.store.clone(),
@@ -105,6 +126,7 @@ impl Server {
             config.limits.max_csr_bytes,
             config.ca.device_cert_validity_days,
             sessions.clone(),
+            bus.clone(),
         ));
         let crl = boot
             .pki
@@ -121,6 +143,7 @@ impl Server {
             boot.store.clone(),
             sessions.clone(),
             clock.clone(),
+            bus.clone(),
         ));
         let presence = Arc::new(presence::Presence::default());
         let metrics = Arc::new(Metrics::default());
@@ -302,6 +325,7 @@ impl Server {
             rx.clone(),
         ));
         tokio::spawn(st.commands.clone().follow(self.bus.subscribe()));
+        tokio::spawn(st.sessions.clone().follow(self.bus.subscribe()));
         tokio::spawn(
             st.attestation
                 .clone()

@@ -1,0 +1,192 @@
+//! Two `palisade serve` nodes on one PostgreSQL database (the second started
+//! from a copy of the first's data directory: the same CA, audit and TLS keys):
+//! a device connected to one node gets a command an operator sent through the
+//! other, is disconnected there when the other revokes its certificate or
+//! decommissions it, and the merged audit log verifies.
+//!
+//! Needs `PALISADE_TEST_POSTGRES_URL` (scripts/test.sh starts PostgreSQL and
+//! sets it); without it the test is skipped, except under `CI=true`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_interop::*;
+use serde_json::Value;
+
+fn postgres_admin() -> Option<String> {
+    match std::env::var("PALISADE_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if in_ci() => {
+            panic!("PALISADE_TEST_POSTGRES_URL is not set: scripts/test.sh starts PostgreSQL")
+        }
+        _ => {
+            eprintln!("SKIP: PALISADE_TEST_POSTGRES_URL is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// A fresh database on the test server; its URL.
+fn database(admin: &str, name: &str) -> String {
+    let o = Command::new("psql")
+        .arg(admin)
+        .args(["-v", "ON_ERROR_STOP=1", "-qc"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(b, q)| (b, Some(q)));
+    let root = base.rsplit_once('/').unwrap().0;
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+/// A device holding a session (paho) on `server` until the server closes it;
+/// returns once it has subscribed.
+fn hold(server: &ServerProc, cert: &Path, key: &Path, id: &str) -> Child {
+    let mut child = Command::new("python3")
+        .arg(peer_script("persistent_session.py"))
+        .args([
+            "127.0.0.1",
+            &server.mqtt_port().to_string(),
+            server.data.join("ca/root.pem").to_str().unwrap(),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            id,
+            "hold",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "subscribed", "the device could not subscribe");
+    child
+}
+
+/// How long after `since` the held session ended (the peer exits when the
+/// server closes it); `None` if it did not within 10 s.
+fn closed_after(child: &mut Child, since: Instant) -> Option<Duration> {
+    while since.elapsed() < Duration::from_secs(10) {
+        if child.try_wait().unwrap().is_some() {
+            return Some(since.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
+    let Some(admin) = postgres_admin() else {
+        return;
+    };
+    if !have("psql") || !have("python3") || !have("mosquitto_sub") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&admin, &format!("palisade_cluster_{}", std::process::id()));
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    let a = ServerProc::start_with(&a_data, &["--database", &url]).unwrap();
+    // Node B: the same keys and certificates, its own process and ports.
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(&a_data)
+        .arg(&b_data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let b = ServerProc::start_with(&b_data, &["--database", &url]).unwrap();
+
+    a.cli_ok(&["model", "add", "cam"]);
+    let (key, cert) = enrol_with_token(&a, dir.path(), "cam-1", "cam");
+
+    // A command sent through A reaches the device connected to B.
+    let mut args = vec![
+        "--cafile".to_owned(),
+        b.data.join("ca/root.pem").display().to_string(),
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        b.mqtt_port().to_string(),
+        "-i".into(),
+        "cam-1".into(),
+        "-q".into(),
+        "1".into(),
+    ];
+    args.extend(["-t", "palisade/d/cam-1/commands", "-C", "1", "-W", "20"].map(String::from));
+    let sub = Command::new("mosquitto_sub")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let v: Value =
+            serde_json::from_str(&b.cli_ok(&["device", "show", "cam-1", "--json"])).unwrap();
+        if v["connected"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.cli_ok(&["device", "command", "cam-1", "reboot"]);
+    let o = sub.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(r#""name":"reboot""#),
+        "{}",
+        text(&o)
+    );
+
+    // Revoked through A: B closes the device's session.
+    let mut held = hold(&b, &cert, &key, "cam-1");
+    let v: Value = serde_json::from_str(&a.cli_ok(&["device", "show", "cam-1", "--json"])).unwrap();
+    let serial = v["certificates"][0]["serial"].as_str().unwrap().to_owned();
+    a.cli_ok(&["cert", "revoke", &serial]);
+    let t = Instant::now();
+    let took = closed_after(&mut held, t).expect("B closed the revoked device's session");
+    eprintln!("revocation on node A -> session closed on node B: {took:?}");
+
+    // Decommissioned through B: the session of a second device, on A, ends.
+    let (key2, cert2) = enrol_with_token(&b, dir.path(), "cam-2", "cam");
+    let mut held = hold(&a, &cert2, &key2, "cam-2");
+    b.cli_ok(&["device", "set-state", "cam-2", "decommissioned"]);
+    let t = Instant::now();
+    let took = closed_after(&mut held, t).expect("A closed the decommissioned device's session");
+    eprintln!("decommission on node B -> session closed on node A: {took:?}");
+
+    // Both nodes wrote to one audit log; it verifies from either.
+    for node in [&a, &b] {
+        let o = node.cli(&["audit", "verify"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let entries: Vec<Value> =
+        serde_json::from_str(&b.api_get("/api/v1/audit/entries?limit=5000")).unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for want in ["command.send", "cert.revoke", "device.state"] {
+        assert!(actions.contains(&want), "{want} in {actions:?}");
+    }
+}
