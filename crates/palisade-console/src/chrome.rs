@@ -106,6 +106,13 @@ pub fn service_error(e: palisade_control::ServiceError) -> Response {
                 "something went wrong on the server; see its log".to_owned(),
             )
         }
+        E::Unavailable(m) => {
+            tracing::warn!(error = %m, "console request: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; try again shortly".to_owned(),
+            )
+        }
     };
     error_page(status, &msg)
 }

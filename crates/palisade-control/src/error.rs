@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// Our fault; details are logged.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The database cannot be reached; the request may be retried.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -34,6 +37,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound { .. } => ServiceError::NotFound(e.to_string()),
             StoreError::Conflict { .. } => ServiceError::Conflict(e.to_string()),
+            StoreError::Unavailable { .. } => ServiceError::Unavailable(e.to_string()),
             other => ServiceError::Internal(other.to_string()),
         }
     }

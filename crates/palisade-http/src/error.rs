@@ -86,6 +86,17 @@ impl ApiError {
         }
     }
 
+    /// 503: the database cannot be reached; nothing was changed, the request
+    /// may be retried.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "database unavailable");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: "the database is unavailable; retry shortly".into(),
+        }
+    }
+
     /// 500; the detail is logged, not returned.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -105,6 +116,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => Self::conflict(m),
             ServiceError::Forbidden(m) => Self::forbidden(m),
             ServiceError::Internal(m) => Self::internal(m),
+            ServiceError::Unavailable(m) => Self::unavailable(m),
         }
     }
 }

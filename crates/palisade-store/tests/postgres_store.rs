@@ -227,3 +227,78 @@ async fn bad_urls_and_unreachable_servers_are_explained() {
     assert!(!db.to_string().contains("hunter2"), "{db}");
     assert!(!format!("{db:?}").contains("hunter2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_ended_under_the_store_are_replaced_and_nothing_acknowledged_is_lost() {
+    let Some(pg) = postgres().await else { return };
+    let store = pg.open().await.unwrap();
+    let entry = |i: usize| vec![EntryDraft::success("s", "test", format!("{i}"))];
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        acked.extend(store.commit(vec![], entry(i)).await.unwrap().audit_indices);
+    }
+    // End every connection to the database, as a server restart would.
+    let name = pg
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut admin = sqlx::AnyConnection::connect(&server_url().unwrap())
+        .await
+        .unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        ended.len() >= 2,
+        "the writer's and a reader's connection: {ended:?}"
+    );
+    // Changes go on: one may be refused as unavailable while the writer
+    // reconnects; an acknowledged one is never lost.
+    let mut refused = Vec::new();
+    for i in 5..25 {
+        match store.commit(vec![], entry(i)).await {
+            Ok(r) => acked.extend(r.audit_indices),
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    assert!(
+        refused.len() <= 1,
+        "the store recovers by itself: {refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.contains("database is unavailable")),
+        "{refused:?}"
+    );
+    assert!(acked.len() >= 24, "{acked:?}");
+    // Reads recover too (a dead pooled connection fails one read at most).
+    let mut entries = Err(StoreError::Closed);
+    for _ in 0..5 {
+        entries = store.audit_entries(0, 1000).await;
+        if entries.is_ok() {
+            break;
+        }
+    }
+    let seqs: Vec<u64> = entries.unwrap().iter().map(|e| e.entry.index).collect();
+    for i in &acked {
+        assert!(
+            seqs.contains(i),
+            "acknowledged entry {i} is stored: {seqs:?}"
+        );
+    }
+    drop(store);
+    // The log still verifies from scratch.
+    let again = pg.open().await.unwrap();
+    assert_eq!(again.audit_head().unwrap().size, seqs.len() as u64);
+}

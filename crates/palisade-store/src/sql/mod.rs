@@ -284,6 +284,34 @@ impl SqlReader {
     }
 }
 
+/// The writer's connection, set up for durable commits: WAL and
+/// `synchronous = FULL` on SQLite, `synchronous_commit = on` on PostgreSQL
+/// (acknowledged means on the server's disk, whatever the database's default).
+pub(super) async fn connect_writer(
+    db: &Database,
+    timeout: Duration,
+) -> Result<AnyConnection, StoreError> {
+    let mut conn = tokio::time::timeout(timeout, AnyConnection::connect_with(&db.options(false)?))
+        .await
+        .map_err(|_| StoreError::Unavailable {
+            detail: format!("no answer from {} within {timeout:?}", db.redacted()),
+        })?
+        .map_err(|e| StoreError::Unavailable {
+            detail: format!("connecting to {}: {e}", db.redacted()),
+        })?;
+    match db.engine() {
+        Engine::Sqlite => {
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+            conn.execute("PRAGMA synchronous = FULL").await?;
+            conn.execute("PRAGMA foreign_keys = ON").await?;
+        }
+        Engine::Postgres => {
+            conn.execute("SET synchronous_commit = on").await?;
+        }
+    }
+    Ok(conn)
+}
+
 /// The Merkle tree of the committed log.
 #[derive(Debug)]
 struct LogState {
@@ -331,32 +359,13 @@ impl SqlStore {
     ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let engine = db.engine();
-        let mut conn = tokio::time::timeout(
-            settings.acquire_timeout,
-            AnyConnection::connect_with(&db.options(false)?),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable {
-            detail: format!(
-                "no answer from {} within {:?}",
-                db.redacted(),
-                settings.acquire_timeout
-            ),
-        })??;
+        let mut conn = connect_writer(db, settings.acquire_timeout).await?;
         match engine {
-            Engine::Sqlite => {
-                conn.execute("PRAGMA journal_mode = WAL").await?;
-                conn.execute("PRAGMA synchronous = FULL").await?;
-                conn.execute("PRAGMA foreign_keys = ON").await?;
-                sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
-            }
+            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?,
             Engine::Postgres => {
-                // Acknowledged means on the server's disk, whatever the
-                // database's default.
-                conn.execute("SET synchronous_commit = on").await?;
                 sqlx::migrate!("./migrations/postgres")
                     .run(&mut conn)
-                    .await?;
+                    .await?
             }
         }
         let verifier = audit.verifier()?;
@@ -385,6 +394,9 @@ impl SqlStore {
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             conn,
+            broken: false,
+            db: db.clone(),
+            timeout: settings.acquire_timeout,
             engine,
             rx,
             log: log.clone(),

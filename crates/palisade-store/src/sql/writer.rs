@@ -25,6 +25,11 @@ pub(super) struct Job {
 
 pub(super) struct Writer {
     pub(super) conn: AnyConnection,
+    /// The connection failed; a new one is made before the next batch.
+    pub(super) broken: bool,
+    /// Where to reconnect, and how long to wait for it.
+    pub(super) db: super::Database,
+    pub(super) timeout: std::time::Duration,
     pub(super) engine: Engine,
     pub(super) rx: mpsc::Receiver<Job>,
     pub(super) log: Arc<RwLock<LogState>>,
@@ -80,6 +85,14 @@ impl Writer {
     }
 
     async fn process(&mut self, jobs: Vec<Job>) {
+        if self.broken
+            && let Err(e) = self.recover(None).await
+        {
+            for j in jobs {
+                let _ = j.reply.send(Err(self.unavailable(&e)));
+            }
+            return;
+        }
         let now_ms = self.clock.now_ms();
         // SQLite takes the write lock at BEGIN IMMEDIATE (no upgrade deadlock
         // with a reader); PostgreSQL locks rows as they are written.
@@ -88,11 +101,22 @@ impl Writer {
             Engine::Postgres => "BEGIN",
         };
         if let Err(e) = exec(&mut self.conn, begin).await {
-            let msg = e.to_string();
-            for j in jobs {
-                let _ = j.reply.send(Err(StoreError::Checkpoint(msg.clone())));
+            // A connection that broke since the last batch: reconnect and try
+            // once more before telling the callers.
+            let retried = match self.conn.ping().await {
+                Ok(()) => Err(e),
+                Err(_) => match self.recover(None).await {
+                    Ok(()) => exec(&mut self.conn, begin).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = retried {
+                self.broken = self.conn.ping().await.is_err();
+                for j in jobs {
+                    let _ = j.reply.send(Err(self.unavailable(&e)));
+                }
+                return;
             }
-            return;
         }
         let log_lock = self.log.clone();
         let mut log = log_lock.write().await;
@@ -178,6 +202,25 @@ impl Writer {
     async fn fail(&mut self, log: &mut LogState, jobs: Vec<Job>, e: &StoreError) {
         tracing::error!(error = %e, "audit batch commit failed; rolling back");
         let _ = exec(&mut self.conn, "ROLLBACK").await;
+        if self.conn.ping().await.is_err() {
+            // The connection itself failed (the server restarted, the backend
+            // was ended): whether the COMMIT landed is unknown, so nobody is
+            // told it did, and the tree is reloaded from what is there.
+            self.broken = true;
+            let detail = format!(
+                "{}: the connection failed during the commit ({e}); whether the change was saved is unknown: look before retrying",
+                self.path
+            );
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Unavailable {
+                    detail: detail.clone(),
+                }));
+            }
+            if let Err(e) = self.recover(Some(log)).await {
+                tracing::warn!(error = %e, "the database is still unavailable");
+            }
+            return;
+        }
         match self.reload().await {
             Ok((tree, head)) => {
                 log.tree = tree;
@@ -190,6 +233,37 @@ impl Writer {
         let msg = e.to_string();
         for job in jobs {
             let _ = job.reply.send(Err(StoreError::Checkpoint(msg.clone())));
+        }
+    }
+
+    /// A new connection and the tree reloaded from the database; clears
+    /// `broken` when both worked. `log` is the tree when the caller already
+    /// holds it.
+    async fn recover(&mut self, log: Option<&mut LogState>) -> Result<(), StoreError> {
+        let conn = super::connect_writer(&self.db, self.timeout).await?;
+        self.conn = conn;
+        let (tree, head) = self.reload().await?;
+        match log {
+            Some(log) => log.tree = tree,
+            None => self.log.write().await.tree = tree,
+        }
+        if let Ok(mut slot) = self.head.lock() {
+            *slot = head;
+        }
+        self.broken = false;
+        tracing::info!(database = %self.path, "reconnected to the database");
+        Ok(())
+    }
+
+    /// What a caller is told when the database could not take its change.
+    fn unavailable(&self, e: &StoreError) -> StoreError {
+        match e {
+            StoreError::Unavailable { .. } => StoreError::Unavailable {
+                detail: e.to_string(),
+            },
+            _ => StoreError::Unavailable {
+                detail: format!("{}: {e}; nothing was changed", self.path),
+            },
         }
     }
 
