@@ -16,6 +16,7 @@ use palisade_core::{
 };
 use palisade_mqtt::{TopicKind, device_topic};
 use palisade_release::rollout::{Decision, RolloutSpec, WaveStats, decide, order_key};
+use palisade_store::leader::Leadership;
 use palisade_store::{
     Change, DeviceFilter, ReleaseRecord, RolloutDeviceRecord, RolloutRecord, Store,
 };
@@ -300,10 +301,19 @@ impl Rollouts {
         Ok(n)
     }
 
-    /// Runs the engine until `stop`: every `every`, and when woken.
-    pub async fn run(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
+    /// Runs the engine until `stop`: every `every`, and when woken, while this
+    /// node leads the rollouts.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        leader: Arc<Leadership>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
-            if let Err(e) = self.tick().await {
+            // One node drives the rollouts; the others stand by.
+            if leader.is_leader()
+                && let Err(e) = self.tick().await
+            {
                 tracing::error!(error = %e, "rollout engine");
             }
             tokio::select! {

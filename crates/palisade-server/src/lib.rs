@@ -32,6 +32,7 @@ use palisade_core::Clock;
 use palisade_gateway::{Gateway, GatewayParts};
 use palisade_http::state::AuditLimiter;
 use palisade_http::{Services, router};
+use palisade_store::leader::Leadership;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -346,8 +347,12 @@ impl Server {
                 .clone()
                 .run(Duration::from_secs(UNMANAGED_FLUSH_SECS), rx.clone()),
         );
+        // Work one node does alone: the node holding the lead does it, and
+        // another takes over within seconds when that node stops.
+        let database = self.config.store.database(&self.config.data_dir)?;
         tokio::spawn(st.rollouts.clone().run(
             Duration::from_millis(self.config.ota.rollout_tick_ms),
+            Leadership::start(&database, "rollouts", rx.clone()),
             rx.clone(),
         ));
         tokio::spawn(st.posture.clone().run(

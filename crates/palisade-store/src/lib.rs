@@ -9,6 +9,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod leader;
 pub mod notify;
 mod records;
 mod sql;

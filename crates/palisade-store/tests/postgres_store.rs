@@ -302,3 +302,40 @@ async fn connections_ended_under_the_store_are_replaced_and_nothing_acknowledged
     let again = pg.open().await.unwrap();
     assert_eq!(again.audit_head().unwrap().size, seqs.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_leads_a_kind_of_work_and_another_takes_over_when_it_stops() {
+    use palisade_store::leader::{Leadership, TRY_EVERY};
+    let Some(pg) = postgres().await else { return };
+    let db: Database = pg.url.parse().unwrap();
+    let (stop_a, rx_a) = tokio::sync::watch::channel(false);
+    let (_stop_b, rx_b) = tokio::sync::watch::channel(false);
+    let (_stop_c, rx_c) = tokio::sync::watch::channel(false);
+    let a = Leadership::start(&db, "rollouts", rx_a);
+    until("node A leads", || a.is_leader()).await;
+    let b = Leadership::start(&db, "rollouts", rx_b);
+    let other = Leadership::start(&db, "posture", rx_c);
+    until("the other kind of work has its own leader", || {
+        other.is_leader()
+    })
+    .await;
+    tokio::time::sleep(TRY_EVERY * 3).await;
+    assert!(a.is_leader() && !b.is_leader(), "exactly one leads");
+    stop_a.send(true).unwrap();
+    let took = until("node B takes over", || b.is_leader()).await;
+    assert!(!a.is_leader());
+    eprintln!("leadership moved in {took:?}");
+}
+
+/// How long until `f` holds (at most 10 s, else the test fails with `what`).
+async fn until(what: &str, f: impl Fn() -> bool) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{what} within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
