@@ -123,14 +123,13 @@ pub async fn postgres_database(admin: &str, name: &str) -> Result<String, StoreE
             .await?;
     }
     conn.close().await?;
-    let (base, query) = admin
-        .split_once('?')
-        .map_or((admin, None), |(b, q)| (b, Some(q)));
-    let root = base.rsplit_once('/').map_or(base, |(r, _)| r);
-    Ok(match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    })
+    let admin: Database = admin.parse()?;
+    admin
+        .sibling(name)
+        .map(|d| d.url())
+        .ok_or_else(|| StoreError::Config {
+            detail: "not a PostgreSQL URL".into(),
+        })
 }
 
 fn id<T: std::str::FromStr>(s: &str) -> T

@@ -33,22 +33,11 @@ fn main() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let name = format!("palisade_bench_cluster_{}", std::process::id());
-    let o = Command::new("psql")
-        .arg(&admin)
-        .args(["-v", "ON_ERROR_STOP=1", "-qc"])
-        .arg(format!("CREATE DATABASE {name}"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let (base, query) = admin
-        .split_once('?')
-        .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
-    let root = base.rsplit_once('/').unwrap().0;
-    let url = match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    };
+    let url = palisade_interop::create_postgres_database(
+        &admin,
+        &format!("palisade_bench_cluster_{}", std::process::id()),
+    )
+    .unwrap();
     let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
     let a = ServerProc::start_with(&a_data, &["--database", &url]).unwrap();
     let o = Command::new("cp")

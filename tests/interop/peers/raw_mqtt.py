@@ -75,8 +75,28 @@ try:
         got = bytearray()
         s.settimeout(0.5)
         deadline = time.time() + 8
-        # CONNACK (4 bytes), SUBACK (5 bytes), then a PUBLISH (0x32: QoS 1).
-        while time.time() < deadline and not (len(got) > 9 and got[9] & 0xF0 == 0x30):
+
+        def packet_types(buf):
+            """The types of the whole packets in buf (a resumed session's
+            PUBLISH may come before the SUBACK)."""
+            types, i = [], 0
+            while i + 2 <= len(buf):
+                n, mult, j = 0, 1, i + 1
+                while j < len(buf):
+                    n += (buf[j] & 0x7F) * mult
+                    mult *= 128
+                    j += 1
+                    if not buf[j - 1] & 0x80:
+                        break
+                else:
+                    break
+                if j + n > len(buf):
+                    break
+                types.append(buf[i] >> 4)
+                i = j + n
+            return types
+
+        while time.time() < deadline and 3 not in packet_types(got):
             try:
                 chunk = s.recv(4096)
             except socket.timeout:
@@ -86,7 +106,7 @@ try:
             got += chunk
         s.close()  # no PUBACK, no DISCONNECT: the connection is lost
         print(json.dumps({"connack": got[:4].hex(), "closed": True, "bytes": got[:64].hex(),
-                          "publish": len(got) > 9 and got[9] & 0xF0 == 0x30}))
+                          "publish": 3 in packet_types(got)}))
         sys.exit(0)
 except (ssl.SSLError, ConnectionResetError, BrokenPipeError, OSError):
     # The server closed the connection while we were still sending (flood).

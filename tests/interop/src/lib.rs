@@ -157,9 +157,15 @@ fn postgres_database(data: &Path) -> anyhow::Result<Option<String>> {
     };
     let mut h = std::collections::hash_map::DefaultHasher::new();
     data.hash(&mut h);
-    let name = format!("palisade_it_{:016x}", h.finish());
+    create_postgres_database(&admin, &format!("palisade_it_{:016x}", h.finish())).map(Some)
+}
+
+/// Creates database `name` (unless it exists) on the PostgreSQL server at
+/// `admin` (a URL whose account may create databases) with psql; returns its
+/// URL.
+pub fn create_postgres_database(admin: &str, name: &str) -> anyhow::Result<String> {
     let o = Command::new("psql")
-        .arg(&admin)
+        .arg(admin)
         .args(["-v", "ON_ERROR_STOP=1", "-qc"])
         .arg(format!("CREATE DATABASE {name}"))
         .output()
@@ -167,14 +173,11 @@ fn postgres_database(data: &Path) -> anyhow::Result<Option<String>> {
     if !o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("already exists") {
         bail!("creating database {name}: {}", text(&o));
     }
-    let (base, query) = admin
-        .split_once('?')
-        .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
-    let root = base.rsplit_once('/').map_or(base, |(r, _)| r);
-    Ok(Some(match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }))
+    let admin: palisade_store::Database = admin.parse()?;
+    admin
+        .sibling(name)
+        .map(|d| d.url())
+        .context("not a PostgreSQL URL")
 }
 
 /// A `palisade serve` child process on an ephemeral loopback port.

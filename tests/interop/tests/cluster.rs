@@ -34,25 +34,6 @@ fn postgres_admin() -> Option<String> {
     }
 }
 
-/// A fresh database on the test server; its URL.
-fn database(admin: &str, name: &str) -> String {
-    let o = Command::new("psql")
-        .arg(admin)
-        .args(["-v", "ON_ERROR_STOP=1", "-qc"])
-        .arg(format!("CREATE DATABASE {name}"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let (base, query) = admin
-        .split_once('?')
-        .map_or((admin, None), |(b, q)| (b, Some(q)));
-    let root = base.rsplit_once('/').unwrap().0;
-    match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }
-}
-
 /// A device holding a session (paho) on `server` until the server closes it;
 /// returns once it has subscribed.
 fn hold(server: &ServerProc, cert: &Path, key: &Path, id: &str) -> Child {
@@ -101,7 +82,8 @@ fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let url = database(&admin, &format!("palisade_cluster_{}", std::process::id()));
+    let url = create_postgres_database(&admin, &format!("palisade_cluster_{}", std::process::id()))
+        .unwrap();
     let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
     let a = ServerProc::start_with(&a_data, &["--database", &url]).unwrap();
     // Node B: the same keys and certificates, its own process and ports.

@@ -92,6 +92,30 @@ impl Database {
         }
     }
 
+    /// Another database on the same PostgreSQL server, reached the same way
+    /// (`None` for SQLite).
+    pub fn sibling(&self, name: &str) -> Option<Database> {
+        let Database::Postgres(url) = self else {
+            return None;
+        };
+        let (base, query) = url
+            .split_once('?')
+            .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+        let root = base.rsplit_once('/').map_or(base, |(r, _)| r);
+        Some(Database::Postgres(match query {
+            Some(q) => format!("{root}/{name}?{q}"),
+            None => format!("{root}/{name}"),
+        }))
+    }
+
+    /// The connection URL (for PostgreSQL; the path for SQLite).
+    pub fn url(&self) -> String {
+        match self {
+            Database::Sqlite(p) => p.display().to_string(),
+            Database::Postgres(u) => u.clone(),
+        }
+    }
+
     /// The location with any password removed: for logs and messages.
     pub fn redacted(&self) -> String {
         match self {
