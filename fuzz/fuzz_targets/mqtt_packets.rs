@@ -62,6 +62,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Reaction::Close { .. } => break,
+            // Nothing was sent to the device, so no PUBACK can deliver anything.
+            Reaction::Delivered { .. } => panic!("a PUBACK freed a message never sent"),
             _ => {}
         }
         assert!(session.inflight() <= limits.max_inflight);
