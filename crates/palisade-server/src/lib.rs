@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use palisade_control::cluster::ClusterBus;
-use palisade_control::events::{EventBus, LocalBus};
+use palisade_control::events::{Event, EventBus, LocalBus, Subscription};
 use palisade_control::fleet::Fleet;
 use palisade_control::metrics::Metrics;
 use palisade_control::tls::SwappableConfig;
@@ -327,6 +327,10 @@ impl Server {
         ));
         tokio::spawn(st.commands.clone().follow(self.bus.subscribe()));
         tokio::spawn(st.sessions.clone().follow(self.bus.subscribe()));
+        tokio::spawn(crl_follows_revocations(
+            self.bus.subscribe(),
+            self.boot.pki.clone(),
+        ));
         tokio::spawn(
             st.attestation
                 .clone()
@@ -409,6 +413,20 @@ impl Server {
             task,
             flushers: std::iter::once(presence_flush).chain(monitoring).collect(),
         })
+    }
+}
+
+/// A revocation anywhere (another node's arrives over the cluster bus) makes
+/// this node's CRL stale, so its gateway's TLS verifier is rebuilt and refuses
+/// the certificate at the handshake.
+async fn crl_follows_revocations(mut bus: Subscription, pki: Arc<pki::Pki>) {
+    while let Some(e) = bus.recv().await {
+        if let Ok(Event::CloseSession {
+            serial: Some(_), ..
+        }) = e
+        {
+            pki.crl_changed();
+        }
     }
 }
 
