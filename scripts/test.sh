@@ -3,6 +3,8 @@
 #   1. installs the test peers that are missing (Debian packages, as root),
 #   2. checks formatting and lints,
 #   3. builds and runs every test (unit, in-process API, interop with real peers),
+#      with a throw-away PostgreSQL cluster (initdb/pg_ctl in a temp directory)
+#      for the store's second backend and a second pass of the server tests on it,
 #   4. smoke-runs each fuzz target and the benchmark in quick mode.
 # Environment: CARGO_TARGET_DIR (default ~/.cache/palisade-target, reused across
 # runs), PALISADE_SKIP_FUZZ=1 and PALISADE_SKIP_BENCH=1 to skip steps 4.
