@@ -283,6 +283,10 @@ impl Gateway {
             return;
         }
         let (sid, mut kill, mut outbox) = self.sessions.register(&device, &info.serial_hex);
+        // Noted before anything awaits: a session this one took over is still
+        // live now, which is what tells a takeover (a cloned identity) apart
+        // from a reconnection.
+        let session_no = self.session_up(&device, peer);
         let resumed = self.resume(&device, connect.clean).await;
         if framed
             .send(connack(proto, None, resumed.is_some()))
@@ -290,11 +294,11 @@ impl Gateway {
             .is_err()
         {
             self.sessions.unregister(&device, sid);
+            self.session_down(&device, session_no, "connection lost");
             return;
         }
         self.metrics.mqtt_connected(self.sessions.count());
         tracing::debug!(%device, %peer, "device connected");
-        let session_no = self.session_up(&device, peer);
         let resubscribed = resumed.unwrap_or(false);
         if resubscribed {
             self.bus.publish(Event::CommandsSubscribed {

@@ -783,9 +783,11 @@ fn main() {
             }
         }
     }
+    // The clone's host is an attacker too: an alert naming it (an unmanaged
+    // host on the segment) is a detection, not a false alert.
     for a in alerts
         .iter()
-        .filter(|a| a["device"].is_null() && a["peer"] != ATTACKER)
+        .filter(|a| a["device"].is_null() && a["peer"] != ATTACKER && a["peer"] != CLONE)
     {
         false_alerts.push(a.clone());
     }
