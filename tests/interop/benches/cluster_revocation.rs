@@ -16,11 +16,10 @@
     clippy::panic
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use palisade_interop::{ServerProc, enrol_with_token, peer_script, text};
+use palisade_interop::{enrol_with_token, hold_session};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -38,16 +37,7 @@ fn main() {
         &format!("palisade_bench_cluster_{}", std::process::id()),
     )
     .unwrap();
-    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
-    let a = ServerProc::start_with(&a_data, &["--database", &url]).unwrap();
-    let o = Command::new("cp")
-        .arg("-a")
-        .arg(&a_data)
-        .arg(&b_data)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let b = ServerProc::start_with(&b_data, &["--database", &url]).unwrap();
+    let (a, b) = palisade_interop::two_nodes(dir.path(), &url).unwrap();
     a.cli_ok(&["model", "add", "cam"]);
 
     let mut held: Vec<(String, Child)> = Vec::new();
@@ -57,30 +47,7 @@ fn main() {
         let v: serde_json::Value =
             serde_json::from_str(&a.cli_ok(&["device", "show", &id, "--json"])).unwrap();
         let serial = v["certificates"][0]["serial"].as_str().unwrap().to_owned();
-        let mut child = Command::new("python3")
-            .arg(peer_script("persistent_session.py"))
-            .args([
-                "127.0.0.1",
-                &b.mqtt_port().to_string(),
-                b.data.join("ca/root.pem").to_str().unwrap(),
-                cert.to_str().unwrap(),
-                key.to_str().unwrap(),
-                &id,
-                "hold",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            "subscribed",
-            "{id} could not subscribe on node B"
-        );
+        let child = hold_session(&b, &cert, &key, &id);
         held.push((serial, child));
     }
 

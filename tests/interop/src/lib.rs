@@ -180,6 +180,70 @@ pub fn create_postgres_database(admin: &str, name: &str) -> anyhow::Result<Strin
         .context("not a PostgreSQL URL")
 }
 
+/// Two `palisade serve` nodes on one PostgreSQL database `url`: node A on a
+/// fresh data directory under `dir`, node B on a copy of it (the same CA,
+/// audit and TLS keys; its own process and ports).
+pub fn two_nodes(dir: &Path, url: &str) -> anyhow::Result<(ServerProc, ServerProc)> {
+    let (a_data, b_data) = (dir.join("a"), dir.join("b"));
+    let a = ServerProc::start_with(&a_data, &["--database", url])?;
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(&a_data)
+        .arg(&b_data)
+        .output()?;
+    if !o.status.success() {
+        bail!("copying node A's data directory: {}", text(&o));
+    }
+    let b = ServerProc::start_with(&b_data, &["--database", url])?;
+    Ok((a, b))
+}
+
+/// A device holding an MQTT session (paho, `peers/persistent_session.py
+/// hold`) on `server` until the server closes it; returns once it has
+/// subscribed to its commands. The child exits when the session ends.
+pub fn hold_session(server: &ServerProc, cert: &Path, key: &Path, id: &str) -> Child {
+    let mut child = Command::new("python3")
+        .arg(peer_script("persistent_session.py"))
+        .args([
+            "127.0.0.1",
+            &server.mqtt_port().to_string(),
+            server.data.join("ca/root.pem").to_str().unwrap_or_default(),
+            cert.to_str().unwrap_or_default(),
+            key.to_str().unwrap_or_default(),
+            id,
+            "hold",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting python3: {e}"));
+    let mut line = String::new();
+    if let Some(out) = child.stdout.as_mut() {
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+    }
+    assert_eq!(line.trim(), "subscribed", "{id} could not subscribe");
+    child
+}
+
+/// mosquitto_pub/sub arguments that connect as device `id` to `server`'s
+/// gateway with its certificate and key.
+pub fn mosquitto_args(server: &ServerProc, cert: &Path, key: &Path, id: &str) -> Vec<String> {
+    vec![
+        "--cafile".into(),
+        server.data.join("ca/root.pem").display().to_string(),
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        server.mqtt_port().to_string(),
+        "-i".into(),
+        id.into(),
+    ]
+}
+
 /// A `palisade serve` child process on an ephemeral loopback port.
 #[derive(Debug)]
 pub struct ServerProc {

@@ -13,8 +13,6 @@
     clippy::print_stderr
 )]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,32 +30,6 @@ fn postgres_admin() -> Option<String> {
             None
         }
     }
-}
-
-/// A device holding a session (paho) on `server` until the server closes it;
-/// returns once it has subscribed.
-fn hold(server: &ServerProc, cert: &Path, key: &Path, id: &str) -> Child {
-    let mut child = Command::new("python3")
-        .arg(peer_script("persistent_session.py"))
-        .args([
-            "127.0.0.1",
-            &server.mqtt_port().to_string(),
-            server.data.join("ca/root.pem").to_str().unwrap(),
-            cert.to_str().unwrap(),
-            key.to_str().unwrap(),
-            id,
-            "hold",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "subscribed", "the device could not subscribe");
-    child
 }
 
 /// How long after `since` the held session ended (the peer exits when the
@@ -84,38 +56,14 @@ fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let url = create_postgres_database(&admin, &format!("palisade_cluster_{}", std::process::id()))
         .unwrap();
-    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
-    let a = ServerProc::start_with(&a_data, &["--database", &url]).unwrap();
-    // Node B: the same keys and certificates, its own process and ports.
-    let o = Command::new("cp")
-        .arg("-a")
-        .arg(&a_data)
-        .arg(&b_data)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let b = ServerProc::start_with(&b_data, &["--database", &url]).unwrap();
+    let (a, b) = two_nodes(dir.path(), &url).unwrap();
 
     a.cli_ok(&["model", "add", "cam"]);
     let (key, cert) = enrol_with_token(&a, dir.path(), "cam-1", "cam");
 
     // A command sent through A reaches the device connected to B.
-    let mut args = vec![
-        "--cafile".to_owned(),
-        b.data.join("ca/root.pem").display().to_string(),
-        "--cert".into(),
-        cert.display().to_string(),
-        "--key".into(),
-        key.display().to_string(),
-        "-h".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        b.mqtt_port().to_string(),
-        "-i".into(),
-        "cam-1".into(),
-        "-q".into(),
-        "1".into(),
-    ];
+    let mut args = mosquitto_args(&b, &cert, &key, "cam-1");
+    args.extend(["-q", "1"].map(String::from));
     args.extend(["-t", "palisade/d/cam-1/commands", "-C", "1", "-W", "20"].map(String::from));
     let sub = Command::new("mosquitto_sub")
         .args(&args)
@@ -141,7 +89,7 @@ fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
     );
 
     // Revoked through A: B closes the device's session.
-    let mut held = hold(&b, &cert, &key, "cam-1");
+    let mut held = hold_session(&b, &cert, &key, "cam-1");
     let v: Value = serde_json::from_str(&a.cli_ok(&["device", "show", "cam-1", "--json"])).unwrap();
     let serial = v["certificates"][0]["serial"].as_str().unwrap().to_owned();
     a.cli_ok(&["cert", "revoke", &serial]);
@@ -168,7 +116,7 @@ fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
 
     // Decommissioned through B: the session of a second device, on A, ends.
     let (key2, cert2) = enrol_with_token(&b, dir.path(), "cam-2", "cam");
-    let mut held = hold(&a, &cert2, &key2, "cam-2");
+    let mut held = hold_session(&a, &cert2, &key2, "cam-2");
     b.cli_ok(&["device", "set-state", "cam-2", "decommissioned"]);
     let t = Instant::now();
     let took = closed_after(&mut held, t).expect("A closed the decommissioned device's session");

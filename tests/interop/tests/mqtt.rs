@@ -32,21 +32,9 @@ fn setup(devices: &[&str]) -> (tempfile::TempDir, ServerProc, Vec<Device>) {
 }
 
 fn mq_args(server: &ServerProc, cert: &Path, key: &Path, id: &str) -> Vec<String> {
-    vec![
-        "--cafile".into(),
-        server.data.join("ca/root.pem").display().to_string(),
-        "--cert".into(),
-        cert.display().to_string(),
-        "--key".into(),
-        key.display().to_string(),
-        "-h".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        server.mqtt_port().to_string(),
-        "-i".into(),
-        id.into(),
-        "-d".into(),
-    ]
+    let mut args = mosquitto_args(server, cert, key, id);
+    args.push("-d".into());
+    args
 }
 
 fn pub_(
