@@ -35,6 +35,9 @@ pub trait Backend {
     async fn open(&self) -> Result<Arc<dyn Store>, StoreError>;
     /// How its audit log is sealed.
     fn audit(&self) -> &AuditConfig;
+    /// Runs one statement straight on the database, past the store (what
+    /// someone with access to the database could do).
+    async fn tamper(&self, sql: &str);
 }
 
 /// Runs every check of the suite as its own `#[tokio::test]`, each with a
@@ -62,6 +65,7 @@ macro_rules! conformance_suite {
     (@list $how:tt) => {
         $crate::conformance_suite!(@each $how;
             committed_changes_and_audit_entries_survive_a_reopen,
+            an_edited_audit_row_is_refused_at_open,
             a_failed_change_leaves_no_trace_and_does_not_undo_its_neighbours,
             state_changes_are_compare_and_set,
             required_device_states_are_rechecked_inside_the_commit,
@@ -234,6 +238,27 @@ pub async fn committed_changes_and_audit_entries_survive_a_reopen(b: &dyn Backen
         DeviceState::Registered
     );
     assert_eq!(store.audit_head().expect("a head").size, 2);
+}
+
+/// An audit row edited in the database (past the store) no longer matches the
+/// signed checkpoint: the store refuses to open.
+pub async fn an_edited_audit_row_is_refused_at_open(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    for i in 0..3 {
+        store
+            .commit(
+                vec![],
+                vec![EntryDraft::success("s", "test", format!("{i}"))],
+            )
+            .await
+            .expect("commit");
+    }
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    b.tamper("UPDATE audit_entries SET subject = 'forged' WHERE seq = 1")
+        .await;
+    let err = b.open().await.expect_err("an edited log must not open");
+    assert!(matches!(err, StoreError::AuditDamaged { .. }), "{err}");
 }
 
 /// Concurrent commits are grouped, yet a refused one changes nothing and its
