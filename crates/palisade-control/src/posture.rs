@@ -16,6 +16,7 @@ use palisade_posture::evidence::{
 use palisade_posture::{
     DeviceEvidence, DeviceResult, Framework, Outcome, Summary, Tally, Thresholds, evaluate,
 };
+use palisade_store::leader::Leadership;
 use palisade_store::{
     AlertFilter, CertFilter, CertStatus, Change, DeviceFilter, PostureSnapshotRecord,
     ReleaseRecord, Store,
@@ -441,6 +442,12 @@ impl Posture {
     /// Evaluates the whole fleet, keeps the result as the latest, and records
     /// today's snapshots.
     pub async fn evaluate_fleet(&self) -> Result<Arc<FleetPosture>, ServiceError> {
+        self.evaluate(true).await
+    }
+
+    /// Evaluates the fleet and keeps the result; records today's snapshots
+    /// only if `record` (one node of a cluster records them).
+    async fn evaluate(&self, record: bool) -> Result<Arc<FleetPosture>, ServiceError> {
         let started = std::time::Instant::now();
         let now = self.clock.now_ms();
         let evidence = self.evidence(None).await?;
@@ -473,7 +480,9 @@ impl Posture {
         if let Ok(mut l) = self.latest.write() {
             *l = Some(fleet.clone());
         }
-        self.snapshot(&fleet).await?;
+        if record {
+            self.snapshot(&fleet).await?;
+        }
         Ok(fleet)
     }
 
@@ -531,15 +540,22 @@ impl Posture {
             .collect())
     }
 
-    /// Evaluates the fleet now and then every `every` until `stop`.
-    pub async fn run(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
+    /// Evaluates the fleet now and then every `every` until `stop`; the node
+    /// holding `leader` records the daily snapshots, every node keeps its own
+    /// latest evaluation for its pages.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        leader: Arc<Leadership>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => {
-                    match self.evaluate_fleet().await {
+                    match self.evaluate(leader.is_leader()).await {
                         Ok(f) => tracing::debug!(devices = f.devices.len(), took_ms = f.took_ms, "posture evaluated"),
                         Err(e) => tracing::warn!(error = %e, "posture evaluation failed"),
                     }

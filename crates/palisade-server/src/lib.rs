@@ -361,6 +361,7 @@ impl Server {
         ));
         tokio::spawn(st.posture.clone().run(
             Duration::from_secs(self.config.posture.interval_secs),
+            Leadership::start(&database, "posture-snapshots", rx.clone()),
             rx.clone(),
         ));
         tokio::spawn(refresh_tuf_timestamp(
