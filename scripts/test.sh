@@ -19,7 +19,7 @@ declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=pyth
   [tpm2_pcrread]=tpm2-tools [pkg-config]=pkg-config [fw_printenv]=libubootenv-tool
   [bsdiff]=bsdiff [xdelta3]=xdelta3 [zstd]=zstd [sha256sum]=coreutils [nft]=nftables [ip]=iproute2 [dnsmasq]=dnsmasq-base [tcpdump]=tcpdump [softflowd]=softflowd
   [nmap]=nmap [hping3]=hping3 [nfcapd]=nfdump [sshd]=openssh-server [ssh]=openssh-client [sshpass]=sshpass [gcc]=gcc
-  [chromium]=chromium [chromedriver]=chromium-driver [npm]=npm [udhcpc]=udhcpc [psql]=postgresql-client)
+  [chromium]=chromium [chromedriver]=chromium-driver [npm]=npm [udhcpc]=udhcpc [psql]=postgresql-client [haproxy]=haproxy)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")

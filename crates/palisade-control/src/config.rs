@@ -198,6 +198,34 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// The database.
     pub store: StoreConfig,
+    /// PROXY protocol v2 from a TCP balancer, per listener.
+    pub proxy_protocol: ProxyProtocolConfig,
+}
+
+/// PROXY protocol settings (`[proxy_protocol]`): a listener behind a TCP
+/// balancer (HAProxy `send-proxy-v2`) learns each connection's real source
+/// from the header the balancer sends first. A listener that expects the
+/// header refuses connections without one, so turn it on only behind a
+/// balancer that sends it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProtocolConfig {
+    /// The HTTPS listener expects the header.
+    pub https: bool,
+    /// The MQTT listener expects the header.
+    pub mqtt: bool,
+    /// The balancers' addresses (prefixes such as `10.0.0.0/24`) whose headers
+    /// are believed; a connection from elsewhere is refused. Empty: any.
+    pub from: Vec<String>,
+}
+
+impl ProxyProtocolConfig {
+    /// What a listener with the header turned on (`on`) needs to know.
+    pub fn listener(&self, on: bool) -> Option<crate::proxy::ProxySettings> {
+        on.then(|| crate::proxy::ProxySettings {
+            from: self.from.iter().filter_map(|p| p.parse().ok()).collect(),
+        })
+    }
 }
 
 /// Database settings (`[store]`).
@@ -532,6 +560,7 @@ impl Default for Config {
             posture: PostureConfig::default(),
             console: ConsoleConfig::default(),
             store: StoreConfig::default(),
+            proxy_protocol: ProxyProtocolConfig::default(),
         }
     }
 }
@@ -577,6 +606,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.monitoring.validate()?;
         self.store.database(&self.data_dir)?;
+        for p in &self.proxy_protocol.from {
+            p.parse::<palisade_policy::Prefix>().map_err(|e| {
+                invalid(
+                    "proxy_protocol.from",
+                    format!("{p:?} is not an address prefix: {e}"),
+                )
+            })?;
+        }
         if self.store.max_connections == 0 || self.store.acquire_timeout_secs == 0 {
             return Err(invalid(
                 "store",

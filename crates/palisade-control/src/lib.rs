@@ -39,6 +39,7 @@ pub mod network;
 pub mod pki;
 pub mod posture;
 pub mod presence;
+pub mod proxy;
 pub mod releases;
 pub mod rollouts;
 pub mod sessions;

@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod ids;
 pub mod lifecycle;
+pub mod proxy;
 pub mod role;
 pub mod signed;
 pub mod signer;

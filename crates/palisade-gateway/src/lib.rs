@@ -15,6 +15,7 @@ use palisade_audit::EntryDraft;
 use palisade_control::events::{DeviceEvent, Event, EventBus};
 use palisade_control::metrics::Metrics;
 use palisade_control::presence::Presence;
+use palisade_control::proxy::{ProxySettings, peer_address};
 use palisade_control::sessions::{Outbound, Sessions};
 use palisade_control::tls::SwappableConfig;
 use palisade_core::{Clock, DeviceId, DeviceState};
@@ -45,6 +46,8 @@ pub struct Gateway {
     bus: Arc<dyn EventBus>,
     tls: Arc<SwappableConfig>,
     handshake_timeout: Duration,
+    /// Set behind a TCP balancer that sends the PROXY protocol v2 header.
+    proxy: Option<ProxySettings>,
     /// Per-device view, including security events.
     presence: Arc<Presence>,
     /// Each device's last source address, session number and whether it is live.
@@ -74,6 +77,9 @@ pub struct GatewayParts {
     pub handshake_timeout: Duration,
     /// What devices last said (retained messages live there).
     pub presence: Arc<Presence>,
+    /// Set behind a TCP balancer that sends the PROXY protocol v2 header: the
+    /// devices' addresses are read from it.
+    pub proxy: Option<ProxySettings>,
 }
 
 impl Gateway {
@@ -90,6 +96,7 @@ impl Gateway {
             tls: p.tls,
             handshake_timeout: p.handshake_timeout,
             presence: p.presence,
+            proxy: p.proxy,
             peers: Mutex::default(),
             next_session: Default::default(),
         }
@@ -179,9 +186,18 @@ impl Gateway {
         });
     }
 
-    async fn connection(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    async fn connection(self: Arc<Self>, mut tcp: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
         self.metrics.mqtt_connect_attempt();
+        let peer =
+            match peer_address(&mut tcp, peer, self.proxy.as_ref(), self.handshake_timeout).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.refuse("proxy_header");
+                    tracing::info!(%peer, error = %e, "MQTT connection refused before TLS");
+                    return;
+                }
+            };
         let Some(cfg) = self.tls.current() else {
             return;
         };

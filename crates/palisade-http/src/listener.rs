@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use palisade_control::metrics::Metrics;
+use palisade_control::proxy::{ProxySettings, peer_address};
 use palisade_control::tls::SwappableConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -32,6 +33,9 @@ pub struct Listener {
     pub handshake_timeout: Duration,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Set behind a TCP balancer that sends the PROXY protocol v2 header: the
+    /// clients' addresses are read from it.
+    pub proxy: Option<ProxySettings>,
 }
 
 /// Serves HTTPS on `listener` until `shutdown` changes, then lets connections
@@ -43,7 +47,9 @@ pub async fn serve(l: Listener, listener: TcpListener, mut shutdown: watch::Rece
         max_connections,
         handshake_timeout,
         metrics,
+        proxy,
     } = l;
+    let proxy = proxy.map(Arc::new);
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut conns = JoinSet::new();
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (HTTPS)");
@@ -77,6 +83,7 @@ pub async fn serve(l: Listener, listener: TcpListener, mut shutdown: watch::Rece
             app.clone(),
             metrics.clone(),
             handshake_timeout,
+            proxy.clone(),
             shutdown.clone(),
             permit,
         ));
@@ -90,16 +97,25 @@ pub async fn serve(l: Listener, listener: TcpListener, mut shutdown: watch::Rece
 
 #[allow(clippy::too_many_arguments)]
 async fn connection(
-    tcp: tokio::net::TcpStream,
+    mut tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     cfg: Arc<rustls::ServerConfig>,
     app: Router,
     metrics: Arc<Metrics>,
     handshake_timeout: Duration,
+    proxy: Option<Arc<ProxySettings>>,
     mut shutdown: watch::Receiver<bool>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
+    let peer = match peer_address(&mut tcp, peer, proxy.as_deref(), handshake_timeout).await {
+        Ok(a) => a,
+        Err(e) => {
+            metrics.handshake_failed();
+            tracing::info!(%peer, error = %e, "connection refused before TLS");
+            return;
+        }
+    };
     let tls =
         match tokio::time::timeout(handshake_timeout, TlsAcceptor::from(cfg).accept(tcp)).await {
             Ok(Ok(s)) => s,

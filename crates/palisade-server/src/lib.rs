@@ -252,6 +252,7 @@ impl Server {
             tls: Arc::new(SwappableConfig::new(mqtt_tls)),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
             presence,
+            proxy: config.proxy_protocol.listener(config.proxy_protocol.mqtt),
         }));
         Ok(Self {
             config,
@@ -400,6 +401,10 @@ impl Server {
             max_connections: self.config.limits.max_connections,
             handshake_timeout: Duration::from_secs(self.config.limits.handshake_timeout_secs),
             metrics: self.state.metrics.clone(),
+            proxy: self
+                .config
+                .proxy_protocol
+                .listener(self.config.proxy_protocol.https),
         };
         let lock = self.boot.lock;
         let task = tokio::spawn(async move {

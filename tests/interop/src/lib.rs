@@ -5,6 +5,7 @@
 //! with the reason printed. See README.md for the list of peers.
 #![allow(clippy::print_stderr)]
 
+pub mod balancer;
 pub mod netlab;
 
 use std::path::{Path, PathBuf};
@@ -785,7 +786,7 @@ pub struct Swtpm {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

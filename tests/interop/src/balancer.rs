@@ -1,0 +1,129 @@
+//! HAProxy (Debian's) in front of `palisade serve` nodes, configured from the
+//! sample the operators get, `contrib/haproxy.cfg`: its binds and servers are
+//! replaced with loopback ones, everything else is used as shipped. The
+//! balancer opens its connections to the nodes from [`BALANCER_SOURCE`], so a
+//! node that reports a device at 127.0.0.1 read it from the PROXY header.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::{ServerProc, free_port, manifest_dir};
+
+/// The address HAProxy connects to the nodes from.
+pub const BALANCER_SOURCE: &str = "127.0.0.9";
+
+/// A running HAProxy; stopped by PID when dropped.
+#[derive(Debug)]
+pub struct Haproxy {
+    child: Child,
+    /// The MQTT frontend's port.
+    pub mqtt_port: u16,
+    /// The HTTPS frontend's port.
+    pub https_port: u16,
+}
+
+/// The `[proxy_protocol]` section a node behind [`Haproxy`] needs.
+pub fn node_config() -> String {
+    format!("[proxy_protocol]\nhttps = true\nmqtt = true\nfrom = [\"{BALANCER_SOURCE}/32\"]\n")
+}
+
+impl Haproxy {
+    /// Starts HAProxy before `nodes` (each started with [`node_config`]) and
+    /// waits until it passes connections to at least one of them.
+    pub fn start(dir: &Path, nodes: &[&ServerProc]) -> anyhow::Result<Self> {
+        let sample = std::fs::read_to_string(manifest_dir().join("../../contrib/haproxy.cfg"))
+            .context("reading contrib/haproxy.cfg")?;
+        let (mqtt_port, https_port) = (free_port(), free_port());
+        let mut cfg = String::new();
+        for line in sample.lines() {
+            let t = line.trim_start();
+            if t.starts_with("server ") {
+                continue;
+            }
+            match t {
+                "bind :8883" => cfg.push_str(&format!("    bind 127.0.0.1:{mqtt_port}\n")),
+                "bind :8443" => cfg.push_str(&format!("    bind 127.0.0.1:{https_port}\n")),
+                _ if t.starts_with("maxconn ") => cfg.push_str("    maxconn 8000\n"),
+                _ if t.starts_with("default-server ") => {
+                    cfg.push_str(&format!("{line} source {BALANCER_SOURCE}\n"))
+                }
+                _ => {
+                    cfg.push_str(line);
+                    cfg.push('\n');
+                }
+            }
+            if t.starts_with("backend palisade_mqtt") || t.starts_with("backend palisade_https") {
+                for (i, n) in nodes.iter().enumerate() {
+                    if t.ends_with("mqtt") {
+                        cfg.push_str(&format!(
+                            "    server node{i} 127.0.0.1:{} port {}\n",
+                            n.mqtt_port(),
+                            n.port()
+                        ));
+                    } else {
+                        cfg.push_str(&format!("    server node{i} 127.0.0.1:{}\n", n.port()));
+                    }
+                }
+            }
+        }
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, cfg)?;
+        let log = std::fs::File::create(dir.join("haproxy.log"))?;
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting haproxy (apt-get install haproxy)")?;
+        let mut me = Self {
+            child,
+            mqtt_port,
+            https_port,
+        };
+        // Ready once a request through it reaches a node.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = me.child.try_wait()? {
+                let log = std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default();
+                bail!("haproxy exited with {status}: {log}");
+            }
+            let o = Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("https://127.0.0.1:{https_port}/readyz"))
+                .output()?;
+            if o.stdout == b"200" {
+                return Ok(me);
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default();
+                bail!("no node answered through haproxy within 20 s: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Points `node`'s CLI and test clients at this balancer: from now on they
+    /// reach the fleet through it.
+    pub fn front(&self, node: &mut ServerProc) -> anyhow::Result<()> {
+        node.url = format!("https://127.0.0.1:{}", self.https_port);
+        std::fs::write(node.data.join("url"), &node.url)?;
+        std::fs::write(
+            node.data.join("mqtt"),
+            format!("127.0.0.1:{}", self.mqtt_port),
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
