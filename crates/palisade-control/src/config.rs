@@ -200,6 +200,39 @@ pub struct Config {
     pub store: StoreConfig,
     /// PROXY protocol v2 from a TCP balancer, per listener.
     pub proxy_protocol: ProxyProtocolConfig,
+    /// What the node does on SIGTERM before it exits.
+    pub drain: DrainConfig,
+}
+
+/// Draining on SIGTERM (`[drain]`): the node first reports not ready (so a
+/// balancer's health check moves new connections elsewhere), then stops
+/// accepting, tells its MQTT clients to move, and lets in-flight requests
+/// finish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Seconds `/readyz` answers 503 before the listeners close: at least the
+    /// balancer's health-check interval times its fall count. Default 0 (no
+    /// balancer).
+    pub announce_secs: u64,
+    /// `host:port` MQTT 5 clients are told to use instead (DISCONNECT "use
+    /// another server" with this server reference): the balancer's address.
+    /// Without it they are told the server is shutting down. MQTT 3.1.1
+    /// clients are disconnected.
+    pub server_reference: Option<String>,
+    /// Seconds in-flight requests and closing sessions get before the
+    /// process exits anyway. Default 10.
+    pub timeout_secs: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            announce_secs: 0,
+            server_reference: None,
+            timeout_secs: 10,
+        }
+    }
 }
 
 /// PROXY protocol settings (`[proxy_protocol]`): a listener behind a TCP
@@ -561,6 +594,7 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             store: StoreConfig::default(),
             proxy_protocol: ProxyProtocolConfig::default(),
+            drain: DrainConfig::default(),
         }
     }
 }
@@ -606,6 +640,20 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.monitoring.validate()?;
         self.store.database(&self.data_dir)?;
+        if self
+            .drain
+            .server_reference
+            .as_ref()
+            .is_some_and(|r| r.is_empty() || r.len() > 255 || r.chars().any(char::is_whitespace))
+        {
+            return Err(invalid(
+                "drain.server_reference",
+                "must be a host name and port such as mqtt.example.com:8883",
+            ));
+        }
+        if self.drain.timeout_secs == 0 {
+            return Err(invalid("drain.timeout_secs", "must be at least 1"));
+        }
         for p in &self.proxy_protocol.from {
             p.parse::<palisade_policy::Prefix>().map_err(|e| {
                 invalid(

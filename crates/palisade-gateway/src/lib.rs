@@ -48,12 +48,25 @@ pub struct Gateway {
     handshake_timeout: Duration,
     /// Set behind a TCP balancer that sends the PROXY protocol v2 header.
     proxy: Option<ProxySettings>,
+    /// Where MQTT 5 clients are told to go when this node drains.
+    server_reference: Option<String>,
     /// Per-device view, including security events.
     presence: Arc<Presence>,
     /// Each device's last source address, session number and whether it is live.
     peers: Mutex<HashMap<DeviceId, (std::net::IpAddr, u64, bool)>>,
     /// Session numbers.
     next_session: std::sync::atomic::AtomicU64,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client sent DISCONNECT (a clean close: no will).
+    Disconnect,
+    /// Closed by the gateway or lost (the will is published).
+    Lost,
+    /// This node drains and sent the device elsewhere (no will).
+    Moved,
 }
 
 /// What the gateway is built from.
@@ -80,6 +93,9 @@ pub struct GatewayParts {
     /// Set behind a TCP balancer that sends the PROXY protocol v2 header: the
     /// devices' addresses are read from it.
     pub proxy: Option<ProxySettings>,
+    /// Where MQTT 5 clients are told to go when this node drains (the
+    /// balancer's `host:port`).
+    pub server_reference: Option<String>,
 }
 
 impl Gateway {
@@ -97,6 +113,7 @@ impl Gateway {
             handshake_timeout: p.handshake_timeout,
             presence: p.presence,
             proxy: p.proxy,
+            server_reference: p.server_reference,
             peers: Mutex::default(),
             next_session: Default::default(),
         }
@@ -109,21 +126,39 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Accepts device connections until `shutdown` changes.
-    pub async fn run(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    /// Accepts device connections until `shutdown` is set; then tells every
+    /// session to move (see [`Session::moved`]), keeps their persistent state,
+    /// and returns when they have ended or `grace` has passed.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let mut conns = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = shutdown.wait_for(|s| *s) => break,
                 a = listener.accept() => a,
             };
+            while conns.try_join_next().is_some() {}
             let Ok((tcp, peer)) = accepted else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
-            let gw = self.clone();
-            tokio::spawn(async move {
-                gw.connection(tcp, peer).await;
-            });
+            conns.spawn(self.clone().connection(tcp, peer, shutdown.clone()));
+        }
+        drop(listener);
+        let open = conns.len();
+        let drained =
+            tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+        match drained {
+            Ok(()) => tracing::info!(sessions = open, "MQTT gateway drained"),
+            Err(_) => tracing::warn!(
+                left = conns.len(),
+                ?grace,
+                "MQTT sessions still open when the drain time ran out"
+            ),
         }
     }
 
@@ -186,7 +221,12 @@ impl Gateway {
         });
     }
 
-    async fn connection(self: Arc<Self>, mut tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    async fn connection(
+        self: Arc<Self>,
+        mut tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        drain: watch::Receiver<bool>,
+    ) {
         let _ = tcp.set_nodelay(true);
         self.metrics.mqtt_connect_attempt();
         let peer =
@@ -328,30 +368,34 @@ impl Gateway {
             resubscribed,
             self.clock.now_ms(),
         );
-        let clean_close = self
+        let end = self
             .session(
                 &mut session,
                 connect.keep_alive,
                 &mut framed,
                 &mut kill,
                 &mut outbox,
+                drain,
             )
             .await;
         self.sessions.unregister(&device, sid);
         self.session_down(
             &device,
             session_no,
-            if clean_close {
-                "disconnect"
-            } else {
-                "connection lost"
+            match end {
+                End::Disconnect => "disconnect",
+                End::Lost => "connection lost",
+                End::Moved => "node draining",
             },
         );
         if !connect.clean {
             self.set_session(&device, Some(session.subscribed())).await;
         }
-        // The will is published when the session ends without a DISCONNECT.
-        if !clean_close && let Some((kind, payload)) = will {
+        // The will is published when the session ends without a DISCONNECT
+        // (not when this node sends the device to another).
+        if end == End::Lost
+            && let Some((kind, payload)) = will
+        {
             self.bus.publish(Event::Message(DeviceEvent {
                 device: device.clone(),
                 kind,
@@ -471,8 +515,7 @@ impl Gateway {
         }
     }
 
-    /// Runs an established session until it ends; returns whether it ended
-    /// with the client's DISCONNECT (a clean close, no will).
+    /// Runs an established session until it ends; returns how.
     async fn session<T>(
         &self,
         session: &mut Session,
@@ -480,7 +523,8 @@ impl Gateway {
         framed: &mut Framed<T, MqttCodec>,
         kill: &mut oneshot::Receiver<&'static str>,
         outbox: &mut mpsc::Receiver<Outbound>,
-    ) -> bool
+        mut drain: watch::Receiver<bool>,
+    ) -> End
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -491,6 +535,18 @@ impl Gateway {
         let mut awaiting: HashMap<u16, String> = HashMap::new();
         loop {
             tokio::select! {
+                // (A dropped sender is no drain: the session goes on.)
+                () = async {
+                    if drain.wait_for(|d| *d).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    if let Some(d) = session.moved(self.server_reference.as_deref()) {
+                        let _ = framed.send(d).await;
+                    }
+                    let _ = framed.close().await;
+                    return End::Moved;
+                }
                 reason = &mut *kill => {
                     let reason = reason.unwrap_or("closed");
                     tracing::info!(%device, reason, "closing the device's session");
@@ -498,7 +554,7 @@ impl Gateway {
                         let _ = framed.send(d).await;
                     }
                     let _ = framed.close().await;
-                    return false;
+                    return End::Lost;
                 }
                 Some(msg) = outbox.recv(), if session.may_send() => {
                     self.metrics.mqtt_out(msg.payload.len());
@@ -507,20 +563,20 @@ impl Gateway {
                         awaiting.insert(packet_id, id);
                     }
                     if framed.send(packet).await.is_err() {
-                        return false;
+                        return End::Lost;
                     }
                 }
                 next = tokio::time::timeout(idle, framed.next()) => {
                     let packet = match next {
-                        Err(_) => { self.refuse("keepalive_timeout"); return false; }
-                        Ok(None) => return false,
+                        Err(_) => { self.refuse("keepalive_timeout"); return End::Lost; }
+                        Ok(None) => return End::Lost,
                         Ok(Some(Err(e))) => {
                             tracing::debug!(%device, error = %e, "malformed packet; closing");
                             self.refuse("malformed_packet");
                             if let Some(d) = session.malformed() {
                                 let _ = framed.send(d).await;
                             }
-                            return false;
+                            return End::Lost;
                         }
                         Ok(Some(Ok((p, _)))) => p,
                     };
@@ -548,7 +604,7 @@ impl Gateway {
                         Reaction::PublishDenied { topic, denial, reply, close } => {
                             self.acl_denied(&device, "publish", &topic, denial);
                             if close {
-                                return false;
+                                return End::Lost;
                             }
                             reply
                         }
@@ -583,13 +639,13 @@ impl Gateway {
                             if let Some(p) = last {
                                 let _ = framed.send(p).await;
                             }
-                            return why == Close::Disconnect;
+                            return if why == Close::Disconnect { End::Disconnect } else { End::Lost };
                         }
                     };
                     if let Some(p) = reply
                         && framed.send(p).await.is_err()
                     {
-                        return false;
+                        return End::Lost;
                     }
                 }
             }

@@ -69,6 +69,8 @@ pub struct Services {
     pub metrics_public: bool,
     /// Per-request time limit.
     pub request_timeout: Duration,
+    /// Set when the node drains (SIGTERM): `/readyz` answers 503.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 macro_rules! zone {

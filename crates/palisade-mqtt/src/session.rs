@@ -542,6 +542,20 @@ impl Session {
         disconnect(self.proto, v5::DisconnectReasonCode::NotAuthorized)
     }
 
+    /// The last word when this node drains: MQTT 5 clients are told to use
+    /// another server (`server_reference`, when the operator named one) or
+    /// that the server is shutting down; MQTT 3.1.1 has no such word.
+    pub fn moved(&self, server_reference: Option<&str>) -> Option<MqttPacket> {
+        match (self.proto, server_reference) {
+            (Proto::V5, Some(r)) => Some(MqttPacket::V5(v5::Packet::Disconnect(v5::Disconnect {
+                reason_code: v5::DisconnectReasonCode::UseAnotherServer,
+                server_reference: Some(r.into()),
+                ..v5::Disconnect::default()
+            }))),
+            _ => disconnect(self.proto, v5::DisconnectReasonCode::ServerShuttingDown),
+        }
+    }
+
     /// The last word after a packet that does not decode.
     pub fn malformed(&self) -> Option<MqttPacket> {
         disconnect(self.proto, v5::DisconnectReasonCode::MalformedPacket)

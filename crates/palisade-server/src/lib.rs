@@ -74,17 +74,39 @@ pub struct Handle {
     pub mqtt_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    /// Tasks that must finish their last write before the process exits.
+    /// Tasks that must finish their last write before the process exits
+    /// (the MQTT gateway's sessions among them).
     flushers: Vec<tokio::task::JoinHandle<()>>,
+    /// Set while draining: `/readyz` answers 503.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    drain: palisade_control::config::DrainConfig,
 }
 
 impl Handle {
+    /// Drains (on SIGTERM): reports not ready for `[drain] announce_secs` so
+    /// a balancer moves new connections elsewhere, then shuts down: stops
+    /// accepting, sends the MQTT sessions elsewhere, finishes in-flight
+    /// requests.
+    pub async fn drain(self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.drain.announce_secs > 0 {
+            tracing::info!(
+                secs = self.drain.announce_secs,
+                "draining: reporting not ready before closing the listeners"
+            );
+            tokio::time::sleep(Duration::from_secs(self.drain.announce_secs)).await;
+        }
+        self.shutdown().await;
+    }
+
     /// Stops accepting, lets connections finish (up to 10 s), and returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        let grace = Duration::from_secs(self.drain.timeout_secs.max(10));
         for f in self.flushers {
-            let _ = tokio::time::timeout(Duration::from_secs(10), f).await;
+            let _ = tokio::time::timeout(grace, f).await;
         }
     }
 }
@@ -241,6 +263,7 @@ impl Server {
             audit_vkey: boot.audit.verifier()?.to_vkey().into(),
             metrics_public: config.metrics_public,
             request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
+            draining: Arc::default(),
         });
         let gateway = Arc::new(Gateway::new(GatewayParts {
             store: boot.store.clone(),
@@ -253,6 +276,7 @@ impl Server {
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
             presence,
             proxy: config.proxy_protocol.listener(config.proxy_protocol.mqtt),
+            server_reference: config.drain.server_reference.clone(),
         }));
         Ok(Self {
             config,
@@ -370,9 +394,14 @@ impl Server {
             st.clock.clone(),
             rx.clone(),
         ));
+        let mut gateway = None;
         if let Some(mqtt) = listeners.mqtt {
             tracing::info!(addr = %mqtt_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (MQTT over TLS)");
-            tokio::spawn(self.gateway.clone().run(mqtt, rx.clone()));
+            gateway = Some(tokio::spawn(self.gateway.clone().run(
+                mqtt,
+                rx.clone(),
+                Duration::from_secs(self.config.drain.timeout_secs),
+            )));
             tokio::spawn(refresh_gateway_crl(
                 self.gateway.clone(),
                 self.boot.pki.clone(),
@@ -417,7 +446,12 @@ impl Server {
             mqtt_addr,
             shutdown: tx,
             task,
-            flushers: std::iter::once(presence_flush).chain(monitoring).collect(),
+            flushers: std::iter::once(presence_flush)
+                .chain(monitoring)
+                .chain(gateway)
+                .collect(),
+            draining: self.state.draining.clone(),
+            drain: self.config.drain.clone(),
         })
     }
 }

@@ -205,8 +205,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         url = s.url,
     ));
     wait_for_signal().await?;
-    say("shutting down");
-    s.handle.shutdown().await;
+    say("draining, then shutting down");
+    s.handle.drain().await;
     Ok(ExitCode::SUCCESS)
 }
 

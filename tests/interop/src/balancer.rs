@@ -23,6 +23,9 @@ pub struct Haproxy {
     pub mqtt_port: u16,
     /// The HTTPS frontend's port.
     pub https_port: u16,
+    /// Per node, a frontend pair (MQTT, HTTPS) that reaches only that node
+    /// (tests only: to address one node, still through the balancer).
+    pub node_ports: Vec<(u16, u16)>,
 }
 
 /// The `[proxy_protocol]` section a node behind [`Haproxy`] needs.
@@ -34,9 +37,18 @@ impl Haproxy {
     /// Starts HAProxy before `nodes` (each started with [`node_config`]) and
     /// waits until it passes connections to at least one of them.
     pub fn start(dir: &Path, nodes: &[&ServerProc]) -> anyhow::Result<Self> {
+        Self::start_on(dir, nodes, free_port(), free_port())
+    }
+
+    /// [`Haproxy::start`] with its MQTT and HTTPS frontends on the given ports.
+    pub fn start_on(
+        dir: &Path,
+        nodes: &[&ServerProc],
+        mqtt_port: u16,
+        https_port: u16,
+    ) -> anyhow::Result<Self> {
         let sample = std::fs::read_to_string(manifest_dir().join("../../contrib/haproxy.cfg"))
             .context("reading contrib/haproxy.cfg")?;
-        let (mqtt_port, https_port) = (free_port(), free_port());
         let mut cfg = String::new();
         for line in sample.lines() {
             let t = line.trim_start();
@@ -69,6 +81,20 @@ impl Haproxy {
                 }
             }
         }
+        let mut node_ports = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let (m, h) = (free_port(), free_port());
+            cfg.push_str(&format!(
+                "\nfrontend node{i}_mqtt\n    bind 127.0.0.1:{m}\n    default_backend node{i}_mqtt\n\
+                 backend node{i}_mqtt\n    option httpchk GET /readyz\n    server node{i} 127.0.0.1:{} port {}\n\
+                 frontend node{i}_https\n    bind 127.0.0.1:{h}\n    default_backend node{i}_https\n\
+                 backend node{i}_https\n    option httpchk GET /readyz\n    server node{i} 127.0.0.1:{}\n",
+                n.mqtt_port(),
+                n.port(),
+                n.port()
+            ));
+            node_ports.push((m, h));
+        }
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg)?;
         let log = std::fs::File::create(dir.join("haproxy.log"))?;
@@ -85,6 +111,7 @@ impl Haproxy {
             child,
             mqtt_port,
             https_port,
+            node_ports,
         };
         // Ready once a request through it reaches a node.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -111,14 +138,22 @@ impl Haproxy {
     /// Points `node`'s CLI and test clients at this balancer: from now on they
     /// reach the fleet through it.
     pub fn front(&self, node: &mut ServerProc) -> anyhow::Result<()> {
-        node.url = format!("https://127.0.0.1:{}", self.https_port);
-        std::fs::write(node.data.join("url"), &node.url)?;
-        std::fs::write(
-            node.data.join("mqtt"),
-            format!("127.0.0.1:{}", self.mqtt_port),
-        )?;
-        Ok(())
+        point(node, self.https_port, self.mqtt_port)
     }
+
+    /// Points `node`'s CLI and test clients at node `i`'s own frontends: they
+    /// reach that node only, through the balancer.
+    pub fn front_node(&self, node: &mut ServerProc, i: usize) -> anyhow::Result<()> {
+        let (m, h) = self.node_ports[i];
+        point(node, h, m)
+    }
+}
+
+fn point(node: &mut ServerProc, https: u16, mqtt: u16) -> anyhow::Result<()> {
+    node.url = format!("https://127.0.0.1:{https}");
+    std::fs::write(node.data.join("url"), &node.url)?;
+    std::fs::write(node.data.join("mqtt"), format!("127.0.0.1:{mqtt}"))?;
+    Ok(())
 }
 
 impl Drop for Haproxy {

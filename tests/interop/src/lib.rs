@@ -161,6 +161,22 @@ fn postgres_database(data: &Path) -> anyhow::Result<Option<String>> {
     create_postgres_database(&admin, &format!("palisade_it_{:016x}", h.finish())).map(Some)
 }
 
+/// The URL of the test PostgreSQL server's admin account
+/// (`PALISADE_TEST_POSTGRES_URL`, set by scripts/test.sh); `None` (after
+/// saying so) outside CI when it is not set; a failure under `CI=true`.
+pub fn postgres_admin() -> Option<String> {
+    match std::env::var("PALISADE_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if in_ci() => {
+            panic!("PALISADE_TEST_POSTGRES_URL is not set: scripts/test.sh starts PostgreSQL")
+        }
+        _ => {
+            eprintln!("SKIP: PALISADE_TEST_POSTGRES_URL is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
 /// Creates database `name` (unless it exists) on the PostgreSQL server at
 /// `admin` (a URL whose account may create databases) with psql; returns its
 /// URL.
@@ -185,8 +201,18 @@ pub fn create_postgres_database(admin: &str, name: &str) -> anyhow::Result<Strin
 /// fresh data directory under `dir`, node B on a copy of it (the same CA,
 /// audit and TLS keys; its own process and ports).
 pub fn two_nodes(dir: &Path, url: &str) -> anyhow::Result<(ServerProc, ServerProc)> {
+    two_nodes_with(dir, url, &[])
+}
+
+/// [`two_nodes`] with extra `palisade serve` arguments for both.
+pub fn two_nodes_with(
+    dir: &Path,
+    url: &str,
+    extra: &[&str],
+) -> anyhow::Result<(ServerProc, ServerProc)> {
     let (a_data, b_data) = (dir.join("a"), dir.join("b"));
-    let a = ServerProc::start_with(&a_data, &["--database", url])?;
+    let args: Vec<&str> = ["--database", url].iter().chain(extra).copied().collect();
+    let a = ServerProc::start_with(&a_data, &args)?;
     let o = Command::new("cp")
         .arg("-a")
         .arg(&a_data)
@@ -195,7 +221,7 @@ pub fn two_nodes(dir: &Path, url: &str) -> anyhow::Result<(ServerProc, ServerPro
     if !o.status.success() {
         bail!("copying node A's data directory: {}", text(&o));
     }
-    let b = ServerProc::start_with(&b_data, &["--database", url])?;
+    let b = ServerProc::start_with(&b_data, &args)?;
     Ok((a, b))
 }
 
@@ -786,7 +812,8 @@ pub struct Swtpm {
     child: Option<Child>,
 }
 
-pub(crate) fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 just now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -12,7 +12,8 @@
     clippy::print_stderr
 )]
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use palisade_interop::balancer::{BALANCER_SOURCE, Haproxy, node_config};
@@ -148,5 +149,131 @@ fn devices_reach_a_node_through_haproxy_which_sees_their_own_addresses() {
 
     // The node still serves through the balancer.
     let o = Command::new("mosquitto_pub").args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Two nodes on one PostgreSQL behind HAProxy. SIGTERM on the node holding a
+/// device's MQTT 5 session: it reports not ready first (the balancer stops
+/// sending it connections), then tells the device to use another server (the
+/// balancer), keeps the device's session, and exits cleanly; the device
+/// follows the server reference, lands on the other node with its session
+/// present, and gets the command queued meanwhile exactly once.
+#[test]
+fn a_draining_node_sends_its_devices_through_the_balancer_to_another() {
+    let Some(admin) = postgres_admin() else {
+        return;
+    };
+    for tool in ["haproxy", "psql", "python3", "curl", "openssl"] {
+        if !have(tool) {
+            return;
+        }
+    }
+    if !have_python_module("paho.mqtt", "paho-mqtt") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = create_postgres_database(&admin, &format!("palisade_drain_{}", std::process::id()))
+        .unwrap();
+    let (lb_mqtt, lb_https) = (free_port(), free_port());
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[drain]\nannounce_secs = 3\nserver_reference = \"127.0.0.1:{lb_mqtt}\"\n",
+            node_config()
+        ),
+    )
+    .unwrap();
+    let (mut a, mut b) =
+        two_nodes_with(dir.path(), &url, &["--config", config.to_str().unwrap()]).unwrap();
+    let lb = Haproxy::start_on(dir.path(), &[&a, &b], lb_mqtt, lb_https).unwrap();
+    lb.front_node(&mut a, 0).unwrap();
+    lb.front_node(&mut b, 1).unwrap();
+
+    a.cli_ok(&["model", "add", "cam"]);
+    let (key, cert) = enrol_with_token(&a, dir.path(), "cam-1", "cam");
+    // The device's session is on node A (A's own frontend).
+    let mut device = Command::new("python3")
+        .arg(peer_script("drain_client.py"))
+        .args([
+            "127.0.0.1",
+            &a.mqtt_port().to_string(),
+            a.data.join("ca/root.pem").to_str().unwrap(),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            "cam-1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(device.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed");
+
+    // SIGTERM: A reports not ready while it still serves.
+    let term = Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let readyz = loop {
+        let o = Command::new("curl")
+            .args(["-s", "--max-time", "1", "--cacert"])
+            .arg(a.data.join("ca/root.pem"))
+            .arg(format!("{}/readyz", a.url))
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&o.stdout).into_owned();
+        if body.contains("draining") || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(readyz.contains("not ready: draining"), "{readyz}");
+
+    // Then it tells the device where to go.
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let said: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(said["reason"], 156, "use another server: {said}");
+    assert_eq!(said["server_reference"], format!("127.0.0.1:{lb_mqtt}"));
+    // A exits cleanly once its sessions are closed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = a.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node A did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "node A exited with {status}");
+
+    // A command while the device moves: queued, delivered once on B.
+    b.cli_ok(&["device", "command", "cam-1", "reboot"]);
+    device.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = device.wait();
+    let resumed: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(resumed["session_present"], true, "{resumed}");
+    let reboots = resumed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m.as_str()
+                .unwrap_or_default()
+                .contains(r#""name":"reboot""#)
+        })
+        .count();
+    assert_eq!(reboots, 1, "{resumed}");
+    let o = b.cli(&["audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
 }

@@ -19,19 +19,6 @@ use std::time::{Duration, Instant};
 use palisade_interop::*;
 use serde_json::Value;
 
-fn postgres_admin() -> Option<String> {
-    match std::env::var("PALISADE_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if in_ci() => {
-            panic!("PALISADE_TEST_POSTGRES_URL is not set: scripts/test.sh starts PostgreSQL")
-        }
-        _ => {
-            eprintln!("SKIP: PALISADE_TEST_POSTGRES_URL is not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
-
 /// How long after `since` the held session ended (the peer exits when the
 /// server closes it); `None` if it did not within 10 s.
 fn closed_after(child: &mut Child, since: Instant) -> Option<Duration> {
