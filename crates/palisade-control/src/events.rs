@@ -72,6 +72,33 @@ pub enum Event {
         /// The device.
         device: DeviceId,
     },
+    /// A node's gateway took a device's session: a node holding an older
+    /// session of the device closes it (one session per device across the
+    /// cluster) and, if it came from another address, reports a
+    /// [`Event::Takeover`].
+    SessionClaimed {
+        /// The device.
+        device: DeviceId,
+        /// The new session's source address.
+        address: IpAddr,
+        /// The node that took it.
+        node: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// A new session of a device took over one still live from another
+    /// address (on this node or another): what the cloned-identity detector
+    /// counts, on the one node that runs it.
+    Takeover {
+        /// The device.
+        device: DeviceId,
+        /// The live session's address.
+        from: IpAddr,
+        /// The new session's address.
+        to: IpAddr,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
     /// A device's session came up at a gateway.
     SessionUp {
         /// The device.
@@ -146,7 +173,10 @@ impl Event {
     pub fn crosses_nodes(&self) -> bool {
         matches!(
             self,
-            Event::CloseSession { .. } | Event::CommandQueued { .. }
+            Event::CloseSession { .. }
+                | Event::CommandQueued { .. }
+                | Event::SessionClaimed { .. }
+                | Event::Takeover { .. }
         )
     }
 }
@@ -228,6 +258,18 @@ mod tests {
                 reason: "certificate revoked".into(),
             },
             Event::CommandQueued { device: device() },
+            Event::SessionClaimed {
+                device: device(),
+                address: ip,
+                node: "a1".into(),
+                at_ms: 1,
+            },
+            Event::Takeover {
+                device: device(),
+                from: ip,
+                to: ip,
+                at_ms: 1,
+            },
             Event::SessionUp {
                 device: device(),
                 address: ip,

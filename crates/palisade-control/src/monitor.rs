@@ -132,6 +132,10 @@ pub struct MonitorDeps {
     pub metrics: Arc<Metrics>,
     /// Monitoring settings.
     pub config: crate::config::MonitoringConfig,
+    /// Whether this node counts the cluster's session takeovers (the
+    /// cloned-identity detector runs on one node: every node's takeovers
+    /// reach it).
+    pub sessions_leader: Arc<palisade_store::leader::Leadership>,
 }
 
 impl MonitorDeps {
@@ -378,13 +382,26 @@ impl MonitorDeps {
                     json!({ "address": address, "previous": previous, "takeover": takeover.is_some() }),
                     at_ms,
                 );
+                // A takeover is counted from its own event (below), which
+                // every node's takeovers reach.
                 m.observe(Observation::Connected {
                     device: device.to_string(),
                     peer: address,
-                    takeover,
+                    takeover: None,
                     at_ms,
                 });
             }
+            Event::Takeover {
+                device,
+                from,
+                to,
+                at_ms,
+            } if self.sessions_leader.is_leader() => m.observe(Observation::Connected {
+                device: device.to_string(),
+                peer: to,
+                takeover: Some(from),
+                at_ms,
+            }),
             Event::SessionDown {
                 device,
                 reason,
@@ -441,7 +458,9 @@ impl MonitorDeps {
             | Event::CommandsSubscribed { .. }
             | Event::CommandDelivered { .. }
             | Event::CloseSession { .. }
-            | Event::CommandQueued { .. } => {}
+            | Event::CommandQueued { .. }
+            | Event::SessionClaimed { .. }
+            | Event::Takeover { .. } => {}
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use palisade_audit::EntryDraft;
-use palisade_control::events::{DeviceEvent, Event, EventBus};
+use palisade_control::events::{DeviceEvent, Event, EventBus, Subscription};
 use palisade_control::metrics::Metrics;
 use palisade_control::presence::Presence;
 use palisade_control::proxy::{ProxySettings, peer_address};
@@ -50,6 +50,8 @@ pub struct Gateway {
     proxy: Option<ProxySettings>,
     /// Where MQTT 5 clients are told to go when this node drains.
     server_reference: Option<String>,
+    /// This node's name among the nodes.
+    node: String,
     /// Per-device view, including security events.
     presence: Arc<Presence>,
     /// Each device's last source address, session number and whether it is live.
@@ -96,6 +98,8 @@ pub struct GatewayParts {
     /// Where MQTT 5 clients are told to go when this node drains (the
     /// balancer's `host:port`).
     pub server_reference: Option<String>,
+    /// This node's name among the nodes (unique per process).
+    pub node: String,
 }
 
 impl Gateway {
@@ -114,6 +118,7 @@ impl Gateway {
             presence: p.presence,
             proxy: p.proxy,
             server_reference: p.server_reference,
+            node: p.node,
             peers: Mutex::default(),
             next_session: Default::default(),
         }
@@ -195,14 +200,70 @@ impl Gateway {
         if moved {
             self.metrics.mqtt_address_change();
         }
+        let at_ms = self.clock.now_ms();
+        if let Some(from) = takeover {
+            self.bus.publish(Event::Takeover {
+                device: device.clone(),
+                from,
+                to: ip,
+                at_ms,
+            });
+        }
+        // A node holding an older session of the device closes it.
+        self.bus.publish(Event::SessionClaimed {
+            device: device.clone(),
+            address: ip,
+            node: self.node.clone(),
+            at_ms,
+        });
         self.bus.publish(Event::SessionUp {
             device: device.clone(),
             address: ip,
             previous: before.map(|b| b.0),
             takeover,
-            at_ms: self.clock.now_ms(),
+            at_ms,
         });
         n
+    }
+
+    /// Follows the other nodes' claims: a session this node holds for a
+    /// device that connected elsewhere is closed (one session per device),
+    /// and if the new one came from another address the takeover is reported.
+    pub async fn follow_claims(self: Arc<Self>, mut bus: Subscription) {
+        while let Some(e) = bus.recv().await {
+            let Ok(Event::SessionClaimed {
+                device,
+                address,
+                node,
+                at_ms,
+            }) = e
+            else {
+                continue;
+            };
+            if node == self.node {
+                continue;
+            }
+            let live = self
+                .peers
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&device).filter(|p| p.2).map(|p| p.0));
+            let Some(from) = live else {
+                continue;
+            };
+            if self
+                .sessions
+                .kick_device(&device, "session taken over on another node")
+                && from != address
+            {
+                self.bus.publish(Event::Takeover {
+                    device,
+                    from,
+                    to: address,
+                    at_ms,
+                });
+            }
+        }
     }
 
     /// A session ended.

@@ -133,10 +133,11 @@ impl Server {
         // On PostgreSQL the nodes sharing the database share the events they
         // must act on (closing a session, delivering a command) through it.
         let database = config.store.database(&config.data_dir)?;
+        let node = node_id()?;
         let bus: Arc<dyn EventBus> = match database.engine() {
             palisade_store::Engine::Sqlite => Arc::new(LocalBus::new(BUS_CAPACITY)),
             palisade_store::Engine::Postgres => {
-                ClusterBus::start(&database, node_id()?, BUS_CAPACITY)
+                ClusterBus::start(&database, node.clone(), BUS_CAPACITY)
                     .await
                     .with_context(|| format!("listening for other nodes' events on {database}"))?
             }
@@ -277,6 +278,7 @@ impl Server {
             presence,
             proxy: config.proxy_protocol.listener(config.proxy_protocol.mqtt),
             server_reference: config.drain.server_reference.clone(),
+            node: node.clone(),
         }));
         Ok(Self {
             config,
@@ -341,6 +343,7 @@ impl Server {
             .transpose()?;
         let (tx, rx) = watch::channel(false);
         let st = &self.state;
+        let database = self.config.store.database(&self.config.data_dir)?;
         // The bus's followers: device messages feed the inventory's presence
         // view; a device subscribing to its commands gets its queued commands
         // and, with a TPM, an attestation challenge; monitoring follows it all.
@@ -368,6 +371,7 @@ impl Server {
             alerts: st.alerts.clone(),
             metrics: st.metrics.clone(),
             config: self.config.monitoring.clone(),
+            sessions_leader: Leadership::start(&database, "session-detectors", rx.clone()),
         }
         .spawn(self.bus.subscribe(), listeners.flows, rx.clone());
         deliver::spawn(&st.alerts, &self.config.monitoring, rx.clone());
@@ -378,7 +382,6 @@ impl Server {
         );
         // Work one node does alone: the node holding the lead does it, and
         // another takes over within seconds when that node stops.
-        let database = self.config.store.database(&self.config.data_dir)?;
         tokio::spawn(st.rollouts.clone().run(
             Duration::from_millis(self.config.ota.rollout_tick_ms),
             Leadership::start(&database, "rollouts", rx.clone()),
@@ -402,6 +405,7 @@ impl Server {
                 rx.clone(),
                 Duration::from_secs(self.config.drain.timeout_secs),
             )));
+            tokio::spawn(self.gateway.clone().follow_claims(self.bus.subscribe()));
             tokio::spawn(refresh_gateway_crl(
                 self.gateway.clone(),
                 self.boot.pki.clone(),

@@ -7,8 +7,10 @@ PHASE resume: connect without subscribing and collect what arrives (at most 8 s,
 PHASE hold: a clean session that subscribes to its commands and stays until the
 server closes it (at most 30 s); "disconnected" says whether it did.
 Prints one JSON object: {"session_present": bool, "messages": [payload, ...]}.
+With PALISADE_BIND_ADDRESS set, the connection is made from that local address.
 """
 import json
+import os
 import ssl
 import sys
 import threading
@@ -60,7 +62,7 @@ client.on_connect = on_connect
 client.on_subscribe = on_subscribe
 client.on_message = on_message
 client.on_disconnect = on_disconnect
-client.connect(host, int(port), keepalive=30)
+client.connect(host, int(port), keepalive=30, bind_address=os.environ.get("PALISADE_BIND_ADDRESS", ""))
 client.loop_start()
 ready.wait(10)
 if phase == "hold":

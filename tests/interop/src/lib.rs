@@ -229,7 +229,19 @@ pub fn two_nodes_with(
 /// hold`) on `server` until the server closes it; returns once it has
 /// subscribed to its commands. The child exits when the session ends.
 pub fn hold_session(server: &ServerProc, cert: &Path, key: &Path, id: &str) -> Child {
+    hold_session_from(server, cert, key, id, "127.0.0.1")
+}
+
+/// [`hold_session`] from local address `from` (any of 127.0.0.0/8).
+pub fn hold_session_from(
+    server: &ServerProc,
+    cert: &Path,
+    key: &Path,
+    id: &str,
+    from: &str,
+) -> Child {
     let mut child = Command::new("python3")
+        .env("PALISADE_BIND_ADDRESS", from)
         .arg(peer_script("persistent_session.py"))
         .args([
             "127.0.0.1",

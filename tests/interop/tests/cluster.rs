@@ -2,7 +2,8 @@
 //! from a copy of the first's data directory: the same CA, audit and TLS keys):
 //! a device connected to one node gets a command an operator sent through the
 //! other, is disconnected there when the other revokes its certificate or
-//! decommissions it, and the merged audit log verifies.
+//! decommissions it; a device's identity used from two addresses on the two
+//! nodes raises one cloned-identity alert; and the merged audit log verifies.
 //!
 //! Needs `PALISADE_TEST_POSTGRES_URL` (scripts/test.sh starts PostgreSQL and
 //! sets it); without it the test is skipped, except under `CI=true`.
@@ -108,6 +109,39 @@ fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
     let t = Instant::now();
     let took = closed_after(&mut held, t).expect("A closed the decommissioned device's session");
     eprintln!("decommission on node B -> session closed on node A: {took:?}");
+
+    // A cloned identity across nodes: the device holds a session on A from
+    // 127.0.0.1, a copy connects to B from 127.0.0.2, then the original to A
+    // again. Each new session closes the other node's (one session per
+    // device), and the takeovers between two addresses, counted on the one
+    // node that runs the session detectors, raise one cloned-identity alert.
+    let (key3, cert3) = enrol_with_token(&a, dir.path(), "cam-3", "cam");
+    let mut original = hold_session_from(&a, &cert3, &key3, "cam-3", "127.0.0.1");
+    let mut copy = hold_session_from(&b, &cert3, &key3, "cam-3", "127.0.0.2");
+    closed_after(&mut original, Instant::now()).expect("A closed the session B took over");
+    let mut original = hold_session_from(&a, &cert3, &key3, "cam-3", "127.0.0.1");
+    closed_after(&mut copy, Instant::now()).expect("B closed the session A took over");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let clones = loop {
+        let alerts: Vec<Value> =
+            serde_json::from_str(&b.api_get("/api/v1/alerts?device=cam-3")).unwrap();
+        let clones: Vec<Value> = alerts
+            .into_iter()
+            .filter(|a| a["detector"] == "cloned_identity")
+            .collect();
+        if !clones.is_empty() || Instant::now() > deadline {
+            break clones;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(clones.len(), 1, "{clones:?}");
+    let places = clones[0]["evidence"]["addresses"].to_string();
+    assert!(
+        places.contains("127.0.0.1") && places.contains("127.0.0.2"),
+        "{places}"
+    );
+    let _ = original.kill();
+    let _ = original.wait();
 
     // Both nodes wrote to one audit log; it verifies from either.
     for node in [&a, &b] {
