@@ -113,6 +113,13 @@ pub fn service_error(e: palisade_control::ServiceError) -> Response {
                 "the database is unavailable; try again shortly".to_owned(),
             )
         }
+        E::BlobsUnavailable(m) => {
+            tracing::warn!(error = %m, "console request: blob store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the blob store is unavailable; try again shortly".to_owned(),
+            )
+        }
     };
     error_page(status, &msg)
 }

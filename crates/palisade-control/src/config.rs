@@ -202,6 +202,135 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocolConfig,
     /// What the node does on SIGTERM before it exits.
     pub drain: DrainConfig,
+    /// Where firmware images, deltas and SBOMs live.
+    pub blobs: BlobsConfig,
+}
+
+/// Blob storage (`[blobs]`): files under the data directory, or with
+/// `[blobs.s3]` an S3-compatible bucket the nodes of a cluster share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    /// The S3-compatible store; absent, files under `<data>/blobs`.
+    pub s3: Option<S3Config>,
+    /// Seconds to connect to the store and for each answer to start.
+    /// Default 30.
+    pub timeout_secs: u64,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        Self {
+            s3: None,
+            timeout_secs: 30,
+        }
+    }
+}
+
+/// An S3-compatible bucket (`[blobs.s3]`). The secret key is never in the
+/// file: it comes from `PALISADE_S3_SECRET_ACCESS_KEY` (or
+/// `AWS_SECRET_ACCESS_KEY`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://minio.internal:9000`.
+    pub endpoint: String,
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// The region. Default `us-east-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style URLs (`endpoint/bucket/key`). Default true (MinIO, Ceph and
+    /// most S3-compatible servers); false for virtual-host style.
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// A prefix for every key (`palisade/`). Default none.
+    #[serde(default)]
+    pub prefix: String,
+    /// The access key id; or `PALISADE_S3_ACCESS_KEY_ID` / `AWS_ACCESS_KEY_ID`.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// The secret access key, from the environment only.
+    #[serde(skip)]
+    pub secret_access_key: Option<zeroize::Zeroizing<String>>,
+    /// Extra CA certificates (PEM) to trust for the endpoint.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Never prints the secret key.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(set)"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobsConfig {
+    /// The S3 store's settings, if one is configured.
+    pub fn s3_settings(&self) -> Result<Option<crate::blobs::s3::S3Settings>, ConfigError> {
+        let Some(s3) = &self.s3 else {
+            return Ok(None);
+        };
+        let endpoint: url::Url = s3.endpoint.parse().map_err(|e| {
+            invalid(
+                "blobs.s3.endpoint",
+                format!("{:?} is not a URL: {e}", s3.endpoint),
+            )
+        })?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+            return Err(invalid(
+                "blobs.s3.endpoint",
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        if s3.bucket.is_empty() {
+            return Err(invalid("blobs.s3.bucket", "must name the bucket"));
+        }
+        let access_key_id = s3.access_key_id.clone().ok_or_else(|| {
+            invalid(
+                "blobs.s3.access_key_id",
+                "set it, or PALISADE_S3_ACCESS_KEY_ID / AWS_ACCESS_KEY_ID",
+            )
+        })?;
+        let secret_access_key = s3.secret_access_key.clone().ok_or_else(|| {
+            invalid(
+                "blobs.s3",
+                "the secret key comes from PALISADE_S3_SECRET_ACCESS_KEY or AWS_SECRET_ACCESS_KEY, which is not set",
+            )
+        })?;
+        if self.timeout_secs == 0 {
+            return Err(invalid("blobs.timeout_secs", "must be at least 1"));
+        }
+        Ok(Some(crate::blobs::s3::S3Settings {
+            endpoint,
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            path_style: s3.path_style,
+            prefix: s3.prefix.clone(),
+            access_key_id,
+            secret_access_key,
+            ca_file: s3.ca_file.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
+        }))
+    }
 }
 
 /// Draining on SIGTERM (`[drain]`): the node first reports not ready (so a
@@ -595,6 +724,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             proxy_protocol: ProxyProtocolConfig::default(),
             drain: DrainConfig::default(),
+            blobs: BlobsConfig::default(),
         }
     }
 }
@@ -651,6 +781,7 @@ impl Config {
                 "must be a host name and port such as mqtt.example.com:8883",
             ));
         }
+        self.blobs.s3_settings()?;
         if self.drain.timeout_secs == 0 {
             return Err(invalid("drain.timeout_secs", "must be at least 1"));
         }

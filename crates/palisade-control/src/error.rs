@@ -30,6 +30,9 @@ pub enum ServiceError {
     /// The database cannot be reached; the request may be retried.
     #[error("{0}")]
     Unavailable(String),
+    /// The blob store cannot be reached; the request may be retried.
+    #[error("{0}")]
+    BlobsUnavailable(String),
 }
 
 impl From<StoreError> for ServiceError {

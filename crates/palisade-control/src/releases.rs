@@ -85,33 +85,28 @@ impl Releases {
         let key = (from.image_sha256.clone(), to.image_sha256.clone());
         let mut made = self.deltas.lock().await;
         if let Some(sha) = made.get(&key)
-            && self.blobs.len(sha).ok().flatten().is_some()
+            && self.blobs.len(sha).await?.is_some()
         {
             return Ok(sha.clone());
         }
-        let blobs = self.blobs.clone();
-        let (old_sha, new_sha) = key.clone();
-        let sha = tokio::task::spawn_blocking(move || -> Result<String, ServiceError> {
-            let read = |sha: &str| -> Result<Vec<u8>, ServiceError> {
-                let mut f = blobs
-                    .open(sha)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?
-                    .ok_or_else(|| ServiceError::NotFound(format!("image {sha} is missing")))?;
-                let mut v = vec![];
-                std::io::Read::read_to_end(&mut f, &mut v)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                Ok(v)
-            };
-            let (old, new) = (read(&old_sha)?, read(&new_sha)?);
+        let read = |sha: String| async move {
+            self.blobs
+                .read(&sha, None)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("image {sha} is missing")))?
+                .bytes()
+                .await
+                .map_err(ServiceError::from)
+        };
+        let (old, new) = (read(key.0.clone()).await?, read(key.1.clone()).await?);
+        let d = tokio::task::spawn_blocking(move || {
             let level = if new.len() > DELTA_FAST_ABOVE { 9 } else { 19 };
-            let d = palisade_release::delta::make(&old, &new, level)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            put_bytes(blobs.as_ref(), &d)
-                .map(|(sha, _)| sha)
-                .map_err(|e| ServiceError::Internal(e.to_string()))
+            palisade_release::delta::make(&old, &new, level)
         })
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (sha, _) = put_bytes(self.blobs.as_ref(), &d).await?;
         made.insert(key, sha.clone());
         Ok(sha)
     }
@@ -246,19 +241,15 @@ impl Releases {
                 r.model
             )));
         }
-        let image_len = self
-            .blobs
-            .len(&r.image_sha256)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-            .ok_or_else(|| {
-                bad(
-                    "no_image",
-                    format!(
-                        "no uploaded image has sha256 {}: PUT it to /api/v1/blobs first",
-                        r.image_sha256
-                    ),
-                )
-            })?;
+        let image_len = self.blobs.len(&r.image_sha256).await?.ok_or_else(|| {
+            bad(
+                "no_image",
+                format!(
+                    "no uploaded image has sha256 {}: PUT it to /api/v1/blobs first",
+                    r.image_sha256
+                ),
+            )
+        })?;
         let keys: Vec<SupplierKey> = self
             .store
             .supplier_keys(&owner)
@@ -277,13 +268,8 @@ impl Releases {
             GateError::Unsigned { .. } => ServiceError::Forbidden(e.to_string()),
             other => bad("release_refused", other.to_string()),
         })?;
-        let store = |bytes: &[u8]| {
-            put_bytes(&*self.blobs, bytes)
-                .map(|(sha, _)| sha)
-                .map_err(|e| ServiceError::Internal(e.to_string()))
-        };
-        let sbom_sha = store(&r.sbom)?;
-        let prov_sha = store(&r.provenance)?;
+        let (sbom_sha, _) = put_bytes(&*self.blobs, &r.sbom).await?;
+        let (prov_sha, _) = put_bytes(&*self.blobs, &r.provenance).await?;
         Ok((verified, sbom_sha, prov_sha, image_len))
     }
 }

@@ -117,6 +117,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(m) => Self::forbidden(m),
             ServiceError::Internal(m) => Self::internal(m),
             ServiceError::Unavailable(m) => Self::unavailable(m),
+            ServiceError::BlobsUnavailable(m) => {
+                tracing::warn!(error = %m, "blob store unavailable");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "unavailable",
+                    message: "the blob store is unavailable; retry shortly".into(),
+                }
+            }
         }
     }
 }

@@ -188,11 +188,22 @@ impl Server {
             attestation.clone(),
             bus.clone(),
         ));
-        let blobs = blobs::FsBlobStore::new(&boot.dir.blobs())
-            .with_context(|| format!("opening the blob store {}", boot.dir.blobs().display()))?;
+        let blobs: Arc<dyn blobs::BlobStore> = match config.blobs.s3_settings()? {
+            None => Arc::new(blobs::FsBlobStore::new(&boot.dir.blobs()).with_context(|| {
+                format!("opening the blob store {}", boot.dir.blobs().display())
+            })?),
+            Some(s3) => {
+                let store = blobs::s3::S3BlobStore::new(&s3, &boot.dir.blobs())
+                    .with_context(|| format!("the S3 blob store {}", s3.endpoint))?;
+                if let Err(e) = blobs::BlobStore::check(&store).await {
+                    tracing::warn!(error = %e, bucket = %s3.bucket, "the S3 blob store does not answer yet; the node reports not ready until it does");
+                }
+                Arc::new(store)
+            }
+        };
         let releases = Arc::new(releases::Releases::new(
             boot.store.clone(),
-            Arc::new(blobs),
+            blobs,
             clock.clone(),
         ));
         let tuf = tuf_repo::Repository::open(&boot.dir.tuf())

@@ -120,6 +120,14 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(i) = args.attestation_interval {
         c.attestation.interval_secs = i;
     }
+    if let Some(s3) = c.blobs.s3.as_mut() {
+        let env = |names: [&str; 2]| names.iter().find_map(|n| std::env::var(n).ok());
+        if let Some(id) = env(["PALISADE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"]) {
+            s3.access_key_id = Some(id);
+        }
+        s3.secret_access_key = env(["PALISADE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"])
+            .map(zeroize::Zeroizing::new);
+    }
     c.validate()?;
     Ok(c)
 }

@@ -210,9 +210,19 @@ pub fn two_nodes_with(
     url: &str,
     extra: &[&str],
 ) -> anyhow::Result<(ServerProc, ServerProc)> {
+    two_nodes_env(dir, url, extra, &[])
+}
+
+/// [`two_nodes_with`] and environment variables for both.
+pub fn two_nodes_env(
+    dir: &Path,
+    url: &str,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> anyhow::Result<(ServerProc, ServerProc)> {
     let (a_data, b_data) = (dir.join("a"), dir.join("b"));
     let args: Vec<&str> = ["--database", url].iter().chain(extra).copied().collect();
-    let a = ServerProc::start_with(&a_data, &args)?;
+    let a = ServerProc::start_env(&a_data, &args, env)?;
     let o = Command::new("cp")
         .arg("-a")
         .arg(&a_data)
@@ -221,7 +231,7 @@ pub fn two_nodes_with(
     if !o.status.success() {
         bail!("copying node A's data directory: {}", text(&o));
     }
-    let b = ServerProc::start_with(&b_data, &args)?;
+    let b = ServerProc::start_env(&b_data, &args, env)?;
     Ok((a, b))
 }
 

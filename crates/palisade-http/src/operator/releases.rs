@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use palisade_control::error::ServiceError;
 use palisade_core::role::Access;
 use palisade_core::{DeviceId, ModelId};
 use palisade_store::DeviceFilter;
@@ -429,7 +430,12 @@ pub(crate) async fn upload_blob(
 ) -> Result<(StatusCode, Json<BlobView>), ApiError> {
     use http_body_util::BodyExt;
     c.require(&s, Access::Release, "upload firmware").await?;
-    let mut w = s.releases.blobs().writer().map_err(ApiError::internal)?;
+    let mut w = s
+        .releases
+        .blobs()
+        .writer()
+        .await
+        .map_err(ServiceError::from)?;
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
@@ -440,10 +446,10 @@ pub(crate) async fn upload_blob(
                     s.max_image_bytes
                 )));
             }
-            w.write(&chunk).map_err(ApiError::internal)?;
+            w.write(&chunk).await.map_err(ServiceError::from)?;
         }
     }
-    let (sha256, length) = w.finish().map_err(ApiError::internal)?;
+    let (sha256, length) = w.finish().await.map_err(ServiceError::from)?;
     Ok((StatusCode::CREATED, Json(BlobView { sha256, length })))
 }
 

@@ -63,7 +63,8 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the node is not draining and the store answers.
+/// Readiness: the node is not draining, and the database and the blob store
+/// answer.
 #[utoipa::path(get, path = "/readyz", security(()), responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub(crate) async fn readyz(State(s): State<PublicApi>) -> Response {
     if s.draining.load(std::sync::atomic::Ordering::Relaxed) {
@@ -73,8 +74,11 @@ pub(crate) async fn readyz(State(s): State<PublicApi>) -> Response {
         )
             .into_response();
     }
-    match s.store.models().await {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+    if let Err(e) = s.store.models().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response();
+    }
+    match s.releases.blobs().check().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
     }
 }

@@ -5,6 +5,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
+use palisade_control::error::ServiceError;
+
 use crate::error::ApiError;
 use crate::state::PublicApi;
 
@@ -70,21 +72,19 @@ pub(crate) async fn tuf_delta(
         return Err(ApiError::not_found("the device already has this image"));
     }
     let sha = s.releases.delta(from, to).await?;
-    let file = s
+    let blob = s
         .releases
         .blobs()
-        .open(&sha)
-        .map_err(ApiError::internal)?
+        .read(&sha, None)
+        .await
+        .map_err(ServiceError::from)?
         .ok_or_else(|| ApiError::internal("the delta blob vanished"))?;
-    let len = file.metadata().map_err(ApiError::internal)?.len();
     Ok((
         [
             (header::CONTENT_TYPE, "application/zstd".to_owned()),
-            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CONTENT_LENGTH, blob.len.to_string()),
         ],
-        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
-            tokio::fs::File::from_std(file),
-        )),
+        axum::body::Body::new(blob.body),
     )
         .into_response())
 }
@@ -96,43 +96,44 @@ pub(crate) async fn tuf_target(
     Path(path): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let releases = s.store.releases(None).await?;
     let r = releases
         .iter()
         .find(|r| palisade_control::tuf::target_name(r) == path)
         .ok_or_else(|| ApiError::not_found(format!("no target {path}")))?;
-    let file = s
-        .releases
-        .blobs()
-        .open(&r.image_sha256)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no target {path}")))?;
-    let mut file = tokio::fs::File::from_std(file);
     let total = r.image_len;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(|h| byte_range(h, total));
+    let read = |range: Option<(u64, u64)>| async move {
+        s.releases
+            .blobs()
+            .read(&r.image_sha256, range)
+            .await
+            .map_err(ServiceError::from)?
+            .ok_or_else(|| ApiError::not_found(format!("no target {path}")))
+    };
     match range {
-        None => Ok((
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                (header::ACCEPT_RANGES, "bytes".to_owned()),
-            ],
-            axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-        )
-            .into_response()),
+        None => {
+            let blob = read(None).await?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (header::ACCEPT_RANGES, "bytes".to_owned()),
+                    (header::CONTENT_LENGTH, blob.len.to_string()),
+                ],
+                axum::body::Body::new(blob.body),
+            )
+                .into_response())
+        }
         Some(None) => Ok((
             StatusCode::RANGE_NOT_SATISFIABLE,
             [(header::CONTENT_RANGE, format!("bytes */{total}"))],
         )
             .into_response()),
         Some(Some((start, end))) => {
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(ApiError::internal)?;
-            let len = end - start + 1;
+            let blob = read(Some((start, end))).await?;
             Ok((
                 StatusCode::PARTIAL_CONTENT,
                 [
@@ -141,9 +142,9 @@ pub(crate) async fn tuf_target(
                         header::CONTENT_RANGE,
                         format!("bytes {start}-{end}/{total}"),
                     ),
-                    (header::CONTENT_LENGTH, len.to_string()),
+                    (header::CONTENT_LENGTH, blob.len.to_string()),
                 ],
-                axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len))),
+                axum::body::Body::new(blob.body),
             )
                 .into_response())
         }
