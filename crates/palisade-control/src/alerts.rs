@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 
 use crate::config::MonitoringConfig;
 use crate::error::ServiceError;
+use crate::events::{Event, EventBus, Subscription};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 
@@ -116,6 +117,8 @@ pub struct Alerts {
     /// New-alert times, per device and overall (rate limits).
     recent: Mutex<Recent>,
     events: broadcast::Sender<AlertEvent>,
+    /// Other nodes hear of alert changes here.
+    bus: Arc<dyn EventBus>,
 }
 
 /// Actor recorded for what the monitor does by itself.
@@ -129,6 +132,7 @@ impl Alerts {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         config: MonitoringConfig,
+        bus: Arc<dyn EventBus>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
@@ -140,6 +144,55 @@ impl Alerts {
             open: Mutex::new(HashMap::new()),
             recent: Mutex::new((HashMap::new(), VecDeque::new())),
             events,
+            bus,
+        }
+    }
+
+    /// Streams an alert event to this node's subscribers and tells the other
+    /// nodes.
+    fn publish(&self, event: &'static str, alert: AlertView) {
+        self.bus.publish(Event::AlertChanged {
+            id: alert.id.clone(),
+            change: event.to_owned(),
+        });
+        let _ = self.events.send(AlertEvent { event, alert });
+    }
+
+    /// Follows the other nodes' alert changes: this node's view of open
+    /// alerts (so a finding here bumps the alert another node opened) and its
+    /// subscribers' stream.
+    pub async fn follow(self: Arc<Self>, mut bus: Subscription) {
+        while let Some(e) = bus.recv().await {
+            let Ok(Event::AlertChanged { id, change }) = e else {
+                continue;
+            };
+            let event = match change.as_str() {
+                "opened" => "opened",
+                "updated" => "updated",
+                "acknowledged" => "acknowledged",
+                "resolved" => "resolved",
+                _ => continue,
+            };
+            let a = match self.store.alert(&id).await {
+                Ok(Some(a)) => a,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(alert = %id, error = %e, "could not read an alert another node changed");
+                    continue;
+                }
+            };
+            if let Ok(mut m) = self.open.lock() {
+                if a.state == AlertState::Resolved {
+                    m.remove(&a.dedup_key);
+                } else {
+                    m.entry(a.dedup_key.clone())
+                        .or_insert((a.id.clone(), self.clock.now_ms()));
+                }
+            }
+            let _ = self.events.send(AlertEvent {
+                event,
+                alert: (&a).into(),
+            });
         }
     }
 
@@ -313,17 +366,11 @@ impl Alerts {
             return;
         }
         for a in &opened {
-            let _ = self.events.send(AlertEvent {
-                event: "opened",
-                alert: a.into(),
-            });
+            self.publish("opened", a.into());
         }
         for id in updated {
             if let Ok(Some(a)) = self.store.alert(&id).await {
-                let _ = self.events.send(AlertEvent {
-                    event: "updated",
-                    alert: (&a).into(),
-                });
+                self.publish("updated", (&a).into());
             }
         }
         for a in opened {
@@ -432,10 +479,7 @@ impl Alerts {
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("alert {id} not found")))?;
         let view = AlertView::from(&after);
-        let _ = self.events.send(AlertEvent {
-            event,
-            alert: view.clone(),
-        });
+        self.publish(event, view.clone());
         Ok(view)
     }
 }

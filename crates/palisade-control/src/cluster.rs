@@ -83,7 +83,7 @@ fn receive(local: &LocalBus, me: &str, payload: &str) {
     }
     match serde_json::from_str::<Envelope>(payload) {
         Ok(env) if env.node == me => {}
-        Ok(env) if env.event.crosses_nodes() => local.publish(env.event),
+        Ok(env) if env.event.crosses_nodes() => local.deliver(env.event),
         Ok(env) => {
             tracing::warn!(node = %env.node, "a node sent an event that stays on its node; dropped")
         }
@@ -109,7 +109,9 @@ impl EventBus for ClusterBus {
                 }
                 Err(e) => tracing::warn!(error = %e, "cross-node event not serialisable"),
             }
-            self.local.publish(env.event);
+            if !env.event.for_other_nodes_only() {
+                self.local.publish(env.event);
+            }
         } else {
             self.local.publish(event);
         }

@@ -99,6 +99,19 @@ pub enum Event {
         /// When, Unix ms.
         at_ms: i64,
     },
+    /// An alert was opened, updated, acknowledged or resolved on another
+    /// node: this node refreshes its view of open alerts and streams it to its
+    /// own subscribers. Only other nodes hear it.
+    AlertChanged {
+        /// The alert.
+        id: String,
+        /// `opened`, `updated`, `acknowledged` or `resolved`.
+        change: String,
+    },
+    /// Sites, placements, edges or model policies changed on another node:
+    /// edges long-polling this node get their new bundles. Only other nodes
+    /// hear it.
+    NetworkChanged,
     /// A device's session came up at a gateway.
     SessionUp {
         /// The device.
@@ -177,7 +190,15 @@ impl Event {
                 | Event::CommandQueued { .. }
                 | Event::SessionClaimed { .. }
                 | Event::Takeover { .. }
+                | Event::AlertChanged { .. }
+                | Event::NetworkChanged
         )
+    }
+
+    /// Whether only the other nodes hear it (the node that sends it has
+    /// already acted); a single node's bus drops it.
+    pub fn for_other_nodes_only(&self) -> bool {
+        matches!(self, Event::AlertChanged { .. } | Event::NetworkChanged)
     }
 }
 
@@ -218,10 +239,20 @@ impl LocalBus {
     }
 }
 
-impl EventBus for LocalBus {
-    fn publish(&self, event: Event) {
+impl LocalBus {
+    /// Hands an event to this process's subscribers, whatever it is (the
+    /// cluster bus delivers other nodes' events with it).
+    pub fn deliver(&self, event: Event) {
         // No subscriber is not an error: nobody needed to hear it.
         let _ = self.tx.send(event);
+    }
+}
+
+impl EventBus for LocalBus {
+    fn publish(&self, event: Event) {
+        if !event.for_other_nodes_only() {
+            self.deliver(event);
+        }
     }
 
     fn subscribe(&self) -> Subscription {
@@ -258,6 +289,11 @@ mod tests {
                 reason: "certificate revoked".into(),
             },
             Event::CommandQueued { device: device() },
+            Event::AlertChanged {
+                id: "a1".into(),
+                change: "opened".into(),
+            },
+            Event::NetworkChanged,
             Event::SessionClaimed {
                 device: device(),
                 address: ip,
@@ -313,10 +349,10 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_each_receive_every_event_in_order() {
-        let bus = LocalBus::new(16);
+        let bus = LocalBus::new(64);
         let (mut a, mut b) = (bus.subscribe(), bus.subscribe());
         for e in every_kind() {
-            bus.publish(e);
+            bus.deliver(e);
         }
         for sub in [&mut a, &mut b] {
             let mut seen = Vec::new();
@@ -330,6 +366,22 @@ mod tests {
                 .collect();
             assert_eq!(seen, want);
         }
+    }
+
+    #[tokio::test]
+    async fn what_only_other_nodes_hear_is_not_published_to_this_one() {
+        let bus = LocalBus::new(8);
+        let mut sub = bus.subscribe();
+        bus.publish(Event::NetworkChanged);
+        bus.publish(Event::AlertChanged {
+            id: "a1".into(),
+            change: "opened".into(),
+        });
+        bus.publish(Event::CommandsSubscribed { device: device() });
+        assert!(matches!(
+            sub.recv().await,
+            Some(Ok(Event::CommandsSubscribed { .. }))
+        ));
     }
 
     #[tokio::test]

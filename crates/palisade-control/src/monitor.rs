@@ -460,7 +460,9 @@ impl MonitorDeps {
             | Event::CloseSession { .. }
             | Event::CommandQueued { .. }
             | Event::SessionClaimed { .. }
-            | Event::Takeover { .. } => {}
+            | Event::Takeover { .. }
+            | Event::AlertChanged { .. }
+            | Event::NetworkChanged => {}
         }
     }
 

@@ -17,6 +17,7 @@ use palisade_store::{Change, DeviceFilter, ModelPolicyRecord, PlacementRecord, S
 use serde_json::json;
 
 use crate::error::ServiceError;
+use crate::events::{Event, EventBus, Subscription};
 
 /// The DSSE payload type of a supplier-signed MUD file.
 pub const MUD_PAYLOAD_TYPE: &str = "application/mud+json";
@@ -46,6 +47,8 @@ pub struct Network {
     key: PathBuf,
     /// Counts changes to sites, placements, edges and model policies.
     changed: tokio::sync::watch::Sender<u64>,
+    /// Other nodes hear of the changes here.
+    bus: Arc<dyn EventBus>,
 }
 
 fn bad(message: impl Into<String>) -> ServiceError {
@@ -66,6 +69,7 @@ impl Network {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         key: PathBuf,
+        bus: Arc<dyn EventBus>,
     ) -> Result<Self, ServiceError> {
         if !key.exists() {
             crate::tuf::generate_key(&key).map_err(internal)?;
@@ -75,6 +79,7 @@ impl Network {
             clock,
             key,
             changed: tokio::sync::watch::Sender::new(0),
+            bus,
         })
     }
 
@@ -85,6 +90,17 @@ impl Network {
 
     pub(crate) fn touched(&self) {
         self.changed.send_modify(|v| *v += 1);
+        self.bus.publish(Event::NetworkChanged);
+    }
+
+    /// Follows the other nodes' changes, so edges long-polling this node get
+    /// bundles changed through another.
+    pub async fn follow(self: Arc<Self>, mut bus: Subscription) {
+        while let Some(e) = bus.recv().await {
+            if let Ok(Event::NetworkChanged) = e {
+                self.changed.send_modify(|v| *v += 1);
+            }
+        }
     }
 
     fn signing_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {

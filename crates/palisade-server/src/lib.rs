@@ -215,8 +215,13 @@ impl Server {
             clock.clone(),
         ));
         let network = Arc::new(
-            network::Network::new(boot.store.clone(), clock.clone(), boot.dir.policy_key())
-                .map_err(|e| anyhow::anyhow!("the policy signing key: {e}"))?,
+            network::Network::new(
+                boot.store.clone(),
+                clock.clone(),
+                boot.dir.policy_key(),
+                bus.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("the policy signing key: {e}"))?,
         );
         let alerts = Arc::new(alerts::Alerts::new(
             boot.store.clone(),
@@ -224,6 +229,7 @@ impl Server {
             clock.clone(),
             metrics.clone(),
             config.monitoring.clone(),
+            bus.clone(),
         ));
         alerts
             .load()
@@ -365,6 +371,10 @@ impl Server {
             rx.clone(),
         ));
         tokio::spawn(st.commands.clone().follow(self.bus.subscribe()));
+        // Other nodes' alert and network changes reach this node's alert
+        // streams and the edges long-polling it.
+        tokio::spawn(st.alerts.clone().follow(self.bus.subscribe()));
+        tokio::spawn(st.network.clone().follow(self.bus.subscribe()));
         tokio::spawn(st.sessions.clone().follow(self.bus.subscribe()));
         tokio::spawn(crl_follows_revocations(
             self.bus.subscribe(),

@@ -115,6 +115,26 @@ fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
     // again. Each new session closes the other node's (one session per
     // device), and the takeovers between two addresses, counted on the one
     // node that runs the session detectors, raise one cloned-identity alert.
+    // Both nodes stream alerts (SSE), whichever node raises or changes them.
+    let stream = |node: &ServerProc, name: &str| {
+        let out = dir.path().join(name);
+        let child = Command::new("curl")
+            .args(["-sN", "--max-time", "30", "--cacert"])
+            .arg(node.data.join("ca/root.pem"))
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {}", node.admin_token()),
+            ])
+            .arg("-o")
+            .arg(&out)
+            .arg(format!("{}/api/v1/alerts/stream", node.url))
+            .spawn()
+            .unwrap();
+        (child, out)
+    };
+    let (mut sse_a, sse_a_out) = stream(&a, "a.sse");
+    let (mut sse_b, sse_b_out) = stream(&b, "b.sse");
+    std::thread::sleep(Duration::from_millis(500));
     let (key3, cert3) = enrol_with_token(&a, dir.path(), "cam-3", "cam");
     let mut original = hold_session_from(&a, &cert3, &key3, "cam-3", "127.0.0.1");
     let mut copy = hold_session_from(&b, &cert3, &key3, "cam-3", "127.0.0.2");
@@ -142,6 +162,32 @@ fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
     );
     let _ = original.kill();
     let _ = original.wait();
+    // Acknowledged through A: B's stream hears it too.
+    let id = clones[0]["id"].as_str().unwrap().to_owned();
+    a.api("POST", &format!("/api/v1/alerts/{id}/ack"), Some("{}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(&id) && l.contains(what))
+    };
+    while !(seen(&sse_a_out, "opened")
+        && seen(&sse_b_out, "opened")
+        && seen(&sse_b_out, "acknowledged"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "A's stream:\n{}\nB's stream:\n{}",
+            std::fs::read_to_string(&sse_a_out).unwrap_or_default(),
+            std::fs::read_to_string(&sse_b_out).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for c in [&mut sse_a, &mut sse_b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 
     // Both nodes wrote to one audit log; it verifies from either.
     for node in [&a, &b] {
