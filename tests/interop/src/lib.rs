@@ -220,19 +220,39 @@ pub fn two_nodes_env(
     extra: &[&str],
     env: &[(&str, &Path)],
 ) -> anyhow::Result<(ServerProc, ServerProc)> {
-    let (a_data, b_data) = (dir.join("a"), dir.join("b"));
-    let args: Vec<&str> = ["--database", url].iter().chain(extra).copied().collect();
-    let a = ServerProc::start_env(&a_data, &args, env)?;
-    let o = Command::new("cp")
-        .arg("-a")
-        .arg(&a_data)
-        .arg(&b_data)
-        .output()?;
-    if !o.status.success() {
-        bail!("copying node A's data directory: {}", text(&o));
-    }
-    let b = ServerProc::start_env(&b_data, &args, env)?;
+    let mut nodes = nodes_env(dir, url, 2, extra, env)?;
+    let b = nodes.pop().context("node B")?;
+    let a = nodes.pop().context("node A")?;
     Ok((a, b))
+}
+
+/// `n` nodes on PostgreSQL database `url`: the first on a fresh data
+/// directory `dir/a`, each other on a copy of it (`dir/b`, `dir/c`, ...), with
+/// extra `palisade serve` arguments and environment variables for all. The
+/// first node starts first (it takes the leads).
+pub fn nodes_env(
+    dir: &Path,
+    url: &str,
+    n: usize,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> anyhow::Result<Vec<ServerProc>> {
+    let args: Vec<&str> = ["--database", url].iter().chain(extra).copied().collect();
+    let first = dir.join("a");
+    let mut nodes = vec![ServerProc::start_env(&first, &args, env)?];
+    for i in 1..n {
+        let data = dir.join(char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)).to_string());
+        let o = Command::new("cp")
+            .arg("-a")
+            .arg(&first)
+            .arg(&data)
+            .output()?;
+        if !o.status.success() {
+            bail!("copying the first node's data directory: {}", text(&o));
+        }
+        nodes.push(ServerProc::start_env(&data, &args, env)?);
+    }
+    Ok(nodes)
 }
 
 /// A device holding an MQTT session (paho, `peers/persistent_session.py
