@@ -93,25 +93,10 @@ cleanup() {
 }
 trap cleanup EXIT
 start_postgres() {
-  local bin port as=()
-  bin=$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n 1)
   pg_dir=$(mktemp -d /tmp/palisade-pg.XXXXXX)
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  local password; password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-  printf '%s\n' "$password" >"$pg_dir/pw" && chmod 600 "$pg_dir/pw"
-  if [ "$(id -u)" -eq 0 ]; then
-    chown -R postgres "$pg_dir"
-    as=(runuser -u postgres --)
-  fi
-  "${as[@]}" "$bin/initdb" -D "$pg_dir/data" -U palisade --pwfile="$pg_dir/pw" \
-    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-locale >"$pg_dir/initdb.log" 2>&1 \
-    || { cat "$pg_dir/initdb.log" >&2; return 1; }
-  "${as[@]}" "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
-    -o "-k $pg_dir -p $port -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
-    || { cat "$pg_dir/server.log" >&2; return 1; }
+  PALISADE_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start "$pg_dir")
+  export PALISADE_TEST_POSTGRES_URL
   pg_pid=$(head -n 1 "$pg_dir/data/postmaster.pid")
-  export PALISADE_TEST_POSTGRES_URL="postgres://palisade:$password@127.0.0.1:$port/postgres"
-  echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (pid $pg_pid)" >&2
 }
 step "starting PostgreSQL (temporary cluster)"
 start_postgres

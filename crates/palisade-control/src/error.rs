@@ -37,6 +37,9 @@ pub enum ServiceError {
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            return ServiceError::Unavailable(e.to_string());
+        }
         match e {
             StoreError::NotFound { .. } => ServiceError::NotFound(e.to_string()),
             StoreError::Conflict { .. } => ServiceError::Conflict(e.to_string()),
@@ -76,6 +79,9 @@ pub enum EnrollError {
         /// What is awaited.
         message: String,
     },
+    /// The database cannot be reached; retry later (503 + Retry-After).
+    #[error("{0}")]
+    Unavailable(String),
     /// Our fault (500).
     #[error("{0}")]
     Internal(String),
@@ -90,6 +96,7 @@ impl EnrollError {
             EnrollError::Forbidden(_) => "forbidden",
             EnrollError::NotFound(_) => "not_found",
             EnrollError::Pending { .. } => "pending",
+            EnrollError::Unavailable(_) => "unavailable",
             EnrollError::Internal(_) => "internal",
         }
     }
@@ -97,6 +104,9 @@ impl EnrollError {
 
 impl From<StoreError> for EnrollError {
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            return EnrollError::Unavailable(e.to_string());
+        }
         match e {
             StoreError::Conflict { .. } => EnrollError::Forbidden(e.to_string()),
             other => EnrollError::Internal(other.to_string()),

@@ -116,6 +116,16 @@ pub(crate) fn refusal(e: EnrollError) -> Response {
                 }
                 return r;
             }
+            EnrollError::Unavailable(m) => {
+                tracing::warn!(error = %m, "EST: database unavailable");
+                let mut r = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the enrolment service is unavailable; retry shortly",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+                return r;
+            }
             EnrollError::Internal(m) => {
                 tracing::error!(error = %m, "EST internal error");
                 return text(

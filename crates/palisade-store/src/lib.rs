@@ -95,6 +95,31 @@ pub enum StoreError {
     Internal(String),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached or answered that it cannot
+    /// serve now (a lost connection, a pool that timed out, a server shutting
+    /// down or starting): nothing was changed and the request may be retried.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable { .. } => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception) and 57P0x
+                // (operator intervention: shutdown, cannot connect now).
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// What a commit did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Receipt {

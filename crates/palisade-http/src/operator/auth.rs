@@ -114,7 +114,7 @@ impl FromRequestParts<OperatorApi> for Caller {
         let record = match state.store.token(id).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(deny(state, addr, "unknown", id).await),
-            Err(e) => return Err(ApiError::internal(e)),
+            Err(e) => return Err(e.into()),
         };
         if !secret_matches(secret, &record) {
             return Err(deny(state, addr, "wrong-secret", id).await);

@@ -63,8 +63,11 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long readiness waits for the database and for the blob store.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Readiness: the node is not draining, and the database and the blob store
-/// answer.
+/// answer (each within [`READY_WITHIN`]).
 #[utoipa::path(get, path = "/readyz", security(()), responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub(crate) async fn readyz(State(s): State<PublicApi>) -> Response {
     if s.draining.load(std::sync::atomic::Ordering::Relaxed) {
@@ -74,12 +77,30 @@ pub(crate) async fn readyz(State(s): State<PublicApi>) -> Response {
         )
             .into_response();
     }
-    if let Err(e) = s.store.models().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response();
+    // A balancer's health check waits a few seconds at most; a database that
+    // does not answer within READY_WITHIN is as good as down.
+    let not_ready = |why: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response()
+    };
+    match tokio::time::timeout(READY_WITHIN, s.store.models()).await {
+        Err(_) => {
+            return not_ready(format!(
+                "the database did not answer within {READY_WITHIN:?}"
+            ));
+        }
+        Ok(Err(e)) => return not_ready(e.to_string()),
+        Ok(Ok(_)) => {}
     }
-    match s.releases.blobs().check().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    match tokio::time::timeout(READY_WITHIN, s.releases.blobs().check()).await {
+        Err(_) => not_ready(format!(
+            "the blob store did not answer within {READY_WITHIN:?}"
+        )),
+        Ok(Err(e)) => not_ready(e.to_string()),
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 
