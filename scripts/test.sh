@@ -143,6 +143,7 @@ if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   cargo build --release -p palisade -p palisade-agent -p palisade-edge --locked
   cargo bench -p palisade-interop --bench est_enroll --locked -- --quick
   PALISADE_BENCH_POSTGRES="$PALISADE_TEST_POSTGRES_URL" cargo bench -p palisade-interop --bench cluster_revocation --locked -- --quick
+  PALISADE_BENCH_POSTGRES="$PALISADE_TEST_POSTGRES_URL" cargo bench -p palisade-interop --bench fleet_scale --locked -- --quick
   cargo bench -p palisade-interop --bench mqtt_vs_mosquitto --locked -- --quick
   cargo bench -p palisade-interop --bench hardware_keys --locked -- --quick
   cargo bench -p palisade-interop --bench ota --locked -- --quick
