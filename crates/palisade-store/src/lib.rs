@@ -329,3 +329,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError>;
 }
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::StoreError;
+
+    #[test]
+    fn lost_connections_and_timeouts_are_unavailable_and_nothing_else_is() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        for e in [
+            StoreError::Database(sqlx::Error::PoolTimedOut),
+            StoreError::Database(sqlx::Error::PoolClosed),
+            StoreError::Database(sqlx::Error::Io(io)),
+            StoreError::Unavailable { detail: "x".into() },
+        ] {
+            assert!(e.is_unavailable(), "{e}");
+        }
+        for e in [
+            StoreError::Database(sqlx::Error::RowNotFound),
+            StoreError::Closed,
+            StoreError::Internal("bug".into()),
+            StoreError::Corrupt {
+                what: "device",
+                detail: "bad state".into(),
+            },
+        ] {
+            assert!(!e.is_unavailable(), "{e}");
+        }
+    }
+}

@@ -107,7 +107,10 @@ pub(crate) async fn readyz(State(s): State<PublicApi>) -> Response {
 /// The issuing CA's CRL (DER), with nextUpdate.
 #[utoipa::path(get, path = "/crl", security(()), responses((status = 200, description = "DER CRL", content_type = "application/pkix-crl")))]
 pub(crate) async fn crl(State(s): State<PublicApi>) -> Result<Response, ApiError> {
-    let der = s.pki.crl(&*s.store).await.map_err(ApiError::internal)?;
+    let der = s.pki.crl(&*s.store).await.map_err(|e| match e {
+        palisade_control::pki::CrlError::Store(e) => ApiError::from(e),
+        other => ApiError::internal(other),
+    })?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/pkix-crl"),
