@@ -151,8 +151,8 @@ impl Haproxy {
 
 fn point(node: &mut ServerProc, https: u16, mqtt: u16) -> anyhow::Result<()> {
     node.url = format!("https://127.0.0.1:{https}");
-    std::fs::write(node.data.join("url"), &node.url)?;
-    std::fs::write(node.data.join("mqtt"), format!("127.0.0.1:{mqtt}"))?;
+    std::fs::write(node.data.join("url"), format!("{}\n", node.url))?;
+    std::fs::write(node.data.join("mqtt"), format!("127.0.0.1:{mqtt}\n"))?;
     Ok(())
 }
 

@@ -426,7 +426,11 @@ impl ServerProc {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(u) = std::fs::read_to_string(&url_file) {
+            // The server writes the file as "URL\n": a read may catch it
+            // half-written.
+            if let Ok(u) = std::fs::read_to_string(&url_file)
+                && u.ends_with('\n')
+            {
                 me.url = u.trim().to_owned();
                 return Ok(me);
             }
