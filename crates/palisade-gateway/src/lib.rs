@@ -65,8 +65,12 @@ pub struct Gateway {
 enum End {
     /// The client sent DISCONNECT (a clean close: no will).
     Disconnect,
-    /// Closed by the gateway or lost (the will is published).
+    /// Lost, or closed by the gateway for what the device sent (the will is
+    /// published).
     Lost,
+    /// Closed at the platform's request: revoked, decommissioned, taken over
+    /// (the will is published; the reason is the timeline's).
+    Closed(&'static str),
     /// This node drains and sent the device elsewhere (no will).
     Moved,
 }
@@ -446,6 +450,7 @@ impl Gateway {
             match end {
                 End::Disconnect => "disconnect",
                 End::Lost => "connection lost",
+                End::Closed(why) => why,
                 End::Moved => "node draining",
             },
         );
@@ -454,7 +459,7 @@ impl Gateway {
         }
         // The will is published when the session ends without a DISCONNECT
         // (not when this node sends the device to another).
-        if end == End::Lost
+        if matches!(end, End::Lost | End::Closed(_))
             && let Some((kind, payload)) = will
         {
             self.bus.publish(Event::Message(DeviceEvent {
@@ -615,7 +620,7 @@ impl Gateway {
                         let _ = framed.send(d).await;
                     }
                     let _ = framed.close().await;
-                    return End::Lost;
+                    return End::Closed(reason);
                 }
                 Some(msg) = outbox.recv(), if session.may_send() => {
                     self.metrics.mqtt_out(msg.payload.len());

@@ -162,6 +162,19 @@ fn two_nodes_on_one_database_share_commands_revocations_and_one_audit_log() {
     );
     let _ = original.kill();
     let _ = original.wait();
+    // The timeline says why the sessions ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a
+        .api_get("/api/v1/devices/cam-3/timeline")
+        .contains("disconnected (session taken over on another node)")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            a.api_get("/api/v1/devices/cam-3/timeline")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Acknowledged through A: B's stream hears it too.
     let id = clones[0]["id"].as_str().unwrap().to_owned();
     a.api("POST", &format!("/api/v1/alerts/{id}/ack"), Some("{}"));
