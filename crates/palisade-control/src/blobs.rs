@@ -153,6 +153,36 @@ impl Drop for Spool {
     }
 }
 
+/// Where a spooled blob goes once it is whole and hashed.
+#[async_trait]
+trait Publish: Send + Sync + 'static {
+    /// Stores the spooled blob under `sha`.
+    async fn publish(&self, sha: &str, spool: &Spool) -> Result<(), BlobError>;
+}
+
+/// A blob being spooled, published under its hash when finished.
+struct SpoolWriter<P> {
+    spool: Spool,
+    to: P,
+}
+
+#[async_trait]
+impl<P: Publish> BlobWriter for SpoolWriter<P> {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        Ok(self.spool.write(chunk)?)
+    }
+
+    fn written(&self) -> u64 {
+        self.spool.n
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(String, u64), BlobError> {
+        let sha = self.spool.seal()?;
+        self.to.publish(&sha, &self.spool).await?;
+        Ok((sha, self.spool.n))
+    }
+}
+
 /// Creates `dir/tmp` and empties it of interrupted uploads.
 fn spool_dir(dir: &Path) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -186,38 +216,24 @@ impl FsBlobStore {
     }
 }
 
-struct FsWriter {
-    spool: Spool,
-    store: FsBlobStore,
-}
-
 #[async_trait]
-impl BlobWriter for FsWriter {
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
-        Ok(self.spool.write(chunk)?)
-    }
-
-    fn written(&self) -> u64 {
-        self.spool.n
-    }
-
-    async fn finish(self: Box<Self>) -> Result<(String, u64), BlobError> {
-        let sha = self.spool.seal()?;
-        let to = self.store.path(&sha);
+impl Publish for FsBlobStore {
+    async fn publish(&self, sha: &str, spool: &Spool) -> Result<(), BlobError> {
+        let to = self.path(sha);
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent)?;
         }
-        fs::rename(&self.spool.tmp, &to)?;
-        Ok((sha, self.spool.n))
+        fs::rename(&spool.tmp, &to)?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn writer(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
-        Ok(Box::new(FsWriter {
+        Ok(Box::new(SpoolWriter {
             spool: Spool::create(&self.dir.join("tmp"))?,
-            store: self.clone(),
+            to: self.clone(),
         }))
     }
 

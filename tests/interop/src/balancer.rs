@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::{ServerProc, free_port, manifest_dir};
+use crate::{ServerProc, free_port, have, have_python_module, manifest_dir, postgres_admin};
 
 /// The address HAProxy connects to the nodes from.
 pub const BALANCER_SOURCE: &str = "127.0.0.9";
@@ -26,6 +26,19 @@ pub struct Haproxy {
     /// Per node, a frontend pair (MQTT, HTTPS) that reaches only that node
     /// (tests only: to address one node, still through the balancer).
     pub node_ports: Vec<(u16, u16)>,
+}
+
+/// The PostgreSQL admin URL when everything a cluster behind HAProxy needs
+/// is here (PostgreSQL, HAProxy, psql, curl, openssl, python3 with paho);
+/// `None` (after saying what is missing) outside CI, a failure under CI.
+pub fn cluster_peers() -> Option<String> {
+    let admin = postgres_admin()?;
+    for tool in ["haproxy", "psql", "python3", "curl", "openssl"] {
+        if !have(tool) {
+            return None;
+        }
+    }
+    have_python_module("paho.mqtt", "paho-mqtt").then_some(admin)
 }
 
 /// The `[proxy_protocol]` section a node behind [`Haproxy`] needs.

@@ -18,7 +18,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_interop::balancer::{Haproxy, node_config};
+use palisade_interop::balancer::{Haproxy, cluster_peers, node_config};
 use palisade_interop::*;
 use serde_json::Value;
 
@@ -44,17 +44,9 @@ fn leads(admin: &str, db: &str) -> usize {
 
 #[test]
 fn a_node_killed_under_load_loses_no_device_and_nothing_acknowledged() {
-    let Some(admin) = postgres_admin() else {
+    let Some(admin) = cluster_peers() else {
         return;
     };
-    for tool in ["haproxy", "psql", "python3", "curl", "openssl"] {
-        if !have(tool) {
-            return;
-        }
-    }
-    if !have_python_module("paho.mqtt", "paho-mqtt") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let url =
         create_postgres_database(&admin, &format!("palisade_failover_{}", std::process::id()))

@@ -24,12 +24,16 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
-use super::{BlobError, BlobRead, BlobStore, BlobWriter, Spool, spool_dir, valid_sha};
+use super::{
+    BlobError, BlobRead, BlobStore, BlobWriter, Publish, Spool, SpoolWriter, spool_dir, valid_sha,
+};
 
 /// The size of each part of a multipart upload (S3's minimum is 5 MiB).
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 /// How long a signed request stays valid.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
+/// The largest answer document read (upload ids, listings, errors).
+const ANSWER_BYTES: usize = 1024 * 1024;
 /// How much of an error answer is kept for the message.
 const ERROR_BYTES: usize = 512;
 /// How long a successful readiness check is trusted.
@@ -248,37 +252,22 @@ impl S3BlobStore {
     }
 }
 
-struct S3Writer {
-    spool: Spool,
-    store: S3BlobStore,
-}
-
 #[async_trait]
-impl BlobWriter for S3Writer {
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
-        Ok(self.spool.write(chunk)?)
-    }
-
-    fn written(&self) -> u64 {
-        self.spool.n
-    }
-
-    async fn finish(self: Box<Self>) -> Result<(String, u64), BlobError> {
-        let sha = self.spool.seal()?;
-        if self.store.len(&sha).await?.is_none() {
-            let key = self.store.key(&sha);
-            self.store.put_file(&key, &self.spool).await?;
+impl Publish for S3BlobStore {
+    async fn publish(&self, sha: &str, spool: &Spool) -> Result<(), BlobError> {
+        if self.len(sha).await?.is_none() {
+            self.put_file(&self.key(sha), spool).await?;
         }
-        Ok((sha, self.spool.n))
+        Ok(())
     }
 }
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
     async fn writer(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
-        Ok(Box::new(S3Writer {
+        Ok(Box::new(SpoolWriter {
             spool: Spool::create(&self.spool)?,
-            store: self.clone(),
+            to: self.clone(),
         }))
     }
 
@@ -313,16 +302,11 @@ impl BlobStore for S3BlobStore {
                 });
             }
         }
-        let len = r
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| BlobError::Refused {
-                what: format!("GET {key}"),
-                status: r.status().as_u16(),
-                message: "no Content-Length".into(),
-            })?;
+        let len = content_length(&r).ok_or_else(|| BlobError::Refused {
+            what: format!("GET {key}"),
+            status: r.status().as_u16(),
+            message: "no Content-Length".into(),
+        })?;
         let body = r.into_body().map_err(std::io::Error::other).boxed_unsync();
         Ok(Some(BlobRead { len, body }))
     }
@@ -343,11 +327,7 @@ impl BlobStore for S3BlobStore {
         if r.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let len = r
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let len = content_length(&r);
         expect_ok(r, &format!("HEAD {key}")).await?;
         Ok(len)
     }
@@ -374,11 +354,19 @@ impl BlobStore for S3BlobStore {
     }
 }
 
-/// A successful answer's body, or the error it carries.
+/// An answer's Content-Length.
+fn content_length(r: &Response<Incoming>) -> Option<u64> {
+    r.headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A successful answer's body (at most [`ANSWER_BYTES`]: these are the
+/// store's XML documents, not blobs), or the error it carries.
 async fn expect_ok(r: Response<Incoming>, what: &str) -> Result<Bytes, BlobError> {
     let status = r.status();
-    let body = r
-        .into_body()
+    let body = http_body_util::Limited::new(r.into_body(), ANSWER_BYTES)
         .collect()
         .await
         .map_err(|e| BlobError::Unavailable(format!("{what}: reading the answer: {e}")))?
