@@ -193,5 +193,6 @@ pub(crate) fn tuf_error(e: palisade_control::tuf::TufError) -> ApiError {
         palisade_control::tuf::TufError::Refused(m) => ApiError::bad_request("tuf_refused", m),
         palisade_control::tuf::TufError::NoRoot => ApiError::conflict(e.to_string()),
         palisade_control::tuf::TufError::Internal(m) => ApiError::internal(m),
+        palisade_control::tuf::TufError::Store(e) => e.into(),
     }
 }

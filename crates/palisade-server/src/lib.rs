@@ -206,7 +206,8 @@ impl Server {
             blobs,
             clock.clone(),
         ));
-        let tuf = tuf_repo::Repository::open(&boot.dir.tuf())
+        let tuf = tuf_repo::Repository::open(&boot.dir.tuf(), boot.store.clone(), clock.now_ms())
+            .await
             .with_context(|| format!("opening the TUF repository {}", boot.dir.tuf().display()))?;
         let rollouts = Arc::new(rollouts::Rollouts::new(
             boot.store.clone(),
@@ -413,9 +414,10 @@ impl Server {
             Leadership::start(&database, "posture-snapshots", rx.clone()),
             rx.clone(),
         ));
-        tokio::spawn(refresh_tuf_timestamp(
+        tokio::spawn(refresh_tuf_metadata(
             st.tuf.clone(),
             st.clock.clone(),
+            Leadership::start(&database, "tuf-signing", rx.clone()),
             rx.clone(),
         ));
         let mut gateway = None;
@@ -495,23 +497,28 @@ async fn crl_follows_revocations(mut bus: Subscription, pki: Arc<pki::Pki>) {
     }
 }
 
-/// TUF freshness: the timestamp (valid a day) is re-signed every hour.
-async fn refresh_tuf_timestamp(
+/// TUF freshness: the node holding the `tuf-signing` lead re-signs the
+/// timestamp (valid a day) every hour and the snapshot (valid a week) when
+/// less than three days are left, into the shared repository.
+async fn refresh_tuf_metadata(
     tuf: tuf_repo::Repository,
     clock: Arc<dyn Clock>,
+    leader: Arc<Leadership>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    tick.tick().await;
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = tick.tick() => {
-                match tuf.refresh_timestamp(clock.now_ms()).await {
-                    Ok(()) | Err(tuf_repo::TufError::NoRoot) => {}
-                    Err(e) => tracing::error!(error = %e, "could not re-sign the TUF timestamp"),
-                }
-            }
+            _ = tick.tick() => {}
+        }
+        if !leader.is_leader() {
+            continue;
+        }
+        match tuf.refresh(clock.now_ms()).await {
+            Ok(tuf_repo::Refreshed::Nothing) => {}
+            Ok(what) => tracing::info!(?what, "re-signed the TUF online metadata"),
+            Err(e) => tracing::error!(error = %e, "could not re-sign the TUF online metadata"),
         }
     }
 }

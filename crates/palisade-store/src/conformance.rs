@@ -77,6 +77,7 @@ macro_rules! conformance_suite {
             certificates_are_revoked_once_and_listed_until_they_expire,
             api_tokens_are_revoked_once,
             counters_count_up_in_commit_order,
+            signed_documents_replace_only_the_version_they_name,
             commands_are_queued_sent_and_acknowledged_by_their_device_only,
             mqtt_sessions_and_retained_messages_survive_a_reopen,
             onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
@@ -690,6 +691,58 @@ pub async fn counters_count_up_in_commit_order(b: &dyn Backend) {
     drop(store);
     let store = b.open().await.expect("reopen");
     assert_eq!(ok(&*store, vec![bump()]).await.counters, [3]);
+}
+
+pub async fn signed_documents_replace_only_the_version_they_name(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let put = |version: u64, replaces: Option<u64>, body: &[u8]| Change::PutDocument {
+        name: "tuf/timestamp.json".into(),
+        version,
+        replaces,
+        body: body.to_vec(),
+        at_ms: 1000 + i64::try_from(version).unwrap(),
+    };
+    assert_eq!(store.document("tuf/timestamp.json").await.unwrap(), None);
+    ok(&*store, vec![put(1, None, b"one")]).await;
+    // A second "first" version, and a version that replaces one no longer
+    // stored (two nodes racing), are refused and change nothing.
+    assert!(is_conflict(
+        commit(&*store, vec![put(1, None, b"other")]).await
+    ));
+    ok(&*store, vec![put(2, Some(1), b"two")]).await;
+    assert!(is_conflict(
+        commit(&*store, vec![put(2, Some(1), b"late")]).await
+    ));
+    // One refused document undoes the others in its commit.
+    let other = Change::PutDocument {
+        name: "tuf/snapshot.json".into(),
+        version: 1,
+        replaces: None,
+        body: b"snap".to_vec(),
+        at_ms: 5,
+    };
+    assert!(is_conflict(
+        commit(&*store, vec![other, put(3, Some(1), b"x")]).await
+    ));
+    assert_eq!(store.document("tuf/snapshot.json").await.unwrap(), None);
+    drop(store);
+    let store = b.open().await.expect("reopen");
+    let d = store.document("tuf/timestamp.json").await.unwrap().unwrap();
+    assert_eq!(
+        (d.version, d.body.as_slice(), d.updated_ms),
+        (2, &b"two"[..], 1002)
+    );
+    // Bodies are bytes, not text.
+    ok(&*store, vec![put(3, Some(2), &[0, 0xff, 0x80])]).await;
+    assert_eq!(
+        store
+            .document("tuf/timestamp.json")
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        [0, 0xff, 0x80]
+    );
 }
 
 fn command(cmd_id: &str, device: &str) -> Change {

@@ -253,6 +253,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn mqtt_session(&self, device: &DeviceId) -> Result<Option<bool>, StoreError>;
     /// A device's retained messages (topic, payload), by topic.
     async fn retained(&self, device: &DeviceId) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// A published signed document (the CRL, TUF metadata) by name.
+    async fn document(&self, name: &str) -> Result<Option<DocumentRecord>, StoreError>;
     /// One API token by id.
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// All API tokens.

@@ -941,6 +941,32 @@ pub enum Change {
         /// Counter name.
         name: &'static str,
     },
+    /// Publish a version of a signed document (TUF metadata, the CRL): stored
+    /// only if the stored version is still `replaces` (`None`: no document of
+    /// that name yet); otherwise a conflict, and nothing is written.
+    PutDocument {
+        /// The document's name (`crl`, `tuf/timestamp.json`, …).
+        name: String,
+        /// Its new version.
+        version: u64,
+        /// The version it replaces.
+        replaces: Option<u64>,
+        /// The signed bytes.
+        body: Vec<u8>,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+}
+
+/// A stored signed document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentRecord {
+    /// Its version.
+    pub version: u64,
+    /// The signed bytes.
+    pub body: Vec<u8>,
+    /// When it was stored, Unix ms.
+    pub updated_ms: i64,
 }
 
 /// How the console's device list sorts.
@@ -1106,7 +1132,7 @@ pub struct AuditRefRecord {
 pub enum ChangeFamily {
     /// Devices and models: inventory, lifecycle, enrolment, hardware trust, tags, presence.
     Fleet,
-    /// Certificates, revocation, API tokens, counters.
+    /// Certificates, revocation, API tokens, counters, published signed documents.
     Credentials,
     /// Suppliers and their keys, batches, enrolment tokens, TPM vendors, firmware.
     Onboarding,
@@ -1142,7 +1168,8 @@ impl Change {
             | Change::RevokeCertificate { .. }
             | Change::InsertToken { .. }
             | Change::RevokeToken { .. }
-            | Change::BumpCounter { .. } => ChangeFamily::Credentials,
+            | Change::BumpCounter { .. }
+            | Change::PutDocument { .. } => ChangeFamily::Credentials,
             Change::InsertSupplier { .. }
             | Change::SetSupplierContact { .. }
             | Change::InsertBatch { .. }

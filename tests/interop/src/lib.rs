@@ -7,6 +7,7 @@
 
 pub mod balancer;
 pub mod netlab;
+pub mod tuf;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -465,6 +466,32 @@ impl ServerProc {
             Ok(o) => panic!("{statement}: {}", text(&o)),
             Err(e) => panic!("running the database client: {e}"),
         }
+    }
+
+    /// A signed document (TUF metadata, the CRL) as stored in the database.
+    pub fn document(&self, name: &str) -> Vec<u8> {
+        let hex = match self.database {
+            Some(_) => "encode(body, 'hex')",
+            None => "hex(body)",
+        };
+        let out = self.sql(&format!(
+            "SELECT {hex} FROM signed_documents WHERE name = '{}'",
+            name.replace('\'', "''")
+        ));
+        hex::decode(out).unwrap_or_else(|e| panic!("document {name}: {e}"))
+    }
+
+    /// Replaces a stored signed document's bytes behind the server's back
+    /// (what a compromised database or mirror serves).
+    pub fn plant_document(&self, name: &str, body: &[u8]) {
+        let literal = match self.database {
+            Some(_) => format!("'\\x{}'::bytea", hex::encode(body)),
+            None => format!("X'{}'", hex::encode(body)),
+        };
+        self.sql(&format!(
+            "UPDATE signed_documents SET body = {literal} WHERE name = '{}'",
+            name.replace('\'', "''")
+        ));
     }
 
     /// The MQTT gateway's port.

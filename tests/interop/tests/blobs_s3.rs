@@ -3,7 +3,9 @@
 //! loopback and stopped by PID. A firmware image larger than one multipart
 //! part, uploaded through node A, is served by node B, whole and by byte
 //! range, from the bucket (nothing is stored under either node's data
-//! directory). When the store goes away the nodes report not ready and refuse
+//! directory); the TUF repository is one for both (in the database): a key
+//! ceremony published through A is verified by python-tuf through B. When the
+//! store goes away the nodes report not ready and refuse
 //! uploads with a clear error; when it is back they are ready again by
 //! themselves.
 #![allow(
@@ -17,6 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use palisade_interop::tuf::{Ceremony, tuf_client};
 use palisade_interop::*;
 
 const BUCKET: &str = "palisade-blobs";
@@ -101,7 +104,9 @@ fn two_nodes_share_firmware_through_an_s3_bucket() {
             return;
         }
     }
-    if !have_python_module("moto.server", "moto[server]") {
+    if !have_python_module("moto.server", "moto[server]")
+        || !have_python_module("tuf.ngclient", "tuf")
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -159,6 +164,33 @@ fn two_nodes_share_firmware_through_an_s3_bucket() {
     );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(o.stdout, image[8_388_600..=8_388_615]);
+
+    // One TUF repository for the cluster: signed and published through node
+    // A, refreshed and verified by python-tuf through node B.
+    let c = Ceremony::new(&a, dir.path());
+    c.install_and_publish(&a, dir.path());
+    for name in [
+        "root.json",
+        "targets.json",
+        "snapshot.json",
+        "timestamp.json",
+    ] {
+        let path = format!("/tuf/metadata/{name}");
+        let (from_a, from_b) = (curl(&a, &path, &["--fail"]), curl(&b, &path, &["--fail"]));
+        assert!(from_b.status.success(), "{name}: {}", text(&from_b));
+        assert_eq!(
+            from_a.stdout, from_b.stdout,
+            "{name} differs between the nodes"
+        );
+    }
+    let o = tuf_client(&b, dir.path(), &c.root, "cam/1.0.0.img");
+    assert!(o.status.success(), "ngclient through node B: {}", text(&o));
+    let got = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(palisade_pki::sha256_hex(&std::fs::read(got).unwrap()), sha);
 
     // The store goes away: not ready, uploads refused with a clear error,
     // nothing crashes.

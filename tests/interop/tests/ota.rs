@@ -323,8 +323,14 @@ fn now_ms() -> i64 {
 }
 
 impl Rig {
-    fn tuf(&self, name: &str) -> PathBuf {
-        self.server.data.join("tuf/metadata").join(name)
+    /// A TUF metadata file as the repository serves it.
+    fn tuf(&self, name: &str) -> Vec<u8> {
+        self.server.document(&format!("tuf/{name}"))
+    }
+
+    /// Serves `body` as TUF metadata file `name` behind the server's back.
+    fn plant_tuf(&self, name: &str, body: &[u8]) {
+        self.server.plant_document(&format!("tuf/{name}"), body);
     }
 
     fn online_key(&self, role: &str) -> PathBuf {
@@ -393,7 +399,7 @@ impl Rig {
             .build()
             .unwrap();
         let root: Signed<tough::schema::Root> =
-            serde_json::from_slice(&std::fs::read(self.tuf("root.json")).unwrap()).unwrap();
+            serde_json::from_slice(&self.tuf("root.json")).unwrap();
         let t: Signed<Targets> = serde_json::from_slice(targets).unwrap();
         let meta = |buf: &[u8], version: u64| tough::schema::Metafile {
             length: Some(buf.len() as u64),
@@ -408,7 +414,7 @@ impl Rig {
             _extra: Default::default(),
         };
         let old_snap: Signed<Snapshot> =
-            serde_json::from_slice(&std::fs::read(self.tuf("snapshot.json")).unwrap()).unwrap();
+            serde_json::from_slice(&self.tuf("snapshot.json")).unwrap();
         let mut snap = Snapshot::new(
             "1.0.0".into(),
             old_snap.signed.version.checked_add(1).unwrap(),
@@ -426,7 +432,7 @@ impl Rig {
             ))
             .unwrap();
         let old_ts: Signed<Timestamp> =
-            serde_json::from_slice(&std::fs::read(self.tuf("timestamp.json")).unwrap()).unwrap();
+            serde_json::from_slice(&self.tuf("timestamp.json")).unwrap();
         let mut ts = Timestamp::new(
             "1.0.0".into(),
             old_ts.signed.version.checked_add(1).unwrap(),
@@ -441,9 +447,9 @@ impl Rig {
                 &[self.online_key("timestamp")],
             ))
             .unwrap();
-        std::fs::write(self.tuf("targets.json"), targets).unwrap();
-        std::fs::write(self.tuf("snapshot.json"), snap_buf).unwrap();
-        std::fs::write(self.tuf("timestamp.json"), ts_buf).unwrap();
+        self.plant_tuf("targets.json", targets);
+        self.plant_tuf("snapshot.json", &snap_buf);
+        self.plant_tuf("timestamp.json", &ts_buf);
     }
 
     /// A device with 2.0 (security version 2, for rev-b) committed and
@@ -573,7 +579,7 @@ fn fast_forward() {
     rig.assign("3.0");
     // The online keys sign a snapshot claiming a targets version the offline
     // targets keys never signed.
-    let targets = std::fs::read(rig.tuf("targets.json")).unwrap();
+    let targets = rig.tuf("targets.json");
     rig.forge_online_metadata(&targets, 100, now_ms() + 3_600_000);
     rig.refused("failed verification");
 }
@@ -585,16 +591,16 @@ fn indefinite_freeze() {
     };
     rig.assign("3.0");
     // A mirror keeps serving a timestamp that has expired.
-    let targets = std::fs::read(rig.tuf("targets.json")).unwrap();
-    let saved: Vec<(PathBuf, Vec<u8>)> = ["snapshot.json", "timestamp.json"]
-        .iter()
-        .map(|n| (rig.tuf(n), std::fs::read(rig.tuf(n)).unwrap()))
+    let targets = rig.tuf("targets.json");
+    let saved: Vec<(&str, Vec<u8>)> = ["snapshot.json", "timestamp.json"]
+        .into_iter()
+        .map(|n| (n, rig.tuf(n)))
         .collect();
     rig.forge_online_metadata(&targets, 0, now_ms() - 60_000);
     rig.refused("expired");
     // An expired director assignment is refused too.
-    for (p, b) in saved {
-        std::fs::write(p, b).unwrap();
+    for (name, b) in saved {
+        rig.plant_tuf(name, &b);
     }
     rig.assign("3.0");
     let director = std::fs::read(rig.online_key("director")).unwrap();
@@ -607,12 +613,12 @@ fn mix_and_match() {
     let Some((rig, _)) = Rig::with_installed_release() else {
         return;
     };
-    let old_targets = std::fs::read(rig.tuf("targets.json")).unwrap();
+    let old_targets = rig.tuf("targets.json");
     rig.release("3.1", 3, b"cam firmware 3.1", &[]);
     rig.publish();
     rig.assign("3.1");
     // The current snapshot with an older (genuinely signed) targets role.
-    std::fs::write(rig.tuf("targets.json"), old_targets).unwrap();
+    rig.plant_tuf("targets.json", &old_targets);
     rig.refused("failed verification");
 }
 

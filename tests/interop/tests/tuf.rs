@@ -8,27 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use palisade_interop::tuf::{Ceremony, tuf_client};
 use palisade_interop::*;
-
-fn tuf_client(server: &ServerProc, dir: &Path, root: &Path, target: &str) -> Output {
-    Command::new("python3")
-        .arg(palisade_interop::peer_script("tuf_client.py"))
-        .args(["--root", root.to_str().unwrap()])
-        .args(["--metadata-url", &format!("{}/tuf/metadata/", server.url)])
-        .args(["--targets-url", &format!("{}/tuf/targets/", server.url)])
-        .args([
-            "--target",
-            target,
-            "--out",
-            dir.join("downloads").to_str().unwrap(),
-        ])
-        .env("REQUESTS_CA_BUNDLE", server.data.join("ca/root.pem"))
-        .env("SSL_CERT_FILE", server.data.join("ca/root.pem"))
-        .output()
-        .unwrap()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -45,54 +28,15 @@ fn an_independent_tuf_client_verifies_a_release_signed_in_a_key_ceremony() {
     let key = supplier_with_model(&server, d, "acme", "cam");
 
     // The ceremony, offline.
-    let keys = d.join("ceremony");
-    palisade_ok(&[
-        "keys",
-        "generate",
-        "--dir",
-        s(&keys),
-        "root-1",
-        "root-2",
-        "root-3",
-        "targets-1",
-        "targets-2",
-    ]);
-    let online = d.join("online.json");
-    std::fs::write(&online, server.cli_ok(&["tuf", "online-keys"])).unwrap();
-    let root = d.join("root.json");
-    let weak_root = d.join("weak-root.json");
-    let ceremony = |sign_with: &str, out: &Path| {
-        Command::new(palisade_bin())
-            .args([
-                "keys",
-                "root",
-                "--dir",
-                s(&keys),
-                "--root-key",
-                "root-1,root-2,root-3",
-                "--root-threshold",
-                "2",
-                "--targets-key",
-                "targets-1,targets-2",
-                "--targets-threshold",
-                "2",
-                "--online-keys",
-                s(&online),
-                "--sign-with",
-                sign_with,
-                "--out",
-                s(out),
-            ])
-            .output()
-            .unwrap()
-    };
-    let o = ceremony("root-1", &weak_root);
+    let c = Ceremony::new(&server, d);
+    let root = c.root.clone();
+    let o = c.sign_root("root-1", &d.join("weak-root.json"));
     assert!(
         !o.status.success() && text(&o).contains("root signatures needed"),
         "{}",
         text(&o)
     );
-    let o = ceremony("root-1,root-2", &root);
+    let o = c.sign_root("root-1,root-2", &root);
     assert!(o.status.success(), "{}", text(&o));
     server.cli_ok(&["tuf", "set-root", s(&root)]);
 
@@ -100,22 +44,7 @@ fn an_independent_tuf_client_verifies_a_release_signed_in_a_key_ceremony() {
     let image = upload_release(&server, d, &key, "cam", "1.0", 1);
     let draft = d.join("draft.json");
     std::fs::write(&draft, server.cli_ok(&["tuf", "targets-draft"])).unwrap();
-    let sign = |keys_: &str, draft: &Path, out: &Path| {
-        palisade_ok(&[
-            "keys",
-            "sign-targets",
-            "--dir",
-            s(&keys),
-            "--root",
-            s(&root),
-            "--key",
-            keys_,
-            "--draft",
-            s(draft),
-            "--out",
-            s(out),
-        ]);
-    };
+    let sign = |keys: &str, draft: &Path, out: &Path| c.sign_targets(keys, draft, out);
     // One compromised targets key is below the threshold: its signature alone
     // (the other one stripped) is refused.
     let full = d.join("targets-full.json");

@@ -325,7 +325,7 @@ pub(crate) async fn tuf_set_root(
 ) -> Result<StatusCode, ApiError> {
     c.require(&s, Access::Admin, "install TUF root metadata")
         .await?;
-    match s.tuf.set_root(&body).await {
+    match s.tuf.set_root(&body, s.clock.now_ms()).await {
         Ok(v) => {
             tuf_audit(&s, &c, "tuf.root", &format!("root v{v}"), Ok(())).await;
             Ok(StatusCode::NO_CONTENT)
@@ -348,6 +348,7 @@ pub(crate) async fn tuf_targets_draft(
     let t = s
         .tuf
         .targets_draft(&releases, s.clock.now_ms(), 365)
+        .await
         .map_err(tuf_error)?;
     Ok(Json(serde_json::to_value(&t).map_err(ApiError::internal)?))
 }

@@ -28,13 +28,12 @@ pub(crate) async fn tuf_metadata(
     State(s): State<PublicApi>,
     Path(name): Path<String>,
 ) -> Result<axum::response::Response, ApiError> {
-    let path = s
+    let bytes = s
         .tuf
-        .metadata_path(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no TUF metadata {name}")))?;
-    let bytes = tokio::fs::read(&path)
+        .metadata(&name)
         .await
-        .map_err(|_| ApiError::not_found(format!("no TUF metadata {name}")))?;
+        .map_err(crate::error::tuf_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no TUF metadata {name}")))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         bytes,

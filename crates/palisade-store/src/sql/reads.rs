@@ -13,7 +13,7 @@ use super::rows::*;
 use super::writer::Job;
 use super::{DEFAULT_LIMIT, Engine, SqlStore};
 
-use crate::{AccountRecord, DeviceGroupRecord, SessionRecord};
+use crate::{AccountRecord, DeviceGroupRecord, DocumentRecord, SessionRecord};
 use crate::{
     AlertFilter, AlertRecord, AuditHead, AuditRefRecord, BatchRecord, CertFilter, CertRecord,
     Change, CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord,
@@ -396,6 +396,23 @@ impl Store for SqlStore {
             .iter()
             .map(|r| Ok((r.try_get("topic")?, r.try_get("payload")?)))
             .collect()
+    }
+
+    async fn document(&self, name: &str) -> Result<Option<DocumentRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT version, body, updated_ms FROM signed_documents WHERE name = $1")
+                .bind(name)
+                .fetch_all(self.pool())
+                .await?;
+        rows.first()
+            .map(|r| {
+                Ok(DocumentRecord {
+                    version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                    body: r.try_get("body")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            })
+            .transpose()
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {

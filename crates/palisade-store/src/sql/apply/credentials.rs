@@ -1,4 +1,4 @@
-//! Applying certificates, their revocation, operator API tokens, and the durable counters (CRL numbers).
+//! Applying certificates, their revocation, operator API tokens, the durable counters (CRL numbers) and published signed documents (the CRL, TUF metadata).
 
 use sqlx::AnyConnection;
 
@@ -91,6 +91,50 @@ pub(super) async fn apply(
             .fetch_one(&mut *c)
             .await?;
             return Ok(Some(v));
+        }
+        Change::PutDocument {
+            name,
+            version,
+            replaces,
+            body,
+            at_ms,
+        } => {
+            let version = i64::try_from(*version)
+                .map_err(|_| conflict("document", name, "version out of range"))?;
+            let done = match replaces {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO signed_documents (name, version, body, updated_ms)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT(name) DO NOTHING",
+                    )
+                    .bind(name)
+                    .bind(version)
+                    .bind(body.clone())
+                    .bind(at_ms)
+                    .execute(&mut *c)
+                    .await?
+                }
+                Some(old) => {
+                    sqlx::query(
+                        "UPDATE signed_documents SET version = $2, body = $3, updated_ms = $4
+                     WHERE name = $1 AND version = $5",
+                    )
+                    .bind(name)
+                    .bind(version)
+                    .bind(body.clone())
+                    .bind(at_ms)
+                    .bind(i64::try_from(*old).unwrap_or(i64::MAX))
+                    .execute(&mut *c)
+                    .await?
+                }
+            };
+            if done.rows_affected() != 1 {
+                return Err(conflict(
+                    "document",
+                    name,
+                    "another version was published meanwhile (on this node or another): read it and try again",
+                ));
+            }
         }
         other => return Err(misrouted(other)),
     }

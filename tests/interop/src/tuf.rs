@@ -1,0 +1,119 @@
+//! A TUF key ceremony with `palisade keys` (threshold root and targets keys,
+//! generated at test time) and python-tuf's `ngclient` (`peers/tuf_client.py`)
+//! as the independent client.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::{ServerProc, palisade_bin, palisade_ok};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// Offline keys (`root-1..3`, `targets-1..2`) and the server's online keys,
+/// in `dir`.
+#[derive(Debug)]
+pub struct Ceremony {
+    /// The offline keys' directory.
+    pub keys: PathBuf,
+    /// Where [`Ceremony::sign_root`] writes the trusted root by default.
+    pub root: PathBuf,
+    online: PathBuf,
+}
+
+impl Ceremony {
+    /// Generates the offline keys and fetches `server`'s online keys.
+    pub fn new(server: &ServerProc, dir: &Path) -> Self {
+        let keys = dir.join("ceremony");
+        palisade_ok(&[
+            "keys",
+            "generate",
+            "--dir",
+            s(&keys),
+            "root-1",
+            "root-2",
+            "root-3",
+            "targets-1",
+            "targets-2",
+        ]);
+        let online = dir.join("online.json");
+        std::fs::write(&online, server.cli_ok(&["tuf", "online-keys"]))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", online.display()));
+        Self {
+            keys,
+            root: dir.join("root.json"),
+            online,
+        }
+    }
+
+    /// Signs a root (2 of 3 root keys, 2 of 2 targets keys) with the keys
+    /// in `sign_with` into `out`: the `palisade keys root` run.
+    pub fn sign_root(&self, sign_with: &str, out: &Path) -> Output {
+        Command::new(palisade_bin())
+            .args(["keys", "root", "--dir", s(&self.keys)])
+            .args([
+                "--root-key",
+                "root-1,root-2,root-3",
+                "--root-threshold",
+                "2",
+            ])
+            .args([
+                "--targets-key",
+                "targets-1,targets-2",
+                "--targets-threshold",
+                "2",
+            ])
+            .args(["--online-keys", s(&self.online), "--sign-with", sign_with])
+            .args(["--out", s(out)])
+            .output()
+            .unwrap_or_else(|e| panic!("running palisade keys root: {e}"))
+    }
+
+    /// Signs the targets draft `draft` with `keys` into `out`.
+    pub fn sign_targets(&self, keys: &str, draft: &Path, out: &Path) {
+        palisade_ok(&[
+            "keys",
+            "sign-targets",
+            "--dir",
+            s(&self.keys),
+            "--root",
+            s(&self.root),
+            "--key",
+            keys,
+            "--draft",
+            s(draft),
+            "--out",
+            s(out),
+        ]);
+    }
+
+    /// The whole ceremony on `server`: a threshold-signed root installed,
+    /// then targets over every accepted release published.
+    pub fn install_and_publish(&self, server: &ServerProc, dir: &Path) {
+        let o = self.sign_root("root-1,root-2", &self.root);
+        assert!(o.status.success(), "{}", crate::text(&o));
+        server.cli_ok(&["tuf", "set-root", s(&self.root)]);
+        let draft = dir.join("draft.json");
+        std::fs::write(&draft, server.cli_ok(&["tuf", "targets-draft"]))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", draft.display()));
+        let signed = dir.join("targets.json");
+        self.sign_targets("targets-1,targets-2", &draft, &signed);
+        server.cli_ok(&["tuf", "publish", s(&signed)]);
+    }
+}
+
+/// python-tuf's client: refreshes `server`'s metadata from the trusted
+/// `root` and downloads `target` into `dir/downloads`, verified.
+pub fn tuf_client(server: &ServerProc, dir: &Path, root: &Path, target: &str) -> Output {
+    Command::new("python3")
+        .arg(crate::peer_script("tuf_client.py"))
+        .args(["--root", s(root)])
+        .args(["--metadata-url", &format!("{}/tuf/metadata/", server.url)])
+        .args(["--targets-url", &format!("{}/tuf/targets/", server.url)])
+        .args(["--target", target, "--out", s(&dir.join("downloads"))])
+        .env("REQUESTS_CA_BUNDLE", server.data.join("ca/root.pem"))
+        .env("SSL_CERT_FILE", server.data.join("ca/root.pem"))
+        .output()
+        .unwrap_or_else(|e| panic!("running the TUF client: {e}"))
+}
