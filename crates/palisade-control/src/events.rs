@@ -112,6 +112,13 @@ pub enum Event {
     /// edges long-polling this node get their new bundles. Only other nodes
     /// hear it.
     NetworkChanged,
+    /// Another node published CRL `number` (the `crl-signing` lead): this
+    /// node serves it and rebuilds its gateway's verifier with it. Only other
+    /// nodes hear it.
+    CrlPublished {
+        /// The CRL number.
+        number: u64,
+    },
     /// A device's session came up at a gateway.
     SessionUp {
         /// The device.
@@ -192,13 +199,17 @@ impl Event {
                 | Event::Takeover { .. }
                 | Event::AlertChanged { .. }
                 | Event::NetworkChanged
+                | Event::CrlPublished { .. }
         )
     }
 
     /// Whether only the other nodes hear it (the node that sends it has
     /// already acted); a single node's bus drops it.
     pub fn for_other_nodes_only(&self) -> bool {
-        matches!(self, Event::AlertChanged { .. } | Event::NetworkChanged)
+        matches!(
+            self,
+            Event::AlertChanged { .. } | Event::NetworkChanged | Event::CrlPublished { .. }
+        )
     }
 }
 

@@ -462,7 +462,8 @@ impl MonitorDeps {
             | Event::SessionClaimed { .. }
             | Event::Takeover { .. }
             | Event::AlertChanged { .. }
-            | Event::NetworkChanged => {}
+            | Event::NetworkChanged
+            | Event::CrlPublished { .. } => {}
         }
     }
 

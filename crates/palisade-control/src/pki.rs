@@ -17,7 +17,6 @@ use crate::files::pem;
 struct CachedCrl {
     der: Vec<u8>,
     this_update: OffsetDateTime,
-    next_update: OffsetDateTime,
     generation: u64,
 }
 
@@ -32,10 +31,16 @@ pub struct Pki {
     rng: SystemRandom,
     clock: Arc<dyn Clock>,
     crl: tokio::sync::Mutex<Option<CachedCrl>>,
+    /// Held while deciding whether to re-sign and re-signing.
+    sign_lock: tokio::sync::Mutex<()>,
+    /// The lead this node must hold to re-sign the CRL.
+    signing: std::sync::OnceLock<Arc<palisade_store::leader::Leadership>>,
     /// Bumped by every revocation; a cached CRL of an older generation is stale.
     generation: Mutex<u64>,
     /// Tells listeners (the MQTT gateway's verifier) that the CRL changed.
     changed: tokio::sync::watch::Sender<u64>,
+    /// The number of the last CRL this node published.
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 /// Whether the model allows the CSR's key type; the error says which it allows.
@@ -96,8 +101,11 @@ impl Pki {
             rng: SystemRandom::new(),
             clock,
             crl: tokio::sync::Mutex::new(None),
+            sign_lock: tokio::sync::Mutex::new(()),
+            signing: std::sync::OnceLock::new(),
             generation: Mutex::new(0),
             changed: tokio::sync::watch::channel(0).0,
+            published: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -175,11 +183,20 @@ impl Pki {
         San::Uri(format!("urn:palisade:device:{device}"))
     }
 
-    /// Marks the published CRL stale (after a revocation).
+    /// Marks the published CRL stale (after a revocation, or when another
+    /// node published a new one) and tells the listeners.
     pub fn crl_changed(&self) {
-        if let Ok(mut g) = self.generation.lock() {
-            *g += 1;
-            self.changed.send_replace(*g);
+        self.bump_generation();
+    }
+
+    fn bump_generation(&self) -> u64 {
+        match self.generation.lock() {
+            Ok(mut g) => {
+                *g += 1;
+                self.changed.send_replace(*g);
+                *g
+            }
+            Err(_) => u64::MAX,
         }
     }
 
@@ -188,28 +205,117 @@ impl Pki {
         self.changed.subscribe()
     }
 
-    /// The current CRL (DER), re-signed when something was revoked since, or when
-    /// half its validity has passed. Each new CRL number is committed (and audited)
-    /// before the CRL is served.
-    pub async fn crl(&self, store: &dyn Store) -> Result<Vec<u8>, CrlError> {
-        let now = self.clock.now();
+    /// The number of each CRL this node publishes (for the other nodes).
+    pub fn watch_published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Re-signs the CRL only while holding `lead` (the `crl-signing`
+    /// singleton); without one (a single process) this node always signs.
+    pub fn sign_crl_on_lead(&self, lead: Arc<palisade_store::leader::Leadership>) {
+        let _ = self.signing.set(lead);
+    }
+
+    fn signs_crl(&self) -> bool {
+        self.signing.get().is_none_or(|l| l.is_leader())
+    }
+
+    /// The cached CRL, if nothing was revoked or published since it was
+    /// read and less than half its validity has passed.
+    async fn fresh_crl(&self) -> Option<Vec<u8>> {
         let generation = self.generation.lock().map(|g| *g).unwrap_or(u64::MAX);
-        let mut cached = self.crl.lock().await;
-        if let Some(c) = cached.as_ref() {
-            let half = c.this_update + (c.next_update - c.this_update) / 2;
-            if c.generation == generation && now < half {
-                return Ok(c.der.clone());
-            }
+        let cached = self.crl.lock().await;
+        cached
+            .as_ref()
+            .filter(|c| {
+                c.generation == generation
+                    && self.clock.now() < c.this_update + self.crl_validity / 2
+            })
+            .map(|c| c.der.clone())
+    }
+
+    /// The CRL to serve (DER): the one published in the store, read again
+    /// after a revocation or another node's publication, and when half its
+    /// validity has passed. The node that signs (see
+    /// [`Pki::sign_crl_on_lead`]) first re-signs it if it is due; another node
+    /// signs only the very first.
+    pub async fn crl(&self, store: &dyn Store) -> Result<Vec<u8>, CrlError> {
+        if let Some(der) = self.fresh_crl().await {
+            return Ok(der);
         }
+        if self.signs_crl()
+            && self.publish_crl_if_due(store).await?.is_some()
+            && let Some(der) = self.fresh_crl().await
+        {
+            return Ok(der);
+        }
+        self.published_crl(store).await
+    }
+
+    /// The CRL published in the store (signing the very first if there is
+    /// none), kept as this node's current one.
+    pub async fn published_crl(&self, store: &dyn Store) -> Result<Vec<u8>, CrlError> {
+        let generation = self.generation.lock().map(|g| *g).unwrap_or(u64::MAX);
+        let Some(d) = store.document(CRL_DOCUMENT).await? else {
+            return Ok(self.publish_crl(store, None).await?.1);
+        };
+        let now = self.clock.now();
+        *self.crl.lock().await = Some(CachedCrl {
+            der: d.body.clone(),
+            this_update: from_ms(d.updated_ms, now),
+            generation,
+        });
+        Ok(d.body)
+    }
+
+    /// Re-signs and publishes the CRL when it is due: none is published yet,
+    /// half its validity has passed, or a certificate was revoked at or after
+    /// it was signed. The `crl-signing` lead calls this after every
+    /// revocation and periodically; returns the new CRL number if it
+    /// published one.
+    pub async fn publish_crl_if_due(&self, store: &dyn Store) -> Result<Option<u64>, CrlError> {
+        // One check-and-sign at a time on this node.
+        let _signing = self.sign_lock.lock().await;
+        let now_ms = unix_ms(self.clock.now());
+        let stored = store.document(CRL_DOCUMENT).await?;
+        let due = match &stored {
+            None => true,
+            Some(d) => {
+                now_ms
+                    >= d.updated_ms
+                        + i64::try_from(self.crl_validity.whole_milliseconds() / 2)
+                            .unwrap_or(i64::MAX)
+                    || store
+                        .revoked_unexpired(now_ms)
+                        .await?
+                        .iter()
+                        .any(|r| r.revoked_ms.unwrap_or(i64::MAX) >= d.updated_ms)
+            }
+        };
+        if !due {
+            return Ok(None);
+        }
+        let (number, _) = self.publish_crl(store, stored.map(|d| d.version)).await?;
+        Ok(Some(number))
+    }
+
+    /// Signs a CRL over the certificates revoked now and publishes it in
+    /// place of CRL number `replaces`. Each CRL number is committed (and
+    /// audited) before the CRL is signed; if another node published first,
+    /// its CRL is the one kept and returned.
+    async fn publish_crl(
+        &self,
+        store: &dyn Store,
+        replaces: Option<u64>,
+    ) -> Result<(u64, Vec<u8>), CrlError> {
+        let mut cached = self.crl.lock().await;
+        let now = self.clock.now();
         let revoked = store.revoked_unexpired(unix_ms(now)).await?;
         let entries: Vec<CrlEntry> = revoked
             .iter()
             .map(|r| CrlEntry {
                 serial_hex: r.serial.clone(),
-                revoked_at: OffsetDateTime::from_unix_timestamp_nanos(
-                    i128::from(r.revoked_ms.unwrap_or(0)) * 1_000_000,
-                )
-                .unwrap_or(now),
+                revoked_at: from_ms(r.revoked_ms.unwrap_or(0), now),
                 reason: r
                     .reason
                     .as_deref()
@@ -226,22 +332,49 @@ impl Pki {
                 ],
             )
             .await?;
-        let number = receipt.counters.first().copied().unwrap_or(1);
-        let next_update = now + self.crl_validity;
-        let der = self.issuing.crl(
-            &entries,
-            u64::try_from(number).unwrap_or(1),
-            now,
-            next_update,
-        )?;
+        let number = u64::try_from(receipt.counters.first().copied().unwrap_or(1)).unwrap_or(1);
+        let der = self
+            .issuing
+            .crl(&entries, number, now, now + self.crl_validity)?;
+        let published = store
+            .commit(
+                vec![Change::PutDocument {
+                    name: CRL_DOCUMENT.into(),
+                    version: number,
+                    replaces,
+                    body: der.clone(),
+                    at_ms: unix_ms(now),
+                }],
+                vec![],
+            )
+            .await;
+        let (number, der, this_update) = match published {
+            Ok(_) => {
+                self.published.send_replace(number);
+                (number, der, now)
+            }
+            Err(e @ StoreError::Conflict { .. }) => match store.document(CRL_DOCUMENT).await? {
+                Some(d) => (d.version, d.body, from_ms(d.updated_ms, now)),
+                None => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        // This node's listeners (its gateway's verifier) take the new CRL.
+        let generation = self.bump_generation();
         *cached = Some(CachedCrl {
             der: der.clone(),
-            this_update: now,
-            next_update,
+            this_update,
             generation,
         });
-        Ok(der)
+        Ok((number, der))
     }
+}
+
+/// The published CRL's name among the store's signed documents.
+pub const CRL_DOCUMENT: &str = "crl";
+
+fn from_ms(ms: i64, fallback: OffsetDateTime) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(fallback)
 }
 
 /// The inventory record for an issued certificate.

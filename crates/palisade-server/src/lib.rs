@@ -154,9 +154,9 @@ impl Server {
         ));
         let crl = boot
             .pki
-            .crl(&*boot.store)
+            .published_crl(&*boot.store)
             .await
-            .context("publishing the first CRL")?;
+            .context("reading the published CRL (or publishing the first)")?;
         let mqtt_tls = tls::gateway_config(
             &boot.pki,
             Some(crl),
@@ -381,6 +381,15 @@ impl Server {
             self.bus.subscribe(),
             self.boot.pki.clone(),
         ));
+        let crl_lead = Leadership::start(&database, "crl-signing", rx.clone());
+        self.boot.pki.sign_crl_on_lead(crl_lead.clone());
+        tokio::spawn(publish_crl(
+            self.boot.pki.clone(),
+            self.boot.store.clone(),
+            self.bus.clone(),
+            crl_lead,
+            rx.clone(),
+        ));
         tokio::spawn(
             st.attestation
                 .clone()
@@ -483,16 +492,53 @@ impl Server {
     }
 }
 
-/// A revocation anywhere (another node's arrives over the cluster bus) makes
-/// this node's CRL stale, so its gateway's TLS verifier is rebuilt and refuses
-/// the certificate at the handshake.
+/// A revocation anywhere (another node's arrives over the cluster bus), and
+/// a CRL another node published, make this node's CRL stale, so its
+/// gateway's TLS verifier is rebuilt and refuses the certificate at the
+/// handshake.
 async fn crl_follows_revocations(mut bus: Subscription, pki: Arc<pki::Pki>) {
     while let Some(e) = bus.recv().await {
-        if let Ok(Event::CloseSession {
-            serial: Some(_), ..
-        }) = e
+        if let Ok(
+            Event::CloseSession {
+                serial: Some(_), ..
+            }
+            | Event::CrlPublished { .. },
+        ) = e
         {
             pki.crl_changed();
+        }
+    }
+}
+
+/// CRL re-signing, on the node holding the `crl-signing` lead: after each
+/// revocation and every 30 s (a new CRL when half the last one's validity has
+/// passed). Every CRL this node publishes is announced to the other nodes.
+async fn publish_crl(
+    pki: Arc<pki::Pki>,
+    store: Arc<dyn palisade_store::Store>,
+    bus: Arc<dyn EventBus>,
+    lead: Arc<Leadership>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut revoked = pki.watch_crl();
+    let mut published = pki.watch_published();
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = published.changed() => {
+                if r.is_err() { return }
+                let number = *published.borrow_and_update();
+                bus.publish(Event::CrlPublished { number });
+                continue;
+            }
+            r = revoked.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        if lead.is_leader()
+            && let Err(e) = pki.publish_crl_if_due(&*store).await
+        {
+            tracing::error!(error = %e, "could not re-sign the CRL");
         }
     }
 }

@@ -314,6 +314,54 @@ pub fn mosquitto_args(server: &ServerProc, cert: &Path, key: &Path, id: &str) ->
     ]
 }
 
+/// Runs `cmd` with `input` on its standard input; its output.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .unwrap_or_else(|e| panic!("{cmd:?}: writing its input: {e}"));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// Waits (up to `within`) until every node serves the same CRL and it lists
+/// `serial` (read with `openssl crl`); panics with what they serve if not.
+pub fn one_crl_listing(nodes: &[&ServerProc], serial: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let served: Vec<Vec<u8>> = nodes.iter().map(|n| n.api_get_bytes("/crl")).collect();
+        let o = run_with_stdin(
+            Command::new("openssl").args(["crl", "-inform", "DER", "-noout", "-text"]),
+            &served[0],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let listed = text(&o).to_uppercase().contains(&serial.to_uppercase());
+        if listed && served.iter().all(|c| *c == served[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {within:?} the nodes serve {} different CRLs; the first {} {serial}: {}",
+            served
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            if listed { "lists" } else { "does not list" },
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A `palisade serve` child process on an ephemeral loopback port.
 #[derive(Debug)]
 pub struct ServerProc {
@@ -564,6 +612,11 @@ impl ServerProc {
 
     /// GETs an API path with the admin token (through curl); returns the body.
     pub fn api_get(&self, path: &str) -> String {
+        String::from_utf8_lossy(&self.api_get_bytes(path)).into_owned()
+    }
+
+    /// [`ServerProc::api_get`]'s answer as bytes (DER, images).
+    pub fn api_get_bytes(&self, path: &str) -> Vec<u8> {
         let o = in_netns(self.netns.as_deref(), Path::new("curl"))
             .args(["-sS", "--fail", "--cacert"])
             .arg(self.data.join("ca/root.pem"))
@@ -574,7 +627,7 @@ impl ServerProc {
             ])
             .output();
         match o {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) if o.status.success() => o.stdout,
             Ok(o) => panic!("GET {path}: {}", text(&o)),
             Err(e) => panic!("curl: {e}"),
         }
