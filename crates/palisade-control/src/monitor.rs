@@ -136,6 +136,34 @@ pub struct MonitorDeps {
     /// cloned-identity detector runs on one node: every node's takeovers
     /// reach it).
     pub sessions_leader: Arc<palisade_store::leader::Leadership>,
+    /// Where devices are compared with their model's fleet.
+    pub fleet: FleetComparison,
+}
+
+/// Where the fleet comparison runs.
+#[derive(Debug, Clone)]
+pub enum FleetComparison {
+    /// Here, over the devices this process observes (one process).
+    Local,
+    /// On the node holding `lead`, over every node's devices: each node
+    /// records its devices' closed windows in the store.
+    Shared {
+        /// The `fleet-comparison` lead.
+        lead: Arc<palisade_store::leader::Leadership>,
+        /// This node's id, recorded with its windows.
+        node: String,
+    },
+}
+
+/// How long after a window's end the fleet-comparison lead waits for every
+/// node's record of it (at most half a window).
+const FLEET_GRACE_MS: i64 = 5_000;
+
+/// What the fleet-comparison lead keeps between comparisons.
+#[derive(Debug, Default)]
+struct FleetLead {
+    /// The end of the last window it compared.
+    compared: Option<i64>,
 }
 
 impl MonitorDeps {
@@ -179,8 +207,13 @@ impl MonitorDeps {
             .filter_map(|n| palisade_detect::detect::Detector::parse(n))
             .collect();
         let mut engine = Engine::new(self.config.detectors.clone());
+        if matches!(self.fleet, FleetComparison::Shared { .. }) {
+            engine.share_fleet_comparison();
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut found = Vec::new();
+        // What this node keeps while it leads the fleet comparison.
+        let mut fleet_lead = FleetLead::default();
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -195,12 +228,98 @@ impl MonitorDeps {
                         }
                     }
                 }
-                _ = tick.tick() => engine.tick(self.monitor.now_ms(), &mut found),
+                _ = tick.tick() => {
+                    let now = self.monitor.now_ms();
+                    engine.tick(now, &mut found);
+                    if let FleetComparison::Shared { lead, node } = &self.fleet {
+                        self.record_windows(engine.take_window(), node);
+                        if lead.is_leader() {
+                            self.compare_fleet(&mut engine, &mut fleet_lead, now, &mut found)
+                                .await;
+                        } else {
+                            fleet_lead = FleetLead::default();
+                        }
+                    }
+                }
             }
             found.retain(|f| !disabled.contains(&f.detector));
             if !found.is_empty() {
                 self.alerts.raise(std::mem::take(&mut found)).await;
             }
+        }
+    }
+
+    /// Records the devices' features of a window this node closed, for the
+    /// fleet-comparison lead (in the background: they are observations, and
+    /// a lost window only delays a comparison).
+    fn record_windows(
+        &self,
+        closed: Option<(i64, Vec<palisade_detect::detect::WindowFeatures>)>,
+        node: &str,
+    ) {
+        let Some((at_ms, closed)) = closed else {
+            return;
+        };
+        let rows: Vec<palisade_store::FleetWindowRecord> = closed
+            .into_iter()
+            .filter_map(|w| {
+                let [dests, bytes_out, bytes_in] = w.features.map(|f| f as u64);
+                Some(palisade_store::FleetWindowRecord {
+                    device: DeviceId::parse(&w.device).ok()?,
+                    model: palisade_core::ModelId::parse(&w.model).ok()?,
+                    closed_ms: at_ms,
+                    dests,
+                    bytes_out,
+                    bytes_in,
+                    node: node.to_owned(),
+                })
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .commit(vec![Change::RecordFleetWindows(rows)], vec![])
+                .await
+            {
+                tracing::warn!(error = %e, "could not record this node's fleet window");
+            }
+        });
+    }
+
+    /// As the fleet-comparison lead: a moment after each window's end (the
+    /// same on every node), compares every node's devices over that window.
+    /// A device no node recorded for it is left out and keeps its count.
+    async fn compare_fleet(
+        &self,
+        engine: &mut Engine,
+        lead: &mut FleetLead,
+        now: i64,
+        found: &mut Vec<palisade_detect::detect::Finding>,
+    ) {
+        let window = self.config.detectors.window_ms.max(1);
+        // The nodes record a window when their detector ticks (every 2 s).
+        let grace = (window / 2).min(FLEET_GRACE_MS);
+        let end = (now - grace) - (now - grace).rem_euclid(window);
+        if lead.compared.is_some_and(|c| c >= end) {
+            return;
+        }
+        match self.store.fleet_windows(end - 1, end).await {
+            Ok(rows) => {
+                lead.compared = Some(end);
+                let members: Vec<palisade_detect::detect::WindowFeatures> = rows
+                    .into_iter()
+                    .map(|r| palisade_detect::detect::WindowFeatures {
+                        device: r.device.to_string(),
+                        model: r.model.to_string(),
+                        features: [r.dests, r.bytes_out, r.bytes_in].map(|v| v as f64),
+                    })
+                    .collect();
+                engine.compare_fleet(&members, now, found);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the fleet's windows"),
         }
     }
 

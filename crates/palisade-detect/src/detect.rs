@@ -591,8 +591,6 @@ struct DeviceState {
     peak: (u64, u64),
     /// Listening ports are learned until then (after an update).
     relearn_until: i64,
-    /// Consecutive fleet comparisons each feature stood out in.
-    streak: [u32; 3],
     known: HashSet<(IpAddr, u16, u8)>,
     beacons: HashMap<(IpAddr, u16, u8), (u16, VecDeque<i64>)>,
     listening: BTreeSet<Listener>,
@@ -604,7 +602,6 @@ struct DeviceState {
     window_dests: HashSet<IpAddr>,
     window_bytes: u64,
     window_bytes_in: u64,
-    features: Vec<f64>,
 }
 
 /// The detectors with their state. Feed it observations in time order.
@@ -616,6 +613,13 @@ pub struct Engine {
     last_fleet_ms: i64,
     /// Each model's typical (median) peak, for devices with little history.
     model_peaks: HashMap<String, (u64, u64)>,
+    /// Consecutive fleet comparisons each feature of a device stood out in
+    /// (devices with a count only).
+    streaks: HashMap<String, [u32; 3]>,
+    /// Whether the caller does the fleet comparison.
+    shared_fleet: bool,
+    /// The window closed last (its end and features), when the caller compares.
+    closed: Option<(i64, Vec<WindowFeatures>)>,
 }
 
 impl Engine {
@@ -1110,14 +1114,24 @@ impl Engine {
         for d in self.devices.values_mut() {
             roll_buckets(d, now, &cfg);
         }
-        if now - self.last_fleet_ms < cfg.window_ms {
-            return;
+        if self.shared_fleet {
+            // Windows end on multiples of the window, the same on every
+            // node, so the comparison sees every node's same window.
+            let end = now - now.rem_euclid(cfg.window_ms.max(1));
+            if end <= self.last_fleet_ms {
+                return;
+            }
+            self.last_fleet_ms = end;
+        } else {
+            if now - self.last_fleet_ms < cfg.window_ms {
+                return;
+            }
+            self.last_fleet_ms = now;
         }
-        self.last_fleet_ms = now;
-        let mut by_model: HashMap<String, Vec<(String, Vec<f64>)>> = HashMap::new();
+        let mut members = Vec::new();
         let mut peaks: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
         for (id, d) in &mut self.devices {
-            d.features = vec![
+            let features = [
                 d.window_dests.len() as f64,
                 d.window_bytes as f64,
                 d.window_bytes_in as f64,
@@ -1128,15 +1142,16 @@ impl Engine {
             if let Some(m) = &d.model
                 && now - d.first_ms >= cfg.learn_ms
             {
-                by_model
-                    .entry(m.clone())
-                    .or_default()
-                    .push((id.clone(), d.features.clone()));
+                members.push(WindowFeatures {
+                    device: id.clone(),
+                    model: m.clone(),
+                    features,
+                });
                 if now - d.first_ms >= DAY_MS {
                     peaks.entry(m.clone()).or_default().push(d.peak);
                 }
             } else {
-                d.streak = [0; 3];
+                self.streaks.remove(id);
             }
         }
         self.model_peaks = peaks
@@ -1154,29 +1169,58 @@ impl Engine {
                 (m, typical)
             })
             .collect();
+        if self.shared_fleet {
+            self.closed = Some((self.last_fleet_ms, members));
+        } else {
+            self.compare_fleet(&members, now, out);
+        }
+    }
+
+    /// Leaves the fleet comparison to the caller: windows end on multiples
+    /// of the window length (the same on every node), each closed window's
+    /// features are kept for [`Engine::take_window`], and whoever compares
+    /// (one node of a cluster, over every node's devices) calls
+    /// [`Engine::compare_fleet`].
+    pub fn share_fleet_comparison(&mut self) {
+        self.shared_fleet = true;
+    }
+
+    /// When the window closed last ended, and its features (devices past
+    /// learning, with a model); once.
+    pub fn take_window(&mut self) -> Option<(i64, Vec<WindowFeatures>)> {
+        self.closed.take()
+    }
+
+    /// Compares each model's devices in `members` (one closed window): a
+    /// feature that stands out in `outlier_persist` comparisons in a row is a
+    /// finding. A device absent from a comparison keeps its count.
+    pub fn compare_fleet(&mut self, members: &[WindowFeatures], now: i64, out: &mut Vec<Finding>) {
+        let cfg = &self.cfg;
+        let persist = cfg.outlier_persist.max(1);
+        let mut by_model: HashMap<&str, Vec<&WindowFeatures>> = HashMap::new();
+        for m in members {
+            by_model.entry(m.model.as_str()).or_default().push(m);
+        }
         let floors = FEATURES.map(|f| f.2);
         for (model, members) in by_model {
-            let xs: Vec<Vec<f64>> = members.iter().map(|m| m.1.clone()).collect();
+            let xs: Vec<Vec<f64>> = members.iter().map(|m| m.features.to_vec()).collect();
             let found = fleet_outliers(&xs, cfg.outlier_z, cfg.outlier_min_fleet, &floors);
-            for (i, (id, _)) in members.iter().enumerate() {
-                let Some(d) = self.devices.get_mut(id) else {
-                    continue;
-                };
-                for (f, s) in d.streak.iter_mut().enumerate() {
+            for (i, m) in members.iter().enumerate() {
+                let streak = self.streaks.entry(m.device.clone()).or_default();
+                for (f, s) in streak.iter_mut().enumerate() {
                     *s = if found.iter().any(|&(j, g, _)| j == i && g == f) {
                         s.saturating_add(1)
                     } else {
                         0
                     };
                 }
+                if *streak == [0; 3] {
+                    self.streaks.remove(&m.device);
+                }
             }
             for (i, f, z) in found {
-                let id = &members[i].0;
-                if self
-                    .devices
-                    .get(id)
-                    .is_none_or(|d| d.streak[f] != cfg.outlier_persist.max(1))
-                {
+                let id = &members[i].device;
+                if self.streaks.get(id).is_none_or(|s| s[f] != persist) {
                     continue;
                 }
                 out.push(finding(
@@ -1184,19 +1228,30 @@ impl Engine {
                     id,
                     format!("{id}:outlier:{}", FEATURES[f].0),
                     format!(
-                        "{id} is unlike the rest of model {model}: {} {} in {} s (robust z {z:.1}, {} comparisons in a row)",
+                        "{id} is unlike the rest of model {model}: {} {} in {} s (robust z {z:.1}, {persist} comparisons in a row)",
                         xs[i][f],
                         FEATURES[f].1,
                         cfg.window_ms / 1000,
-                        cfg.outlier_persist.max(1)
                     ),
                     json!({ "model": model, "feature": FEATURES[f].0, "value": xs[i][f], "z": z,
-                            "fleet": xs.len(), "comparisons": cfg.outlier_persist.max(1) }),
+                            "fleet": xs.len(), "comparisons": persist }),
                     now,
                 ));
             }
         }
     }
+}
+
+/// One device's fleet features over a closed window ([`FEATURES`]:
+/// destinations, bytes out, bytes in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowFeatures {
+    /// The device.
+    pub device: String,
+    /// Its model: devices are compared with their model's fleet.
+    pub model: String,
+    /// The features.
+    pub features: [f64; 3],
 }
 
 fn roll_buckets(d: &mut DeviceState, now: i64, cfg: &Config) {
@@ -1829,5 +1884,61 @@ mod tests {
                 .all(|f| f.device.as_deref() == Some("cam-7")),
             "{outliers:?}"
         );
+    }
+
+    #[test]
+    fn a_fleet_split_between_nodes_is_compared_whole_on_one() {
+        // 8 cameras on two nodes, 4 each: fewer than the 5 a comparison needs
+        // on either node. The nodes share their closed windows; one compares.
+        assert!(4 < cfg().outlier_min_fleet);
+        let mut nodes = [Engine::new(cfg()), Engine::new(cfg())];
+        for n in &mut nodes {
+            n.share_fleet_comparison();
+        }
+        let mut leader = Engine::new(cfg());
+        let (mut local, mut out) = (Vec::new(), Vec::new());
+        for t in (0..480_000).step_by(10_000) {
+            let mut window = Vec::new();
+            for d in 0..8u8 {
+                let n = if d == 7 && t > 120_000 { 60 } else { 2 };
+                for k in 0..n {
+                    let mut f = flow(t, ip(8, k as u8), 443, 500);
+                    f.src = ip(1, d);
+                    let o = Observation::Flow {
+                        device: format!("cam-{d}"),
+                        model: Some("cam".into()),
+                        outbound: true,
+                        flow: f,
+                        verdict: Verdict::Allowed,
+                    };
+                    nodes[usize::from(d % 2)].observe(&o, &mut local);
+                }
+            }
+            for n in &mut nodes {
+                n.tick(t + 5_000, &mut local);
+                if let Some((end, w)) = n.take_window() {
+                    assert_eq!(end % 60_000, 0, "windows end on the minute");
+                    window.extend(w);
+                }
+            }
+            assert!(
+                local.iter().all(|f| f.detector != Detector::FleetOutlier),
+                "a node compared on its own"
+            );
+            if !window.is_empty() {
+                assert!(window.len() == 8, "{window:?}");
+                leader.compare_fleet(&window, t + 5_000, &mut out);
+            }
+        }
+        let outliers: Vec<Option<&str>> = out
+            .iter()
+            .filter(|f| f.detector == Detector::FleetOutlier)
+            .map(|f| f.device.as_deref())
+            .collect();
+        assert!(!outliers.is_empty(), "no outlier found");
+        assert!(outliers.iter().all(|d| *d == Some("cam-7")), "{outliers:?}");
+        // The same windows compared again (a window read twice) would count
+        // twice: the caller hands each window over once, so take_window is empty.
+        assert!(nodes[0].take_window().is_none());
     }
 }

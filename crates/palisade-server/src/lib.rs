@@ -52,6 +52,8 @@ pub struct Server {
     bus: Arc<dyn EventBus>,
     tls: Arc<SwappableConfig>,
     gateway: Arc<Gateway>,
+    /// This process's id among the nodes (random per start).
+    node: String,
 }
 
 /// The bound listeners.
@@ -305,6 +307,7 @@ impl Server {
             bus,
             tls: Arc::new(SwappableConfig::new(tls)),
             gateway,
+            node,
         })
     }
 
@@ -403,6 +406,13 @@ impl Server {
             metrics: st.metrics.clone(),
             config: self.config.monitoring.clone(),
             sessions_leader: Leadership::start(&database, "session-detectors", rx.clone()),
+            fleet: match database.engine() {
+                palisade_store::Engine::Sqlite => monitor::FleetComparison::Local,
+                palisade_store::Engine::Postgres => monitor::FleetComparison::Shared {
+                    lead: Leadership::start(&database, "fleet-comparison", rx.clone()),
+                    node: self.node.clone(),
+                },
+            },
         }
         .spawn(self.bus.subscribe(), listeners.flows, rx.clone());
         deliver::spawn(&st.alerts, &self.config.monitoring, rx.clone());

@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
             api_tokens_are_revoked_once,
             counters_count_up_in_commit_order,
             signed_documents_replace_only_the_version_they_name,
+            fleet_windows_keep_each_devices_latest_and_are_read_by_close_time,
             commands_are_queued_sent_and_acknowledged_by_their_device_only,
             mqtt_sessions_and_retained_messages_survive_a_reopen,
             onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
@@ -743,6 +744,49 @@ pub async fn signed_documents_replace_only_the_version_they_name(b: &dyn Backend
             .body,
         [0, 0xff, 0x80]
     );
+}
+
+pub async fn fleet_windows_keep_each_devices_latest_and_are_read_by_close_time(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let w = |device: &str, closed_ms: i64, dests: u64, node: &str| FleetWindowRecord {
+        device: id(device),
+        model: id("cam"),
+        closed_ms,
+        dests,
+        bytes_out: 1 << 40,
+        bytes_in: 7,
+        node: node.into(),
+    };
+    ok(
+        &*store,
+        vec![Change::RecordFleetWindows(vec![
+            w("cam-1", 60_000, 2, "a"),
+            w("cam-2", 61_000, 3, "a"),
+        ])],
+    )
+    .await;
+    // cam-1 moved to node b: its newer window replaces the older one.
+    ok(
+        &*store,
+        vec![Change::RecordFleetWindows(vec![w(
+            "cam-1", 121_000, 40, "b",
+        )])],
+    )
+    .await;
+    assert_eq!(
+        store.fleet_windows(0, 65_000).await.unwrap(),
+        vec![w("cam-2", 61_000, 3, "a")]
+    );
+    assert_eq!(
+        store.fleet_windows(61_000, 125_000).await.unwrap(),
+        vec![w("cam-1", 121_000, 40, "b")]
+    );
+    ok(
+        &*store,
+        vec![Change::PruneMonitoring { before_ms: 100_000 }],
+    )
+    .await;
+    assert_eq!(store.fleet_windows(0, i64::MAX).await.unwrap().len(), 1);
 }
 
 fn command(cmd_id: &str, device: &str) -> Change {

@@ -253,6 +253,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn mqtt_session(&self, device: &DeviceId) -> Result<Option<bool>, StoreError>;
     /// A device's retained messages (topic, payload), by topic.
     async fn retained(&self, device: &DeviceId) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Devices' fleet windows closed in `(after_ms, until_ms]`, by device.
+    async fn fleet_windows(
+        &self,
+        after_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<FleetWindowRecord>, StoreError>;
     /// A published signed document (the CRL, TUF metadata) by name.
     async fn document(&self, name: &str) -> Result<Option<DocumentRecord>, StoreError>;
     /// One API token by id.

@@ -821,6 +821,9 @@ pub enum Change {
         /// Unix ms.
         before_ms: i64,
     },
+    /// Record devices' fleet features over a window this node closed (each
+    /// device's replaces its previous one).
+    RecordFleetWindows(Vec<FleetWindowRecord>),
     /// Register a TPM vendor CA.
     InsertTpmVendor(TpmVendorRecord),
     /// Approve a firmware image for a model.
@@ -956,6 +959,25 @@ pub enum Change {
         /// When, Unix ms.
         at_ms: i64,
     },
+}
+
+/// One device's fleet features over a closed window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetWindowRecord {
+    /// The device.
+    pub device: DeviceId,
+    /// Its model.
+    pub model: ModelId,
+    /// When the window closed, Unix ms.
+    pub closed_ms: i64,
+    /// Distinct destinations.
+    pub dests: u64,
+    /// Bytes out.
+    pub bytes_out: u64,
+    /// Bytes in.
+    pub bytes_in: u64,
+    /// The node that observed it.
+    pub node: String,
 }
 
 /// A stored signed document.
@@ -1202,7 +1224,8 @@ impl Change {
             | Change::SetAlertResponses { .. }
             | Change::RecordDeviceEvents { .. }
             | Change::RecordPostureSnapshots { .. }
-            | Change::PruneMonitoring { .. } => ChangeFamily::Monitoring,
+            | Change::PruneMonitoring { .. }
+            | Change::RecordFleetWindows(_) => ChangeFamily::Monitoring,
             Change::InsertAccount { .. }
             | Change::UpdateAccount { .. }
             | Change::DisableAccount { .. }

@@ -13,7 +13,7 @@ use super::rows::*;
 use super::writer::Job;
 use super::{DEFAULT_LIMIT, Engine, SqlStore};
 
-use crate::{AccountRecord, DeviceGroupRecord, DocumentRecord, SessionRecord};
+use crate::{AccountRecord, DeviceGroupRecord, DocumentRecord, FleetWindowRecord, SessionRecord};
 use crate::{
     AlertFilter, AlertRecord, AuditHead, AuditRefRecord, BatchRecord, CertFilter, CertRecord,
     Change, CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord,
@@ -396,6 +396,36 @@ impl Store for SqlStore {
             .iter()
             .map(|r| Ok((r.try_get("topic")?, r.try_get("payload")?)))
             .collect()
+    }
+
+    async fn fleet_windows(
+        &self,
+        after_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<FleetWindowRecord>, StoreError> {
+        let uint = |v: i64| u64::try_from(v).unwrap_or(0);
+        sqlx::query(
+            "SELECT * FROM fleet_windows WHERE closed_ms > $1 AND closed_ms <= $2 ORDER BY device_id",
+        )
+        .bind(after_ms)
+        .bind(until_ms)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(FleetWindowRecord {
+                device: DeviceId::parse(&r.try_get::<String, _>("device_id")?)
+                    .map_err(|e| corrupt("fleet window", e))?,
+                model: ModelId::parse(&r.try_get::<String, _>("model_id")?)
+                    .map_err(|e| corrupt("fleet window", e))?,
+                closed_ms: r.try_get("closed_ms")?,
+                dests: uint(r.try_get("dests")?),
+                bytes_out: uint(r.try_get("bytes_out")?),
+                bytes_in: uint(r.try_get("bytes_in")?),
+                node: r.try_get("node")?,
+            })
+        })
+        .collect()
     }
 
     async fn document(&self, name: &str) -> Result<Option<DocumentRecord>, StoreError> {

@@ -150,6 +150,30 @@ pub(super) async fn apply(
                 .bind(before_ms)
                 .execute(&mut *c)
                 .await?;
+            sqlx::query("DELETE FROM fleet_windows WHERE closed_ms < $1")
+                .bind(before_ms)
+                .execute(&mut *c)
+                .await?;
+        }
+        Change::RecordFleetWindows(rows) => {
+            let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            for r in rows {
+                sqlx::query(
+                    "INSERT INTO fleet_windows (device_id, model_id, closed_ms, dests, bytes_out, bytes_in, node)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT(device_id) DO UPDATE SET model_id = $2, closed_ms = $3, dests = $4,
+                       bytes_out = $5, bytes_in = $6, node = $7",
+                )
+                .bind(r.device.as_str())
+                .bind(r.model.as_str())
+                .bind(r.closed_ms)
+                .bind(int(r.dests))
+                .bind(int(r.bytes_out))
+                .bind(int(r.bytes_in))
+                .bind(&r.node)
+                .execute(&mut *c)
+                .await?;
+            }
         }
         other => return Err(misrouted(other)),
     }
