@@ -1,15 +1,16 @@
 //! The event bus across nodes: [`ClusterBus`] is the [`LocalBus`] of this
 //! process plus PostgreSQL `LISTEN`/`NOTIFY` for the events another node must
-//! act on ([`Event::crosses_nodes`]): closing a device's session wherever it is
-//! connected, delivering a command queued on another node. Each node tags what
-//! it sends with its id and ignores its own; a payload that does not parse, is
-//! too long or names an unknown event is logged and dropped.
+//! act on ([`Event::to_cluster`]): closing a device's session wherever it is
+//! connected, delivering a command queued on another node, and the rest of
+//! [`palisade_core::cluster::ClusterEvent`] (the wire form). Each node tags
+//! what it sends with its id and ignores its own; a payload that does not
+//! parse, is too long or names an unknown event is logged and dropped.
 
 use std::sync::Arc;
 
-use palisade_store::notify::{Listener, MAX_NOTIFY_BYTES, Notifier};
+use palisade_core::cluster::{self as wire, Envelope};
+use palisade_store::notify::{Listener, Notifier};
 use palisade_store::{Database, StoreError};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::events::{Event, EventBus, LocalBus, Subscription};
@@ -19,13 +20,6 @@ pub const CHANNEL: &str = "palisade_events";
 /// Cross-node events waiting to be sent before new ones are dropped (and
 /// logged).
 const OUTBOX: usize = 4096;
-
-/// What travels between nodes: the sender and the event.
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    node: String,
-    event: Event,
-}
 
 /// This node's bus, joined to the other nodes' through PostgreSQL.
 #[derive(Debug)]
@@ -77,42 +71,32 @@ impl ClusterBus {
 /// Hands another node's event to the local bus; drops this node's own and
 /// anything that is not a well-formed cross-node event.
 fn receive(local: &LocalBus, me: &str, payload: &str) {
-    if payload.len() > MAX_NOTIFY_BYTES {
-        tracing::warn!(bytes = payload.len(), "cross-node event too long; dropped");
-        return;
-    }
-    match serde_json::from_str::<Envelope>(payload) {
+    match wire::decode(payload) {
         Ok(env) if env.node == me => {}
-        Ok(env) if env.event.crosses_nodes() => local.deliver(env.event),
-        Ok(env) => {
-            tracing::warn!(node = %env.node, "a node sent an event that stays on its node; dropped")
-        }
-        Err(e) => tracing::warn!(error = %e, "malformed cross-node event; dropped"),
+        Ok(env) => local.deliver(env.event.into()),
+        Err(e) => tracing::warn!(error = %e, "cross-node event dropped"),
     }
 }
 
 impl EventBus for ClusterBus {
     fn publish(&self, event: Event) {
-        if event.crosses_nodes() {
-            let env = Envelope {
-                node: self.node.clone(),
-                event,
-            };
-            match serde_json::to_string(&env) {
-                Ok(text) if text.len() <= MAX_NOTIFY_BYTES => {
-                    if self.out.try_send(text).is_err() {
-                        tracing::warn!("too many cross-node events waiting; one dropped");
-                    }
+        let Some(cross) = event.to_cluster() else {
+            self.local.publish(event);
+            return;
+        };
+        let env = Envelope {
+            node: self.node.clone(),
+            event: cross,
+        };
+        match wire::encode(&env) {
+            Ok(text) => {
+                if self.out.try_send(text).is_err() {
+                    tracing::warn!("too many cross-node events waiting; one dropped");
                 }
-                Ok(text) => {
-                    tracing::warn!(bytes = text.len(), "cross-node event too long; not sent")
-                }
-                Err(e) => tracing::warn!(error = %e, "cross-node event not serialisable"),
             }
-            if !env.event.for_other_nodes_only() {
-                self.local.publish(env.event);
-            }
-        } else {
+            Err(e) => tracing::warn!(error = %e, "cross-node event not sent"),
+        }
+        if !event.for_other_nodes_only() {
             self.local.publish(event);
         }
     }
@@ -141,7 +125,7 @@ mod tests {
         };
         receive(&local, "me", &from("me", &close));
         receive(&local, "me", "{not json");
-        receive(&local, "me", &"x".repeat(MAX_NOTIFY_BYTES + 1));
+        receive(&local, "me", &"x".repeat(wire::MAX_NOTIFY_BYTES + 1));
         receive(
             &local,
             "me",

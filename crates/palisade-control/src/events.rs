@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use palisade_core::DeviceId;
+use palisade_core::cluster::ClusterEvent;
 use palisade_detect::detect::AuthPlace;
 use palisade_mqtt::TopicKind;
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,48 @@ pub enum Event {
     },
 }
 
+impl From<ClusterEvent> for Event {
+    fn from(e: ClusterEvent) -> Self {
+        match e {
+            ClusterEvent::CloseSession {
+                device,
+                serial,
+                reason,
+            } => Event::CloseSession {
+                device,
+                serial,
+                reason,
+            },
+            ClusterEvent::CommandQueued { device } => Event::CommandQueued { device },
+            ClusterEvent::SessionClaimed {
+                device,
+                address,
+                node,
+                at_ms,
+            } => Event::SessionClaimed {
+                device,
+                address,
+                node,
+                at_ms,
+            },
+            ClusterEvent::Takeover {
+                device,
+                from,
+                to,
+                at_ms,
+            } => Event::Takeover {
+                device,
+                from,
+                to,
+                at_ms,
+            },
+            ClusterEvent::AlertChanged { id, change } => Event::AlertChanged { id, change },
+            ClusterEvent::NetworkChanged => Event::NetworkChanged,
+            ClusterEvent::CrlPublished { number } => Event::CrlPublished { number },
+        }
+    }
+}
+
 /// Events a subscriber missed because it fell behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Missed(pub u64);
@@ -191,16 +234,49 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
 impl Event {
     /// Whether the other nodes must see it (the cluster bus sends these).
     pub fn crosses_nodes(&self) -> bool {
-        matches!(
-            self,
-            Event::CloseSession { .. }
-                | Event::CommandQueued { .. }
-                | Event::SessionClaimed { .. }
-                | Event::Takeover { .. }
-                | Event::AlertChanged { .. }
-                | Event::NetworkChanged
-                | Event::CrlPublished { .. }
-        )
+        self.to_cluster().is_some()
+    }
+
+    /// Its wire form for the other nodes, if it crosses nodes.
+    pub fn to_cluster(&self) -> Option<ClusterEvent> {
+        Some(match self.clone() {
+            Event::CloseSession {
+                device,
+                serial,
+                reason,
+            } => ClusterEvent::CloseSession {
+                device,
+                serial,
+                reason,
+            },
+            Event::CommandQueued { device } => ClusterEvent::CommandQueued { device },
+            Event::SessionClaimed {
+                device,
+                address,
+                node,
+                at_ms,
+            } => ClusterEvent::SessionClaimed {
+                device,
+                address,
+                node,
+                at_ms,
+            },
+            Event::Takeover {
+                device,
+                from,
+                to,
+                at_ms,
+            } => ClusterEvent::Takeover {
+                device,
+                from,
+                to,
+                at_ms,
+            },
+            Event::AlertChanged { id, change } => ClusterEvent::AlertChanged { id, change },
+            Event::NetworkChanged => ClusterEvent::NetworkChanged,
+            Event::CrlPublished { number } => ClusterEvent::CrlPublished { number },
+            _ => return None,
+        })
     }
 
     /// Whether only the other nodes hear it (the node that sends it has

@@ -51,7 +51,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// A monitor; its tasks start with [`Monitor::spawn`].
+    /// A monitor; its tasks start with [`MonitorDeps::spawn`].
     pub fn new(metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);

@@ -139,7 +139,8 @@ fn ts(ms: i64) -> Result<jiff::Timestamp, TufError> {
     jiff::Timestamp::from_second(ms.div_euclid(1000)).map_err(internal)
 }
 
-/// [`ts`] for callers outside this module.
+/// An expiry in whole seconds (as the TUF specification writes them), for
+/// callers outside this module.
 pub fn expiry(ms: i64) -> Result<jiff::Timestamp, TufError> {
     ts(ms)
 }

@@ -7,6 +7,7 @@
 //! construct and is never called from library code.
 
 pub mod clock;
+pub mod cluster;
 pub mod ids;
 pub mod lifecycle;
 pub mod proxy;

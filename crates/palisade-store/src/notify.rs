@@ -8,8 +8,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
 use crate::{Database, StoreError};
 
-/// PostgreSQL refuses a payload of 8 000 bytes or more.
-pub const MAX_NOTIFY_BYTES: usize = 7_999;
+pub use palisade_core::cluster::MAX_NOTIFY_BYTES;
 
 fn postgres_url(db: &Database) -> Result<&str, StoreError> {
     match db {

@@ -23,9 +23,9 @@ use palisade_interop::*;
 use serde_json::Value;
 
 const DEVICES: usize = 1000;
-/// The leads: rollouts, posture-snapshots, session-detectors, tuf-signing,
-/// crl-signing.
-const SINGLETONS: usize = 5;
+/// The leads: rollouts, posture-snapshots, session-detectors,
+/// fleet-comparison, tuf-signing, crl-signing.
+const SINGLETONS: usize = 6;
 
 fn connected(nodes: &[&ServerProc]) -> Vec<usize> {
     nodes.iter().map(|n| n.connected_devices()).collect()
