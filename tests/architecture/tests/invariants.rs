@@ -15,8 +15,9 @@ const SERVER: [&str; 6] = [
 ];
 
 /// Pure crates: no async runtime, sockets, database or HTTP stack.
-const PURE: [&str; 11] = [
+const PURE: [&str; 12] = [
     "palisade-core",
+    "palisade-advisory",
     "palisade-pki",
     "palisade-audit",
     "palisade-est",

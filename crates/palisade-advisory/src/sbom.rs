@@ -1,0 +1,95 @@
+//! The components a CycloneDX SBOM (JSON) lists, nested ones included: what
+//! an advisory is matched against. The release gate has already checked the
+//! SBOM against the schema (`cyclonedx-bom`); here only the package URL and
+//! version of each component are read, within bounds.
+
+use serde_json::Value;
+
+/// Most components read from one SBOM.
+pub const MAX_COMPONENTS: usize = 100_000;
+/// Deepest nesting of components followed.
+pub const MAX_DEPTH: usize = 16;
+
+/// A component an SBOM lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    /// Its name.
+    pub name: String,
+    /// Its version, if given.
+    pub version: Option<String>,
+    /// Its package URL, if given.
+    pub purl: Option<String>,
+}
+
+/// The SBOM could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SbomError {
+    /// Not JSON, or not a CycloneDX document.
+    #[error("not a CycloneDX JSON SBOM: {0}")]
+    Malformed(String),
+    /// Over a bound.
+    #[error("the SBOM lists more than {MAX_COMPONENTS} components")]
+    TooMany,
+}
+
+/// Every component of a CycloneDX JSON SBOM, depth first.
+pub fn components(sbom: &[u8]) -> Result<Vec<Component>, SbomError> {
+    let doc: Value =
+        serde_json::from_slice(sbom).map_err(|e| SbomError::Malformed(e.to_string()))?;
+    if doc.get("bomFormat").and_then(Value::as_str) != Some("CycloneDX") {
+        return Err(SbomError::Malformed("bomFormat is not CycloneDX".into()));
+    }
+    let mut out = Vec::new();
+    if let Some(list) = doc.get("components") {
+        walk(list, 0, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk(list: &Value, depth: usize, out: &mut Vec<Component>) -> Result<(), SbomError> {
+    let Some(items) = list.as_array() else {
+        return Err(SbomError::Malformed("components is not a list".into()));
+    };
+    if depth > MAX_DEPTH {
+        return Err(SbomError::Malformed(format!(
+            "components nested deeper than {MAX_DEPTH}"
+        )));
+    }
+    for c in items {
+        if out.len() >= MAX_COMPONENTS {
+            return Err(SbomError::TooMany);
+        }
+        let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+        out.push(Component {
+            name: text("name").unwrap_or_default(),
+            version: text("version"),
+            purl: text("purl"),
+        });
+        if let Some(nested) = c.get("components") {
+            walk(nested, depth + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_components_are_read_and_other_documents_refused() {
+        let c = components(
+            br#"{"bomFormat":"CycloneDX","specVersion":"1.5","components":[
+                {"type":"library","name":"regex","version":"1.5.4","purl":"pkg:cargo/regex@1.5.4",
+                 "components":[{"type":"library","name":"inner","version":"1"}]},
+                {"type":"library","name":"zlib"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[0].purl.as_deref(), Some("pkg:cargo/regex@1.5.4"));
+        assert_eq!(c[1].name, "inner");
+        assert!(components(br#"{"spdxVersion":"SPDX-2.3"}"#).is_err());
+        assert!(components(br#"{"bomFormat":"CycloneDX","components":{}}"#).is_err());
+    }
+}
