@@ -79,6 +79,7 @@ macro_rules! conformance_suite {
             counters_count_up_in_commit_order,
             signed_documents_replace_only_the_version_they_name,
             fleet_windows_keep_each_devices_latest_and_are_read_by_close_time,
+            advisories_are_found_by_alias_and_package_and_keep_their_first_sighting,
             commands_are_queued_sent_and_acknowledged_by_their_device_only,
             mqtt_sessions_and_retained_messages_survive_a_reopen,
             onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
@@ -787,6 +788,92 @@ pub async fn fleet_windows_keep_each_devices_latest_and_are_read_by_close_time(b
     )
     .await;
     assert_eq!(store.fleet_windows(0, i64::MAX).await.unwrap().len(), 1);
+}
+
+pub async fn advisories_are_found_by_alias_and_package_and_keep_their_first_sighting(
+    b: &dyn Backend,
+) {
+    let store = b.open().await.expect("open");
+    let advisory = |modified: &str, at: i64| Change::UpsertAdvisory {
+        record: AdvisoryRecord {
+            id: "GHSA-m5pq-gvj9-9vr8".into(),
+            modified: modified.into(),
+            withdrawn: None,
+            summary: "regex".into(),
+            severity: Some("HIGH".into()),
+            body: b"{\"id\":\"GHSA-m5pq-gvj9-9vr8\"}".to_vec(),
+            first_seen_ms: at,
+            updated_ms: at,
+        },
+        ids: vec!["GHSA-m5pq-gvj9-9vr8".into(), "CVE-2022-24713".into()],
+        packages: vec![("crates.io".into(), "regex".into())],
+    };
+    ok(&*store, vec![advisory("2022-03-11T19:58:44Z", 10)]).await;
+    ok(&*store, vec![advisory("2023-01-01T00:00:00Z", 20)]).await;
+    let named = store.advisories_named("cve-2022-24713").await.unwrap();
+    assert_eq!(named.len(), 1);
+    assert_eq!(
+        (
+            named[0].modified.as_str(),
+            named[0].first_seen_ms,
+            named[0].updated_ms
+        ),
+        ("2023-01-01T00:00:00Z", 10, 20)
+    );
+    assert!(!named[0].body.is_empty());
+    assert!(store.advisories().await.unwrap()[0].body.is_empty());
+    let by_package = store
+        .advisories_for(&[
+            ("crates.io".into(), "regex".into()),
+            ("npm".into(), "regex".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(by_package.len(), 1);
+    assert!(
+        store
+            .advisories_named("CVE-2000-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Matches are replaced per advisory and per release.
+    ok(&*store, vec![model("m")]).await;
+    let hit = |version: &str, component: &str| AdvisoryMatchRecord {
+        advisory: "GHSA-m5pq-gvj9-9vr8".into(),
+        model: id("m"),
+        version: version.into(),
+        component: component.into(),
+        component_version: "1.5.4".into(),
+        why: ">= 0, < 1.5.5".into(),
+        fixed: Some("1.5.5".into()),
+    };
+    ok(
+        &*store,
+        vec![Change::SetAdvisoryMatches {
+            advisory: "GHSA-m5pq-gvj9-9vr8".into(),
+            matches: vec![
+                hit("1.0", "pkg:cargo/regex@1.5.4"),
+                hit("2.0", "pkg:cargo/regex@1.5.4"),
+            ],
+        }],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![Change::SetReleaseMatches {
+            model: id("m"),
+            version: "2.0".into(),
+            matches: vec![],
+        }],
+    )
+    .await;
+    let left = store
+        .advisory_matches(Some("GHSA-m5pq-gvj9-9vr8"))
+        .await
+        .unwrap();
+    assert_eq!(left, vec![hit("1.0", "pkg:cargo/regex@1.5.4")]);
+    assert_eq!(store.advisory_matches(None).await.unwrap().len(), 1);
 }
 
 fn command(cmd_id: &str, device: &str) -> Change {

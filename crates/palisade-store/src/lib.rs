@@ -253,6 +253,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn mqtt_session(&self, device: &DeviceId) -> Result<Option<bool>, StoreError>;
     /// A device's retained messages (topic, payload), by topic.
     async fn retained(&self, device: &DeviceId) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// One advisory by its own id, with its record.
+    async fn advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>, StoreError>;
+    /// The advisories known by `id` (their own id or an alias, any case),
+    /// with their records.
+    async fn advisories_named(&self, id: &str) -> Result<Vec<AdvisoryRecord>, StoreError>;
+    /// Every advisory, without its record, newest first.
+    async fn advisories(&self) -> Result<Vec<AdvisoryRecord>, StoreError>;
+    /// The advisories that name a package of `packages` ((OSV ecosystem,
+    /// normalised name) pairs), with their records.
+    async fn advisories_for(
+        &self,
+        packages: &[(String, String)],
+    ) -> Result<Vec<AdvisoryRecord>, StoreError>;
+    /// Matches of one advisory (or all), by advisory, model, version.
+    async fn advisory_matches(
+        &self,
+        advisory: Option<&str>,
+    ) -> Result<Vec<AdvisoryMatchRecord>, StoreError>;
     /// Devices' fleet windows closed in `(after_ms, until_ms]`, by device.
     async fn fleet_windows(
         &self,

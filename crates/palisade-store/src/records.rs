@@ -824,6 +824,32 @@ pub enum Change {
     /// Record devices' fleet features over a window this node closed (each
     /// device's replaces its previous one).
     RecordFleetWindows(Vec<FleetWindowRecord>),
+    /// Store an advisory (new, or a newer version of one: its first-seen
+    /// time is kept), the ids it is known by and the packages it names.
+    UpsertAdvisory {
+        /// The advisory.
+        record: AdvisoryRecord,
+        /// Every id it is known by (its own and its aliases).
+        ids: Vec<String>,
+        /// The packages it names: (OSV ecosystem, normalised name).
+        packages: Vec<(String, String)>,
+    },
+    /// Replace an advisory's matches against the accepted releases.
+    SetAdvisoryMatches {
+        /// The advisory.
+        advisory: String,
+        /// Its matches.
+        matches: Vec<AdvisoryMatchRecord>,
+    },
+    /// Replace a release's matches against the stored advisories.
+    SetReleaseMatches {
+        /// The model.
+        model: ModelId,
+        /// The release's version.
+        version: String,
+        /// Its matches.
+        matches: Vec<AdvisoryMatchRecord>,
+    },
     /// Register a TPM vendor CA.
     InsertTpmVendor(TpmVendorRecord),
     /// Approve a firmware image for a model.
@@ -959,6 +985,47 @@ pub enum Change {
         /// When, Unix ms.
         at_ms: i64,
     },
+}
+
+/// A vulnerability advisory as imported (an OSV record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdvisoryRecord {
+    /// Its id.
+    pub id: String,
+    /// When its source last changed it (RFC 3339, as the record says).
+    pub modified: String,
+    /// When it was withdrawn, if it was.
+    pub withdrawn: Option<String>,
+    /// One line.
+    pub summary: String,
+    /// The severity its source gave (`CRITICAL`, `HIGH`, …).
+    pub severity: Option<String>,
+    /// The record (OSV JSON); empty in lists.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    /// When this platform first imported it, Unix ms.
+    pub first_seen_ms: i64,
+    /// When it was last imported changed, Unix ms.
+    pub updated_ms: i64,
+}
+
+/// An advisory that hits a component of an accepted release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdvisoryMatchRecord {
+    /// The advisory.
+    pub advisory: String,
+    /// The release's model.
+    pub model: ModelId,
+    /// The release's version.
+    pub version: String,
+    /// The component (its package URL).
+    pub component: String,
+    /// The component's version.
+    pub component_version: String,
+    /// Which rule matched (`listed`, `>= 0, < 1.5.5`).
+    pub why: String,
+    /// The component version that fixes it, if the advisory says.
+    pub fixed: Option<String>,
 }
 
 /// One device's fleet features over a closed window.
@@ -1168,6 +1235,8 @@ pub enum ChangeFamily {
     Monitoring,
     /// Console accounts, sessions, saved device groups.
     Console,
+    /// Vulnerability advisories and their matches against releases.
+    Advisories,
 }
 
 impl Change {
@@ -1226,6 +1295,9 @@ impl Change {
             | Change::RecordPostureSnapshots { .. }
             | Change::PruneMonitoring { .. }
             | Change::RecordFleetWindows(_) => ChangeFamily::Monitoring,
+            Change::UpsertAdvisory { .. }
+            | Change::SetAdvisoryMatches { .. }
+            | Change::SetReleaseMatches { .. } => ChangeFamily::Advisories,
             Change::InsertAccount { .. }
             | Change::UpdateAccount { .. }
             | Change::DisableAccount { .. }

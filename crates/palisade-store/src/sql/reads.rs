@@ -14,6 +14,7 @@ use super::writer::Job;
 use super::{DEFAULT_LIMIT, Engine, SqlStore};
 
 use crate::{AccountRecord, DeviceGroupRecord, DocumentRecord, FleetWindowRecord, SessionRecord};
+use crate::{AdvisoryMatchRecord, AdvisoryRecord};
 use crate::{
     AlertFilter, AlertRecord, AuditHead, AuditRefRecord, BatchRecord, CertFilter, CertRecord,
     Change, CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord,
@@ -395,6 +396,100 @@ impl Store for SqlStore {
             .await?
             .iter()
             .map(|r| Ok((r.try_get("topic")?, r.try_get("payload")?)))
+            .collect()
+    }
+
+    async fn advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM advisories WHERE id = $1")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.first().map(|r| advisory_from_row(r, true)).transpose()
+    }
+
+    async fn advisories_named(&self, id: &str) -> Result<Vec<AdvisoryRecord>, StoreError> {
+        sqlx::query(
+            "SELECT a.* FROM advisories a JOIN advisory_ids i ON i.advisory_id = a.id
+             WHERE i.alias = $1 ORDER BY a.id",
+        )
+        .bind(id.to_uppercase())
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| advisory_from_row(r, true))
+        .collect()
+    }
+
+    async fn advisories(&self) -> Result<Vec<AdvisoryRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, modified, withdrawn, summary, severity, first_seen_ms, updated_ms
+             FROM advisories ORDER BY first_seen_ms DESC, id",
+        )
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| advisory_from_row(r, false))
+        .collect()
+    }
+
+    async fn advisories_for(
+        &self,
+        packages: &[(String, String)],
+    ) -> Result<Vec<AdvisoryRecord>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (ecosystem, name) in packages {
+            let rows = sqlx::query(
+                "SELECT a.* FROM advisories a JOIN advisory_packages p ON p.advisory_id = a.id
+                 WHERE p.ecosystem = $1 AND p.name = $2",
+            )
+            .bind(ecosystem)
+            .bind(name)
+            .fetch_all(self.pool())
+            .await?;
+            for r in &rows {
+                let a = advisory_from_row(r, true)?;
+                if seen.insert(a.id.clone()) {
+                    out.push(a);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn advisory_matches(
+        &self,
+        advisory: Option<&str>,
+    ) -> Result<Vec<AdvisoryMatchRecord>, StoreError> {
+        let q = match advisory {
+            Some(_) => {
+                "SELECT * FROM advisory_matches WHERE advisory_id = $1
+                        ORDER BY advisory_id, model_id, version, component"
+            }
+            None => {
+                "SELECT * FROM advisory_matches ORDER BY advisory_id, model_id, version, component"
+            }
+        };
+        let mut query = sqlx::query(q);
+        if let Some(a) = advisory {
+            query = query.bind(a);
+        }
+        query
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(AdvisoryMatchRecord {
+                    advisory: r.try_get("advisory_id")?,
+                    model: ModelId::parse(&r.try_get::<String, _>("model_id")?)
+                        .map_err(|e| corrupt("advisory match", e))?,
+                    version: r.try_get("version")?,
+                    component: r.try_get("component")?,
+                    component_version: r.try_get("component_version")?,
+                    why: r.try_get("why")?,
+                    fixed: r.try_get("fixed")?,
+                })
+            })
             .collect()
     }
 

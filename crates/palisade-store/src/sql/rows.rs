@@ -492,3 +492,23 @@ pub(super) fn device_group_from_row(r: &AnyRow) -> Result<DeviceGroupRecord, Sto
         created_ms: r.try_get("created_ms")?,
     })
 }
+
+pub(super) fn advisory_from_row(
+    r: &AnyRow,
+    with_body: bool,
+) -> Result<crate::AdvisoryRecord, StoreError> {
+    Ok(crate::AdvisoryRecord {
+        id: r.try_get("id")?,
+        modified: r.try_get("modified")?,
+        withdrawn: r.try_get("withdrawn")?,
+        summary: r.try_get("summary")?,
+        severity: r.try_get("severity")?,
+        body: if with_body {
+            r.try_get("body")?
+        } else {
+            Vec::new()
+        },
+        first_seen_ms: r.try_get("first_seen_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}

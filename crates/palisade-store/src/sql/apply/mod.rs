@@ -1,6 +1,7 @@
 //! Applying changes inside the writer's open transaction, one module per
 //! [`ChangeFamily`]: the dispatcher below routes each change to its family.
 
+mod advisories;
 mod commands;
 mod console;
 mod credentials;
@@ -28,6 +29,7 @@ pub(super) async fn apply(
         ChangeFamily::Commands => commands::apply(c, change).await,
         ChangeFamily::Monitoring => monitoring::apply(c, change).await,
         ChangeFamily::Console => console::apply(c, change).await,
+        ChangeFamily::Advisories => advisories::apply(c, change).await,
     }
 }
 

@@ -1,0 +1,103 @@
+//! Applying vulnerability advisories and their matches against releases.
+
+use sqlx::AnyConnection;
+
+use super::misrouted;
+use crate::{AdvisoryMatchRecord, Change, StoreError};
+
+/// Applies one of this family's changes inside the open transaction.
+pub(super) async fn apply(
+    c: &mut AnyConnection,
+    change: &Change,
+) -> Result<Option<i64>, StoreError> {
+    match change {
+        Change::UpsertAdvisory {
+            record: r,
+            ids,
+            packages,
+        } => {
+            sqlx::query(
+                "INSERT INTO advisories (id, modified, withdrawn, summary, severity, body, first_seen_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT(id) DO UPDATE SET modified = $2, withdrawn = $3, summary = $4,
+                   severity = $5, body = $6, updated_ms = $8",
+            )
+            .bind(&r.id)
+            .bind(&r.modified)
+            .bind(&r.withdrawn)
+            .bind(&r.summary)
+            .bind(&r.severity)
+            .bind(r.body.clone())
+            .bind(r.first_seen_ms)
+            .bind(r.updated_ms)
+            .execute(&mut *c)
+            .await?;
+            for delete in [
+                "DELETE FROM advisory_ids WHERE advisory_id = $1",
+                "DELETE FROM advisory_packages WHERE advisory_id = $1",
+            ] {
+                sqlx::query(delete).bind(&r.id).execute(&mut *c).await?;
+            }
+            for id in ids {
+                sqlx::query(
+                    "INSERT INTO advisory_ids (alias, advisory_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(id.to_uppercase())
+                .bind(&r.id)
+                .execute(&mut *c)
+                .await?;
+            }
+            for (ecosystem, name) in packages {
+                sqlx::query(
+                    "INSERT INTO advisory_packages (ecosystem, name, advisory_id) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(ecosystem)
+                .bind(name)
+                .bind(&r.id)
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+        Change::SetAdvisoryMatches { advisory, matches } => {
+            sqlx::query("DELETE FROM advisory_matches WHERE advisory_id = $1")
+                .bind(advisory)
+                .execute(&mut *c)
+                .await?;
+            insert(c, matches).await?;
+        }
+        Change::SetReleaseMatches {
+            model,
+            version,
+            matches,
+        } => {
+            sqlx::query("DELETE FROM advisory_matches WHERE model_id = $1 AND version = $2")
+                .bind(model.as_str())
+                .bind(version)
+                .execute(&mut *c)
+                .await?;
+            insert(c, matches).await?;
+        }
+        other => return Err(misrouted(other)),
+    }
+    Ok(None)
+}
+
+async fn insert(c: &mut AnyConnection, matches: &[AdvisoryMatchRecord]) -> Result<(), StoreError> {
+    for m in matches {
+        sqlx::query(
+            "INSERT INTO advisory_matches (advisory_id, model_id, version, component, component_version, why, fixed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&m.advisory)
+        .bind(m.model.as_str())
+        .bind(&m.version)
+        .bind(&m.component)
+        .bind(&m.component_version)
+        .bind(&m.why)
+        .bind(&m.fixed)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
