@@ -10,7 +10,8 @@
 //!    [`attestation`], [`rollouts`], [`alerts`], [`deliver`];
 //! 3. services that build on others — [`enroll`] (attestation), [`monitor`]
 //!    (alerts, network; it follows the bus), [`posture`] (reads everything,
-//!    judges with `palisade-posture`), [`unmanaged`] (monitor, network).
+//!    judges with `palisade-posture`), [`unmanaged`] (monitor, network),
+//!    [`advisories`] (releases' SBOMs, alerts).
 //!
 //! No service calls one above it: what flows upward (a device's messages and
 //! sessions, refused credentials, failed attestations) is published on the
@@ -19,6 +20,7 @@
 //! them.
 
 pub mod accounts;
+pub mod advisories;
 pub mod alerts;
 pub mod attestation;
 pub mod blobs;

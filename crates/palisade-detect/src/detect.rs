@@ -40,11 +40,14 @@ pub enum Detector {
     /// An address at a site that maps to no enrolled device (seen in flows,
     /// the edge's neighbour table or its DHCP leases); raised once per address.
     UnmanagedDevice,
+    /// Devices run a release with a component that a vulnerability advisory
+    /// names (raised when the advisory is imported or the release accepted).
+    VulnerableFirmware,
 }
 
 impl Detector {
     /// Every detector.
-    pub const ALL: [Detector; 11] = [
+    pub const ALL: [Detector; 12] = [
         Detector::PolicyViolation,
         Detector::ScanHorizontal,
         Detector::ScanVertical,
@@ -56,6 +59,7 @@ impl Detector {
         Detector::NewListeningPort,
         Detector::FleetOutlier,
         Detector::UnmanagedDevice,
+        Detector::VulnerableFirmware,
     ];
 
     /// Its name in the API, alerts and configuration.
@@ -72,6 +76,7 @@ impl Detector {
             Detector::NewListeningPort => "new_listening_port",
             Detector::FleetOutlier => "fleet_outlier",
             Detector::UnmanagedDevice => "unmanaged_device",
+            Detector::VulnerableFirmware => "vulnerable_firmware",
         }
     }
 
@@ -88,7 +93,8 @@ impl Detector {
             | Detector::ScanHorizontal
             | Detector::ScanVertical
             | Detector::VolumeSpike
-            | Detector::Beaconing => Severity::High,
+            | Detector::Beaconing
+            | Detector::VulnerableFirmware => Severity::High,
             Detector::FailedLogins | Detector::NewListeningPort | Detector::UnmanagedDevice => {
                 Severity::Medium
             }

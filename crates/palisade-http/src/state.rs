@@ -45,6 +45,8 @@ pub struct Services {
     pub attestation: Arc<palisade_control::attestation::Attestation>,
     /// Firmware releases.
     pub releases: Arc<palisade_control::releases::Releases>,
+    /// Vulnerability advisories.
+    pub advisories: Arc<palisade_control::advisories::Advisories>,
     /// Largest firmware image accepted.
     pub max_image_bytes: u64,
     /// The TUF image repository.

@@ -259,7 +259,14 @@ impl Server {
             network.clone(),
             monitor.clone(),
         ));
+        let advisories = Arc::new(palisade_control::advisories::Advisories::new(
+            boot.store.clone(),
+            releases.blobs().clone(),
+            alerts.clone(),
+            clock.clone(),
+        ));
         let state = Arc::new(Services {
+            advisories,
             unmanaged,
             alerts,
             accounts,

@@ -52,6 +52,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::TokenCmd,
     },
+    /// Vulnerability advisories (OSV) against the fleet's releases and devices.
+    Advisories {
+        #[command(subcommand)]
+        cmd: commands::AdvisoryCmd,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -198,6 +203,7 @@ fn main() -> ExitCode {
             Cmd::Device { cmd } => commands::device(&cli.global, cmd).await,
             Cmd::Cert { cmd } => commands::cert(&cli.global, cmd).await,
             Cmd::Token { cmd } => commands::token(&cli.global, cmd).await,
+            Cmd::Advisories { cmd } => commands::advisories(&cli.global, cmd).await,
             Cmd::Operator { cmd } => commands::operator(&cli.global, cmd).await,
             Cmd::Audit { cmd } => commands::audit(&cli.global, cmd).await,
             Cmd::Supplier { cmd } => commands::supplier(&cli.global, cmd).await,

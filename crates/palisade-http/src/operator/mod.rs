@@ -4,6 +4,7 @@
 //! drops any the connection presented before a handler runs.
 
 pub mod accounts;
+mod advisories;
 mod audit;
 mod auth;
 mod certificates;
@@ -123,6 +124,16 @@ pub(crate) fn router(state: OperatorApi) -> Router {
                 .layer(DefaultBodyLimit::max(releases::RELEASE_BODY_LIMIT)),
         )
         .route("/api/v1/lifecycle", get(releases::lifecycle))
+        .route(
+            "/api/v1/advisories",
+            get(advisories::list)
+                .post(advisories::import)
+                .layer(DefaultBodyLimit::max(advisories::IMPORT_BODY_LIMIT)),
+        )
+        .route(
+            "/api/v1/advisories/{id}/affected",
+            get(advisories::affected),
+        )
         .route("/api/v1/director/key", get(releases::director_key))
         .route(
             "/api/v1/devices/{id}/assignment",
@@ -248,7 +259,8 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         onboarding::add_firmware,
         releases::list_supplier_keys, releases::add_supplier_key, releases::upload_blob,
         releases::create_release, releases::list_releases,
-        releases::lifecycle, releases::director_key, releases::assign_release, releases::list_updates,
+        releases::lifecycle, advisories::import, advisories::list, advisories::affected,
+        releases::director_key, releases::assign_release, releases::list_updates,
         releases::create_rollout, releases::list_rollouts,
         releases::get_rollout, releases::rollout_action, fleet::set_device_tags,
         network::set_model_mud, network::get_model_policy, network::list_sites,

@@ -482,6 +482,11 @@ pub(crate) async fn create_release(
             },
         )
         .await?;
+    // Matched against the advisories already imported; a failure here is
+    // logged, and the next import matches the release anyway.
+    if let Err(e) = s.advisories.match_release(&r).await {
+        tracing::warn!(model = %r.model, version = %r.version, error = %e, "could not match the new release against the advisories");
+    }
     Ok((StatusCode::CREATED, Json((&r).into())))
 }
 

@@ -3,6 +3,7 @@
 //! module holds what every family shares (where the server is, how to name
 //! things in a URL).
 
+mod advisories;
 mod audit;
 mod certs;
 mod fleet;
@@ -11,6 +12,7 @@ mod operators;
 mod releases;
 mod tokens;
 
+pub use advisories::{AdvisoryCmd, advisories};
 pub use audit::{AuditCmd, audit};
 pub use certs::{CertCmd, cert};
 pub use fleet::{DeviceCmd, ModelCmd, device, model};

@@ -1,0 +1,69 @@
+//! Operator routes for vulnerability advisories: importing OSV records in
+//! batches, the list with what each hits, and the releases and devices one
+//! advisory (by its id, a CVE or GHSA alias) exposes.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use palisade_control::advisories::{AdvisorySummary, AffectedReport, ImportReport};
+use palisade_core::role::Access;
+use serde::Deserialize;
+
+use super::Caller;
+use crate::error::{ApiError, Body};
+use crate::state::OperatorApi;
+
+/// Largest import request: a batch of OSV records.
+pub(crate) const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Imports a batch of OSV records (a JSON array, at most 1000): new and
+/// changed records are stored and matched against every accepted release.
+#[utoipa::path(post, path = "/api/v1/advisories", tag = "advisories",
+    request_body(content = String, content_type = "application/json"),
+    responses((status = 200), (status = 400, body = crate::error::ErrorBody)))]
+pub(crate) async fn import(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Body(records): Body<Vec<serde_json::Value>>,
+) -> Result<Json<ImportReport>, ApiError> {
+    c.require(&s, Access::Write, "import advisories").await?;
+    Ok(Json(s.advisories.import(&c.actor(), &records).await?))
+}
+
+/// Which advisories to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct ListQuery {
+    /// Only those that hit firmware devices run.
+    #[serde(default)]
+    exposed: bool,
+}
+
+/// The advisories, newest first, with the releases and devices each hits.
+#[utoipa::path(get, path = "/api/v1/advisories", tag = "advisories", params(ListQuery),
+    responses((status = 200)))]
+pub(crate) async fn list(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<AdvisorySummary>>, ApiError> {
+    c.require(&s, Access::Read, "list advisories").await?;
+    Ok(Json(s.advisories.list(q.exposed).await?))
+}
+
+/// The releases and devices an advisory hits (by its id or an alias).
+#[utoipa::path(get, path = "/api/v1/advisories/{id}/affected", tag = "advisories",
+    params(("id" = String, Path)), responses((status = 200), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn affected(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AffectedReport>, ApiError> {
+    c.require(&s, Access::Read, "read an advisory's exposure")
+        .await?;
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "bad_id",
+            "an advisory id is 1 to 200 printable characters",
+        ));
+    }
+    Ok(Json(s.advisories.affected(&id).await?))
+}
