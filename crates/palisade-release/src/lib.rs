@@ -368,6 +368,14 @@ pub fn check_sbom(sbom_json: &[u8]) -> Result<(String, usize), GateError> {
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string();
+    // cyclonedx-bom knows CycloneDX up to 1.5; 1.6 (what current generators
+    // such as cyclonedx-py write by default) added fields but changed none,
+    // so a 1.6 document is checked against the 1.5 model: what 1.5 knows is
+    // validated, and a 1.6-only field the model does not know is refused.
+    let mut value = value;
+    if spec == "1.6" {
+        value["specVersion"] = "1.5".into();
+    }
     let bom = Bom::parse_json_value(value)
         .map_err(|e| GateError::Sbom(format!("not a valid CycloneDX document: {e}")))?;
     let result = bom.validate();
@@ -443,6 +451,26 @@ mod tests {
         })
         .to_string()
         .into_bytes()
+    }
+
+    #[test]
+    fn cyclonedx_1_6_is_checked_against_the_1_5_model() {
+        let doc = |spec: &str, extra: serde_json::Value| {
+            let mut v = serde_json::json!({
+                "bomFormat": "CycloneDX", "specVersion": spec, "version": 1,
+                "components": [{"type": "library", "name": "zlib", "version": "1.3",
+                                "purl": "pkg:generic/zlib@1.3"}]
+            });
+            v["components"][0]["type"] = extra;
+            serde_json::to_vec(&v).unwrap()
+        };
+        assert_eq!(
+            check_sbom(&doc("1.6", "library".into())).unwrap(),
+            ("1.6".to_owned(), 1)
+        );
+        // A component type only 1.6 has is refused with the reason.
+        assert!(check_sbom(&doc("1.6", "cryptographic-asset".into())).is_err());
+        assert!(check_sbom(&doc("1.7", "library".into())).is_err());
     }
 
     #[test]

@@ -1151,14 +1151,27 @@ pub fn upload_release(
 /// Uploads a release of `(model, version, security version)` with this image
 /// and hardware list (empty: all), signed provenance and an SBOM; returns the
 /// image file.
-#[allow(clippy::expect_used)]
 pub fn upload_release_bytes(
+    server: &ServerProc,
+    dir: &Path,
+    key: &[u8],
+    release: (&str, &str, u64),
+    bytes: &[u8],
+    hardware: &[&str],
+) -> PathBuf {
+    upload_release_with_sbom(server, dir, key, release, bytes, hardware, None)
+}
+
+/// [`upload_release_bytes`] with this CycloneDX SBOM (`None`: an empty one).
+#[allow(clippy::expect_used)]
+pub fn upload_release_with_sbom(
     server: &ServerProc,
     dir: &Path,
     key: &[u8],
     (model, version, security_version): (&str, &str, u64),
     bytes: &[u8],
     hardware: &[&str],
+    sbom: Option<&Path>,
 ) -> PathBuf {
     let image = dir.join(format!("{model}-{version}.img"));
     std::fs::write(&image, bytes).expect("image");
@@ -1180,19 +1193,44 @@ pub fn upload_release_bytes(
     .expect("sign");
     let prov = dir.join(format!("{model}-{version}.dsse.json"));
     std::fs::write(&prov, serde_json::to_vec(&env).expect("json")).expect("provenance");
-    let sbom = dir.join("sbom.cdx.json");
-    std::fs::write(
-        &sbom,
-        r#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[]}"#,
-    )
-    .expect("sbom");
-    let mut args = release_upload_args(model, version, security_version, &image, &sbom, &prov);
+    let empty = dir.join("sbom.cdx.json");
+    let sbom = match sbom {
+        Some(s) => s,
+        None => {
+            std::fs::write(
+                &empty,
+                r#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[]}"#,
+            )
+            .expect("sbom");
+            &empty
+        }
+    };
+    upload_release_signed(
+        server,
+        (model, version, security_version),
+        &image,
+        sbom,
+        &prov,
+        hardware,
+    );
+    image
+}
+
+/// Uploads a release whose image, SBOM and signed provenance are files.
+pub fn upload_release_signed(
+    server: &ServerProc,
+    (model, version, security_version): (&str, &str, u64),
+    image: &Path,
+    sbom: &Path,
+    prov: &Path,
+    hardware: &[&str],
+) {
+    let mut args = release_upload_args(model, version, security_version, image, sbom, prov);
     if !hardware.is_empty() {
         args.push("--hardware".into());
         args.push(hardware.join(","));
     }
     server.cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    image
 }
 
 /// The arguments of `palisade release upload`.

@@ -1,0 +1,331 @@
+//! Vulnerability advisories against the fleet, with real peers: version order
+//! checked against `dpkg --compare-versions` and Python's `packaging`; real
+//! OSV records (GitHub Advisory Database, `fixtures/osv/`) imported with
+//! `palisade advisories import` and matched against releases whose CycloneDX
+//! SBOMs `cyclonedx-py` (PyPI `cyclonedx-bom`) made from pinned requirements,
+//! plus Rust and Go components. The releases and devices hit, the release
+//! that fixes them, the alerts, re-imports, withdrawn and malformed records.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use palisade_advisory::version::Scheme;
+use palisade_interop::*;
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/osv")
+}
+
+fn dpkg_order(a: &str, b: &str) -> Ordering {
+    let test = |op: &str| {
+        Command::new("dpkg")
+            .args(["--compare-versions", a, op, b])
+            .status()
+            .unwrap()
+            .success()
+    };
+    if test("lt") {
+        Ordering::Less
+    } else if test("eq") {
+        Ordering::Equal
+    } else {
+        Ordering::Greater
+    }
+}
+
+#[test]
+fn debian_and_python_versions_order_as_dpkg_and_packaging_do() {
+    if !have("dpkg") || !have("python3") || !have_python_module("packaging.version", "packaging") {
+        return;
+    }
+    let debian = [
+        ("1.0", "1.0-0"),
+        ("1.0~rc1", "1.0"),
+        ("1.0~rc1", "1.0~rc1~1"),
+        ("1:0.1", "9.9"),
+        ("0:1.0", "1.0"),
+        ("2.7.4-1", "2.7.4-1+deb12u1"),
+        ("3.0.11-1~deb12u2", "3.0.11-1~deb12u1"),
+        ("1.0-1~bpo12+1", "1.0-1"),
+        ("1.0a", "1.0+"),
+        ("1.0.0", "1.0"),
+        ("1.0.", "1.0"),
+        ("10", "9"),
+        ("1.0b", "1.0a"),
+        ("1.001", "1.1"),
+        ("1.0-a", "1.0-1"),
+        ("2:1.2.3-4", "1:9.9.9-9"),
+        ("1.2.3+dfsg-1", "1.2.3-1"),
+        ("1.2.3.dfsg-1", "1.2.3+dfsg-1"),
+        ("7.88.1-10+deb12u5", "7.88.1-10+deb12u12"),
+        ("1.1.1n-0+deb11u5", "1.1.1w-0+deb11u1"),
+    ];
+    for (a, b) in debian {
+        let ours = Scheme::Debian.compare(a, b).unwrap();
+        assert_eq!(ours, dpkg_order(a, b), "{a} vs {b}");
+        assert_eq!(
+            Scheme::Debian.compare(b, a).unwrap(),
+            ours.reverse(),
+            "{b} vs {a}"
+        );
+    }
+    let python = [
+        ("1.0", "1.0.0"),
+        ("1.0rc1", "1.0"),
+        ("1.0.dev1", "1.0a1"),
+        ("1.0a1", "1.0b1"),
+        ("1.0", "1.0.post1"),
+        ("1.0.post1.dev2", "1.0.post1"),
+        ("1!0.1", "2.0"),
+        ("1.0+local.1", "1.0"),
+        ("1.0+local.1", "1.0+local.2"),
+        ("2.31.0", "2.4.0"),
+        ("9.0.0", "9.0.1"),
+        ("1.0c1", "1.0rc1"),
+        ("1.0.post1", "1.0.1"),
+    ];
+    let script = format!(
+        "from packaging.version import Version as V\nfor a, b in {:?}:\n    x, y = V(a), V(b)\n    print((x > y) - (x < y))",
+        python.iter().map(|(a, b)| vec![*a, *b]).collect::<Vec<_>>()
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let theirs: Vec<i32> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    for ((a, b), t) in python.iter().zip(theirs) {
+        let ours = Scheme::Pep440.compare(a, b).unwrap() as i32;
+        assert_eq!(ours, t, "{a} vs {b}");
+    }
+}
+
+/// A CycloneDX SBOM made by cyclonedx-py from pinned Python requirements,
+/// with Rust and Go components added the way cargo-cyclonedx and
+/// cyclonedx-gomod name them.
+fn sbom(dir: &Path, name: &str, python: &[&str], more: &[(&str, &str, &str)]) -> PathBuf {
+    let req = dir.join(format!("{name}.txt"));
+    std::fs::write(&req, python.join("\n") + "\n").unwrap();
+    let out = dir.join(format!("{name}.cdx.json"));
+    let o = Command::new("cyclonedx-py")
+        .arg("requirements")
+        .arg(&req)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cyclonedx-py: {}", text(&o));
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let list = doc["components"].as_array_mut().unwrap();
+    for (n, v, purl) in more {
+        list.push(serde_json::json!({
+            "type": "library", "bom-ref": purl, "name": n, "version": v, "purl": purl
+        }));
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    out
+}
+
+fn json(server: &ServerProc, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(&server.cli_ok(&all)).unwrap()
+}
+
+#[test]
+fn real_advisories_hit_the_releases_whose_sboms_name_them() {
+    for tool in ["python3", "cyclonedx-py", "sqlite3"] {
+        if !have(tool) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let key = supplier_with_model(&server, d, "acme", "cam");
+    let old = sbom(
+        d,
+        "old",
+        &["Pillow==9.0.0", "requests==2.25.1"],
+        &[
+            ("regex", "1.5.4", "pkg:cargo/regex@1.5.4"),
+            (
+                "golang.org/x/net",
+                "v0.16.0",
+                "pkg:golang/golang.org/x/net@v0.16.0",
+            ),
+        ],
+    );
+    let new = sbom(
+        d,
+        "new",
+        &["Pillow==9.0.1", "requests==2.31.0"],
+        &[
+            ("regex", "1.5.5", "pkg:cargo/regex@1.5.5"),
+            (
+                "golang.org/x/net",
+                "v0.17.0",
+                "pkg:golang/golang.org/x/net@v0.17.0",
+            ),
+        ],
+    );
+    upload_release_with_sbom(
+        &server,
+        d,
+        &key,
+        ("cam", "1.0", 1),
+        b"cam 1.0",
+        &[],
+        Some(&old),
+    );
+    upload_release_with_sbom(
+        &server,
+        d,
+        &key,
+        ("cam", "2.0", 2),
+        b"cam 2.0",
+        &[],
+        Some(&new),
+    );
+    for (id, firmware) in [("cam-1", "1.0"), ("cam-2", "1.0"), ("cam-3", "2.0")] {
+        server.cli_ok(&["device", "register", id, "--model", "cam"]);
+        server.sql(&format!(
+            "UPDATE devices SET reported_firmware = '{firmware}' WHERE id = '{id}'"
+        ));
+    }
+
+    // The four real records: each hits 1.0 (two devices), none 2.0.
+    let report = json(
+        &server,
+        &["advisories", "import", fixtures().to_str().unwrap()],
+    );
+    assert_eq!(
+        (report["new"].as_u64(), report["unchanged"].as_u64()),
+        (Some(4), Some(0)),
+        "{report}"
+    );
+    let exposed = report["exposed"].as_array().unwrap();
+    assert_eq!(exposed.len(), 4, "{report}");
+    assert!(
+        exposed
+            .iter()
+            .all(|e| e["version"] == "1.0" && e["devices"] == 2),
+        "{report}"
+    );
+    let alerts: Vec<Value> =
+        serde_json::from_str(&server.cli_ok(&["alerts", "list", "--json"])).unwrap();
+    let vulnerable: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["detector"] == "vulnerable_firmware")
+        .collect();
+    assert_eq!(vulnerable.len(), 4, "{alerts:?}");
+    let pillow = vulnerable
+        .iter()
+        .find(|a| a["evidence"]["advisory"] == "GHSA-8vj2-vxx3-667w")
+        .unwrap();
+    assert_eq!(pillow["severity"], "critical", "GitHub rates it CRITICAL");
+    assert_eq!(pillow["evidence"]["component"], "pkg:pypi/pillow@9.0.0");
+
+    // By CVE alias: the release, the devices, the release that fixes it.
+    let hit = json(&server, &["advisories", "affected", "CVE-2022-24713"]);
+    let releases = hit["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 1, "{hit}");
+    assert_eq!(releases[0]["version"], "1.0");
+    assert_eq!(releases[0]["component"], "pkg:cargo/regex@1.5.4");
+    assert_eq!(releases[0]["range"], ">= 0, < 1.5.5");
+    assert_eq!(releases[0]["fixed_by"], "2.0");
+    let mut devices: Vec<&str> = hit["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    devices.sort();
+    assert_eq!(devices, ["cam-1", "cam-2"]);
+    // requests 2.25.1 is inside [2.3.0, 2.31.0); 2.31.0 is the fix itself.
+    let requests = json(&server, &["advisories", "affected", "GHSA-j8r2-6x86-q33q"]);
+    assert_eq!(
+        requests["releases"].as_array().unwrap().len(),
+        1,
+        "{requests}"
+    );
+    let listed = json(&server, &["advisories", "list", "--exposed"]);
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+
+    // Importing again changes nothing; a record withdrawn upstream stops matching.
+    let again = json(
+        &server,
+        &["advisories", "import", fixtures().to_str().unwrap()],
+    );
+    assert_eq!(
+        (again["new"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(4)),
+        "{again}"
+    );
+    let mut regex: Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("GHSA-m5pq-gvj9-9vr8.json")).unwrap(),
+    )
+    .unwrap();
+    regex["modified"] = "2025-01-01T00:00:00Z".into();
+    regex["withdrawn"] = "2025-01-01T00:00:00Z".into();
+    let withdrawn = d.join("withdrawn.json");
+    std::fs::write(&withdrawn, regex.to_string()).unwrap();
+    let w = json(
+        &server,
+        &["advisories", "import", withdrawn.to_str().unwrap()],
+    );
+    assert_eq!(
+        (w["updated"].as_u64(), w["withdrawn"].as_u64()),
+        (Some(1), Some(1)),
+        "{w}"
+    );
+    let gone = json(&server, &["advisories", "affected", "CVE-2022-24713"]);
+    assert!(gone["releases"].as_array().unwrap().is_empty(), "{gone}");
+
+    // Malformed records are refused (exit status 2), and nothing stored changes.
+    let bad = d.join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("empty-id.json"), r#"{"id":"","modified":"x"}"#).unwrap();
+    std::fs::write(bad.join("not-json.json"), "{").unwrap();
+    std::fs::write(
+        bad.join("two-kinds.json"),
+        r#"{"id":"X-1","modified":"x","affected":[{"package":{"ecosystem":"npm","name":"a"},
+           "ranges":[{"type":"SEMVER","events":[{"introduced":"0","fixed":"1.0.0"}]}]}]}"#,
+    )
+    .unwrap();
+    let o = server.cli(&["advisories", "import", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("3 refused"), "{}", text(&o));
+    let still = json(&server, &["advisories", "list"]);
+    assert_eq!(still.as_array().unwrap().len(), 4, "{still}");
+
+    // A release accepted after the import is matched at once.
+    upload_release_with_sbom(
+        &server,
+        d,
+        &key,
+        ("cam", "3.0", 2),
+        b"cam 3.0",
+        &[],
+        Some(&old),
+    );
+    let pillow = json(&server, &["advisories", "affected", "CVE-2022-22817"]);
+    let versions: Vec<&str> = pillow["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    assert!(
+        versions.contains(&"3.0") && versions.contains(&"1.0"),
+        "{pillow}"
+    );
+    let o = server.cli(&["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
