@@ -142,6 +142,7 @@ if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   cargo bench -p palisade-server --bench console --locked -- --quick
   cargo build --release -p palisade -p palisade-agent -p palisade-edge --locked
   cargo bench -p palisade-interop --bench est_enroll --locked -- --quick
+  cargo bench -p palisade-interop --bench advisories --locked -- --quick
   PALISADE_BENCH_POSTGRES="$PALISADE_TEST_POSTGRES_URL" cargo bench -p palisade-interop --bench cluster_revocation --locked -- --quick
   PALISADE_BENCH_POSTGRES="$PALISADE_TEST_POSTGRES_URL" cargo bench -p palisade-interop --bench fleet_scale --locked -- --quick
   cargo bench -p palisade-interop --bench mqtt_vs_mosquitto --locked -- --quick

@@ -46,6 +46,8 @@ pub struct ImportReport {
     pub refused: Vec<Refused>,
     /// Releases that devices run and that an imported record newly hits.
     pub exposed: Vec<Exposure>,
+    /// Advisories among them recent enough to raise an alert (one each).
+    pub alerted: usize,
 }
 
 /// A record that was refused.
@@ -132,7 +134,17 @@ pub struct Advisories {
     alerts: Arc<Alerts>,
     clock: Arc<dyn Clock>,
     index: Mutex<ReleaseIndex>,
+    /// Records published within this many days raise alerts.
+    alert_within_days: u32,
+    /// Devices running each (model, firmware), and when they were counted.
+    counts: Mutex<Option<(i64, RunningCounts)>>,
 }
+
+/// Devices running each (model, firmware).
+type RunningCounts = HashMap<(String, String), usize>;
+
+/// How long device counts are reused.
+const COUNTS_TTL_MS: i64 = 10_000;
 
 impl Advisories {
     /// The service.
@@ -141,6 +153,7 @@ impl Advisories {
         blobs: Arc<dyn BlobStore>,
         alerts: Arc<Alerts>,
         clock: Arc<dyn Clock>,
+        alert_within_days: u32,
     ) -> Self {
         Self {
             store,
@@ -148,7 +161,17 @@ impl Advisories {
             alerts,
             clock,
             index: Mutex::default(),
+            alert_within_days,
+            counts: Mutex::default(),
         }
+    }
+
+    /// Whether `record` is recent enough to alert on.
+    fn alerts_on(&self, record: &Record, now: i64) -> bool {
+        let when = record.published.as_deref().unwrap_or(&record.modified);
+        when.parse::<jiff::Timestamp>().is_ok_and(|t| {
+            now - t.as_millisecond() <= i64::from(self.alert_within_days) * 86_400_000
+        })
     }
 
     /// The components of one release's SBOM that name a package an advisory
@@ -333,27 +356,35 @@ impl Advisories {
                 "withdrawn": report.withdrawn, "refused": report.refused.len(),
             }));
         self.store.commit(changes, vec![audit]).await?;
-        // Who runs what, for the releases newly hit.
-        let mut running: HashMap<ModelId, Vec<DeviceRecord>> = HashMap::new();
+        // Who runs what, for the releases newly hit; one alert per recent
+        // advisory, over all the releases it newly hits.
+        let running = if newly.is_empty() {
+            HashMap::new()
+        } else {
+            self.running_counts().await?
+        };
         let mut findings = Vec::new();
         for (record, gained) in newly {
+            let mut hits = Vec::new();
             for m in gained {
-                if !running.contains_key(&m.model) {
-                    running.insert(m.model.clone(), self.devices_of(&m.model).await?);
-                }
                 let n = running
-                    .get(&m.model)
-                    .map_or(0, |d| runs(d, &m.version).count());
+                    .get(&(m.model.to_string(), m.version.clone()))
+                    .copied()
+                    .unwrap_or(0);
                 if n == 0 {
                     continue;
                 }
-                findings.push(self.finding(&record, &m, n, now));
                 report.exposed.push(Exposure {
                     advisory: record.id.clone(),
                     model: m.model.to_string(),
                     version: m.version.clone(),
                     devices: n,
                 });
+                hits.push((m, n));
+            }
+            if !hits.is_empty() && self.alerts_on(&record, now) {
+                findings.push(self.finding(&record, &hits, now));
+                report.alerted += 1;
             }
         }
         if !findings.is_empty() {
@@ -362,29 +393,28 @@ impl Advisories {
         Ok(report)
     }
 
-    fn finding(
-        &self,
-        record: &Record,
-        m: &AdvisoryMatchRecord,
-        devices: usize,
-        now: i64,
-    ) -> Finding {
+    fn finding(&self, record: &Record, hits: &[(AdvisoryMatchRecord, usize)], now: i64) -> Finding {
         let label = record.severity_label();
+        let devices: usize = hits.iter().map(|h| h.1).sum();
         let aliases = record.aliases.join(", ");
+        let first = &hits[0].0;
+        let releases: Vec<serde_json::Value> = hits
+            .iter()
+            .take(50)
+            .map(|(m, n)| {
+                json!({"model": m.model.as_str(), "release": m.version, "component": m.component,
+                       "component_version": m.component_version, "range": m.why,
+                       "fixed": m.fixed, "devices": n})
+            })
+            .collect();
         Finding {
             detector: Detector::VulnerableFirmware,
             severity: severity(label.as_deref()),
             device: None,
             peer: None,
-            key: format!(
-                "vulnerable_firmware:{}:{}:{}",
-                record.id, m.model, m.version
-            ),
+            key: format!("vulnerable_firmware:{}", record.id),
             summary: format!(
-                "{devices} device(s) of model {} run firmware {}, whose component {} is affected by {}{} ({}); {}",
-                m.model,
-                m.version,
-                m.component,
+                "{devices} device(s) run firmware affected by {}{} ({}): {} release(s), e.g. {} {} with {}; {}",
                 record.id,
                 if aliases.is_empty() {
                     String::new()
@@ -392,16 +422,19 @@ impl Advisories {
                     format!(" / {aliases}")
                 },
                 record.summary.as_deref().unwrap_or("no summary"),
-                match &m.fixed {
+                hits.len(),
+                first.model,
+                first.version,
+                first.component,
+                match &first.fixed {
                     Some(f) => format!("fixed in {f}"),
                     None => "no fixed version yet".into(),
                 }
             ),
             evidence: json!({
                 "advisory": record.id, "aliases": record.aliases, "severity": label,
-                "model": m.model.as_str(), "release": m.version, "component": m.component,
-                "component_version": m.component_version, "range": m.why, "fixed": m.fixed,
-                "devices": devices,
+                "devices": devices, "releases": releases, "release_count": hits.len(),
+                "component": first.component,
             }),
             at_ms: now,
         }
@@ -483,8 +516,23 @@ impl Advisories {
         Ok(out)
     }
 
-    /// Devices running each (model, firmware), decommissioned ones left out.
-    async fn running_counts(&self) -> Result<HashMap<(String, String), usize>, ServiceError> {
+    /// Devices running each (model, firmware), decommissioned ones left out;
+    /// read again when older than [`COUNTS_TTL_MS`] (an import of a whole
+    /// database asks once a batch).
+    async fn running_counts(&self) -> Result<RunningCounts, ServiceError> {
+        let now = self.clock.now_ms();
+        let mut cached = self.counts.lock().await;
+        if let Some((at, counts)) = cached.as_ref()
+            && now - at < COUNTS_TTL_MS
+        {
+            return Ok(counts.clone());
+        }
+        let counts = self.count_running().await?;
+        *cached = Some((now, counts.clone()));
+        Ok(counts)
+    }
+
+    async fn count_running(&self) -> Result<RunningCounts, ServiceError> {
         let devices = self
             .store
             .devices(&DeviceFilter {
@@ -519,8 +567,15 @@ impl Advisories {
         for r in &records {
             matches.extend(self.store.advisory_matches(Some(&r.id)).await?);
         }
-        let placements = self.store.placements(None).await?;
+        let sites: HashMap<String, String> = self
+            .store
+            .placements(None)
+            .await?
+            .into_iter()
+            .map(|p| (p.device.to_string(), p.site.to_string()))
+            .collect();
         let rollouts = self.store.rollouts().await?;
+        let mut fleet: HashMap<ModelId, Vec<DeviceRecord>> = HashMap::new();
         let mut releases: Vec<ExposedRelease> = Vec::new();
         let mut devices: Vec<ExposedDevice> = Vec::new();
         let mut by_model: HashMap<ModelId, Vec<ReleaseRecord>> = HashMap::new();
@@ -560,17 +615,17 @@ impl Advisories {
                     .max_by_key(|r| r.created_ms)
                     .map(|r| format!("{} ({})", r.name, r.state.as_str()))
             });
-            let running: Vec<DeviceRecord> = runs(&self.devices_of(&m.model).await?, &m.version)
-                .cloned()
-                .collect();
+            if !fleet.contains_key(&m.model) {
+                fleet.insert(m.model.clone(), self.devices_of(&m.model).await?);
+            }
+            let model_devices = fleet.get(&m.model).map(Vec::as_slice).unwrap_or(&[]);
+            let running: Vec<&DeviceRecord> = runs(model_devices, &m.version).collect();
             for d in &running {
+                let id = d.id.to_string();
                 devices.push(ExposedDevice {
-                    device: d.id.to_string(),
+                    site: sites.get(&id).cloned(),
+                    device: id,
                     model: d.model.to_string(),
-                    site: placements
-                        .iter()
-                        .find(|p| p.device == d.id)
-                        .map(|p| p.site.to_string()),
                     firmware: m.version.clone(),
                     fixed_by: fixed_by.clone(),
                     rollout: rollout.clone(),

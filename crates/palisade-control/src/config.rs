@@ -190,6 +190,8 @@ pub struct Config {
     pub attestation: AttestationConfig,
     /// Firmware updates.
     pub ota: OtaConfig,
+    /// Vulnerability advisories.
+    pub advisories: AdvisoriesConfig,
     /// Monitoring: flow collector, detectors, alerts and their delivery.
     pub monitoring: MonitoringConfig,
     /// Posture evaluation.
@@ -683,6 +685,25 @@ impl Default for OtaConfig {
     }
 }
 
+/// Vulnerability advisory settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdvisoriesConfig {
+    /// An imported advisory that hits firmware devices run raises an alert if
+    /// it was published (or, without a date, last changed) within this many
+    /// days; older ones (a backfill of a whole database) are reported by the
+    /// import and `advisories list --exposed`, without an alert each.
+    pub alert_within_days: u32,
+}
+
+impl Default for AdvisoriesConfig {
+    fn default() -> Self {
+        Self {
+            alert_within_days: 30,
+        }
+    }
+}
+
 /// TPM attestation settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -718,6 +739,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             attestation: AttestationConfig::default(),
             ota: OtaConfig::default(),
+            advisories: AdvisoriesConfig::default(),
             monitoring: MonitoringConfig::default(),
             posture: PostureConfig::default(),
             console: ConsoleConfig::default(),

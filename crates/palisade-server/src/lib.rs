@@ -264,6 +264,7 @@ impl Server {
             releases.blobs().clone(),
             alerts.clone(),
             clock.clone(),
+            config.advisories.alert_within_days,
         ));
         let state = Arc::new(Services {
             advisories,

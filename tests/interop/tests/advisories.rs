@@ -147,7 +147,11 @@ fn real_advisories_hit_the_releases_whose_sboms_name_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server = ServerProc::start(&d.join("data")).unwrap();
+    // The fixtures are from 2022-2023: alert on advisories up to a century old.
+    let config = d.join("palisade.toml");
+    std::fs::write(&config, "[advisories]\nalert_within_days = 36500\n").unwrap();
+    let server =
+        ServerProc::start_with(&d.join("data"), &["--config", config.to_str().unwrap()]).unwrap();
     let key = supplier_with_model(&server, d, "acme", "cam");
     let old = sbom(
         d,
@@ -231,6 +235,7 @@ fn real_advisories_hit_the_releases_whose_sboms_name_them() {
         .unwrap();
     assert_eq!(pillow["severity"], "critical", "GitHub rates it CRITICAL");
     assert_eq!(pillow["evidence"]["component"], "pkg:pypi/pillow@9.0.0");
+    assert_eq!(pillow["evidence"]["devices"], 2);
 
     // By CVE alias: the release, the devices, the release that fixes it.
     let hit = json(&server, &["advisories", "affected", "CVE-2022-24713"]);

@@ -436,22 +436,27 @@ impl Store for SqlStore {
         &self,
         packages: &[(String, String)],
     ) -> Result<Vec<AdvisoryRecord>, StoreError> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for (ecosystem, name) in packages {
-            let rows = sqlx::query(
-                "SELECT a.* FROM advisories a JOIN advisory_packages p ON p.advisory_id = a.id
-                 WHERE p.ecosystem = $1 AND p.name = $2",
-            )
-            .bind(ecosystem)
-            .bind(name)
-            .fetch_all(self.pool())
-            .await?;
-            for r in &rows {
-                let a = advisory_from_row(r, true)?;
-                if seen.insert(a.id.clone()) {
-                    out.push(a);
-                }
+        // The advisory ids first, 200 packages a query (row-value IN lists,
+        // which SQLite and PostgreSQL both read), then each record once.
+        let mut ids = std::collections::BTreeSet::new();
+        for chunk in packages.chunks(200) {
+            let pairs: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "SELECT DISTINCT advisory_id FROM advisory_packages WHERE (ecosystem, name) IN ({})",
+                pairs.join(", ")
+            );
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for (ecosystem, name) in chunk {
+                q = q.bind(ecosystem).bind(name);
+            }
+            ids.extend(q.fetch_all(self.pool()).await?);
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(a) = self.advisory(&id).await? {
+                out.push(a);
             }
         }
         Ok(out)

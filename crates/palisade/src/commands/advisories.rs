@@ -221,7 +221,7 @@ pub async fn advisories(g: &Global, cmd: AdvisoryCmd) -> anyhow::Result<ExitCode
             }
             let progress = Progress::new("importing");
             let mut sum = serde_json::json!({
-                "new": 0, "updated": 0, "unchanged": 0, "withdrawn": 0,
+                "new": 0, "updated": 0, "unchanged": 0, "withdrawn": 0, "alerted": 0,
                 "refused": [], "exposed": [], "unreadable": [],
             });
             let mut done = unreadable.len();
@@ -233,7 +233,7 @@ pub async fn advisories(g: &Global, cmd: AdvisoryCmd) -> anyhow::Result<ExitCode
                         Some(&Value::Array(chunk.to_vec())),
                     )
                     .await?;
-                for k in ["new", "updated", "unchanged", "withdrawn"] {
+                for k in ["new", "updated", "unchanged", "withdrawn", "alerted"] {
                     sum[k] = (sum[k].as_u64().unwrap_or(0) + r[k].as_u64().unwrap_or(0)).into();
                 }
                 for k in ["refused", "exposed"] {
@@ -272,7 +272,10 @@ pub async fn advisories(g: &Global, cmd: AdvisoryCmd) -> anyhow::Result<ExitCode
                 })
                 .collect();
             if !rows.is_empty() {
-                say("running firmware newly exposed (an alert was raised for each):");
+                say(format!(
+                    "running firmware newly exposed ({} recent advisories alerted; older ones: advisories list --exposed):",
+                    sum["alerted"]
+                ));
             }
             data(
                 g.json,
