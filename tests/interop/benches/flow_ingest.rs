@@ -171,48 +171,10 @@ fn metric(server: &ServerProc, name: &str) -> u64 {
 fn palisade(msgs: &[Vec<u8>], per_ms: usize, records: usize) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(&dir.path().join("data")).unwrap();
-    // The devices the records come from, placed at a site.
-    server.cli_ok(&["model", "add", "sensor"]);
-    // Their policy allows what they send: the benign path (a site where every
-    // flow is a violation would measure alerting instead).
-    let mud = dir.path().join("sensor.mud.json");
-    std::fs::write(
-        &mud,
-        r#"{"ietf-mud:mud": {"mud-version": 1, "mud-url": "https://acme.example/sensor.json", "mfg-name": "acme",
-    "from-device-policy": {"access-lists": {"access-list": [{"name": "fr"}]}}},
-  "ietf-access-control-list:acls": {"acl": [{"name": "fr", "aces": {"ace": [
-    {"name": "api", "matches": {"ipv4": {"destination-ipv4-network": "198.51.100.8/29", "protocol": 6},
-      "tcp": {"destination-port": {"operator": "eq", "port": 8080}}}, "actions": {"forwarding": "accept"}}]}}]}}"#,
-    )
-    .unwrap();
-    server.cli_ok(&["policy", "mud", "sensor", "--file", mud.to_str().unwrap()]);
-    let spec = dir.path().join("site.json");
-    std::fs::write(
-        &spec,
-        serde_json::json!({
-            "resolver": "10.10.1.1",
-            "control_plane": [["127.0.0.1", server.port()]],
-            "segments": [{"name": "devices", "interface": "br0", "subnet": "10.10.1.0/24"}]
-        })
-        .to_string(),
-    )
-    .unwrap();
-    server.cli_ok(&["site", "set", "lab", "--file", spec.to_str().unwrap()]);
-    for d in 0..DEVICES {
-        let id = format!("sensor-{d}");
-        server.cli_ok(&["device", "register", &id, "--model", "sensor"]);
-        server.cli_ok(&[
-            "site",
-            "place",
-            &id,
-            "--site",
-            "lab",
-            "--segment",
-            "devices",
-            "--address",
-            &format!("10.10.1.{}", 10 + d),
-        ]);
-    }
+    // The devices the records come from, placed at a site; their policy
+    // allows what they send: the benign path (a site where every flow is a
+    // violation would measure alerting instead).
+    sensor_site(&server, dir.path(), DEVICES);
     std::thread::sleep(Duration::from_millis(500));
     let pid = server.child.id();
     let cpu0 = cpu_seconds(pid);

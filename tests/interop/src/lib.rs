@@ -9,6 +9,8 @@ pub mod balancer;
 pub mod netlab;
 pub mod tuf;
 
+pub use tuf::{publish_targets, tuf_ceremony};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -331,6 +333,59 @@ pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     child
         .wait_with_output()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// Model `sensor`, its MUD policy (TCP 8080 to 198.51.100.0/24), site `lab`
+/// (segment `devices`, 10.10.1.0/24) and `count` sensors `sensor-N`
+/// registered and placed at 10.10.1.(10 + N): the devices flow tests send
+/// IPFIX records for.
+#[allow(clippy::expect_used)]
+pub fn sensor_site(server: &ServerProc, dir: &Path, count: usize) {
+    server.cli_ok(&["model", "add", "sensor"]);
+    let mud = dir.join("sensor.mud.json");
+    std::fs::write(
+        &mud,
+        r#"{"ietf-mud:mud": {"mud-version": 1, "mud-url": "https://acme.example/sensor.json", "mfg-name": "acme",
+    "from-device-policy": {"access-lists": {"access-list": [{"name": "fr"}]}}},
+  "ietf-access-control-list:acls": {"acl": [{"name": "fr", "aces": {"ace": [
+    {"name": "api", "matches": {"ipv4": {"destination-ipv4-network": "198.51.100.0/24", "protocol": 6},
+      "tcp": {"destination-port": {"operator": "eq", "port": 8080}}}, "actions": {"forwarding": "accept"}}]}}]}}"#,
+    )
+    .expect("mud");
+    server.cli_ok(&[
+        "policy",
+        "mud",
+        "sensor",
+        "--file",
+        &mud.display().to_string(),
+    ]);
+    let spec = dir.join("site.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!({
+            "resolver": "10.10.1.1",
+            "control_plane": [["127.0.0.1", server.port()]],
+            "segments": [{"name": "devices", "interface": "br0", "subnet": "10.10.1.0/24"}]
+        })
+        .to_string(),
+    )
+    .expect("site");
+    server.cli_ok(&["site", "set", "lab", "--file", &spec.display().to_string()]);
+    for n in 0..count {
+        let id = format!("sensor-{n}");
+        server.cli_ok(&["device", "register", &id, "--model", "sensor"]);
+        server.cli_ok(&[
+            "site",
+            "place",
+            &id,
+            "--site",
+            "lab",
+            "--segment",
+            "devices",
+            "--address",
+            &format!("10.10.1.{}", 10 + n),
+        ]);
+    }
 }
 
 /// Waits (up to `within`) until every node serves the same CRL and it lists
@@ -1260,80 +1315,4 @@ pub fn release_upload_args(
     ]
     .map(String::from)
     .to_vec()
-}
-
-/// An offline TUF key ceremony (`palisade keys`): root keys 2-of-3, targets
-/// keys 2-of-2, the server's online keys; the root is installed on the
-/// server. Returns the ceremony's key directory and the root file.
-#[allow(clippy::expect_used)]
-pub fn tuf_ceremony(server: &ServerProc, dir: &Path) -> (PathBuf, PathBuf) {
-    let keys = dir.join("ceremony");
-    let p = |p: &Path| p.display().to_string();
-    palisade_ok(&[
-        "keys",
-        "generate",
-        "--dir",
-        &p(&keys),
-        "root-1",
-        "root-2",
-        "root-3",
-        "targets-1",
-        "targets-2",
-    ]);
-    let online = dir.join("online.json");
-    std::fs::write(&online, server.cli_ok(&["tuf", "online-keys"])).expect("online keys");
-    let root = dir.join("root.json");
-    palisade_ok(&[
-        "keys",
-        "root",
-        "--dir",
-        &p(&keys),
-        "--root-key",
-        "root-1,root-2,root-3",
-        "--root-threshold",
-        "2",
-        "--targets-key",
-        "targets-1,targets-2",
-        "--targets-threshold",
-        "2",
-        "--online-keys",
-        &p(&online),
-        "--sign-with",
-        "root-1,root-2",
-        "--out",
-        &p(&root),
-    ]);
-    server.cli_ok(&["tuf", "set-root", &p(&root)]);
-    (keys, root)
-}
-
-/// Signs the server's targets draft (every accepted release) with the
-/// ceremony `keys` (comma-separated) and publishes it; the CLI's output.
-#[allow(clippy::expect_used)]
-pub fn publish_targets(
-    server: &ServerProc,
-    dir: &Path,
-    keys_dir: &Path,
-    root: &Path,
-    keys: &str,
-) -> Output {
-    let p = |p: &Path| p.display().to_string();
-    let draft = dir.join("draft.json");
-    std::fs::write(&draft, server.cli_ok(&["tuf", "targets-draft"])).expect("draft");
-    let signed = dir.join("targets-signed.json");
-    palisade_ok(&[
-        "keys",
-        "sign-targets",
-        "--dir",
-        &p(keys_dir),
-        "--root",
-        &p(root),
-        "--key",
-        keys,
-        "--draft",
-        &p(&draft),
-        "--out",
-        &p(&signed),
-    ]);
-    server.cli(&["tuf", "publish", &p(&signed)])
 }

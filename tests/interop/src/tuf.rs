@@ -72,35 +72,53 @@ impl Ceremony {
 
     /// Signs the targets draft `draft` with `keys` into `out`.
     pub fn sign_targets(&self, keys: &str, draft: &Path, out: &Path) {
-        palisade_ok(&[
-            "keys",
-            "sign-targets",
-            "--dir",
-            s(&self.keys),
-            "--root",
-            s(&self.root),
-            "--key",
-            keys,
-            "--draft",
-            s(draft),
-            "--out",
-            s(out),
-        ]);
+        sign_targets(&self.keys, &self.root, keys, draft, out);
     }
+}
 
-    /// The whole ceremony on `server`: a threshold-signed root installed,
-    /// then targets over every accepted release published.
-    pub fn install_and_publish(&self, server: &ServerProc, dir: &Path) {
-        let o = self.sign_root("root-1,root-2", &self.root);
-        assert!(o.status.success(), "{}", crate::text(&o));
-        server.cli_ok(&["tuf", "set-root", s(&self.root)]);
-        let draft = dir.join("draft.json");
-        std::fs::write(&draft, server.cli_ok(&["tuf", "targets-draft"]))
-            .unwrap_or_else(|e| panic!("writing {}: {e}", draft.display()));
-        let signed = dir.join("targets.json");
-        self.sign_targets("targets-1,targets-2", &draft, &signed);
-        server.cli_ok(&["tuf", "publish", s(&signed)]);
-    }
+fn sign_targets(keys_dir: &Path, root: &Path, keys: &str, draft: &Path, out: &Path) {
+    palisade_ok(&[
+        "keys",
+        "sign-targets",
+        "--dir",
+        s(keys_dir),
+        "--root",
+        s(root),
+        "--key",
+        keys,
+        "--draft",
+        s(draft),
+        "--out",
+        s(out),
+    ]);
+}
+
+/// The whole ceremony: root keys 2-of-3, targets keys 2-of-2, the server's
+/// online keys; the root is installed on the server. Returns the ceremony's
+/// key directory and the root file.
+pub fn tuf_ceremony(server: &ServerProc, dir: &Path) -> (PathBuf, PathBuf) {
+    let c = Ceremony::new(server, dir);
+    let o = c.sign_root("root-1,root-2", &c.root);
+    assert!(o.status.success(), "{}", crate::text(&o));
+    server.cli_ok(&["tuf", "set-root", s(&c.root)]);
+    (c.keys, c.root)
+}
+
+/// Signs the server's targets draft (every accepted release) with the
+/// ceremony `keys` (comma-separated) and publishes it; the CLI's output.
+pub fn publish_targets(
+    server: &ServerProc,
+    dir: &Path,
+    keys_dir: &Path,
+    root: &Path,
+    keys: &str,
+) -> Output {
+    let draft = dir.join("draft.json");
+    std::fs::write(&draft, server.cli_ok(&["tuf", "targets-draft"]))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", draft.display()));
+    let signed = dir.join("targets-signed.json");
+    sign_targets(keys_dir, root, keys, &draft, &signed);
+    server.cli(&["tuf", "publish", s(&signed)])
 }
 
 /// python-tuf's client: refreshes `server`'s metadata from the trusted

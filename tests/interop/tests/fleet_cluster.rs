@@ -72,45 +72,7 @@ fn one_node_compares_the_fleet_of_all_nodes() {
     .unwrap();
     let (a, b) = two_nodes_with(d, &url, &["--config", config.to_str().unwrap()]).unwrap();
 
-    a.cli_ok(&["model", "add", "sensor"]);
-    let mud = d.join("sensor.mud.json");
-    std::fs::write(
-        &mud,
-        r#"{"ietf-mud:mud": {"mud-version": 1, "mud-url": "https://acme.example/sensor.json", "mfg-name": "acme",
-    "from-device-policy": {"access-lists": {"access-list": [{"name": "fr"}]}}},
-  "ietf-access-control-list:acls": {"acl": [{"name": "fr", "aces": {"ace": [
-    {"name": "api", "matches": {"ipv4": {"destination-ipv4-network": "198.51.100.0/24", "protocol": 6},
-      "tcp": {"destination-port": {"operator": "eq", "port": 8080}}}, "actions": {"forwarding": "accept"}}]}}]}}"#,
-    )
-    .unwrap();
-    a.cli_ok(&["policy", "mud", "sensor", "--file", mud.to_str().unwrap()]);
-    let spec = d.join("site.json");
-    std::fs::write(
-        &spec,
-        serde_json::json!({
-            "resolver": "10.10.1.1",
-            "control_plane": [["127.0.0.1", a.port()]],
-            "segments": [{"name": "devices", "interface": "br0", "subnet": "10.10.1.0/24"}]
-        })
-        .to_string(),
-    )
-    .unwrap();
-    a.cli_ok(&["site", "set", "lab", "--file", spec.to_str().unwrap()]);
-    for s in 0..SENSORS {
-        let id = format!("sensor-{s}");
-        a.cli_ok(&["device", "register", &id, "--model", "sensor"]);
-        a.cli_ok(&[
-            "site",
-            "place",
-            &id,
-            "--site",
-            "lab",
-            "--segment",
-            "devices",
-            "--address",
-            &format!("10.10.1.{}", 10 + s),
-        ]);
-    }
+    sensor_site(&a, d, usize::from(SENSORS));
     // Both nodes' flow address maps know the placements (they refresh on
     // NetworkChanged); give the refresh a moment.
     std::thread::sleep(Duration::from_secs(1));
