@@ -15,6 +15,8 @@ pub mod state;
 pub mod tls_key;
 #[cfg(feature = "tpm")]
 pub mod tpm;
+pub mod vault;
+pub mod wipe;
 
 pub use est_client::{EnrollAuth, EstClient, EstError};
 pub use keystore::{Attester, Keystore, Pkcs11Keystore, SoftwareKeystore};

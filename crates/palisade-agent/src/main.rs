@@ -68,7 +68,7 @@ fn keystore(k: &KeystoreArgs, state_dir: &std::path::Path) -> anyhow::Result<Arc
                 .pkcs11_uri
                 .as_deref()
                 .context("--keystore pkcs11 needs --pkcs11-uri")?;
-            Arc::new(palisade_agent::Pkcs11Keystore::open(uri)?)
+            Arc::new(palisade_agent::Pkcs11Keystore::open(uri, state_dir)?)
         }
         "tpm" => tpm_keystore(k, state_dir)?,
         _ => Arc::new(SoftwareKeystore::new(state_dir)),
@@ -157,6 +157,25 @@ enum Cmd {
         /// Command that reboots the device when a trial boot is armed.
         #[arg(long, env = "PALISADE_AGENT_REBOOT_COMMAND")]
         reboot_command: Option<String>,
+        /// An application data directory kept encrypted under the data key
+        /// (through `palisade-agent data`): a wipe crypto-erases it.
+        #[arg(long, env = "PALISADE_AGENT_DATA_DIR", value_name = "DIR")]
+        data_dir: Vec<PathBuf>,
+    },
+    /// Application data at rest, encrypted under the keystore's data key (a
+    /// TPM sealed object, a token's AES key, or a key file): what a wipe
+    /// destroys by destroying that one key.
+    Data {
+        /// State directory.
+        #[arg(long, env = "PALISADE_AGENT_STATE_DIR", value_name = "DIR")]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        keys: KeystoreArgs,
+        /// The data directory [default: the agent's own vault in the state directory].
+        #[arg(long, env = "PALISADE_AGENT_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        op: DataOp,
     },
     /// In the factory: make the birth key in the keystore (a TPM or token keeps
     /// it; it never exists as a file) and write its CSR for `palisade factory issue`.
@@ -236,6 +255,29 @@ enum Cmd {
         #[arg(long, env = "PALISADE_AGENT_STATE_DIR")]
         state_dir: PathBuf,
     },
+}
+
+/// What to do with the encrypted data.
+#[derive(Debug, Subcommand)]
+enum DataOp {
+    /// Encrypt standard input (or --file) as NAME.
+    Put {
+        /// The file's name in the data directory.
+        name: String,
+        /// Read from this file instead of standard input.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Decrypt NAME to standard output.
+    Get {
+        /// The file's name in the data directory.
+        name: String,
+        /// Decrypt this copy of the file instead (it must have been NAME).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// List the files.
+    List,
 }
 
 /// Where the A/B slots and the U-Boot environment are.
@@ -433,8 +475,17 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             ota,
             update_every,
             reboot_command,
+            data_dir,
         } => {
             let a = agent(&common)?;
+            let journal = palisade_agent::vault::Vault::open(
+                a.keystore().as_ref(),
+                &common.state_dir.join(palisade_agent::vault::STATE_VAULT),
+                true,
+            )
+            .context("opening the agent's vault (the keystore's data key)")?
+            .map(Arc::new);
+            let wiper = palisade_agent::wipe::Wiper::new(a.clone(), data_dir);
             let announced = ota.enabled().then(|| Arc::new(tokio::sync::Notify::new()));
             if let Some(n) = announced.clone() {
                 let common = common.clone();
@@ -466,6 +517,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                         palisade_agent::metrics::Collector::new(auth_log, firmware_file),
                     ))
                 }),
+                wiper: Some(wiper.clone()),
+                journal,
             };
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let session = {
@@ -482,11 +535,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(secs)) => {}
                     _ = tokio::signal::ctrl_c() => break,
+                    _ = wiper.done.notified() => {
+                        let _ = session.await;
+                        eprintln!("wiped on the control plane's signed command: the data key and the identity are destroyed; re-provision this device to use it again");
+                        return Ok(ExitCode::SUCCESS);
+                    }
                 }
             }
             let _ = stop_tx.send(true);
             let _ = session.await;
         }
+        Cmd::Data {
+            state_dir,
+            keys,
+            data_dir,
+            op,
+        } => return data(&state_dir, &keys, data_dir, op),
         Cmd::BirthKey {
             state_dir,
             keys,
@@ -577,6 +641,61 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn data(
+    state_dir: &std::path::Path,
+    keys: &KeystoreArgs,
+    data_dir: Option<PathBuf>,
+    op: DataOp,
+) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let ks = keystore(keys, state_dir)?;
+    let dir = data_dir.unwrap_or_else(|| state_dir.join(palisade_agent::vault::STATE_VAULT));
+    let create = matches!(op, DataOp::Put { .. });
+    let Some(v) = palisade_agent::vault::Vault::open(ks.as_ref(), &dir, create)? else {
+        eprintln!(
+            "error: the {} keystore holds no data key (destroyed by a wipe, or never made): nothing in {} can be decrypted",
+            keys.keystore,
+            dir.display()
+        );
+        return Ok(ExitCode::from(3));
+    };
+    match op {
+        DataOp::Put { name, file } => {
+            let bytes = match file {
+                Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+                None => {
+                    let mut b = vec![];
+                    std::io::stdin()
+                        .take(palisade_agent::vault::MAX_FILE as u64 + 1)
+                        .read_to_end(&mut b)?;
+                    b
+                }
+            };
+            v.put(&name, &bytes)?;
+        }
+        DataOp::Get { name, file } => {
+            let plain = match file {
+                Some(f) => v.decrypt(
+                    &name,
+                    &std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+                )?,
+                None => v
+                    .get(&name)?
+                    .with_context(|| format!("no file {name} in {}", dir.display()))?,
+            };
+            std::io::stdout().write_all(&plain)?;
+        }
+        DataOp::List => {
+            for n in v.list()? {
+                println!("{n}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -494,6 +494,37 @@ impl tough::Transport for MtlsTransport {
     }
 }
 
+/// The director's Ed25519 key, pinned in `dir/director.pub` on first use
+/// (fetched over TLS pinned to the Palisade root, with the device's
+/// certificate). Director assignments and wipe commands are checked with it.
+pub async fn director_key(
+    est: &EstClient,
+    identity: ClientIdentity,
+    dir: &Path,
+) -> Result<Vec<u8>, OtaError> {
+    let p = dir.join("director.pub");
+    if let Ok(k) = std::fs::read(&p) {
+        return Ok(k);
+    }
+    let (status, body) = est
+        .call(Method::GET, "/director/v1/key", identity, None)
+        .await
+        .map_err(|e| OtaError::Server(e.to_string()))?;
+    if status != StatusCode::OK {
+        return Err(OtaError::Server(format!("director key: HTTP {status}")));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| OtaError::Server(e.to_string()))?;
+    let k = v["ed25519_public"]
+        .as_str()
+        .and_then(|s| palisade_attest::unb64("director key", s, 64).ok())
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| OtaError::Server("the director key is malformed".into()))?;
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    write_state(&p, &k)?;
+    Ok(k)
+}
+
 impl Installer {
     /// An installer for the device with this operational identity; its state
     /// (pinned director key, TUF metadata, counters, progress) lives in `dir`.
@@ -584,23 +615,7 @@ impl Installer {
     /// The director's key, pinned on first use (fetched over TLS pinned to
     /// the Palisade root, with this device's certificate).
     async fn director_key(&self) -> Result<Vec<u8>, OtaError> {
-        let p = self.dir.join("director.pub");
-        if let Ok(k) = std::fs::read(&p) {
-            return Ok(k);
-        }
-        let (status, body) = self.call(Method::GET, "/director/v1/key", None).await?;
-        if status != StatusCode::OK {
-            return Err(OtaError::Server(format!("director key: HTTP {status}")));
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| OtaError::Server(e.to_string()))?;
-        let k = v["ed25519_public"]
-            .as_str()
-            .and_then(|s| palisade_attest::unb64("director key", s, 64).ok())
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| OtaError::Server("the director key is malformed".into()))?;
-        write_state(&p, &k)?;
-        Ok(k)
+        director_key(&self.est, self.identity(), &self.dir).await
     }
 
     /// The trusted TUF root: provisioned, or pinned on first use.

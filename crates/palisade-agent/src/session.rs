@@ -37,6 +37,10 @@ pub struct SessionConfig {
     pub update: Option<Arc<tokio::sync::Notify>>,
     /// Security metrics to report with each telemetry message.
     pub metrics: Option<Arc<std::sync::Mutex<crate::metrics::Collector>>>,
+    /// Carries out signed wipe commands (without it they are refused).
+    pub wiper: Option<Arc<crate::wipe::Wiper>>,
+    /// The agent's vault: the commands run are journalled in it.
+    pub journal: Option<Arc<crate::vault::Vault>>,
 }
 
 /// Answers the server's `attest` challenge: a TPM quote with the boot log.
@@ -67,6 +71,10 @@ pub enum SessionError {
     /// Not enrolled or the key is unavailable.
     #[error("{0}")]
     Identity(String),
+    /// The device wiped itself on the control plane's signed command: the
+    /// agent stops.
+    #[error("the device wiped itself")]
+    Wiped,
 }
 
 /// Runs a command from the allowlist; returns (ok, result).
@@ -90,6 +98,100 @@ fn execute(
         "reboot" => (true, json!("reboot scheduled")),
         other => (false, json!(format!("command {other:?} has no handler"))),
     }
+}
+
+/// A wipe command: refused (acknowledged as such, nothing destroyed) unless
+/// signed by the director for this device and certificate and not expired;
+/// otherwise the data key goes, the signed receipt is sent and acknowledged
+/// by the gateway (or 15 s pass), the identity goes, and the session ends
+/// for good.
+async fn wipe(
+    client: &AsyncClient,
+    events: &mut rumqttc::EventLoop,
+    cfg: &SessionConfig,
+    acks: &str,
+    id: &str,
+    args: &[String],
+) -> Result<(), SessionError> {
+    let conn = |e: rumqttc::ClientError| SessionError::Connection(e.to_string());
+    let now = || palisade_core::Clock::now_ms(&palisade_core::SystemClock);
+    let refuse = |why: String| {
+        tracing::warn!(%id, reason = %why, "wipe command refused; nothing destroyed");
+        json!({ "id": id, "ok": false, "result": format!("wipe refused: {why}") }).to_string()
+    };
+    let Some(w) = cfg.wiper.clone() else {
+        let body = refuse("this agent was not given a wiper".into());
+        return client
+            .publish(acks, QoS::AtLeastOnce, false, body)
+            .await
+            .map_err(conn);
+    };
+    let (cmd, identity) = match w.check(args, now()).await {
+        Ok(ok) => ok,
+        Err(why) => {
+            return client
+                .publish(acks, QoS::AtLeastOnce, false, refuse(why))
+                .await
+                .map_err(conn);
+        }
+    };
+    let erase = {
+        let w = w.clone();
+        let t = now();
+        tokio::task::spawn_blocking(move || w.erase_and_sign(&cmd, &identity, t)).await
+    };
+    let receipt = match erase {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let body = json!({ "id": id, "ok": false, "result": format!("wipe failed: {e:#}") });
+            tracing::error!(error = %format!("{e:#}"), "wipe failed");
+            return client
+                .publish(acks, QoS::AtLeastOnce, false, body.to_string())
+                .await
+                .map_err(conn);
+        }
+        Err(e) => return Err(SessionError::Connection(e.to_string())),
+    };
+    client
+        .publish(
+            acks,
+            QoS::AtLeastOnce,
+            false,
+            json!({ "id": id, "ok": true, "result": receipt }).to_string(),
+        )
+        .await
+        .map_err(conn)?;
+    // Wait until the gateway has the receipt (its PUBACK), bounded.
+    let delivered = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut pkid = None;
+        loop {
+            match events.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(p))) if pkid.is_none() => {
+                    pkid = Some(p);
+                }
+                Ok(Event::Incoming(Packet::PubAck(a))) if Some(a.pkid) == pkid => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let destroyed = tokio::task::spawn_blocking(move || w.destroy_identity()).await;
+    match destroyed {
+        Ok(Ok(items)) => tracing::warn!(
+            receipt_delivered = delivered,
+            destroyed = ?items,
+            "this device wiped itself: data key and identity destroyed"
+        ),
+        Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "destroying the identity failed"),
+        Err(e) => tracing::error!(error = %e, "destroying the identity failed"),
+    }
+    let _ = client.disconnect().await;
+    if let Some(w) = &cfg.wiper {
+        w.done.notify_one();
+    }
+    Err(SessionError::Wiped)
 }
 
 /// One connection's life: returns when the connection fails or `stop` is set.
@@ -169,7 +271,17 @@ pub async fn run_once(
                     } else {
                         execute(&name, &args, &cfg.allowed_commands, started)
                     };
+                    if name == palisade_core::wipe::COMMAND_NAME {
+                        return wipe(&client, &mut events, cfg, &acks, &id, &args).await;
+                    }
                     tracing::info!(%id, %name, ok, "command");
+                    if let Some(v) = &cfg.journal {
+                        let entry = json!({ "id": id, "name": name, "args": args, "ok": ok,
+                            "result": result, "at_ms": palisade_core::Clock::now_ms(&palisade_core::SystemClock) });
+                        if let Err(e) = v.append_journal(crate::vault::JOURNAL, &entry) {
+                            tracing::warn!(error = %e, "could not journal the command");
+                        }
+                    }
                     client
                         .publish(&acks, QoS::AtLeastOnce, false, json!({ "id": id, "ok": ok, "result": result }).to_string())
                         .await

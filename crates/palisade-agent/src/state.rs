@@ -122,6 +122,11 @@ impl Agent {
         }
     }
 
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The keystore.
     pub fn keystore(&self) -> &Arc<dyn Keystore> {
         &self.keystore
@@ -179,7 +184,7 @@ impl Agent {
                 )),
             };
             match outcome {
-                Ok(()) => return,
+                Ok(()) | Err(crate::session::SessionError::Wiped) => return,
                 Err(e) => {
                     // A session that lived a while resets the backoff.
                     if began.elapsed() > std::time::Duration::from_secs(60) {

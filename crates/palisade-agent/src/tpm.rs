@@ -6,9 +6,6 @@
 //! key is `ak.tpmkey`. The boot event log is `boot-events.json`, written by the
 //! boot shim ([`measure_boot`]).
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +15,10 @@ use palisade_attest::{Challenge, ChallengeRequest, KeyEvidence, QuoteEvidence, b
 use palisade_core::{KeyProtection, Signer};
 use palisade_tpm::{KeyBlob, Tpm, TpmKey};
 
-use crate::keystore::{Attester, Keystore, PendingKey};
+use crate::keystore::{
+    Attester, DataKey, Keystore, PendingKey, file_name, files_ending, random_data_key, shred,
+    write_private,
+};
 
 /// The boot event log's file in the state directory.
 pub const BOOT_LOG: &str = "boot-events.json";
@@ -29,21 +29,6 @@ pub struct TpmKeystore {
     tpm: Tpm,
     dir: PathBuf,
     ak: Arc<Mutex<Option<KeyBlob>>>,
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 fn read_blob(path: &Path) -> anyhow::Result<Option<KeyBlob>> {
@@ -147,6 +132,69 @@ impl Keystore for TpmKeystore {
 
     fn attester(&self) -> Option<Arc<dyn Attester>> {
         Some(Arc::new(self.clone()))
+    }
+
+    fn data_key(&self, create: bool) -> anyhow::Result<Option<DataKey>> {
+        let h = palisade_tpm::DATA_KEY_HANDLE;
+        if let Some(b) = self.tpm.unseal_persistent(h)? {
+            let b = zeroize::Zeroizing::new(b);
+            let k: [u8; 32] = b.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!("the TPM's sealed object {h:#010x} is not a 32-byte key")
+            })?;
+            return Ok(Some(zeroize::Zeroizing::new(k)));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let k = random_data_key()?;
+        self.tpm.seal_persistent(h, k.to_vec())?;
+        Ok(Some(k))
+    }
+
+    fn destroy_data_key(&self) -> anyhow::Result<Vec<String>> {
+        let h = palisade_tpm::DATA_KEY_HANDLE;
+        Ok(if self.tpm.evict_persistent(h)? {
+            vec![format!("data key (TPM sealed object {h:#010x}, evicted)")]
+        } else {
+            vec![]
+        })
+    }
+
+    fn identity_items(&self) -> anyhow::Result<Vec<String>> {
+        let mut out: Vec<String> = files_ending(&self.dir, ".tpmkey")?
+            .iter()
+            .map(|p| {
+                format!(
+                    "identity key (TPM key blob {}, overwritten and unlinked)",
+                    file_name(p)
+                )
+            })
+            .collect();
+        if self.tpm.read_counter(palisade_tpm::FLOOR_NV_INDEX).is_ok() {
+            out.push(format!(
+                "TPM NV index {:#010x} (anti-rollback counter, undefined)",
+                palisade_tpm::FLOOR_NV_INDEX
+            ));
+        }
+        Ok(out)
+    }
+
+    fn destroy_identity(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = vec![];
+        for p in files_ending(&self.dir, ".tpmkey")? {
+            shred(&p)?;
+            out.push(format!(
+                "identity key (TPM key blob {}, overwritten and unlinked)",
+                file_name(&p)
+            ));
+        }
+        if self.tpm.undefine_nv(palisade_tpm::FLOOR_NV_INDEX)? {
+            out.push(format!(
+                "TPM NV index {:#010x} (anti-rollback counter, undefined)",
+                palisade_tpm::FLOOR_NV_INDEX
+            ));
+        }
+        Ok(out)
     }
 }
 

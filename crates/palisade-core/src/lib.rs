@@ -15,6 +15,7 @@ pub mod role;
 pub mod signed;
 pub mod signer;
 pub mod states;
+pub mod wipe;
 
 pub use clock::{Clock, SystemClock, unix_ms};
 pub use ids::{DeviceId, IdError, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag};

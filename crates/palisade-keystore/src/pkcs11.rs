@@ -516,10 +516,15 @@ impl Pkcs11Token {
         })
     }
 
-    /// Destroys both halves of the key labelled `label` (no error if absent).
+    /// Destroys every key object labelled `label` (both halves of a key
+    /// pair, or a secret key); no error if absent.
     pub fn destroy(&self, label: &str) -> Result<(), Pkcs11Error> {
         let session = self.lock();
-        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        for class in [
+            ObjectClass::PRIVATE_KEY,
+            ObjectClass::PUBLIC_KEY,
+            ObjectClass::SECRET_KEY,
+        ] {
             for h in self.find(&session, class, label)? {
                 session
                     .destroy_object(h)
@@ -527,6 +532,123 @@ impl Pkcs11Token {
             }
         }
         Ok(())
+    }
+
+    /// The AES-256 secret key labelled `label`, generated on the token on
+    /// first use (sensitive, not extractable, only encrypt and decrypt).
+    fn secret_key(&self, label: &str) -> Result<ObjectHandle, Pkcs11Error> {
+        let session = self.lock();
+        match self
+            .find(&session, ObjectClass::SECRET_KEY, label)?
+            .as_slice()
+        {
+            [h] => return Ok(*h),
+            [] => {}
+            _ => {
+                return Err(Pkcs11Error::Key {
+                    label: label.to_string(),
+                    token: self.name.clone(),
+                    reason: "label is not unique on the token".into(),
+                });
+            }
+        }
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Sign(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(palisade_core_id(label)),
+        ];
+        session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(self.err("generating an AES-256 key"))
+    }
+
+    /// Encrypts `plain` on the token with AES-256-GCM under the secret key
+    /// `label` (made on first use); returns the 12-byte IV, then the
+    /// ciphertext and its 16-byte tag. `aad` is authenticated, not encrypted.
+    pub fn seal(&self, label: &str, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
+        let key = self.secret_key(label)?;
+        let mut iv = [0u8; 12];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut iv)
+            .map_err(|_| Pkcs11Error::Setup("the system random number generator failed".into()))?;
+        let session = self.lock();
+        let mut iv_param = iv;
+        let params = cryptoki::mechanism::aead::GcmParams::new(&mut iv_param, aad, 128.into())
+            .map_err(self.err("preparing AES-GCM"))?;
+        let ct = session
+            .encrypt(&Mechanism::AesGcm(params), key, plain)
+            .map_err(self.err("encrypting with the token's AES key"))?;
+        let mut out = iv.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Decrypts what [`Pkcs11Token::seal`] made; `None` when the token has no
+    /// key `label` (destroyed: the data is gone for good).
+    pub fn open_sealed(
+        &self,
+        label: &str,
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Pkcs11Error> {
+        let session = self.lock();
+        let key = match self
+            .find(&session, ObjectClass::SECRET_KEY, label)?
+            .as_slice()
+        {
+            [h] => *h,
+            _ => return Ok(None),
+        };
+        if sealed.len() < 12 + 16 {
+            return Err(Pkcs11Error::Key {
+                label: label.to_string(),
+                token: self.name.clone(),
+                reason: "the sealed data is too short".into(),
+            });
+        }
+        let mut iv = [0u8; 12];
+        iv.copy_from_slice(&sealed[..12]);
+        let params = cryptoki::mechanism::aead::GcmParams::new(&mut iv, aad, 128.into())
+            .map_err(self.err("preparing AES-GCM"))?;
+        let plain = session
+            .decrypt(&Mechanism::AesGcm(params), key, &sealed[12..])
+            .map_err(self.err("decrypting with the token's AES key"))?;
+        Ok(Some(Zeroizing::new(plain)))
+    }
+
+    /// Labels of the token's objects (keys and certificates) that start with
+    /// `prefix`, each once.
+    pub fn labels(&self, prefix: &str) -> Result<Vec<String>, Pkcs11Error> {
+        let session = self.lock();
+        let mut out = std::collections::BTreeSet::new();
+        for h in session
+            .find_objects(&[])
+            .map_err(self.err("listing objects"))?
+        {
+            let attrs = session
+                .get_attributes(h, &[AttributeType::Label])
+                .map_err(self.err("reading labels"))?;
+            for a in attrs {
+                if let Attribute::Label(l) = a
+                    && let Ok(l) = String::from_utf8(l)
+                    && l.starts_with(prefix)
+                {
+                    out.insert(l);
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Relabels both halves of a key.

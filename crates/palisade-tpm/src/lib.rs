@@ -30,8 +30,12 @@ use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
 use tss_esapi::constants::SessionType;
 use tss_esapi::constants::nv_index_type::NvIndexType;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
-use tss_esapi::handles::{AuthHandle, KeyHandle, NvIndexHandle, NvIndexTpmHandle, PcrHandle};
+use tss_esapi::handles::{
+    AuthHandle, KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle,
+    PersistentTpmHandle, TpmHandle,
+};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
@@ -43,6 +47,7 @@ use tss_esapi::structures::{
     KeyDerivationFunctionScheme, PcrSelectionListBuilder, PcrSlot, Private, Public, PublicBuilder,
     PublicEccParametersBuilder, SignatureScheme, SymmetricDefinition, SymmetricDefinitionObject,
 };
+use tss_esapi::structures::{KeyedHashScheme, PublicKeyedHashParameters, SensitiveData};
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
@@ -680,6 +685,122 @@ impl Tpm {
                 n += 1;
             }
             Ok(cur)
+        })
+    }
+}
+
+/// The persistent handle of the agent's data key: a sealed object (keyed-hash,
+/// fixedTPM, fixedParent) in the owner hierarchy. Its private part is never
+/// written outside the TPM, so evicting it destroys the key for good.
+pub const DATA_KEY_HANDLE: u32 = 0x8101_0A01;
+
+fn persistent(handle: u32) -> Result<PersistentTpmHandle, TpmError> {
+    PersistentTpmHandle::new(handle).map_err(cmd("naming a persistent handle"))
+}
+
+fn sealed_template() -> Result<Public, TpmError> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_no_da(true)
+        .with_user_with_auth(true)
+        .build()
+        .map_err(cmd("building sealed-object attributes"))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::KeyedHash)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::Null))
+        .with_keyed_hash_unique_identifier(Digest::default())
+        .build()
+        .map_err(cmd("building the sealed-object template"))
+}
+
+impl Worker {
+    fn persistent_object(&mut self, handle: u32) -> Result<Option<ObjectHandle>, TpmError> {
+        let h = persistent(handle)?;
+        Ok(self.ctx.tr_from_tpm_public(TpmHandle::Persistent(h)).ok())
+    }
+}
+
+impl Tpm {
+    /// Seals `data` into a new object under the storage root key and makes it
+    /// persistent at `handle` (which must be free); the private part goes from
+    /// TPM2_Create to TPM2_Load without touching storage.
+    pub fn seal_persistent(&self, handle: u32, data: Vec<u8>) -> Result<(), TpmError> {
+        let data = SensitiveData::try_from(data).map_err(cmd("sealing data"))?;
+        self.call(move |w| {
+            if w.persistent_object(handle)?.is_some() {
+                return Err(TpmError::Command {
+                    op: "sealing data",
+                    reason: format!("persistent handle {handle:#010x} is taken"),
+                });
+            }
+            let p = persistent(handle)?;
+            let srk = w.srk()?;
+            let t = sealed_template()?;
+            let r = w
+                .ctx
+                .execute_with_nullauth_session(|c| c.create(srk, t, None, Some(data), None, None))
+                .map_err(cmd("sealing data"))?;
+            let loaded = w
+                .ctx
+                .execute_with_nullauth_session(|c| c.load(srk, r.out_private, r.out_public))
+                .map_err(cmd("loading the sealed object"))?;
+            let made = w
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.evict_control(Provision::Owner, loaded.into(), Persistent::Persistent(p))
+                })
+                .map_err(cmd("making the sealed object persistent"));
+            let _ = w.ctx.flush_context(loaded.into());
+            made.map(|_| ())
+        })
+    }
+
+    /// Unseals the persistent object at `handle`; `None` when there is none.
+    pub fn unseal_persistent(&self, handle: u32) -> Result<Option<Vec<u8>>, TpmError> {
+        self.call(move |w| {
+            let Some(h) = w.persistent_object(handle)? else {
+                return Ok(None);
+            };
+            let d = w
+                .ctx
+                .execute_with_nullauth_session(|c| c.unseal(h))
+                .map_err(cmd("unsealing the data key"))?;
+            Ok(Some(d.value().to_vec()))
+        })
+    }
+
+    /// Evicts the persistent object at `handle`, which destroys it; false when
+    /// there was none.
+    pub fn evict_persistent(&self, handle: u32) -> Result<bool, TpmError> {
+        self.call(move |w| {
+            let Some(h) = w.persistent_object(handle)? else {
+                return Ok(false);
+            };
+            let p = persistent(handle)?;
+            w.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.evict_control(Provision::Owner, h, Persistent::Persistent(p))
+                })
+                .map_err(cmd("evicting a persistent object"))?;
+            Ok(true)
+        })
+    }
+
+    /// Undefines the NV index `index`; false when it was not defined.
+    pub fn undefine_nv(&self, index: u32) -> Result<bool, TpmError> {
+        self.call(move |w| {
+            let Some(h) = w.nv_handle(index)? else {
+                return Ok(false);
+            };
+            w.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.nv_undefine_space(Provision::Owner, h)
+                })
+                .map_err(cmd("undefining an NV index"))?;
+            Ok(true)
         })
     }
 }

@@ -373,6 +373,8 @@ async fn the_agent_session_sends_telemetry_and_answers_allowlisted_commands() {
         attester: None,
         update: None,
         metrics: None,
+        wiper: None,
+        journal: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let session = {

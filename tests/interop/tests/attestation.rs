@@ -689,6 +689,8 @@ async fn a_replayed_quote_fails_attestation() {
         })),
         update: None,
         metrics: None,
+        wiper: None,
+        journal: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let session = tokio::spawn(async move { agent.run_session(&cfg, stop_rx, || 0.5).await });

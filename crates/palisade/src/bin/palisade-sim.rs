@@ -145,6 +145,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         attester: None,
         update: None,
         metrics: None,
+        wiper: None,
+        journal: None,
     };
     let started = Arc::new(AtomicUsize::new(0));
     let counts = Arc::new(sim::OtaCounts::default());

@@ -169,7 +169,7 @@ pub async fn run(global: &Global, args: FleetArgs) -> anyhow::Result<ExitCode> {
             let _slot = limit.acquire_owned().await?;
             std::fs::create_dir_all(&dir)?;
             let keystore: Arc<dyn Keystore> = match uri {
-                Some(uri) => Arc::new(Pkcs11Keystore::open(&uri)?),
+                Some(uri) => Arc::new(Pkcs11Keystore::open(&uri, &dir)?),
                 None => Arc::new(SoftwareKeystore::new(&dir)),
             };
             // The agent says how it keeps its keys, as `palisade-agent` does.
@@ -218,6 +218,8 @@ pub async fn run(global: &Global, args: FleetArgs) -> anyhow::Result<ExitCode> {
             attester: None,
             update: None,
             metrics: None,
+            wiper: None,
+            journal: None,
         };
         let watched = Some(&d.id) == ssh_victim.as_ref() || Some(&d.id) == tampered.as_ref();
         if watched {
