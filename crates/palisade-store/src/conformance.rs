@@ -81,6 +81,7 @@ macro_rules! conformance_suite {
             fleet_windows_keep_each_devices_latest_and_are_read_by_close_time,
             advisories_are_found_by_alias_and_package_and_keep_their_first_sighting,
             commands_are_queued_sent_and_acknowledged_by_their_device_only,
+            a_pending_wipe_closes_once_with_its_nonce,
             mqtt_sessions_and_retained_messages_survive_a_reopen,
             onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
             releases_never_lower_the_security_version_and_assignments_only_move_forward,
@@ -1006,6 +1007,81 @@ pub async fn commands_are_queued_sent_and_acknowledged_by_their_device_only(b: &
     assert_eq!(still[0].id, "c2");
     let queued: Vec<DeviceId> = store.queued_command_devices().await.expect("read");
     assert_eq!(queued, [id::<DeviceId>("a")]);
+}
+
+/// A decommissioning is recorded once per device; its pending wipe closes
+/// once, and only with the nonce the command carried; clearing it lifts the
+/// tombstone.
+pub async fn a_pending_wipe_closes_once_with_its_nonce(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let record = |d: &str, wipe: WipeStatus| DecommissionRecord {
+        device: id(d),
+        actor: "alice".into(),
+        reason: "sold".into(),
+        requested_ms: 10,
+        wipe,
+        nonce: (wipe == WipeStatus::Pending).then(|| "n1".to_owned()),
+        serial: Some("0a".into()),
+        deadline_ms: Some(100),
+        completed_ms: None,
+        receipt: None,
+        destroyed: vec![],
+        detail: String::new(),
+    };
+    ok(
+        &*store,
+        vec![
+            model("m"),
+            device("a", "m"),
+            device("b", "m"),
+            Change::RecordDecommission(record("a", WipeStatus::Pending)),
+            Change::RecordDecommission(record("b", WipeStatus::NotRequested)),
+        ],
+    )
+    .await;
+    assert!(is_conflict(
+        commit(
+            &*store,
+            vec![Change::RecordDecommission(record(
+                "a",
+                WipeStatus::NotRequested
+            ))]
+        )
+        .await
+    ));
+    let pending = store
+        .decommissions(Some(WipeStatus::Pending))
+        .await
+        .expect("read");
+    assert_eq!(pending, [record("a", WipeStatus::Pending)]);
+    let close = |nonce: &str| Change::CompleteWipe {
+        device: id("a"),
+        nonce: nonce.into(),
+        wipe: WipeStatus::Verified,
+        receipt: Some("{}".into()),
+        destroyed: vec!["data key".into()],
+        detail: "receipt verified".into(),
+        at_ms: 50,
+    };
+    assert!(is_conflict(commit(&*store, vec![close("n2")]).await));
+    ok(&*store, vec![close("n1")]).await;
+    assert!(is_conflict(commit(&*store, vec![close("n1")]).await));
+    let a = store
+        .decommission(&id("a"))
+        .await
+        .expect("read")
+        .expect("a");
+    assert_eq!(
+        (a.wipe, a.completed_ms, a.destroyed.as_slice()),
+        (
+            WipeStatus::Verified,
+            Some(50),
+            ["data key".to_owned()].as_slice()
+        )
+    );
+    assert_eq!(store.decommissions(None).await.expect("read").len(), 2);
+    ok(&*store, vec![Change::ClearDecommission { device: id("b") }]).await;
+    assert_eq!(store.decommission(&id("b")).await.expect("read"), None);
 }
 
 /// Suppliers, their keys, batches, TPM vendors and firmware read back as

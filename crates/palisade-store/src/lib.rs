@@ -248,6 +248,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<CommandRecord>, StoreError>;
     /// Devices that have commands still queued, by id.
     async fn queued_command_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
+    /// A device's decommissioning, if it is on record.
+    async fn decommission(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Option<DecommissionRecord>, StoreError>;
+    /// Decommissionings, those whose wipe is in state `wipe` if given, oldest
+    /// first (at most 10 000).
+    async fn decommissions(
+        &self,
+        wipe: Option<WipeStatus>,
+    ) -> Result<Vec<DecommissionRecord>, StoreError>;
     /// A device's persistent MQTT session kept while it was offline: whether
     /// it had subscribed to its commands; `None` if there is none.
     async fn mqtt_session(&self, device: &DeviceId) -> Result<Option<bool>, StoreError>;

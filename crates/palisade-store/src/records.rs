@@ -393,6 +393,73 @@ pub struct EnrollmentTokenRecord {
     pub used_device: Option<String>,
 }
 
+/// What is known of a decommissioned device's wipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WipeStatus {
+    /// Decommissioned without a wipe.
+    NotRequested,
+    /// The signed wipe command is out; waiting for the receipt or the deadline.
+    Pending,
+    /// The device's signed receipt verified against its certificate.
+    Verified,
+    /// No valid receipt by the deadline (or the device never held an identity).
+    Unconfirmed,
+}
+
+impl WipeStatus {
+    /// The name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WipeStatus::NotRequested => "not_requested",
+            WipeStatus::Pending => "pending",
+            WipeStatus::Verified => "verified",
+            WipeStatus::Unconfirmed => "unconfirmed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            WipeStatus::NotRequested,
+            WipeStatus::Pending,
+            WipeStatus::Verified,
+            WipeStatus::Unconfirmed,
+        ]
+        .into_iter()
+        .find(|w| w.as_str() == s)
+    }
+}
+
+/// A device's decommissioning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecommissionRecord {
+    /// The device.
+    pub device: DeviceId,
+    /// Who asked.
+    pub actor: String,
+    /// Why (the operator's words).
+    pub reason: String,
+    /// When, Unix ms.
+    pub requested_ms: i64,
+    /// The wipe's state.
+    pub wipe: WipeStatus,
+    /// The wipe command's nonce.
+    pub nonce: Option<String>,
+    /// The certificate serial the wipe command was for.
+    pub serial: Option<String>,
+    /// No receipt by then: `unconfirmed`, Unix ms.
+    pub deadline_ms: Option<i64>,
+    /// When the wipe was closed, Unix ms.
+    pub completed_ms: Option<i64>,
+    /// The signed receipt as received.
+    pub receipt: Option<String>,
+    /// What the device says it destroyed.
+    pub destroyed: Vec<String>,
+    /// Why, in words (e.g. why unconfirmed).
+    pub detail: String,
+}
+
 /// A command for a device, and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandRecord {
@@ -739,6 +806,30 @@ pub enum Change {
     /// Record when devices were last seen and what firmware they report (no audit:
     /// operational data, flushed in batches).
     RecordPresence(Vec<(DeviceId, i64, Option<String>)>),
+    /// Record a device's decommissioning (refused if one is on record).
+    RecordDecommission(DecommissionRecord),
+    /// Close a pending wipe (compare-and-set on `pending` and the nonce).
+    CompleteWipe {
+        /// The device.
+        device: DeviceId,
+        /// The wipe command's nonce.
+        nonce: String,
+        /// `verified` or `unconfirmed`.
+        wipe: WipeStatus,
+        /// The signed receipt as received (verified ones).
+        receipt: Option<String>,
+        /// What the receipt lists as destroyed.
+        destroyed: Vec<String>,
+        /// Why, in words.
+        detail: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Lift a decommissioning's tombstone (an audited admin action).
+    ClearDecommission {
+        /// The device.
+        device: DeviceId,
+    },
     /// Open a new alert.
     OpenAlert(AlertRecord),
     /// Merge findings into an unresolved alert.
@@ -1254,7 +1345,10 @@ impl Change {
             | Change::MarkPending { .. }
             | Change::ApproveDevice { .. }
             | Change::SetDeviceTags { .. }
-            | Change::RecordPresence { .. } => ChangeFamily::Fleet,
+            | Change::RecordPresence { .. }
+            | Change::RecordDecommission(_)
+            | Change::CompleteWipe { .. }
+            | Change::ClearDecommission { .. } => ChangeFamily::Fleet,
             Change::InsertCertificate { .. }
             | Change::RevokeCertificate { .. }
             | Change::InsertToken { .. }

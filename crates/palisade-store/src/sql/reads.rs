@@ -14,7 +14,7 @@ use super::writer::Job;
 use super::{DEFAULT_LIMIT, Engine, SqlStore};
 
 use crate::{AccountRecord, DeviceGroupRecord, DocumentRecord, FleetWindowRecord, SessionRecord};
-use crate::{AdvisoryMatchRecord, AdvisoryRecord};
+use crate::{AdvisoryMatchRecord, AdvisoryRecord, DecommissionRecord, WipeStatus};
 use crate::{
     AlertFilter, AlertRecord, AuditHead, AuditRefRecord, BatchRecord, CertFilter, CertRecord,
     Change, CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord,
@@ -376,6 +376,35 @@ impl Store for SqlStore {
         .await?
         .iter()
         .map(|r| DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("command", e)))
+        .collect()
+    }
+
+    async fn decommission(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Option<DecommissionRecord>, StoreError> {
+        sqlx::query("SELECT * FROM decommissions WHERE device_id = $1")
+            .bind(device.as_str())
+            .fetch_all(self.pool())
+            .await?
+            .first()
+            .map(decommission_from_row)
+            .transpose()
+    }
+
+    async fn decommissions(
+        &self,
+        wipe: Option<WipeStatus>,
+    ) -> Result<Vec<DecommissionRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM decommissions WHERE ($1 = '' OR wipe = $1)
+             ORDER BY requested_ms, device_id LIMIT 10000",
+        )
+        .bind(wipe.map(WipeStatus::as_str).unwrap_or(""))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(decommission_from_row)
         .collect()
     }
 

@@ -9,7 +9,7 @@ use palisade_core::{DeviceId, DeviceState, Role, SupplierName};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{AccountRecord, DeviceGroupRecord, SessionRecord};
+use crate::{AccountRecord, DecommissionRecord, DeviceGroupRecord, SessionRecord, WipeStatus};
 use crate::{
     AlertRecord, AuditRefRecord, BatchRecord, CertRecord, CertStatus, CommandRecord,
     DeviceEventRecord, DeviceRecord, EdgeRecord, EnrollmentTokenRecord, FirmwareRecord,
@@ -236,6 +236,26 @@ pub(super) fn command_from_row(r: &AnyRow) -> Result<CommandRecord, StoreError> 
         sent_ms: r.try_get("sent_ms")?,
         acked_ms: r.try_get("acked_ms")?,
         result: r.try_get("result")?,
+    })
+}
+
+pub(super) fn decommission_from_row(r: &AnyRow) -> Result<DecommissionRecord, StoreError> {
+    let wipe: String = r.try_get("wipe")?;
+    let destroyed: String = r.try_get("destroyed")?;
+    Ok(DecommissionRecord {
+        device: name(r, "device_id", "decommission")?,
+        actor: r.try_get("actor")?,
+        reason: r.try_get("reason")?,
+        requested_ms: r.try_get("requested_ms")?,
+        wipe: WipeStatus::parse(&wipe)
+            .ok_or_else(|| corrupt("decommission", format!("wipe state {wipe:?}")))?,
+        nonce: r.try_get("nonce")?,
+        serial: r.try_get("serial")?,
+        deadline_ms: r.try_get("deadline_ms")?,
+        completed_ms: r.try_get("completed_ms")?,
+        receipt: r.try_get("receipt")?,
+        destroyed: serde_json::from_str(&destroyed).map_err(|e| corrupt("decommission", e))?,
+        detail: r.try_get("detail")?,
     })
 }
 

@@ -56,6 +56,65 @@ pub(super) async fn apply(
             .await
             .map_err(|e| map_unique(e, "device", d.id.as_str()))?;
         }
+        Change::RecordDecommission(d) => {
+            sqlx::query(
+                "INSERT INTO decommissions (device_id, actor, reason, requested_ms, wipe, nonce,
+                   serial, deadline_ms, completed_ms, receipt, destroyed, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(d.device.as_str())
+            .bind(&d.actor)
+            .bind(&d.reason)
+            .bind(d.requested_ms)
+            .bind(d.wipe.as_str())
+            .bind(&d.nonce)
+            .bind(&d.serial)
+            .bind(d.deadline_ms)
+            .bind(d.completed_ms)
+            .bind(&d.receipt)
+            .bind(serde_json::to_string(&d.destroyed).unwrap_or_else(|_| "[]".into()))
+            .bind(&d.detail)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| map_unique(e, "decommissioning of device", d.device.as_str()))?;
+        }
+        Change::CompleteWipe {
+            device,
+            nonce,
+            wipe,
+            receipt,
+            destroyed,
+            detail,
+            at_ms,
+        } => {
+            let done = sqlx::query(
+                "UPDATE decommissions SET wipe = $1, receipt = $2, destroyed = $3, detail = $4,
+                   completed_ms = $5
+                 WHERE device_id = $6 AND wipe = 'pending' AND nonce = $7",
+            )
+            .bind(wipe.as_str())
+            .bind(receipt)
+            .bind(serde_json::to_string(destroyed).unwrap_or_else(|_| "[]".into()))
+            .bind(detail)
+            .bind(at_ms)
+            .bind(device.as_str())
+            .bind(nonce)
+            .execute(&mut *c)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(conflict(
+                    "wipe of device",
+                    device.as_str(),
+                    "is not pending with that nonce (closed already?)",
+                ));
+            }
+        }
+        Change::ClearDecommission { device } => {
+            sqlx::query("DELETE FROM decommissions WHERE device_id = $1")
+                .bind(device.as_str())
+                .execute(&mut *c)
+                .await?;
+        }
         Change::SetDeviceState {
             id,
             expected,
