@@ -272,7 +272,9 @@ pub async fn run_once(
                         execute(&name, &args, &cfg.allowed_commands, started)
                     };
                     if name == palisade_core::wipe::COMMAND_NAME {
-                        return wipe(&client, &mut events, cfg, &acks, &id, &args).await;
+                        // A refusal keeps the session; a wipe ends it for good.
+                        wipe(&client, &mut events, cfg, &acks, &id, &args).await?;
+                        continue;
                     }
                     tracing::info!(%id, %name, ok, "command");
                     if let Some(v) = &cfg.journal {

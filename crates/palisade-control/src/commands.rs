@@ -26,7 +26,7 @@ use crate::sessions::{Outbound, Sessions};
 /// Largest number of arguments of a command.
 pub const MAX_ARGS: usize = 16;
 /// Largest argument.
-pub const MAX_ARG_LEN: usize = 256;
+pub const MAX_ARG_LEN: usize = 512;
 
 /// The command service.
 #[derive(Debug)]
@@ -164,21 +164,7 @@ impl Commands {
                 "device {device} is decommissioned"
             )));
         }
-        let mut raw = [0u8; 8];
-        ring::rand::SystemRandom::new()
-            .fill(&mut raw)
-            .map_err(|_| ServiceError::Internal("random number generator failed".into()))?;
-        let record = CommandRecord {
-            id: hex::encode(raw),
-            device: device.clone(),
-            name: name.to_owned(),
-            args: serde_json::to_string(&args).unwrap_or_else(|_| "[]".into()),
-            status: "queued".into(),
-            created_ms: self.clock.now_ms(),
-            sent_ms: None,
-            acked_ms: None,
-            result: None,
-        };
+        let record = Self::new_record(device, "", name, &args, self.clock.now_ms())?;
         self.store
             .commit(
                 vec![Change::InsertCommand(record.clone())],
@@ -191,12 +177,7 @@ impl Commands {
                 ],
             )
             .await?;
-        if !self.deliver(&record).await {
-            // Not connected here: the node that holds its session delivers.
-            self.bus.publish(Event::CommandQueued {
-                device: device.clone(),
-            });
-        }
+        self.dispatch(&record).await;
         Ok(self
             .store
             .commands(device, false)
@@ -204,6 +185,44 @@ impl Commands {
             .into_iter()
             .find(|c| c.id == record.id)
             .unwrap_or(record))
+    }
+
+    /// A new queued command whose id is `id_prefix` and 8 random bytes (hex),
+    /// for the caller to commit (with its own audit) and then [`dispatch`].
+    ///
+    /// [`dispatch`]: Commands::dispatch
+    pub fn new_record(
+        device: &DeviceId,
+        id_prefix: &str,
+        name: &str,
+        args: &[String],
+        now_ms: i64,
+    ) -> Result<CommandRecord, ServiceError> {
+        let mut raw = [0u8; 8];
+        ring::rand::SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| ServiceError::Internal("random number generator failed".into()))?;
+        Ok(CommandRecord {
+            id: format!("{id_prefix}{}", hex::encode(raw)),
+            device: device.clone(),
+            name: name.to_owned(),
+            args: serde_json::to_string(args).unwrap_or_else(|_| "[]".into()),
+            status: "queued".into(),
+            created_ms: now_ms,
+            sent_ms: None,
+            acked_ms: None,
+            result: None,
+        })
+    }
+
+    /// Delivers a committed command now if its device is connected here,
+    /// else tells the node that holds its session.
+    pub async fn dispatch(&self, record: &CommandRecord) {
+        if !self.deliver(record).await {
+            self.bus.publish(Event::CommandQueued {
+                device: record.device.clone(),
+            });
+        }
     }
 
     /// Delivers the commands queued for `device` (called when it subscribes).

@@ -192,6 +192,8 @@ pub struct Config {
     pub ota: OtaConfig,
     /// Vulnerability advisories.
     pub advisories: AdvisoriesConfig,
+    /// Decommissioning and verified wipes.
+    pub decommission: DecommissionConfig,
     /// Monitoring: flow collector, detectors, alerts and their delivery.
     pub monitoring: MonitoringConfig,
     /// Posture evaluation.
@@ -704,6 +706,23 @@ impl Default for AdvisoriesConfig {
     }
 }
 
+/// Decommissioning settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecommissionConfig {
+    /// How long a device has to answer a wipe command with its signed
+    /// receipt; after that it is decommissioned with `wipe: unconfirmed`.
+    pub wipe_timeout_s: u64,
+}
+
+impl Default for DecommissionConfig {
+    fn default() -> Self {
+        Self {
+            wipe_timeout_s: 72 * 3600,
+        }
+    }
+}
+
 /// TPM attestation settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -740,6 +759,7 @@ impl Default for Config {
             attestation: AttestationConfig::default(),
             ota: OtaConfig::default(),
             advisories: AdvisoriesConfig::default(),
+            decommission: DecommissionConfig::default(),
             monitoring: MonitoringConfig::default(),
             posture: PostureConfig::default(),
             console: ConsoleConfig::default(),

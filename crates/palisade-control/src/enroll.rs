@@ -582,6 +582,18 @@ impl Enrollment {
             });
         }
         let device = match existing {
+            Some(d) if d.state == DeviceState::Decommissioned => {
+                return Err(self
+                    .deny(
+                        &actor,
+                        "est.enroll",
+                        device_id.as_str(),
+                        EnrollError::Forbidden(format!(
+                            "device {device_id} is decommissioned: its id is a tombstone until an admin reinstates it (palisade device reinstate)"
+                        )),
+                    )
+                    .await);
+            }
             Some(d) => {
                 if !resumed
                     && (d.model != record.model

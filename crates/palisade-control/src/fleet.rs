@@ -7,7 +7,8 @@ use palisade_audit::EntryDraft;
 use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, SupplierName};
 use palisade_pki::{CsrLimits, RevocationReason, verify_csr};
 use palisade_store::{
-    CertFilter, CertRecord, CertStatus, Change, DeviceRecord, ModelRecord, Store, TokenRecord,
+    CertFilter, CertRecord, CertStatus, Change, DecommissionRecord, DeviceRecord, ModelRecord,
+    Store, TokenRecord, WipeStatus,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -276,34 +277,80 @@ impl Fleet {
         ];
         let mut revoked = 0;
         if next == DeviceState::Decommissioned {
-            for c in self.valid_certs(id).await? {
-                changes.push(Change::RevokeCertificate {
-                    serial: c.serial.clone(),
-                    reason: RevocationReason::CessationOfOperation.as_str().into(),
-                    at_ms: now,
-                });
-                audit.push(
-                    EntryDraft::success(actor, "cert.revoke", &c.serial).with_detail(json!({
-                        "device": id.as_str(),
-                        "reason": RevocationReason::CessationOfOperation.as_str()
-                    })),
-                );
-                revoked += 1;
-            }
+            revoked = self
+                .revocations(actor, id, now, &mut changes, &mut audit)
+                .await?;
+            // The tombstone (refused if a decommissioning, e.g. a pending
+            // wipe, is already on record).
+            changes.push(Change::RecordDecommission(DecommissionRecord {
+                device: id.clone(),
+                actor: actor.to_owned(),
+                reason: "state set to decommissioned".into(),
+                requested_ms: now,
+                wipe: WipeStatus::NotRequested,
+                nonce: None,
+                serial: None,
+                deadline_ms: None,
+                completed_ms: Some(now),
+                receipt: None,
+                destroyed: vec![],
+                detail: String::new(),
+            }));
         }
         self.store.commit(changes, audit).await?;
+        if next == DeviceState::Decommissioned {
+            self.retired(id, revoked);
+        }
+        self.device(id).await
+    }
+
+    /// Adds to a commit the revocation of every valid certificate of a
+    /// device being decommissioned, with their audit entries; returns how many.
+    pub async fn revocations(
+        &self,
+        actor: &str,
+        id: &DeviceId,
+        now: i64,
+        changes: &mut Vec<Change>,
+        audit: &mut Vec<EntryDraft>,
+    ) -> Result<usize, ServiceError> {
+        let mut revoked = 0;
+        for c in self.valid_certs(id).await? {
+            changes.push(Change::RevokeCertificate {
+                serial: c.serial.clone(),
+                reason: RevocationReason::CessationOfOperation.as_str().into(),
+                at_ms: now,
+            });
+            audit.push(
+                EntryDraft::success(actor, "cert.revoke", &c.serial).with_detail(json!({
+                    "device": id.as_str(),
+                    "reason": RevocationReason::CessationOfOperation.as_str()
+                })),
+            );
+            revoked += 1;
+        }
+        Ok(revoked)
+    }
+
+    /// After a decommissioning's commit: a new CRL if anything was revoked,
+    /// and the device's sessions closed on every node.
+    pub fn retired(&self, id: &DeviceId, revoked: usize) {
         if revoked > 0 {
             self.pki.crl_changed();
         }
-        if next == DeviceState::Decommissioned {
-            self.sessions.kick_device(id, "device decommissioned");
-            self.bus.publish(Event::CloseSession {
-                device: Some(id.clone()),
-                serial: None,
-                reason: "device decommissioned".into(),
-            });
-        }
-        self.device(id).await
+        self.sessions.kick_device(id, "device decommissioned");
+        self.bus.publish(Event::CloseSession {
+            device: Some(id.clone()),
+            serial: None,
+            reason: "device decommissioned".into(),
+        });
+    }
+
+    /// The device's valid certificates, newest first.
+    pub async fn valid_certificates(&self, id: &DeviceId) -> Result<Vec<CertRecord>, ServiceError> {
+        let mut certs = self.valid_certs(id).await?;
+        certs.sort_by_key(|c| std::cmp::Reverse(c.not_before_ms));
+        Ok(certs)
     }
 
     async fn valid_certs(&self, id: &DeviceId) -> Result<Vec<CertRecord>, ServiceError> {

@@ -437,10 +437,12 @@ impl Network {
             let Some(d) = devices.get(&p.device) else {
                 continue;
             };
+            // A device leaving the bundle is a change to it too: the version
+            // moves on so the edges fetch the bundle without its allowlist.
+            version = version.max(p.updated_ms).max(d.updated_ms);
             if d.state == DeviceState::Decommissioned {
                 continue;
             }
-            version = version.max(p.updated_ms).max(d.updated_ms);
             if !policies.contains_key(&d.model) {
                 let mp = self.store.model_policy(&d.model).await?;
                 if let Some(mp) = &mp {

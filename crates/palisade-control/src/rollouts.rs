@@ -458,12 +458,17 @@ impl Rollouts {
         let mut state_change = false;
         while r.state == RolloutState::Running {
             let mut s = WaveStats::default();
-            for m in members.values().filter(|m| m.wave == r.wave) {
+            for m in members
+                .values()
+                .filter(|m| m.wave == r.wave && m.state != RolloutDeviceState::Withdrawn)
+            {
                 s.size += 1;
                 match m.state {
                     RolloutDeviceState::Committed => s.committed += 1,
                     RolloutDeviceState::Failed => s.failed += 1,
-                    RolloutDeviceState::Pending | RolloutDeviceState::Assigned => {}
+                    RolloutDeviceState::Pending
+                    | RolloutDeviceState::Assigned
+                    | RolloutDeviceState::Withdrawn => {}
                 }
             }
             match decide(&spec, r.wave as usize, s) {

@@ -287,6 +287,20 @@ impl Repository {
             .map_err(|e| internal(e.to_string()))
     }
 
+    /// Signs a wipe command with the director's online key (the key devices
+    /// pinned; the domain tag keeps it from passing for an assignment).
+    pub fn sign_wipe(
+        &self,
+        c: &palisade_core::wipe::WipeCommand,
+    ) -> Result<palisade_core::signed::Signed, TufError> {
+        palisade_core::signed::seal(
+            palisade_core::wipe::COMMAND_DOMAIN,
+            c,
+            &self.director_key()?,
+        )
+        .map_err(|e| internal(e.to_string()))
+    }
+
     /// A metadata file the repository serves (`root.json`, `3.root.json`,
     /// `targets.json`, …); `None` if there is no such file.
     pub async fn metadata(&self, name: &str) -> Result<Option<Vec<u8>>, TufError> {

@@ -147,6 +147,9 @@ named_states! {
         Committed => "committed",
         /// Its update failed (refused, rolled back or failed).
         Failed => "failed",
+        /// Left the rollout without an outcome (decommissioned): counts
+        /// neither for nor against its wave.
+        Withdrawn => "withdrawn",
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Services {
     pub releases: Arc<palisade_control::releases::Releases>,
     /// Vulnerability advisories.
     pub advisories: Arc<palisade_control::advisories::Advisories>,
+    /// Decommissioning and verified wipes.
+    pub decommissioning: Arc<palisade_control::decommission::Decommissioning>,
     /// Largest firmware image accepted.
     pub max_image_bytes: u64,
     /// The TUF image repository.

@@ -207,6 +207,73 @@ pub struct SetState {
     pub state: String,
 }
 
+/// Decommissions a device.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decommission {
+    /// Why (1 to 500 printable characters; kept and audited).
+    pub reason: String,
+    /// Send the device a signed wipe command and wait for its receipt.
+    #[serde(default)]
+    pub wipe: bool,
+}
+
+/// Lifts a decommissioning's tombstone.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reinstate {
+    /// Why (1 to 500 printable characters; audited).
+    pub reason: String,
+}
+
+/// A device's decommissioning.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DecommissionView {
+    /// The device.
+    pub device: String,
+    /// Who decommissioned it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub requested: String,
+    /// `not_requested`, `pending`, `verified` or `unconfirmed`.
+    pub wipe: String,
+    /// The wipe command's nonce.
+    pub nonce: Option<String>,
+    /// The certificate the wipe command was for.
+    pub serial: Option<String>,
+    /// A pending wipe becomes `unconfirmed` at (RFC 3339).
+    pub deadline: Option<String>,
+    /// When the wipe was closed (RFC 3339).
+    pub completed: Option<String>,
+    /// What the device's receipt says it destroyed.
+    pub destroyed: Vec<String>,
+    /// The signed receipt as received (JSON text).
+    pub receipt: Option<String>,
+    /// Why, in words.
+    pub detail: String,
+}
+
+impl From<palisade_store::DecommissionRecord> for DecommissionView {
+    fn from(r: palisade_store::DecommissionRecord) -> Self {
+        Self {
+            device: r.device.to_string(),
+            actor: r.actor,
+            reason: r.reason,
+            requested: rfc3339(r.requested_ms),
+            wipe: r.wipe.as_str().to_owned(),
+            nonce: r.nonce,
+            serial: r.serial,
+            deadline: r.deadline_ms.map(rfc3339),
+            completed: r.completed_ms.map(rfc3339),
+            destroyed: r.destroyed,
+            receipt: r.receipt,
+            detail: r.detail,
+        }
+    }
+}
+
 /// Asks for a device certificate.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

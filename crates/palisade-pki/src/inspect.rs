@@ -65,6 +65,14 @@ pub fn spki_der_of(der: &[u8]) -> Result<Vec<u8>, InspectError> {
     Ok(cert.public_key().raw.to_vec())
 }
 
+/// The raw subject public key of a certificate (for EC keys, the
+/// uncompressed point), as signature verifiers take it.
+pub fn public_key_raw_of(der: &[u8]) -> Result<Vec<u8>, InspectError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| InspectError::Malformed(e.to_string()))?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
 /// Decodes one PEM block with the given label (e.g. `CERTIFICATE REQUEST`) into DER.
 pub fn pem_to_der(text: &str, label: &'static str) -> Result<Vec<u8>, InspectError> {
     let p = pem::parse(text).map_err(|e| InspectError::Pem {

@@ -15,7 +15,9 @@ pub use ca::{
     Serial,
 };
 pub use csr::{CsrError, CsrLimits, KeyType, VerifiedCsr, verify_csr};
-pub use inspect::{CertInfo, InspectError, inspect_certificate, pem_to_der, spki_der_of};
+pub use inspect::{
+    CertInfo, InspectError, inspect_certificate, pem_to_der, public_key_raw_of, spki_der_of,
+};
 pub use key::SignerKey;
 pub use manifest::{
     MAX_DEVICES, MAX_MANIFEST_BYTES, ManifestBody, ManifestDevice, ManifestError, SignedManifest,

@@ -266,8 +266,17 @@ impl Server {
             clock.clone(),
             config.advisories.alert_within_days,
         ));
+        let decommissioning = Arc::new(palisade_control::decommission::Decommissioning::new(
+            boot.store.clone(),
+            fleet.clone(),
+            commands.clone(),
+            tuf.clone(),
+            clock.clone(),
+            config.decommission.wipe_timeout_s,
+        ));
         let state = Arc::new(Services {
             advisories,
+            decommissioning,
             unmanaged,
             alerts,
             accounts,
@@ -383,6 +392,12 @@ impl Server {
             rx.clone(),
         ));
         tokio::spawn(st.commands.clone().follow(self.bus.subscribe()));
+        // Wipe receipts, and wipes past their deadline (every node may close
+        // one: the store's compare-and-set lets only the first through).
+        tokio::spawn(st.decommissioning.clone().follow(
+            self.bus.subscribe(),
+            Duration::from_secs(self.config.decommission.wipe_timeout_s.clamp(1, 30)),
+        ));
         // Other nodes' alert and network changes reach this node's alert
         // streams and the edges long-polling it.
         tokio::spawn(st.alerts.clone().follow(self.bus.subscribe()));

@@ -5,6 +5,7 @@
 //! with the reason printed. See README.md for the list of peers.
 #![allow(clippy::print_stderr)]
 
+pub mod agents;
 pub mod balancer;
 pub mod netlab;
 pub mod tuf;
@@ -107,6 +108,14 @@ pub fn palisade_bin() -> PathBuf {
 /// The `palisade-sim` binary built alongside these tests.
 pub fn palisade_sim_bin() -> PathBuf {
     sibling_bin("palisade-sim")
+}
+
+/// The DER of the PEM private key in `path` (a software keystore's key file).
+// Test set-up: a failure here is a broken test, reported by panicking.
+#[allow(clippy::expect_used)]
+pub fn pem_private_key(path: &Path) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).expect("the key file");
+    pem::parse(text).expect("a PEM key").contents().to_vec()
 }
 
 /// The `palisade-agent` binary built alongside these tests.

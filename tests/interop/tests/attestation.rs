@@ -12,25 +12,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use palisade_agent::est_client::{AttestAuth, EnrollAuth, EstClient, EstError};
 use palisade_attest::{Challenge, ChallengeRequest, KeyEvidence, b64, unb64};
+use palisade_interop::agents::*;
 use palisade_interop::*;
 use palisade_tpm::Tpm;
 
 /// Seconds between quote challenges in these tests.
 const INTERVAL: u64 = 2;
-
-struct AgentProc(Child);
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn server(dir: &Path, env: &[(&str, &Path)]) -> ServerProc {
     ServerProc::start_env(
@@ -41,127 +33,11 @@ fn server(dir: &Path, env: &[(&str, &Path)]) -> ServerProc {
     .unwrap()
 }
 
-fn agent_cmd(server: &ServerProc, state: &Path, keys: &[&str]) -> Command {
-    let mut c = Command::new(agent_bin());
-    c.env("PALISADE_AGENT_SERVER", &server.url)
-        .env("PALISADE_AGENT_ROOT", server.data.join("ca/root.pem"))
-        .env("PALISADE_AGENT_STATE_DIR", state)
-        .env("TSS2_LOG", "all+none")
-        .args(keys);
-    c
-}
-
-fn enrol(server: &ServerProc, state: &Path, keys: &[&str], device: &str, model: &str) -> String {
-    let token = server.cli_ok(&["enrollment-token", "create", "--model", model]);
-    let mut c = agent_cmd(server, state, &[]);
-    c.args(["enroll", "--token", token.trim(), "--device-id", device])
-        .args(keys);
-    let o = c.output().unwrap();
-    text(&o)
-        + if o.status.success() {
-            ""
-        } else {
-            "\nEXIT: failure"
-        }
-}
-
-fn run_agent(server: &ServerProc, state: &Path, keys: &[&str], env: &[(&str, &Path)]) -> AgentProc {
-    let mut c = agent_cmd(server, state, &[]);
-    c.args([
-        "run",
-        "--mqtt-port",
-        &server.mqtt_port().to_string(),
-        "--telemetry-every",
-        "1",
-        "--firmware",
-        "1.0",
-    ])
-    .args(keys)
-    .envs(env.iter().map(|(k, v)| (k, v)))
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    AgentProc(c.spawn().unwrap())
-}
-
-fn device(server: &ServerProc, id: &str) -> serde_json::Value {
-    let out = server.cli_ok(&["--json", "device", "show", id]);
-    let mut v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    // The device's fields, with the detail's (connected, last seen) beside them.
-    if let Some(serde_json::Value::Object(inner)) = v.get("device").cloned()
-        && let Some(outer) = v.as_object_mut()
-    {
-        outer.extend(inner);
-    }
-    v
-}
-
-/// Polls `device show` until `pred` holds (bounded).
-fn wait_for(
-    server: &ServerProc,
-    id: &str,
-    secs: u64,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let d = device(server, id);
-        if pred(&d) {
-            return d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "device {id} never reached the state: {d}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Registers the TPM vendor CA and a `meter` model that requires TPM
-/// attestation; with `firmware` (dir, file name, bytes), writes that image and
-/// approves it as version 1.0. Returns the image path (empty without one).
-fn tpm_meter_model(
-    server: &ServerProc,
-    vendor_ca: &Path,
-    firmware: Option<(&Path, &str, &[u8])>,
-) -> PathBuf {
-    server.cli_ok(&[
-        "tpm-vendor",
-        "add",
-        "--ca-cert",
-        vendor_ca.to_str().unwrap(),
-    ]);
-    server.cli_ok(&["model", "add", "meter", "--attestation", "tpm"]);
-    let Some((dir, name, bytes)) = firmware else {
-        return PathBuf::new();
-    };
-    let fw = dir.join(name);
-    std::fs::write(&fw, bytes).unwrap();
-    server.cli_ok(&[
-        "model",
-        "firmware",
-        "add",
-        "meter",
-        "1.0",
-        "--image",
-        fw.to_str().unwrap(),
-    ]);
-    fw
-}
-
 fn certificates(server: &ServerProc, id: &str) -> usize {
     let out = server.cli_ok(&["--json", "cert", "list", "--device", id]);
     serde_json::from_str::<Vec<serde_json::Value>>(&out)
         .unwrap()
         .len()
-}
-
-fn audit_has(server: &ServerProc, action: &str, needle: &str) -> bool {
-    let out = server.api_get("/api/v1/audit/entries?limit=10000");
-    let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    entries.iter().any(|e| {
-        let t = e.to_string();
-        e["action"] == action && t.contains(needle)
-    })
 }
 
 /// No private key in readable form in `dir` or among `pid`'s open files.

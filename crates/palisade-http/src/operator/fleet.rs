@@ -211,6 +211,66 @@ pub(crate) async fn set_device_state(
     ))
 }
 
+/// Decommissions a device (operator or admin): certificates revoked, sessions
+/// closed, out of its site's policy and its rollouts; with `wipe`, a signed
+/// wipe command first, and the device's signed receipt or the deadline closes it.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/decommission", tag = "devices", params(("id" = String, Path)), request_body = Decommission,
+    responses((status = 200, body = DecommissionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn decommission_device(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<Decommission>,
+) -> Result<Json<DecommissionView>, ApiError> {
+    c.require(&s, Access::Write, "decommission devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.decommission", &id).await?;
+    Ok(Json(
+        s.decommissioning
+            .decommission(&c.actor(), &id, &req.reason, req.wipe)
+            .await?
+            .into(),
+    ))
+}
+
+/// A device's decommissioning and what is known of its wipe (any role).
+#[utoipa::path(get, path = "/api/v1/devices/{id}/decommission", tag = "devices", params(("id" = String, Path)),
+    responses((status = 200, body = DecommissionView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_decommission(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DecommissionView>, ApiError> {
+    c.require(&s, Access::Read, "read devices").await?;
+    let id: DeviceId = parse_id(&s, &c, "device.decommission", &id).await?;
+    match s.decommissioning.get(&id).await? {
+        Some(r) => Ok(Json(r.into())),
+        None => Err(ApiError::not_found(format!(
+            "device {id} has not been decommissioned"
+        ))),
+    }
+}
+
+/// Lifts a decommissioned device's tombstone (admin): it is `registered`
+/// again, with no credentials, and must enrol afresh.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/reinstate", tag = "devices", params(("id" = String, Path)), request_body = Reinstate,
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn reinstate_device(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<Reinstate>,
+) -> Result<Json<DeviceView>, ApiError> {
+    c.require(&s, Access::Admin, "reinstate decommissioned devices")
+        .await?;
+    let id: DeviceId = parse_id(&s, &c, "device.reinstate", &id).await?;
+    Ok(Json(
+        s.decommissioning
+            .reinstate(&c.actor(), &id, &req.reason)
+            .await?
+            .into(),
+    ))
+}
+
 /// Approves a device whose model requires approval before enrolment (operator or admin).
 #[utoipa::path(post, path = "/api/v1/devices/{id}/approve", tag = "devices", params(("id" = String, Path)),
     responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

@@ -50,6 +50,14 @@ pub(crate) fn router(state: OperatorApi) -> Router {
         .route("/api/v1/devices/{id}/state", post(fleet::set_device_state))
         .route("/api/v1/devices/{id}/approve", post(fleet::approve_device))
         .route(
+            "/api/v1/devices/{id}/decommission",
+            get(fleet::get_decommission).post(fleet::decommission_device),
+        )
+        .route(
+            "/api/v1/devices/{id}/reinstate",
+            post(fleet::reinstate_device),
+        )
+        .route(
             "/api/v1/devices/{id}/commands",
             get(fleet::list_commands).post(fleet::send_command),
         )
@@ -249,7 +257,8 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         public::healthz, public::readyz, public::crl, public::chain, metrics, whoami,
         fleet::list_models, fleet::add_model, fleet::get_model,
         fleet::list_devices, fleet::register_device, fleet::get_device, fleet::set_device_state,
-        fleet::approve_device, certificates::issue_certificate,
+        fleet::approve_device, fleet::decommission_device, fleet::get_decommission,
+        fleet::reinstate_device, certificates::issue_certificate,
         fleet::send_command, fleet::list_commands,
         certificates::list_certificates, certificates::get_certificate, certificates::revoke_certificate,
         tokens::list_tokens, tokens::create_token, tokens::revoke_token,

@@ -112,6 +112,41 @@ pub enum DeviceCmd {
         /// enrolled, active, quarantined or decommissioned.
         state: String,
     },
+    /// Decommission a device: certificates revoked, sessions closed, out of its
+    /// site's policy and its rollouts; its id becomes a tombstone. With --wipe
+    /// the device is first sent a signed wipe command and answers with a
+    /// receipt signed by its identity key (wipe: verified); without an answer
+    /// by the deadline it is decommissioned all the same (wipe: unconfirmed).
+    Decommission {
+        /// Device id.
+        id: String,
+        /// Send a signed wipe command (crypto-erase of the device's data and
+        /// destruction of its keys).
+        #[arg(long)]
+        wipe: bool,
+        /// Why (kept and audited).
+        #[arg(long, default_value = "decommissioned by an operator")]
+        reason: String,
+        /// With --wipe: wait up to this many seconds for the receipt, showing
+        /// progress (exit 0 verified, 4 still pending, 5 unconfirmed).
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
+    },
+    /// A decommissioned device's record: who, why, and its wipe (the receipt
+    /// and what it destroyed).
+    Decommissioning {
+        /// Device id.
+        id: String,
+    },
+    /// Lift a decommissioned device's tombstone (admin): it is registered
+    /// again, with no credentials, and must enrol afresh.
+    Reinstate {
+        /// Device id.
+        id: String,
+        /// Why (audited).
+        #[arg(long)]
+        reason: String,
+    },
     /// Devices past their model's end of support, and devices not running their
     /// model's latest security release within the model's update target.
     Lifecycle,
@@ -387,6 +422,87 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        DeviceCmd::Decommission {
+            id,
+            wipe,
+            reason,
+            wait,
+        } => {
+            let mut r: DecommissionView = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/decommission", enc(&id)),
+                    Some(&json!({ "reason": reason, "wipe": wipe })),
+                )
+                .await?;
+            if r.wipe == "pending" {
+                say(format!(
+                    "device {} is quarantined and sent a signed wipe command; it is decommissioned when its receipt arrives, or unconfirmed at {}",
+                    r.device,
+                    r.deadline.as_deref().unwrap_or("the deadline")
+                ));
+            } else {
+                say(format!(
+                    "device {} is decommissioned (wipe: {})",
+                    r.device, r.wipe
+                ));
+            }
+            if let Some(secs) = wait.filter(|_| r.wipe == "pending") {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_message(format!("waiting for {}'s wipe receipt", r.device));
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+                while r.wipe == "pending" && std::time::Instant::now() < until {
+                    bar.tick();
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    r = c
+                        .call(
+                            Method::GET,
+                            &format!("/api/v1/devices/{}/decommission", enc(&id)),
+                            None,
+                        )
+                        .await?;
+                }
+                bar.finish_and_clear();
+                say(format!("wipe: {} {}", r.wipe, r.detail));
+            }
+            let code = match r.wipe.as_str() {
+                "pending" if wait.is_some() => 4,
+                "unconfirmed" if wipe => 5,
+                _ => 0,
+            };
+            data(g.json, &r, &DECOMMISSION_HEADERS, decommission_rows(&r));
+            return Ok(ExitCode::from(code));
+        }
+        DeviceCmd::Decommissioning { id } => {
+            let r: DecommissionView = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/devices/{}/decommission", enc(&id)),
+                    None,
+                )
+                .await?;
+            data(g.json, &r, &DECOMMISSION_HEADERS, decommission_rows(&r));
+            if !g.json {
+                for d in &r.destroyed {
+                    say(format!("destroyed: {d}"));
+                }
+            }
+        }
+        DeviceCmd::Reinstate { id, reason } => {
+            let d: DeviceView = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/reinstate", enc(&id)),
+                    Some(&json!({ "reason": reason })),
+                )
+                .await?;
+            say(format!(
+                "device {} is {} again: it must enrol afresh",
+                d.id, d.state
+            ));
+            let rows = device_rows(std::slice::from_ref(&d));
+            data(g.json, &d, &DEVICE_HEADERS, rows);
+        }
         DeviceCmd::SetState { id, state } => {
             let d: DeviceView = c
                 .call(
@@ -401,6 +517,19 @@ pub async fn device(g: &Global, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+const DECOMMISSION_HEADERS: [&str; 6] = ["device", "by", "reason", "requested", "wipe", "detail"];
+
+fn decommission_rows(r: &DecommissionView) -> Vec<Vec<String>> {
+    vec![vec![
+        r.device.clone(),
+        r.actor.clone(),
+        r.reason.clone(),
+        r.requested.clone(),
+        r.wipe.clone(),
+        r.detail.clone(),
+    ]]
 }
 
 pub(crate) const COMMAND_HEADERS: [&str; 6] =
