@@ -662,8 +662,16 @@ fn forged_wipes_and_forged_receipts_are_refused_and_silence_is_unconfirmed() {
     };
     assert_eq!(r["wipe"], "unconfirmed", "{r}");
     assert_eq!(device(&server, "cam-1")["state"], "decommissioned");
-    let posture = server.cli_ok(&["--json", "device", "show", "cam-1"]);
-    assert!(posture.contains("decommissioned"), "{posture}");
+    let posture: serde_json::Value =
+        serde_json::from_str(&server.api_get("/api/v1/posture")).unwrap();
+    assert_eq!(
+        posture["decommissioned"]["wipe_unconfirmed"], 1,
+        "{posture}"
+    );
+    assert_eq!(
+        posture["decommissioned"]["unconfirmed"][0], "cam-1",
+        "{posture}"
+    );
     // The keys were never destroyed: only the device could have done that.
     assert!(state.join("op.key").exists());
 }

@@ -190,6 +190,19 @@ fn a_failing_canary_pauses_a_three_wave_rollout_to_200_simulated_devices() {
         "{later}"
     );
     assert_eq!(wave(&later, 0, "pending"), DEVICES as u64, "{later}");
+    // A device decommissioned meanwhile leaves the rollout: withdrawn,
+    // counted neither for nor against its wave.
+    server.cli_ok(&[
+        "device",
+        "decommission",
+        "sim-0199",
+        "--reason",
+        "housing cracked",
+    ]);
+    let later: serde_json::Value =
+        serde_json::from_str(&server.api_get("/api/v1/rollouts/later")).unwrap();
+    assert_eq!(wave(&later, 0, "withdrawn"), 1, "{later}");
+    assert_eq!(wave(&later, 0, "pending"), DEVICES as u64 - 1, "{later}");
     server.cli_ok(&["rollout", "cancel", "later"]);
 
     // A selector by tag reaches exactly the tagged devices, one at a time.

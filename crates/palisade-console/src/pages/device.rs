@@ -146,7 +146,11 @@ pub async fn page(State(c): State<Console>, who: Person, Path(raw): Path<String>
         Ok(m) => m,
         Err(e) => return store_error(e),
     };
-    let facts = vec![
+    let decommissioned = match c.decommissioning.get(&id).await {
+        Ok(r) => r,
+        Err(e) => return service_error(e),
+    };
+    let mut facts = vec![
         (
             "Model",
             match model.as_ref().map(|m| m.description.as_str()) {
@@ -188,6 +192,26 @@ pub async fn page(State(c): State<Console>, who: Person, Path(raw): Path<String>
         ),
         ("Approved", fmt::when_opt(o.approved_ms)),
     ];
+    if let Some(r) = decommissioned {
+        facts.insert(
+            2,
+            (
+                "Decommissioning",
+                format!(
+                    "by {} {}: {} — wipe: {}{}",
+                    r.actor,
+                    fmt::when(r.requested_ms),
+                    r.reason,
+                    r.wipe.as_str().replace('_', " "),
+                    if r.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.detail)
+                    }
+                ),
+            ),
+        );
+    }
     let hw = &d.hardware;
     let trust = vec![
         (
@@ -425,6 +449,9 @@ pub async fn page(State(c): State<Console>, who: Person, Path(raw): Path<String>
         if d.state != DeviceState::Decommissioned {
             actions.push(("revoke", "Revoke its certificates"));
             actions.push(("decommission", "Decommission"));
+            if d.state.may_connect() {
+                actions.push(("decommission-wipe", "Decommission and wipe"));
+            }
         }
     }
     render(&Page {
@@ -476,7 +503,10 @@ fn describe(action: &str, id: &DeviceId, name: &str, args: &str) -> Option<Strin
             "Revoke every certificate of {id} (key compromise): its sessions close at once and it is refused until it enrols again."
         ),
         "decommission" => format!(
-            "Decommission {id}: its certificates are revoked and it is refused everywhere. This is final."
+            "Decommission {id}: its certificates are revoked, it leaves its site's policy and its rollouts, and it is refused everywhere until an admin reinstates it."
+        ),
+        "decommission-wipe" => format!(
+            "Decommission {id} with a verified wipe: it is quarantined and sent a signed wipe command; it destroys its data key and identity and answers with a signed receipt (wipe: verified), or is decommissioned at the deadline all the same (wipe: unconfirmed)."
         ),
         "command" => format!("Send the command {name:?} with arguments {args:?} to {id}."),
         _ => return None,
@@ -562,9 +592,14 @@ pub async fn act(
             .set_device_state(&actor, &id, DeviceState::Active)
             .await
             .map(|_| ()),
-        "decommission" => c
-            .fleet
-            .set_device_state(&actor, &id, DeviceState::Decommissioned)
+        "decommission" | "decommission-wipe" => c
+            .decommissioning
+            .decommission(
+                &actor,
+                &id,
+                "decommissioned from the console",
+                f.action == "decommission-wipe",
+            )
             .await
             .map(|_| ()),
         "revoke" => c

@@ -71,6 +71,8 @@ struct Page {
     by_site: Vec<GroupLine>,
     control: Option<(String, String)>,
     failing: Vec<FailingLine>,
+    /// Decommissioned devices by wipe outcome, and those unconfirmed.
+    retired: Option<(String, Vec<String>)>,
     failing_total: usize,
 }
 
@@ -211,5 +213,21 @@ pub async fn page(
         control,
         failing,
         failing_total,
+        retired: {
+            let d = &view.decommissioned;
+            (d.wipe_verified + d.wipe_unconfirmed + d.wipe_pending + d.wipe_not_requested > 0).then(|| {
+                (
+                    format!(
+                        "{} decommissioned: wipe verified {}, unconfirmed {}, pending {}, not requested {}",
+                        d.wipe_verified + d.wipe_unconfirmed + d.wipe_pending + d.wipe_not_requested,
+                        d.wipe_verified,
+                        d.wipe_unconfirmed,
+                        d.wipe_pending,
+                        d.wipe_not_requested
+                    ),
+                    d.unconfirmed.clone(),
+                )
+            })
+        },
     })
 }

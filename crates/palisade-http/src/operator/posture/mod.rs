@@ -12,6 +12,7 @@ use palisade_control::posture::FleetPosture;
 use palisade_core::DeviceId;
 use palisade_core::role::Access;
 use palisade_posture::{Basis, Framework, Outcome, Tally};
+use palisade_store::WipeStatus;
 use serde::{Deserialize, Serialize};
 
 use super::{Caller, parse_id};
@@ -108,6 +109,25 @@ pub struct PostureView {
     pub took_ms: u64,
     /// Per framework.
     pub frameworks: Vec<FrameworkView>,
+    /// Decommissioned devices by what is known of their wipe (EN 303 645
+    /// 5.11: user data deletable), with the ones whose wipe is unconfirmed.
+    #[serde(default)]
+    pub decommissioned: DecommissionedView,
+}
+
+/// Decommissioned devices and their wipes.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DecommissionedView {
+    /// Wipe verified by the device's signed receipt.
+    pub wipe_verified: u64,
+    /// No valid receipt by the deadline, or never sent.
+    pub wipe_unconfirmed: u64,
+    /// A wipe command out, waiting for the receipt.
+    pub wipe_pending: u64,
+    /// Decommissioned without a wipe.
+    pub wipe_not_requested: u64,
+    /// The devices whose wipe is unconfirmed (at most 100).
+    pub unconfirmed: Vec<String>,
 }
 
 fn frameworks(name: Option<&str>) -> Result<Vec<Framework>, ApiError> {
@@ -187,10 +207,25 @@ pub async fn summary(s: &Services, q: &PostureQuery) -> Result<PostureView, ApiE
             trend: s.posture.trend(f, &scope, 30).await?,
         });
     }
+    let mut decommissioned = DecommissionedView::default();
+    for r in s.store.decommissions(None).await? {
+        match r.wipe {
+            WipeStatus::Verified => decommissioned.wipe_verified += 1,
+            WipeStatus::Pending => decommissioned.wipe_pending += 1,
+            WipeStatus::NotRequested => decommissioned.wipe_not_requested += 1,
+            WipeStatus::Unconfirmed => {
+                decommissioned.wipe_unconfirmed += 1;
+                if decommissioned.unconfirmed.len() < 100 {
+                    decommissioned.unconfirmed.push(r.device.to_string());
+                }
+            }
+        }
+    }
     Ok(PostureView {
         evaluated_ms: fleet.at_ms,
         took_ms: fleet.took_ms,
         frameworks: out,
+        decommissioned,
     })
 }
 
