@@ -194,6 +194,8 @@ pub struct Config {
     pub advisories: AdvisoriesConfig,
     /// Decommissioning and verified wipes.
     pub decommission: DecommissionConfig,
+    /// Support-end enforcement.
+    pub support: SupportConfig,
     /// Monitoring: flow collector, detectors, alerts and their delivery.
     pub monitoring: MonitoringConfig,
     /// Posture evaluation.
@@ -723,6 +725,20 @@ impl Default for DecommissionConfig {
     }
 }
 
+/// Support-end enforcement settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupportConfig {
+    /// Seconds between checks of the models' support-end dates.
+    pub check_every_s: u64,
+}
+
+impl Default for SupportConfig {
+    fn default() -> Self {
+        Self { check_every_s: 60 }
+    }
+}
+
 /// TPM attestation settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -760,6 +776,7 @@ impl Default for Config {
             ota: OtaConfig::default(),
             advisories: AdvisoriesConfig::default(),
             decommission: DecommissionConfig::default(),
+            support: SupportConfig::default(),
             monitoring: MonitoringConfig::default(),
             posture: PostureConfig::default(),
             console: ConsoleConfig::default(),

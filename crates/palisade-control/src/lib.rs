@@ -46,6 +46,7 @@ pub mod proxy;
 pub mod releases;
 pub mod rollouts;
 pub mod sessions;
+pub mod support;
 pub mod tls;
 pub mod tokens;
 pub mod tuf;

@@ -431,6 +431,21 @@ impl Network {
             .map(|d| (d.id.clone(), d))
             .collect();
         let mut version = rec.updated_ms;
+        // Models past their support-end restriction date (their stage moved
+        // on `stage_ms`, which moves the bundle's version too).
+        let support: BTreeMap<ModelId, (bool, i64)> = self
+            .store
+            .support_policies()
+            .await?
+            .into_iter()
+            .map(|p| {
+                let confined = matches!(
+                    p.stage,
+                    palisade_core::SupportStage::Restricted | palisade_core::SupportStage::Retired
+                );
+                (p.model, (confined, p.stage_ms.unwrap_or(0)))
+            })
+            .collect();
         let mut policies: BTreeMap<ModelId, (Policy, Option<String>)> = BTreeMap::new();
         let mut out = vec![];
         for p in &placements {
@@ -439,7 +454,10 @@ impl Network {
             };
             // A device leaving the bundle is a change to it too: the version
             // moves on so the edges fetch the bundle without its allowlist.
-            version = version.max(p.updated_ms).max(d.updated_ms);
+            version = version
+                .max(p.updated_ms)
+                .max(d.updated_ms)
+                .max(support.get(&d.model).map_or(0, |(_, at)| *at));
             if d.state == DeviceState::Decommissioned {
                 continue;
             }
@@ -468,6 +486,7 @@ impl Network {
                 segment: p.segment.clone(),
                 manufacturer: mfg,
                 quarantined: d.state == DeviceState::Quarantined,
+                restricted: support.get(&d.model).is_some_and(|(r, _)| *r),
                 policy: policy.with(&overrides),
             });
         }

@@ -23,5 +23,6 @@ pub use lifecycle::{DeviceState, TransitionError};
 pub use role::{Role, RoleError};
 pub use signer::{KeyAlgorithm, KeyProtection, Signer, SignerError, ecdsa_fixed_to_der, spki_der};
 pub use states::{
-    AlertState, RolloutDeviceState, RolloutState, UnknownState, UnmanagedState, UpdateState,
+    AlertState, RolloutDeviceState, RolloutState, SupportStage, UnknownState, UnmanagedState,
+    UpdateState,
 };

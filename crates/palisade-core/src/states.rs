@@ -166,6 +166,23 @@ impl RolloutDeviceState {
 }
 
 named_states! {
+    /// Where a model stands against its support-end policy (ETSI EN 303 645
+    /// 5.3-13; CRA support period): each stage is entered on its date and
+    /// audited; an extension brings a model back, except from `retired`.
+    SupportStage, "a support stage" {
+        /// Before the notice period.
+        Supported => "supported",
+        /// Within the notice period before the support end: alerted.
+        Notified => "notified",
+        /// Past the restriction date: the edges confine its devices to the
+        /// control plane and update traffic.
+        Restricted => "restricted",
+        /// Past the retirement date: its devices were decommissioned.
+        Retired => "retired",
+    }
+}
+
+named_states! {
     /// An alert's lifecycle.
     AlertState, "an alert state" {
         /// Raised, nobody has looked yet.

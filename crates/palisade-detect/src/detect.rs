@@ -43,11 +43,13 @@ pub enum Detector {
     /// Devices run a release with a component that a vulnerability advisory
     /// names (raised when the advisory is imported or the release accepted).
     VulnerableFirmware,
+    /// A model's support end is near (its support-end policy's notice).
+    SupportEnding,
 }
 
 impl Detector {
     /// Every detector.
-    pub const ALL: [Detector; 12] = [
+    pub const ALL: [Detector; 13] = [
         Detector::PolicyViolation,
         Detector::ScanHorizontal,
         Detector::ScanVertical,
@@ -60,6 +62,7 @@ impl Detector {
         Detector::FleetOutlier,
         Detector::UnmanagedDevice,
         Detector::VulnerableFirmware,
+        Detector::SupportEnding,
     ];
 
     /// Its name in the API, alerts and configuration.
@@ -77,6 +80,7 @@ impl Detector {
             Detector::FleetOutlier => "fleet_outlier",
             Detector::UnmanagedDevice => "unmanaged_device",
             Detector::VulnerableFirmware => "vulnerable_firmware",
+            Detector::SupportEnding => "support_ending",
         }
     }
 
@@ -95,9 +99,10 @@ impl Detector {
             | Detector::VolumeSpike
             | Detector::Beaconing
             | Detector::VulnerableFirmware => Severity::High,
-            Detector::FailedLogins | Detector::NewListeningPort | Detector::UnmanagedDevice => {
-                Severity::Medium
-            }
+            Detector::FailedLogins
+            | Detector::NewListeningPort
+            | Detector::UnmanagedDevice
+            | Detector::SupportEnding => Severity::Medium,
             Detector::FleetOutlier => Severity::Low,
         }
     }

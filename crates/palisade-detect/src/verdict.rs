@@ -128,13 +128,18 @@ pub fn outbound(
     if let Some(s) = segment
         && s.subnet.contains(peer)
     {
-        let local = (protocol == 17 && port == 67)
-            || matches!(protocol, 1 | 58)
-            || (protocol == 6
-                && [spec.egress_proxy_port, spec.legacy_mqtt_port].contains(&Some(port)));
-        if local {
+        let dhcp_or_icmp = (protocol == 17 && port == 67) || matches!(protocol, 1 | 58);
+        let relayed =
+            protocol == 6 && [spec.egress_proxy_port, spec.legacy_mqtt_port].contains(&Some(port));
+        // Past its support end a device keeps DHCP and ICMP to its edge, not
+        // the relays out.
+        if dhcp_or_icmp || (relayed && !dev.restricted) {
             return Verdict::Named;
         }
+    }
+    // Past its support end: the control plane, names and its edge only.
+    if dev.restricted {
+        return Verdict::Violation;
     }
     let mut unknown = false;
     // The strongest word wins: a rule naming the peer over a range.
@@ -262,6 +267,7 @@ mod tests {
                 segment: "cams".into(),
                 manufacturer: None,
                 quarantined: false,
+                restricted: false,
                 policy: Policy {
                     from_device: vec![
                         rule(Peer::Prefix(ok("203.0.113.0/24")), 443),

@@ -49,6 +49,8 @@ pub struct Services {
     pub advisories: Arc<palisade_control::advisories::Advisories>,
     /// Decommissioning and verified wipes.
     pub decommissioning: Arc<palisade_control::decommission::Decommissioning>,
+    /// Support-end enforcement.
+    pub support: Arc<palisade_control::support::SupportEnd>,
     /// Largest firmware image accepted.
     pub max_image_bytes: u64,
     /// The TUF image repository.

@@ -207,6 +207,48 @@ pub struct SetState {
     pub state: String,
 }
 
+/// Sets a model's support end and what it does.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSupport {
+    /// End of support: YYYY-MM-DD (end of that day, UTC) or RFC 3339.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Alert this many days before the support end.
+    #[serde(default)]
+    pub notify_days: u32,
+    /// Confine the model's devices to the control plane and update traffic from then.
+    #[serde(default)]
+    pub restrict_at: Option<String>,
+    /// Decommission the model's devices then.
+    #[serde(default)]
+    pub retire_at: Option<String>,
+    /// Retire with a verified wipe.
+    #[serde(default)]
+    pub retire_wipe: bool,
+}
+
+/// A model's support-end policy and the stage it has reached.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SupportView {
+    /// The model.
+    pub model: String,
+    /// End of support (RFC 3339).
+    pub support_until: Option<String>,
+    /// Notice, days before the end.
+    pub notify_days: u32,
+    /// Confined from (RFC 3339).
+    pub restrict_at: Option<String>,
+    /// Retired on (RFC 3339).
+    pub retire_at: Option<String>,
+    /// Retired with a verified wipe.
+    pub retire_wipe: bool,
+    /// `supported`, `notified`, `restricted` or `retired`.
+    pub stage: String,
+    /// Since (RFC 3339).
+    pub stage_since: Option<String>,
+}
+
 /// Decommissions a device.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

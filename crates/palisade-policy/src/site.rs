@@ -52,6 +52,10 @@ pub struct SiteDevice {
     /// Cut off from everything but the control plane.
     #[serde(default)]
     pub quarantined: bool,
+    /// Past its model's support-end restriction date: confined to the control
+    /// plane and update traffic (a separate counter from quarantine).
+    #[serde(default)]
+    pub restricted: bool,
     /// Its policy (the model's MUD policy with the device's overrides).
     pub policy: Policy,
 }
@@ -248,6 +252,7 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     let mut in4: Vec<String> = vec![];
     let mut in6: Vec<String> = vec![];
     let mut quarantined: Vec<IpAddr> = vec![];
+    let mut restricted: Vec<IpAddr> = vec![];
     let mut dns = vec![];
     for d in &b.devices {
         let seg = segments.get(d.segment.as_str()).ok_or_else(|| {
@@ -264,6 +269,10 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
         }
         if d.quarantined || seg.quarantine {
             quarantined.push(d.address);
+            continue;
+        }
+        if d.restricted {
+            restricted.push(d.address);
             continue;
         }
         for (outbound, rules) in [(true, &d.policy.from_device), (false, &d.policy.to_device)] {
@@ -393,6 +402,10 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
         .collect();
     set(w, "quarantined4", "ipv4_addr", "interval", &q4);
     set(w, "quarantined6", "ipv6_addr", "interval", &q6);
+    let (r4, r6): (Vec<IpAddr>, Vec<IpAddr>) = restricted.into_iter().partition(|a| a.is_ipv4());
+    let text = |v: Vec<IpAddr>| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    set(w, "restricted4", "ipv4_addr", "interval", &text(r4));
+    set(w, "restricted6", "ipv6_addr", "interval", &text(r6));
     if b.blocked.len() > MAX_DEVICES {
         return Err(PolicyError::Range(format!(
             "more than {MAX_DEVICES} blocked addresses in a bundle"
@@ -456,6 +469,7 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
         "allowed_in",
         "denied_in",
         "quarantine_drops",
+        "support_end_drops",
         "dns_other_drops",
         "unmanaged_drops",
     ] {
@@ -489,6 +503,8 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     ip6 daddr . meta l4proto . th dport @control6 accept
     ip saddr @quarantined4 counter name quarantine_drops drop
     ip6 saddr @quarantined6 counter name quarantine_drops drop
+    ip saddr @restricted4 counter name support_end_drops drop
+    ip6 saddr @restricted6 counter name support_end_drops drop
     ct state established,related accept
     {ip} daddr {resolver} meta l4proto {{ tcp, udp }} th dport 53 accept
     meta l4proto {{ tcp, udp }} th dport 53 counter name dns_other_drops drop
@@ -505,6 +521,8 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     ip6 saddr . meta l4proto . th sport @control6 accept
     ip daddr @quarantined4 counter name quarantine_drops drop
     ip6 daddr @quarantined6 counter name quarantine_drops drop
+    ip daddr @restricted4 counter name support_end_drops drop
+    ip6 daddr @restricted6 counter name support_end_drops drop
     ct state established,related accept
     ip daddr . ip saddr . meta l4proto . th dport @allow_in4 counter name allowed_in accept
     ip6 daddr . ip6 saddr . meta l4proto . th dport @allow_in6 counter name allowed_in accept
@@ -522,6 +540,8 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
     ct state established,related accept
     {ip} daddr {resolver} meta l4proto {{ tcp, udp }} th dport 53 accept
     udp dport 67 accept
+    ip saddr @restricted4 counter name support_end_drops drop
+    ip6 saddr @restricted6 counter name support_end_drops drop
 {proxy}    meta l4proto {{ icmp, ipv6-icmp }} accept
     counter name denied_out drop
   }}
@@ -529,4 +549,79 @@ pub fn render(b: &SiteBundle) -> Result<Ruleset, PolicyError> {
 "#
     );
     Ok(Ruleset { script: s, dns })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Peer, Ports, Rule};
+
+    fn bundle(restricted: bool) -> SiteBundle {
+        let seg = Segment {
+            name: "devices".into(),
+            interface: "br0".into(),
+            vlan: None,
+            subnet: "10.10.1.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
+            quarantine: false,
+        };
+        let rule = Rule {
+            peer: Peer::Prefix("198.51.100.0/24".parse().unwrap_or_else(|e| panic!("{e}"))),
+            protocol: Some(6),
+            peer_ports: Some(Ports::one(8080)),
+            device_ports: None,
+            initiated: None,
+        };
+        SiteBundle {
+            site: "lab".into(),
+            version: 1,
+            issued_ms: 0,
+            spec: SiteSpec::new(
+                "10.10.1.1".parse().unwrap_or_else(|e| panic!("{e}")),
+                vec![("192.0.2.5".parse().unwrap_or_else(|e| panic!("{e}")), 8443)],
+                vec![seg],
+            ),
+            devices: vec![SiteDevice {
+                device: "cam-1".into(),
+                address: "10.10.1.10".parse().unwrap_or_else(|e| panic!("{e}")),
+                segment: "devices".into(),
+                manufacturer: None,
+                quarantined: false,
+                restricted,
+                policy: Policy {
+                    from_device: vec![rule],
+                    to_device: vec![],
+                },
+            }],
+            blocked: vec![],
+        }
+    }
+
+    #[test]
+    fn a_restricted_device_keeps_only_the_control_plane_and_loses_its_allowlist() {
+        let open = render(&bundle(false))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .script;
+        assert!(
+            open.contains("10.10.1.10 . 198.51.100.0/24 . 6 . 8080"),
+            "{open}"
+        );
+        assert!(open.contains("set restricted4 {"), "{open}");
+        let shut = render(&bundle(true))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .script;
+        assert!(!shut.contains("198.51.100.0/24"), "{shut}");
+        let set = shut
+            .split("set restricted4 {")
+            .nth(1)
+            .and_then(|s| s.split('}').next())
+            .unwrap_or_default();
+        assert!(set.contains("10.10.1.10"), "{shut}");
+        // The control plane is accepted before the restriction drops.
+        let from = shut.split("chain from_device {").nth(1).unwrap_or_default();
+        let control = from.find("@control4 accept").unwrap_or(usize::MAX);
+        let drop = from
+            .find("@restricted4 counter name support_end_drops drop")
+            .unwrap_or(0);
+        assert!(control < drop, "{from}");
+    }
 }

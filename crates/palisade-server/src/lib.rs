@@ -274,9 +274,17 @@ impl Server {
             clock.clone(),
             config.decommission.wipe_timeout_s,
         ));
+        let support = Arc::new(palisade_control::support::SupportEnd::new(
+            boot.store.clone(),
+            decommissioning.clone(),
+            alerts.clone(),
+            network.clone(),
+            clock.clone(),
+        ));
         let state = Arc::new(Services {
             advisories,
             decommissioning,
+            support,
             unmanaged,
             alerts,
             accounts,
@@ -392,6 +400,9 @@ impl Server {
             rx.clone(),
         ));
         tokio::spawn(st.commands.clone().follow(self.bus.subscribe()));
+        tokio::spawn(st.support.clone().run(Duration::from_secs(
+            self.config.support.check_every_s.max(1),
+        )));
         // Wipe receipts, and wipes past their deadline (every node may close
         // one: the store's compare-and-set lets only the first through).
         tokio::spawn(st.decommissioning.clone().follow(

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use palisade_audit::{EntryDraft, Verifier, verify_consistency, verify_inclusion};
 use palisade_core::{
     AlertState, DeviceId, DeviceState, KeyProtection, ModelId, OperatorName, Role,
-    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, Tag, UnmanagedState,
-    UpdateState,
+    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, SupportStage, Tag,
+    UnmanagedState, UpdateState,
 };
 
 use crate::*;
@@ -82,6 +82,7 @@ macro_rules! conformance_suite {
             advisories_are_found_by_alias_and_package_and_keep_their_first_sighting,
             commands_are_queued_sent_and_acknowledged_by_their_device_only,
             a_pending_wipe_closes_once_with_its_nonce,
+            support_policies_keep_their_stage_and_move_it_by_compare_and_set,
             mqtt_sessions_and_retained_messages_survive_a_reopen,
             onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
             releases_never_lower_the_security_version_and_assignments_only_move_forward,
@@ -1082,6 +1083,71 @@ pub async fn a_pending_wipe_closes_once_with_its_nonce(b: &dyn Backend) {
     assert_eq!(store.decommissions(None).await.expect("read").len(), 2);
     ok(&*store, vec![Change::ClearDecommission { device: id("b") }]).await;
     assert_eq!(store.decommission(&id("b")).await.expect("read"), None);
+}
+
+/// A model's support policy is set and reset without losing the stage it
+/// reached; the stage moves only from the stage the caller saw.
+pub async fn support_policies_keep_their_stage_and_move_it_by_compare_and_set(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let policy = |days: u32, at: i64| Change::SetSupportPolicy {
+        model: id("m"),
+        support_until_ms: Some(1_000),
+        notify_days: days,
+        restrict_ms: Some(2_000),
+        retire_ms: None,
+        retire_wipe: true,
+        at_ms: at,
+    };
+    ok(&*store, vec![model("m"), policy(30, 5)]).await;
+    assert!(matches!(
+        commit(
+            &*store,
+            vec![Change::SetSupportPolicy {
+                model: id("nope"),
+                support_until_ms: None,
+                notify_days: 1,
+                restrict_ms: None,
+                retire_ms: None,
+                retire_wipe: false,
+                at_ms: 1,
+            }]
+        )
+        .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let step = |from: SupportStage, to: SupportStage| Change::SetSupportStage {
+        model: id("m"),
+        expected: from,
+        to,
+        at_ms: 7,
+    };
+    ok(
+        &*store,
+        vec![step(SupportStage::Supported, SupportStage::Notified)],
+    )
+    .await;
+    assert!(is_conflict(
+        commit(
+            &*store,
+            vec![step(SupportStage::Supported, SupportStage::Restricted)]
+        )
+        .await
+    ));
+    ok(&*store, vec![policy(60, 9)]).await;
+    let p = store.support_policies().await.expect("read");
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        (
+            p[0].notify_days,
+            p[0].stage,
+            p[0].stage_ms,
+            p[0].retire_wipe,
+            p[0].updated_ms
+        ),
+        (60, SupportStage::Notified, Some(7), true, 9)
+    );
+    let m = store.model(&id("m")).await.expect("read").expect("m");
+    assert_eq!(m.support_until_ms, Some(1_000));
 }
 
 /// Suppliers, their keys, batches, TPM vendors and firmware read back as

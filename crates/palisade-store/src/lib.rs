@@ -248,6 +248,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<CommandRecord>, StoreError>;
     /// Devices that have commands still queued, by id.
     async fn queued_command_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
+    /// Every model's support-end policy, by model.
+    async fn support_policies(&self) -> Result<Vec<SupportPolicyRecord>, StoreError>;
     /// A device's decommissioning, if it is on record.
     async fn decommission(
         &self,

@@ -3,8 +3,8 @@
 use palisade_audit::{Digest32, Entry};
 use palisade_core::{
     AlertState, DeviceId, DeviceState, KeyProtection, ModelId, OperatorName, Role,
-    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, Tag, UnmanagedState,
-    UpdateState,
+    RolloutDeviceState, RolloutName, RolloutState, SiteName, SupplierName, SupportStage, Tag,
+    UnmanagedState, UpdateState,
 };
 use serde::Serialize;
 
@@ -391,6 +391,27 @@ pub struct EnrollmentTokenRecord {
     pub used_ms: Option<i64>,
     /// The device it enrolled.
     pub used_device: Option<String>,
+}
+
+/// A model's support-end policy and the stage it has reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupportPolicyRecord {
+    /// The model.
+    pub model: ModelId,
+    /// Alert this many days before the model's support end.
+    pub notify_days: u32,
+    /// Confine its devices from then, Unix ms.
+    pub restrict_ms: Option<i64>,
+    /// Decommission its devices then, Unix ms.
+    pub retire_ms: Option<i64>,
+    /// Retire with a verified wipe.
+    pub retire_wipe: bool,
+    /// The stage reached.
+    pub stage: SupportStage,
+    /// When it was reached, Unix ms.
+    pub stage_ms: Option<i64>,
+    /// Last changed, Unix ms.
+    pub updated_ms: i64,
 }
 
 /// What is known of a decommissioned device's wipe.
@@ -822,6 +843,34 @@ pub enum Change {
         destroyed: Vec<String>,
         /// Why, in words.
         detail: String,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Set a model's support end and what it does (the stage reached is kept).
+    SetSupportPolicy {
+        /// The model.
+        model: ModelId,
+        /// End of support, Unix ms (`None`: none declared).
+        support_until_ms: Option<i64>,
+        /// Alert this many days before the support end.
+        notify_days: u32,
+        /// Confine its devices from then, Unix ms.
+        restrict_ms: Option<i64>,
+        /// Decommission its devices then, Unix ms.
+        retire_ms: Option<i64>,
+        /// Retire with a verified wipe.
+        retire_wipe: bool,
+        /// When, Unix ms.
+        at_ms: i64,
+    },
+    /// Move a model to another support stage (compare-and-set).
+    SetSupportStage {
+        /// The model.
+        model: ModelId,
+        /// The stage it must be in.
+        expected: SupportStage,
+        /// The new stage.
+        to: SupportStage,
         /// When, Unix ms.
         at_ms: i64,
     },
@@ -1348,7 +1397,9 @@ impl Change {
             | Change::RecordPresence { .. }
             | Change::RecordDecommission(_)
             | Change::CompleteWipe { .. }
-            | Change::ClearDecommission { .. } => ChangeFamily::Fleet,
+            | Change::ClearDecommission { .. }
+            | Change::SetSupportPolicy { .. }
+            | Change::SetSupportStage { .. } => ChangeFamily::Fleet,
             Change::InsertCertificate { .. }
             | Change::RevokeCertificate { .. }
             | Change::InsertToken { .. }

@@ -264,6 +264,7 @@ impl Soak {
                 segment: "devices".into(),
                 manufacturer: None,
                 quarantined: false,
+                restricted: false,
                 policy: policy(model, &names),
             });
         }

@@ -54,6 +54,7 @@ fn bundle(n: usize) -> SiteBundle {
                 segment: format!("s{seg}"),
                 manufacturer: None,
                 quarantined: false,
+                restricted: false,
                 policy: Policy {
                     from_device: vec![
                         rule("198.51.100.10/32", 8080),

@@ -675,6 +675,42 @@ fn the_edge_enforces_the_sites_policy_with_nftables() {
         edge_log()
     );
 
+    // Past its model's support-end restriction date: only the control plane
+    // (and update traffic, which goes to it), counted apart from quarantine;
+    // an extension lifts it.
+    let day = |d: i64| {
+        (palisade_core::Clock::now(&palisade_core::SystemClock) + time::Duration::days(d))
+            .date()
+            .to_string()
+    };
+    server.cli_ok(&[
+        "model",
+        "support",
+        "cam",
+        "--until",
+        &day(-2),
+        "--restrict-at",
+        &day(-1),
+    ]);
+    let took = wait_until("the support-end restriction enforced", 20, || {
+        !net.reaches("d1", "http://198.51.100.10:8080/")
+    });
+    eprintln!("support-end restriction enforced after {took:?}");
+    assert!(net.reaches("d1", &format!("https://198.51.100.5:{port}/healthz")));
+    assert!(net.nft_counter("support_end_drops") > 0);
+    server.cli_ok(&[
+        "model",
+        "support",
+        "cam",
+        "--until",
+        &day(400),
+        "--restrict-at",
+        &day(410),
+    ]);
+    wait_until("the restriction lifted", 20, || {
+        net.reaches("d1", "http://198.51.100.10:8080/")
+    });
+
     // Quarantine: only the control plane, promptly.
     server.cli_ok(&["device", "set-state", "cam-1", "quarantined"]);
     let took = wait_until("quarantine enforced", 20, || {

@@ -118,3 +118,136 @@ fn lifecycle_lists_devices_past_support_and_behind_their_security_target() {
         "{table}"
     );
 }
+
+/// `YYYY-MM-DD` of today plus `days` (UTC).
+fn day(days: i64) -> String {
+    let now = palisade_core::Clock::now(&palisade_core::SystemClock);
+    (now + time::Duration::days(days)).date().to_string()
+}
+
+fn support(server: &ServerProc, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json", "model", "support", "sensor"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&server.cli_ok(&a)).unwrap()
+}
+
+fn site(server: &ServerProc) -> serde_json::Value {
+    serde_json::from_str(&server.api_get("/api/v1/sites/lab")).unwrap()
+}
+
+fn audit_actions(server: &ServerProc, action: &str) -> usize {
+    let out = server.api_get("/api/v1/audit/entries?limit=10000");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    entries.iter().filter(|e| e["action"] == action).count()
+}
+
+/// Support-end enforcement: the notice alerts once, the restriction marks the
+/// model's devices restricted in their site's bundle (a new version the edges
+/// fetch), an extension lifts it, and the retirement date decommissions them;
+/// every move audited.
+#[test]
+fn a_models_support_end_notifies_restricts_and_retires_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("palisade.toml");
+    std::fs::write(&cfg, "[support]\ncheck_every_s = 1\n").unwrap();
+    let server = ServerProc::start_with(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .unwrap();
+    sensor_site(&server, dir.path(), 3);
+    assert_eq!(support(&server, &[])["stage"], "supported");
+
+    // Ten days before the end, with 30 days' notice: notified, one alert.
+    let v = support(&server, &["--until", &day(10), "--notify-days", "30"]);
+    assert_eq!(v["stage"], "notified", "{v}");
+    let alerts = server.cli_ok(&["--json", "alerts", "list"]);
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&alerts).unwrap();
+    let ending: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["detector"] == "support_ending")
+        .collect();
+    assert_eq!(ending.len(), 1, "{alerts:?}");
+    assert!(
+        ending[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("3 device(s)"),
+        "{}",
+        ending[0]
+    );
+    assert_eq!(audit_actions(&server, "model.support.notified"), 1);
+    let before = site(&server);
+    assert_eq!(before["restricted"], 0, "{before}");
+
+    // Restricted since yesterday: the bundle confines all three.
+    let v = support(
+        &server,
+        &[
+            "--until",
+            &day(10),
+            "--notify-days",
+            "30",
+            "--restrict-at",
+            &day(-1),
+        ],
+    );
+    assert_eq!(v["stage"], "restricted", "{v}");
+    let after = site(&server);
+    assert_eq!(after["restricted"], 3, "{after}");
+    assert!(
+        after["bundle_version"].as_u64() > before["bundle_version"].as_u64(),
+        "{before} -> {after}"
+    );
+
+    // Support extended: the restriction is lifted, audited.
+    let v = support(
+        &server,
+        &[
+            "--until",
+            &day(400),
+            "--notify-days",
+            "30",
+            "--restrict-at",
+            &day(410),
+        ],
+    );
+    assert_eq!(v["stage"], "supported", "{v}");
+    assert_eq!(site(&server)["restricted"], 0);
+    assert_eq!(audit_actions(&server, "model.support.lifted"), 1);
+
+    // Retirement day passed: every device is decommissioned, by the policy.
+    let v = support(
+        &server,
+        &[
+            "--until",
+            &day(-20),
+            "--notify-days",
+            "30",
+            "--restrict-at",
+            &day(-10),
+            "--retire-at",
+            &day(-1),
+        ],
+    );
+    assert_eq!(v["stage"], "retired", "{v}");
+    for n in 0..3 {
+        let id = format!("sensor-{n}");
+        let d: serde_json::Value =
+            serde_json::from_str(&server.cli_ok(&["--json", "device", "show", &id])).unwrap();
+        assert_eq!(d["device"]["state"], "decommissioned", "{d}");
+        let r: serde_json::Value =
+            serde_json::from_str(&server.cli_ok(&["--json", "device", "decommissioning", &id]))
+                .unwrap();
+        assert_eq!(r["actor"], "support-end", "{r}");
+        assert!(
+            r["reason"].as_str().unwrap().contains("retirement date"),
+            "{r}"
+        );
+    }
+    assert_eq!(audit_actions(&server, "model.support.retired"), 1);
+    assert_eq!(site(&server)["devices"], 0);
+    // Retired is final: a later date does not bring the model back.
+    let v = support(&server, &["--until", &day(400), "--notify-days", "30"]);
+    assert_eq!(v["stage"], "retired", "{v}");
+}

@@ -85,6 +85,72 @@ pub(crate) async fn get_model(
     Ok(Json(m.into()))
 }
 
+fn date(field: &'static str, t: Option<&str>) -> Result<Option<i64>, ApiError> {
+    t.map(|t| {
+        palisade_control::lifecycle::parse_date_ms(t).map_err(|e| ApiError::bad_request(field, e))
+    })
+    .transpose()
+}
+
+async fn support_view(s: &OperatorApi, id: &ModelId) -> Result<SupportView, ApiError> {
+    let m = s
+        .store
+        .model(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {id} not found")))?;
+    let p = s.support.get(id).await?;
+    Ok(SupportView {
+        model: id.to_string(),
+        support_until: m.support_until_ms.map(rfc3339),
+        notify_days: p.as_ref().map_or(0, |p| p.notify_days),
+        restrict_at: p.as_ref().and_then(|p| p.restrict_ms).map(rfc3339),
+        retire_at: p.as_ref().and_then(|p| p.retire_ms).map(rfc3339),
+        retire_wipe: p.as_ref().is_some_and(|p| p.retire_wipe),
+        stage: p
+            .as_ref()
+            .map_or("supported", |p| p.stage.as_str())
+            .to_owned(),
+        stage_since: p.as_ref().and_then(|p| p.stage_ms).map(rfc3339),
+    })
+}
+
+/// A model's support end, its policy and the stage it has reached (any role).
+#[utoipa::path(get, path = "/api/v1/models/{id}/support", tag = "models", params(("id" = String, Path)),
+    responses((status = 200, body = SupportView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_support(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SupportView>, ApiError> {
+    c.require(&s, Access::Read, "read models").await?;
+    let id: ModelId = parse_id(&s, &c, "model.read", &id).await?;
+    Ok(Json(support_view(&s, &id).await?))
+}
+
+/// Sets a model's support end and what it does (operator or admin): an
+/// alert `notify_days` before, confinement from `restrict_at`, decommissioning
+/// (with a wipe if asked) at `retire_at`; each stage audited.
+#[utoipa::path(put, path = "/api/v1/models/{id}/support", tag = "models", params(("id" = String, Path)), request_body = SetSupport,
+    responses((status = 200, body = SupportView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn set_support(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<SetSupport>,
+) -> Result<Json<SupportView>, ApiError> {
+    c.require(&s, Access::Write, "set support policies").await?;
+    let id: ModelId = parse_id(&s, &c, "model.support", &id).await?;
+    let plan = palisade_control::support::SupportPlan {
+        until_ms: date("bad_until", req.until.as_deref())?,
+        notify_days: req.notify_days,
+        restrict_ms: date("bad_restrict_at", req.restrict_at.as_deref())?,
+        retire_ms: date("bad_retire_at", req.retire_at.as_deref())?,
+        retire_wipe: req.retire_wipe,
+    };
+    s.support.set(&c.actor(), &id, plan).await?;
+    Ok(Json(support_view(&s, &id).await?))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeviceQuery {

@@ -43,6 +43,10 @@ pub(crate) fn router(state: OperatorApi) -> Router {
         )
         .route("/api/v1/models/{id}", get(fleet::get_model))
         .route(
+            "/api/v1/models/{id}/support",
+            get(fleet::get_support).put(fleet::set_support),
+        )
+        .route(
             "/api/v1/devices",
             get(fleet::list_devices).post(fleet::register_device),
         )
@@ -255,7 +259,8 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
     info(title = "Palisade operator API", version = "1", description = "Control plane of the Palisade IoT fleet security platform."),
     paths(
         public::healthz, public::readyz, public::crl, public::chain, metrics, whoami,
-        fleet::list_models, fleet::add_model, fleet::get_model,
+        fleet::list_models, fleet::add_model, fleet::get_model, fleet::get_support,
+        fleet::set_support,
         fleet::list_devices, fleet::register_device, fleet::get_device, fleet::set_device_state,
         fleet::approve_device, fleet::decommission_device, fleet::get_decommission,
         fleet::reinstate_device, certificates::issue_certificate,

@@ -98,6 +98,7 @@ pub(crate) async fn site_view(
         "name": r.name, "spec": serde_json::from_str::<serde_json::Value>(&r.spec).unwrap_or_default(),
         "bundle_version": bundle.version, "devices": bundle.devices.len(),
         "quarantined": bundle.devices.iter().filter(|d| d.quarantined).count(),
+        "restricted": bundle.devices.iter().filter(|d| d.restricted).count(),
         "edges": edges,
     }))
 }

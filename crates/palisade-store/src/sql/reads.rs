@@ -14,7 +14,9 @@ use super::writer::Job;
 use super::{DEFAULT_LIMIT, Engine, SqlStore};
 
 use crate::{AccountRecord, DeviceGroupRecord, DocumentRecord, FleetWindowRecord, SessionRecord};
-use crate::{AdvisoryMatchRecord, AdvisoryRecord, DecommissionRecord, WipeStatus};
+use crate::{
+    AdvisoryMatchRecord, AdvisoryRecord, DecommissionRecord, SupportPolicyRecord, WipeStatus,
+};
 use crate::{
     AlertFilter, AlertRecord, AuditHead, AuditRefRecord, BatchRecord, CertFilter, CertRecord,
     Change, CommandRecord, ConsistencyProof, DeviceEventRecord, DeviceFilter, DeviceRecord,
@@ -377,6 +379,15 @@ impl Store for SqlStore {
         .iter()
         .map(|r| DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("command", e)))
         .collect()
+    }
+
+    async fn support_policies(&self) -> Result<Vec<SupportPolicyRecord>, StoreError> {
+        sqlx::query("SELECT * FROM support_policies ORDER BY model_id")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(support_policy_from_row)
+            .collect()
     }
 
     async fn decommission(

@@ -9,7 +9,10 @@ use palisade_core::{DeviceId, DeviceState, Role, SupplierName};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{AccountRecord, DecommissionRecord, DeviceGroupRecord, SessionRecord, WipeStatus};
+use crate::{
+    AccountRecord, DecommissionRecord, DeviceGroupRecord, SessionRecord, SupportPolicyRecord,
+    WipeStatus,
+};
 use crate::{
     AlertRecord, AuditRefRecord, BatchRecord, CertRecord, CertStatus, CommandRecord,
     DeviceEventRecord, DeviceRecord, EdgeRecord, EnrollmentTokenRecord, FirmwareRecord,
@@ -18,6 +21,7 @@ use crate::{
     StoreError, StoredEntry, SupplierKeyRecord, SupplierRecord, TokenRecord, TpmVendorRecord,
     UnmanagedRecord, UpdateRecord,
 };
+use palisade_core::SupportStage;
 
 pub(super) fn entry_from_row(r: &AnyRow) -> Result<StoredEntry, StoreError> {
     let digest: Vec<u8> = r.try_get("digest")?;
@@ -236,6 +240,22 @@ pub(super) fn command_from_row(r: &AnyRow) -> Result<CommandRecord, StoreError> 
         sent_ms: r.try_get("sent_ms")?,
         acked_ms: r.try_get("acked_ms")?,
         result: r.try_get("result")?,
+    })
+}
+
+pub(super) fn support_policy_from_row(r: &AnyRow) -> Result<SupportPolicyRecord, StoreError> {
+    let stage: String = r.try_get("stage")?;
+    let days: i64 = r.try_get("notify_days")?;
+    Ok(SupportPolicyRecord {
+        model: name(r, "model_id", "support policy")?,
+        notify_days: u32::try_from(days).map_err(|e| corrupt("support policy", e))?,
+        restrict_ms: r.try_get("restrict_ms")?,
+        retire_ms: r.try_get("retire_ms")?,
+        retire_wipe: r.try_get::<i64, _>("retire_wipe")? != 0,
+        stage: SupportStage::parse(&stage).map_err(|e| corrupt("support policy", e))?,
+
+        stage_ms: r.try_get("stage_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
     })
 }
 

@@ -50,6 +50,29 @@ pub enum ModelCmd {
     },
     /// List device models.
     List,
+    /// A model's support end and what it does to its devices: an alert
+    /// --notify-days before, confinement to the control plane and update
+    /// traffic from --restrict-at, decommissioning at --retire-at (with a
+    /// verified wipe if --retire-wipe). Without options: show it.
+    Support {
+        /// Model id.
+        id: String,
+        /// End of support: YYYY-MM-DD (end of that day, UTC) or RFC 3339.
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// Alert this many days before the support end.
+        #[arg(long, value_name = "DAYS")]
+        notify_days: Option<u32>,
+        /// Confine the devices from this date.
+        #[arg(long, value_name = "DATE")]
+        restrict_at: Option<String>,
+        /// Decommission the devices on this date.
+        #[arg(long, value_name = "DATE")]
+        retire_at: Option<String>,
+        /// Retire with a verified wipe.
+        #[arg(long)]
+        retire_wipe: bool,
+    },
     /// Firmware images approved for a model (what measured boot must show).
     Firmware {
         #[command(subcommand)]
@@ -217,6 +240,61 @@ pub async fn model(g: &Global, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
         ModelCmd::List => {
             let list: Vec<ModelView> = c.call(Method::GET, "/api/v1/models", None).await?;
             show_models(g.json, &list);
+        }
+        ModelCmd::Support {
+            id,
+            until,
+            notify_days,
+            restrict_at,
+            retire_at,
+            retire_wipe,
+        } => {
+            let path = format!("/api/v1/models/{}/support", enc(&id));
+            let set = until.is_some()
+                || notify_days.is_some()
+                || restrict_at.is_some()
+                || retire_at.is_some()
+                || retire_wipe;
+            let v: SupportView = if set {
+                c.call(
+                    Method::PUT,
+                    &path,
+                    Some(&json!({
+                        "until": until, "notify_days": notify_days.unwrap_or(0),
+                        "restrict_at": restrict_at, "retire_at": retire_at,
+                        "retire_wipe": retire_wipe,
+                    })),
+                )
+                .await?
+            } else {
+                c.call(Method::GET, &path, None).await?
+            };
+            data(
+                g.json,
+                &v,
+                &[
+                    "model",
+                    "support until",
+                    "notice",
+                    "restrict at",
+                    "retire at",
+                    "stage",
+                    "since",
+                ],
+                vec![vec![
+                    v.model.clone(),
+                    dash(v.support_until.as_deref()),
+                    format!("{} d", v.notify_days),
+                    dash(v.restrict_at.as_deref()),
+                    format!(
+                        "{}{}",
+                        dash(v.retire_at.as_deref()),
+                        if v.retire_wipe { " (wipe)" } else { "" }
+                    ),
+                    v.stage.clone(),
+                    dash(v.stage_since.as_deref()),
+                ]],
+            );
         }
         ModelCmd::Firmware { cmd } => firmware(g, &c, cmd).await?,
     }

@@ -109,6 +109,66 @@ pub(super) async fn apply(
                 ));
             }
         }
+        Change::SetSupportPolicy {
+            model,
+            support_until_ms,
+            notify_days,
+            restrict_ms,
+            retire_ms,
+            retire_wipe,
+            at_ms,
+        } => {
+            let done = sqlx::query("UPDATE models SET support_until_ms = $1 WHERE id = $2")
+                .bind(support_until_ms)
+                .bind(model.as_str())
+                .execute(&mut *c)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::NotFound {
+                    what: "model",
+                    key: model.to_string(),
+                });
+            }
+            sqlx::query(
+                "INSERT INTO support_policies (model_id, notify_days, restrict_ms, retire_ms,
+                   retire_wipe, stage, stage_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, 'supported', NULL, $6)
+                 ON CONFLICT (model_id) DO UPDATE SET notify_days = $2, restrict_ms = $3,
+                   retire_ms = $4, retire_wipe = $5, updated_ms = $6",
+            )
+            .bind(model.as_str())
+            .bind(i64::from(*notify_days))
+            .bind(restrict_ms)
+            .bind(retire_ms)
+            .bind(i64::from(*retire_wipe))
+            .bind(at_ms)
+            .execute(&mut *c)
+            .await?;
+        }
+        Change::SetSupportStage {
+            model,
+            expected,
+            to,
+            at_ms,
+        } => {
+            let done = sqlx::query(
+                "UPDATE support_policies SET stage = $1, stage_ms = $2
+                 WHERE model_id = $3 AND stage = $4",
+            )
+            .bind(to.as_str())
+            .bind(at_ms)
+            .bind(model.as_str())
+            .bind(expected.as_str())
+            .execute(&mut *c)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(conflict(
+                    "support stage of model",
+                    model.as_str(),
+                    &format!("is no longer {expected}; retry"),
+                ));
+            }
+        }
         Change::ClearDecommission { device } => {
             sqlx::query("DELETE FROM decommissions WHERE device_id = $1")
                 .bind(device.as_str())
