@@ -33,7 +33,7 @@ pub trait Keystore: Send + Sync + std::fmt::Debug {
     fn floor(&self) -> Option<Arc<dyn crate::ota::Floor>> {
         None
     }
-    /// The data key the vault encrypts under ([`crate::vault`]), made on
+    /// The data key the agent's vaults encrypt under, made on
     /// first use when `create`; `None` when there is none (never made, or
     /// destroyed by a wipe).
     fn data_key(&self, create: bool) -> anyhow::Result<Option<DataKey>>;

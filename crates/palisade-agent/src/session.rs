@@ -303,6 +303,71 @@ pub async fn run_once(
     }
 }
 
+impl crate::state::Agent {
+    /// Runs the MQTT session until `stop`, reconnecting with backoff and jitter
+    /// and picking up a renewed certificate at each reconnect.
+    pub async fn run_session(
+        &self,
+        cfg: &SessionConfig,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        jitter: impl Fn() -> f64,
+    ) {
+        let started = std::time::Instant::now();
+        let mut failures = 0u32;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let began = std::time::Instant::now();
+            let outcome = match (self.identity(), self.operational_key()) {
+                (Ok(Some(id)), Ok(key)) => {
+                    let device = palisade_core::DeviceId::parse(&id.device_id)
+                        .map_err(|e| SessionError::Identity(e.to_string()));
+                    match device {
+                        Ok(device) => {
+                            run_once(
+                                &device,
+                                vec![CertificateDer::from(id.cert_der)],
+                                key,
+                                self.est().roots(),
+                                cfg,
+                                started,
+                                &mut stop,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Err(SessionError::Identity("not enrolled".into())),
+            };
+            match outcome {
+                Ok(()) | Err(SessionError::Wiped) => return,
+                Err(e) => {
+                    // A session that lived a while resets the backoff.
+                    if began.elapsed() > std::time::Duration::from_secs(60) {
+                        failures = 0;
+                    }
+                    let now = self.clock().now();
+                    let wait = crate::schedule::backoff(
+                        failures,
+                        jitter(),
+                        now,
+                        now + time::Duration::days(1),
+                    );
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, retry_in = %wait, "MQTT session ended");
+                    let secs = u64::try_from(wait.whole_milliseconds().max(100)).unwrap_or(100);
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(secs)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

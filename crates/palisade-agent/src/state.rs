@@ -122,6 +122,11 @@ impl Agent {
         }
     }
 
+    /// The agent's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.dir
@@ -142,67 +147,6 @@ impl Agent {
         self.keystore
             .key("op")
             .map_err(|e| AgentError::Keystore(e.to_string()))
-    }
-
-    /// Runs the MQTT session until `stop`, reconnecting with backoff and jitter
-    /// and picking up a renewed certificate at each reconnect.
-    pub async fn run_session(
-        &self,
-        cfg: &crate::session::SessionConfig,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-        jitter: impl Fn() -> f64,
-    ) {
-        let started = std::time::Instant::now();
-        let mut failures = 0u32;
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let began = std::time::Instant::now();
-            let outcome = match (self.identity(), self.operational_key()) {
-                (Ok(Some(id)), Ok(key)) => {
-                    let device = palisade_core::DeviceId::parse(&id.device_id)
-                        .map_err(|e| crate::session::SessionError::Identity(e.to_string()));
-                    match device {
-                        Ok(device) => {
-                            crate::session::run_once(
-                                &device,
-                                vec![CertificateDer::from(id.cert_der)],
-                                key,
-                                self.est.roots(),
-                                cfg,
-                                started,
-                                &mut stop,
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                _ => Err(crate::session::SessionError::Identity(
-                    "not enrolled".into(),
-                )),
-            };
-            match outcome {
-                Ok(()) | Err(crate::session::SessionError::Wiped) => return,
-                Err(e) => {
-                    // A session that lived a while resets the backoff.
-                    if began.elapsed() > std::time::Duration::from_secs(60) {
-                        failures = 0;
-                    }
-                    let now = self.clock.now();
-                    let wait =
-                        crate::schedule::backoff(failures, jitter(), now, now + Duration::days(1));
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, retry_in = %wait, "MQTT session ended");
-                    let secs = u64::try_from(wait.whole_milliseconds().max(100)).unwrap_or(100);
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(secs)) => {}
-                        _ = stop.changed() => return,
-                    }
-                }
-            }
-        }
     }
 
     /// The update installer for this enrolled device (state in `ota/`).
