@@ -1,4 +1,4 @@
-//! Version strings in each scheme (SemVer, PEP 440, dpkg): parsing never
+//! Version strings in each scheme (SemVer, PEP 440, dpkg, apk): parsing never
 //! panics, and the order is consistent: antisymmetric, and equal to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (a, b) = text.split_once('\n').unwrap_or((text, "1.0"));
-    for s in [Scheme::Semver, Scheme::Pep440, Scheme::Debian] {
+    for s in [Scheme::Semver, Scheme::Pep440, Scheme::Debian, Scheme::Alpine] {
         if let (Ok(x), Ok(y)) = (s.compare(a, b), s.compare(b, a)) {
             assert_eq!(x, y.reverse(), "{s:?}: {a:?} vs {b:?}");
         }

@@ -7,6 +7,7 @@
 //! panics on any input (fuzz targets `osv_record`, `version_order`,
 //! `sbom_components`).
 
+pub mod alpine;
 pub mod matcher;
 pub mod osv;
 pub mod package;

@@ -187,6 +187,21 @@ mod tests {
     }
 
     #[test]
+    fn alpine_components_match_by_release_and_apk_order() {
+        let rec = r#"{"id":"ALPINE-CVE-2023-5678","modified":"x","affected":[{"package":{"ecosystem":"Alpine:v3.18","name":"openssl"},
+          "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"3.1.4-r1"}]}]}]}"#;
+        let on = |v: &str, distro: &str| {
+            hits(rec, &format!("pkg:apk/alpine/openssl@{v}?distro={distro}"))
+        };
+        assert!(on("3.1.4-r0", "alpine-3.18.4").is_some());
+        assert!(on("3.1.3_p1-r5", "3.18").is_some());
+        assert!(on("3.1.4-r1", "alpine-3.18.4").is_none());
+        assert!(on("3.1.10-r0", "alpine-3.18.4").is_none());
+        // Another Alpine release is another package set.
+        assert!(on("3.1.4-r0", "alpine-3.19.0").is_none());
+    }
+
+    #[test]
     fn several_ranges_lists_git_and_withdrawn_records() {
         // Two affected spans in one range.
         let two = r#"{"id":"C","modified":"x","affected":[{"package":{"ecosystem":"npm","name":"lodash"},

@@ -22,6 +22,8 @@ pub enum Ecosystem {
     PyPi,
     /// Debian, with its release number if named (`Debian:12`).
     Debian(Option<String>),
+    /// Alpine, with its release if named (`Alpine:v3.18`).
+    Alpine(Option<String>),
     /// Any other, by its OSV name (versions are then matched only by the
     /// record's `versions` list, never by ranges).
     Other(String),
@@ -40,6 +42,7 @@ impl Ecosystem {
             "Go" => Ecosystem::Go,
             "PyPI" => Ecosystem::PyPi,
             "Debian" => Ecosystem::Debian(release.map(str::to_owned)),
+            "Alpine" => Ecosystem::Alpine(release.map(alpine_release)),
             _ => Ecosystem::Other(s.to_owned()),
         }
     }
@@ -48,7 +51,8 @@ impl Ecosystem {
     /// Debian the same release when both name one.
     pub fn covers(&self, component: &Ecosystem) -> bool {
         match (self, component) {
-            (Ecosystem::Debian(r), Ecosystem::Debian(c)) => match (r, c) {
+            (Ecosystem::Debian(r), Ecosystem::Debian(c))
+            | (Ecosystem::Alpine(r), Ecosystem::Alpine(c)) => match (r, c) {
                 (Some(r), Some(c)) => r == c,
                 _ => true,
             },
@@ -67,6 +71,16 @@ pub struct Package {
 }
 
 /// Debian releases by code name, as SBOM tools write `distro=`.
+/// An Alpine release as OSV names it (`v3.18`), from `v3.18`, `3.18` or `3.18.4`.
+fn alpine_release(r: &str) -> String {
+    let r = r.trim_start_matches('v');
+    let mut parts = r.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => format!("v{a}.{b}"),
+        _ => format!("v{r}"),
+    }
+}
+
 const DEBIAN_RELEASES: &[(&str, &str)] = &[
     ("buster", "10"),
     ("bullseye", "11"),
@@ -94,7 +108,9 @@ fn normalise(e: &Ecosystem, name: &str) -> String {
             }
             out
         }
-        Ecosystem::CratesIo | Ecosystem::Npm | Ecosystem::Debian(_) => name.to_lowercase(),
+        Ecosystem::CratesIo | Ecosystem::Npm | Ecosystem::Debian(_) | Ecosystem::Alpine(_) => {
+            name.to_lowercase()
+        }
         Ecosystem::Go | Ecosystem::Other(_) => name.to_owned(),
     }
 }
@@ -152,6 +168,14 @@ impl Package {
                     .map(|u| u.split(['@', ' ']).next().unwrap_or(u).to_owned())
                     .unwrap_or_else(|| p.name().to_owned());
                 (Ecosystem::Debian(release), name)
+            }
+            "apk" if ns.is_none_or(|n| n.eq_ignore_ascii_case("alpine")) => {
+                // `distro=alpine-3.18.4` or `3.18.4`: OSV names `v3.18`.
+                let release = p
+                    .qualifiers()
+                    .get("distro")
+                    .map(|d| alpine_release(d.trim_start_matches("alpine-")));
+                (Ecosystem::Alpine(release), p.name().to_owned())
             }
             _ => return None,
         };

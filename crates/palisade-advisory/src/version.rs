@@ -32,6 +32,8 @@ pub enum Scheme {
     Pep440,
     /// dpkg.
     Debian,
+    /// apk (Alpine).
+    Alpine,
 }
 
 impl Scheme {
@@ -41,6 +43,7 @@ impl Scheme {
             Ecosystem::CratesIo | Ecosystem::Npm | Ecosystem::Go => Some(Scheme::Semver),
             Ecosystem::PyPi => Some(Scheme::Pep440),
             Ecosystem::Debian(_) => Some(Scheme::Debian),
+            Ecosystem::Alpine(_) => Some(Scheme::Alpine),
             Ecosystem::Other(_) => None,
         }
     }
@@ -50,6 +53,7 @@ impl Scheme {
             Scheme::Semver => "SemVer",
             Scheme::Pep440 => "PEP 440",
             Scheme::Debian => "Debian",
+            Scheme::Alpine => "Alpine",
         }
     }
 
@@ -77,6 +81,14 @@ impl Scheme {
                 .map(Version::Pep440)
                 .map_err(|e| err(e.to_string())),
             Scheme::Debian => DebVersion::parse(v).map(Version::Debian).map_err(err),
+            Scheme::Alpine => {
+                let t = v.trim();
+                if crate::alpine::valid(t) {
+                    Ok(Version::Alpine(t.to_owned()))
+                } else {
+                    Err(err("not an apk version (1.2.3[a][_suffixN]...[-rN])".into()))
+                }
+            }
         }
     }
 
@@ -100,6 +112,8 @@ pub enum Version {
     Pep440(pep440_rs::Version),
     /// dpkg.
     Debian(DebVersion),
+    /// apk, checked by [`crate::alpine::valid`].
+    Alpine(String),
 }
 
 impl PartialOrd for Version {
@@ -118,6 +132,7 @@ impl PartialOrd for Version {
             ),
             (Version::Pep440(a), Version::Pep440(b)) => Some(a.cmp(b)),
             (Version::Debian(a), Version::Debian(b)) => Some(a.cmp(b)),
+            (Version::Alpine(a), Version::Alpine(b)) => Some(crate::alpine::compare(a, b)),
             _ => None,
         }
     }

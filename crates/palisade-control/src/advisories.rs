@@ -99,6 +99,7 @@ fn key(p: &Package) -> (String, String) {
         E::Go => "Go".to_owned(),
         E::PyPi => "PyPI".to_owned(),
         E::Debian(_) => "Debian".to_owned(),
+        E::Alpine(_) => "Alpine".to_owned(),
         E::Other(s) => s.split(':').next().unwrap_or(s).to_owned(),
     };
     (e, p.name.clone())

@@ -106,6 +106,53 @@ fn debian_and_python_versions_order_as_dpkg_and_packaging_do() {
     }
 }
 
+/// Alpine's order against an independent implementation: aboutcode's
+/// `univers` (the version library of VulnerableCode), on pairs from Alpine
+/// packaging practice. `apk` itself is not packaged for Debian.
+#[test]
+fn alpine_versions_order_as_univers_does() {
+    if !have("python3") || !have_python_module("univers.versions", "univers") {
+        return;
+    }
+    let pairs = [
+        ("3.1.4-r0", "3.1.4-r1"),
+        ("3.1.4-r5", "3.1.5-r0"),
+        ("1.0", "1.0.1"),
+        ("1.1_alpha1", "1.1"),
+        ("1.1_rc2", "1.1_beta9"),
+        ("1.3_alpha", "1.3_alpha2"),
+        ("1.02", "1.1"),
+        ("1.2.3a-r0", "1.2.3-r9"),
+        ("1.2.3a-r0", "1.2.3b-r0"),
+        ("1.0_p9-r0", "1.0_p10-r0"),
+        ("1.0_p1-r0", "1.0-r3"),
+        ("2.38-r1", "2.38.1-r0"),
+        ("20230311-r0", "3.1.0-r0"),
+        ("9.3_p2-r1", "9.3-r2"),
+        ("1.36.1-r15", "1.36.1-r2"),
+        ("0.1.0_alpha_pre2", "0.1.0_alpha"),
+        ("8.5.0_pre20231120-r0", "8.5.0-r0"),
+    ];
+    let script = format!(
+        "from univers.versions import AlpineLinuxVersion as V\nfor a, b in {:?}:\n    x, y = V(a), V(b)\n    print((x > y) - (x < y))",
+        pairs.iter().map(|(a, b)| vec![*a, *b]).collect::<Vec<_>>()
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let theirs: Vec<i32> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(theirs.len(), pairs.len());
+    for ((a, b), t) in pairs.iter().zip(theirs) {
+        let ours = Scheme::Alpine.compare(a, b).unwrap() as i32;
+        assert_eq!(ours, t, "{a} vs {b}");
+    }
+}
+
 /// A CycloneDX SBOM made by cyclonedx-py from pinned Python requirements,
 /// with Rust and Go components added the way cargo-cyclonedx and
 /// cyclonedx-gomod name them.
