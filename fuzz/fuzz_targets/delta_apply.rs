@@ -5,7 +5,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let split = data.first().map_or(0, |b| *b as usize).min(data.len().saturating_sub(1));
+    let split = data
+        .first()
+        .map_or(0, |b| *b as usize)
+        .min(data.len().saturating_sub(1));
     let (old, rest) = data.split_at(split);
     // Start every input with zstd's frame magic so the fuzzer explores frames.
     let mut delta = vec![0x28, 0xb5, 0x2f, 0xfd];

@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
                 segment: "a".into(),
                 manufacturer: None,
                 quarantined: false,
+                restricted: false,
                 policy: m.policy,
             }],
             blocked: vec!["10.0.0.3".parse().unwrap()],

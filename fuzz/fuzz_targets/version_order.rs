@@ -9,7 +9,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (a, b) = text.split_once('\n').unwrap_or((text, "1.0"));
-    for s in [Scheme::Semver, Scheme::Pep440, Scheme::Debian, Scheme::Alpine] {
+    for s in [
+        Scheme::Semver,
+        Scheme::Pep440,
+        Scheme::Debian,
+        Scheme::Alpine,
+    ] {
         if let (Ok(x), Ok(y)) = (s.compare(a, b), s.compare(b, a)) {
             assert_eq!(x, y.reverse(), "{s:?}: {a:?} vs {b:?}");
         }

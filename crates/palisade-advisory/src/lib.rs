@@ -13,6 +13,7 @@ pub mod osv;
 pub mod package;
 pub mod sbom;
 pub mod version;
+pub mod vex;
 
 pub use matcher::{Hit, affected_by};
 pub use osv::{AdvisoryError, Record, parse_record};

@@ -19,6 +19,8 @@ pub struct Component {
     pub version: Option<String>,
     /// Its package URL, if given.
     pub purl: Option<String>,
+    /// Its `bom-ref` (what a VEX statement's `affects` names), if given.
+    pub bom_ref: Option<String>,
 }
 
 /// The SBOM could not be read.
@@ -64,6 +66,7 @@ fn walk(list: &Value, depth: usize, out: &mut Vec<Component>) -> Result<(), Sbom
             name: text("name").unwrap_or_default(),
             version: text("version"),
             purl: text("purl"),
+            bom_ref: text("bom-ref"),
         });
         if let Some(nested) = c.get("components") {
             walk(nested, depth + 1, out)?;

@@ -175,23 +175,40 @@ impl Advisories {
         })
     }
 
-    /// The components of one release's SBOM that name a package an advisory
-    /// can name.
-    async fn release_components(&self, r: &ReleaseRecord) -> Result<Vec<Component>, ServiceError> {
+    /// The store.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The time now, Unix ms.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Every component of one release's SBOM (empty, with a warning, when
+    /// the SBOM is missing, too large or unreadable).
+    pub(crate) async fn sbom_of(
+        &self,
+        r: &ReleaseRecord,
+    ) -> Result<Vec<palisade_advisory::sbom::Component>, ServiceError> {
         let read = self.blobs.read(&r.sbom_sha256, None).await?;
         let Some(read) = read.filter(|b| b.len <= MAX_SBOM_BYTES) else {
             tracing::warn!(model = %r.model, version = %r.version, "the release's SBOM is missing or too large; not matched");
             return Ok(Vec::new());
         };
         let bytes = read.bytes().await?;
-        let list = match components(&bytes) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(model = %r.model, version = %r.version, error = %e, "the release's SBOM could not be read; not matched");
-                return Ok(Vec::new());
-            }
-        };
-        Ok(list
+        Ok(components(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(model = %r.model, version = %r.version, error = %e, "the release's SBOM could not be read; not matched");
+            Vec::new()
+        }))
+    }
+
+    /// The components of one release's SBOM that name a package an advisory
+    /// can name.
+    async fn release_components(&self, r: &ReleaseRecord) -> Result<Vec<Component>, ServiceError> {
+        Ok(self
+            .sbom_of(r)
+            .await?
             .into_iter()
             .filter_map(|c| {
                 let purl = c.purl?;
@@ -359,15 +376,18 @@ impl Advisories {
         self.store.commit(changes, vec![audit]).await?;
         // Who runs what, for the releases newly hit; one alert per recent
         // advisory, over all the releases it newly hits.
-        let running = if newly.is_empty() {
-            HashMap::new()
+        let (running, suppressed) = if newly.is_empty() {
+            (HashMap::new(), Vec::new())
         } else {
-            self.running_counts().await?
+            (self.running_counts().await?, self.suppressions().await?)
         };
         let mut findings = Vec::new();
         for (record, gained) in newly {
             let mut hits = Vec::new();
             for m in gained {
+                if suppressing(&suppressed, &m).is_some() {
+                    continue; // its supplier says it is not affected
+                }
                 let n = running
                     .get(&(m.model.to_string(), m.version.clone()))
                     .copied()
@@ -491,10 +511,13 @@ impl Advisories {
         let all = self.store.advisories().await?;
         let matches = self.store.advisory_matches(None).await?;
         let running = self.running_counts().await?;
+        let suppressed = self.suppressions().await?;
         let mut out = Vec::with_capacity(all.len());
         for a in all {
-            let mine: Vec<&AdvisoryMatchRecord> =
-                matches.iter().filter(|m| m.advisory == a.id).collect();
+            let (cleared, mine): (Vec<&AdvisoryMatchRecord>, Vec<&AdvisoryMatchRecord>) = matches
+                .iter()
+                .filter(|m| m.advisory == a.id)
+                .partition(|m| suppressing(&suppressed, m).is_some());
             let mut releases: Vec<(String, String)> = mine
                 .iter()
                 .map(|m| (m.model.to_string(), m.version.clone()))
@@ -512,6 +535,7 @@ impl Advisories {
                 advisory: a,
                 releases: releases.len(),
                 devices,
+                not_affected: cleared.len(),
             });
         }
         Ok(out)
@@ -576,6 +600,7 @@ impl Advisories {
             .map(|p| (p.device.to_string(), p.site.to_string()))
             .collect();
         let rollouts = self.store.rollouts().await?;
+        let suppressed = self.suppressions().await?;
         let mut fleet: HashMap<ModelId, Vec<DeviceRecord>> = HashMap::new();
         let mut releases: Vec<ExposedRelease> = Vec::new();
         let mut devices: Vec<ExposedDevice> = Vec::new();
@@ -620,7 +645,19 @@ impl Advisories {
                 fleet.insert(m.model.clone(), self.devices_of(&m.model).await?);
             }
             let model_devices = fleet.get(&m.model).map(Vec::as_slice).unwrap_or(&[]);
-            let running: Vec<&DeviceRecord> = runs(model_devices, &m.version).collect();
+            // The release's supplier says it is not affected: shown, with
+            // why, but no device is exposed by it.
+            let vex = suppressing(&suppressed, m).map(|v| NotAffected {
+                vulnerability: v.vulnerability.clone(),
+                justification: v.justification.clone().unwrap_or_default(),
+                detail: v.detail.clone(),
+                supplier: v.supplier.clone(),
+            });
+            let running: Vec<&DeviceRecord> = if vex.is_some() {
+                vec![]
+            } else {
+                runs(model_devices, &m.version).collect()
+            };
             for d in &running {
                 let id = d.id.to_string();
                 devices.push(ExposedDevice {
@@ -642,6 +679,7 @@ impl Advisories {
                 devices: running.len(),
                 fixed_by,
                 rollout,
+                not_affected: vex,
             });
         }
         Ok(AffectedReport {
@@ -672,6 +710,8 @@ pub struct AdvisorySummary {
     pub releases: usize,
     /// Devices running those.
     pub devices: usize,
+    /// Matches their releases' suppliers declared not affected (VEX).
+    pub not_affected: usize,
 }
 
 /// What an advisory hits.
@@ -706,6 +746,22 @@ pub struct ExposedRelease {
     pub fixed_by: Option<String>,
     /// The newest rollout to that release, with its state.
     pub rollout: Option<String>,
+    /// Its supplier's VEX says the release is not affected (then no device
+    /// is counted).
+    pub not_affected: Option<NotAffected>,
+}
+
+/// A supplier's `not_affected` statement on a release.
+#[derive(Debug, Serialize)]
+pub struct NotAffected {
+    /// The vulnerability as the supplier named it.
+    pub vulnerability: String,
+    /// Why (e.g. `code_not_reachable`, `vulnerable_code_not_in_execute_path`).
+    pub justification: String,
+    /// The supplier's words.
+    pub detail: String,
+    /// The supplier whose key signed the statement.
+    pub supplier: String,
 }
 
 /// A device exposed by an advisory.
@@ -723,4 +779,37 @@ pub struct ExposedDevice {
     pub fixed_by: Option<String>,
     /// The rollout to that release.
     pub rollout: Option<String>,
+}
+
+/// A `not_affected` statement, resolved to the advisory records it names.
+#[derive(Debug, Clone)]
+pub struct Suppression {
+    /// The stored advisory id (the statement may name an alias).
+    pub advisory: String,
+    /// The component's package and version, if the statement names one.
+    pub(crate) component: Option<(Package, Option<String>)>,
+    /// The statement.
+    pub statement: palisade_store::VexRecord,
+}
+
+/// The statement in `sup` that suppresses match `m`, if any.
+pub(crate) fn suppressing<'a>(
+    sup: &'a [Suppression],
+    m: &AdvisoryMatchRecord,
+) -> Option<&'a palisade_store::VexRecord> {
+    sup.iter()
+        .find(|s| {
+            s.advisory == m.advisory
+                && s.statement.model == m.model
+                && s.statement.version == m.version
+                && match &s.component {
+                    None => true,
+                    Some((p, v)) => Package::from_purl(&m.component).is_some_and(|(q, qv)| {
+                        &q == p
+                            && v.as_ref()
+                                .is_none_or(|v| qv.as_deref().unwrap_or(&m.component_version) == v)
+                    }),
+                }
+        })
+        .map(|s| &s.statement)
 }

@@ -51,6 +51,7 @@ pub mod tls;
 pub mod tokens;
 pub mod tuf;
 pub mod unmanaged;
+pub mod vex;
 
 pub use error::{EnrollError, ServiceError};
 pub use events::{Event, EventBus, LocalBus};

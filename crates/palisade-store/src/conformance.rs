@@ -83,6 +83,7 @@ macro_rules! conformance_suite {
             commands_are_queued_sent_and_acknowledged_by_their_device_only,
             a_pending_wipe_closes_once_with_its_nonce,
             support_policies_keep_their_stage_and_move_it_by_compare_and_set,
+            a_releases_vex_statements_are_replaced_by_the_next_upload,
             mqtt_sessions_and_retained_messages_survive_a_reopen,
             onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
             releases_never_lower_the_security_version_and_assignments_only_move_forward,
@@ -1083,6 +1084,53 @@ pub async fn a_pending_wipe_closes_once_with_its_nonce(b: &dyn Backend) {
     assert_eq!(store.decommissions(None).await.expect("read").len(), 2);
     ok(&*store, vec![Change::ClearDecommission { device: id("b") }]).await;
     assert_eq!(store.decommission(&id("b")).await.expect("read"), None);
+}
+
+/// A release's VEX statements are replaced whole by the next upload, and
+/// read per release or all together.
+pub async fn a_releases_vex_statements_are_replaced_by_the_next_upload(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let st = |version: &str, vuln: &str, component: Option<&str>| VexRecord {
+        model: id("m"),
+        version: version.into(),
+        vulnerability: vuln.into(),
+        component: component.map(str::to_owned),
+        status: "not_affected".into(),
+        justification: Some("code_not_present".into()),
+        detail: "d".into(),
+        supplier: "acme".into(),
+        document_sha256: "00".into(),
+        uploaded_ms: 1,
+    };
+    let set = |version: &str, statements: Vec<VexRecord>| Change::SetReleaseVex {
+        model: id("m"),
+        version: version.into(),
+        statements,
+    };
+    ok(
+        &*store,
+        vec![
+            set(
+                "1.0",
+                vec![
+                    st("1.0", "CVE-1", None),
+                    st("1.0", "CVE-2", Some("pkg:pypi/a@1")),
+                ],
+            ),
+            set("2.0", vec![st("2.0", "CVE-1", None)]),
+        ],
+    )
+    .await;
+    assert_eq!(store.vex_statements(None).await.expect("read").len(), 3);
+    ok(&*store, vec![set("1.0", vec![st("1.0", "CVE-3", None)])]).await;
+    let one = store
+        .vex_statements(Some((&id("m"), "1.0")))
+        .await
+        .expect("read");
+    assert_eq!(one, [st("1.0", "CVE-3", None)]);
+    let all = store.vex_statements(None).await.expect("read");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].component, None);
 }
 
 /// A model's support policy is set and reset without losing the stage it

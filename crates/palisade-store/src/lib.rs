@@ -248,6 +248,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<CommandRecord>, StoreError>;
     /// Devices that have commands still queued, by id.
     async fn queued_command_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
+    /// Supplier VEX statements, of one release or all (at most 100 000).
+    async fn vex_statements(
+        &self,
+        release: Option<(&ModelId, &str)>,
+    ) -> Result<Vec<VexRecord>, StoreError>;
     /// Every model's support-end policy, by model.
     async fn support_policies(&self) -> Result<Vec<SupportPolicyRecord>, StoreError>;
     /// A device's decommissioning, if it is on record.

@@ -393,6 +393,31 @@ pub struct EnrollmentTokenRecord {
     pub used_device: Option<String>,
 }
 
+/// One VEX statement a release's supplier made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VexRecord {
+    /// The release's model.
+    pub model: ModelId,
+    /// The release.
+    pub version: String,
+    /// The vulnerability as the supplier names it (upper case).
+    pub vulnerability: String,
+    /// The component's package URL; `None`: the whole firmware.
+    pub component: Option<String>,
+    /// `not_affected`, `affected`, `fixed` or `under_investigation`.
+    pub status: String,
+    /// Why not affected.
+    pub justification: Option<String>,
+    /// The supplier's words.
+    pub detail: String,
+    /// The supplier whose key signed the document.
+    pub supplier: String,
+    /// SHA-256 (hex) of the document.
+    pub document_sha256: String,
+    /// Uploaded, Unix ms.
+    pub uploaded_ms: i64,
+}
+
 /// A model's support-end policy and the stage it has reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SupportPolicyRecord {
@@ -873,6 +898,15 @@ pub enum Change {
         to: SupportStage,
         /// When, Unix ms.
         at_ms: i64,
+    },
+    /// Replace a release's supplier VEX statements.
+    SetReleaseVex {
+        /// The release's model.
+        model: ModelId,
+        /// The release.
+        version: String,
+        /// The statements (each naming the same release).
+        statements: Vec<VexRecord>,
     },
     /// Lift a decommissioning's tombstone (an audited admin action).
     ClearDecommission {
@@ -1442,7 +1476,8 @@ impl Change {
             | Change::RecordFleetWindows(_) => ChangeFamily::Monitoring,
             Change::UpsertAdvisory { .. }
             | Change::SetAdvisoryMatches { .. }
-            | Change::SetReleaseMatches { .. } => ChangeFamily::Advisories,
+            | Change::SetReleaseMatches { .. }
+            | Change::SetReleaseVex { .. } => ChangeFamily::Advisories,
             Change::InsertAccount { .. }
             | Change::UpdateAccount { .. }
             | Change::DisableAccount { .. }

@@ -381,3 +381,219 @@ fn real_advisories_hit_the_releases_whose_sboms_name_them() {
     let o = server.cli(&["audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// Signs a VEX document as the supplier's tooling would: a DSSE envelope.
+fn vex_envelope(d: &Path, name: &str, payload_type: &str, doc: &Value, key: &[u8]) -> PathBuf {
+    let env =
+        palisade_release::sign_envelope(payload_type, doc.to_string().as_bytes(), key).unwrap();
+    let f = d.join(name);
+    std::fs::write(&f, serde_json::to_vec(&env).unwrap()).unwrap();
+    f
+}
+
+#[test]
+fn supplier_vex_suppresses_matches_and_says_why() {
+    for tool in ["python3", "cyclonedx-py", "sqlite3"] {
+        if !have(tool) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let key = supplier_with_model(&server, d, "acme", "cam");
+    let elsewhere = d.join("globex");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let other = supplier_with_model(&server, &elsewhere, "globex", "lamp");
+    let old = sbom(
+        d,
+        "old",
+        &["Pillow==9.0.0", "requests==2.25.1"],
+        &[("regex", "1.5.4", "pkg:cargo/regex@1.5.4")],
+    );
+    upload_release_with_sbom(
+        &server,
+        d,
+        &key,
+        ("cam", "1.0", 1),
+        b"cam 1.0",
+        &[],
+        Some(&old),
+    );
+    for id in ["cam-1", "cam-2"] {
+        server.cli_ok(&["device", "register", id, "--model", "cam"]);
+        server.sql(&format!(
+            "UPDATE devices SET reported_firmware = '1.0' WHERE id = '{id}'"
+        ));
+    }
+    server.cli_ok(&["advisories", "import", fixtures().to_str().unwrap()]);
+    let exposed = |server: &ServerProc| {
+        json(server, &["advisories", "list", "--exposed"])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = exposed(&server);
+    assert!(before >= 3, "{before}");
+
+    // CycloneDX VEX: regex is in the firmware but the vulnerable code is
+    // never reached. The document is valid CycloneDX 1.5 by
+    // cyclonedx-python-lib's own schema check.
+    let cdx = serde_json::json!({
+        "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+        "serialNumber": "urn:uuid:3e671687-395b-41f5-a30f-a58921a69b79",
+        "vulnerabilities": [{
+            "id": "CVE-2022-24713",
+            "source": {"name": "NVD", "url": "https://nvd.nist.gov/vuln/detail/CVE-2022-24713"},
+            "analysis": {"state": "not_affected", "justification": "code_not_reachable",
+                         "detail": "the firmware never compiles untrusted regular expressions"},
+            "affects": [{"ref": "urn:cdx:3e671687-395b-41f5-a30f-a58921a69b79/1#pkg:cargo/regex@1.5.4"}]
+        }]
+    });
+    let check = "from cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\nimport sys\ne = JsonStrictValidator(SchemaVersion.V1_5).validate_str(sys.stdin.read())\nprint(e or 'valid')";
+    let o = run_with_stdin(
+        Command::new("python3").args(["-c", check]),
+        cdx.to_string().as_bytes(),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "valid",
+        "{}",
+        text(&o)
+    );
+    let f = vex_envelope(
+        d,
+        "cam-1.0.vex.json",
+        "application/vnd.cyclonedx+json",
+        &cdx,
+        &key,
+    );
+    let out = json(
+        &server,
+        &[
+            "release",
+            "vex",
+            "--model",
+            "cam",
+            "--release-version",
+            "1.0",
+            "--file",
+            f.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        (out["statements"].as_u64(), out["not_affected"].as_u64()),
+        (Some(1), Some(1)),
+        "{out}"
+    );
+    let hit = json(&server, &["advisories", "affected", "CVE-2022-24713"]);
+    let r = &hit["releases"][0];
+    assert_eq!(
+        r["not_affected"]["justification"], "code_not_reachable",
+        "{hit}"
+    );
+    assert_eq!(r["not_affected"]["supplier"], "acme", "{hit}");
+    assert_eq!(r["devices"], 0, "{hit}");
+    assert!(hit["devices"].as_array().unwrap().is_empty(), "{hit}");
+    assert_eq!(exposed(&server), before - 1);
+
+    // A CSAF 2.0 VEX for the whole firmware replaces it: requests is declared
+    // not affected (a flag), regex is exposed again.
+    let csaf = serde_json::json!({
+        "document": {"category": "csaf_vex", "csaf_version": "2.0", "title": "cam 1.0 VEX",
+            "publisher": {"category": "vendor", "name": "Acme", "namespace": "https://acme.example"},
+            "tracking": {"id": "ACME-VEX-2026-1", "status": "final", "version": "1",
+                "initial_release_date": "2026-12-01T00:00:00Z", "current_release_date": "2026-12-01T00:00:00Z",
+                "revision_history": [{"date": "2026-12-01T00:00:00Z", "number": "1", "summary": "first"}]}},
+        "product_tree": {"branches": [{"category": "vendor", "name": "Acme", "branches": [
+            {"category": "product_version", "name": "1.0",
+             "product": {"product_id": "CAM-1.0", "name": "cam firmware 1.0"}}]}]},
+        "vulnerabilities": [{"cve": "CVE-2023-32681",
+            "product_status": {"known_not_affected": ["CAM-1.0"]},
+            "flags": [{"label": "vulnerable_code_not_in_execute_path", "product_ids": ["CAM-1.0"]}],
+            "threats": [{"category": "impact", "details": "no proxy is ever configured", "product_ids": ["CAM-1.0"]}]}]
+    });
+    let f = vex_envelope(d, "cam-1.0.csaf.json", "application/csaf+json", &csaf, &key);
+    server.cli_ok(&[
+        "release",
+        "vex",
+        "--model",
+        "cam",
+        "--release-version",
+        "1.0",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    let requests = json(&server, &["advisories", "affected", "CVE-2023-32681"]);
+    assert_eq!(
+        requests["releases"][0]["not_affected"]["justification"],
+        "vulnerable_code_not_in_execute_path",
+        "{requests}"
+    );
+    assert_eq!(
+        requests["releases"][0]["not_affected"]["detail"],
+        "no proxy is ever configured"
+    );
+    let regex = json(&server, &["advisories", "affected", "CVE-2022-24713"]);
+    assert!(regex["releases"][0]["not_affected"].is_null(), "{regex}");
+    assert_eq!(regex["devices"].as_array().unwrap().len(), 2, "{regex}");
+
+    // Another supplier cannot speak for acme's firmware; a not_affected
+    // without a reason is refused; neither changes what is stored.
+    let f = vex_envelope(
+        d,
+        "forged.json",
+        "application/vnd.cyclonedx+json",
+        &cdx,
+        &other,
+    );
+    let o = server.cli(&[
+        "release",
+        "vex",
+        "--model",
+        "cam",
+        "--release-version",
+        "1.0",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("signed by supplier globex"),
+        "{}",
+        text(&o)
+    );
+    let mut bare = cdx.clone();
+    bare["vulnerabilities"][0]["analysis"] = serde_json::json!({"state": "not_affected"});
+    let f = vex_envelope(
+        d,
+        "bare.json",
+        "application/vnd.cyclonedx+json",
+        &bare,
+        &key,
+    );
+    let o = server.cli(&[
+        "release",
+        "vex",
+        "--model",
+        "cam",
+        "--release-version",
+        "1.0",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("without a justification"),
+        "{}",
+        text(&o)
+    );
+    let still = json(&server, &["advisories", "affected", "CVE-2023-32681"]);
+    assert!(!still["releases"][0]["not_affected"].is_null(), "{still}");
+    let audit: Vec<Value> =
+        serde_json::from_str(&server.api_get("/api/v1/audit/entries?limit=1000")).unwrap();
+    assert!(
+        audit.iter().any(|e| e["action"] == "release.vex"
+            && e["outcome"] == "denied"
+            && e.to_string().contains("globex")),
+        "no denied release.vex entry"
+    );
+}

@@ -67,3 +67,29 @@ pub(crate) async fn affected(
     }
     Ok(Json(s.advisories.affected(&id).await?))
 }
+
+/// Largest VEX upload (a DSSE envelope around a 4 MiB document, base64).
+pub(crate) const VEX_BODY_LIMIT: usize = 6 << 20;
+
+/// Stores a supplier's VEX for its release (the model's supplier, an
+/// operator or an admin): a DSSE envelope whose payload is a CSAF 2.0 VEX or
+/// CycloneDX VEX document, signed by a registered key of the release's
+/// supplier. Its `not_affected` statements suppress the matches they cover.
+#[utoipa::path(post, path = "/api/v1/releases/{model}/{version}/vex", tag = "advisories",
+    params(("model" = String, Path), ("version" = String, Path)),
+    responses((status = 200, description = "the statements stored"), (status = 400, body = crate::error::ErrorBody),
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn upload_vex(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path((model, version)): Path<(String, String)>,
+    Body(env): Body<palisade_release::Envelope>,
+) -> Result<Json<palisade_control::vex::VexReport>, ApiError> {
+    c.require(&s, Access::Release, "upload VEX").await?;
+    let model: palisade_core::ModelId = super::parse_id(&s, &c, "release.vex", &model).await?;
+    Ok(Json(
+        s.advisories
+            .upload_vex(&c.actor(), (c.role, &c.operator), &model, &version, &env)
+            .await?,
+    ))
+}

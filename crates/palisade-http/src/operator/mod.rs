@@ -135,6 +135,10 @@ pub(crate) fn router(state: OperatorApi) -> Router {
                 .post(releases::create_release)
                 .layer(DefaultBodyLimit::max(releases::RELEASE_BODY_LIMIT)),
         )
+        .route(
+            "/api/v1/releases/{model}/{version}/vex",
+            post(advisories::upload_vex).layer(DefaultBodyLimit::max(advisories::VEX_BODY_LIMIT)),
+        )
         .route("/api/v1/lifecycle", get(releases::lifecycle))
         .route(
             "/api/v1/advisories",
@@ -273,7 +277,7 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         onboarding::add_firmware,
         releases::list_supplier_keys, releases::add_supplier_key, releases::upload_blob,
         releases::create_release, releases::list_releases,
-        releases::lifecycle, advisories::import, advisories::list, advisories::affected,
+        releases::lifecycle, advisories::import, advisories::list, advisories::affected, advisories::upload_vex,
         releases::director_key, releases::assign_release, releases::list_updates,
         releases::create_rollout, releases::list_rollouts,
         releases::get_rollout, releases::rollout_action, fleet::set_device_tags,

@@ -15,7 +15,8 @@ use super::{DEFAULT_LIMIT, Engine, SqlStore};
 
 use crate::{AccountRecord, DeviceGroupRecord, DocumentRecord, FleetWindowRecord, SessionRecord};
 use crate::{
-    AdvisoryMatchRecord, AdvisoryRecord, DecommissionRecord, SupportPolicyRecord, WipeStatus,
+    AdvisoryMatchRecord, AdvisoryRecord, DecommissionRecord, SupportPolicyRecord, VexRecord,
+    WipeStatus,
 };
 use crate::{
     AlertFilter, AlertRecord, AuditHead, AuditRefRecord, BatchRecord, CertFilter, CertRecord,
@@ -378,6 +379,24 @@ impl Store for SqlStore {
         .await?
         .iter()
         .map(|r| DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("command", e)))
+        .collect()
+    }
+
+    async fn vex_statements(
+        &self,
+        release: Option<(&ModelId, &str)>,
+    ) -> Result<Vec<VexRecord>, StoreError> {
+        let (model, version) = release.map_or(("", ""), |(m, v)| (m.as_str(), v));
+        sqlx::query(
+            "SELECT * FROM vex_statements WHERE ($1 = '' OR (model_id = $1 AND version = $2))
+             ORDER BY model_id, version, vulnerability, component LIMIT 100000",
+        )
+        .bind(model)
+        .bind(version)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(vex_from_row)
         .collect()
     }
 

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use crate::{
     AccountRecord, DecommissionRecord, DeviceGroupRecord, SessionRecord, SupportPolicyRecord,
-    WipeStatus,
+    VexRecord, WipeStatus,
 };
 use crate::{
     AlertRecord, AuditRefRecord, BatchRecord, CertRecord, CertStatus, CommandRecord,
@@ -240,6 +240,22 @@ pub(super) fn command_from_row(r: &AnyRow) -> Result<CommandRecord, StoreError> 
         sent_ms: r.try_get("sent_ms")?,
         acked_ms: r.try_get("acked_ms")?,
         result: r.try_get("result")?,
+    })
+}
+
+pub(super) fn vex_from_row(r: &AnyRow) -> Result<VexRecord, StoreError> {
+    let component: String = r.try_get("component")?;
+    Ok(VexRecord {
+        model: name(r, "model_id", "VEX statement")?,
+        version: r.try_get("version")?,
+        vulnerability: r.try_get("vulnerability")?,
+        component: (!component.is_empty()).then_some(component),
+        status: r.try_get("status")?,
+        justification: r.try_get("justification")?,
+        detail: r.try_get("detail")?,
+        supplier: r.try_get("supplier")?,
+        document_sha256: r.try_get("document_sha256")?,
+        uploaded_ms: r.try_get("uploaded_ms")?,
     })
 }
 

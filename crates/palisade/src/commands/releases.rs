@@ -48,6 +48,21 @@ pub enum ReleaseCmd {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Upload the supplier's VEX for a release: a DSSE envelope (signed by a
+    /// registered key of the model's supplier) around a CSAF 2.0 VEX or
+    /// CycloneDX VEX document; it replaces the release's earlier statements,
+    /// and `not_affected` statements suppress the advisory matches they cover.
+    Vex {
+        /// The model.
+        #[arg(long)]
+        model: String,
+        /// The release.
+        #[arg(long = "release-version", value_name = "VERSION")]
+        release_version: String,
+        /// The DSSE envelope (JSON).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// Runs a release command.
@@ -104,6 +119,35 @@ pub async fn release(g: &Global, cmd: ReleaseCmd) -> anyhow::Result<ExitCode> {
                 r.model, r.version, r.security_version, r.signed_by
             ));
             vec![r]
+        }
+        ReleaseCmd::Vex {
+            model,
+            release_version,
+            file,
+        } => {
+            let env = read_json(&file)?;
+            let r: serde_json::Value = c
+                .call(
+                    Method::POST,
+                    &format!(
+                        "/api/v1/releases/{}/{}/vex",
+                        enc(&model),
+                        enc(&release_version)
+                    ),
+                    Some(&env),
+                )
+                .await?;
+            if g.json {
+                crate::output::raw(&format!("{r}\n"));
+            } else {
+                say(format!(
+                    "{} statement(s) stored for {model} {release_version} from {} ({} not affected)",
+                    r["statements"],
+                    r["supplier"].as_str().unwrap_or("?"),
+                    r["not_affected"]
+                ));
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         ReleaseCmd::List { model } => {
             let q = model

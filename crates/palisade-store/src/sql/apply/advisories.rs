@@ -66,6 +66,39 @@ pub(super) async fn apply(
                 .await?;
             insert(c, matches).await?;
         }
+        Change::SetReleaseVex {
+            model,
+            version,
+            statements,
+        } => {
+            sqlx::query("DELETE FROM vex_statements WHERE model_id = $1 AND version = $2")
+                .bind(model.as_str())
+                .bind(version)
+                .execute(&mut *c)
+                .await?;
+            for v in statements {
+                sqlx::query(
+                    "INSERT INTO vex_statements (model_id, version, vulnerability, component,
+                       status, justification, detail, supplier, document_sha256, uploaded_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (model_id, version, vulnerability, component) DO UPDATE SET
+                       status = $5, justification = $6, detail = $7, supplier = $8,
+                       document_sha256 = $9, uploaded_ms = $10",
+                )
+                .bind(model.as_str())
+                .bind(version)
+                .bind(&v.vulnerability)
+                .bind(v.component.as_deref().unwrap_or(""))
+                .bind(&v.status)
+                .bind(&v.justification)
+                .bind(&v.detail)
+                .bind(&v.supplier)
+                .bind(&v.document_sha256)
+                .bind(v.uploaded_ms)
+                .execute(&mut *c)
+                .await?;
+            }
+        }
         Change::SetReleaseMatches {
             model,
             version,

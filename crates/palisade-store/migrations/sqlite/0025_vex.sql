@@ -1,0 +1,18 @@
+-- What a release's supplier says about vulnerabilities in it (CSAF 2.0 VEX
+-- or CycloneDX VEX, signed by the supplier's key): per vulnerability and
+-- component ('' = the whole firmware), a status and, for not_affected, the
+-- justification. An upload replaces the release's statements.
+CREATE TABLE vex_statements (
+    model_id        TEXT NOT NULL,
+    version         TEXT NOT NULL,
+    vulnerability   TEXT NOT NULL,
+    component       TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    justification   TEXT,
+    detail          TEXT NOT NULL,
+    supplier        TEXT NOT NULL,
+    document_sha256 TEXT NOT NULL,
+    uploaded_ms     INTEGER NOT NULL,
+    PRIMARY KEY (model_id, version, vulnerability, component)
+) STRICT;
+CREATE INDEX vex_statements_vulnerability ON vex_statements (vulnerability);
