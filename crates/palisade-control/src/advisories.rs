@@ -180,6 +180,11 @@ impl Advisories {
         &self.store
     }
 
+    /// Drops the cached device counts: the next read counts afresh.
+    pub(crate) async fn forget_counts(&self) {
+        *self.counts.lock().await = None;
+    }
+
     /// The time now, Unix ms.
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()

@@ -27,6 +27,7 @@ pub mod blobs;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod cra;
 pub mod decommission;
 pub mod deliver;
 pub mod enroll;

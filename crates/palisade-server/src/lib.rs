@@ -400,6 +400,21 @@ impl Server {
             rx.clone(),
         ));
         tokio::spawn(st.commands.clone().follow(self.bus.subscribe()));
+        // The advisories' exposure, one figure a day per advisory (the CRA
+        // report's series); every node may write it (upserts).
+        {
+            let advisories = st.advisories.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                tick.tick().await; // the first comes at once: skip it
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = advisories.record_exposure().await {
+                        tracing::warn!(error = %e, "could not record the advisories' exposure");
+                    }
+                }
+            });
+        }
         tokio::spawn(st.support.clone().run(Duration::from_secs(
             self.config.support.check_every_s.max(1),
         )));

@@ -84,6 +84,7 @@ macro_rules! conformance_suite {
             a_pending_wipe_closes_once_with_its_nonce,
             support_policies_keep_their_stage_and_move_it_by_compare_and_set,
             a_releases_vex_statements_are_replaced_by_the_next_upload,
+            advisory_exposure_is_kept_per_day_and_exploitation_once,
             mqtt_sessions_and_retained_messages_survive_a_reopen,
             onboarding_records_round_trip_and_enrolment_tokens_are_single_use,
             releases_never_lower_the_security_version_and_assignments_only_move_forward,
@@ -1084,6 +1085,48 @@ pub async fn a_pending_wipe_closes_once_with_its_nonce(b: &dyn Backend) {
     assert_eq!(store.decommissions(None).await.expect("read").len(), 2);
     ok(&*store, vec![Change::ClearDecommission { device: id("b") }]).await;
     assert_eq!(store.decommission(&id("b")).await.expect("read"), None);
+}
+
+/// An advisory's exposure is one figure per day (the last recorded wins),
+/// read oldest first; its exploitation is one record, corrected in place.
+pub async fn advisory_exposure_is_kept_per_day_and_exploitation_once(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    let e = |day: &str, devices: u64| AdvisoryExposureRecord {
+        advisory: "GHSA-1".into(),
+        day: day.into(),
+        devices,
+    };
+    ok(
+        &*store,
+        vec![Change::RecordAdvisoryExposure(vec![
+            e("2026-12-02", 9),
+            e("2026-12-01", 10),
+        ])],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![Change::RecordAdvisoryExposure(vec![e("2026-12-02", 4)])],
+    )
+    .await;
+    assert_eq!(
+        store.advisory_exposure("GHSA-1").await.expect("read"),
+        [e("2026-12-01", 10), e("2026-12-02", 4)]
+    );
+    let x = |aware: i64| ExploitationRecord {
+        advisory: "GHSA-1".into(),
+        aware_ms: aware,
+        actor: "alice".into(),
+        note: "CISA KEV".into(),
+        recorded_ms: 5,
+    };
+    assert_eq!(store.exploitation("GHSA-1").await.expect("read"), None);
+    ok(&*store, vec![Change::MarkExploited(x(1))]).await;
+    ok(&*store, vec![Change::MarkExploited(x(2))]).await;
+    assert_eq!(
+        store.exploitation("GHSA-1").await.expect("read"),
+        Some(x(2))
+    );
 }
 
 /// A release's VEX statements are replaced whole by the next upload, and

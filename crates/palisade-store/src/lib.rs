@@ -248,6 +248,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<CommandRecord>, StoreError>;
     /// Devices that have commands still queued, by id.
     async fn queued_command_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
+    /// The devices an advisory exposed, day by day, oldest first.
+    async fn advisory_exposure(
+        &self,
+        advisory: &str,
+    ) -> Result<Vec<AdvisoryExposureRecord>, StoreError>;
+    /// When the manufacturer became aware the advisory is actively exploited.
+    async fn exploitation(&self, advisory: &str) -> Result<Option<ExploitationRecord>, StoreError>;
     /// Supplier VEX statements, of one release or all (at most 100 000).
     async fn vex_statements(
         &self,

@@ -393,6 +393,33 @@ pub struct EnrollmentTokenRecord {
     pub used_device: Option<String>,
 }
 
+/// Devices an advisory exposed on one day (UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdvisoryExposureRecord {
+    /// The advisory.
+    pub advisory: String,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Devices running a release it hits (VEX suppressions left out).
+    pub devices: u64,
+}
+
+/// When the manufacturer became aware an advisory's vulnerability is
+/// actively exploited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExploitationRecord {
+    /// The advisory.
+    pub advisory: String,
+    /// Aware since, Unix ms (starts the CRA Article 14 clock).
+    pub aware_ms: i64,
+    /// Who recorded it.
+    pub actor: String,
+    /// Their note (the evidence of exploitation).
+    pub note: String,
+    /// Recorded, Unix ms.
+    pub recorded_ms: i64,
+}
+
 /// One VEX statement a release's supplier made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VexRecord {
@@ -899,6 +926,11 @@ pub enum Change {
         /// When, Unix ms.
         at_ms: i64,
     },
+    /// Record how many devices advisories expose on a day (upsert).
+    RecordAdvisoryExposure(Vec<AdvisoryExposureRecord>),
+    /// Record that the manufacturer is aware an advisory's vulnerability is
+    /// actively exploited (upsert: the operator may correct the time).
+    MarkExploited(ExploitationRecord),
     /// Replace a release's supplier VEX statements.
     SetReleaseVex {
         /// The release's model.
@@ -1477,7 +1509,9 @@ impl Change {
             Change::UpsertAdvisory { .. }
             | Change::SetAdvisoryMatches { .. }
             | Change::SetReleaseMatches { .. }
-            | Change::SetReleaseVex { .. } => ChangeFamily::Advisories,
+            | Change::SetReleaseVex { .. }
+            | Change::RecordAdvisoryExposure(_)
+            | Change::MarkExploited(_) => ChangeFamily::Advisories,
             Change::InsertAccount { .. }
             | Change::UpdateAccount { .. }
             | Change::DisableAccount { .. }

@@ -597,3 +597,158 @@ fn supplier_vex_suppresses_matches_and_says_why() {
         "no denied release.vex entry"
     );
 }
+
+/// The CRA side: a report per advisory (exposure over time, the first fix,
+/// the share of the fleet updated; CSV read back by Python's csv module) and,
+/// once the vulnerability is known to be exploited, the Article 14 pack with
+/// its deadlines.
+#[test]
+fn cra_reports_follow_the_fleet_and_article_14_deadlines() {
+    for tool in ["python3", "cyclonedx-py", "sqlite3"] {
+        if !have(tool) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let key = supplier_with_model(&server, d, "acme", "cam");
+    let old = sbom(
+        d,
+        "old",
+        &["Pillow==9.0.1"],
+        &[("regex", "1.5.4", "pkg:cargo/regex@1.5.4")],
+    );
+    let new = sbom(
+        d,
+        "new",
+        &["Pillow==9.0.1"],
+        &[("regex", "1.5.5", "pkg:cargo/regex@1.5.5")],
+    );
+    upload_release_with_sbom(
+        &server,
+        d,
+        &key,
+        ("cam", "1.0", 1),
+        b"cam 1.0",
+        &[],
+        Some(&old),
+    );
+    upload_release_with_sbom(
+        &server,
+        d,
+        &key,
+        ("cam", "2.0", 2),
+        b"cam 2.0",
+        &[],
+        Some(&new),
+    );
+    for id in ["cam-1", "cam-2", "cam-3"] {
+        server.cli_ok(&["device", "register", id, "--model", "cam"]);
+        server.sql(&format!(
+            "UPDATE devices SET reported_firmware = '1.0' WHERE id = '{id}'"
+        ));
+    }
+    server.cli_ok(&["advisories", "import", fixtures().to_str().unwrap()]);
+
+    let r = json(&server, &["advisories", "report", "CVE-2022-24713"]);
+    assert_eq!(r["advisory"], "GHSA-m5pq-gvj9-9vr8", "{r}");
+    assert_eq!(r["exposed_devices"], 3, "{r}");
+    assert_eq!(r["first_fix"]["version"], "2.0", "{r}");
+    assert_eq!(
+        r["days_to_fix"], 0,
+        "the fix was accepted before the advisory was seen: {r}"
+    );
+    assert_eq!(r["fleet_updated_share"], 0.0, "{r}");
+    assert_eq!(r["exposure"][0]["devices"], 3, "{r}");
+
+    // Two devices update: today's figure follows.
+    for id in ["cam-1", "cam-2"] {
+        server.sql(&format!(
+            "UPDATE devices SET reported_firmware = '2.0' WHERE id = '{id}'"
+        ));
+    }
+    let r = json(&server, &["advisories", "report", "CVE-2022-24713"]);
+    assert_eq!(r["exposed_devices"], 1, "{r}");
+    let share = r["fleet_updated_share"].as_f64().unwrap();
+    assert!((share - 2.0 / 3.0).abs() < 1e-9, "{r}");
+    let series = r["exposure"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{r}");
+    assert_eq!(series[0]["devices"], 1, "{r}");
+
+    // The CSV, as a spreadsheet would read it.
+    let csv = server.cli_ok(&["advisories", "report", "CVE-2022-24713", "--csv"]);
+    let o = run_with_stdin(
+        Command::new("python3").args([
+            "-c",
+            "import csv, sys, json\nrows = list(csv.DictReader(sys.stdin))\nprint(json.dumps(rows))",
+        ]),
+        csv.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert_eq!(rows[0]["advisory"], "GHSA-m5pq-gvj9-9vr8");
+    assert_eq!(rows[0]["first_fix_release"], "cam 2.0");
+    assert_eq!(rows[0]["exposed_devices"], "1");
+    assert!(
+        rows[0]["aliases"]
+            .as_str()
+            .unwrap()
+            .contains("CVE-2022-24713"),
+        "{csv}"
+    );
+
+    // Article 14: nothing to report until exploitation is known.
+    let o = server.cli(&["advisories", "cra-pack", "CVE-2022-24713"]);
+    assert!(
+        !o.status.success() && text(&o).contains("not marked as actively exploited"),
+        "{}",
+        text(&o)
+    );
+    let now = palisade_core::Clock::now(&palisade_core::SystemClock);
+    let aware = (now - time::Duration::hours(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    server.cli_ok(&[
+        "advisories",
+        "exploited",
+        "CVE-2022-24713",
+        "--aware-at",
+        &aware,
+        "--note",
+        "listed in CISA KEV",
+    ]);
+    let pack = json(&server, &["advisories", "cra-pack", "CVE-2022-24713"]);
+    let n = pack["notifications"].as_array().unwrap();
+    assert_eq!(
+        (n[0]["stage"].as_str(), n[0]["status"].as_str()),
+        (Some("early warning"), Some("overdue")),
+        "{pack}"
+    );
+    assert_eq!(n[1]["status"], "due", "{pack}");
+    assert_eq!(
+        n[2]["status"], "due",
+        "the fix exists, so the final report's clock runs: {pack}"
+    );
+    assert_eq!(
+        pack["next_due"]["stage"], "vulnerability notification",
+        "{pack}"
+    );
+    let p = &pack["products"][0];
+    assert_eq!(
+        (p["model"].as_str(), p["devices"].as_u64()),
+        (Some("cam"), Some(1)),
+        "{pack}"
+    );
+    assert_eq!(p["affected_versions"][0], "1.0");
+    assert_eq!(p["fixed_in"], "2.0");
+    let text_pack = server.cli_ok(&["advisories", "cra-pack", "CVE-2022-24713"]);
+    assert!(
+        text_pack.contains("Article 14") && text_pack.contains("listed in CISA KEV"),
+        "{text_pack}"
+    );
+    let audit: Vec<Value> =
+        serde_json::from_str(&server.api_get("/api/v1/audit/entries?limit=1000")).unwrap();
+    assert!(audit.iter().any(|e| e["action"] == "advisory.exploited"));
+}

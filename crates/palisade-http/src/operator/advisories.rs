@@ -59,13 +59,109 @@ pub(crate) async fn affected(
 ) -> Result<Json<AffectedReport>, ApiError> {
     c.require(&s, Access::Read, "read an advisory's exposure")
         .await?;
+    check_id(&id)?;
+    Ok(Json(s.advisories.affected(&id).await?))
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "bad_id",
             "an advisory id is 1 to 200 printable characters",
         ));
     }
-    Ok(Json(s.advisories.affected(&id).await?))
+    Ok(())
+}
+
+/// The report's format.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportQuery {
+    /// `json` (default) or `csv`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The advisory's vulnerability-handling report for the CRA: first seen,
+/// exposed devices day by day, the first fixed release, the share of the
+/// fleet updated and the days to fix (JSON, or CSV with `format=csv`).
+#[utoipa::path(get, path = "/api/v1/advisories/{id}/report", tag = "advisories",
+    params(("id" = String, Path), ReportQuery), responses((status = 200), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn report(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    c.require(&s, Access::Read, "read advisory reports").await?;
+    check_id(&id)?;
+    let r = s.advisories.report(&id).await?;
+    Ok(match q.format.as_deref() {
+        None | Some("json") => Json(r).into_response(),
+        Some("csv") => (
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            r.csv(),
+        )
+            .into_response(),
+        Some(_) => {
+            return Err(ApiError::bad_request("bad_format", "format is json or csv"));
+        }
+    })
+}
+
+/// When the manufacturer became aware of active exploitation.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exploited {
+    /// Aware since: YYYY-MM-DD or RFC 3339 [default: now].
+    #[serde(default)]
+    pub aware_at: Option<String>,
+    /// How the exploitation is known (1 to 2000 characters).
+    pub note: String,
+}
+
+/// Records that the advisory's vulnerability is actively exploited, which
+/// starts the CRA Article 14 reporting clock (operator or admin; audited).
+#[utoipa::path(post, path = "/api/v1/advisories/{id}/exploited", tag = "advisories",
+    params(("id" = String, Path)), request_body = Exploited,
+    responses((status = 200), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn exploited(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<Exploited>,
+) -> Result<Json<palisade_store::ExploitationRecord>, ApiError> {
+    c.require(&s, Access::Write, "mark advisories exploited")
+        .await?;
+    check_id(&id)?;
+    let aware = match &req.aware_at {
+        Some(t) => Some(
+            palisade_control::lifecycle::parse_date_ms(t)
+                .map_err(|e| ApiError::bad_request("bad_aware_at", e))?,
+        ),
+        None => None,
+    };
+    Ok(Json(
+        s.advisories
+            .mark_exploited(&c.actor(), &id, aware, &req.note)
+            .await?,
+    ))
+}
+
+/// The CRA Article 14 pack of an actively exploited vulnerability: the
+/// product, affected versions and device counts, mitigation, the 24 h / 72 h
+/// / final-report deadlines and what is due next, with a text to paste.
+#[utoipa::path(get, path = "/api/v1/advisories/{id}/cra-pack", tag = "advisories",
+    params(("id" = String, Path)), responses((status = 200), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn cra_pack(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<palisade_control::cra::CraPack>, ApiError> {
+    c.require(&s, Access::Read, "read advisory reports").await?;
+    check_id(&id)?;
+    Ok(Json(s.advisories.cra_pack(&id).await?))
 }
 
 /// Largest VEX upload (a DSSE envelope around a 4 MiB document, base64).

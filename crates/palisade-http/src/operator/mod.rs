@@ -150,6 +150,15 @@ pub(crate) fn router(state: OperatorApi) -> Router {
             "/api/v1/advisories/{id}/affected",
             get(advisories::affected),
         )
+        .route("/api/v1/advisories/{id}/report", get(advisories::report))
+        .route(
+            "/api/v1/advisories/{id}/exploited",
+            post(advisories::exploited),
+        )
+        .route(
+            "/api/v1/advisories/{id}/cra-pack",
+            get(advisories::cra_pack),
+        )
         .route("/api/v1/director/key", get(releases::director_key))
         .route(
             "/api/v1/devices/{id}/assignment",
@@ -278,6 +287,7 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         releases::list_supplier_keys, releases::add_supplier_key, releases::upload_blob,
         releases::create_release, releases::list_releases,
         releases::lifecycle, advisories::import, advisories::list, advisories::affected, advisories::upload_vex,
+        advisories::report, advisories::exploited, advisories::cra_pack,
         releases::director_key, releases::assign_release, releases::list_updates,
         releases::create_rollout, releases::list_rollouts,
         releases::get_rollout, releases::rollout_action, fleet::set_device_tags,

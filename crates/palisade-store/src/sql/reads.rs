@@ -14,6 +14,7 @@ use super::writer::Job;
 use super::{DEFAULT_LIMIT, Engine, SqlStore};
 
 use crate::{AccountRecord, DeviceGroupRecord, DocumentRecord, FleetWindowRecord, SessionRecord};
+use crate::{AdvisoryExposureRecord, ExploitationRecord};
 use crate::{
     AdvisoryMatchRecord, AdvisoryRecord, DecommissionRecord, SupportPolicyRecord, VexRecord,
     WipeStatus,
@@ -380,6 +381,45 @@ impl Store for SqlStore {
         .iter()
         .map(|r| DeviceId::parse(r.try_get("device_id")?).map_err(|e| corrupt("command", e)))
         .collect()
+    }
+
+    async fn advisory_exposure(
+        &self,
+        advisory: &str,
+    ) -> Result<Vec<AdvisoryExposureRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM advisory_exposure WHERE advisory_id = $1 ORDER BY day LIMIT 100000",
+        )
+        .bind(advisory)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AdvisoryExposureRecord {
+                advisory: r.try_get("advisory_id")?,
+                day: r.try_get("day")?,
+                devices: u64::try_from(r.try_get::<i64, _>("devices")?).unwrap_or(0),
+            })
+        })
+        .collect()
+    }
+
+    async fn exploitation(&self, advisory: &str) -> Result<Option<ExploitationRecord>, StoreError> {
+        sqlx::query("SELECT * FROM advisory_exploitation WHERE advisory_id = $1")
+            .bind(advisory)
+            .fetch_all(self.pool())
+            .await?
+            .first()
+            .map(|r| {
+                Ok(ExploitationRecord {
+                    advisory: r.try_get("advisory_id")?,
+                    aware_ms: r.try_get("aware_ms")?,
+                    actor: r.try_get("actor")?,
+                    note: r.try_get("note")?,
+                    recorded_ms: r.try_get("recorded_ms")?,
+                })
+            })
+            .transpose()
     }
 
     async fn vex_statements(

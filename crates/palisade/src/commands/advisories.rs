@@ -55,6 +55,34 @@ pub enum AdvisoryCmd {
         /// The advisory.
         id: String,
     },
+    /// The advisory's vulnerability-handling report for the CRA: first seen,
+    /// exposed devices day by day, the first fixed release, the share of the
+    /// affected fleet updated, the days to fix.
+    Report {
+        /// The advisory.
+        id: String,
+        /// CSV (one row per day) instead of a summary.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Record that the vulnerability is actively exploited: starts the CRA
+    /// Article 14 reporting clock (24 h early warning, 72 h notification).
+    Exploited {
+        /// The advisory.
+        id: String,
+        /// Aware since: YYYY-MM-DD or RFC 3339 [default: now].
+        #[arg(long, value_name = "DATE")]
+        aware_at: Option<String>,
+        /// How the exploitation is known (e.g. "CISA KEV, 2026-12-07").
+        #[arg(long)]
+        note: String,
+    },
+    /// The CRA Article 14 pack of an actively exploited vulnerability, ready
+    /// to paste into ENISA's reporting form (with --json: the fields).
+    CraPack {
+        /// The advisory.
+        id: String,
+    },
 }
 
 /// One record read from a source, or why it could not be.
@@ -332,6 +360,100 @@ pub async fn advisories(g: &Global, cmd: AdvisoryCmd) -> anyhow::Result<ExitCode
                 &["id", "severity", "releases", "devices", "", "summary"],
                 rows,
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        AdvisoryCmd::Report { id, csv } => {
+            let path = format!(
+                "/api/v1/advisories/{}/report{}",
+                enc(&id),
+                if csv { "?format=csv" } else { "" }
+            );
+            if csv {
+                let (status, body) = c.send_bytes(Method::GET, &path, None).await?;
+                anyhow::ensure!(
+                    status.is_success(),
+                    "the report of {id} failed ({status}): {}",
+                    String::from_utf8_lossy(&body).trim()
+                );
+                crate::output::raw(&String::from_utf8_lossy(&body));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let r: Value = c.call(Method::GET, &path, None::<&Value>).await?;
+            if !g.json {
+                say(format!(
+                    "{} ({}): first seen {}; {} device(s) exposed now; first fix {}; {} day(s) to fix; {} of the affected fleet updated{}",
+                    r["advisory"].as_str().unwrap_or(""),
+                    r["aliases"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    r["first_seen_ms"],
+                    r["exposed_devices"],
+                    r["first_fix"]["version"].as_str().map_or_else(
+                        || "none yet".to_owned(),
+                        |v| format!("{} {v}", r["first_fix"]["model"].as_str().unwrap_or(""))
+                    ),
+                    r["days_to_fix"]
+                        .as_i64()
+                        .map_or_else(|| "–".to_owned(), |d| d.to_string()),
+                    r["fleet_updated_share"]
+                        .as_f64()
+                        .map_or_else(|| "–".to_owned(), |s| format!("{:.1} %", s * 100.0)),
+                    if r["exploited"].is_null() {
+                        ""
+                    } else {
+                        "; ACTIVELY EXPLOITED"
+                    }
+                ));
+            }
+            let rows = r["exposure"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| vec![dash(d["day"].as_str()), d["devices"].to_string()])
+                .collect();
+            data(g.json, &r, &["day", "exposed devices"], rows);
+            Ok(ExitCode::SUCCESS)
+        }
+        AdvisoryCmd::Exploited { id, aware_at, note } => {
+            let r: Value = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/advisories/{}/exploited", enc(&id)),
+                    Some(&serde_json::json!({ "aware_at": aware_at, "note": note })),
+                )
+                .await?;
+            say(format!(
+                "{} is recorded as actively exploited; see palisade advisories cra-pack {id}",
+                r["advisory"].as_str().unwrap_or(&id)
+            ));
+            data(
+                g.json,
+                &r,
+                &["advisory", "aware since"],
+                vec![vec![
+                    dash(r["advisory"].as_str()),
+                    r["aware_ms"].to_string(),
+                ]],
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AdvisoryCmd::CraPack { id } => {
+            let r: Value = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/advisories/{}/cra-pack", enc(&id)),
+                    None::<&Value>,
+                )
+                .await?;
+            if g.json {
+                crate::output::raw(&format!("{r}\n"));
+            } else {
+                crate::output::raw(r["text"].as_str().unwrap_or_default());
+            }
             Ok(ExitCode::SUCCESS)
         }
         AdvisoryCmd::Affected { id } => {

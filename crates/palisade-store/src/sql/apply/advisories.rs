@@ -66,6 +66,34 @@ pub(super) async fn apply(
                 .await?;
             insert(c, matches).await?;
         }
+        Change::RecordAdvisoryExposure(list) => {
+            for e in list {
+                sqlx::query(
+                    "INSERT INTO advisory_exposure (advisory_id, day, devices) VALUES ($1, $2, $3)
+                     ON CONFLICT (advisory_id, day) DO UPDATE SET devices = $3",
+                )
+                .bind(&e.advisory)
+                .bind(&e.day)
+                .bind(i64::try_from(e.devices).unwrap_or(i64::MAX))
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+        Change::MarkExploited(x) => {
+            sqlx::query(
+                "INSERT INTO advisory_exploitation (advisory_id, aware_ms, actor, note, recorded_ms)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (advisory_id) DO UPDATE SET aware_ms = $2, actor = $3, note = $4,
+                   recorded_ms = $5",
+            )
+            .bind(&x.advisory)
+            .bind(x.aware_ms)
+            .bind(&x.actor)
+            .bind(&x.note)
+            .bind(x.recorded_ms)
+            .execute(&mut *c)
+            .await?;
+        }
         Change::SetReleaseVex {
             model,
             version,
