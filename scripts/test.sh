@@ -85,6 +85,12 @@ cargo deny --offline check licenses bans sources
 # stopped by PID when the script ends.
 pg_dir="" pg_pid=""
 cleanup() {
+  local status=$?
+  # A failed run keeps the database's own account of it in the output.
+  if [ "$status" -ne 0 ] && [ -n "$pg_dir" ] && [ -f "$pg_dir/server.log" ]; then
+    echo "--- PostgreSQL server log (last 60 lines) ---" >&2
+    tail -n 60 "$pg_dir/server.log" >&2 || true
+  fi
   if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
     kill -INT "$pg_pid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done

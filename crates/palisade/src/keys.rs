@@ -70,9 +70,15 @@ pub enum KeysCmd {
         /// Lifetime in days.
         #[arg(long, default_value_t = 365)]
         expires_days: u32,
-        /// Root keys that sign now (at least the threshold).
+        /// Root keys that sign now (at least the threshold; when rotating,
+        /// the current root's threshold of its keys too).
         #[arg(long, value_delimiter = ',', required = true)]
         sign_with: Vec<String>,
+        /// When rotating: the current signed root, whose keys among
+        /// --sign-with also sign the new one (the server and every client
+        /// accept root N+1 only if root N's threshold signed it).
+        #[arg(long, value_name = "FILE")]
+        previous_root: Option<PathBuf>,
         /// Where to write the signed root.
         #[arg(long)]
         out: PathBuf,
@@ -155,6 +161,7 @@ pub async fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             root_version: version,
             expires_days,
             sign_with,
+            previous_root,
             out,
         } => {
             let online: Value = serde_json::from_slice(
@@ -216,13 +223,50 @@ pub async fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             };
             let signers: Vec<PathBuf> = sign_with.iter().map(|n| key_path(&dir, n)).collect();
             let buf = sign_role(root.clone(), &root, &signers).await?;
-            let signed: Signed<Root> = serde_json::from_slice(&buf)?;
+            let mut signed: Signed<Root> = serde_json::from_slice(&buf)?;
             if (signed.signatures.len() as u64) < root_threshold {
                 bail!(
                     "only {} of the {root_threshold} root signatures needed: give more --sign-with keys",
                     signed.signatures.len()
                 );
             }
+            let buf = match previous_root {
+                None => buf,
+                Some(prev) => {
+                    // Rotation: the current root's keys sign the new root too.
+                    let old: Signed<Root> = serde_json::from_slice(
+                        &std::fs::read(&prev)
+                            .with_context(|| format!("reading {}", prev.display()))?,
+                    )
+                    .with_context(|| format!("{} is not signed root metadata", prev.display()))?;
+                    anyhow::ensure!(
+                        old.signed.version.get() + 1 == version,
+                        "the new root must be version {} to follow {} (version {})",
+                        old.signed.version.get() + 1,
+                        prev.display(),
+                        old.signed.version
+                    );
+                    let by_old: Signed<Root> = serde_json::from_slice(
+                        &sign_role(root.clone(), &old.signed, &signers).await?,
+                    )?;
+                    let need = old
+                        .signed
+                        .roles
+                        .get(&RoleType::Root)
+                        .map_or(1, |r| r.threshold.get());
+                    anyhow::ensure!(
+                        by_old.signatures.len() as u64 >= need,
+                        "only {} of the current root's {need} signatures: give its keys in --sign-with",
+                        by_old.signatures.len()
+                    );
+                    for sig in by_old.signatures {
+                        if !signed.signatures.iter().any(|x| x.keyid == sig.keyid) {
+                            signed.signatures.push(sig);
+                        }
+                    }
+                    serde_json::to_vec_pretty(&signed)?
+                }
+            };
             std::fs::write(&out, &buf).with_context(|| format!("writing {}", out.display()))?;
             say(format!(
                 "signed root v{version} written to {}",

@@ -50,23 +50,36 @@ impl Ceremony {
     /// Signs a root (2 of 3 root keys, 2 of 2 targets keys) with the keys
     /// in `sign_with` into `out`: the `palisade keys root` run.
     pub fn sign_root(&self, sign_with: &str, out: &Path) -> Output {
-        Command::new(palisade_bin())
-            .args(["keys", "root", "--dir", s(&self.keys)])
-            .args([
-                "--root-key",
-                "root-1,root-2,root-3",
-                "--root-threshold",
-                "2",
-            ])
+        self.sign_root_as("root-1,root-2,root-3", 1, None, sign_with, out)
+    }
+
+    /// Signs root `version` with `root_keys` (2 of them needed), the 2-of-2
+    /// targets keys and the online keys, by `sign_with`, into `out`; when
+    /// rotating, `previous` is the current root, whose keys sign too.
+    pub fn sign_root_as(
+        &self,
+        root_keys: &str,
+        version: u64,
+        previous: Option<&Path>,
+        sign_with: &str,
+        out: &Path,
+    ) -> Output {
+        let mut c = Command::new(palisade_bin());
+        c.args(["keys", "root", "--dir", s(&self.keys)])
+            .args(["--root-key", root_keys, "--root-threshold", "2"])
             .args([
                 "--targets-key",
                 "targets-1,targets-2",
                 "--targets-threshold",
                 "2",
             ])
+            .args(["--root-version", &version.to_string()])
             .args(["--online-keys", s(&self.online), "--sign-with", sign_with])
-            .args(["--out", s(out)])
-            .output()
+            .args(["--out", s(out)]);
+        if let Some(p) = previous {
+            c.args(["--previous-root", s(p)]);
+        }
+        c.output()
             .unwrap_or_else(|e| panic!("running palisade keys root: {e}"))
     }
 

@@ -194,3 +194,81 @@ fn a_device_fetches_and_verifies_its_director_assignment() {
         .unwrap();
     assert!(!o.status.success(), "{}", text(&o));
 }
+
+/// Root rotation in the offline ceremony: root 2 names new root keys and is
+/// signed by both the old root's threshold and the new one's; the server
+/// takes it only so, and python-tuf, trusting root 1, walks to root 2 and
+/// verifies a release signed after the rotation.
+#[test]
+fn the_root_keys_rotate_and_a_client_trusting_the_old_root_follows() {
+    if !(have("python3") && have_python_module("tuf.ngclient", "tuf")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let key = supplier_with_model(&server, d, "acme", "cam");
+    let c = Ceremony::new(&server, d);
+    let o = c.sign_root("root-1,root-2", &c.root);
+    assert!(o.status.success(), "{}", text(&o));
+    server.cli_ok(&["tuf", "set-root", s(&c.root)]);
+    upload_release(&server, d, &key, "cam", "1.0", 1);
+    let o = publish_targets(&server, d, &c.keys, &c.root, "targets-1,targets-2");
+    assert!(o.status.success(), "{}", text(&o));
+
+    // New root keys: root-1 and root-2 retire, root-3 stays, root-4 and
+    // root-5 join; the threshold stays 2.
+    palisade_interop::palisade_ok(&["keys", "generate", "--dir", s(&c.keys), "root-4", "root-5"]);
+    let next = "root-3,root-4,root-5";
+    // Signed by the new keys only: the current root's threshold is not met.
+    let only_new = d.join("root-2-new-only.json");
+    let o = c.sign_root_as(next, 2, None, "root-4,root-5", &only_new);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = server.cli(&["tuf", "set-root", s(&only_new)]);
+    assert!(
+        !o.status.success() && text(&o).contains("not signed by the current root"),
+        "{}",
+        text(&o)
+    );
+    // Signed by the old threshold only: the new root's own is not met.
+    let only_old = d.join("root-2-old-only.json");
+    let o = c.sign_root_as(next, 2, Some(&c.root), "root-1,root-2", &only_old);
+    assert!(
+        !o.status.success()
+            || !server
+                .cli(&["tuf", "set-root", s(&only_old)])
+                .status
+                .success(),
+        "a root without its own threshold was accepted"
+    );
+    // Both: accepted.
+    let root2 = d.join("root-2.json");
+    let o = c.sign_root_as(
+        next,
+        2,
+        Some(&c.root),
+        "root-1,root-2,root-4,root-5",
+        &root2,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    server.cli_ok(&["tuf", "set-root", s(&root2)]);
+    let served = server.api_get_bytes("/tuf/metadata/2.root.json");
+    let v: serde_json::Value = serde_json::from_slice(&served).unwrap();
+    assert_eq!(v["signed"]["version"], 2, "{v}");
+
+    // A release after the rotation, targets signed under root 2.
+    upload_release(&server, d, &key, "cam", "2.0", 2);
+    let o = publish_targets(&server, d, &c.keys, &root2, "targets-1,targets-2");
+    assert!(o.status.success(), "{}", text(&o));
+    // python-tuf trusts root 1 and must walk to root 2 to verify it.
+    let o = tuf_client(&server, d, &c.root, "cam/2.0.img");
+    assert!(o.status.success(), "ngclient: {}", text(&o));
+    // A root 3 signed by the retired keys alone is refused (the ceremony
+    // will not even make it: they are not root 2's keys).
+    let root3 = d.join("root-3.json");
+    let o = c.sign_root_as(next, 3, Some(&root2), "root-1,root-2", &root3);
+    assert!(
+        !o.status.success() || !server.cli(&["tuf", "set-root", s(&root3)]).status.success(),
+        "retired root keys signed a new root"
+    );
+}

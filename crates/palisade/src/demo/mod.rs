@@ -282,6 +282,7 @@ async fn tuf_ceremony(api: &Client, dir: &Path) -> anyhow::Result<(PathBuf, Path
         root_version: 1,
         expires_days: 365,
         sign_with: ["root-1", "root-2"].map(String::from).to_vec(),
+        previous_root: None,
         out: root.clone(),
     })
     .await?;
