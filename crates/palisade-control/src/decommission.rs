@@ -158,20 +158,7 @@ impl Decommissioning {
         let withdrawn = self.withdraw(actor, id, now).await?;
         let certs = self.fleet.valid_certificates(id).await?;
         let current = certs.first().filter(|_| device.state.may_connect());
-        let mut record = DecommissionRecord {
-            device: id.clone(),
-            actor: actor.to_owned(),
-            reason: reason.to_owned(),
-            requested_ms: now,
-            wipe: WipeStatus::NotRequested,
-            nonce: None,
-            serial: None,
-            deadline_ms: None,
-            completed_ms: Some(now),
-            receipt: None,
-            destroyed: vec![],
-            detail: String::new(),
-        };
+        let mut record = DecommissionRecord::immediate(id, actor, reason, now);
         let mut audit = vec![
             EntryDraft::success(actor, "device.decommission", id.as_str()).with_detail(json!({
                 "reason": reason, "wipe": wipe, "rollouts_withdrawn": withdrawn.len(),
@@ -190,23 +177,9 @@ impl Decommissioning {
                     device.state
                 );
             }
-            changes.push(Change::SetDeviceState {
-                id: id.clone(),
-                expected: device.state,
-                to: DeviceState::Decommissioned,
-                at_ms: now,
-            });
-            audit.push(
-                EntryDraft::success(actor, "device.state", id.as_str())
-                    .with_detail(json!({ "from": device.state.as_str(), "to": "decommissioned" })),
-            );
-            let revoked = self
-                .fleet
-                .revocations(actor, id, now, &mut changes, &mut audit)
-                .await?;
             changes.push(Change::RecordDecommission(record.clone()));
-            self.store.commit(changes, audit).await?;
-            self.fleet.retired(id, revoked);
+            self.end(actor, id, device.state, now, changes, audit)
+                .await?;
             return Ok(record);
         };
         let mut raw = [0u8; 16];
@@ -277,7 +250,7 @@ impl Decommissioning {
         let id = &rec.device;
         let device = self.device(id).await?;
         let now = self.clock.now_ms();
-        let mut changes = vec![Change::CompleteWipe {
+        let changes = vec![Change::CompleteWipe {
             device: id.clone(),
             nonce: rec.nonce.clone().unwrap_or_default(),
             wipe,
@@ -286,21 +259,36 @@ impl Decommissioning {
             detail: detail.clone(),
             at_ms: now,
         }];
-        let mut audit = vec![
+        let audit = vec![
             EntryDraft::success(actor, "device.wipe", id.as_str()).with_detail(json!({
                 "wipe": wipe.as_str(), "detail": detail, "destroyed": destroyed,
             })),
         ];
-        if device.state != DeviceState::Decommissioned {
+        self.end(actor, id, device.state, now, changes, audit).await
+    }
+
+    /// Commits `changes` with the device's move from `from` to
+    /// decommissioned and the revocation of its certificates, then closes its
+    /// sessions and renews the CRL.
+    async fn end(
+        &self,
+        actor: &str,
+        id: &DeviceId,
+        from: DeviceState,
+        now: i64,
+        mut changes: Vec<Change>,
+        mut audit: Vec<EntryDraft>,
+    ) -> Result<(), ServiceError> {
+        if from != DeviceState::Decommissioned {
             changes.push(Change::SetDeviceState {
                 id: id.clone(),
-                expected: device.state,
+                expected: from,
                 to: DeviceState::Decommissioned,
                 at_ms: now,
             });
             audit.push(
                 EntryDraft::success(actor, "device.state", id.as_str())
-                    .with_detail(json!({ "from": device.state.as_str(), "to": "decommissioned" })),
+                    .with_detail(json!({ "from": from.as_str(), "to": "decommissioned" })),
             );
         }
         let revoked = self

@@ -8,7 +8,7 @@ use palisade_core::{Clock, DeviceId, DeviceState, ModelId, OperatorName, Role, S
 use palisade_pki::{CsrLimits, RevocationReason, verify_csr};
 use palisade_store::{
     CertFilter, CertRecord, CertStatus, Change, DecommissionRecord, DeviceRecord, ModelRecord,
-    Store, TokenRecord, WipeStatus,
+    Store, TokenRecord,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -282,20 +282,12 @@ impl Fleet {
                 .await?;
             // The tombstone (refused if a decommissioning, e.g. a pending
             // wipe, is already on record).
-            changes.push(Change::RecordDecommission(DecommissionRecord {
-                device: id.clone(),
-                actor: actor.to_owned(),
-                reason: "state set to decommissioned".into(),
-                requested_ms: now,
-                wipe: WipeStatus::NotRequested,
-                nonce: None,
-                serial: None,
-                deadline_ms: None,
-                completed_ms: Some(now),
-                receipt: None,
-                destroyed: vec![],
-                detail: String::new(),
-            }));
+            changes.push(Change::RecordDecommission(DecommissionRecord::immediate(
+                id,
+                actor,
+                "state set to decommissioned",
+                now,
+            )));
         }
         self.store.commit(changes, audit).await?;
         if next == DeviceState::Decommissioned {

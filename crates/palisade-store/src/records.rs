@@ -533,6 +533,26 @@ pub struct DecommissionRecord {
     pub detail: String,
 }
 
+impl DecommissionRecord {
+    /// A decommissioning done at once, without a wipe.
+    pub fn immediate(device: &DeviceId, actor: &str, reason: &str, at_ms: i64) -> Self {
+        Self {
+            device: device.clone(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            requested_ms: at_ms,
+            wipe: WipeStatus::NotRequested,
+            nonce: None,
+            serial: None,
+            deadline_ms: None,
+            completed_ms: Some(at_ms),
+            receipt: None,
+            destroyed: vec![],
+            detail: String::new(),
+        }
+    }
+}
+
 /// A command for a device, and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandRecord {

@@ -382,6 +382,21 @@ fn real_advisories_hit_the_releases_whose_sboms_name_them() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// `palisade release vex` for cam 1.0 with the envelope `f`.
+fn upload_vex(server: &ServerProc, f: &Path) -> std::process::Output {
+    let file = f.to_str().unwrap();
+    server.cli(&[
+        "release",
+        "vex",
+        "--model",
+        "cam",
+        "--release-version",
+        "1.0",
+        "--file",
+        file,
+    ])
+}
+
 /// Signs a VEX document as the supplier's tooling would: a DSSE envelope.
 fn vex_envelope(d: &Path, name: &str, payload_type: &str, doc: &Value, key: &[u8]) -> PathBuf {
     let env =
@@ -514,16 +529,8 @@ fn supplier_vex_suppresses_matches_and_says_why() {
             "threats": [{"category": "impact", "details": "no proxy is ever configured", "product_ids": ["CAM-1.0"]}]}]
     });
     let f = vex_envelope(d, "cam-1.0.csaf.json", "application/csaf+json", &csaf, &key);
-    server.cli_ok(&[
-        "release",
-        "vex",
-        "--model",
-        "cam",
-        "--release-version",
-        "1.0",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    let o = upload_vex(&server, &f);
+    assert!(o.status.success(), "{}", text(&o));
     let requests = json(&server, &["advisories", "affected", "CVE-2023-32681"]);
     assert_eq!(
         requests["releases"][0]["not_affected"]["justification"],
@@ -547,16 +554,7 @@ fn supplier_vex_suppresses_matches_and_says_why() {
         &cdx,
         &other,
     );
-    let o = server.cli(&[
-        "release",
-        "vex",
-        "--model",
-        "cam",
-        "--release-version",
-        "1.0",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    let o = upload_vex(&server, &f);
     assert!(
         !o.status.success() && text(&o).contains("signed by supplier globex"),
         "{}",
@@ -571,16 +569,7 @@ fn supplier_vex_suppresses_matches_and_says_why() {
         &bare,
         &key,
     );
-    let o = server.cli(&[
-        "release",
-        "vex",
-        "--model",
-        "cam",
-        "--release-version",
-        "1.0",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    let o = upload_vex(&server, &f);
     assert!(
         !o.status.success() && text(&o).contains("without a justification"),
         "{}",
