@@ -36,6 +36,26 @@ fn dpkg_order(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// How a Python library orders each pair: `import` names the version class
+/// as `V`; -1, 0 or 1 per pair.
+fn python_order(import: &str, pairs: &[(&str, &str)]) -> Vec<i32> {
+    let script = format!(
+        "{import}\nfor a, b in {:?}:\n    x, y = V(a), V(b)\n    print((x > y) - (x < y))",
+        pairs.iter().map(|(a, b)| vec![*a, *b]).collect::<Vec<_>>()
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let theirs: Vec<i32> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(theirs.len(), pairs.len());
+    theirs
+}
+
 #[test]
 fn debian_and_python_versions_order_as_dpkg_and_packaging_do() {
     if !have("dpkg") || !have("python3") || !have_python_module("packaging.version", "packaging") {
@@ -87,19 +107,7 @@ fn debian_and_python_versions_order_as_dpkg_and_packaging_do() {
         ("1.0c1", "1.0rc1"),
         ("1.0.post1", "1.0.1"),
     ];
-    let script = format!(
-        "from packaging.version import Version as V\nfor a, b in {:?}:\n    x, y = V(a), V(b)\n    print((x > y) - (x < y))",
-        python.iter().map(|(a, b)| vec![*a, *b]).collect::<Vec<_>>()
-    );
-    let o = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let theirs: Vec<i32> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
+    let theirs = python_order("from packaging.version import Version as V", &python);
     for ((a, b), t) in python.iter().zip(theirs) {
         let ours = Scheme::Pep440.compare(a, b).unwrap() as i32;
         assert_eq!(ours, t, "{a} vs {b}");
@@ -133,20 +141,10 @@ fn alpine_versions_order_as_univers_does() {
         ("0.1.0_alpha_pre2", "0.1.0_alpha"),
         ("8.5.0_pre20231120-r0", "8.5.0-r0"),
     ];
-    let script = format!(
-        "from univers.versions import AlpineLinuxVersion as V\nfor a, b in {:?}:\n    x, y = V(a), V(b)\n    print((x > y) - (x < y))",
-        pairs.iter().map(|(a, b)| vec![*a, *b]).collect::<Vec<_>>()
+    let theirs = python_order(
+        "from univers.versions import AlpineLinuxVersion as V",
+        &pairs,
     );
-    let o = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let theirs: Vec<i32> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
-    assert_eq!(theirs.len(), pairs.len());
     for ((a, b), t) in pairs.iter().zip(theirs) {
         let ours = Scheme::Alpine.compare(a, b).unwrap() as i32;
         assert_eq!(ours, t, "{a} vs {b}");
