@@ -15,7 +15,7 @@ pub mod sbom;
 pub mod version;
 pub mod vex;
 
-pub use matcher::{Hit, affected_by};
+pub use matcher::{Hit, affected_at_commit, affected_by};
 pub use osv::{AdvisoryError, Record, parse_record};
 pub use package::{Ecosystem, Package};
 pub use sbom::{Component, components};

@@ -5,8 +5,12 @@
 //! (`introduced: "0"` first; `fixed` excludes its version, `last_affected`
 //! includes it). `GIT` ranges name commits, which an SBOM version is not, so
 //! they are left to the `versions` list (a matcher that reads a `GIT` range
-//! with `introduced: "0"` as "every version" over-reports). Ranges of an
-//! ecosystem whose order we do not know are skipped, never guessed.
+//! with `introduced: "0"` as "every version" over-reports); when the SBOM
+//! names the commit a component was built from, [`affected_at_commit`] reads
+//! what a range can say without the repository's history: the commit that
+//! introduced the flaw or the last affected one is affected, the fixing
+//! commit is not, any other is undecided. Ranges of an ecosystem whose order
+//! we do not know are skipped, never guessed.
 
 use std::cmp::Ordering;
 
@@ -64,6 +68,52 @@ pub fn affected_by(record: &Record, package: &Package, version: &str) -> Option<
                     advisory: record.id.clone(),
                     why: hit.0,
                     fixed: hit.1,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Whether `record`'s `GIT` ranges say `commit` of `package` is affected:
+/// only commits an event names decide (no history is at hand to place the
+/// others between them).
+pub fn affected_at_commit(record: &Record, package: &Package, commit: &str) -> Option<Hit> {
+    if record.withdrawn.is_some() || !crate::sbom::is_commit(commit) {
+        return None;
+    }
+    let same = |event: &Option<String>| {
+        event.as_deref().is_some_and(|e| {
+            let (e, c) = (e.to_ascii_lowercase(), commit.to_ascii_lowercase());
+            e.len() >= 7 && (e.starts_with(&c) || c.starts_with(&e))
+        })
+    };
+    for entry in &record.affected {
+        let Some(named) = entry.package.as_ref().map(Package::from_osv) else {
+            continue;
+        };
+        if named.name != package.name || !named.ecosystem.covers(&package.ecosystem) {
+            continue;
+        }
+        for range in entry.ranges.iter().filter(|r| r.kind == "GIT") {
+            if range.events.iter().any(|e| same(&e.fixed)) {
+                return None; // the fix itself
+            }
+            let fixed = range.events.iter().find_map(|e| e.fixed.clone());
+            if let Some(e) = range
+                .events
+                .iter()
+                .find(|e| same(&e.introduced) || same(&e.last_affected))
+            {
+                let how = if same(&e.introduced) {
+                    "introduced"
+                } else {
+                    "last affected"
+                };
+                return Some(Hit {
+                    advisory: record.id.clone(),
+                    why: format!("commit {} ({how})", &commit[..commit.len().min(12)]),
+                    fixed,
                 });
             }
         }
@@ -184,6 +234,32 @@ mod tests {
         // Another package, another ecosystem.
         assert!(hits(FIXED, "pkg:cargo/regex-syntax@0.6.0").is_none());
         assert!(hits(FIXED, "pkg:npm/regex@1.0.0").is_none());
+    }
+
+    #[test]
+    fn git_ranges_decide_only_the_commits_they_name() {
+        let rec = r#"{"id":"G","modified":"x","affected":[{"package":{"ecosystem":"crates.io","name":"tool"},
+          "ranges":[{"type":"GIT","repo":"https://example.invalid/tool","events":[
+            {"introduced":"1111111111111111111111111111111111111111"},{"fixed":"2222222222222222222222222222222222222222"}]}]}]}"#;
+        let r = parse_record(rec.as_bytes()).unwrap();
+        let p = pkg("pkg:cargo/tool@0.1.0").0;
+        let hit = affected_at_commit(&r, &p, "1111111111111111111111111111111111111111").unwrap();
+        assert_eq!(
+            hit.fixed.as_deref(),
+            Some("2222222222222222222222222222222222222222")
+        );
+        assert!(hit.why.contains("introduced"));
+        assert!(
+            affected_at_commit(&r, &p, "1111111").is_some(),
+            "an abbreviated id"
+        );
+        assert!(affected_at_commit(&r, &p, "2222222222222222222222222222222222222222").is_none());
+        assert!(affected_at_commit(&r, &p, "3333333333333333333333333333333333333333").is_none());
+        assert!(affected_at_commit(&r, &p, "not-hex").is_none());
+        let other = pkg("pkg:cargo/other@0.1.0").0;
+        assert!(
+            affected_at_commit(&r, &other, "1111111111111111111111111111111111111111").is_none()
+        );
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub struct Component {
     pub purl: Option<String>,
     /// Its `bom-ref` (what a VEX statement's `affects` names), if given.
     pub bom_ref: Option<String>,
+    /// The source commit it was built from, if the SBOM says: the first of
+    /// `pedigree.commits[].uid`, or a version that is a full commit hash.
+    pub commit: Option<String>,
+}
+
+/// Whether `s` looks like a git commit id (7 to 64 hex digits).
+pub fn is_commit(s: &str) -> bool {
+    (7..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The SBOM could not be read.
@@ -67,6 +75,16 @@ fn walk(list: &Value, depth: usize, out: &mut Vec<Component>) -> Result<(), Sbom
             version: text("version"),
             purl: text("purl"),
             bom_ref: text("bom-ref"),
+            commit: c
+                .pointer("/pedigree/commits/0/uid")
+                .and_then(Value::as_str)
+                .filter(|u| is_commit(u))
+                .or_else(|| {
+                    c.get("version")
+                        .and_then(Value::as_str)
+                        .filter(|v| v.len() >= 40 && is_commit(v))
+                })
+                .map(str::to_ascii_lowercase),
         });
         if let Some(nested) = c.get("components") {
             walk(nested, depth + 1, out)?;
@@ -93,6 +111,19 @@ mod tests {
         assert_eq!(c[0].purl.as_deref(), Some("pkg:cargo/regex@1.5.4"));
         assert_eq!(c[1].name, "inner");
         assert!(components(br#"{"spdxVersion":"SPDX-2.3"}"#).is_err());
+        let built = components(
+            br#"{"bomFormat":"CycloneDX","components":[
+                {"name":"a","version":"1.0","pedigree":{"commits":[{"uid":"ABCDEF1234567"}]}},
+                {"name":"b","version":"0123456789abcdef0123456789abcdef01234567"},
+                {"name":"c","version":"cafe"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(built[0].commit.as_deref(), Some("abcdef1234567"));
+        assert_eq!(
+            built[1].commit.as_deref(),
+            Some("0123456789abcdef0123456789abcdef01234567")
+        );
+        assert_eq!(built[2].commit, None, "a short hex version is not a commit");
         assert!(components(br#"{"bomFormat":"CycloneDX","components":{}}"#).is_err());
     }
 }

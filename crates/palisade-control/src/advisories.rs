@@ -11,7 +11,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use palisade_advisory::{Package, Record, affected_by, components, parse_record};
+use palisade_advisory::{
+    Package, Record, affected_at_commit, affected_by, components, parse_record,
+};
 use palisade_audit::EntryDraft;
 use palisade_core::{Clock, DeviceState, ModelId};
 use palisade_detect::detect::{Detector, Finding, Severity};
@@ -80,6 +82,8 @@ struct Component {
     package: Package,
     purl: String,
     component_version: String,
+    /// The commit it was built from, if the SBOM says.
+    commit: Option<String>,
 }
 
 /// Every accepted release's components, by package.
@@ -224,6 +228,7 @@ impl Advisories {
                     package,
                     component_version: v.or(c.version)?,
                     purl,
+                    commit: c.commit,
                 })
             })
             .collect())
@@ -257,7 +262,12 @@ impl Advisories {
         let mut out: Vec<AdvisoryMatchRecord> = Vec::new();
         for k in packages(record) {
             for c in index.by_package.get(&k).into_iter().flatten() {
-                if let Some(hit) = affected_by(record, &c.package, &c.component_version)
+                let hit = affected_by(record, &c.package, &c.component_version).or_else(|| {
+                    c.commit
+                        .as_deref()
+                        .and_then(|k| affected_at_commit(record, &c.package, k))
+                });
+                if let Some(hit) = hit
                     && !out.iter().any(|m| {
                         m.model == c.model && m.version == c.version && m.component == c.purl
                     })

@@ -739,3 +739,79 @@ fn cra_reports_follow_the_fleet_and_article_14_deadlines() {
         serde_json::from_str(&server.api_get("/api/v1/audit/entries?limit=1000")).unwrap();
     assert!(audit.iter().any(|e| e["action"] == "advisory.exploited"));
 }
+
+/// A `GIT` range decides the commits it names: a component whose SBOM entry
+/// says it was built from the commit that introduced the flaw is hit; one
+/// built from the fixing commit is not.
+#[test]
+fn git_ranges_hit_components_built_from_the_commit_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let key = supplier_with_model(&server, d, "acme", "cam");
+    let bad = "9d2b4a1c0f3e5d6a7b8c9d0e1f2a3b4c5d6e7f80";
+    let good = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d";
+    let sbom = |name: &str, commit: &str| {
+        let f = d.join(format!("{name}.cdx.json"));
+        std::fs::write(
+            &f,
+            serde_json::json!({
+                "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+                "components": [{
+                    "type": "library", "name": "github.com/acme/libfoo",
+                    "version": "v0.0.0-20260101000000-9d2b4a1c0f3e",
+                    "purl": "pkg:golang/github.com/acme/libfoo@v0.0.0-20260101000000-9d2b4a1c0f3e",
+                    "pedigree": {"commits": [{"uid": commit, "url": format!("https://git.example/acme/libfoo/commit/{commit}")}]}
+                }]
+            })
+            .to_string(),
+        )
+        .unwrap();
+        f
+    };
+    let (old, new) = (sbom("old", bad), sbom("new", good));
+    upload_release_with_sbom(
+        &server,
+        d,
+        &key,
+        ("cam", "1.0", 1),
+        b"cam 1.0",
+        &[],
+        Some(&old),
+    );
+    upload_release_with_sbom(
+        &server,
+        d,
+        &key,
+        ("cam", "1.1", 1),
+        b"cam 1.1",
+        &[],
+        Some(&new),
+    );
+    let record = d.join("GO-2026-0001.json");
+    std::fs::write(
+        &record,
+        serde_json::json!({
+            "id": "GO-2026-0001", "modified": "2026-12-01T00:00:00Z", "summary": "libfoo parses headers unsafely",
+            "affected": [{"package": {"ecosystem": "Go", "name": "github.com/acme/libfoo"},
+                "ranges": [{"type": "GIT", "repo": "https://git.example/acme/libfoo",
+                    "events": [{"introduced": bad}, {"fixed": good}]}]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    server.cli_ok(&["advisories", "import", record.to_str().unwrap()]);
+    let hit = json(&server, &["advisories", "affected", "GO-2026-0001"]);
+    let releases = hit["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 1, "{hit}");
+    assert_eq!(releases[0]["version"], "1.0", "{hit}");
+    assert!(
+        releases[0]["range"]
+            .as_str()
+            .unwrap()
+            .contains("introduced"),
+        "{hit}"
+    );
+    assert_eq!(releases[0]["fixed_component"], good, "{hit}");
+    assert_eq!(releases[0]["fixed_by"], "1.1", "{hit}");
+}
