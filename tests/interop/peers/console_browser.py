@@ -224,6 +224,22 @@ with sync_playwright() as p:
     shoot(page, "19u-unmanaged-decided")
     done["actions"].append("blocked 10.20.1.77, adopted 10.20.2.201 as cam-found-1")
 
+    # Decommission the hostile-text device, with confirmation: the device page
+    # then says who did it, why and what is known of its wipe; posture counts it.
+    page.goto(URL + "/devices/xss-0001")
+    page.click("a:has-text('Decommission'):not(:has-text('wipe'))")
+    check("leaves its site" in page.inner_text("main"), "no confirmation before decommissioning")
+    page.click("button:has-text('Confirm')")
+    body = page.inner_text("main")
+    check("decommissioned" in body and "Decommissioning" in body and "wipe: not requested" in body,
+          f"the device page does not show the decommissioning: {body[:400]}")
+    check("Not assessed" in body, "a decommissioned device is still judged for posture")
+    shoot(page, "19d-decommissioned")
+    done["actions"].append("decommissioned xss-0001")
+    page.goto(URL + "/posture")
+    check("decommissioned: wipe verified 0, unconfirmed 0, pending 0, not requested 1" in page.inner_text("main"),
+          "posture does not count the decommissioned device")
+
     # A bulk tag with hostile text: refused with a message that shows it as text.
     page.goto(URL + "/devices?model=camera")
     page.locator("input[name=devices]").nth(1).check()

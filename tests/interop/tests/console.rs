@@ -249,6 +249,10 @@ fn the_console_in_chromium_signs_in_walks_every_page_and_acts_through_the_servic
     );
     assert!(has("rollout.pause", "success", "demo"), "no pause by demo");
     assert!(
+        has("device.decommission", "success", "demo"),
+        "no decommissioning by demo"
+    );
+    assert!(
         has("unmanaged.block", "success", "demo"),
         "no block by demo"
     );

@@ -433,9 +433,15 @@ pub async fn page(State(c): State<Console>, who: Person, Path(raw): Path<String>
     }
     timeline.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
     timeline.truncate(100);
-    let posture = match c.posture.device(&id).await {
-        Ok(rs) => rs.iter().map(framework_lines).collect(),
-        Err(e) => return service_error(e),
+    // A decommissioned device is out of the fleet's posture (as in the
+    // fleet figures): judging it would only list failures nobody must fix.
+    let posture = if d.state == DeviceState::Decommissioned {
+        vec![]
+    } else {
+        match c.posture.device(&id).await {
+            Ok(rs) => rs.iter().map(framework_lines).collect(),
+            Err(e) => return service_error(e),
+        }
     };
     let mut actions = vec![];
     if who.may(Access::Write) {
