@@ -190,6 +190,16 @@ impl Publication {
     }
 }
 
+/// The TUF public keys of the snapshot and timestamp key files `paths`.
+async fn keys_json(paths: &[PathBuf]) -> Result<Value, TufError> {
+    let (sid, skey) = public_key(&paths[0]).await?;
+    let (tid, tkey) = public_key(&paths[1]).await?;
+    Ok(json!({
+        "snapshot": { "keyid": sid, "key": skey },
+        "timestamp": { "keyid": tid, "key": tkey },
+    }))
+}
+
 /// The repository: online keys in `dir` (`online/`), metadata in the store.
 #[derive(Debug, Clone)]
 pub struct Repository {
@@ -312,12 +322,30 @@ impl Repository {
 
     /// The online keys' TUF public keys, for the key ceremony.
     pub async fn online_keys(&self) -> Result<Value, TufError> {
-        let (sid, skey) = public_key(&self.online()[0]).await?;
-        let (tid, tkey) = public_key(&self.online()[1]).await?;
-        Ok(json!({
-            "snapshot": { "keyid": sid, "key": skey },
-            "timestamp": { "keyid": tid, "key": tkey },
-        }))
+        keys_json(&self.online()).await
+    }
+
+    /// The next online keys (made on first ask, 0600): a root naming them
+    /// puts them in service when it is installed, and the current ones
+    /// retire. This is how the online keys are rotated, e.g. after they
+    /// leaked and were used for a fast-forward attack: clients delete their
+    /// trusted timestamp and snapshot when a new root rotates those keys.
+    pub async fn next_online_keys(&self) -> Result<Value, TufError> {
+        let next = self.next();
+        for p in &next {
+            if !p.exists() {
+                std::fs::create_dir_all(self.dir.join("online/next")).map_err(internal)?;
+                generate_key(p)?;
+            }
+        }
+        keys_json(&next).await
+    }
+
+    fn next(&self) -> Vec<PathBuf> {
+        ["snapshot", "timestamp"]
+            .iter()
+            .map(|r| self.dir.join("online/next").join(format!("{r}.pk8")))
+            .collect()
     }
 
     async fn stored(&self, name: &str) -> Result<Option<Stored>, TufError> {
@@ -378,24 +406,67 @@ impl Repository {
                 ))
             })?;
         }
+        // Each online role must be signed by a key this server holds: the
+        // current one, or the next one (a rotation).
+        let mut promote = vec![];
         for (role, path) in [(RoleType::Snapshot, 0), (RoleType::Timestamp, 1)] {
+            let listed = |id: &str| {
+                new.signed
+                    .roles
+                    .get(&role)
+                    .is_some_and(|k| k.keyids.iter().any(|k| hex::encode(&**k) == id))
+            };
             let (id, _) = public_key(&self.online()[path]).await?;
-            let listed = new
-                .signed
-                .roles
-                .get(&role)
-                .is_some_and(|k| k.keyids.iter().any(|k| hex::encode(&**k) == id));
-            if !listed {
-                return Err(TufError::Refused(format!(
-                    "the root does not name this server's online {role} key {id} (palisade tuf online-keys)"
-                )));
+            if listed(&id) {
+                continue;
             }
+            let next = &self.next()[path];
+            let next_id = match next.exists() {
+                true => Some(public_key(next).await?.0),
+                false => None,
+            };
+            if next_id.as_deref().is_some_and(listed) {
+                promote.push(path);
+                continue;
+            }
+            return Err(TufError::Refused(format!(
+                "the root does not name this server's online {role} key {id}, nor its next one (palisade tuf online-keys [--next])"
+            )));
         }
         let v = new.signed.version.get();
         let mut p = Publication::default();
         p.put(&format!("{v}.root.json"), v, None, bytes, now_ms);
         p.put("root.json", v, old.map(|(s, _)| s.version), bytes, now_ms);
         self.store.commit(p.0, vec![]).await?;
+        if !promote.is_empty() {
+            // The next keys go into service, the old ones retire (kept, not
+            // used), and the online roles are signed again at once with the
+            // new keys, so clients meet the rotation on their next refresh.
+            let retired = self.dir.join("online/retired");
+            std::fs::create_dir_all(&retired).map_err(internal)?;
+            for path in promote {
+                let current = &self.online()[path];
+                let name = current
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                std::fs::rename(current, retired.join(format!("root-{v}-{name}")))
+                    .map_err(internal)?;
+                std::fs::rename(&self.next()[path], current).map_err(internal)?;
+            }
+            tracing::warn!(
+                root = v,
+                "TUF online keys rotated: copy the data directory's tuf/online/ to every other node"
+            );
+            if let Some(targets) = self.stored("targets.json").await? {
+                let tv =
+                    NonZeroU64::new(targets.version).ok_or_else(|| internal("targets version"))?;
+                let mut p = Publication::default();
+                self.sign_snapshot(&mut p, &new.signed, &targets.body, tv, now_ms)
+                    .await?;
+                self.store.commit(p.0, vec![]).await?;
+            }
+        }
         Ok(v)
     }
 

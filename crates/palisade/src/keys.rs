@@ -107,7 +107,12 @@ pub enum KeysCmd {
 #[derive(Debug, Subcommand)]
 pub enum TufCmd {
     /// Print the server's online snapshot and timestamp keys (for `keys root`).
-    OnlineKeys,
+    OnlineKeys {
+        /// The next keys instead (made on first ask; admin): a root naming
+        /// them rotates the online keys when `tuf set-root` installs it.
+        #[arg(long)]
+        next: bool,
+    },
     /// Install root metadata signed in a key ceremony (admin).
     SetRoot {
         /// The signed root.
@@ -319,8 +324,13 @@ async fn put_json(c: &crate::client::Client, path: &str, file: &Path) -> anyhow:
 pub async fn tuf(g: &Global, cmd: TufCmd) -> anyhow::Result<ExitCode> {
     let c = crate::commands::client(g)?;
     match cmd {
-        TufCmd::OnlineKeys => {
-            let v: Value = c.call(Method::GET, "/api/v1/tuf/online-keys", None).await?;
+        TufCmd::OnlineKeys { next } => {
+            let v: Value = if next {
+                c.call(Method::POST, "/api/v1/tuf/online-keys/next", None)
+                    .await?
+            } else {
+                c.call(Method::GET, "/api/v1/tuf/online-keys", None).await?
+            };
             raw(&serde_json::to_string_pretty(&v)?);
         }
         TufCmd::TargetsDraft => {

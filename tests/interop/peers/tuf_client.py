@@ -4,7 +4,7 @@ refreshes the repository's metadata from a trusted root and downloads and
 verifies one target.
 
   tuf_client.py --root ROOT.json --metadata-url URL/ --targets-url URL/ \
-                --target NAME --out DIR
+                --target NAME --out DIR [--metadata-dir DIR]
 
 Exits 0 and prints the target's path on success; non-zero with the error
 otherwise. HTTPS trust comes from SSL_CERT_FILE (urllib3) or REQUESTS_CA_BUNDLE.
@@ -25,9 +25,13 @@ def main():
     p.add_argument("--targets-url", required=True)
     p.add_argument("--target", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--metadata-dir", help="keep the trusted metadata here between runs")
     a = p.parse_args()
-    meta = tempfile.mkdtemp()
-    with open(a.root, "rb") as f:
+    meta = a.metadata_dir or tempfile.mkdtemp()
+    os.makedirs(meta, exist_ok=True)
+    local_root = os.path.join(meta, "root.json")
+    root_file = local_root if os.path.exists(local_root) else a.root
+    with open(root_file, "rb") as f:
         trusted_root = f.read()
     os.makedirs(a.out, exist_ok=True)
     try:
@@ -36,7 +40,8 @@ def main():
         try:  # python-tuf >= 6 takes the trusted root as `bootstrap`
             u = Updater(bootstrap=trusted_root, **kwargs)
         except TypeError:
-            shutil.copy(a.root, os.path.join(meta, "root.json"))
+            if root_file != local_root:
+                shutil.copy(a.root, local_root)
             u = Updater(**kwargs)
         u.refresh()
         info = u.get_targetinfo(a.target)

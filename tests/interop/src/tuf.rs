@@ -83,6 +83,13 @@ impl Ceremony {
             .unwrap_or_else(|e| panic!("running palisade keys root: {e}"))
     }
 
+    /// Names these online keys (`palisade tuf online-keys [--next]`'s output)
+    /// in the roots signed from now on.
+    pub fn use_online_keys(&self, json: &str) {
+        std::fs::write(&self.online, json)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.online.display()));
+    }
+
     /// Signs the targets draft `draft` with `keys` into `out`.
     pub fn sign_targets(&self, keys: &str, draft: &Path, out: &Path) {
         sign_targets(&self.keys, &self.root, keys, draft, out);
@@ -137,14 +144,29 @@ pub fn publish_targets(
 /// python-tuf's client: refreshes `server`'s metadata from the trusted
 /// `root` and downloads `target` into `dir/downloads`, verified.
 pub fn tuf_client(server: &ServerProc, dir: &Path, root: &Path, target: &str) -> Output {
-    Command::new("python3")
-        .arg(crate::peer_script("tuf_client.py"))
+    tuf_client_at(server, dir, root, target, None)
+}
+
+/// [`tuf_client`] keeping its trusted metadata in `metadata` between runs
+/// (as a device does), if given.
+pub fn tuf_client_at(
+    server: &ServerProc,
+    dir: &Path,
+    root: &Path,
+    target: &str,
+    metadata: Option<&Path>,
+) -> Output {
+    let mut c = Command::new("python3");
+    c.arg(crate::peer_script("tuf_client.py"))
         .args(["--root", s(root)])
         .args(["--metadata-url", &format!("{}/tuf/metadata/", server.url)])
         .args(["--targets-url", &format!("{}/tuf/targets/", server.url)])
         .args(["--target", target, "--out", s(&dir.join("downloads"))])
         .env("REQUESTS_CA_BUNDLE", server.data.join("ca/root.pem"))
-        .env("SSL_CERT_FILE", server.data.join("ca/root.pem"))
-        .output()
+        .env("SSL_CERT_FILE", server.data.join("ca/root.pem"));
+    if let Some(m) = metadata {
+        c.args(["--metadata-dir", s(m)]);
+    }
+    c.output()
         .unwrap_or_else(|e| panic!("running the TUF client: {e}"))
 }

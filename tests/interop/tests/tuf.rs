@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use palisade_interop::tuf::{Ceremony, tuf_client};
+use palisade_interop::tuf::{Ceremony, publish_targets, tuf_client, tuf_client_at};
 use palisade_interop::*;
 
 fn s(p: &Path) -> &str {
@@ -270,5 +270,134 @@ fn the_root_keys_rotate_and_a_client_trusting_the_old_root_follows() {
     assert!(
         !o.status.success() || !server.cli(&["tuf", "set-root", s(&root3)]).status.success(),
         "retired root keys signed a new root"
+    );
+}
+
+/// Fast-forward recovery: the online timestamp key leaks and signs a
+/// timestamp with an absurd version, which a client accepts (it is validly
+/// signed); afterwards the genuine timestamps are "older" and the client
+/// refuses every refresh. Rotating the online keys through a new root
+/// (`tuf online-keys --next`, a ceremony, `tuf set-root`) recovers it:
+/// python-tuf drops its trusted timestamp and snapshot when their keys
+/// rotate, and the server signs both again with the new keys at once.
+#[test]
+fn rotating_the_online_keys_recovers_clients_from_a_fast_forward_attack() {
+    use tough::schema::{Hashes, Metafile, Signed, Timestamp};
+    if !(have("python3") && have_python_module("tuf.ngclient", "tuf")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let key = supplier_with_model(&server, d, "acme", "cam");
+    let c = Ceremony::new(&server, d);
+    let o = c.sign_root("root-1,root-2", &c.root);
+    assert!(o.status.success(), "{}", text(&o));
+    server.cli_ok(&["tuf", "set-root", s(&c.root)]);
+    upload_release(&server, d, &key, "cam", "1.0", 1);
+    let o = publish_targets(&server, d, &c.keys, &c.root, "targets-1,targets-2");
+    assert!(o.status.success(), "{}", text(&o));
+    let device = d.join("device-metadata");
+    let fetch = || tuf_client_at(&server, d, &c.root, "cam/1.0.img", Some(&device));
+    let o = fetch();
+    assert!(o.status.success(), "ngclient: {}", text(&o));
+
+    // The leaked timestamp key signs version 1 000 000 over the real snapshot.
+    let genuine = server.document("tuf/timestamp.json");
+    let snapshot = server.document("tuf/snapshot.json");
+    let root: Signed<tough::schema::Root> =
+        serde_json::from_slice(&server.document("tuf/root.json")).unwrap();
+    let snap_version =
+        serde_json::from_slice::<serde_json::Value>(&snapshot).unwrap()["signed"]["version"]
+            .as_u64()
+            .unwrap();
+    let mut ts = Timestamp::new(
+        "1.0.0".into(),
+        std::num::NonZeroU64::new(1_000_000).unwrap(),
+        palisade_server::tuf::expiry(
+            palisade_core::Clock::now_ms(&palisade_core::SystemClock) + 86_400_000,
+        )
+        .unwrap(),
+    );
+    ts.meta.insert(
+        "snapshot.json".into(),
+        Metafile {
+            length: Some(snapshot.len() as u64),
+            hashes: Some(Hashes {
+                sha256: ring::digest::digest(&ring::digest::SHA256, &snapshot)
+                    .as_ref()
+                    .to_vec()
+                    .into(),
+                _extra: Default::default(),
+            }),
+            version: std::num::NonZeroU64::new(snap_version).unwrap(),
+            _extra: Default::default(),
+        },
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let forged = rt
+        .block_on(palisade_server::tuf::sign_role(
+            ts,
+            &root.signed,
+            &[server.data.join("tuf/online/timestamp.pk8")],
+        ))
+        .unwrap();
+    server.plant_document("tuf/timestamp.json", &forged);
+    let o = fetch();
+    assert!(
+        o.status.success(),
+        "the forged timestamp verifies, so the client takes it: {}",
+        text(&o)
+    );
+    // The genuine timestamp is back: to the client it is a rollback.
+    server.plant_document("tuf/timestamp.json", &genuine);
+    let o = fetch();
+    assert!(
+        !o.status.success() && text(&o).contains("BadVersionNumber"),
+        "the client should be stuck after the fast-forward: {}",
+        text(&o)
+    );
+
+    // Recovery: new online keys, named by root 2 (signed by both thresholds).
+    let next = server.cli_ok(&["tuf", "online-keys", "--next"]);
+    let next_ts = serde_json::from_str::<serde_json::Value>(&next).unwrap()["timestamp"]["keyid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.use_online_keys(&next);
+    let root2 = d.join("root-2.json");
+    let o = c.sign_root_as(
+        "root-1,root-2,root-3",
+        2,
+        Some(&c.root),
+        "root-1,root-2",
+        &root2,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    server.cli_ok(&["tuf", "set-root", s(&root2)]);
+    let ts_now: serde_json::Value =
+        serde_json::from_slice(&server.api_get_bytes("/tuf/metadata/timestamp.json")).unwrap();
+    assert_eq!(
+        ts_now["signatures"][0]["keyid"],
+        next_ts.as_str(),
+        "{ts_now}"
+    );
+    let o = fetch();
+    assert!(
+        o.status.success(),
+        "the client did not recover: {}",
+        text(&o)
+    );
+    assert!(
+        server
+            .data
+            .join("tuf/online/retired")
+            .read_dir()
+            .unwrap()
+            .count()
+            >= 2
     );
 }

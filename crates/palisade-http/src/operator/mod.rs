@@ -176,6 +176,10 @@ pub(crate) fn router(state: OperatorApi) -> Router {
         )
         .route("/api/v1/tuf/online-keys", get(releases::tuf_online_keys))
         .route(
+            "/api/v1/tuf/online-keys/next",
+            post(releases::tuf_next_online_keys),
+        )
+        .route(
             "/api/v1/tuf/root",
             put(releases::tuf_set_root).layer(DefaultBodyLimit::max(
                 palisade_control::tuf::MAX_METADATA_BYTES,
@@ -288,7 +292,7 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         releases::create_release, releases::list_releases,
         releases::lifecycle, advisories::import, advisories::list, advisories::affected, advisories::upload_vex,
         advisories::report, advisories::exploited, advisories::cra_pack,
-        releases::director_key, releases::assign_release, releases::list_updates,
+        releases::director_key, releases::tuf_next_online_keys, releases::assign_release, releases::list_updates,
         releases::create_rollout, releases::list_rollouts,
         releases::get_rollout, releases::rollout_action, fleet::set_device_tags,
         network::set_model_mud, network::get_model_policy, network::list_sites,

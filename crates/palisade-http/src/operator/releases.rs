@@ -315,6 +315,20 @@ pub(crate) async fn tuf_online_keys(
     Ok(Json(s.tuf.online_keys().await.map_err(tuf_error)?))
 }
 
+/// The server's next online TUF keys, made on first ask (admin): a root that
+/// names them rotates the online keys when it is installed.
+#[utoipa::path(post, path = "/api/v1/tuf/online-keys/next", tag = "releases", responses((status = 200), (status = 403, body = ErrorBody)))]
+pub(crate) async fn tuf_next_online_keys(
+    State(s): State<OperatorApi>,
+    c: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&s, Access::Admin, "prepare new TUF online keys")
+        .await?;
+    let keys = s.tuf.next_online_keys().await.map_err(tuf_error)?;
+    tuf_audit(&s, &c, "tuf.online-keys.next", "next online keys", Ok(())).await;
+    Ok(Json(keys))
+}
+
 /// Installs root metadata signed in a key ceremony (admin).
 #[utoipa::path(put, path = "/api/v1/tuf/root", tag = "releases", request_body(content = String, content_type = "application/json"),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
