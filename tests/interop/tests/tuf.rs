@@ -195,6 +195,21 @@ fn a_device_fetches_and_verifies_its_director_assignment() {
     assert!(!o.status.success(), "{}", text(&o));
 }
 
+/// A server whose TUF root (2 of root-1..3) is installed and whose targets
+/// list release cam 1.0; its ceremony and the supplier's key.
+fn repository_with_release(d: &Path) -> (ServerProc, Ceremony, Vec<u8>) {
+    let server = ServerProc::start(&d.join("data")).unwrap();
+    let key = supplier_with_model(&server, d, "acme", "cam");
+    let c = Ceremony::new(&server, d);
+    let o = c.sign_root("root-1,root-2", &c.root);
+    assert!(o.status.success(), "{}", text(&o));
+    server.cli_ok(&["tuf", "set-root", s(&c.root)]);
+    upload_release(&server, d, &key, "cam", "1.0", 1);
+    let o = publish_targets(&server, d, &c.keys, &c.root, "targets-1,targets-2");
+    assert!(o.status.success(), "{}", text(&o));
+    (server, c, key)
+}
+
 /// Root rotation in the offline ceremony: root 2 names new root keys and is
 /// signed by both the old root's threshold and the new one's; the server
 /// takes it only so, and python-tuf, trusting root 1, walks to root 2 and
@@ -206,15 +221,7 @@ fn the_root_keys_rotate_and_a_client_trusting_the_old_root_follows() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server = ServerProc::start(&d.join("data")).unwrap();
-    let key = supplier_with_model(&server, d, "acme", "cam");
-    let c = Ceremony::new(&server, d);
-    let o = c.sign_root("root-1,root-2", &c.root);
-    assert!(o.status.success(), "{}", text(&o));
-    server.cli_ok(&["tuf", "set-root", s(&c.root)]);
-    upload_release(&server, d, &key, "cam", "1.0", 1);
-    let o = publish_targets(&server, d, &c.keys, &c.root, "targets-1,targets-2");
-    assert!(o.status.success(), "{}", text(&o));
+    let (server, c, key) = repository_with_release(d);
 
     // New root keys: root-1 and root-2 retire, root-3 stays, root-4 and
     // root-5 join; the threshold stays 2.
@@ -288,15 +295,7 @@ fn rotating_the_online_keys_recovers_clients_from_a_fast_forward_attack() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server = ServerProc::start(&d.join("data")).unwrap();
-    let key = supplier_with_model(&server, d, "acme", "cam");
-    let c = Ceremony::new(&server, d);
-    let o = c.sign_root("root-1,root-2", &c.root);
-    assert!(o.status.success(), "{}", text(&o));
-    server.cli_ok(&["tuf", "set-root", s(&c.root)]);
-    upload_release(&server, d, &key, "cam", "1.0", 1);
-    let o = publish_targets(&server, d, &c.keys, &c.root, "targets-1,targets-2");
-    assert!(o.status.success(), "{}", text(&o));
+    let (server, c, _key) = repository_with_release(d);
     let device = d.join("device-metadata");
     let fetch = || tuf_client_at(&server, d, &c.root, "cam/1.0.img", Some(&device));
     let o = fetch();
