@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::advisories::Advisories;
 use crate::error::ServiceError;
+use crate::posture::day_of;
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -74,12 +75,6 @@ pub struct CraReport {
     pub remediated_on: Option<String>,
     /// When the manufacturer became aware of active exploitation.
     pub exploited: Option<ExploitationRecord>,
-}
-
-fn day_of(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .map(|t| t.date().to_string())
-        .unwrap_or_default()
 }
 
 fn when(ms: i64) -> String {

@@ -121,7 +121,8 @@ pub struct Posture {
     latest: RwLock<Option<Arc<FleetPosture>>>,
 }
 
-fn day_of(ms: i64) -> String {
+/// The UTC day (`YYYY-MM-DD`) of Unix ms.
+pub(crate) fn day_of(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .map(|t| t.date().to_string())
         .unwrap_or_default()

@@ -250,13 +250,7 @@ impl Releases {
                 ),
             )
         })?;
-        let keys: Vec<SupplierKey> = self
-            .store
-            .supplier_keys(&owner)
-            .await?
-            .iter()
-            .filter_map(|k| SupplierKey::from_spki_der(&k.spki_der).ok())
-            .collect();
+        let keys = supplier_keys(&*self.store, &owner).await?;
         let verified = check_release(
             &r.image_sha256,
             &r.sbom,
@@ -272,4 +266,18 @@ impl Releases {
         let (prov_sha, _) = put_bytes(&*self.blobs, &r.provenance).await?;
         Ok((verified, sbom_sha, prov_sha, image_len))
     }
+}
+
+/// A supplier's registered signing keys (those that no longer parse are
+/// left out).
+pub(crate) async fn supplier_keys(
+    store: &dyn Store,
+    supplier: &palisade_core::SupplierName,
+) -> Result<Vec<SupplierKey>, ServiceError> {
+    Ok(store
+        .supplier_keys(supplier)
+        .await?
+        .iter()
+        .filter_map(|k| SupplierKey::from_spki_der(&k.spki_der).ok())
+        .collect())
 }

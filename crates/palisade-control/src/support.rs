@@ -28,6 +28,7 @@ use crate::alerts::Alerts;
 use crate::decommission::Decommissioning;
 use crate::error::ServiceError;
 use crate::network::Network;
+use crate::posture::day_of;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -247,14 +248,16 @@ impl SupportEnd {
                         summary: format!(
                             "model {} reaches its end of support {}: {} device(s){}{}",
                             p.model,
-                            m.support_until_ms.map_or_else(|| "soon".into(), date),
+                            m.support_until_ms.map_or_else(|| "soon".into(), day_of),
                             devices.len(),
                             p.restrict_ms.map_or_else(String::new, |t| format!(
                                 ", confined from {}",
-                                date(t)
+                                day_of(t)
                             )),
-                            p.retire_ms
-                                .map_or_else(String::new, |t| format!(", retired on {}", date(t))),
+                            p.retire_ms.map_or_else(String::new, |t| format!(
+                                ", retired on {}",
+                                day_of(t)
+                            )),
                         ),
                         evidence: detail,
                         at_ms: now,
@@ -295,12 +298,6 @@ impl SupportEnd {
             }
         }
     }
-}
-
-fn date(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
-        .map(|t| t.date().to_string())
-        .unwrap_or_else(|_| ms.to_string())
 }
 
 #[cfg(test)]

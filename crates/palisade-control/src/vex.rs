@@ -11,13 +11,14 @@ use palisade_advisory::Package;
 use palisade_advisory::vex::{self, Status};
 use palisade_audit::EntryDraft;
 use palisade_core::{ModelId, Role};
-use palisade_release::{Envelope, SupplierKey, verify_envelope};
+use palisade_release::{Envelope, verify_envelope};
 use palisade_store::{Change, VexRecord};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::advisories::{Advisories, Suppression};
 use crate::error::ServiceError;
+use crate::releases::supplier_keys;
 
 /// DSSE payload types accepted for VEX documents.
 pub const VEX_PAYLOAD_TYPES: [&str; 3] = [
@@ -124,13 +125,7 @@ impl Advisories {
                 envelope.payload_type.chars().take(80).collect::<String>()
             )));
         }
-        let keys = |records: Vec<palisade_store::SupplierKeyRecord>| -> Vec<SupplierKey> {
-            records
-                .iter()
-                .filter_map(|k| SupplierKey::from_spki_der(&k.spki_der).ok())
-                .collect()
-        };
-        let own = keys(self.store().supplier_keys(&owner).await?);
+        let own = supplier_keys(&**self.store(), &owner).await?;
         let payload = match verify_envelope(envelope, &own, owner.as_str()) {
             Ok((p, _)) => p,
             Err(_) => {
@@ -141,7 +136,7 @@ impl Advisories {
                     if s.name != owner
                         && verify_envelope(
                             envelope,
-                            &keys(self.store().supplier_keys(&s.name).await?),
+                            &supplier_keys(&**self.store(), &s.name).await?,
                             s.name.as_str(),
                         )
                         .is_ok()

@@ -177,6 +177,37 @@ fn sbom(dir: &Path, name: &str, python: &[&str], more: &[(&str, &str, &str)]) ->
     out
 }
 
+/// Uploads release `version` of model cam (security version `sv`) with this
+/// SBOM, signed by `key`.
+fn cam_release(server: &ServerProc, d: &Path, key: &[u8], (version, sv): (&str, u64), sbom: &Path) {
+    let image = format!("cam {version}");
+    upload_release_with_sbom(
+        server,
+        d,
+        key,
+        ("cam", version, sv),
+        image.as_bytes(),
+        &[],
+        Some(sbom),
+    );
+}
+
+/// Registers cam devices, each reporting the firmware given (as its
+/// telemetry would record it).
+fn cam_devices(server: &ServerProc, devices: &[(&str, &str)]) {
+    for (id, firmware) in devices {
+        server.cli_ok(&["device", "register", id, "--model", "cam"]);
+        reports(server, id, firmware);
+    }
+}
+
+/// Records that device `id` reports running `firmware`.
+fn reports(server: &ServerProc, id: &str, firmware: &str) {
+    server.sql(&format!(
+        "UPDATE devices SET reported_firmware = '{firmware}' WHERE id = '{id}'"
+    ));
+}
+
 fn json(server: &ServerProc, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
@@ -224,30 +255,12 @@ fn real_advisories_hit_the_releases_whose_sboms_name_them() {
             ),
         ],
     );
-    upload_release_with_sbom(
+    cam_release(&server, d, &key, ("1.0", 1), &old);
+    cam_release(&server, d, &key, ("2.0", 2), &new);
+    cam_devices(
         &server,
-        d,
-        &key,
-        ("cam", "1.0", 1),
-        b"cam 1.0",
-        &[],
-        Some(&old),
+        &[("cam-1", "1.0"), ("cam-2", "1.0"), ("cam-3", "2.0")],
     );
-    upload_release_with_sbom(
-        &server,
-        d,
-        &key,
-        ("cam", "2.0", 2),
-        b"cam 2.0",
-        &[],
-        Some(&new),
-    );
-    for (id, firmware) in [("cam-1", "1.0"), ("cam-2", "1.0"), ("cam-3", "2.0")] {
-        server.cli_ok(&["device", "register", id, "--model", "cam"]);
-        server.sql(&format!(
-            "UPDATE devices SET reported_firmware = '{firmware}' WHERE id = '{id}'"
-        ));
-    }
 
     // The four real records: each hits 1.0 (two devices), none 2.0.
     let report = json(
@@ -356,15 +369,7 @@ fn real_advisories_hit_the_releases_whose_sboms_name_them() {
     assert_eq!(still.as_array().unwrap().len(), 4, "{still}");
 
     // A release accepted after the import is matched at once.
-    upload_release_with_sbom(
-        &server,
-        d,
-        &key,
-        ("cam", "3.0", 2),
-        b"cam 3.0",
-        &[],
-        Some(&old),
-    );
+    cam_release(&server, d, &key, ("3.0", 2), &old);
     let pillow = json(&server, &["advisories", "affected", "CVE-2022-22817"]);
     let versions: Vec<&str> = pillow["releases"]
         .as_array()
@@ -424,21 +429,8 @@ fn supplier_vex_suppresses_matches_and_says_why() {
         &["Pillow==9.0.0", "requests==2.25.1"],
         &[("regex", "1.5.4", "pkg:cargo/regex@1.5.4")],
     );
-    upload_release_with_sbom(
-        &server,
-        d,
-        &key,
-        ("cam", "1.0", 1),
-        b"cam 1.0",
-        &[],
-        Some(&old),
-    );
-    for id in ["cam-1", "cam-2"] {
-        server.cli_ok(&["device", "register", id, "--model", "cam"]);
-        server.sql(&format!(
-            "UPDATE devices SET reported_firmware = '1.0' WHERE id = '{id}'"
-        ));
-    }
+    cam_release(&server, d, &key, ("1.0", 1), &old);
+    cam_devices(&server, &[("cam-1", "1.0"), ("cam-2", "1.0")]);
     server.cli_ok(&["advisories", "import", fixtures().to_str().unwrap()]);
     let exposed = |server: &ServerProc| {
         json(server, &["advisories", "list", "--exposed"])
@@ -612,30 +604,12 @@ fn cra_reports_follow_the_fleet_and_article_14_deadlines() {
         &["Pillow==9.0.1"],
         &[("regex", "1.5.5", "pkg:cargo/regex@1.5.5")],
     );
-    upload_release_with_sbom(
+    cam_release(&server, d, &key, ("1.0", 1), &old);
+    cam_release(&server, d, &key, ("2.0", 2), &new);
+    cam_devices(
         &server,
-        d,
-        &key,
-        ("cam", "1.0", 1),
-        b"cam 1.0",
-        &[],
-        Some(&old),
+        &[("cam-1", "1.0"), ("cam-2", "1.0"), ("cam-3", "1.0")],
     );
-    upload_release_with_sbom(
-        &server,
-        d,
-        &key,
-        ("cam", "2.0", 2),
-        b"cam 2.0",
-        &[],
-        Some(&new),
-    );
-    for id in ["cam-1", "cam-2", "cam-3"] {
-        server.cli_ok(&["device", "register", id, "--model", "cam"]);
-        server.sql(&format!(
-            "UPDATE devices SET reported_firmware = '1.0' WHERE id = '{id}'"
-        ));
-    }
     server.cli_ok(&["advisories", "import", fixtures().to_str().unwrap()]);
 
     let r = json(&server, &["advisories", "report", "CVE-2022-24713"]);
@@ -651,9 +625,7 @@ fn cra_reports_follow_the_fleet_and_article_14_deadlines() {
 
     // Two devices update: today's figure follows.
     for id in ["cam-1", "cam-2"] {
-        server.sql(&format!(
-            "UPDATE devices SET reported_firmware = '2.0' WHERE id = '{id}'"
-        ));
+        reports(&server, id, "2.0");
     }
     let r = json(&server, &["advisories", "report", "CVE-2022-24713"]);
     assert_eq!(r["exposed_devices"], 1, "{r}");
@@ -770,24 +742,8 @@ fn git_ranges_hit_components_built_from_the_commit_they_name() {
         f
     };
     let (old, new) = (sbom("old", bad), sbom("new", good));
-    upload_release_with_sbom(
-        &server,
-        d,
-        &key,
-        ("cam", "1.0", 1),
-        b"cam 1.0",
-        &[],
-        Some(&old),
-    );
-    upload_release_with_sbom(
-        &server,
-        d,
-        &key,
-        ("cam", "1.1", 1),
-        b"cam 1.1",
-        &[],
-        Some(&new),
-    );
+    cam_release(&server, d, &key, ("1.0", 1), &old);
+    cam_release(&server, d, &key, ("1.1", 1), &new);
     let record = d.join("GO-2026-0001.json");
     std::fs::write(
         &record,

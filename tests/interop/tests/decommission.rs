@@ -166,27 +166,23 @@ fn wipe_end_to_end(
 
     // The application's data goes into the vault under the data key.
     let app_arg = app.to_str().unwrap();
-    let o = data(
-        server,
-        &state,
-        keys,
-        env,
-        &["--data-dir", app_arg, "put", "survey.txt"],
-        SECRET,
-    );
+    let survey = |op: &[&str], stdin: &[u8]| {
+        data(
+            server,
+            &state,
+            keys,
+            env,
+            &[&["--data-dir", app_arg], op].concat(),
+            stdin,
+        )
+    };
+    let o = survey(&["put", "survey.txt"], SECRET);
     assert!(o.status.success(), "data put: {}", text(&o));
     let on_disk = std::fs::read(app.join("survey.txt")).unwrap();
     assert!(!on_disk.windows(SECRET.len()).any(|w| w == SECRET));
     let saved = dir.join("survey.copy");
     std::fs::write(&saved, &on_disk).unwrap();
-    let o = data(
-        server,
-        &state,
-        keys,
-        env,
-        &["--data-dir", app_arg, "get", "survey.txt"],
-        b"",
-    );
+    let o = survey(&["get", "survey.txt"], b"");
     assert_eq!(o.stdout, SECRET, "{}", text(&o));
 
     if let Store::Tpm(tpm) = store {
@@ -327,32 +323,14 @@ fn wipe_end_to_end(
         }
     }
     // The vaults' bytes no longer decrypt.
-    let o = data(
-        server,
-        &state,
-        keys,
-        env,
-        &["--data-dir", app_arg, "get", "survey.txt"],
-        b"",
-    );
+    let o = survey(&["get", "survey.txt"], b"");
     assert!(
         !o.status.success() && text(&o).contains("no data key"),
         "{}",
         text(&o)
     );
-    let o = data(
-        server,
-        &state,
-        keys,
-        env,
-        &[
-            "--data-dir",
-            app_arg,
-            "get",
-            "survey.txt",
-            "--file",
-            saved.to_str().unwrap(),
-        ],
+    let o = survey(
+        &["get", "survey.txt", "--file", saved.to_str().unwrap()],
         b"",
     );
     assert!(!o.status.success(), "{}", text(&o));
