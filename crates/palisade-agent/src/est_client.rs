@@ -94,7 +94,11 @@ pub struct EstClient {
     url: String,
     host: String,
     port: u16,
-    roots: Arc<rustls::RootCertStore>,
+    /// The roots given at start (`--ca`), as DER: always trusted.
+    base: Arc<Vec<Vec<u8>>>,
+    /// What is trusted now: the base roots and those taken on at a root
+    /// rollover (see [`EstClient::trust_also`]).
+    roots: Arc<std::sync::RwLock<Arc<rustls::RootCertStore>>>,
     label: Option<String>,
     key_protection: Option<&'static str>,
 }
@@ -123,8 +127,10 @@ impl EstClient {
             .trim_matches(|c| c == '[' || c == ']')
             .to_owned();
         let mut roots = rustls::RootCertStore::empty();
+        let mut base = vec![];
         for c in CertificateDer::pem_slice_iter(root_pem) {
             let c = c.map_err(|e| EstError::Config(format!("root CA file: {e}")))?;
+            base.push(c.to_vec());
             roots
                 .add(c)
                 .map_err(|e| EstError::Config(format!("root CA: {e}")))?;
@@ -138,7 +144,8 @@ impl EstClient {
             url: url.trim_end_matches('/').to_owned(),
             port: uri.port_u16().unwrap_or(443),
             host,
-            roots: Arc::new(roots),
+            base: Arc::new(base),
+            roots: Arc::new(std::sync::RwLock::new(Arc::new(roots))),
             label,
             key_protection: None,
         })
@@ -146,7 +153,36 @@ impl EstClient {
 
     /// The trusted roots (for other connections to the same installation).
     pub fn roots(&self) -> Arc<rustls::RootCertStore> {
-        self.roots.clone()
+        match self.roots.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The roots given at start, DER.
+    pub fn base_roots(&self) -> &[Vec<u8>] {
+        &self.base
+    }
+
+    /// A client like this one whose trust is its own from now on (an agent
+    /// that takes on new roots does not change its clones' trust).
+    pub fn with_own_trust(&self) -> Self {
+        let mut c = self.clone();
+        c.roots = Arc::new(std::sync::RwLock::new(self.roots()));
+        c
+    }
+
+    /// Trusts `extra` (DER roots) besides the base roots from now on:
+    /// replaces any extra roots given before. Unreadable ones are skipped.
+    pub fn trust_also(&self, extra: &[Vec<u8>]) {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in self.base.iter().chain(extra) {
+            let _ = roots.add(CertificateDer::from(der.clone()));
+        }
+        match self.roots.write() {
+            Ok(mut r) => *r = Arc::new(roots),
+            Err(p) => *p.into_inner() = Arc::new(roots),
+        }
     }
 
     /// The server's port.
@@ -252,7 +288,7 @@ impl EstClient {
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| EstError::Config(e.to_string()))?
-            .with_root_certificates(self.roots.clone());
+            .with_root_certificates(self.roots());
         let mut cfg = match identity {
             Some(id) => builder.with_client_cert_resolver(Arc::new(id)),
             None => builder.with_no_client_auth(),

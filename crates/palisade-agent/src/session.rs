@@ -75,6 +75,11 @@ pub enum SessionError {
     /// agent stops.
     #[error("the device wiped itself")]
     Wiped,
+    /// The control plane asked for a renewal within this many seconds: the
+    /// session ends, the agent renews and connects again with the new
+    /// certificate.
+    #[error("asked to renew within {0} s")]
+    Renew(u64),
 }
 
 /// Runs a command from the allowlist; returns (ok, result).
@@ -152,31 +157,15 @@ async fn wipe(
         }
         Err(e) => return Err(SessionError::Connection(e.to_string())),
     };
-    client
-        .publish(
-            acks,
-            QoS::AtLeastOnce,
-            false,
-            json!({ "id": id, "ok": true, "result": receipt }).to_string(),
-        )
-        .await
-        .map_err(conn)?;
     // Wait until the gateway has the receipt (its PUBACK), bounded.
-    let delivered = tokio::time::timeout(Duration::from_secs(15), async {
-        let mut pkid = None;
-        loop {
-            match events.poll().await {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(p))) if pkid.is_none() => {
-                    pkid = Some(p);
-                }
-                Ok(Event::Incoming(Packet::PubAck(a))) if Some(a.pkid) == pkid => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let delivered = publish_confirmed(
+        client,
+        events,
+        acks,
+        json!({ "id": id, "ok": true, "result": receipt }).to_string(),
+        Duration::from_secs(15),
+    )
+    .await?;
     let destroyed = tokio::task::spawn_blocking(move || w.destroy_identity()).await;
     match destroyed {
         Ok(Ok(items)) => tracing::warn!(
@@ -192,6 +181,36 @@ async fn wipe(
         w.done.notify_one();
     }
     Err(SessionError::Wiped)
+}
+
+/// Publishes `body` on `topic` at QoS 1 and waits (at most `within`) for the
+/// gateway's PUBACK; returns whether it came.
+async fn publish_confirmed(
+    client: &AsyncClient,
+    events: &mut rumqttc::EventLoop,
+    topic: &str,
+    body: String,
+    within: Duration,
+) -> Result<bool, SessionError> {
+    client
+        .publish(topic, QoS::AtLeastOnce, false, body)
+        .await
+        .map_err(|e| SessionError::Connection(e.to_string()))?;
+    Ok(tokio::time::timeout(within, async {
+        let mut pkid = None;
+        loop {
+            match events.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(p))) if pkid.is_none() => {
+                    pkid = Some(p);
+                }
+                Ok(Event::Incoming(Packet::PubAck(a))) if Some(a.pkid) == pkid => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false))
 }
 
 /// One connection's life: returns when the connection fails or `stop` is set.
@@ -271,6 +290,16 @@ pub async fn run_once(
                     } else {
                         execute(&name, &args, &cfg.allowed_commands, started)
                     };
+                    if name == palisade_core::RENEW_COMMAND {
+                        // Renewing ends this session: the next one presents
+                        // the new certificate.
+                        let within = args.first().and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+                        publish_confirmed(&client, &mut events, &acks,
+                            json!({ "id": id, "ok": true, "result": "renewing" }).to_string(),
+                            Duration::from_secs(5)).await?;
+                        let _ = client.disconnect().await;
+                        return Err(SessionError::Renew(within.min(7 * 86_400)));
+                    }
                     if name == palisade_core::wipe::COMMAND_NAME {
                         // A refusal keeps the session; a wipe ends it for good.
                         wipe(&client, &mut events, cfg, &acks, &id, &args).await?;
@@ -343,6 +372,22 @@ impl crate::state::Agent {
             };
             match outcome {
                 Ok(()) | Err(SessionError::Wiped) => return,
+                Err(SessionError::Renew(within)) => {
+                    let wait = (within as f64 * jitter().clamp(0.0, 1.0)) as u64;
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    match self.renew().await {
+                        Ok(new) => {
+                            tracing::info!(serial = %new.serial, "renewed on the control plane's request")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "renewal on the control plane's request failed; the schedule retries")
+                        }
+                    }
+                    failures = 0;
+                }
                 Err(e) => {
                     // A session that lived a while resets the backoff.
                     if began.elapsed() > std::time::Duration::from_secs(60) {

@@ -97,7 +97,12 @@ pub struct Agent {
     keystore: Arc<dyn Keystore>,
     est: EstClient,
     clock: Arc<dyn Clock>,
+    /// One renewal at a time (the schedule and a `renew` command may meet).
+    renewing: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// The roots taken on at a root rollover, besides those given at start (PEM).
+const TRUST_FILE: &str = "trust.pem";
 
 fn state_err(path: &Path, e: impl ToString) -> AgentError {
     AgentError::State {
@@ -114,12 +119,57 @@ impl Agent {
         est: EstClient,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let est = est.with_own_trust();
+        // Roots taken on at an earlier rollover stay trusted across restarts.
+        if let Ok(text) = std::fs::read_to_string(dir.join(TRUST_FILE))
+            && let Ok(extra) = palisade_pki::pem_certificates(&text)
+        {
+            est.trust_also(&extra);
+        }
         Self {
             dir: dir.to_path_buf(),
             keystore,
             est,
             clock,
+            renewing: Arc::default(),
         }
+    }
+
+    /// Takes on the roots in `offered` (EST `cacerts`) that a root already
+    /// trusted vouches for (see [`palisade_pki::accepted_roots`]): kept in
+    /// `trust.pem` beside the roots given at start, and used from now on for
+    /// EST and MQTT. `offered` is also kept as `chain.pem`. Returns how many
+    /// roots are trusted now.
+    pub fn take_trust(&self, offered: &[Vec<u8>]) -> Result<usize, AgentError> {
+        let mut trusted: Vec<Vec<u8>> = self.est.base_roots().to_vec();
+        if let Ok(text) = std::fs::read_to_string(self.dir.join(TRUST_FILE))
+            && let Ok(extra) = palisade_pki::pem_certificates(&text)
+        {
+            trusted.extend(extra);
+        }
+        let accepted = palisade_pki::accepted_roots(&trusted, offered, self.clock.now());
+        let extra: Vec<Vec<u8>> = accepted
+            .into_iter()
+            .filter(|r| !self.est.base_roots().contains(r))
+            .collect();
+        let before = trusted.len();
+        self.write(
+            TRUST_FILE,
+            &extra.iter().map(|c| Self::pem(c)).collect::<String>(),
+        )?;
+        self.write(
+            "chain.pem",
+            &offered.iter().map(|c| Self::pem(c)).collect::<String>(),
+        )?;
+        self.est.trust_also(&extra);
+        let now = self.est.base_roots().len() + extra.len();
+        if now != before {
+            tracing::info!(
+                roots = now,
+                "took on the CA certificates the control plane offers"
+            );
+        }
+        Ok(now)
     }
 
     /// The agent's clock.
@@ -257,10 +307,7 @@ impl Agent {
         pending
             .commit()
             .map_err(|e| AgentError::Keystore(e.to_string()))?;
-        self.write(
-            "chain.pem",
-            &chain.iter().map(|c| Self::pem(c)).collect::<String>(),
-        )?;
+        self.take_trust(&chain)?;
         self.write("op.pem", &Self::pem(&cert))?;
         self.identity()?.ok_or(AgentError::NotEnrolled)
     }
@@ -268,6 +315,7 @@ impl Agent {
     /// Renewal with a fresh key through `simplereenroll`, authenticated by the
     /// current certificate; the old key and certificate stay until it succeeds.
     pub async fn renew(&self) -> Result<Identity, AgentError> {
+        let _one = self.renewing.lock().await;
         let current = self.identity()?.ok_or(AgentError::NotEnrolled)?;
         let old_key = self
             .keystore
@@ -292,6 +340,16 @@ impl Agent {
             .commit()
             .map_err(|e| AgentError::Keystore(e.to_string()))?;
         self.write("op.pem", &Self::pem(&cert))?;
+        // The CA certificates may have changed (a rotation): take them now,
+        // while the session that authenticated the renewal is trusted.
+        match self.est.cacerts().await {
+            Ok(offered) => {
+                if let Err(e) = self.take_trust(&offered) {
+                    tracing::warn!(error = %e, "could not keep the CA certificates");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not fetch the CA certificates"),
+        }
         self.identity()?.ok_or(AgentError::NotEnrolled)
     }
 

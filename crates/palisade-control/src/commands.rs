@@ -187,6 +187,45 @@ impl Commands {
             .unwrap_or(record))
     }
 
+    /// Queues one protocol command (`name`, made by the server, not an
+    /// operator's) for each of `devices`: committed in batches, each batch
+    /// audited once with the devices it covers, then delivered to those
+    /// connected (the others get it when they next subscribe). Returns how
+    /// many were queued.
+    pub async fn send_to_many(
+        &self,
+        actor: &str,
+        action: &str,
+        devices: &[DeviceId],
+        name: &str,
+        args: &[String],
+    ) -> Result<usize, ServiceError> {
+        const BATCH: usize = 500;
+        let mut queued = 0;
+        for batch in devices.chunks(BATCH) {
+            let now = self.clock.now_ms();
+            let records = batch
+                .iter()
+                .map(|d| Self::new_record(d, &format!("{name}-"), name, args, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ids: Vec<&str> = batch.iter().map(DeviceId::as_str).collect();
+            self.store
+                .commit(
+                    records.iter().cloned().map(Change::InsertCommand).collect(),
+                    vec![
+                        EntryDraft::success(actor, action, format!("{} devices", batch.len()))
+                            .with_detail(json!({ "command": name, "args": args, "devices": ids })),
+                    ],
+                )
+                .await?;
+            for r in &records {
+                self.dispatch(r).await;
+            }
+            queued += records.len();
+        }
+        Ok(queued)
+    }
+
     /// A new queued command whose id is `id_prefix` and 8 random bytes (hex),
     /// for the caller to commit (with its own audit) and then [`dispatch`].
     ///

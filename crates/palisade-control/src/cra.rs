@@ -77,14 +77,9 @@ pub struct CraReport {
     pub exploited: Option<ExploitationRecord>,
 }
 
+/// To the second.
 fn when(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    palisade_core::rfc3339_ms(ms.div_euclid(1000) * 1000).unwrap_or_default()
 }
 
 impl CraReport {

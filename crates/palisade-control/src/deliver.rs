@@ -318,13 +318,7 @@ pub fn format_5424(hostname: &str, app: &str, e: &AlertEvent) -> String {
         .map_or(5, |s| s.syslog())
         .max(if e.event == "resolved" { 5 } else { 0 });
     let pri = 10 * 8 + u32::from(sev);
-    let ts = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(a.last_ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "-".into());
+    let ts = palisade_core::rfc3339_ms(a.last_ms).unwrap_or_else(|| "-".into());
     // SD-PARAM values escape '"', '\' and ']' (RFC 5424 6.3.3).
     let esc = |s: &str| -> String {
         s.chars()

@@ -177,12 +177,8 @@ impl Enrollment {
                             .await),
                     };
                 }
-                let mut full = chain.to_vec();
-                full.push(CertificateDer::from(
-                    self.pki.issuing().certificate_der().to_vec(),
-                ));
-                let root = vec![self.pki.root().certificate_der().to_vec()];
-                let device = match (self.chain_ok(&full, &root), chain.first()) {
+                let (full, roots) = self.pki.chain_and_roots(chain);
+                let device = match (self.chain_ok(&full, &roots), chain.first()) {
                     (Ok(()), Some(leaf)) => {
                         let serial = inspect_certificate(leaf)
                             .map_err(|e| EnrollError::BadRequest(e.to_string()))?
@@ -733,11 +729,7 @@ impl Enrollment {
                 "re-enrolment needs the current operational certificate as the TLS client certificate".into(),
             ));
         };
-        let anchors = vec![self.pki.root().certificate_der().to_vec()];
-        let mut full = chain.to_vec();
-        full.push(CertificateDer::from(
-            self.pki.issuing().certificate_der().to_vec(),
-        ));
+        let (full, anchors) = self.pki.chain_and_roots(chain);
         let info = inspect_certificate(leaf).map_err(|e| EnrollError::BadRequest(e.to_string()))?;
         let actor = format!("cert:{}", info.serial_hex);
         if let Err(reason) = self.chain_ok(&full, &anchors) {

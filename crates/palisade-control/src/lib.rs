@@ -24,6 +24,7 @@ pub mod advisories;
 pub mod alerts;
 pub mod attestation;
 pub mod blobs;
+pub mod ca;
 pub mod cluster;
 pub mod commands;
 pub mod config;

@@ -127,7 +127,7 @@ impl SwappableConfig {
 /// and chained to Palisade's CAs, with the current CRL.
 pub fn gateway_config(
     pki: &crate::pki::Pki,
-    crl_der: Option<Vec<u8>>,
+    crls: Vec<Vec<u8>>,
     cert_path: &std::path::Path,
     key_path: &std::path::Path,
 ) -> anyhow::Result<rustls::ServerConfig> {
@@ -135,18 +135,20 @@ pub fn gateway_config(
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Every issuing CA and root in service is an anchor: a device may send
+    // its leaf alone, and each certificate is checked against its own
+    // issuer's CRL.
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(
-        pki.issuing().certificate_der().to_vec(),
-    ))?;
-    roots.add(CertificateDer::from(pki.root().certificate_der().to_vec()))?;
+    for anchor in pki.cas().anchors() {
+        roots.add(CertificateDer::from(anchor.to_vec()))?;
+    }
     let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
     );
-    if let Some(crl) = crl_der {
+    if !crls.is_empty() {
         builder = builder
-            .with_crls(vec![CertificateRevocationListDer::from(crl)])
+            .with_crls(crls.into_iter().map(CertificateRevocationListDer::from))
             .only_check_end_entity_revocation();
     }
     let verifier = builder

@@ -23,6 +23,17 @@ pub fn unix_ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// Unix milliseconds as RFC 3339 (UTC, to the millisecond when there are
+/// any), or `None` outside the representable range.
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+}
+
 /// The system's clock: the one place the workspace reads the time of day.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

@@ -17,7 +17,7 @@ pub mod signer;
 pub mod states;
 pub mod wipe;
 
-pub use clock::{Clock, SystemClock, unix_ms};
+pub use clock::{Clock, SystemClock, rfc3339_ms, unix_ms};
 pub use ids::{DeviceId, IdError, ModelId, OperatorName, RolloutName, SiteName, SupplierName, Tag};
 pub use lifecycle::{DeviceState, TransitionError};
 pub use role::{Role, RoleError};
@@ -26,3 +26,10 @@ pub use states::{
     AlertState, RolloutDeviceState, RolloutState, SupportStage, UnknownState, UnmanagedState,
     UpdateState,
 };
+
+/// The protocol command by which the control plane asks an agent to renew
+/// its operational certificate now (after a CA rotation). Its one argument is
+/// a number of seconds: the agent renews at a random moment within them, so
+/// a fleet does not renew at once. Like `attest`, it is not subject to the
+/// agent's command allowlist: renewing is what the agent does anyway.
+pub const RENEW_COMMAND: &str = "renew";

@@ -60,10 +60,10 @@ pub(crate) fn public(s: &Services, path: &str, method: Method) -> Response {
         Err(r) => return r.into_response(),
     };
     match op {
-        Operation::CaCerts => match certs_only_base64(&[
-            s.pki.issuing().certificate_der(),
-            s.pki.root().certificate_der(),
-        ]) {
+        // Every CA certificate in service, current issuing CA first: during a
+        // root rotation this carries the new root with its certificate by the
+        // old one, which is how devices come to trust it (RFC 7030 4.1.3).
+        Operation::CaCerts => match certs_only_base64(&s.pki.cas().bundle()) {
             Ok(b) => base64_body(CT_CERTS_ONLY, b),
             Err(e) => refusal(EnrollError::Internal(e.to_string())),
         },

@@ -957,3 +957,69 @@ pub struct TimelineView {
     /// a verifier pins its own copy.
     pub log_key: String,
 }
+
+/// A CA certificate of this installation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CaView {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// `root`, `issuing` or `cross` (a CA's key certified by another root).
+    pub kind: String,
+    /// Subject DN.
+    pub subject: String,
+    /// The serial of the CA that signed it (empty for a self-signed root and
+    /// for the first issuing CA).
+    pub issuer: String,
+    /// Validity start.
+    pub not_before: String,
+    /// Validity end.
+    pub not_after: String,
+    /// `current` (issues now, or the root new devices get), `in-service`
+    /// (still trusted), `retired` or `out-of-service` (expired, or an old
+    /// issuing CA whose last certificate expired).
+    pub status: String,
+    /// For an issuing CA: when the last valid certificate it issued expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_certificate_expires: Option<String>,
+    /// The certificate, PEM.
+    pub pem: String,
+}
+
+/// Rotates the issuing CA or the root.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCa {
+    /// The new issuing CA's key on an HSM (an RFC 7512 `pkcs11:` URI,
+    /// generated on the token if absent); default: a software key file
+    /// `ca/keys/SERIAL.key`.
+    pub key: Option<String>,
+}
+
+/// Retires a CA that is not current.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetireCa {
+    /// Retire an issuing CA even though certificates it issued are still
+    /// valid (they stop working at once).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Asks the devices still on an older issuing CA to renew now.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RenewFleet {
+    /// Each device renews at a random moment within this many seconds
+    /// (spreads the load on EST); default 0.
+    #[serde(default)]
+    pub within_s: u32,
+}
+
+/// What a fleet renewal queued.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RenewFleetView {
+    /// Devices asked to renew.
+    pub queued: usize,
+    /// The issuing CA they move to.
+    pub issuing: String,
+}

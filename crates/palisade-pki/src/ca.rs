@@ -160,6 +160,8 @@ pub struct Issued {
     pub der: Vec<u8>,
     /// Inventory facts read back from it.
     pub info: CertInfo,
+    /// The serial (hex) of the CA certificate it was issued by.
+    pub issuer_serial: String,
 }
 
 /// A revoked certificate, as listed in a CRL.
@@ -382,7 +384,86 @@ impl CertificateAuthority {
         let cert = params.signed_by(&public_key, &self.issuer)?;
         let der = cert.der().to_vec();
         let info = inspect_certificate(&der)?;
-        Ok(Issued { der, info })
+        Ok(Issued {
+            der,
+            info,
+            issuer_serial: self.info.serial_hex.clone(),
+        })
+    }
+
+    /// Cross-certifies another CA: a CA certificate with `other`'s subject and
+    /// public key, signed by this CA, so that a chain through `other` also
+    /// reaches this CA's trust anchor. A new root cross-certified by the old
+    /// one lets devices that trust only the old root accept the new one (RFC
+    /// 4210's new-with-old); an issuing CA cross-certified by another root
+    /// lets its certificates chain to either. `path_len` bounds the CAs below
+    /// (0 for an issuing CA). Validity: the overlap of both CAs'. Only for CAs
+    /// whose subject is organisation and common name (the ones Palisade makes);
+    /// the subject is checked to come out byte for byte the same.
+    pub fn cross_certify(
+        &self,
+        other_der: &[u8],
+        path_len: u8,
+        serial: &Serial,
+        now: OffsetDateTime,
+    ) -> Result<Issued, CaError> {
+        let (_, other) = x509_parser::parse_x509_certificate(other_der)
+            .map_err(|e| CaError::Encode(e.to_string()))?;
+        let other_info = inspect_certificate(other_der)?;
+        if !other_info.is_ca {
+            return Err(CaError::NotCa(other_info.subject));
+        }
+        let bad = || CaError::BadName(other_info.subject.clone());
+        let org = other
+            .subject()
+            .iter_organization()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .ok_or_else(bad)?;
+        let cn = other
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .ok_or_else(bad)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(org, cn);
+        params.not_before = other_info
+            .not_before
+            .max(self.info.not_before)
+            .max(now - BACKDATE);
+        params.not_after = other_info.not_after.min(self.info.not_after);
+        if params.not_after <= params.not_before {
+            return Err(CaError::IssuerNotValid {
+                subject: self.info.subject.clone(),
+                now,
+                not_after: self.info.not_after,
+            });
+        }
+        params.serial_number = Some(SerialNumber::from_slice(&serial.0));
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(other.public_key().raw)
+            .map_err(|e| CaError::PublicKey(e.to_string()))?;
+        let cert = params.signed_by(&public_key, &self.issuer)?;
+        let der = cert.der().to_vec();
+        let (_, made) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| CaError::Encode(e.to_string()))?;
+        if made.subject().as_raw() != other.subject().as_raw() {
+            return Err(CaError::BadName(other_info.subject));
+        }
+        let info = inspect_certificate(&der)?;
+        Ok(Issued {
+            der,
+            info,
+            issuer_serial: self.info.serial_hex.clone(),
+        })
     }
 
     /// Signs a CRL listing `revoked`, numbered `number`, valid until `next_update`.

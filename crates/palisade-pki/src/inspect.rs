@@ -90,6 +90,19 @@ pub fn pem_to_der(text: &str, label: &'static str) -> Result<Vec<u8>, InspectErr
     Ok(p.into_contents())
 }
 
+/// Decodes every `CERTIFICATE` block of a PEM bundle into DER, in order.
+pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, InspectError> {
+    let blocks = pem::parse_many(text).map_err(|e| InspectError::Pem {
+        expected: "CERTIFICATE",
+        reason: e.to_string(),
+    })?;
+    Ok(blocks
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect())
+}
+
 pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);

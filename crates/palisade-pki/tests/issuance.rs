@@ -317,3 +317,105 @@ fn refuses_a_manifest_with_a_bad_signature_or_a_changed_entry() {
         assert!(verify_manifest(junk, "acme", ca.certificate_der(), NOW).is_err());
     }
 }
+
+fn root_named(cn: &str) -> CertificateAuthority {
+    CertificateAuthority::create_root(
+        key(KeyAlgorithm::EcdsaP256),
+        "Test Fleet",
+        cn,
+        NOW,
+        Duration::days(30),
+        &Serial::random(&SystemRandom::new()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_cross_certificate_names_the_other_ca_exactly_and_carries_its_key() {
+    let rng = SystemRandom::new();
+    let (old, issuing) = cas();
+    let new = root_named("Test Root 2");
+    let x = old
+        .cross_certify(
+            new.certificate_der(),
+            1,
+            &Serial::random(&rng).unwrap(),
+            NOW,
+        )
+        .unwrap();
+    let (_, xc) = x509_parser::parse_x509_certificate(&x.der).unwrap();
+    let (_, nc) = x509_parser::parse_x509_certificate(new.certificate_der()).unwrap();
+    let (_, oc) = x509_parser::parse_x509_certificate(old.certificate_der()).unwrap();
+    assert_eq!(xc.subject().as_raw(), nc.subject().as_raw());
+    assert_eq!(xc.issuer().as_raw(), oc.subject().as_raw());
+    assert_eq!(xc.public_key().raw, nc.public_key().raw);
+    xc.verify_signature(Some(oc.public_key())).unwrap();
+    assert_eq!(x.issuer_serial, old.info().serial_hex);
+    // Never outlasts either CA.
+    assert!(x.info.not_after <= new.info().not_after && x.info.not_after <= old.info().not_after);
+    // An end-entity certificate cannot be cross-certified.
+    let leaf_key = key(KeyAlgorithm::EcdsaP256);
+    let leaf = issuing
+        .issue(
+            &IssueRequest {
+                profile: Profile::DeviceIdentity,
+                common_name: "dev-1",
+                sans: vec![],
+                spki_der: &leaf_key.spki_der(),
+                validity: Duration::days(1),
+                crl_url: None,
+            },
+            "Test Fleet",
+            &Serial::random(&rng).unwrap(),
+            NOW,
+        )
+        .unwrap();
+    assert!(matches!(
+        old.cross_certify(&leaf.der, 0, &Serial::random(&rng).unwrap(), NOW),
+        Err(CaError::NotCa(_))
+    ));
+}
+
+#[test]
+fn a_new_root_is_taken_only_with_a_certificate_from_a_trusted_root() {
+    let rng = SystemRandom::new();
+    let old = root_named("Root CA");
+    let new = root_named("Root CA 2");
+    let stranger = root_named("Root CA 3");
+    let trusted = vec![old.certificate_der().to_vec()];
+    let new_with_old = old
+        .cross_certify(
+            new.certificate_der(),
+            1,
+            &Serial::random(&rng).unwrap(),
+            NOW,
+        )
+        .unwrap();
+    // Offered alone, the new root is ignored.
+    let alone = vec![
+        old.certificate_der().to_vec(),
+        new.certificate_der().to_vec(),
+    ];
+    assert_eq!(accepted_roots(&trusted, &alone, NOW), trusted);
+    // With its certificate by the old root, it is taken.
+    let mut bundle = alone.clone();
+    bundle.push(new_with_old.der.clone());
+    let got = accepted_roots(&trusted, &bundle, NOW);
+    assert_eq!(got.len(), 2);
+    assert!(got.contains(&new.certificate_der().to_vec()));
+    // A root vouched for by a root the device does not trust is not.
+    let by_stranger = stranger
+        .cross_certify(
+            new.certificate_der(),
+            1,
+            &Serial::random(&rng).unwrap(),
+            NOW,
+        )
+        .unwrap();
+    let bundle = vec![new.certificate_der().to_vec(), by_stranger.der];
+    assert!(accepted_roots(&trusted, &bundle, NOW).is_empty());
+    // Nor once the vouching certificate has expired.
+    let mut bundle = alone;
+    bundle.push(new_with_old.der);
+    assert!(accepted_roots(&trusted, &bundle, NOW + Duration::days(60)).is_empty());
+}

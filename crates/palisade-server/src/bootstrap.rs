@@ -13,12 +13,16 @@ use palisade_audit::EntryDraft;
 use palisade_core::{Clock, KeyAlgorithm, OperatorName, Role, Signer};
 use palisade_keystore::SoftwareKey;
 use palisade_keystore::pkcs11::{Pkcs11Key, Pkcs11Uri};
-use palisade_pki::{CertificateAuthority, Profile, San, Serial, inspect_certificate, pem_to_der};
+use palisade_pki::{
+    CertificateAuthority, Profile, San, Serial, inspect_certificate, pem_certificates, pem_to_der,
+    public_key_raw_of,
+};
 use palisade_store::{AuditConfig, CertRecord, CertStatus, Change, Database, SqlStore, Store};
 use ring::rand::SystemRandom;
 use sha2::{Digest, Sha256};
 use time::Duration;
 
+use palisade_control::ca::{CaFiles, CaPolicy};
 use palisade_control::config::Config;
 use palisade_control::files::{ensure_private_dir, pem, write_atomic};
 use palisade_control::pki::{Pki, cert_record};
@@ -49,15 +53,16 @@ impl DataDir {
     pub fn policy_key(&self) -> PathBuf {
         self.p("policy/policy.pk8")
     }
-    /// The root CA certificate (PEM) that clients trust.
+    /// The root CA certificates in service (PEM) that clients trust.
     pub fn root_cert(&self) -> PathBuf {
         self.p("ca/root.pem")
     }
-    /// Issuing CA then root (PEM).
+    /// Every CA certificate in service, current issuing CA first (PEM).
     pub fn chain(&self) -> PathBuf {
         self.p("ca/chain.pem")
     }
-    /// The server's TLS chain (leaf, issuing CA; PEM).
+    /// The server's TLS chain (leaf, current issuing CA and its
+    /// cross-certificates; PEM).
     pub fn tls_cert(&self) -> PathBuf {
         self.p("tls/server.pem")
     }
@@ -164,6 +169,8 @@ async fn ensure_recorded(
         reason: None,
         der: der.to_vec(),
         issued_ms: now_ms,
+        // Recorded from a file: the first CAs and their early certificates.
+        issuer: String::new(),
     };
     store
         .commit(
@@ -220,11 +227,36 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     let rng = SystemRandom::new();
     let org = config.organization.as_str();
 
-    // Root CA.
+    // The first root CA: its key is ca/root.key; its certificate is the one
+    // in the inventory or in ca/root.pem (a bundle of every root in service
+    // once the root has been rotated) that holds that key.
     let (root_key, _) = load_key(&dir.p("ca/root.key"), KeyAlgorithm::EcdsaP256)?;
-    let root = match read_cert(&dir.root_cert())? {
+    let mut known: Vec<Vec<u8>> = store
+        .certificate_authorities()
+        .await?
+        .into_iter()
+        .filter(|r| r.profile == "root")
+        .map(|r| r.der)
+        .collect();
+    if dir.root_cert().exists() {
+        let text = fs::read_to_string(dir.root_cert())
+            .with_context(|| format!("reading {}", dir.root_cert().display()))?;
+        known.extend(
+            pem_certificates(&text)
+                .with_context(|| format!("parsing {}", dir.root_cert().display()))?,
+        );
+    }
+    let root = match known
+        .into_iter()
+        .find(|der| public_key_raw_of(der).is_ok_and(|k| k == root_key.public_key_raw()))
+    {
         Some(der) => CertificateAuthority::from_parts(der, root_key)
-            .context("ca/root.pem does not match ca/root.key")?,
+            .context("the root certificate does not match ca/root.key")?,
+        None if dir.root_cert().exists() => bail!(
+            "no certificate in {} or the inventory holds the key ca/root.key: \
+             restore the data directory's ca/ from a backup",
+            dir.root_cert().display()
+        ),
         None => {
             let root = CertificateAuthority::create_root(
                 root_key,
@@ -245,7 +277,7 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     };
     ensure_recorded(&*store, root.certificate_der(), "root", "ca.create", now_ms).await?;
 
-    // Issuing CA.
+    // The first issuing CA.
     let (int_key, where_) = match &config.ca.issuing_key {
         None => (
             load_key(&dir.p("ca/intermediate.key"), KeyAlgorithm::EcdsaP256)?.0,
@@ -266,8 +298,8 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
         Some(der) => CertificateAuthority::from_parts(der, int_key).with_context(|| {
             format!(
                 "ca/intermediate.pem does not match the issuing key {where_}; \
-                 to move the issuing CA to a new key, move ca/intermediate.pem aside \
-                 so that a new issuing CA is created"
+                 to move the issuing CA to a new key, rotate it on the running \
+                 server (`palisade ca rotate-issuing --key URI`)"
             )
         })?,
         None => {
@@ -299,15 +331,26 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     )
     .await?;
 
+    // Every CA in service: the first two and whatever rotations made.
+    let first = (Arc::new(root), Arc::new(issuing));
+    let files = CaFiles::new(dir.p("ca"));
+    let cas = palisade_control::ca::load(&*store, &files, first.0.clone(), first.1.clone(), now_ms)
+        .await
+        .context("loading the CAs in service")?;
     let pki = Arc::new(Pki::new(
-        root,
-        issuing,
-        config.organization.clone(),
+        cas,
+        first,
+        files,
+        CaPolicy {
+            organization: config.organization.clone(),
+            root_validity: Duration::days(i64::from(config.ca.root_validity_days)),
+            issuing_validity: Duration::days(i64::from(config.ca.intermediate_validity_days)),
+        },
         &config.public_url(),
         Duration::hours(i64::from(config.ca.crl_validity_hours)),
         clock.clone(),
     ));
-    write_atomic(&dir.chain(), pki.chain_pem().as_bytes(), 0o644)?;
+    write_trust_files(&dir, &pki)?;
 
     ensure_server_cert(config, &dir, &pki, &*store, now).await?;
     let created_admin_token = ensure_admin_token(&dir, &*store, now_ms).await?;
@@ -322,9 +365,19 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     })
 }
 
+/// Writes what clients trust and chain with: `ca/root.pem` (every root in
+/// service) and `ca/chain.pem` (every CA certificate in service).
+pub fn write_trust_files(dir: &DataDir, pki: &Pki) -> anyhow::Result<()> {
+    let cas = pki.cas();
+    write_atomic(&dir.root_cert(), cas.roots_pem().as_bytes(), 0o644)?;
+    write_atomic(&dir.chain(), cas.bundle_pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
 /// Issues the server's TLS certificate when missing, when the configured names
-/// changed, or when less than a third of its lifetime remains.
-async fn ensure_server_cert(
+/// changed, when it is not from the current issuing CA, or when less than a
+/// third of its lifetime remains.
+pub async fn ensure_server_cert(
     config: &Config,
     dir: &DataDir,
     pki: &Pki,
@@ -335,13 +388,23 @@ async fn ensure_server_cert(
     let wanted = config.server_names.join("\n");
     let current_names = fs::read_to_string(&names_path).unwrap_or_default();
     let (key, created) = load_key(&dir.tls_key(), KeyAlgorithm::EcdsaP256)?;
+    let cas = pki.cas();
     if !created
         && current_names == wanted
         && let Some(der) = read_cert(&dir.tls_cert())?
     {
         let info = inspect_certificate(&der)?;
         let life = info.not_after - info.not_before;
-        if info.not_after - now > life / 3 {
+        // After a rotation the server moves to the current issuing CA, so that
+        // clients trusting only the new root can reach it.
+        let from_current = info.issuer == cas.issuing().ca.info().subject;
+        if info.not_after - now > life / 3 && from_current {
+            // The chain sent with it follows the CAs in service (a root
+            // retired takes its cross-certificate out).
+            let chain = server_chain_pem(&der, &cas);
+            if fs::read_to_string(dir.tls_cert()).ok().as_deref() != Some(chain.as_str()) {
+                write_atomic(&dir.tls_cert(), chain.as_bytes(), 0o644)?;
+            }
             return ensure_recorded(store, &der, "server", "cert.issue", unix_ms(now)).await;
         }
     }
@@ -379,15 +442,19 @@ async fn ensure_server_cert(
             ],
         )
         .await?;
-    let chain = format!(
-        "{}{}",
-        pem("CERTIFICATE", &issued.der),
-        pem("CERTIFICATE", pki.issuing().certificate_der())
-    );
+    let chain = server_chain_pem(&issued.der, &cas);
     write_atomic(&dir.tls_cert(), chain.as_bytes(), 0o644)?;
     write_atomic(&names_path, wanted.as_bytes(), 0o644)?;
     tracing::info!(names = ?config.server_names, "issued the server TLS certificate");
     Ok(())
+}
+
+/// The server's certificate and what it is sent with, PEM.
+fn server_chain_pem(leaf: &[u8], cas: &palisade_control::ca::CaSet) -> String {
+    std::iter::once(leaf)
+        .chain(cas.server_chain())
+        .map(|c| pem("CERTIFICATE", c))
+        .collect()
 }
 
 /// On the very first run (no token exists), creates the `admin` token and writes

@@ -154,17 +154,13 @@ impl Server {
             sessions.clone(),
             bus.clone(),
         ));
-        let crl = boot
+        let crls = boot
             .pki
-            .published_crl(&*boot.store)
+            .published_crls(&*boot.store)
             .await
-            .context("reading the published CRL (or publishing the first)")?;
-        let mqtt_tls = tls::gateway_config(
-            &boot.pki,
-            Some(crl),
-            &boot.dir.tls_cert(),
-            &boot.dir.tls_key(),
-        )?;
+            .context("reading the published CRLs (or publishing the first)")?;
+        let mqtt_tls =
+            tls::gateway_config(&boot.pki, crls, &boot.dir.tls_cert(), &boot.dir.tls_key())?;
         let commands = Arc::new(commands::Commands::new(
             boot.store.clone(),
             sessions.clone(),
@@ -489,6 +485,7 @@ impl Server {
             rx.clone(),
         ));
         let mut gateway = None;
+        let listeners_had_mqtt = listeners.mqtt.is_some();
         if let Some(mqtt) = listeners.mqtt {
             tracing::info!(addr = %mqtt_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (MQTT over TLS)");
             gateway = Some(tokio::spawn(self.gateway.clone().run(
@@ -505,6 +502,18 @@ impl Server {
                 rx.clone(),
             ));
         }
+        tokio::spawn(
+            CaFollower {
+                config: self.config.clone(),
+                dir: self.boot.dir.clone(),
+                pki: self.boot.pki.clone(),
+                store: self.boot.store.clone(),
+                https: self.tls.clone(),
+                gateway: listeners_had_mqtt.then(|| self.gateway.clone()),
+                clock: st.clock.clone(),
+            }
+            .run(rx.clone()),
+        );
         let https = palisade_http::Listener {
             tls: self.tls.clone(),
             app: router(
@@ -602,6 +611,79 @@ async fn publish_crl(
     }
 }
 
+/// The CAs in service change by a rotation or a retirement here, by one on
+/// another node (seen at the next reload, every minute), or when an old
+/// issuing CA's last certificate expires. Then the server takes a
+/// certificate from the current issuing CA (clients that trust only a new
+/// root reach it), `ca/root.pem` and `ca/chain.pem` are rewritten, and both
+/// listeners take the new chains, anchors and CRLs without a restart.
+struct CaFollower {
+    config: Config,
+    dir: DataDir,
+    pki: Arc<pki::Pki>,
+    store: Arc<dyn palisade_store::Store>,
+    https: Arc<SwappableConfig>,
+    gateway: Option<Arc<Gateway>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl CaFollower {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let CaFollower {
+            config,
+            dir,
+            pki,
+            store,
+            https,
+            gateway,
+            clock,
+        } = self;
+        let mut rotated = pki.watch_rotations();
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                r = rotated.changed() => if r.is_err() { return },
+                _ = tick.tick() => {
+                    if let Err(e) = pki.reload(&*store).await {
+                        tracing::error!(error = %e, "could not reload the CAs in service");
+                    }
+                    continue;
+                }
+            }
+            let now = clock.now();
+            let applied = async {
+                bootstrap::ensure_server_cert(&config, &dir, &pki, &*store, now).await?;
+                https.replace(tls::server_config(&dir.tls_cert(), &dir.tls_key())?);
+                if let Some(gw) = &gateway {
+                    let crls = pki.crls(&*store).await?;
+                    gw.tls().replace(tls::gateway_config(
+                        &pki,
+                        crls,
+                        &dir.tls_cert(),
+                        &dir.tls_key(),
+                    )?);
+                }
+                // Last: a client that sees the new trust files finds the
+                // listeners already serving the chains that go with them.
+                bootstrap::write_trust_files(&dir, &pki)?;
+                anyhow::Ok(())
+            }
+            .await;
+            match applied {
+                Ok(()) => tracing::info!(
+                    issuing = %pki.cas().issuing().serial(),
+                    "the listeners took the CAs now in service"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "could not apply the CA rotation")
+                }
+            }
+        }
+    }
+}
+
 /// TUF freshness: the node holding the `tuf-signing` lead re-signs the
 /// timestamp (valid a day) every hour and the snapshot (valid a week) when
 /// less than three days are left, into the shared repository.
@@ -643,8 +725,8 @@ async fn refresh_gateway_crl(
             _ = shutdown.changed() => return,
             r = changes.changed() => if r.is_err() { return },
         }
-        let built = match pki.crl(&*store).await {
-            Ok(crl) => tls::gateway_config(&pki, Some(crl), &dir.tls_cert(), &dir.tls_key()),
+        let built = match pki.crls(&*store).await {
+            Ok(crls) => tls::gateway_config(&pki, crls, &dir.tls_cert(), &dir.tls_key()),
             Err(e) => Err(anyhow::anyhow!(e)),
         };
         match built {

@@ -75,6 +75,7 @@ macro_rules! conformance_suite {
             devices_are_found_by_model_state_and_tags,
             enrolment_and_hardware_trust_are_recorded_on_the_device,
             certificates_are_revoked_once_and_listed_until_they_expire,
+            certificates_are_counted_by_the_ca_that_issued_them,
             api_tokens_are_revoked_once,
             counters_count_up_in_commit_order,
             signed_documents_replace_only_the_version_they_name,
@@ -196,7 +197,18 @@ fn cert(serial: &str, device: &str, not_after_ms: i64) -> Change {
         reason: None,
         der: vec![0x30, 0x00],
         issued_ms: 1,
+        issuer: String::new(),
     })
+}
+
+fn cert_from(serial: &str, device: &str, not_after_ms: i64, issuer: &str) -> Change {
+    match cert(serial, device, not_after_ms) {
+        Change::InsertCertificate(mut c) => {
+            c.issuer = issuer.into();
+            Change::InsertCertificate(c)
+        }
+        other => other,
+    }
 }
 
 async fn commit(store: &dyn Store, changes: Vec<Change>) -> Result<Receipt, StoreError> {
@@ -659,6 +671,65 @@ pub async fn certificates_are_revoked_once_and_listed_until_they_expire(b: &dyn 
         .expect("read");
     assert_eq!(valid.len(), 1);
     assert_eq!(valid[0].serial, "0c");
+}
+
+/// Each certificate names the CA that issued it: an issuing CA's last
+/// unexpired valid certificate bounds how long it stays trusted, and the
+/// devices still on other issuers are found for renewal.
+pub async fn certificates_are_counted_by_the_ca_that_issued_them(b: &dyn Backend) {
+    let store = b.open().await.expect("open");
+    ok(
+        &*store,
+        vec![
+            model("m"),
+            device("d1", "m"),
+            device("d2", "m"),
+            device("d3", "m"),
+            cert("01", "d1", 3_000),
+            cert_from("02", "d2", 4_000, "aa"),
+            cert_from("03", "d2", 9_000, "aa"),
+            cert_from("04", "d3", 8_000, "bb"),
+        ],
+    )
+    .await;
+    ok(
+        &*store,
+        vec![Change::RevokeCertificate {
+            serial: "03".into(),
+            reason: "superseded".into(),
+            at_ms: 10,
+        }],
+    )
+    .await;
+    let last = |issuer: &'static str, now: i64| {
+        let store = store.clone();
+        async move { store.issuer_last_expiry(issuer, now).await.expect("read") }
+    };
+    assert_eq!(
+        last("aa", 100).await,
+        Some(4_000),
+        "revoked ones do not count"
+    );
+    assert_eq!(last("", 100).await, Some(3_000));
+    assert_eq!(last("aa", 4_000).await, None, "expired ones do not count");
+    assert_eq!(last("cc", 100).await, None);
+    let elsewhere = store
+        .devices_issued_elsewhere("bb", "bb", 100, 10)
+        .await
+        .expect("read");
+    assert_eq!(elsewhere, [id("d1"), id("d2")]);
+    let elsewhere = store
+        .devices_issued_elsewhere("bb", "", 100, 10)
+        .await
+        .expect("read");
+    assert_eq!(elsewhere, [id("d2")]);
+    assert!(
+        store
+            .certificate_authorities()
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 /// An API token is stored by id with its role and revoked once.

@@ -186,6 +186,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn certificates(&self, filter: &CertFilter) -> Result<Vec<CertRecord>, StoreError>;
     /// Every revoked certificate that has not yet expired, for the CRL.
     async fn revoked_unexpired(&self, now_ms: i64) -> Result<Vec<CertRecord>, StoreError>;
+    /// Every CA certificate recorded (profiles `root`, `intermediate` and
+    /// `cross`), oldest first.
+    async fn certificate_authorities(&self) -> Result<Vec<CertRecord>, StoreError>;
+    /// When the last valid certificate issued by CA `issuer` (its serial; ''
+    /// for the first issuing CA's early ones) expires, if any is unexpired.
+    async fn issuer_last_expiry(
+        &self,
+        issuer: &str,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Devices holding an unexpired valid certificate whose issuer is neither
+    /// `current` nor `also` (pass `current` twice for none), at most `limit`:
+    /// the devices still to move to the current issuing CA.
+    async fn devices_issued_elsewhere(
+        &self,
+        current: &str,
+        also: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeviceId>, StoreError>;
     /// One supplier.
     async fn supplier(&self, name: &SupplierName) -> Result<Option<SupplierRecord>, StoreError>;
     /// All suppliers.

@@ -622,6 +622,10 @@ pub struct CertRecord {
     pub der: Vec<u8>,
     /// Issued, Unix ms.
     pub issued_ms: i64,
+    /// The serial of the CA certificate that issued it; empty for a
+    /// self-signed root and for certificates recorded before CA rotation
+    /// existed (all from the first issuing CA).
+    pub issuer: String,
 }
 
 /// An operator API token (only its hash is kept).

@@ -42,6 +42,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::CertCmd,
     },
+    /// The CAs: list, rotate the issuing CA or the root, renew the fleet,
+    /// retire an old CA.
+    Ca {
+        #[command(subcommand)]
+        cmd: commands::CaCmd,
+    },
     /// People's accounts for the web console (admin).
     Operator {
         #[command(subcommand)]
@@ -202,6 +208,7 @@ fn main() -> ExitCode {
             Cmd::Model { cmd } => commands::model(&cli.global, cmd).await,
             Cmd::Device { cmd } => commands::device(&cli.global, cmd).await,
             Cmd::Cert { cmd } => commands::cert(&cli.global, cmd).await,
+            Cmd::Ca { cmd } => commands::ca(&cli.global, cmd).await,
             Cmd::Token { cmd } => commands::token(&cli.global, cmd).await,
             Cmd::Advisories { cmd } => commands::advisories(&cli.global, cmd).await,
             Cmd::Operator { cmd } => commands::operator(&cli.global, cmd).await,

@@ -111,10 +111,32 @@ pub async fn list(
     };
     let revoked_total = revoked_all.len();
     let revoked = revoked_all.into_iter().take(SHOWN).map(Line::of).collect();
-    let chain = [("root", c.pki.root()), ("issuing", c.pki.issuing())]
-        .into_iter()
-        .map(|(role, ca)| CaLine {
-            role,
+    // Every CA in service, current first: during a rotation the old ones
+    // stay listed until they leave service.
+    let cas = c.pki.cas();
+    let current_root = cas.root().ca.info().serial_hex.clone();
+    let current_issuing = cas.issuing().serial().to_owned();
+    let roots = cas.roots().iter().rev().map(|r| &r.ca);
+    let issuers = cas.issuers().iter().rev().map(|i| &i.ca);
+    let chain = roots
+        .map(|ca| {
+            (
+                ca,
+                ca.info().serial_hex == current_root,
+                "root",
+                "previous root",
+            )
+        })
+        .chain(issuers.map(|ca| {
+            (
+                ca,
+                ca.info().serial_hex == current_issuing,
+                "issuing",
+                "previous issuing",
+            )
+        }))
+        .map(|(ca, current, now, before)| CaLine {
+            role: if current { now } else { before },
             subject: ca.info().subject.clone(),
             not_after: fmt::when(ca.info().not_after.unix_timestamp() * 1000),
         })

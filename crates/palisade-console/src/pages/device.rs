@@ -331,13 +331,10 @@ pub async fn page(State(c): State<Console>, who: Person, Path(raw): Path<String>
                 .unwrap_or_default(),
         })
         .collect();
-    let chain = [c.pki.issuing(), c.pki.root()]
+    let cas = c.pki.cas();
+    let chain = [&cas.issuing().ca, &cas.root().ca]
         .iter()
-        .map(|ca| {
-            palisade_pki::inspect_certificate(ca.certificate_der())
-                .map(|i| i.subject)
-                .unwrap_or_default()
-        })
+        .map(|ca| ca.info().subject.clone())
         .collect();
     let flows = c
         .store

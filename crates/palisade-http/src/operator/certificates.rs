@@ -138,3 +138,173 @@ pub(crate) async fn revoke_certificate(
         .await?;
     Ok(Json(CertView::summary(&rec)))
 }
+
+fn ca_error(e: palisade_control::ca::CaSetError) -> ApiError {
+    use palisade_control::ca::CaSetError;
+    match e {
+        CaSetError::Refused(m) => ApiError::conflict(m),
+        e @ (CaSetError::Key { .. } | CaSetError::MissingKey { .. }) => {
+            ApiError::bad_request("ca_key", e.to_string())
+        }
+        CaSetError::Store(e) => ApiError::from(e),
+        CaSetError::Ca(e) => ApiError::internal(e),
+    }
+}
+
+/// Every CA certificate of this installation, in service or not, oldest first.
+#[utoipa::path(get, path = "/api/v1/ca", tag = "certificates", responses((status = 200, body = [CaView])))]
+pub(crate) async fn list_cas(
+    State(s): State<OperatorApi>,
+    c: Caller,
+) -> Result<Json<Vec<CaView>>, ApiError> {
+    c.require(&s, Access::Read, "list the CAs").await?;
+    ca_views(&s).await.map(Json)
+}
+
+async fn ca_views(s: &OperatorApi) -> Result<Vec<CaView>, ApiError> {
+    let cas = s.pki.cas();
+    let now = s.clock.now_ms();
+    let in_service: Vec<String> = cas
+        .bundle()
+        .into_iter()
+        .filter_map(|d| palisade_pki::inspect_certificate(d).ok())
+        .map(|i| i.serial_hex)
+        .collect();
+    let mut out = vec![];
+    for r in s.store.certificate_authorities().await? {
+        let issuing = cas.issuer(&r.serial);
+        let current =
+            r.serial == cas.issuing().serial() || r.serial == cas.root().ca.info().serial_hex;
+        let status = if r.status == CertStatus::Revoked {
+            "retired"
+        } else if current {
+            "current"
+        } else if in_service.contains(&r.serial) {
+            "in-service"
+        } else {
+            "out-of-service"
+        };
+        let last = match issuing {
+            Some(i) => {
+                let mut last = s.store.issuer_last_expiry(i.serial(), now).await?;
+                if i.first {
+                    last = last.max(s.store.issuer_last_expiry("", now).await?);
+                }
+                last.map(rfc3339)
+            }
+            None => None,
+        };
+        out.push(CaView {
+            serial: r.serial.clone(),
+            kind: match r.profile.as_str() {
+                "intermediate" => "issuing".into(),
+                other => other.into(),
+            },
+            subject: r.subject.clone(),
+            issuer: r.issuer.clone(),
+            not_before: rfc3339(r.not_before_ms),
+            not_after: rfc3339(r.not_after_ms),
+            status: status.into(),
+            last_certificate_expires: last,
+            pem: palisade_control::files::pem("CERTIFICATE", &r.der),
+        });
+    }
+    Ok(out)
+}
+
+/// Rotates the issuing CA (admin): a new issuing CA under the current root
+/// issues from now on; the old one stays trusted while a certificate it
+/// issued is unexpired.
+#[utoipa::path(post, path = "/api/v1/ca/rotate-issuing", tag = "certificates", request_body = RotateCa,
+    responses((status = 200, body = [CaView]), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn rotate_issuing(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Body(req): Body<RotateCa>,
+) -> Result<Json<Vec<CaView>>, ApiError> {
+    c.require(&s, Access::Admin, "rotate the issuing CA")
+        .await?;
+    s.pki
+        .rotate_issuing(&*s.store, &c.actor(), req.key.as_deref())
+        .await
+        .map_err(ca_error)?;
+    ca_views(&s).await.map(Json)
+}
+
+/// Rotates the root (admin): a new root cross-certified by the current one,
+/// and a new issuing CA under it; both roots stay trusted until the old one
+/// is retired.
+#[utoipa::path(post, path = "/api/v1/ca/rotate-root", tag = "certificates", request_body = RotateCa,
+    responses((status = 200, body = [CaView]), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn rotate_root(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Body(req): Body<RotateCa>,
+) -> Result<Json<Vec<CaView>>, ApiError> {
+    c.require(&s, Access::Admin, "rotate the root CA").await?;
+    s.pki
+        .rotate_root(&*s.store, &c.actor(), req.key.as_deref())
+        .await
+        .map_err(ca_error)?;
+    ca_views(&s).await.map(Json)
+}
+
+/// Retires a CA that is not current (admin).
+#[utoipa::path(post, path = "/api/v1/ca/{serial}/retire", tag = "certificates", params(("serial" = String, Path)), request_body = RetireCa,
+    responses((status = 200, body = [CaView]), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn retire_ca(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Path(serial): Path<String>,
+    Body(req): Body<RetireCa>,
+) -> Result<Json<Vec<CaView>>, ApiError> {
+    c.require(&s, Access::Admin, "retire a CA").await?;
+    s.pki
+        .retire(
+            &*s.store,
+            &c.actor(),
+            &serial.to_ascii_lowercase(),
+            req.force,
+        )
+        .await
+        .map_err(ca_error)?;
+    ca_views(&s).await.map(Json)
+}
+
+/// Asks every device whose certificate is from another issuing CA than the
+/// current one to renew now (admin): a `renew` command on its commands
+/// topic; the agent renews over EST (taking the new CA certificates from
+/// `cacerts`) and reconnects with the new certificate.
+#[utoipa::path(post, path = "/api/v1/ca/renew-fleet", tag = "certificates", request_body = RenewFleet,
+    responses((status = 200, body = RenewFleetView), (status = 403, body = ErrorBody)))]
+pub(crate) async fn renew_fleet(
+    State(s): State<OperatorApi>,
+    c: Caller,
+    Body(req): Body<RenewFleet>,
+) -> Result<Json<RenewFleetView>, ApiError> {
+    c.require(&s, Access::Admin, "renew the fleet's certificates")
+        .await?;
+    let cas = s.pki.cas();
+    let current = cas.issuing();
+    // Certificates recorded before rotation existed name no issuer: they are
+    // the first issuing CA's.
+    let also = if current.first { "" } else { current.serial() };
+    let devices = s
+        .store
+        .devices_issued_elsewhere(current.serial(), also, s.clock.now_ms(), 1_000_000)
+        .await?;
+    let queued = s
+        .commands
+        .send_to_many(
+            &c.actor(),
+            "ca.renew-fleet",
+            &devices,
+            palisade_core::RENEW_COMMAND,
+            &[req.within_s.to_string()],
+        )
+        .await?;
+    Ok(Json(RenewFleetView {
+        queued,
+        issuing: current.serial().to_owned(),
+    }))
+}

@@ -83,6 +83,14 @@ pub(crate) fn router(state: OperatorApi) -> Router {
             "/api/v1/certificates/{serial}/revoke",
             post(certificates::revoke_certificate),
         )
+        .route("/api/v1/ca", get(certificates::list_cas))
+        .route(
+            "/api/v1/ca/rotate-issuing",
+            post(certificates::rotate_issuing),
+        )
+        .route("/api/v1/ca/rotate-root", post(certificates::rotate_root))
+        .route("/api/v1/ca/renew-fleet", post(certificates::renew_fleet))
+        .route("/api/v1/ca/{serial}/retire", post(certificates::retire_ca))
         .route(
             "/api/v1/tokens",
             get(tokens::list_tokens).post(tokens::create_token),
@@ -275,7 +283,7 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
 #[openapi(
     info(title = "Palisade operator API", version = "1", description = "Control plane of the Palisade IoT fleet security platform."),
     paths(
-        public::healthz, public::readyz, public::crl, public::chain, metrics, whoami,
+        public::healthz, public::readyz, public::crl, public::crl_of_issuer, public::chain, metrics, whoami,
         fleet::list_models, fleet::add_model, fleet::get_model, fleet::get_support,
         fleet::set_support,
         fleet::list_devices, fleet::register_device, fleet::get_device, fleet::set_device_state,
@@ -283,6 +291,8 @@ pub(crate) async fn parse_id<T: FromStr<Err = palisade_core::IdError>>(
         fleet::reinstate_device, certificates::issue_certificate,
         fleet::send_command, fleet::list_commands,
         certificates::list_certificates, certificates::get_certificate, certificates::revoke_certificate,
+        certificates::list_cas, certificates::rotate_issuing, certificates::rotate_root, certificates::retire_ca,
+        certificates::renew_fleet,
         tokens::list_tokens, tokens::create_token, tokens::revoke_token,
         onboarding::list_suppliers, onboarding::add_supplier, onboarding::set_disclosure_contact, onboarding::import_batch,
         onboarding::create_enrollment_token,

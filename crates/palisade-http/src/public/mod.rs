@@ -21,6 +21,7 @@ pub(crate) fn router(state: PublicApi) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/crl", get(crl))
+        .route("/crl/{serial}", get(crl_of_issuer))
         .route("/ca/chain.pem", get(chain))
         .route("/.well-known/est/cacerts", any(est_unlabeled))
         .route("/.well-known/est/csrattrs", any(est_unlabeled))
@@ -104,24 +105,54 @@ pub(crate) async fn readyz(State(s): State<PublicApi>) -> Response {
     }
 }
 
-/// The issuing CA's CRL (DER), with nextUpdate.
-#[utoipa::path(get, path = "/crl", security(()), responses((status = 200, description = "DER CRL", content_type = "application/pkix-crl")))]
-pub(crate) async fn crl(State(s): State<PublicApi>) -> Result<Response, ApiError> {
-    let der = s.pki.crl(&*s.store).await.map_err(|e| match e {
+fn crl_error(e: palisade_control::pki::CrlError) -> ApiError {
+    match e {
         palisade_control::pki::CrlError::Store(e) => ApiError::from(e),
         other => ApiError::internal(other),
-    })?;
-    Ok((
+    }
+}
+
+fn crl_body(der: Vec<u8>) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "application/pkix-crl"),
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         der,
     )
-        .into_response())
+        .into_response()
 }
 
-/// The issuing CA and root certificates (PEM).
+/// The first issuing CA's CRL (DER), with nextUpdate; once that CA has left
+/// service, the current issuing CA's.
+#[utoipa::path(get, path = "/crl", security(()), responses((status = 200, description = "DER CRL", content_type = "application/pkix-crl")))]
+pub(crate) async fn crl(State(s): State<PublicApi>) -> Result<Response, ApiError> {
+    let der = s.pki.crl(&*s.store).await.map_err(crl_error)?;
+    Ok(crl_body(der))
+}
+
+/// The CRL of the issuing CA with this serial (the distribution point of
+/// the certificates it issues), while it is in service.
+#[utoipa::path(get, path = "/crl/{serial}", security(()), params(("serial" = String, Path, description = "the issuing CA certificate's serial, hex")), responses((status = 200, description = "DER CRL", content_type = "application/pkix-crl"), (status = 404, description = "no issuing CA in service has this serial")))]
+pub(crate) async fn crl_of_issuer(
+    State(s): State<PublicApi>,
+    Path(serial): Path<String>,
+) -> Result<Response, ApiError> {
+    match s
+        .pki
+        .crl_by_serial(&*s.store, &serial.to_ascii_lowercase())
+        .await
+        .map_err(crl_error)?
+    {
+        Some(der) => Ok(crl_body(der)),
+        None => Err(ApiError::not_found(format!(
+            "no issuing CA in service has serial {serial}: /ca/chain.pem lists them"
+        ))),
+    }
+}
+
+/// Every CA certificate in service (PEM): the current issuing CA first, then
+/// older issuing CAs and cross-certificates, then the roots.
 #[utoipa::path(get, path = "/ca/chain.pem", security(()), responses((status = 200, description = "PEM chain", content_type = "application/pem-certificate-chain")))]
 pub(crate) async fn chain(State(s): State<PublicApi>) -> Response {
     (

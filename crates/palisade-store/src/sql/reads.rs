@@ -113,6 +113,61 @@ impl Store for SqlStore {
         .collect()
     }
 
+    async fn certificate_authorities(&self) -> Result<Vec<CertRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM certificates WHERE profile IN ('root', 'intermediate', 'cross')
+             ORDER BY issued_ms, serial",
+        )
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(cert_from_row)
+        .collect()
+    }
+
+    async fn issuer_last_expiry(
+        &self,
+        issuer: &str,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(not_after_ms) AS last FROM certificates
+             WHERE issuer = $1 AND status = 'valid' AND not_after_ms > $2",
+        )
+        .bind(issuer)
+        .bind(now_ms)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("last")?)
+    }
+
+    async fn devices_issued_elsewhere(
+        &self,
+        current: &str,
+        also: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT device_id FROM certificates
+             WHERE device_id IS NOT NULL AND status = 'valid' AND not_after_ms > $1
+               AND issuer <> $2 AND issuer <> $3
+             ORDER BY device_id LIMIT $4",
+        )
+        .bind(now_ms)
+        .bind(current)
+        .bind(also)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("device_id")?;
+                DeviceId::parse(&id).map_err(|e| super::rows::corrupt("certificate", e))
+            })
+            .collect()
+    }
+
     async fn revoked_unexpired(&self, now_ms: i64) -> Result<Vec<CertRecord>, StoreError> {
         sqlx::query(
             "SELECT * FROM certificates WHERE status = 'revoked' AND not_after_ms > $1 ORDER BY serial",

@@ -342,6 +342,7 @@ pub(super) fn cert_from_row(r: &AnyRow) -> Result<CertRecord, StoreError> {
         reason: r.try_get("reason")?,
         der: r.try_get("der")?,
         issued_ms: r.try_get("issued_ms")?,
+        issuer: r.try_get("issuer")?,
     })
 }
 

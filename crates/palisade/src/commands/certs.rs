@@ -159,3 +159,130 @@ pub async fn cert(g: &Global, cmd: CertCmd) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `palisade ca …`
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// List every CA certificate: roots, issuing CAs and cross-certificates,
+    /// with whether each is current, in service or retired.
+    List,
+    /// Rotate the issuing CA: a new issuing CA under the current root issues
+    /// from now on; the old one stays trusted (gateway, its CRL) while a
+    /// certificate it issued is unexpired (admin).
+    RotateIssuing {
+        /// Keep the new issuing CA's key on an HSM: an RFC 7512 `pkcs11:`
+        /// URI (generated on the token if absent) [default: a key file
+        /// `ca/keys/SERIAL.key`, 0600].
+        #[arg(long, value_name = "URI")]
+        key: Option<String>,
+    },
+    /// Rotate the root: a new root cross-certified by the current one, the
+    /// issuing CAs in service cross-certified by it, and a new issuing CA
+    /// under it. Devices take the new root from EST `cacerts` at their next
+    /// renewal and keep both until the old root is retired (admin).
+    RotateRoot {
+        /// Keep the new issuing CA's key on an HSM (`pkcs11:` URI).
+        #[arg(long, value_name = "URI")]
+        key: Option<String>,
+    },
+    /// Ask every device whose certificate is from an older issuing CA to
+    /// renew now (a `renew` command on its commands topic) (admin).
+    RenewFleet {
+        /// Each device renews at a random moment within this many seconds.
+        #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+        within: u32,
+    },
+    /// Take a CA that is not current out of service (admin).
+    Retire {
+        /// The CA certificate's serial (hex), from `palisade ca list`.
+        serial: String,
+        /// Retire an issuing CA even though certificates it issued are still
+        /// valid: they stop working at once.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+const CA_HEADERS: [&str; 6] = [
+    "serial",
+    "kind",
+    "status",
+    "not after",
+    "last cert",
+    "subject",
+];
+
+fn ca_rows(list: &[CaView]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|c| {
+            vec![
+                c.serial.clone(),
+                c.kind.clone(),
+                c.status.clone(),
+                c.not_after.clone(),
+                dash(c.last_certificate_expires.as_deref()),
+                c.subject.clone(),
+            ]
+        })
+        .collect()
+}
+
+/// Runs a CA command.
+pub async fn ca(g: &Global, cmd: CaCmd) -> anyhow::Result<ExitCode> {
+    let c = client(g)?;
+    let (list, done): (Vec<CaView>, Option<String>) = match cmd {
+        CaCmd::List => (c.call(Method::GET, "/api/v1/ca", None).await?, None),
+        CaCmd::RotateIssuing { key } => (
+            c.call(
+                Method::POST,
+                "/api/v1/ca/rotate-issuing",
+                Some(&json!({ "key": key })),
+            )
+            .await?,
+            Some("rotated the issuing CA: new certificates come from the current one".into()),
+        ),
+        CaCmd::RotateRoot { key } => (
+            c.call(
+                Method::POST,
+                "/api/v1/ca/rotate-root",
+                Some(&json!({ "key": key })),
+            )
+            .await?,
+            Some(
+                "rotated the root: devices take the new root at their next renewal \
+                 (`palisade ca renew-fleet` to ask them now); retire the old root once \
+                 every device has renewed"
+                    .into(),
+            ),
+        ),
+        CaCmd::Retire { serial, force } => (
+            c.call(
+                Method::POST,
+                &format!("/api/v1/ca/{}/retire", enc(&serial)),
+                Some(&json!({ "force": force })),
+            )
+            .await?,
+            Some(format!("retired CA {serial}")),
+        ),
+        CaCmd::RenewFleet { within } => {
+            let v: RenewFleetView = c
+                .call(
+                    Method::POST,
+                    "/api/v1/ca/renew-fleet",
+                    Some(&json!({ "within_s": within })),
+                )
+                .await?;
+            say(format!(
+                "asked {} devices to renew from issuing CA {} within {within} s",
+                v.queued, v.issuing
+            ));
+            data(g.json, &v, &[], vec![]);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if let Some(m) = done {
+        say(m);
+    }
+    data(g.json, &list, &CA_HEADERS, ca_rows(&list));
+    Ok(ExitCode::SUCCESS)
+}

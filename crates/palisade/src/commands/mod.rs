@@ -14,7 +14,7 @@ mod tokens;
 
 pub use advisories::{AdvisoryCmd, advisories};
 pub use audit::{AuditCmd, audit};
-pub use certs::{CertCmd, cert};
+pub use certs::{CaCmd, CertCmd, ca, cert};
 pub use fleet::{DeviceCmd, ModelCmd, device, model};
 pub use onboarding::{
     BatchCmd, EnrollmentTokenCmd, FirmwareCmd, SupplierCmd, SupplierKeyCmd, TpmVendorCmd, batch,

@@ -15,7 +15,7 @@ pub(super) async fn apply(
         Change::InsertCertificate(r) => {
             sqlx::query(
                 "INSERT INTO certificates (serial, profile, subject, device_id, not_before_ms, not_after_ms,
-                   status, revoked_ms, reason, der, issued_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                   status, revoked_ms, reason, der, issued_ms, issuer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&r.serial)
             .bind(&r.profile)
@@ -28,6 +28,7 @@ pub(super) async fn apply(
             .bind(&r.reason)
             .bind(&r.der)
             .bind(r.issued_ms)
+            .bind(&r.issuer)
             .execute(&mut *c)
             .await
             .map_err(|e| map_unique(e, "certificate", &r.serial))?;
