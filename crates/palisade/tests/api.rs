@@ -1067,3 +1067,177 @@ async fn unmanaged_host_decisions_are_checked() {
         .unwrap();
     assert_eq!(s, StatusCode::NOT_FOUND, "no device registered");
 }
+
+#[tokio::test]
+async fn ca_rotations_are_for_admins_checked_audited_and_survive_a_restart() {
+    let r = start().await;
+    model_and_device(&r, "cam-9").await;
+    let first: CertView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/devices/cam-9/certificates",
+            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
+        )
+        .await
+        .unwrap();
+    let before: Vec<CaView> = r.admin.call(Method::GET, "/api/v1/ca", None).await.unwrap();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let issuing = before.iter().find(|c| c.kind == "issuing").unwrap();
+    assert_eq!(issuing.status, "current");
+
+    // Admins only; bad requests change nothing.
+    let operator = r.client(Some(&r.token("bob", "operator").await));
+    for path in ["/api/v1/ca/rotate-issuing", "/api/v1/ca/rotate-root"] {
+        let (s, _) = operator
+            .send(Method::POST, path, Some(&json!({})))
+            .await
+            .unwrap();
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
+    let (s, body) = r
+        .admin
+        .send(
+            Method::POST,
+            &format!("/api/v1/ca/{}/retire", issuing.serial),
+            Some(&json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(String::from_utf8_lossy(&body).contains("is the current one"));
+    let (s, body) = r
+        .admin
+        .send(Method::POST, "/api/v1/ca/00ff/retire", Some(&json!({})))
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(String::from_utf8_lossy(&body).contains("not a CA certificate"));
+    let (s, body) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/ca/rotate-issuing",
+            Some(&json!({ "key": "not-a-pkcs11-uri" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (s, _) = r
+        .admin
+        .send(
+            Method::POST,
+            "/api/v1/ca/rotate-issuing",
+            Some(&json!({ "unknown": 1 })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let same: Vec<CaView> = r.admin.call(Method::GET, "/api/v1/ca", None).await.unwrap();
+    assert_eq!(same.len(), 2);
+
+    // The issuing CA: new certificates come from the new one, each CA has
+    // its own CRL, the old one stays in service.
+    let rotated: Vec<CaView> = r
+        .admin
+        .call(Method::POST, "/api/v1/ca/rotate-issuing", Some(&json!({})))
+        .await
+        .unwrap();
+    let second = rotated
+        .iter()
+        .find(|c| c.kind == "issuing" && c.status == "current")
+        .unwrap();
+    assert_ne!(second.serial, issuing.serial);
+    let old = rotated.iter().find(|c| c.serial == issuing.serial).unwrap();
+    assert_eq!(old.status, "in-service");
+    assert!(old.last_certificate_expires.is_some(), "{old:?}");
+    let new: CertView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/devices/cam-9/certificates",
+            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
+        )
+        .await
+        .unwrap();
+    let der = palisade_pki::pem_to_der(new.pem.as_deref().unwrap(), "CERTIFICATE").unwrap();
+    assert_eq!(
+        palisade_pki::inspect_certificate(&der).unwrap().issuer,
+        second.subject
+    );
+    assert_ne!(first.serial, new.serial);
+    let (s, crl) = r
+        .admin
+        .send(Method::GET, &format!("/crl/{}", second.serial), None)
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert!(crl.len() > 100);
+    let (s, _) = r.admin.send(Method::GET, "/crl/00ff", None).await.unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The root, then the fleet asked to renew: cam-9 still holds a
+    // certificate from the first issuing CA.
+    let rotated: Vec<CaView> = r
+        .admin
+        .call(Method::POST, "/api/v1/ca/rotate-root", Some(&json!({})))
+        .await
+        .unwrap();
+    assert_eq!(rotated.iter().filter(|c| c.kind == "root").count(), 2);
+    assert!(rotated.iter().filter(|c| c.kind == "cross").count() >= 3);
+    let renew: RenewFleetView = r
+        .admin
+        .call(
+            Method::POST,
+            "/api/v1/ca/renew-fleet",
+            Some(&json!({ "within_s": 60 })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renew.queued, 1);
+    let actions: Vec<String> = r.audit().await.into_iter().map(|e| e.action).collect();
+    for a in ["ca.rotate-issuing", "ca.rotate-root", "ca.renew-fleet"] {
+        assert!(actions.iter().any(|x| x == a), "{a} audited");
+    }
+    let roots = std::fs::read_to_string(r.data.join("ca/root.pem")).unwrap();
+
+    // A restart loads the same CAs from the inventory and their key files.
+    let token = std::fs::read_to_string(r.data.join("admin-token")).unwrap();
+    let Running {
+        _dir, data, handle, ..
+    } = r;
+    handle.shutdown().await;
+    let config = Config {
+        store: store_config(&data).await,
+        ..config(&data)
+    };
+    let server = Server::build(config, Arc::new(SystemClock)).await.unwrap();
+    let listener = server.bind().await.unwrap();
+    let handle = server.spawn(listener).unwrap();
+    let c = Client::new(
+        &format!("https://127.0.0.1:{}", handle.addr.port()),
+        &data.join("ca/root.pem"),
+        Some(token.trim().to_owned()),
+    )
+    .unwrap();
+    let after: Vec<CaView> = c.call(Method::GET, "/api/v1/ca", None).await.unwrap();
+    let status = |l: &[CaView]| {
+        l.iter()
+            .map(|c| (c.serial.clone(), c.status.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(status(&after), status(&rotated));
+    assert_eq!(
+        palisade_pki::pem_certificates(&std::fs::read_to_string(data.join("ca/root.pem")).unwrap())
+            .unwrap()
+            .len(),
+        2,
+        "{roots}"
+    );
+    handle.shutdown().await;
+}
