@@ -127,20 +127,25 @@ passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {p
 failed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$6} END {print s+0}')
 
 if [ "${PALISADE_SKIP_FUZZ:-0}" != 1 ]; then
-  step "fuzz smoke run (20 s per target)"
+  step "fuzz smoke run (20 s per target, two at a time)"
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
-  fuzz_log=$(mktemp)
-  for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+  export FUZZ_LOGS CARGO_TARGET_DIR
+  FUZZ_LOGS=$(mktemp -d)
+  (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" cargo fuzz build)
+  fuzz_one() {
     if (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" \
-      cargo fuzz run "$target" -- -max_total_time=20 -rss_limit_mb=2048 >"$fuzz_log" 2>&1); then
-      echo "fuzz $target: $(grep -E '^Done' "$fuzz_log" | tail -n 1)"
+      cargo fuzz run "$1" -- -max_total_time=20 -rss_limit_mb=2048 >"$FUZZ_LOGS/$1.log" 2>&1); then
+      echo "fuzz $1: $(grep -E '^Done' "$FUZZ_LOGS/$1.log" | tail -n 1)"
     else
-      echo "fuzz $target FAILED; the crash input is under fuzz/artifacts/$target:" >&2
-      grep -vE '^ +[0-9]+: |^ +at ' "$fuzz_log" | tail -n 40 >&2
-      exit 1
+      echo "fuzz $1 FAILED; the crash input is under fuzz/artifacts/$1:" >&2
+      grep -vE '^ +[0-9]+: |^ +at ' "$FUZZ_LOGS/$1.log" | tail -n 40 >&2
+      return 1
     fi
-  done
-  rm -f "$fuzz_log"
+  }
+  export -f fuzz_one
+  # libFuzzer runs one process per target: two at once use CI's two cores.
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list) | xargs -P 2 -n 1 bash -c 'fuzz_one "$0"' || exit 1
+  rm -rf "$FUZZ_LOGS"
 fi
 
 if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then

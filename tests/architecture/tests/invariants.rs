@@ -15,7 +15,7 @@ const SERVER: [&str; 6] = [
 ];
 
 /// Pure crates: no async runtime, sockets, database or HTTP stack.
-const PURE: [&str; 12] = [
+const PURE: [&str; 13] = [
     "palisade-core",
     "palisade-advisory",
     "palisade-pki",
@@ -28,6 +28,7 @@ const PURE: [&str; 12] = [
     "palisade-detect",
     "palisade-bootenv",
     "palisade-posture",
+    "palisade-oscore",
 ];
 
 #[test]
