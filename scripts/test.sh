@@ -42,7 +42,7 @@ fi
 # PyPI test peers: module -> package.
 declare -A PYPI=([paho.mqtt]=paho-mqtt [securesystemslib.dsse]='securesystemslib[crypto]' [cryptography]=cryptography [tuf.ngclient]=tuf
   [playwright]=playwright [moto.server]='moto[server]' [packaging.version]=packaging [cyclonedx_py]=cyclonedx-bom
-  [univers.versions]=univers)
+  [univers.versions]=univers [aiocoap.oscore]='aiocoap[oscore]')
 for module in "${!PYPI[@]}"; do
   if ! python3 -c "import $module" >/dev/null 2>&1; then
     pkg="${PYPI[$module]}"
