@@ -39,6 +39,10 @@ pub const MAX_SEQ: u64 = (1 << 40) - 1;
 /// The OSCORE option's number.
 pub const OSCORE_OPTION: u16 = 9;
 const OBSERVE: u16 = 6;
+/// The Echo option's number (RFC 9175).
+pub const ECHO_OPTION: u16 = 252;
+/// The longest Echo value (RFC 9175 §2.2).
+pub const MAX_ECHO: usize = 40;
 
 type AesCcm = ccm::Ccm<Aes128, U8, U13>;
 
@@ -79,6 +83,15 @@ pub enum OscoreError {
     /// The decrypted message is not a valid inner message.
     #[error("malformed inner message: {0}")]
     BadInner(&'static str),
+    /// The request verified, but the replay window was lost (a restart):
+    /// whether it is fresh is unknown. Answer with
+    /// [`SecurityContext::echo_response`] (4.01 with an Echo value); the
+    /// client repeats the request with it.
+    #[error("the replay window was lost: the request must come back with an Echo value")]
+    NeedsEcho(RequestBinding),
+    /// An Echo value of the wrong length.
+    #[error("an Echo value is 1 to {MAX_ECHO} bytes")]
+    BadEcho,
 }
 
 /// What a security context is derived from (RFC 8613 §3.2).
@@ -118,6 +131,8 @@ pub struct SecurityContext {
     common_iv: [u8; NONCE_LEN],
     sender_seq: u64,
     replay: ReplayWindow,
+    /// The Echo value of the outstanding 4.01, while the window is lost.
+    echo: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SecurityContext {
@@ -361,6 +376,7 @@ impl SecurityContext {
             common_iv,
             sender_seq: 0,
             replay: ReplayWindow::default(),
+            echo: None,
         })
     }
 
@@ -407,6 +423,42 @@ impl SecurityContext {
     /// The replay window over the peer's requests.
     pub fn replay_window(&self) -> &ReplayWindow {
         &self.replay
+    }
+
+    /// A server restored without its replay window (RFC 8613 Appendix
+    /// B.1.2): requests verify but are answered with an Echo challenge until
+    /// one comes back with it.
+    pub fn forget_replay_window(&mut self) {
+        self.replay = ReplayWindow::lost();
+        self.echo = None;
+    }
+
+    /// The protected 4.01 Unauthorized answer to `request` (the outer
+    /// message that failed with [`OscoreError::NeedsEcho`]) carrying `echo`
+    /// (1 to 40 unpredictable bytes from the caller), under this endpoint's
+    /// own Partial IV: the request may be a replay, so its nonce is not
+    /// reused. The next request that carries `echo` restarts the window.
+    pub fn echo_response(
+        &mut self,
+        request: &Packet,
+        binding: &RequestBinding,
+        echo: &[u8],
+    ) -> Result<Packet, OscoreError> {
+        if echo.is_empty() || echo.len() > MAX_ECHO {
+            return Err(OscoreError::BadEcho);
+        }
+        let mut resp = Packet::new();
+        resp.header = request.header.clone();
+        if request.header.get_type() == coap_lite::MessageType::Confirmable {
+            resp.header
+                .set_type(coap_lite::MessageType::Acknowledgement);
+        }
+        resp.header.code = MessageClass::Response(ResponseType::Unauthorized);
+        resp.set_token(request.get_token().to_vec());
+        resp.add_option(CoapOption::from(ECHO_OPTION), echo.to_vec());
+        let out = self.protect_response(&resp, binding, true)?;
+        self.echo = Some(echo.to_vec());
+        Ok(out)
     }
 
     /// The AEAD nonce for a Partial IV sent by the endpoint whose Sender ID
@@ -508,13 +560,29 @@ impl SecurityContext {
             return Err(OscoreError::WrongContext);
         }
         let seq = seq_of(&piv)?;
-        self.replay
-            .check(seq)
-            .map_err(|why| OscoreError::Replay { seq, why })?;
+        if !self.replay.is_lost() {
+            self.replay
+                .check(seq)
+                .map_err(|why| OscoreError::Replay { seq, why })?;
+        }
         let nonce = self.nonce(&kid, &piv)?;
         let pt = open(&self.recipient_key, &nonce, &aad(&kid, &piv), &p.payload)?;
-        self.replay.accept(seq);
         let (code, inner, payload) = decode_inner(&pt)?;
+        if self.replay.is_lost() {
+            let echoed = inner
+                .iter()
+                .find(|(n, _)| *n == ECHO_OPTION)
+                .map(|(_, v)| v);
+            match (&self.echo, echoed) {
+                (Some(expected), Some(got)) if expected == got => {
+                    self.replay.restart_at(seq);
+                    self.echo = None;
+                }
+                _ => return Err(OscoreError::NeedsEcho(RequestBinding { kid, piv, nonce })),
+            }
+        } else {
+            self.replay.accept(seq);
+        }
         let out = Self::merge(p, code, inner, payload);
         Ok((out, RequestBinding { kid, piv, nonce }))
     }

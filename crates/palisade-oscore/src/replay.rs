@@ -13,6 +13,9 @@ pub struct ReplayWindow {
     highest: Option<u64>,
     /// Bit i set: `highest - 1 - i` was accepted.
     seen: u32,
+    /// The window was lost (a restart without it): no request is known to
+    /// be fresh until one comes back with the server's Echo value.
+    lost: bool,
 }
 
 /// Why a sequence number is refused.
@@ -80,6 +83,27 @@ impl ReplayWindow {
     /// The highest sequence number accepted.
     pub fn highest(&self) -> Option<u64> {
         self.highest
+    }
+
+    /// A window that was lost: nothing is known about what was received.
+    pub fn lost() -> Self {
+        Self {
+            lost: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the window was lost and not yet restarted.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Restarts a lost window at `seq`, a request proven fresh (RFC 8613
+    /// Appendix B.1.2): it and every number below it count as received.
+    pub fn restart_at(&mut self, seq: u64) {
+        self.highest = Some(seq);
+        self.seen = u32::MAX;
+        self.lost = false;
     }
 }
 

@@ -270,3 +270,52 @@ fn requests_out_of_order_within_the_window_pass_once() {
     ));
     server.unprotect_request(&sent[8]).unwrap();
 }
+
+#[test]
+fn after_losing_its_window_a_server_wants_its_echo_back_before_it_answers() {
+    let mut client = c1_client();
+    let mut server = c1_server();
+    let plain = Packet::from_bytes(&h("44015d1f00003974396c6f63616c686f737483747631")).unwrap();
+    let (old, _) = client.protect_request(&plain, false).unwrap();
+    server.forget_replay_window();
+    let (first, binding) = client.protect_request(&plain, false).unwrap();
+    let Err(OscoreError::NeedsEcho(at_server)) = server.unprotect_request(&first) else {
+        panic!("a request after the window was lost must be challenged");
+    };
+    let challenge = server
+        .echo_response(&first, &at_server, &[9, 8, 7, 6, 5, 4, 3, 2])
+        .unwrap();
+    let answer = client.unprotect_response(&challenge, &binding).unwrap();
+    assert_eq!(u8::from(answer.header.code), 0x81, "4.01 Unauthorized");
+    let echo = answer
+        .get_option(coap_lite::CoapOption::from(ECHO_OPTION))
+        .and_then(|v| v.front().cloned())
+        .unwrap();
+    assert_eq!(echo, [9, 8, 7, 6, 5, 4, 3, 2]);
+    // A request with another Echo value, or none, is challenged again.
+    let mut wrong = plain.clone();
+    wrong.add_option(coap_lite::CoapOption::from(ECHO_OPTION), vec![1]);
+    let (w, _) = client.protect_request(&wrong, false).unwrap();
+    assert!(matches!(
+        server.unprotect_request(&w),
+        Err(OscoreError::NeedsEcho(_))
+    ));
+    let mut again = plain.clone();
+    again.add_option(coap_lite::CoapOption::from(ECHO_OPTION), echo);
+    let (fresh, _) = client.protect_request(&again, false).unwrap();
+    let (inner, _) = server.unprotect_request(&fresh).unwrap();
+    assert_eq!(inner.payload, plain.payload);
+    assert!(!server.replay_window().is_lost());
+    // Everything sent before the proven request counts as received.
+    for stale in [&old, &first, &w, &fresh] {
+        assert!(
+            matches!(
+                server.unprotect_request(stale),
+                Err(OscoreError::Replay { .. })
+            ),
+            "a request from before the restart was taken"
+        );
+    }
+    let (next, _) = client.protect_request(&plain, false).unwrap();
+    server.unprotect_request(&next).unwrap();
+}

@@ -267,3 +267,49 @@ fn our_oscore_and_aiocoaps_verify_each_other_in_both_roles() {
         );
     }
 }
+
+/// RFC 8613 Appendix B.1.2 with RFC 9175's Echo: our server restored without
+/// its replay window challenges aiocoap's first request with a protected
+/// 4.01 carrying an Echo value, takes the request that brings it back, and
+/// from then on refuses everything sent before it.
+#[test]
+fn a_server_that_lost_its_replay_window_takes_aiocoaps_request_only_with_its_echo() {
+    if !have_python_module("aiocoap.oscore", "aiocoap[oscore]") {
+        return;
+    }
+    let mut rng = Rng(0x0ec0_1234_5678_9abd);
+    let m = material(&mut rng);
+    let mut peer = Peer::start();
+    peer.ok(m.theirs(&m.client, &m.server));
+    let mut ours = m.ours(&m.server, &m.client);
+    let req = request(&mut rng, 1);
+    let before = peer.ok(json!({ "op": "protect_request", "msg": hexp(&req) }));
+    ours.forget_replay_window();
+    let first = peer.ok(json!({ "op": "protect_request", "msg": hexp(&req) }));
+    let Err(OscoreError::NeedsEcho(binding)) = ours.unprotect_request(&packet(&first)) else {
+        panic!("the first request after the restart was not challenged");
+    };
+    let echo = some_bytes(&mut rng, 8, 1);
+    let challenge = ours
+        .echo_response(&packet(&first), &binding, &echo)
+        .unwrap();
+    let answer = packet(&peer.ok(json!({ "op": "unprotect_response",
+        "msg": hexp(&challenge), "request": first["request"] })));
+    assert_eq!(u8::from(answer.header.code), 0x81, "aiocoap reads a 4.01");
+    let echoed = answer
+        .get_option(CoapOption::from(palisade_oscore::ECHO_OPTION))
+        .and_then(|v| v.front().cloned())
+        .unwrap();
+    assert_eq!(echoed, echo);
+    let mut again = req.clone();
+    again.add_option(CoapOption::from(palisade_oscore::ECHO_OPTION), echoed);
+    let fresh = peer.ok(json!({ "op": "protect_request", "msg": hexp(&again) }));
+    let (opened, _) = ours.unprotect_request(&packet(&fresh)).unwrap();
+    assert_eq!(inner(&opened).2, req.payload);
+    for stale in [&before, &first, &fresh] {
+        assert!(matches!(
+            ours.unprotect_request(&packet(stale)),
+            Err(OscoreError::Replay { .. })
+        ));
+    }
+}
