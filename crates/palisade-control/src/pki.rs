@@ -205,14 +205,7 @@ impl Pki {
         actor: &str,
         hsm: Option<&str>,
     ) -> Result<Arc<CaSet>, CaSetError> {
-        let _one = self.sign_lock.lock().await;
-        let now = self.clock.now();
-        let made = self
-            .maker(now)
-            .rotate_issuing(store, &self.cas(), hsm)
-            .await?;
-        self.put_in_service(store, actor, "ca.rotate-issuing", made)
-            .await
+        self.rotate(store, actor, hsm, false).await
     }
 
     /// Rotates the root: a new root cross-certified by the current one, the
@@ -224,11 +217,28 @@ impl Pki {
         actor: &str,
         hsm: Option<&str>,
     ) -> Result<Arc<CaSet>, CaSetError> {
+        self.rotate(store, actor, hsm, true).await
+    }
+
+    async fn rotate(
+        &self,
+        store: &dyn Store,
+        actor: &str,
+        hsm: Option<&str>,
+        root: bool,
+    ) -> Result<Arc<CaSet>, CaSetError> {
         let _one = self.sign_lock.lock().await;
-        let now = self.clock.now();
-        let made = self.maker(now).rotate_root(store, &self.cas(), hsm).await?;
-        self.put_in_service(store, actor, "ca.rotate-root", made)
-            .await
+        let maker = self.maker(self.clock.now());
+        let (made, action) = if root {
+            (
+                maker.rotate_root(store, &self.cas(), hsm).await?,
+                "ca.rotate-root",
+            )
+        } else {
+            let made = maker.rotate_issuing(store, &self.cas(), hsm).await?;
+            (made, "ca.rotate-issuing")
+        };
+        self.put_in_service(store, actor, action, made).await
     }
 
     fn maker(&self, now: OffsetDateTime) -> ca::Maker<'_> {

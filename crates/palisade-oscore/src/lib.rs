@@ -502,21 +502,6 @@ impl SecurityContext {
     ) -> Result<(Packet, RequestBinding), OscoreError> {
         let piv = self.next_piv()?;
         let nonce = self.nonce(&self.sender_id, &piv)?;
-        let all = options_of(req);
-        let inner: Vec<_> = all
-            .iter()
-            .filter(|(n, _)| !outer_only(*n))
-            .cloned()
-            .collect();
-        let mut outer: Vec<_> = all
-            .iter()
-            .filter(|(n, _)| outer_only(*n) || *n == OBSERVE)
-            .filter(|(n, _)| *n != OSCORE_OPTION)
-            .cloned()
-            .collect();
-        let observe = all.iter().any(|(n, _)| *n == OBSERVE);
-        let pt = encode_inner(u8::from(req.header.code), &inner, &req.payload);
-        let ct = seal(&self.sender_key, &nonce, &aad(&self.sender_id, &piv), &pt);
         let option = OscoreOption {
             piv: Some(piv.clone()),
             kid: Some(self.sender_id.clone()),
@@ -526,14 +511,16 @@ impl SecurityContext {
                 None
             },
         };
-        outer.push((OSCORE_OPTION, option.encode()));
-        outer.sort_by_key(|(n, _)| *n);
-        let code = if observe {
-            MessageClass::Request(RequestType::Fetch)
-        } else {
-            MessageClass::Request(RequestType::Post)
-        };
-        let out = rebuild(req, u8::from(code), &outer, ct);
+        let out = self.seal_message(
+            req,
+            &nonce,
+            (&self.sender_id, &piv),
+            &option,
+            (
+                MessageClass::Request(RequestType::Fetch),
+                MessageClass::Request(RequestType::Post),
+            ),
+        );
         Ok((
             out,
             RequestBinding {
@@ -610,7 +597,31 @@ impl SecurityContext {
         } else {
             (req.nonce, OscoreOption::default())
         };
-        let all = options_of(resp);
+        Ok(self.seal_message(
+            resp,
+            &nonce,
+            (&req.kid, &req.piv),
+            &option,
+            (
+                MessageClass::Response(ResponseType::Content),
+                MessageClass::Response(ResponseType::Changed),
+            ),
+        ))
+    }
+
+    /// The outer message of `msg`: its code, inner options and payload
+    /// encrypted under `nonce` with the AAD of the request (`kid`, Partial
+    /// IV); the Class U options (and Observe) and `option` outside; the outer
+    /// code the first of `codes` with Observe, else the second.
+    fn seal_message(
+        &self,
+        msg: &Packet,
+        nonce: &[u8; NONCE_LEN],
+        request: (&[u8], &[u8]),
+        option: &OscoreOption,
+        codes: (MessageClass, MessageClass),
+    ) -> Packet {
+        let all = options_of(msg);
         let inner: Vec<_> = all
             .iter()
             .filter(|(n, _)| !outer_only(*n))
@@ -622,16 +633,12 @@ impl SecurityContext {
             .cloned()
             .collect();
         let observe = all.iter().any(|(n, _)| *n == OBSERVE);
-        let pt = encode_inner(u8::from(resp.header.code), &inner, &resp.payload);
-        let ct = seal(&self.sender_key, &nonce, &aad(&req.kid, &req.piv), &pt);
+        let pt = encode_inner(u8::from(msg.header.code), &inner, &msg.payload);
+        let ct = seal(&self.sender_key, nonce, &aad(request.0, request.1), &pt);
         outer.push((OSCORE_OPTION, option.encode()));
         outer.sort_by_key(|(n, _)| *n);
-        let code = if observe {
-            MessageClass::Response(ResponseType::Content)
-        } else {
-            MessageClass::Response(ResponseType::Changed)
-        };
-        Ok(rebuild(resp, u8::from(code), &outer, ct))
+        let code = if observe { codes.0 } else { codes.1 };
+        rebuild(msg, u8::from(code), &outer, ct)
     }
 
     /// Verifies a protected response to the request `req` (RFC 8613 §8.4).

@@ -119,6 +119,37 @@ async fn start() -> Running {
     start_in(tempfile::tempdir().unwrap()).await
 }
 
+/// Stops the server and starts it again on the same data directory and
+/// store, with the same admin token; whether the new start made a token.
+async fn restart(r: Running) -> (Running, bool) {
+    let token = std::fs::read_to_string(r.data.join("admin-token")).unwrap();
+    let Running {
+        _dir, data, handle, ..
+    } = r;
+    handle.shutdown().await;
+    let config = Config {
+        store: store_config(&data).await,
+        ..config(&data)
+    };
+    let server = Server::build(config, Arc::new(SystemClock)).await.unwrap();
+    let created = server.created_admin_token().is_some();
+    let listener = server.bind().await.unwrap();
+    let handle = server.spawn(listener).unwrap();
+    let admin = Client::new(
+        &format!("https://127.0.0.1:{}", handle.addr.port()),
+        &data.join("ca/root.pem"),
+        Some(token.trim().to_owned()),
+    )
+    .unwrap();
+    let r = Running {
+        _dir,
+        data,
+        handle,
+        admin,
+    };
+    (r, created)
+}
+
 fn csr_pem(alg: &'static rcgen::SignatureAlgorithm) -> String {
     let key = rcgen::KeyPair::generate_for(alg).unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["evil.example".into()]).unwrap();
@@ -126,6 +157,18 @@ fn csr_pem(alg: &'static rcgen::SignatureAlgorithm) -> String {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "admin");
     params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+/// Issues `device` a certificate for a fresh P-256 key through the API.
+async fn issue_p256(r: &Running, device: &str) -> CertView {
+    r.admin
+        .call(
+            Method::POST,
+            &format!("/api/v1/devices/{device}/certificates"),
+            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
+        )
+        .await
+        .unwrap()
 }
 
 async fn model_and_device(r: &Running, device: &str) {
@@ -419,15 +462,7 @@ async fn issued_device_certificate_takes_identity_from_the_server_not_the_csr() 
 async fn decommissioning_revokes_certificates_and_refuses_new_ones() {
     let r = start().await;
     model_and_device(&r, "old-1").await;
-    let c: CertView = r
-        .admin
-        .call(
-            Method::POST,
-            "/api/v1/devices/old-1/certificates",
-            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
-        )
-        .await
-        .unwrap();
+    let c = issue_p256(&r, "old-1").await;
     let d: DeviceView = r
         .admin
         .call(
@@ -530,33 +565,19 @@ async fn a_second_server_on_the_same_data_directory_is_refused_and_a_restart_reu
         format!("{err:#}").contains("another palisade process"),
         "{err:#}"
     );
-    let token = std::fs::read_to_string(r.data.join("admin-token")).unwrap();
-    let Running {
-        _dir, data, handle, ..
-    } = r;
-    handle.shutdown().await;
-
-    let config = Config {
-        store: store_config(&data).await,
-        ..config(&data)
-    };
-    let server = Server::build(config, Arc::new(SystemClock)).await.unwrap();
-    assert!(server.created_admin_token().is_none());
-    let listener = server.bind().await.unwrap();
-    let handle = server.spawn(listener).unwrap();
+    let (r, created) = restart(r).await;
+    assert!(!created, "a restart makes no new admin token");
     assert_eq!(
-        std::fs::read(data.join("ca/root.pem")).unwrap(),
+        std::fs::read(r.data.join("ca/root.pem")).unwrap(),
         root_before
     );
-    let c = Client::new(
-        &format!("https://127.0.0.1:{}", handle.addr.port()),
-        &data.join("ca/root.pem"),
-        Some(token.trim().to_owned()),
-    )
-    .unwrap();
-    let me: WhoAmI = c.call(Method::GET, "/api/v1/whoami", None).await.unwrap();
+    let me: WhoAmI = r
+        .admin
+        .call(Method::GET, "/api/v1/whoami", None)
+        .await
+        .unwrap();
     assert_eq!(me.role, "admin");
-    handle.shutdown().await;
+    r.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -1072,15 +1093,7 @@ async fn unmanaged_host_decisions_are_checked() {
 async fn ca_rotations_are_for_admins_checked_audited_and_survive_a_restart() {
     let r = start().await;
     model_and_device(&r, "cam-9").await;
-    let first: CertView = r
-        .admin
-        .call(
-            Method::POST,
-            "/api/v1/devices/cam-9/certificates",
-            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
-        )
-        .await
-        .unwrap();
+    let first = issue_p256(&r, "cam-9").await;
     let before: Vec<CaView> = r.admin.call(Method::GET, "/api/v1/ca", None).await.unwrap();
     assert_eq!(before.len(), 2, "{before:?}");
     let issuing = before.iter().find(|c| c.kind == "issuing").unwrap();
@@ -1156,15 +1169,7 @@ async fn ca_rotations_are_for_admins_checked_audited_and_survive_a_restart() {
     let old = rotated.iter().find(|c| c.serial == issuing.serial).unwrap();
     assert_eq!(old.status, "in-service");
     assert!(old.last_certificate_expires.is_some(), "{old:?}");
-    let new: CertView = r
-        .admin
-        .call(
-            Method::POST,
-            "/api/v1/devices/cam-9/certificates",
-            Some(&json!({ "csr": csr_pem(&rcgen::PKCS_ECDSA_P256_SHA256) })),
-        )
-        .await
-        .unwrap();
+    let new = issue_p256(&r, "cam-9").await;
     let der = palisade_pki::pem_to_der(new.pem.as_deref().unwrap(), "CERTIFICATE").unwrap();
     assert_eq!(
         palisade_pki::inspect_certificate(&der).unwrap().issuer,
@@ -1207,25 +1212,8 @@ async fn ca_rotations_are_for_admins_checked_audited_and_survive_a_restart() {
     let roots = std::fs::read_to_string(r.data.join("ca/root.pem")).unwrap();
 
     // A restart loads the same CAs from the inventory and their key files.
-    let token = std::fs::read_to_string(r.data.join("admin-token")).unwrap();
-    let Running {
-        _dir, data, handle, ..
-    } = r;
-    handle.shutdown().await;
-    let config = Config {
-        store: store_config(&data).await,
-        ..config(&data)
-    };
-    let server = Server::build(config, Arc::new(SystemClock)).await.unwrap();
-    let listener = server.bind().await.unwrap();
-    let handle = server.spawn(listener).unwrap();
-    let c = Client::new(
-        &format!("https://127.0.0.1:{}", handle.addr.port()),
-        &data.join("ca/root.pem"),
-        Some(token.trim().to_owned()),
-    )
-    .unwrap();
-    let after: Vec<CaView> = c.call(Method::GET, "/api/v1/ca", None).await.unwrap();
+    let (r, _) = restart(r).await;
+    let after: Vec<CaView> = r.admin.call(Method::GET, "/api/v1/ca", None).await.unwrap();
     let status = |l: &[CaView]| {
         l.iter()
             .map(|c| (c.serial.clone(), c.status.clone()))
@@ -1233,11 +1221,13 @@ async fn ca_rotations_are_for_admins_checked_audited_and_survive_a_restart() {
     };
     assert_eq!(status(&after), status(&rotated));
     assert_eq!(
-        palisade_pki::pem_certificates(&std::fs::read_to_string(data.join("ca/root.pem")).unwrap())
-            .unwrap()
-            .len(),
+        palisade_pki::pem_certificates(
+            &std::fs::read_to_string(r.data.join("ca/root.pem")).unwrap()
+        )
+        .unwrap()
+        .len(),
         2,
         "{roots}"
     );
-    handle.shutdown().await;
+    r.handle.shutdown().await;
 }
