@@ -160,6 +160,16 @@ impl CaSet {
             .collect()
     }
 
+    /// The root or issuing CA with this serial, if in service.
+    fn ca(&self, serial: &str) -> Option<Arc<CertificateAuthority>> {
+        self.roots
+            .iter()
+            .map(|r| &r.ca)
+            .chain(self.issuers.iter().map(|i| &i.ca))
+            .find(|c| c.info().serial_hex == serial)
+            .cloned()
+    }
+
     /// The issuing CA with this serial, if in service.
     pub fn issuer(&self, serial: &str) -> Option<&IssuingCa> {
         self.issuers.iter().find(|i| i.serial() == serial)
@@ -322,6 +332,22 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     matches!((public_key_raw_of(a), public_key_raw_of(b)), (Ok(x), Ok(y)) if x == y)
 }
 
+/// When the last valid certificate issued by the issuing CA `serial`
+/// expires, if one is unexpired at `now_ms` (the first issuing CA's early
+/// certificates name no issuer, and count as its own).
+pub async fn last_certificate(
+    store: &dyn Store,
+    serial: &str,
+    first: bool,
+    now_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let mut last = store.issuer_last_expiry(serial, now_ms).await?;
+    if first {
+        last = last.max(store.issuer_last_expiry("", now_ms).await?);
+    }
+    Ok(last)
+}
+
 /// Whether a recorded CA certificate is in service at `now_ms`.
 fn in_service(r: &CertRecord, now_ms: i64) -> bool {
     r.status == CertStatus::Valid && r.not_after_ms > now_ms
@@ -336,6 +362,7 @@ pub async fn load(
     files: &CaFiles,
     first_root: Arc<CertificateAuthority>,
     first_issuing: Arc<CertificateAuthority>,
+    loaded: Option<&CaSet>,
     now_ms: i64,
 ) -> Result<CaSet, CaSetError> {
     let records = store.certificate_authorities().await?;
@@ -357,16 +384,22 @@ pub async fn load(
                     if !in_service(r, now_ms) {
                         continue;
                     }
-                    let signer =
-                        files
-                            .signer(&r.serial)?
-                            .ok_or_else(|| CaSetError::MissingKey {
-                                what: if root { "root" } else { "issuing" },
-                                serial: r.serial.clone(),
-                                subject: r.subject.clone(),
-                                path: files.key_file(&r.serial),
-                            })?;
-                    Arc::new(CertificateAuthority::from_parts(r.der.clone(), signer)?)
+                    // A CA already loaded keeps its signer: a reload every
+                    // minute opens no key file and no token session.
+                    if let Some(ca) = loaded.and_then(|s| s.ca(&r.serial)) {
+                        ca
+                    } else {
+                        let signer =
+                            files
+                                .signer(&r.serial)?
+                                .ok_or_else(|| CaSetError::MissingKey {
+                                    what: if root { "root" } else { "issuing" },
+                                    serial: r.serial.clone(),
+                                    subject: r.subject.clone(),
+                                    path: files.key_file(&r.serial),
+                                })?;
+                        Arc::new(CertificateAuthority::from_parts(r.der.clone(), signer)?)
+                    }
                 };
                 if root {
                     roots.push(RootCa { ca, cross: vec![] });
@@ -401,11 +434,9 @@ pub async fn load(
     let last = issuers.len() - 1;
     for (n, i) in issuers.into_iter().enumerate() {
         let busy = n == last
-            || store
-                .issuer_last_expiry(i.serial(), now_ms)
+            || last_certificate(store, i.serial(), i.first, now_ms)
                 .await?
-                .is_some()
-            || (i.first && store.issuer_last_expiry("", now_ms).await?.is_some());
+                .is_some();
         if busy {
             kept.push(i);
         }
@@ -451,7 +482,9 @@ pub struct Rotation {
     pub records: Vec<CertRecord>,
 }
 
-fn record(issued: &Issued, profile: &str, issuer: &str, now: OffsetDateTime) -> CertRecord {
+/// The inventory record of a certificate made here (no device); its issuer
+/// is the CA that signed it (empty for a self-signed root).
+pub fn record(issued: &Issued, profile: &str, now: OffsetDateTime) -> CertRecord {
     CertRecord {
         serial: issued.info.serial_hex.clone(),
         profile: profile.to_owned(),
@@ -464,7 +497,7 @@ fn record(issued: &Issued, profile: &str, issuer: &str, now: OffsetDateTime) -> 
         reason: None,
         der: issued.der.clone(),
         issued_ms: palisade_core::unix_ms(now),
-        issuer: issuer.to_owned(),
+        issuer: issued.issuer_serial.clone(),
     }
 }
 
@@ -516,16 +549,10 @@ impl Maker<'_> {
             self.now,
         )?;
         let mut out = Rotation::default();
-        out.records.push(record(
-            &issued,
-            "intermediate",
-            &root.info().serial_hex,
-            self.now,
-        ));
+        out.records.push(record(&issued, "intermediate", self.now));
         for other in others {
             let x = other.cross_certify(&issued.der, 0, &self.serial()?, self.now)?;
-            out.records
-                .push(record(&x, "cross", &other.info().serial_hex, self.now));
+            out.records.push(record(&x, "cross", self.now));
         }
         Ok(out)
     }
@@ -575,27 +602,20 @@ impl Maker<'_> {
             self.policy.root_validity,
             &serial,
         )?;
-        let root_serial = root.info().serial_hex.clone();
         let self_signed = Issued {
             der: root.certificate_der().to_vec(),
             info: root.info().clone(),
-            issuer_serial: root_serial.clone(),
+            issuer_serial: String::new(),
         };
         let mut out = Rotation::default();
-        out.records.push(record(&self_signed, "root", "", self.now));
+        out.records.push(record(&self_signed, "root", self.now));
         let old = &set.root().ca;
         let new_with_old =
             old.cross_certify(root.certificate_der(), 1, &self.serial()?, self.now)?;
-        out.records.push(record(
-            &new_with_old,
-            "cross",
-            &old.info().serial_hex,
-            self.now,
-        ));
+        out.records.push(record(&new_with_old, "cross", self.now));
         for i in set.issuers() {
             let x = root.cross_certify(i.ca.certificate_der(), 0, &self.serial()?, self.now)?;
-            out.records
-                .push(record(&x, "cross", &root_serial, self.now));
+            out.records.push(record(&x, "cross", self.now));
         }
         let others: Vec<&CertificateAuthority> = set.roots().iter().map(|r| &*r.ca).collect();
         let issuing = self.issuing(&root, &others, next_number(&records, "intermediate"), hsm)?;
@@ -635,10 +655,7 @@ pub async fn check_retire(
                 "issuing CA {serial} is the current one: rotate it first (`palisade ca rotate-issuing`)"
             )));
         }
-        let mut last = store.issuer_last_expiry(serial, now_ms).await?;
-        if i.first {
-            last = last.max(store.issuer_last_expiry("", now_ms).await?);
-        }
+        let last = last_certificate(store, serial, i.first, now_ms).await?;
         if let (Some(last), false) = (last, force) {
             return Err(CaSetError::Refused(format!(
                 "issuing CA {serial} still has valid certificates until {}: renew the fleet first \
@@ -657,24 +674,24 @@ pub async fn check_retire(
                 "root {serial} is no longer in service"
             )));
         }
+        let others: Vec<&str> = set
+            .roots()
+            .iter()
+            .filter(|r| r.ca.info().serial_hex != serial)
+            .map(|r| r.ca.info().subject.as_str())
+            .collect();
+        let under = |der: &[u8]| {
+            inspect_certificate(der)
+                .map(|c| c.issuer)
+                .unwrap_or_default()
+        };
         let stranded: Vec<&str> = set
             .issuers()
             .iter()
             .filter(|i| {
-                let under = |der: &[u8]| {
-                    inspect_certificate(der)
-                        .map(|c| c.issuer)
-                        .unwrap_or_default()
-                };
-                let others = set
-                    .roots()
-                    .iter()
-                    .filter(|r| r.ca.info().serial_hex != serial)
-                    .map(|r| r.ca.info().subject.clone())
-                    .collect::<Vec<_>>();
                 !std::iter::once(i.ca.certificate_der())
                     .chain(i.cross.iter().map(Vec::as_slice))
-                    .any(|c| others.contains(&under(c)))
+                    .any(|c| others.contains(&under(c).as_str()))
             })
             .map(IssuingCa::serial)
             .collect();

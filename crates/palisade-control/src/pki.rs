@@ -12,7 +12,7 @@ use palisade_pki::{
 use rustls::pki_types::CertificateDer;
 
 use crate::ca::{self, CaFiles, CaPolicy, CaSet, CaSetError, IssuingCa};
-use palisade_store::{CertRecord, CertStatus, Change, Store, StoreError};
+use palisade_store::{CertRecord, Change, Store, StoreError};
 use ring::rand::SystemRandom;
 use time::{Duration, OffsetDateTime};
 
@@ -320,6 +320,7 @@ impl Pki {
             &self.files,
             self.first.0.clone(),
             self.first.1.clone(),
+            Some(&self.cas()),
             unix_ms(self.clock.now()),
         )
         .await?;
@@ -634,17 +635,7 @@ pub fn cert_record(
     now: OffsetDateTime,
 ) -> CertRecord {
     CertRecord {
-        serial: issued.info.serial_hex.clone(),
-        profile: profile.as_str().to_owned(),
-        subject: issued.info.subject.clone(),
         device,
-        not_before_ms: unix_ms(issued.info.not_before),
-        not_after_ms: unix_ms(issued.info.not_after),
-        status: CertStatus::Valid,
-        revoked_ms: None,
-        reason: None,
-        der: issued.der.clone(),
-        issued_ms: unix_ms(now),
-        issuer: issued.issuer_serial.clone(),
+        ..ca::record(issued, profile.as_str(), now)
     }
 }

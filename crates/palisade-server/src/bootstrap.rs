@@ -334,9 +334,16 @@ pub async fn bootstrap(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result
     // Every CA in service: the first two and whatever rotations made.
     let first = (Arc::new(root), Arc::new(issuing));
     let files = CaFiles::new(dir.p("ca"));
-    let cas = palisade_control::ca::load(&*store, &files, first.0.clone(), first.1.clone(), now_ms)
-        .await
-        .context("loading the CAs in service")?;
+    let cas = palisade_control::ca::load(
+        &*store,
+        &files,
+        first.0.clone(),
+        first.1.clone(),
+        None,
+        now_ms,
+    )
+    .await
+    .context("loading the CAs in service")?;
     let pki = Arc::new(Pki::new(
         cas,
         first,

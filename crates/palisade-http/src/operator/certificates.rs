@@ -185,13 +185,9 @@ async fn ca_views(s: &OperatorApi) -> Result<Vec<CaView>, ApiError> {
             "out-of-service"
         };
         let last = match issuing {
-            Some(i) => {
-                let mut last = s.store.issuer_last_expiry(i.serial(), now).await?;
-                if i.first {
-                    last = last.max(s.store.issuer_last_expiry("", now).await?);
-                }
-                last.map(rfc3339)
-            }
+            Some(i) => palisade_control::ca::last_certificate(&*s.store, i.serial(), i.first, now)
+                .await?
+                .map(rfc3339),
             None => None,
         };
         out.push(CaView {
