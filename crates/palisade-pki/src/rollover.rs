@@ -34,29 +34,33 @@ pub fn accepted_roots(
     now: OffsetDateTime,
 ) -> Vec<Vec<u8>> {
     let anchors: Vec<X509Certificate<'_>> = trusted.iter().filter_map(|d| parse(d)).collect();
+    // Each offered certificate is parsed once.
+    let parsed: Vec<(&Vec<u8>, X509Certificate<'_>)> = offered
+        .iter()
+        .filter_map(|d| parse(d).map(|c| (d, c)))
+        .collect();
     let mut out = vec![];
-    for der in offered {
-        let Some(root) = parse(der) else { continue };
-        if !self_signed(&root) || !root.is_ca() || !valid_at(&root, now) {
+    for (der, root) in &parsed {
+        if !self_signed(root) || !root.is_ca() || !valid_at(root, now) {
             continue;
         }
-        if trusted.iter().any(|t| t == der) {
-            out.push(der.clone());
+        if trusted.contains(der) {
+            out.push((*der).clone());
             continue;
         }
-        let vouched = offered.iter().filter_map(|d| parse(d)).any(|cross| {
+        let vouched = parsed.iter().any(|(_, cross)| {
             cross.subject().as_raw() == root.subject().as_raw()
                 && cross.public_key().raw == root.public_key().raw
                 && cross.is_ca()
-                && valid_at(&cross, now)
+                && valid_at(cross, now)
                 && anchors.iter().any(|a| {
                     cross.issuer().as_raw() == a.subject().as_raw()
                         && valid_at(a, now)
                         && cross.verify_signature(Some(a.public_key())).is_ok()
                 })
         });
-        if vouched && !out.contains(der) {
-            out.push(der.clone());
+        if vouched && !out.contains(*der) {
+            out.push((*der).clone());
         }
     }
     out
