@@ -19,7 +19,8 @@ declare -A PEERS=([openssl]=openssl [curl]=curl [sqlite3]=sqlite3 [python3]=pyth
   [tpm2_pcrread]=tpm2-tools [pkg-config]=pkg-config [fw_printenv]=libubootenv-tool
   [bsdiff]=bsdiff [xdelta3]=xdelta3 [zstd]=zstd [sha256sum]=coreutils [nft]=nftables [ip]=iproute2 [dnsmasq]=dnsmasq-base [tcpdump]=tcpdump [softflowd]=softflowd
   [nmap]=nmap [hping3]=hping3 [nfcapd]=nfdump [sshd]=openssh-server [ssh]=openssh-client [sshpass]=sshpass [gcc]=gcc
-  [chromium]=chromium [chromedriver]=chromium-driver [npm]=npm [udhcpc]=udhcpc [psql]=postgresql-client [haproxy]=haproxy)
+  [chromium]=chromium [chromedriver]=chromium-driver [npm]=npm [udhcpc]=udhcpc [psql]=postgresql-client [haproxy]=haproxy
+  [coap-client-openssl]=libcoap3-bin)
 missing=()
 for tool in "${!PEERS[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PEERS[$tool]}")
@@ -28,6 +29,8 @@ done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 # C libraries the TPM crate (tss-esapi) builds against.
 pkg-config --exists tss2-esys tss2-tctildr tss2-mu 2>/dev/null || missing+=(libtss2-dev)
+# OpenSSL, for the CoAP endpoint's DTLS (the one exception to rustls).
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 if ((${#missing[@]})); then
   step "installing test peers: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then

@@ -166,6 +166,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// MQTT over TLS listener for devices; `None` turns the gateway off.
     pub mqtt_listen: Option<SocketAddr>,
+    /// CoAP over DTLS listener (UDP) for constrained devices; `None` turns
+    /// the endpoint off.
+    pub coap_listen: Option<SocketAddr>,
     /// DNS names and IP addresses in the server's TLS certificate.
     pub server_names: Vec<String>,
     /// Organisation name in every certificate subject.
@@ -763,6 +766,7 @@ impl Default for Config {
             data_dir: PathBuf::from("palisade-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             mqtt_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8883))),
+            coap_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5684))),
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             organization: "Palisade".into(),
             public_url: None,

@@ -44,6 +44,7 @@ pub struct Metrics {
     attestation: Family<Reason, Counter>,
     ota_reports: Family<Reason, Counter>,
     monitoring: MonitoringMetrics,
+    coap: CoapMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -249,8 +250,10 @@ impl Default for Metrics {
             ota_reports.clone(),
         );
         let monitoring = MonitoringMetrics::register(&mut registry);
+        let coap = CoapMetrics::register(&mut registry);
         Self {
             monitoring,
+            coap,
             attestation,
             ota_reports,
             mqtt_refusals,
@@ -398,6 +401,11 @@ impl Metrics {
         }
     }
 
+    /// The CoAP endpoint's counters.
+    pub fn coap(&self) -> &CoapMetrics {
+        &self.coap
+    }
+
     /// Counts a device connection attempt at the gateway.
     pub fn mqtt_connect_attempt(&self) {
         self.monitoring.mqtt_connect_attempts.inc();
@@ -471,5 +479,108 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The CoAP endpoint's counters: DTLS handshakes and sessions, requests by
+/// response class, notifications and their retransmissions, refusals by
+/// reason (spoofed-source hellos answered statelessly count as `no_cookie`).
+#[derive(Debug)]
+pub struct CoapMetrics {
+    refusals: Family<Reason, Counter>,
+    handshakes: Counter,
+    sessions: Gauge,
+    peers: Gauge,
+    requests: Family<Status, Counter>,
+    notifications: Counter,
+    retransmissions: Counter,
+}
+
+impl CoapMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let m = Self {
+            refusals: Family::default(),
+            handshakes: Counter::default(),
+            sessions: Gauge::default(),
+            peers: Gauge::default(),
+            requests: Family::default(),
+            notifications: Counter::default(),
+            retransmissions: Counter::default(),
+        };
+        r.register(
+            "coap_refusals",
+            "CoAP datagrams, handshakes and sessions refused or closed, by reason",
+            m.refusals.clone(),
+        );
+        r.register(
+            "coap_handshakes",
+            "Completed DTLS handshakes with a device certificate",
+            m.handshakes.clone(),
+        );
+        r.register(
+            "coap_sessions",
+            "Devices with a live CoAP session",
+            m.sessions.clone(),
+        );
+        r.register(
+            "coap_peers_held",
+            "DTLS sessions the endpoint holds state for (handshaking, being admitted or live); a ClientHello without a valid cookie adds none",
+            m.peers.clone(),
+        );
+        r.register(
+            "coap_requests",
+            "CoAP requests answered, by response code",
+            m.requests.clone(),
+        );
+        r.register(
+            "coap_notifications",
+            "Observe notifications sent to devices (commands, update notices)",
+            m.notifications.clone(),
+        );
+        r.register(
+            "coap_retransmissions",
+            "Confirmable messages sent again for want of an acknowledgement",
+            m.retransmissions.clone(),
+        );
+        m
+    }
+
+    /// Counts something refused or closed.
+    pub fn refused(&self, why: &str) {
+        self.refusals.get_or_create(&reason(why)).inc();
+    }
+
+    /// Counts a completed handshake.
+    pub fn handshake(&self) {
+        self.handshakes.inc();
+    }
+
+    /// Sets the number of live sessions.
+    pub fn sessions(&self, n: usize) {
+        self.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of DTLS sessions held in any phase.
+    pub fn peers_held(&self, n: usize) {
+        self.peers.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an answered request by its response code (`2.05`, `4.04`, ...).
+    pub fn answered(&self, code: &str) {
+        self.requests
+            .get_or_create(&Status {
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a notification sent.
+    pub fn notification(&self) {
+        self.notifications.inc();
+    }
+
+    /// Counts a retransmission.
+    pub fn retransmission(&self) {
+        self.retransmissions.inc();
     }
 }

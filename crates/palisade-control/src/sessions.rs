@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use palisade_core::DeviceId;
 use tokio::sync::{mpsc, oneshot};
+
+use palisade_audit::EntryDraft;
+use palisade_core::{Clock, DeviceId, DeviceState};
+use palisade_store::{CertStatus, Change, Store};
 
 use crate::events::{Event, Subscription};
 
@@ -170,5 +173,68 @@ impl Sessions {
             .lock()
             .map(|l| l.contains_key(device))
             .unwrap_or(false)
+    }
+}
+
+/// Admits a device to a session (MQTT or CoAP: `via`, recorded in the audit
+/// entry): the certificate must be in the inventory and valid, and the device
+/// in a state that may connect; a first connection makes an enrolled device
+/// active.
+pub async fn admit(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    device: &DeviceId,
+    serial: &str,
+    via: &'static str,
+) -> Result<(), &'static str> {
+    match store.certificate(serial).await {
+        Ok(Some(c)) if c.status == CertStatus::Valid && c.device.as_ref() == Some(device) => {}
+        Ok(Some(c)) if c.status == CertStatus::Revoked => return Err("revoked"),
+        Ok(_) => return Err("unknown_certificate"),
+        Err(_) => return Err("store"),
+    }
+    let state = match store.device(device).await {
+        Ok(Some(d)) => d.state,
+        _ => return Err("unknown_device"),
+    };
+    if !state.may_connect() {
+        return Err(match state {
+            DeviceState::Decommissioned => "decommissioned",
+            _ => "not_enrolled",
+        });
+    }
+    if state != DeviceState::Enrolled {
+        return Ok(());
+    }
+    // A first connection makes the device active (compare-and-set, audited).
+    let activated = store
+        .commit(
+            vec![Change::AdvanceDeviceState {
+                id: device.clone(),
+                from: DeviceState::Enrolled,
+                to: DeviceState::Active,
+                at_ms: clock.now_ms(),
+            }],
+            vec![
+                EntryDraft::success(format!("device:{device}"), "device.active", device.as_str())
+                    .with_detail(serde_json::json!({ "via": via })),
+            ],
+        )
+        .await;
+    match activated {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Another session may have activated it first; a device that
+            // left the connectable states meanwhile (decommissioned) or a
+            // store that cannot answer is refused.
+            match store.device(device).await {
+                Ok(Some(d)) if d.state.may_connect() => Ok(()),
+                Ok(Some(d)) if d.state == DeviceState::Decommissioned => Err("decommissioned"),
+                _ => {
+                    tracing::warn!(%device, error = %e, "could not record the device's first connection");
+                    Err("store")
+                }
+            }
+        }
     }
 }

@@ -11,21 +11,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use palisade_audit::EntryDraft;
 use palisade_control::events::{DeviceEvent, Event, EventBus, Subscription};
 use palisade_control::metrics::Metrics;
 use palisade_control::presence::Presence;
 use palisade_control::proxy::{ProxySettings, peer_address};
-use palisade_control::sessions::{Outbound, Sessions};
+use palisade_control::sessions::{Outbound, Sessions, admit};
 use palisade_control::tls::SwappableConfig;
-use palisade_core::{Clock, DeviceId, DeviceState};
+use palisade_core::{Clock, DeviceId};
 use palisade_detect::detect::AuthPlace;
 use palisade_mqtt::session::{
     Accepted, Close, ConnectRefusal, In, Proto, Reaction, Session, check_connect, connack, incoming,
 };
 use palisade_mqtt::{Denial, Limits};
 use palisade_pki::inspect_certificate;
-use palisade_store::{CertStatus, Change, Store};
+use palisade_store::{Change, Store};
 use rmqtt_codec::version::VersionCodec;
 use rmqtt_codec::{MqttCodec, MqttPacket, v3, v5};
 use tokio::net::TcpListener;
@@ -396,7 +395,15 @@ impl Gateway {
                 return;
             }
         };
-        if let Err(reason) = self.admit(&device, &info.serial_hex).await {
+        if let Err(reason) = admit(
+            &*self.store,
+            &*self.clock,
+            &device,
+            &info.serial_hex,
+            "mqtt",
+        )
+        .await
+        {
             self.auth_failed(Some(&device), peer, reason);
             let _ = framed
                 .send(connack(proto, Some(ConnectRefusal::NotAuthorized), false))
@@ -518,66 +525,6 @@ impl Gateway {
         };
         if let Err(e) = self.store.commit(vec![change], vec![]).await {
             tracing::warn!(%device, error = %e, "could not store a retained message");
-        }
-    }
-
-    /// The certificate must be in the inventory and valid, and the device in a
-    /// state that may connect; a first connection makes an enrolled device active.
-    async fn admit(&self, device: &DeviceId, serial: &str) -> Result<(), &'static str> {
-        match self.store.certificate(serial).await {
-            Ok(Some(c)) if c.status == CertStatus::Valid && c.device.as_ref() == Some(device) => {}
-            Ok(Some(c)) if c.status == CertStatus::Revoked => return Err("revoked"),
-            Ok(_) => return Err("unknown_certificate"),
-            Err(_) => return Err("store"),
-        }
-        let state = match self.store.device(device).await {
-            Ok(Some(d)) => d.state,
-            _ => return Err("unknown_device"),
-        };
-        if !state.may_connect() {
-            return Err(match state {
-                DeviceState::Decommissioned => "decommissioned",
-                _ => "not_enrolled",
-            });
-        }
-        if state != DeviceState::Enrolled {
-            return Ok(());
-        }
-        // A first connection makes the device active (compare-and-set, audited).
-        let activated = self
-            .store
-            .commit(
-                vec![Change::AdvanceDeviceState {
-                    id: device.clone(),
-                    from: DeviceState::Enrolled,
-                    to: DeviceState::Active,
-                    at_ms: self.clock.now_ms(),
-                }],
-                vec![
-                    EntryDraft::success(
-                        format!("device:{device}"),
-                        "device.active",
-                        device.as_str(),
-                    )
-                    .with_detail(serde_json::json!({ "via": "mqtt" })),
-                ],
-            )
-            .await;
-        match activated {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                // Another session may have activated it first; a device that
-                // left the connectable states meanwhile (decommissioned) or a
-                // store that cannot answer is refused.
-                match self.store.device(device).await {
-                    Ok(Some(d)) if d.state.may_connect() => Ok(()),
-                    Ok(Some(d)) if d.state == DeviceState::Decommissioned => Err("decommissioned"),
-                    _ => {
-                        tracing::warn!(%device, error = %e, "could not record the device's first connection");
-                        Err("store")
-                    }
-                }
-            }
         }
     }
 

@@ -261,6 +261,7 @@ fn main() {
             data_dir: dir.path().join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
             mqtt_listen: None,
+            coap_listen: None,
             ..Config::default()
         };
         config.monitoring.flow_listen = None;

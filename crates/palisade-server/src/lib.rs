@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use palisade_coap::{Coap, CoapParts};
 use palisade_control::cluster::ClusterBus;
 use palisade_control::events::{Event, EventBus, LocalBus, Subscription};
 use palisade_control::fleet::Fleet;
@@ -52,6 +53,7 @@ pub struct Server {
     bus: Arc<dyn EventBus>,
     tls: Arc<SwappableConfig>,
     gateway: Arc<Gateway>,
+    coap: Arc<Coap>,
     /// This process's id among the nodes (random per start).
     node: String,
 }
@@ -65,6 +67,8 @@ pub struct Listeners {
     pub mqtt: Option<TcpListener>,
     /// The IPFIX / NetFlow collector (UDP), if enabled.
     pub flows: Option<tokio::net::UdpSocket>,
+    /// CoAP over DTLS (UDP, constrained devices), if enabled.
+    pub coap: Option<tokio::net::UdpSocket>,
 }
 
 /// A running server.
@@ -74,6 +78,8 @@ pub struct Handle {
     pub addr: SocketAddr,
     /// The bound MQTT address, if the gateway is on.
     pub mqtt_addr: Option<SocketAddr>,
+    /// The bound CoAP (DTLS) address, if the endpoint is on.
+    pub coap_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     /// Tasks that must finish their last write before the process exits
@@ -307,6 +313,21 @@ impl Server {
             request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
             draining: Arc::default(),
         });
+        let coap = Arc::new(Coap::new(CoapParts {
+            store: boot.store.clone(),
+            sessions: sessions.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            bus: bus.clone(),
+            dtls: Arc::new(palisade_coap::dtls::SwappableContext::new(dtls_context(
+                &boot.dir,
+                &boot.pki,
+                clock.clone(),
+            )?)),
+            limits: palisade_coap::exchange::Limits::default(),
+            bounds: palisade_coap::Bounds::default(),
+            node: node.clone(),
+        }));
         let gateway = Arc::new(Gateway::new(GatewayParts {
             store: boot.store.clone(),
             sessions,
@@ -328,6 +349,7 @@ impl Server {
             bus,
             tls: Arc::new(SwappableConfig::new(tls)),
             gateway,
+            coap,
             node,
         })
     }
@@ -372,7 +394,20 @@ impl Server {
             Some(a) => Some(monitor::bind_flows(a).await?),
             None => None,
         };
-        Ok(Listeners { https, mqtt, flows })
+        let coap = match self.config.coap_listen {
+            Some(a) => Some(tokio::net::UdpSocket::bind(a).await.with_context(|| {
+                format!(
+                    "cannot listen for CoAP over DTLS on UDP {a}: is another CoAP server using the port? Choose another with --coap-listen"
+                )
+            })?),
+            None => None,
+        };
+        Ok(Listeners {
+            https,
+            mqtt,
+            flows,
+            coap,
+        })
     }
 
     /// Serves until the handle is shut down.
@@ -502,6 +537,22 @@ impl Server {
                 rx.clone(),
             ));
         }
+        let coap_addr = listeners
+            .coap
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        if let Some(socket) = listeners.coap {
+            tracing::info!(addr = %coap_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (CoAP over DTLS)");
+            tokio::spawn(self.coap.clone().run(socket, rx.clone()));
+            tokio::spawn(refresh_coap_context(
+                self.coap.clone(),
+                self.boot.pki.clone(),
+                self.boot.dir.clone(),
+                st.clock.clone(),
+                rx.clone(),
+            ));
+        }
         tokio::spawn(
             CaFollower {
                 config: self.config.clone(),
@@ -510,6 +561,7 @@ impl Server {
                 store: self.boot.store.clone(),
                 https: self.tls.clone(),
                 gateway: listeners_had_mqtt.then(|| self.gateway.clone()),
+                coap: self.coap.clone(),
                 clock: st.clock.clone(),
             }
             .run(rx.clone()),
@@ -548,6 +600,7 @@ impl Server {
         Ok(Handle {
             addr,
             mqtt_addr,
+            coap_addr,
             shutdown: tx,
             task,
             flushers: std::iter::once(presence_flush)
@@ -624,6 +677,7 @@ struct CaFollower {
     store: Arc<dyn palisade_store::Store>,
     https: Arc<SwappableConfig>,
     gateway: Option<Arc<Gateway>>,
+    coap: Arc<Coap>,
     clock: Arc<dyn Clock>,
 }
 
@@ -636,6 +690,7 @@ impl CaFollower {
             store,
             https,
             gateway,
+            coap,
             clock,
         } = self;
         let mut rotated = pki.watch_rotations();
@@ -665,6 +720,8 @@ impl CaFollower {
                         &dir.tls_key(),
                     )?);
                 }
+                coap.dtls()
+                    .replace(dtls_context(&dir, &pki, clock.clone())?);
                 // Last: a client that sees the new trust files finds the
                 // listeners already serving the chains that go with them.
                 bootstrap::write_trust_files(&dir, &pki)?;
@@ -706,6 +763,49 @@ async fn refresh_tuf_metadata(
             Ok(tuf_repo::Refreshed::Nothing) => {}
             Ok(what) => tracing::info!(?what, "re-signed the TUF online metadata"),
             Err(e) => tracing::error!(error = %e, "could not re-sign the TUF online metadata"),
+        }
+    }
+}
+
+/// The CoAP endpoint's DTLS context: the server's certificate and every CA
+/// in service as anchors.
+fn dtls_context(
+    dir: &DataDir,
+    pki: &pki::Pki,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<palisade_coap::dtls::Context> {
+    let anchors: Vec<Vec<u8>> = pki
+        .cas()
+        .anchors()
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    palisade_coap::dtls::Context::new(&dir.tls_cert(), &dir.tls_key(), &anchors, clock)
+        .context("building the CoAP endpoint's DTLS context")
+}
+
+/// Rebuilds the CoAP endpoint's DTLS context when the CRL changes: new
+/// handshakes then meet a fresh cookie secret and the current anchors
+/// (revocation itself is checked against the inventory at admission, and a
+/// revoked device's live session is closed through the session registry).
+async fn refresh_coap_context(
+    coap: Arc<Coap>,
+    pki: Arc<pki::Pki>,
+    dir: DataDir,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = pki.watch_crl();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+        match dtls_context(&dir, &pki, clock.clone()) {
+            Ok(c) => coap.dtls().replace(c),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not refresh the DTLS context")
+            }
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Address of the MQTT-over-TLS device gateway [default: 127.0.0.1:8883].
     #[arg(long, env = "PALISADE_MQTT_LISTEN", value_name = "ADDR:PORT")]
     mqtt_listen: Option<SocketAddr>,
+    /// Address of the CoAP-over-DTLS device endpoint (UDP) [default: 127.0.0.1:5684].
+    #[arg(long, env = "PALISADE_COAP_LISTEN", value_name = "ADDR:PORT")]
+    coap_listen: Option<SocketAddr>,
     /// Address of the IPFIX / NetFlow v9 collector (UDP) [default: 127.0.0.1:4739].
     #[arg(long, env = "PALISADE_FLOW_LISTEN", value_name = "ADDR:PORT")]
     flow_listen: Option<SocketAddr>,
@@ -85,6 +88,9 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(m) = args.mqtt_listen {
         c.mqtt_listen = Some(m);
+    }
+    if let Some(a) = args.coap_listen {
+        c.coap_listen = Some(a);
     }
     if let Some(f) = args.flow_listen {
         c.monitoring.flow_listen = Some(f);
@@ -159,7 +165,8 @@ pub struct Started {
 }
 
 /// Builds, binds and spawns the server; writes the files the CLI and
-/// simulators find it by (`url`, `mqtt`, `flows` in the data directory).
+/// simulators find it by (`url`, `mqtt`, `coap`, `flows` in the data
+/// directory).
 pub async fn start(config: Config) -> anyhow::Result<Started> {
     let server = Server::build(config, Arc::new(SystemClock)).await?;
     let dir = server.data_dir().clone();
@@ -169,6 +176,11 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         let m = m.local_addr()?;
         std::fs::write(dir.0.join("mqtt"), format!("{m}\n"))
             .with_context(|| format!("writing {}", dir.0.join("mqtt").display()))?;
+    }
+    if let Some(c) = &listeners.coap {
+        let c = c.local_addr()?;
+        std::fs::write(dir.0.join("coap"), format!("{c}\n"))
+            .with_context(|| format!("writing {}", dir.0.join("coap").display()))?;
     }
     if let Some(f) = &listeners.flows {
         let f = f.local_addr()?;

@@ -517,6 +517,8 @@ impl ServerProc {
                 &format!("{ip}:0"),
                 "--mqtt-listen",
                 &format!("{ip}:0"),
+                "--coap-listen",
+                &format!("{ip}:0"),
                 "--flow-listen",
                 &format!("{ip}:0"),
                 "--log-level",
@@ -608,7 +610,33 @@ impl ServerProc {
 
     /// The MQTT gateway's port.
     pub fn mqtt_port(&self) -> u16 {
-        std::fs::read_to_string(self.data.join("mqtt"))
+        self.listener_port("mqtt")
+    }
+
+    /// The lines of `/metrics` whose names start with `prefix`.
+    pub fn metric(&self, prefix: &str) -> String {
+        self.api_get("/metrics")
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `palisade device show ID --json`.
+    pub fn device(&self, id: &str) -> serde_json::Value {
+        let out = self.cli_ok(&["device", "show", id, "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("device show {id}: {e}: {out}"))
+    }
+
+    /// The CoAP endpoint's UDP port (DTLS).
+    pub fn coap_port(&self) -> u16 {
+        self.listener_port("coap")
+    }
+
+    /// A listener's port, from the address file the server wrote for it in
+    /// its data directory.
+    fn listener_port(&self, file: &str) -> u16 {
+        std::fs::read_to_string(self.data.join(file))
             .ok()
             .and_then(|s| s.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
             .unwrap_or(0)
@@ -616,10 +644,7 @@ impl ServerProc {
 
     /// The flow collector's UDP port.
     pub fn flow_port(&self) -> u16 {
-        std::fs::read_to_string(self.data.join("flows"))
-            .ok()
-            .and_then(|s| s.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
-            .unwrap_or(0)
+        self.listener_port("flows")
     }
 
     /// The port.

@@ -73,7 +73,14 @@ fn the_console_in_chromium_signs_in_walks_every_page_and_acts_through_the_servic
     let mut demo = Demo(
         Command::new(palisade_bin())
             .args(["demo", "--devices", "50", "--run-for", "1800"])
-            .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--coap-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--data-dir")
             .arg(&data)
             .arg("--ready-file")

@@ -57,19 +57,6 @@ fn pub_(
     (o.status.success(), text(&o))
 }
 
-fn detail(server: &ServerProc, id: &str) -> serde_json::Value {
-    serde_json::from_str(&server.cli_ok(&["device", "show", id, "--json"])).unwrap()
-}
-
-fn metric(server: &ServerProc, name: &str) -> String {
-    server
-        .api_get("/metrics")
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn a_valid_devices_telemetry_reaches_the_inventory() {
     if !peers() {
@@ -77,7 +64,7 @@ fn a_valid_devices_telemetry_reaches_the_inventory() {
     }
     let (_dir, server, devs) = setup(&["cam-1"]);
     let d = &devs[0];
-    assert_eq!(detail(&server, "cam-1")["device"]["state"], "enrolled");
+    assert_eq!(server.device("cam-1")["device"]["state"], "enrolled");
     for v in ["mqttv311", "mqttv5"] {
         let (ok, out) = pub_(
             &server,
@@ -89,20 +76,22 @@ fn a_valid_devices_telemetry_reaches_the_inventory() {
         );
         assert!(ok && out.contains("received PUBACK"), "{v}: {out}");
     }
-    let det = detail(&server, "cam-1");
+    let det = server.device("cam-1");
     assert_eq!(det["device"]["state"], "active", "{det}");
     assert_eq!(det["reported_firmware"], "1.2.3", "{det}");
     assert!(det["last_seen"].is_string(), "{det}");
     assert!(
-        metric(&server, "palisade_mqtt_messages_in_total").contains(" 2"),
+        server
+            .metric("palisade_mqtt_messages_in_total")
+            .contains(" 2"),
         "{}",
-        metric(&server, "palisade_mqtt")
+        server.metric("palisade_mqtt")
     );
     // Last-seen and firmware are kept in the inventory across a restart.
     let mut server = server;
     server.stop();
     let server = ServerProc::start(&server.data).unwrap();
-    let det = detail(&server, "cam-1");
+    let det = server.device("cam-1");
     assert_eq!(det["reported_firmware"], "1.2.3", "{det}");
     assert!(det["last_seen"].is_string(), "{det}");
 }
@@ -169,7 +158,7 @@ fn a_device_cannot_use_another_devices_topics() {
             assert_eq!(!refused, granted, "{filter} over {v}: {out}");
         }
     }
-    let denials = metric(&server, "palisade_mqtt_acl_denials_total");
+    let denials = server.metric("palisade_mqtt_acl_denials_total");
     assert!(
         denials.contains("other_namespace") && denials.contains("not_permitted"),
         "{denials}"
@@ -246,9 +235,11 @@ fn revoked_and_foreign_ca_certificates_cannot_connect() {
     );
     assert!(!ok && !out.contains("CONNACK (0)"), "{out}");
     assert!(
-        metric(&server, "palisade_mqtt_refusals_total").contains("tls"),
+        server
+            .metric("palisade_mqtt_refusals_total")
+            .contains("tls"),
         "{}",
-        metric(&server, "palisade_mqtt")
+        server.metric("palisade_mqtt")
     );
 }
 
@@ -269,7 +260,7 @@ fn revoking_a_connected_device_closes_its_session() {
         .unwrap();
     // Wait (bounded) until the session is live.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while detail(&server, "cam-1")["connected"] != true {
+    while server.device("cam-1")["connected"] != true {
         assert!(Instant::now() < deadline, "the subscriber never connected");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -293,7 +284,7 @@ fn revoking_a_connected_device_closes_its_session() {
     let latency = t0.elapsed();
     let _ = sub.kill();
     assert!(closed.is_some(), "the revoked device's session stayed open");
-    assert_eq!(detail(&server, "cam-1")["connected"], false);
+    assert_eq!(server.device("cam-1")["connected"], false);
     eprintln!("revocation (CLI returned after {revoked_at:?}) to session closed: {latency:?}");
 }
 
@@ -338,9 +329,11 @@ fn a_connection_that_never_sends_connect_is_closed() {
         "the silent connection was not closed"
     );
     assert!(
-        metric(&server, "palisade_mqtt_refusals_total").contains("connect_timeout"),
+        server
+            .metric("palisade_mqtt_refusals_total")
+            .contains("connect_timeout"),
         "{}",
-        metric(&server, "palisade_mqtt")
+        server.metric("palisade_mqtt")
     );
 }
 
@@ -449,7 +442,7 @@ fn paho_mqtt5_sees_the_right_reason_codes() {
     assert_eq!(r["own_publish"], 0, "{r}");
     assert_eq!(r["cross_publish"], 135, "not authorised: {r}");
     assert_eq!(r["suback"], serde_json::json!([1, 135]), "{r}");
-    assert_eq!(detail(&server, "cam-1")["reported_firmware"], "5.0.0");
+    assert_eq!(server.device("cam-1")["reported_firmware"], "5.0.0");
     // A client id that is not the certificate's identity: 0x85.
     let r = paho(&server, &devs[0], "cam-2", "cam-1");
     assert_eq!(r["connack"], 133, "{r}");
@@ -499,18 +492,18 @@ fn a_will_is_published_on_an_unclean_close_and_must_stay_in_its_namespace() {
     // Its own will: published when the client dies without DISCONNECT.
     let mut good = will("palisade/d/cam-1/telemetry");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while detail(&server, "cam-1")["connected"] != true {
+    while server.device("cam-1")["connected"] != true {
         assert!(Instant::now() < deadline, "never connected");
         std::thread::sleep(Duration::from_millis(20));
     }
     good.kill().unwrap();
     let _ = good.wait();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while detail(&server, "cam-1")["reported_firmware"] != "9.9.9-will" {
+    while server.device("cam-1")["reported_firmware"] != "9.9.9-will" {
         assert!(
             Instant::now() < deadline,
             "the will never arrived: {}",
-            detail(&server, "cam-1")
+            server.device("cam-1")
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -535,7 +528,7 @@ fn malformed_oversized_wrong_level_and_flooding_connections_are_closed() {
     ] {
         let r = raw(&server, d, "cam-1", scenario);
         assert_eq!(r["closed"], true, "{scenario}: {r}");
-        let refusals = metric(&server, "palisade_mqtt_refusals_total");
+        let refusals = server.metric("palisade_mqtt_refusals_total");
         assert!(
             refusals.contains(reason),
             "{scenario}: expected {reason} in {refusals}"

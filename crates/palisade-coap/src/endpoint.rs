@@ -1,0 +1,608 @@
+//! The endpoint: one task owning the UDP socket and every peer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_control::events::{DeviceEvent, Event, EventBus};
+use palisade_control::metrics::Metrics;
+use palisade_control::sessions::{Outbound, Sessions, admit};
+use palisade_core::{Clock, DeviceId};
+use palisade_detect::detect::AuthPlace;
+use palisade_pki::inspect_certificate;
+use palisade_store::Store;
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::dtls::{Progress, Read2, Session, Start, SwappableContext};
+use crate::exchange::{Act, Exchange, Limits, Notice};
+
+/// Bounds on the endpoint's state.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Sessions (handshaking, admitting and live) held at once.
+    pub max_peers: usize,
+    /// Handshakes in progress from one source address.
+    pub max_handshakes_per_ip: usize,
+    /// Time allowed for a handshake and admission.
+    pub handshake_timeout: Duration,
+    /// A session with nothing from the device for this long is dropped
+    /// (the device handshakes again; sleepy devices should send a CoAP ping
+    /// or a report within it).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            max_peers: 100_000,
+            max_handshakes_per_ip: 32,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(900),
+        }
+    }
+}
+
+/// What the endpoint is built from.
+#[derive(Debug)]
+pub struct CoapParts {
+    /// The store (certificates and device states at admission).
+    pub store: Arc<dyn Store>,
+    /// The live-session registry (shared with the MQTT gateway).
+    pub sessions: Arc<Sessions>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The DTLS context (replaced when the CAs change).
+    pub dtls: Arc<SwappableContext>,
+    /// Per-session CoAP limits.
+    pub limits: Limits,
+    /// Bounds on the endpoint's state.
+    pub bounds: Bounds,
+    /// This node's name among the nodes.
+    pub node: String,
+}
+
+/// The CoAP endpoint.
+#[derive(Debug)]
+pub struct Coap {
+    p: CoapParts,
+}
+
+/// A peer's state.
+enum Phase {
+    Handshake,
+    /// Admission runs; early requests wait (a few).
+    Admitting(Vec<Vec<u8>>),
+    Live(Box<Live>),
+}
+
+struct Live {
+    device: DeviceId,
+    serial: String,
+    sid: u64,
+    exchange: Exchange,
+}
+
+struct Peer {
+    tls: Box<Session>,
+    phase: Phase,
+    started: Instant,
+    last: Instant,
+}
+
+/// Messages to the endpoint's task.
+enum Ctl {
+    Admitted {
+        peer: SocketAddr,
+        device: DeviceId,
+        serial: String,
+        result: Result<(), &'static str>,
+    },
+    Notice {
+        peer: SocketAddr,
+        sid: u64,
+        msg: Outbound,
+    },
+    Kill {
+        peer: SocketAddr,
+        sid: u64,
+        reason: &'static str,
+    },
+}
+
+/// Largest datagram read (a DTLS record of a 1024-byte block with its
+/// headers is about 1.1 KiB).
+const MAX_DATAGRAM: usize = 4096;
+/// Requests held while a session is admitted.
+const EARLY: usize = 4;
+
+impl Coap {
+    /// Builds the endpoint; it serves once [`Coap::run`] is spawned.
+    pub fn new(p: CoapParts) -> Self {
+        Self { p }
+    }
+
+    /// The DTLS context in force.
+    pub fn dtls(&self) -> &SwappableContext {
+        &self.p.dtls
+    }
+
+    /// Serves the socket until `shutdown` is set; then closes every session
+    /// (close_notify) and returns.
+    pub async fn run(self: Arc<Self>, socket: UdpSocket, mut shutdown: watch::Receiver<bool>) {
+        let (ctl_tx, mut ctl) = mpsc::channel::<Ctl>(1024);
+        let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                r = socket.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    if n == buf.len() {
+                        self.p.metrics.coap().refused("oversized");
+                        continue;
+                    }
+                    let out = self.datagram(&mut peers, from, buf[..n].to_vec(), &ctl_tx);
+                    send_all(&socket, from, out).await;
+                }
+                Some(c) = ctl.recv() => {
+                    if let Some((to, out)) = self.control(&mut peers, c, &ctl_tx) {
+                        send_all(&socket, to, out).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    for (to, out) in self.timers(&mut peers) {
+                        send_all(&socket, to, out).await;
+                    }
+                }
+            }
+        }
+        for (addr, mut p) in peers.drain() {
+            p.tls.close();
+            send_all(&socket, addr, p.tls.take_outbound().into()).await;
+            self.end(&p, "server shutting down");
+        }
+    }
+
+    /// One datagram from `from`; returns what to send back.
+    fn datagram(
+        &self,
+        peers: &mut HashMap<SocketAddr, Peer>,
+        from: SocketAddr,
+        d: Vec<u8>,
+        ctl: &mpsc::Sender<Ctl>,
+    ) -> Vec<Vec<u8>> {
+        let now = Instant::now();
+        let Some(peer) = peers.get_mut(&from) else {
+            return self.new_peer(peers, from, d, now);
+        };
+        peer.last = now;
+        match &mut peer.phase {
+            Phase::Handshake => {
+                let progress = peer.tls.handshake(Some(d));
+                let out = peer.tls.take_outbound().into();
+                self.progress(peers, from, progress, ctl);
+                out
+            }
+            Phase::Admitting(early) => {
+                if let Read2::Data(msgs) = peer.tls.read(d) {
+                    for m in msgs {
+                        if early.len() < EARLY {
+                            early.push(m);
+                        }
+                    }
+                }
+                peer.tls.take_outbound().into()
+            }
+            Phase::Live(_) => match peer.tls.read(d) {
+                Read2::Data(msgs) => {
+                    let mut out = Vec::new();
+                    for m in msgs {
+                        out.extend(self.coap_in(peer, &m, now));
+                    }
+                    out.extend(peer.tls.take_outbound());
+                    out
+                }
+                Read2::Closed => {
+                    let out = peer.tls.take_outbound().into();
+                    if let Some(p) = peers.remove(&from) {
+                        self.end(&p, "closed by the device");
+                    }
+                    out
+                }
+            },
+        }
+    }
+
+    /// A datagram from an address with no session: the stateless cookie
+    /// exchange, then a session within the bounds.
+    fn new_peer(
+        &self,
+        peers: &mut HashMap<SocketAddr, Peer>,
+        from: SocketAddr,
+        d: Vec<u8>,
+        now: Instant,
+    ) -> Vec<Vec<u8>> {
+        let m = self.p.metrics.coap();
+        // Only a handshake record (content type 22) starts a session; data
+        // for a session this endpoint dropped gets no answer (the device's
+        // retransmissions time out and it handshakes again).
+        if d.first() != Some(&22) {
+            m.refused("no_session");
+            return Vec::new();
+        }
+        let Some(ctx) = self.p.dtls.current() else {
+            return Vec::new();
+        };
+        match ctx.start(from, d) {
+            Start::Verify(out) => {
+                m.refused("no_cookie");
+                out.into()
+            }
+            Start::Refused => {
+                m.refused("not_a_client_hello");
+                Vec::new()
+            }
+            Start::Session(mut tls, progress) => {
+                let same_ip = peers
+                    .iter()
+                    .filter(|(a, p)| a.ip() == from.ip() && matches!(p.phase, Phase::Handshake))
+                    .count();
+                if peers.len() >= self.p.bounds.max_peers
+                    || same_ip >= self.p.bounds.max_handshakes_per_ip
+                {
+                    m.refused("too_many_sessions");
+                    return Vec::new();
+                }
+                let out = tls.take_outbound().into();
+                peers.insert(
+                    from,
+                    Peer {
+                        tls,
+                        phase: Phase::Handshake,
+                        started: now,
+                        last: now,
+                    },
+                );
+                // The handshake cannot be done by the first flight; the
+                // progress is looked at for a failure.
+                if let Progress::Failed(why) = progress {
+                    tracing::debug!(peer = %from, %why, "DTLS handshake refused");
+                    peers.remove(&from);
+                    m.refused("handshake");
+                }
+                out
+            }
+        }
+    }
+
+    /// Acts on a handshake's progress: on completion, identity and admission.
+    fn progress(
+        &self,
+        peers: &mut HashMap<SocketAddr, Peer>,
+        from: SocketAddr,
+        progress: Progress,
+        ctl: &mpsc::Sender<Ctl>,
+    ) {
+        let m = self.p.metrics.coap();
+        match progress {
+            Progress::Pending => {}
+            Progress::Failed(why) => {
+                peers.remove(&from);
+                m.refused("handshake");
+                self.credential_refused(None, from, "tls");
+                tracing::debug!(peer = %from, %why, "DTLS handshake refused");
+            }
+            Progress::Established(der) => {
+                m.handshake();
+                let identity = inspect_certificate(&der).ok().and_then(|info| {
+                    let device = DeviceId::parse(info.common_name.as_deref()?).ok()?;
+                    Some((device, info.serial_hex))
+                });
+                let Some((device, serial)) = identity else {
+                    if let Some(mut p) = peers.remove(&from) {
+                        p.tls.close();
+                    }
+                    self.credential_refused(None, from, "bad_certificate");
+                    return;
+                };
+                if let Some(p) = peers.get_mut(&from) {
+                    p.phase = Phase::Admitting(Vec::new());
+                }
+                let (store, clock, ctl) = (self.p.store.clone(), self.p.clock.clone(), ctl.clone());
+                tokio::spawn(async move {
+                    let result = admit(&*store, &*clock, &device, &serial, "coap").await;
+                    let _ = ctl
+                        .send(Ctl::Admitted {
+                            peer: from,
+                            device,
+                            serial,
+                            result,
+                        })
+                        .await;
+                });
+            }
+        }
+    }
+
+    fn credential_refused(&self, device: Option<&DeviceId>, peer: SocketAddr, reason: &str) {
+        self.p.bus.publish(Event::CredentialRefused {
+            device: device.map(|d| d.to_string()),
+            peer: Some(peer.ip()),
+            place: AuthPlace::Gateway,
+            reason: reason.to_owned(),
+            at_ms: self.p.clock.now_ms(),
+        });
+    }
+
+    /// A message from elsewhere in the endpoint; returns what to send.
+    fn control(
+        &self,
+        peers: &mut HashMap<SocketAddr, Peer>,
+        c: Ctl,
+        ctl: &mpsc::Sender<Ctl>,
+    ) -> Option<(SocketAddr, Vec<Vec<u8>>)> {
+        let now = Instant::now();
+        match c {
+            Ctl::Admitted {
+                peer: addr,
+                device,
+                serial,
+                result,
+            } => {
+                let peer = peers.get_mut(&addr)?;
+                let Phase::Admitting(early) = &mut peer.phase else {
+                    return None;
+                };
+                let early = std::mem::take(early);
+                if let Err(reason) = result {
+                    self.p.metrics.coap().refused(reason);
+                    self.credential_refused(Some(&device), addr, reason);
+                    peer.tls.close();
+                    let out = peer.tls.take_outbound().into();
+                    peers.remove(&addr);
+                    return Some((addr, out));
+                }
+                let (sid, kill, outbox) = self.p.sessions.register(&device, &serial);
+                forward(addr, sid, kill, outbox, ctl.clone());
+                self.session_up(&device, addr);
+                let seed = u16::try_from(sid & 0xffff).unwrap_or(0) ^ addr.port();
+                peer.phase = Phase::Live(Box::new(Live {
+                    device,
+                    serial,
+                    sid,
+                    exchange: Exchange::new(self.p.limits, seed, self.p.clock.now_ms()),
+                }));
+                self.p.metrics.coap().sessions(self.live(peers));
+                let peer = peers.get_mut(&addr)?;
+                let mut out = Vec::new();
+                for m in early {
+                    out.extend(self.coap_in(peer, &m, now));
+                }
+                out.extend(peer.tls.take_outbound());
+                Some((addr, out))
+            }
+            Ctl::Notice {
+                peer: addr,
+                sid,
+                msg,
+            } => {
+                let peer = peers.get_mut(&addr)?;
+                let Phase::Live(live) = &mut peer.phase else {
+                    return None;
+                };
+                if live.sid != sid {
+                    return None;
+                }
+                let acts = live.exchange.notify(
+                    Notice {
+                        topic: msg.topic,
+                        payload: msg.payload,
+                        command: msg.command,
+                    },
+                    now,
+                );
+                let out = self.apply(peer, acts);
+                Some((addr, out))
+            }
+            Ctl::Kill {
+                peer: addr,
+                sid,
+                reason,
+            } => {
+                let peer = peers.get_mut(&addr)?;
+                if !matches!(&peer.phase, Phase::Live(l) if l.sid == sid) {
+                    return None;
+                }
+                tracing::info!(peer = %addr, reason, "closing the device's CoAP session");
+                peer.tls.close();
+                let out = peer.tls.take_outbound().into();
+                let p = peers.remove(&addr)?;
+                self.end(&p, reason);
+                self.p.metrics.coap().sessions(self.live(peers));
+                Some((addr, out))
+            }
+        }
+    }
+
+    fn live(&self, peers: &HashMap<SocketAddr, Peer>) -> usize {
+        peers
+            .values()
+            .filter(|p| matches!(p.phase, Phase::Live(_)))
+            .count()
+    }
+
+    /// CoAP messages from a live session's device.
+    fn coap_in(&self, peer: &mut Peer, m: &[u8], now: Instant) -> Vec<Vec<u8>> {
+        let Phase::Live(live) = &mut peer.phase else {
+            return Vec::new();
+        };
+        let acts = live.exchange.incoming(m, now, self.p.clock.now_ms());
+        self.apply(peer, acts)
+    }
+
+    /// Carries out what the CoAP layer asked for; returns the datagrams.
+    fn apply(&self, peer: &mut Peer, acts: Vec<Act>) -> Vec<Vec<u8>> {
+        let Phase::Live(live) = &mut peer.phase else {
+            return Vec::new();
+        };
+        let m = self.p.metrics.coap();
+        let at_ms = self.p.clock.now_ms();
+        for a in acts {
+            match a {
+                Act::Send(bytes) => {
+                    peer.tls.write(&bytes);
+                }
+                Act::Publish { kind, payload } => {
+                    self.p.metrics.mqtt_message_size(payload.len());
+                    self.p.bus.publish(Event::Message(DeviceEvent {
+                        device: live.device.clone(),
+                        kind,
+                        payload,
+                        at_ms,
+                    }));
+                }
+                Act::CommandsObserved => self.p.bus.publish(Event::CommandsSubscribed {
+                    device: live.device.clone(),
+                }),
+                Act::Delivered(id) => self.p.bus.publish(Event::CommandDelivered {
+                    device: live.device.clone(),
+                    id,
+                    at_ms,
+                }),
+                Act::Notified => m.notification(),
+                Act::Retransmitted => m.retransmission(),
+                Act::Refused(why) => m.refused(why),
+                Act::Answered(code) => m.answered(&code),
+            }
+        }
+        peer.tls.take_outbound().into()
+    }
+
+    /// Handshake retransmissions and deadlines, notification
+    /// retransmissions, idle sessions.
+    fn timers(&self, peers: &mut HashMap<SocketAddr, Peer>) -> Vec<(SocketAddr, Vec<Vec<u8>>)> {
+        let now = Instant::now();
+        let b = self.p.bounds;
+        let mut sends = Vec::new();
+        let mut gone = Vec::new();
+        for (addr, peer) in peers.iter_mut() {
+            let out: Vec<Vec<u8>> = match &mut peer.phase {
+                Phase::Handshake | Phase::Admitting(_)
+                    if now.duration_since(peer.started) > b.handshake_timeout =>
+                {
+                    gone.push((*addr, "handshake_timeout"));
+                    continue;
+                }
+                Phase::Handshake => {
+                    peer.tls.handshake_timer();
+                    peer.tls.take_outbound().into()
+                }
+                Phase::Admitting(_) => continue,
+                Phase::Live(_) if now.duration_since(peer.last) > b.idle_timeout => {
+                    peer.tls.close();
+                    sends.push((*addr, peer.tls.take_outbound().into()));
+                    gone.push((*addr, "idle"));
+                    continue;
+                }
+                Phase::Live(live) => {
+                    if live.exchange.next_due().is_none_or(|d| d > now) {
+                        continue;
+                    }
+                    let acts = live.exchange.tick(now);
+                    self.apply(peer, acts)
+                }
+            };
+            if !out.is_empty() {
+                sends.push((*addr, out));
+            }
+        }
+        for (addr, why) in gone {
+            if let Some(p) = peers.remove(&addr) {
+                self.p.metrics.coap().refused(why);
+                self.end(&p, why);
+            }
+        }
+        self.p.metrics.coap().peers_held(peers.len());
+        sends
+    }
+
+    fn session_up(&self, device: &DeviceId, addr: SocketAddr) {
+        let at_ms = self.p.clock.now_ms();
+        self.p.bus.publish(Event::SessionClaimed {
+            device: device.clone(),
+            address: addr.ip(),
+            node: self.p.node.clone(),
+            at_ms,
+        });
+        self.p.bus.publish(Event::SessionUp {
+            device: device.clone(),
+            address: addr.ip(),
+            previous: None,
+            takeover: None,
+            at_ms,
+        });
+        tracing::debug!(%device, peer = %addr, "device connected over CoAP");
+    }
+
+    /// A session ended: out of the registry, and on the bus.
+    fn end(&self, p: &Peer, why: &str) {
+        let Phase::Live(live) = &p.phase else {
+            return;
+        };
+        self.p.sessions.unregister(&live.device, live.sid);
+        self.p.bus.publish(Event::SessionDown {
+            device: live.device.clone(),
+            reason: why.to_owned(),
+            at_ms: self.p.clock.now_ms(),
+        });
+        tracing::debug!(device = %live.device, serial = %live.serial, why, "CoAP session ended");
+    }
+}
+
+/// Forwards a registered session's kill and outbox to the endpoint's task
+/// (the registry hands each session a channel pair; the endpoint owns every
+/// peer in one task).
+fn forward(
+    peer: SocketAddr,
+    sid: u64,
+    mut kill: tokio::sync::oneshot::Receiver<&'static str>,
+    mut outbox: mpsc::Receiver<Outbound>,
+    ctl: mpsc::Sender<Ctl>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = &mut kill => {
+                    // A dropped sender means the session was unregistered.
+                    if let Ok(reason) = r {
+                        let _ = ctl.send(Ctl::Kill { peer, sid, reason }).await;
+                    }
+                    return;
+                }
+                m = outbox.recv() => match m {
+                    Some(msg) => {
+                        if ctl.send(Ctl::Notice { peer, sid, msg }).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+            }
+        }
+    });
+}
+
+async fn send_all(socket: &UdpSocket, to: SocketAddr, out: Vec<Vec<u8>>) {
+    for d in out {
+        let _ = socket.send_to(&d, to).await;
+    }
+}
