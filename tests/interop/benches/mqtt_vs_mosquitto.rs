@@ -26,7 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use palisade_agent::tls_key::ClientIdentity;
 use palisade_agent::{EnrollAuth, EstClient};
 use palisade_core::{KeyAlgorithm, Signer};
-use palisade_interop::{ServerProc, cpu_seconds};
+use palisade_interop::{ServerProc, cpu_seconds, rss_kib};
 use palisade_keystore::SoftwareKey;
 use rmqtt_codec::types::{Protocol, Publish, QoS};
 use rmqtt_codec::{MqttCodec, MqttPacket, v3};
@@ -198,17 +198,6 @@ async fn telemetry(
         all.len() as f64 / cpu.max(0.01),
         p99,
     )
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Holds `n` idle sessions open against `t` and returns the broker's resident

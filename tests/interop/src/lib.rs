@@ -909,6 +909,18 @@ pub fn enrol_with_token(
     (key, cert)
 }
 
+/// A process's resident memory (KiB), from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// CPU seconds (user + system, all threads) a process has used so far, from
 /// `/proc/PID/stat` (for rates per CPU-second in the benchmarks).
 pub fn cpu_seconds(pid: u32) -> f64 {
