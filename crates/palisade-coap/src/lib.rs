@@ -18,6 +18,7 @@
 pub mod block;
 #[cfg(feature = "endpoint")]
 pub mod dtls;
+pub mod edhoc;
 #[cfg(feature = "endpoint")]
 mod endpoint;
 pub mod exchange;

@@ -1,9 +1,10 @@
 //! The few CBOR items OSCORE builds (RFC 8949 deterministic encoding): the
 //! HKDF `info` array and the AEAD's `Enc_structure` with its `external_aad`.
-//! Only encoding: OSCORE never parses CBOR from the wire.
+//! Only encoding: OSCORE never parses CBOR from the wire. (Public: the CoAP
+//! endpoint builds its EDHOC credential with it.)
 
 /// Appends a CBOR head: major type `major`, argument `n`, shortest form.
-pub(crate) fn head(out: &mut Vec<u8>, major: u8, n: u64) {
+pub fn head(out: &mut Vec<u8>, major: u8, n: u64) {
     let m = major << 5;
     match n {
         0..=23 => out.push(m | n as u8),
@@ -24,29 +25,43 @@ pub(crate) fn head(out: &mut Vec<u8>, major: u8, n: u64) {
 }
 
 /// An unsigned integer.
-pub(crate) fn uint(out: &mut Vec<u8>, n: u64) {
+pub fn uint(out: &mut Vec<u8>, n: u64) {
     head(out, 0, n);
 }
 
 /// A byte string.
-pub(crate) fn bstr(out: &mut Vec<u8>, b: &[u8]) {
+pub fn bstr(out: &mut Vec<u8>, b: &[u8]) {
     head(out, 2, b.len() as u64);
     out.extend_from_slice(b);
 }
 
 /// A text string.
-pub(crate) fn tstr(out: &mut Vec<u8>, s: &str) {
+pub fn tstr(out: &mut Vec<u8>, s: &str) {
     head(out, 3, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The head of an array of `n` items.
-pub(crate) fn array(out: &mut Vec<u8>, n: u64) {
+/// The head of a map of `n` pairs.
+pub fn map(out: &mut Vec<u8>, n: u64) {
+    head(out, 5, n);
+}
+
+/// A signed integer (major type 0 or 1).
+pub fn int(out: &mut Vec<u8>, i: i64) {
+    if i >= 0 {
+        head(out, 0, i.unsigned_abs());
+    } else {
+        head(out, 1, (-1 - i).unsigned_abs());
+    }
+}
+
+/// An array header.
+pub fn array(out: &mut Vec<u8>, n: u64) {
     head(out, 4, n);
 }
 
 /// `null`.
-pub(crate) fn null(out: &mut Vec<u8>) {
+pub fn null(out: &mut Vec<u8>) {
     out.push(0xf6);
 }
 

@@ -13,7 +13,7 @@
 //! Partial IV of its own (Observe notifications must). The server checks each
 //! request's Partial IV against its replay window before it is answered.
 
-mod cbor;
+pub mod cbor;
 pub mod option;
 pub mod replay;
 
