@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_control::events::{DeviceEvent, Event, EventBus};
+use palisade_control::events::EventBus;
 use palisade_control::metrics::Metrics;
-use palisade_control::sessions::{Outbound, Sessions, admit};
+use palisade_control::sessions::{Sessions, admit};
 use palisade_core::{Clock, DeviceId};
-use palisade_detect::detect::AuthPlace;
 use palisade_pki::inspect_certificate;
 use palisade_store::Store;
 use std::time::Instant;
@@ -18,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::dtls::{Progress, Read2, Session, Start, SwappableContext};
 use crate::exchange::{Act, Exchange, Limits, Notice};
+use crate::fleet::{Link, forward, send_all};
 
 /// Bounds on the endpoint's state.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +71,7 @@ pub struct CoapParts {
 /// The CoAP endpoint.
 #[derive(Debug)]
 pub struct Coap {
-    p: CoapParts,
+    pub(crate) p: CoapParts,
 }
 
 /// A peer's state.
@@ -84,7 +84,6 @@ enum Phase {
 
 struct Live {
     device: DeviceId,
-    serial: String,
     sid: u64,
     exchange: Exchange,
 }
@@ -104,15 +103,10 @@ enum Ctl {
         serial: String,
         result: Result<(), &'static str>,
     },
-    Notice {
+    Link {
         peer: SocketAddr,
         sid: u64,
-        msg: Outbound,
-    },
-    Kill {
-        peer: SocketAddr,
-        sid: u64,
-        reason: &'static str,
+        link: Link,
     },
 }
 
@@ -333,16 +327,6 @@ impl Coap {
         }
     }
 
-    fn credential_refused(&self, device: Option<&DeviceId>, peer: SocketAddr, reason: &str) {
-        self.p.bus.publish(Event::CredentialRefused {
-            device: device.map(|d| d.to_string()),
-            peer: Some(peer.ip()),
-            place: AuthPlace::Gateway,
-            reason: reason.to_owned(),
-            at_ms: self.p.clock.now_ms(),
-        });
-    }
-
     /// A message from elsewhere in the endpoint; returns what to send.
     fn control(
         &self,
@@ -365,19 +349,22 @@ impl Coap {
                 let early = std::mem::take(early);
                 if let Err(reason) = result {
                     self.p.metrics.coap().refused(reason);
-                    self.credential_refused(Some(&device), addr, reason);
+                    self.credential_refused(Some(device.as_str()), addr, reason);
                     peer.tls.close();
                     let out = peer.tls.take_outbound().into();
                     peers.remove(&addr);
                     return Some((addr, out));
                 }
                 let (sid, kill, outbox) = self.p.sessions.register(&device, &serial);
-                forward(addr, sid, kill, outbox, ctl.clone());
-                self.session_up(&device, addr);
+                forward(kill, outbox, ctl.clone(), move |link| Ctl::Link {
+                    peer: addr,
+                    sid,
+                    link,
+                });
+                self.session_up(&device, addr, "dtls");
                 let seed = u16::try_from(sid & 0xffff).unwrap_or(0) ^ addr.port();
                 peer.phase = Phase::Live(Box::new(Live {
                     device,
-                    serial,
                     sid,
                     exchange: Exchange::new(self.p.limits, seed, self.p.clock.now_ms()),
                 }));
@@ -390,10 +377,10 @@ impl Coap {
                 out.extend(peer.tls.take_outbound());
                 Some((addr, out))
             }
-            Ctl::Notice {
+            Ctl::Link {
                 peer: addr,
                 sid,
-                msg,
+                link,
             } => {
                 let peer = peers.get_mut(&addr)?;
                 let Phase::Live(live) = &mut peer.phase else {
@@ -402,33 +389,29 @@ impl Coap {
                 if live.sid != sid {
                     return None;
                 }
-                let acts = live.exchange.notify(
-                    Notice {
-                        topic: msg.topic,
-                        payload: msg.payload,
-                        command: msg.command,
-                    },
-                    now,
-                );
-                let out = self.apply(peer, acts);
-                Some((addr, out))
-            }
-            Ctl::Kill {
-                peer: addr,
-                sid,
-                reason,
-            } => {
-                let peer = peers.get_mut(&addr)?;
-                if !matches!(&peer.phase, Phase::Live(l) if l.sid == sid) {
-                    return None;
+                match link {
+                    Link::Notice(msg) => {
+                        let acts = live.exchange.notify(
+                            Notice {
+                                topic: msg.topic,
+                                payload: msg.payload,
+                                command: msg.command,
+                            },
+                            now,
+                        );
+                        let out = self.apply(peer, acts);
+                        Some((addr, out))
+                    }
+                    Link::Kill(reason) => {
+                        tracing::info!(peer = %addr, reason, "closing the device's CoAP session");
+                        peer.tls.close();
+                        let out = peer.tls.take_outbound().into();
+                        let p = peers.remove(&addr)?;
+                        self.end(&p, reason);
+                        self.p.metrics.coap().sessions(self.live(peers));
+                        Some((addr, out))
+                    }
                 }
-                tracing::info!(peer = %addr, reason, "closing the device's CoAP session");
-                peer.tls.close();
-                let out = peer.tls.take_outbound().into();
-                let p = peers.remove(&addr)?;
-                self.end(&p, reason);
-                self.p.metrics.coap().sessions(self.live(peers));
-                Some((addr, out))
             }
         }
     }
@@ -454,34 +437,9 @@ impl Coap {
         let Phase::Live(live) = &mut peer.phase else {
             return Vec::new();
         };
-        let m = self.p.metrics.coap();
-        let at_ms = self.p.clock.now_ms();
         for a in acts {
-            match a {
-                Act::Send(bytes) => {
-                    peer.tls.write(&bytes);
-                }
-                Act::Publish { kind, payload } => {
-                    self.p.metrics.mqtt_message_size(payload.len());
-                    self.p.bus.publish(Event::Message(DeviceEvent {
-                        device: live.device.clone(),
-                        kind,
-                        payload,
-                        at_ms,
-                    }));
-                }
-                Act::CommandsObserved => self.p.bus.publish(Event::CommandsSubscribed {
-                    device: live.device.clone(),
-                }),
-                Act::Delivered(id) => self.p.bus.publish(Event::CommandDelivered {
-                    device: live.device.clone(),
-                    id,
-                    at_ms,
-                }),
-                Act::Notified => m.notification(),
-                Act::Retransmitted => m.retransmission(),
-                Act::Refused(why) => m.refused(why),
-                Act::Answered(code) => m.answered(&code),
+            if let Some(bytes) = self.act(&live.device, a) {
+                peer.tls.write(&bytes);
             }
         }
         peer.tls.take_outbound().into()
@@ -535,74 +493,10 @@ impl Coap {
         sends
     }
 
-    fn session_up(&self, device: &DeviceId, addr: SocketAddr) {
-        let at_ms = self.p.clock.now_ms();
-        self.p.bus.publish(Event::SessionClaimed {
-            device: device.clone(),
-            address: addr.ip(),
-            node: self.p.node.clone(),
-            at_ms,
-        });
-        self.p.bus.publish(Event::SessionUp {
-            device: device.clone(),
-            address: addr.ip(),
-            previous: None,
-            takeover: None,
-            at_ms,
-        });
-        tracing::debug!(%device, peer = %addr, "device connected over CoAP");
-    }
-
-    /// A session ended: out of the registry, and on the bus.
+    /// A peer that was live is gone.
     fn end(&self, p: &Peer, why: &str) {
-        let Phase::Live(live) = &p.phase else {
-            return;
-        };
-        self.p.sessions.unregister(&live.device, live.sid);
-        self.p.bus.publish(Event::SessionDown {
-            device: live.device.clone(),
-            reason: why.to_owned(),
-            at_ms: self.p.clock.now_ms(),
-        });
-        tracing::debug!(device = %live.device, serial = %live.serial, why, "CoAP session ended");
-    }
-}
-
-/// Forwards a registered session's kill and outbox to the endpoint's task
-/// (the registry hands each session a channel pair; the endpoint owns every
-/// peer in one task).
-fn forward(
-    peer: SocketAddr,
-    sid: u64,
-    mut kill: tokio::sync::oneshot::Receiver<&'static str>,
-    mut outbox: mpsc::Receiver<Outbound>,
-    ctl: mpsc::Sender<Ctl>,
-) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                r = &mut kill => {
-                    // A dropped sender means the session was unregistered.
-                    if let Ok(reason) = r {
-                        let _ = ctl.send(Ctl::Kill { peer, sid, reason }).await;
-                    }
-                    return;
-                }
-                m = outbox.recv() => match m {
-                    Some(msg) => {
-                        if ctl.send(Ctl::Notice { peer, sid, msg }).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => return,
-                },
-            }
+        if let Phase::Live(live) = &p.phase {
+            self.session_down(&live.device, live.sid, why);
         }
-    });
-}
-
-async fn send_all(socket: &UdpSocket, to: SocketAddr, out: Vec<Vec<u8>>) {
-    for d in out {
-        let _ = socket.send_to(&d, to).await;
     }
 }

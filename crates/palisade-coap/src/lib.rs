@@ -22,6 +22,8 @@ pub mod edhoc;
 #[cfg(feature = "endpoint")]
 mod endpoint;
 pub mod exchange;
+#[cfg(feature = "endpoint")]
+mod fleet;
 
 #[cfg(feature = "endpoint")]
 pub use endpoint::{Bounds, Coap, CoapParts};
