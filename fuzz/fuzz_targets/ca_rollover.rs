@@ -22,7 +22,11 @@ struct Kit {
 
 fn root(cn: &str) -> CertificateAuthority {
     let rng = ring::rand::SystemRandom::new();
-    let key = Arc::new(SoftwareKey::generate(KeyAlgorithm::EcdsaP256, "fuzz").expect("key").0);
+    let key = Arc::new(
+        SoftwareKey::generate(KeyAlgorithm::EcdsaP256, "fuzz")
+            .expect("key")
+            .0,
+    );
     CertificateAuthority::create_root(
         key,
         "Fuzz",
@@ -41,7 +45,12 @@ fn kit() -> &'static Kit {
         let old = root("Root CA");
         let new = root("Root CA 2");
         let cross = old
-            .cross_certify(new.certificate_der(), 1, &Serial::random(&rng).expect("serial"), NOW)
+            .cross_certify(
+                new.certificate_der(),
+                1,
+                &Serial::random(&rng).expect("serial"),
+                NOW,
+            )
             .expect("cross");
         Kit {
             old: old.certificate_der().to_vec(),

@@ -9,7 +9,7 @@
 //! and [`Claim::finish`], so EDHOC authenticates exactly the identity the
 //! certificate does, without X.509 over the air. The server's own credential is
 //! a CCS too ([`ServerIdentity`]), given to devices out of band (the data
-//! directory's `coap/edhoc-credential.cbor`) and sent by reference (its kid).
+//! directory's `edhoc/credential.cbor`) and sent by reference (its kid).
 //!
 //! Connection identifiers: the server picks C_R, four bytes from a counter
 //! with a random start, so the device's OSCORE kid names its context; the

@@ -1,78 +1,21 @@
-//! The endpoint: one task owning the UDP socket and every peer.
+//! The DTLS endpoint: one task owning its UDP socket and every peer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_control::events::EventBus;
-use palisade_control::metrics::Metrics;
-use palisade_control::sessions::{Sessions, admit};
-use palisade_core::{Clock, DeviceId};
+use palisade_control::sessions::admit;
+use palisade_core::DeviceId;
 use palisade_pki::inspect_certificate;
-use palisade_store::Store;
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::dtls::{Progress, Read2, Session, Start, SwappableContext};
-use crate::exchange::{Act, Exchange, Limits, Notice};
+use crate::dtls::{Progress, Read2, Session, Start};
+use crate::exchange::{Act, Exchange, Notice};
 use crate::fleet::{Link, forward, send_all};
-
-/// Bounds on the endpoint's state.
-#[derive(Debug, Clone, Copy)]
-pub struct Bounds {
-    /// Sessions (handshaking, admitting and live) held at once.
-    pub max_peers: usize,
-    /// Handshakes in progress from one source address.
-    pub max_handshakes_per_ip: usize,
-    /// Time allowed for a handshake and admission.
-    pub handshake_timeout: Duration,
-    /// A session with nothing from the device for this long is dropped
-    /// (the device handshakes again; sleepy devices should send a CoAP ping
-    /// or a report within it).
-    pub idle_timeout: Duration,
-}
-
-impl Default for Bounds {
-    fn default() -> Self {
-        Self {
-            max_peers: 100_000,
-            max_handshakes_per_ip: 32,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(900),
-        }
-    }
-}
-
-/// What the endpoint is built from.
-#[derive(Debug)]
-pub struct CoapParts {
-    /// The store (certificates and device states at admission).
-    pub store: Arc<dyn Store>,
-    /// The live-session registry (shared with the MQTT gateway).
-    pub sessions: Arc<Sessions>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The clock.
-    pub clock: Arc<dyn Clock>,
-    /// The event bus.
-    pub bus: Arc<dyn EventBus>,
-    /// The DTLS context (replaced when the CAs change).
-    pub dtls: Arc<SwappableContext>,
-    /// Per-session CoAP limits.
-    pub limits: Limits,
-    /// Bounds on the endpoint's state.
-    pub bounds: Bounds,
-    /// This node's name among the nodes.
-    pub node: String,
-}
-
-/// The CoAP endpoint.
-#[derive(Debug)]
-pub struct Coap {
-    pub(crate) p: CoapParts,
-}
+use crate::server::Coap;
 
 /// A peer's state.
 enum Phase {
@@ -117,16 +60,6 @@ const MAX_DATAGRAM: usize = 4096;
 const EARLY: usize = 4;
 
 impl Coap {
-    /// Builds the endpoint; it serves once [`Coap::run`] is spawned.
-    pub fn new(p: CoapParts) -> Self {
-        Self { p }
-    }
-
-    /// The DTLS context in force.
-    pub fn dtls(&self) -> &SwappableContext {
-        &self.p.dtls
-    }
-
     /// Serves the socket until `shutdown` is set; then closes every session
     /// (close_notify) and returns.
     pub async fn run(self: Arc<Self>, socket: UdpSocket, mut shutdown: watch::Receiver<bool>) {

@@ -10,8 +10,8 @@ use palisade_core::DeviceId;
 use palisade_detect::detect::AuthPlace;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::endpoint::Coap;
 use crate::exchange::Act;
+use crate::server::Coap;
 
 /// What the session registry asks of a registered session.
 pub(crate) enum Link {

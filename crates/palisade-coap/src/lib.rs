@@ -24,6 +24,10 @@ mod endpoint;
 pub mod exchange;
 #[cfg(feature = "endpoint")]
 mod fleet;
+#[cfg(feature = "endpoint")]
+mod oscore;
+#[cfg(feature = "endpoint")]
+mod server;
 
 #[cfg(feature = "endpoint")]
-pub use endpoint::{Bounds, Coap, CoapParts};
+pub use server::{Bounds, Coap, CoapParts};

@@ -169,6 +169,9 @@ pub struct Config {
     /// CoAP over DTLS listener (UDP) for constrained devices; `None` turns
     /// the endpoint off.
     pub coap_listen: Option<SocketAddr>,
+    /// CoAP on plain UDP for OSCORE-protected requests and EDHOC; `None`
+    /// turns the listener off.
+    pub oscore_listen: Option<SocketAddr>,
     /// DNS names and IP addresses in the server's TLS certificate.
     pub server_names: Vec<String>,
     /// Organisation name in every certificate subject.
@@ -767,6 +770,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             mqtt_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8883))),
             coap_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5684))),
+            oscore_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5683))),
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             organization: "Palisade".into(),
             public_url: None,

@@ -491,6 +491,8 @@ pub struct CoapMetrics {
     handshakes: Counter,
     sessions: Gauge,
     peers: Gauge,
+    contexts: Gauge,
+    edhoc: Counter,
     requests: Family<Status, Counter>,
     notifications: Counter,
     retransmissions: Counter,
@@ -503,6 +505,8 @@ impl CoapMetrics {
             handshakes: Counter::default(),
             sessions: Gauge::default(),
             peers: Gauge::default(),
+            contexts: Gauge::default(),
+            edhoc: Counter::default(),
             requests: Family::default(),
             notifications: Counter::default(),
             retransmissions: Counter::default(),
@@ -521,6 +525,16 @@ impl CoapMetrics {
             "coap_sessions",
             "Devices with a live CoAP session",
             m.sessions.clone(),
+        );
+        r.register(
+            "coap_oscore_contexts",
+            "OSCORE security contexts held (one per device that ran EDHOC)",
+            m.contexts.clone(),
+        );
+        r.register(
+            "coap_edhoc_completed",
+            "EDHOC runs that ended in an OSCORE context for an admitted device",
+            m.edhoc.clone(),
         );
         r.register(
             "coap_peers_held",
@@ -558,6 +572,16 @@ impl CoapMetrics {
     /// Sets the number of live sessions.
     pub fn sessions(&self, n: usize) {
         self.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of OSCORE contexts held.
+    pub fn contexts(&self, n: usize) {
+        self.contexts.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an EDHOC run that ended in a context.
+    pub fn edhoc(&self) {
+        self.edhoc.inc();
     }
 
     /// Sets the number of DTLS sessions held in any phase.

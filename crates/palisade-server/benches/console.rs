@@ -262,6 +262,7 @@ fn main() {
             listen: "127.0.0.1:0".parse().unwrap(),
             mqtt_listen: None,
             coap_listen: None,
+            oscore_listen: None,
             ..Config::default()
         };
         config.monitoring.flow_listen = None;

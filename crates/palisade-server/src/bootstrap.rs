@@ -70,6 +70,14 @@ impl DataDir {
     pub fn tls_key(&self) -> PathBuf {
         self.p("tls/server.key")
     }
+    /// The server's EDHOC private key (a P-256 scalar, 32 bytes, 0600).
+    pub fn edhoc_key(&self) -> PathBuf {
+        self.p("edhoc/server.key")
+    }
+    /// The server's EDHOC credential (a CCS, CBOR) that devices are given.
+    pub fn edhoc_credential(&self) -> PathBuf {
+        self.p("edhoc/credential.cbor")
+    }
     /// The audit checkpoint verifier key (`name+id+key`).
     pub fn audit_vkey(&self) -> PathBuf {
         self.p("audit/log.pub")

@@ -69,6 +69,8 @@ pub struct Listeners {
     pub flows: Option<tokio::net::UdpSocket>,
     /// CoAP over DTLS (UDP, constrained devices), if enabled.
     pub coap: Option<tokio::net::UdpSocket>,
+    /// CoAP with OSCORE and EDHOC (plain UDP), if enabled.
+    pub oscore: Option<tokio::net::UdpSocket>,
 }
 
 /// A running server.
@@ -80,6 +82,8 @@ pub struct Handle {
     pub mqtt_addr: Option<SocketAddr>,
     /// The bound CoAP (DTLS) address, if the endpoint is on.
     pub coap_addr: Option<SocketAddr>,
+    /// The bound OSCORE address, if the listener is on.
+    pub oscore_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     /// Tasks that must finish their last write before the process exits
@@ -319,6 +323,8 @@ impl Server {
             metrics: metrics.clone(),
             clock: clock.clone(),
             bus: bus.clone(),
+            presence: presence.clone(),
+            edhoc: edhoc_identity(&boot.dir)?,
             dtls: Arc::new(palisade_coap::dtls::SwappableContext::new(dtls_context(
                 &boot.dir,
                 &boot.pki,
@@ -402,11 +408,20 @@ impl Server {
             })?),
             None => None,
         };
+        let oscore = match self.config.oscore_listen {
+            Some(a) => Some(tokio::net::UdpSocket::bind(a).await.with_context(|| {
+                format!(
+                    "cannot listen for CoAP with OSCORE on UDP {a}: is another CoAP server using the port? Choose another with --oscore-listen"
+                )
+            })?),
+            None => None,
+        };
         Ok(Listeners {
             https,
             mqtt,
             flows,
             coap,
+            oscore,
         })
     }
 
@@ -553,6 +568,15 @@ impl Server {
                 rx.clone(),
             ));
         }
+        let oscore_addr = listeners
+            .oscore
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        if let Some(socket) = listeners.oscore {
+            tracing::info!(addr = %oscore_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (CoAP with OSCORE and EDHOC)");
+            tokio::spawn(self.coap.clone().run_oscore(socket, rx.clone()));
+        }
         tokio::spawn(
             CaFollower {
                 config: self.config.clone(),
@@ -601,6 +625,7 @@ impl Server {
             addr,
             mqtt_addr,
             coap_addr,
+            oscore_addr,
             shutdown: tx,
             task,
             flushers: std::iter::once(presence_flush)
@@ -765,6 +790,40 @@ async fn refresh_tuf_metadata(
             Err(e) => tracing::error!(error = %e, "could not re-sign the TUF online metadata"),
         }
     }
+}
+
+/// The server's EDHOC identity: its key from the data directory (created on
+/// the first start, 0600), and its credential written beside it for devices.
+fn edhoc_identity(dir: &DataDir) -> anyhow::Result<palisade_coap::edhoc::ServerIdentity> {
+    use palisade_coap::edhoc::ServerIdentity;
+    let path = dir.edhoc_key();
+    let id = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let bytes = zeroize::Zeroizing::new(bytes);
+            let d: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a 32-byte P-256 private key: restore it from a backup, or delete it and re-provision devices with the new edhoc/credential.cbor",
+                    path.display()
+                )
+            })?;
+            ServerIdentity::from_secret(d, "palisade")
+                .with_context(|| format!("loading the EDHOC key {}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = ServerIdentity::generate("palisade")?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            palisade_control::files::write_atomic(&path, id.secret(), 0o600)?;
+            id
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the EDHOC key {}", path.display()));
+        }
+    };
+    palisade_control::files::write_atomic(&dir.edhoc_credential(), id.credential(), 0o644)?;
+    Ok(id)
 }
 
 /// The CoAP endpoint's DTLS context: the server's certificate and every CA

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Address of the CoAP-over-DTLS device endpoint (UDP) [default: 127.0.0.1:5684].
     #[arg(long, env = "PALISADE_COAP_LISTEN", value_name = "ADDR:PORT")]
     coap_listen: Option<SocketAddr>,
+    /// Address of the CoAP listener for OSCORE and EDHOC (plain UDP) [default: 127.0.0.1:5683].
+    #[arg(long, env = "PALISADE_OSCORE_LISTEN", value_name = "ADDR:PORT")]
+    oscore_listen: Option<SocketAddr>,
     /// Address of the IPFIX / NetFlow v9 collector (UDP) [default: 127.0.0.1:4739].
     #[arg(long, env = "PALISADE_FLOW_LISTEN", value_name = "ADDR:PORT")]
     flow_listen: Option<SocketAddr>,
@@ -91,6 +94,9 @@ fn load_config(global: &Global, args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(a) = args.coap_listen {
         c.coap_listen = Some(a);
+    }
+    if let Some(a) = args.oscore_listen {
+        c.oscore_listen = Some(a);
     }
     if let Some(f) = args.flow_listen {
         c.monitoring.flow_listen = Some(f);
@@ -165,8 +171,8 @@ pub struct Started {
 }
 
 /// Builds, binds and spawns the server; writes the files the CLI and
-/// simulators find it by (`url`, `mqtt`, `coap`, `flows` in the data
-/// directory).
+/// simulators find it by (`url`, `mqtt`, `coap`, `oscore`, `flows` in the
+/// data directory).
 pub async fn start(config: Config) -> anyhow::Result<Started> {
     let server = Server::build(config, Arc::new(SystemClock)).await?;
     let dir = server.data_dir().clone();
@@ -176,6 +182,11 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         let m = m.local_addr()?;
         std::fs::write(dir.0.join("mqtt"), format!("{m}\n"))
             .with_context(|| format!("writing {}", dir.0.join("mqtt").display()))?;
+    }
+    if let Some(o) = &listeners.oscore {
+        let o = o.local_addr()?;
+        std::fs::write(dir.0.join("oscore"), format!("{o}\n"))
+            .with_context(|| format!("writing {}", dir.0.join("oscore").display()))?;
     }
     if let Some(c) = &listeners.coap {
         let c = c.local_addr()?;

@@ -84,6 +84,7 @@ fn config(data: &std::path::Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         mqtt_listen: Some("127.0.0.1:0".parse().unwrap()),
         coap_listen: Some("127.0.0.1:0".parse().unwrap()),
+        oscore_listen: Some("127.0.0.1:0".parse().unwrap()),
         monitoring: palisade_server::config::MonitoringConfig {
             flow_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Default::default()

@@ -519,6 +519,8 @@ impl ServerProc {
                 &format!("{ip}:0"),
                 "--coap-listen",
                 &format!("{ip}:0"),
+                "--oscore-listen",
+                &format!("{ip}:0"),
                 "--flow-listen",
                 &format!("{ip}:0"),
                 "--log-level",
@@ -626,6 +628,11 @@ impl ServerProc {
     pub fn device(&self, id: &str) -> serde_json::Value {
         let out = self.cli_ok(&["device", "show", id, "--json"]);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("device show {id}: {e}: {out}"))
+    }
+
+    /// The OSCORE listener's UDP port.
+    pub fn oscore_port(&self) -> u16 {
+        self.listener_port("oscore")
     }
 
     /// The CoAP endpoint's UDP port (DTLS).

@@ -80,6 +80,8 @@ fn the_console_in_chromium_signs_in_walks_every_page_and_acts_through_the_servic
                 "127.0.0.1:0",
                 "--coap-listen",
                 "127.0.0.1:0",
+                "--oscore-listen",
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(&data)
