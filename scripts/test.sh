@@ -162,6 +162,7 @@ if [ "${PALISADE_SKIP_BENCH:-0}" != 1 ]; then
   PALISADE_BENCH_POSTGRES="$PALISADE_TEST_POSTGRES_URL" cargo bench -p palisade-interop --bench fleet_scale --locked -- --quick
   cargo bench -p palisade-interop --bench mqtt_vs_mosquitto --locked -- --quick
   cargo bench -p palisade-interop --bench coap_dtls --locked -- --quick
+  cargo bench -p palisade-interop --bench coap_oscore --locked -- --quick
   cargo bench -p palisade-interop --bench hardware_keys --locked -- --quick
   cargo bench -p palisade-interop --bench ota --locked -- --quick
   cargo bench -p palisade-interop --bench policy --locked -- --quick

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_control::sessions::admit;
-use palisade_core::DeviceId;
+use palisade_core::{DeviceId, Transport};
 use palisade_pki::inspect_certificate;
 use std::time::Instant;
 use tokio::net::UdpSocket;
@@ -288,7 +288,10 @@ impl Coap {
                     peers.remove(&addr);
                     return Some((addr, out));
                 }
-                let (sid, kill, outbox) = self.p.sessions.register(&device, &serial);
+                let (sid, kill, outbox) =
+                    self.p
+                        .sessions
+                        .register(&device, &serial, Transport::CoapDtls);
                 forward(kill, outbox, ctl.clone(), move |link| Ctl::Link {
                     peer: addr,
                     sid,

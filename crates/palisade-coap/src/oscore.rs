@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use palisade_control::sessions::admit;
-use palisade_core::{Clock, DeviceId};
+use palisade_core::{Clock, DeviceId, Transport};
 use palisade_oscore::{OscoreError, RequestBinding, SecurityContext, request_kid};
 use palisade_pki::public_key_raw_of;
 use palisade_store::{CertFilter, CertStatus, Store};
@@ -494,7 +494,10 @@ impl Coap {
                     }
                 };
                 m.edhoc();
-                let (sid, kill, outbox) = self.p.sessions.register(&device, &serial);
+                let (sid, kill, outbox) =
+                    self.p
+                        .sessions
+                        .register(&device, &serial, Transport::CoapOscore);
                 let link_kid = kid.clone();
                 forward(kill, outbox, st.ctl.clone(), move |link| Ctl::Link {
                     kid: link_kid.clone(),

@@ -156,6 +156,30 @@ impl MqttConfig {
     }
 }
 
+/// The CoAP endpoint's limits (over DTLS and over OSCORE).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoapConfig {
+    /// Telemetry, events and answers per second per device (bursts of four
+    /// times that); above it a device is told 4.29 with Max-Age.
+    pub messages_per_sec: u32,
+    /// Largest request body, assembled from Block1 blocks (bytes).
+    pub max_body_bytes: u32,
+    /// A session or OSCORE context with nothing from its device for this
+    /// long is dropped (seconds).
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        Self {
+            messages_per_sec: 50,
+            max_body_bytes: 65_536,
+            idle_timeout_secs: 900,
+        }
+    }
+}
+
 /// The whole configuration of `palisade serve`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -192,6 +216,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// MQTT gateway limits.
     pub mqtt: MqttConfig,
+    /// The CoAP endpoint's limits.
+    pub coap: CoapConfig,
     /// TPM attestation.
     pub attestation: AttestationConfig,
     /// Firmware updates.
@@ -780,6 +806,7 @@ impl Default for Config {
             ca: CaConfig::default(),
             limits: LimitsConfig::default(),
             mqtt: MqttConfig::default(),
+            coap: CoapConfig::default(),
             attestation: AttestationConfig::default(),
             ota: OtaConfig::default(),
             advisories: AdvisoriesConfig::default(),
@@ -983,6 +1010,15 @@ impl Config {
             return Err(invalid(
                 "mqtt",
                 "messages_per_sec, bytes_per_sec and connect_timeout_secs must be at least 1",
+            ));
+        }
+        if self.coap.messages_per_sec == 0
+            || self.coap.max_body_bytes < 16
+            || self.coap.idle_timeout_secs == 0
+        {
+            return Err(invalid(
+                "coap",
+                "messages_per_sec and idle_timeout_secs must be at least 1, max_body_bytes at least 16",
             ));
         }
         if self

@@ -416,6 +416,7 @@ impl Posture {
                 activity: Activity {
                     connected: self.sessions.is_connected(&d.id),
                     last_seen_ms: d.last_seen_ms,
+                    transport: self.sessions.transport(&d.id),
                 },
                 open_alerts: alerts.get(&id).copied().unwrap_or_default(),
                 supplier: model

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use palisade_audit::EntryDraft;
-use palisade_core::{Clock, DeviceId, DeviceState};
+use palisade_core::{Clock, DeviceId, DeviceState, Transport};
 use palisade_store::{CertStatus, Change, Store};
 
 use crate::events::{Event, Subscription};
@@ -31,6 +31,7 @@ pub struct Outbound {
 struct Live {
     id: u64,
     serial: String,
+    transport: Transport,
     kill: Option<oneshot::Sender<&'static str>>,
     outbox: mpsc::Sender<Outbound>,
 }
@@ -52,12 +53,14 @@ impl std::fmt::Debug for Sessions {
 
 impl Sessions {
     /// Registers a new live session of `device` (authenticated with certificate
-    /// `serial`), closing the one it takes over; returns the session number, the
-    /// receiver of a kick and the session's outbox.
+    /// `serial`, reached over `transport`), closing the one it takes over;
+    /// returns the session number, the receiver of a kick and the session's
+    /// outbox.
     pub fn register(
         &self,
         device: &DeviceId,
         serial: &str,
+        transport: Transport,
     ) -> (
         u64,
         oneshot::Receiver<&'static str>,
@@ -72,6 +75,7 @@ impl Sessions {
                 Live {
                     id,
                     serial: serial.to_owned(),
+                    transport,
                     kill: Some(kill),
                     outbox,
                 },
@@ -165,6 +169,14 @@ impl Sessions {
     /// Connected devices.
     pub fn count(&self) -> usize {
         self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// How a connected device's session reaches the control plane.
+    pub fn transport(&self, device: &DeviceId) -> Option<Transport> {
+        self.live
+            .lock()
+            .ok()
+            .and_then(|l| l.get(device).map(|s| s.transport))
     }
 
     /// Whether a device is connected.

@@ -23,8 +23,8 @@ pub use lifecycle::{DeviceState, TransitionError};
 pub use role::{Role, RoleError};
 pub use signer::{KeyAlgorithm, KeyProtection, Signer, SignerError, ecdsa_fixed_to_der, spki_der};
 pub use states::{
-    AlertState, RolloutDeviceState, RolloutState, SupportStage, UnknownState, UnmanagedState,
-    UpdateState,
+    AlertState, RolloutDeviceState, RolloutState, SupportStage, Transport, UnknownState,
+    UnmanagedState, UpdateState,
 };
 
 /// The protocol command by which the control plane asks an agent to renew

@@ -213,6 +213,39 @@ impl AlertState {
     }
 }
 
+/// How a device's live session reaches the control plane: the evidence for
+/// "encrypted protocols suited to the device class".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// MQTT over mutually authenticated TLS (the gateway).
+    MqttTls,
+    /// CoAP over DTLS 1.2 with certificates.
+    CoapDtls,
+    /// CoAP protected with OSCORE, its keys from EDHOC.
+    CoapOscore,
+}
+
+impl Transport {
+    /// The name as shown and stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::MqttTls => "mqtt-tls",
+            Transport::CoapDtls => "coap-dtls",
+            Transport::CoapOscore => "coap-oscore",
+        }
+    }
+
+    /// What it is, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Transport::MqttTls => "MQTT over mutually authenticated TLS",
+            Transport::CoapDtls => "CoAP over DTLS 1.2 with certificates",
+            Transport::CoapOscore => "CoAP protected end to end with OSCORE, keyed by EDHOC",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use palisade_control::presence::Presence;
 use palisade_control::proxy::{ProxySettings, peer_address};
 use palisade_control::sessions::{Outbound, Sessions, admit};
 use palisade_control::tls::SwappableConfig;
-use palisade_core::{Clock, DeviceId};
+use palisade_core::{Clock, DeviceId, Transport};
 use palisade_detect::detect::AuthPlace;
 use palisade_mqtt::session::{
     Accepted, Close, ConnectRefusal, In, Proto, Reaction, Session, check_connect, connack, incoming,
@@ -410,7 +410,9 @@ impl Gateway {
                 .await;
             return;
         }
-        let (sid, mut kill, mut outbox) = self.sessions.register(&device, &info.serial_hex);
+        let (sid, mut kill, mut outbox) =
+            self.sessions
+                .register(&device, &info.serial_hex, Transport::MqttTls);
         // Noted before anything awaits: a session this one took over is still
         // live now, which is what tells a takeover (a cloned identity) apart
         // from a reconnection.

@@ -594,17 +594,27 @@ fn encrypted_transport(e: &DeviceEvidence, now_ms: i64) -> Finding {
             vec![],
         );
     }
+    // Every protocol the control plane accepts is encrypted and mutually
+    // authenticated; the live session names which one.
+    let over = e.activity.transport.map_or_else(
+        || {
+            "reaches the control plane only over mutually authenticated, encrypted protocols"
+                .to_owned()
+        },
+        |t| format!("reaches the control plane over {}", t.describe()),
+    );
+    let mut facts: Vec<Fact> = e
+        .activity
+        .transport
+        .map(|t| fact("protocol", t.as_str()))
+        .into_iter()
+        .collect();
     match e.activity.last_seen_ms {
-        Some(at) => finding(
-            Outcome::Pass,
-            "reaches the control plane only over mutually authenticated TLS",
-            vec![fact_at("last message", ago(now_ms, at), at)],
-        ),
-        None if e.activity.connected => finding(
-            Outcome::Pass,
-            "reaches the control plane only over mutually authenticated TLS",
-            vec![],
-        ),
+        Some(at) => {
+            facts.push(fact_at("last message", ago(now_ms, at), at));
+            finding(Outcome::Pass, over, facts)
+        }
+        None if e.activity.connected => finding(Outcome::Pass, over, facts),
         None => finding(
             Outcome::Unknown,
             "has never connected, so its protocols are not yet seen",

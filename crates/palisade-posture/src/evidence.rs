@@ -143,6 +143,9 @@ pub struct Activity {
     pub connected: bool,
     /// Last message, Unix ms.
     pub last_seen_ms: Option<i64>,
+    /// How its live session reaches the control plane, when connected.
+    #[serde(default)]
+    pub transport: Option<palisade_core::Transport>,
 }
 
 /// Unresolved alerts by severity.

@@ -65,6 +65,7 @@ fn exemplary() -> DeviceEvidence {
         activity: Activity {
             connected: true,
             last_seen_ms: Some(NOW - 30_000),
+            transport: Some(palisade_core::Transport::CoapOscore),
         },
         open_alerts: AlertCounts::default(),
         supplier: Some(Supplier {

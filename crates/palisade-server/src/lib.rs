@@ -330,8 +330,16 @@ impl Server {
                 &boot.pki,
                 clock.clone(),
             )?)),
-            limits: palisade_coap::exchange::Limits::default(),
-            bounds: palisade_coap::Bounds::default(),
+            limits: palisade_coap::exchange::Limits {
+                max_body: usize::try_from(config.coap.max_body_bytes).unwrap_or(usize::MAX),
+                rate: config.coap.messages_per_sec,
+                burst: config.coap.messages_per_sec.saturating_mul(4),
+                ..palisade_coap::exchange::Limits::default()
+            },
+            bounds: palisade_coap::Bounds {
+                idle_timeout: Duration::from_secs(config.coap.idle_timeout_secs),
+                ..palisade_coap::Bounds::default()
+            },
             node: node.clone(),
         }));
         let gateway = Arc::new(Gateway::new(GatewayParts {
