@@ -13,23 +13,40 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::dtls::{Progress, Read2, Session, Start};
-use crate::exchange::{Act, Exchange, Notice};
+use crate::est::EstAnswer;
+use crate::exchange::{Act, EstMode, EstRequest, Exchange, Notice};
 use crate::fleet::{Link, forward, send_all};
 use crate::server::Coap;
 
 /// A peer's state.
 enum Phase {
     Handshake,
-    /// Admission runs; early requests wait (a few).
-    Admitting(Vec<Vec<u8>>),
+    /// Admission runs; early requests wait (a few). The leaf certificate is
+    /// kept for EST re-enrolment.
+    Admitting {
+        early: Vec<Vec<u8>>,
+        leaf: Vec<u8>,
+    },
     Live(Box<Live>),
+    /// A certificate that is not operational (a birth certificate): EST
+    /// over CoAP only, for a minute.
+    Enrolling(Box<Enrolling>),
 }
 
 struct Live {
     device: DeviceId,
     sid: u64,
     exchange: Exchange,
+    leaf: Vec<u8>,
 }
+
+struct Enrolling {
+    chain: Vec<Vec<u8>>,
+    exchange: Exchange,
+}
+
+/// How long an enrolment-only session may stay.
+const ENROLLING_FOR: Duration = Duration::from_secs(60);
 
 struct Peer {
     tls: Box<Session>,
@@ -50,6 +67,11 @@ enum Ctl {
         peer: SocketAddr,
         sid: u64,
         link: Link,
+    },
+    Est {
+        peer: SocketAddr,
+        req: EstRequest,
+        answer: EstAnswer,
     },
 }
 
@@ -86,7 +108,7 @@ impl Coap {
                     }
                 }
                 _ = tick.tick() => {
-                    for (to, out) in self.timers(&mut peers) {
+                    for (to, out) in self.timers(&mut peers, &ctl_tx) {
                         send_all(&socket, to, out).await;
                     }
                 }
@@ -119,7 +141,7 @@ impl Coap {
                 self.progress(peers, from, progress, ctl);
                 out
             }
-            Phase::Admitting(early) => {
+            Phase::Admitting { early, .. } => {
                 if let Read2::Data(msgs) = peer.tls.read(d) {
                     for m in msgs {
                         if early.len() < EARLY {
@@ -129,11 +151,11 @@ impl Coap {
                 }
                 peer.tls.take_outbound().into()
             }
-            Phase::Live(_) => match peer.tls.read(d) {
+            Phase::Live(_) | Phase::Enrolling(_) => match peer.tls.read(d) {
                 Read2::Data(msgs) => {
                     let mut out = Vec::new();
                     for m in msgs {
-                        out.extend(self.coap_in(peer, &m, now));
+                        out.extend(self.coap_in(peer, from, &m, now, ctl));
                     }
                     out.extend(peer.tls.take_outbound());
                     out
@@ -228,9 +250,22 @@ impl Coap {
                 self.credential_refused(None, from, "tls");
                 tracing::debug!(peer = %from, %why, "DTLS handshake refused");
             }
-            Progress::Established(der) => {
+            Progress::Established(chain) => {
                 m.handshake();
-                let identity = inspect_certificate(&der).ok().and_then(|info| {
+                let operational = self.p.dtls.current().is_some_and(|c| c.operational(&chain));
+                if !operational {
+                    // A birth certificate (or any other): EST only; the
+                    // enrolment service judges the chain.
+                    if let Some(p) = peers.get_mut(&from) {
+                        let exchange =
+                            Exchange::new(self.p.limits, from.port(), self.p.clock.now_ms())
+                                .with_est(EstMode::EnrolmentOnly);
+                        p.phase = Phase::Enrolling(Box::new(Enrolling { chain, exchange }));
+                    }
+                    return;
+                }
+                let leaf = chain.into_iter().next().unwrap_or_default();
+                let identity = inspect_certificate(&leaf).ok().and_then(|info| {
                     let device = DeviceId::parse(info.common_name.as_deref()?).ok()?;
                     Some((device, info.serial_hex))
                 });
@@ -242,7 +277,10 @@ impl Coap {
                     return;
                 };
                 if let Some(p) = peers.get_mut(&from) {
-                    p.phase = Phase::Admitting(Vec::new());
+                    p.phase = Phase::Admitting {
+                        early: Vec::new(),
+                        leaf,
+                    };
                 }
                 let (store, clock, ctl) = (self.p.store.clone(), self.p.clock.clone(), ctl.clone());
                 tokio::spawn(async move {
@@ -276,10 +314,10 @@ impl Coap {
                 result,
             } => {
                 let peer = peers.get_mut(&addr)?;
-                let Phase::Admitting(early) = &mut peer.phase else {
+                let Phase::Admitting { early, leaf } = &mut peer.phase else {
                     return None;
                 };
-                let early = std::mem::take(early);
+                let (early, leaf) = (std::mem::take(early), std::mem::take(leaf));
                 if let Err(reason) = result {
                     self.p.metrics.coap().refused(reason);
                     self.credential_refused(Some(device.as_str()), addr, reason);
@@ -302,13 +340,15 @@ impl Coap {
                 peer.phase = Phase::Live(Box::new(Live {
                     device,
                     sid,
-                    exchange: Exchange::new(self.p.limits, seed, self.p.clock.now_ms()),
+                    exchange: Exchange::new(self.p.limits, seed, self.p.clock.now_ms())
+                        .with_est(EstMode::Operational),
+                    leaf,
                 }));
                 self.p.metrics.coap().sessions(self.live(peers));
                 let peer = peers.get_mut(&addr)?;
                 let mut out = Vec::new();
                 for m in early {
-                    out.extend(self.coap_in(peer, &m, now));
+                    out.extend(self.coap_in(peer, addr, &m, now, ctl));
                 }
                 out.extend(peer.tls.take_outbound());
                 Some((addr, out))
@@ -335,7 +375,7 @@ impl Coap {
                             },
                             now,
                         );
-                        let out = self.apply(peer, acts);
+                        let out = self.apply(peer, addr, acts, ctl);
                         Some((addr, out))
                     }
                     Link::Kill(reason) => {
@@ -349,6 +389,25 @@ impl Coap {
                     }
                 }
             }
+            Ctl::Est {
+                peer: addr,
+                req,
+                answer,
+            } => {
+                let peer = peers.get_mut(&addr)?;
+                let exchange = match &mut peer.phase {
+                    Phase::Live(l) => &mut l.exchange,
+                    Phase::Enrolling(e) => &mut e.exchange,
+                    _ => return None,
+                };
+                self.p
+                    .metrics
+                    .coap()
+                    .answered(&coap_lite::MessageClass::Response(answer.code).to_string());
+                let bytes = exchange.est_answer(&req, answer.code, answer.format, answer.body);
+                peer.tls.write(&bytes);
+                Some((addr, peer.tls.take_outbound().into()))
+            }
         }
     }
 
@@ -359,38 +418,89 @@ impl Coap {
             .count()
     }
 
-    /// CoAP messages from a live session's device.
-    fn coap_in(&self, peer: &mut Peer, m: &[u8], now: Instant) -> Vec<Vec<u8>> {
-        let Phase::Live(live) = &mut peer.phase else {
-            return Vec::new();
+    /// CoAP messages from a live or enrolling session's device.
+    fn coap_in(
+        &self,
+        peer: &mut Peer,
+        addr: SocketAddr,
+        m: &[u8],
+        now: Instant,
+        ctl: &mpsc::Sender<Ctl>,
+    ) -> Vec<Vec<u8>> {
+        let exchange = match &mut peer.phase {
+            Phase::Live(l) => &mut l.exchange,
+            Phase::Enrolling(e) => &mut e.exchange,
+            _ => return Vec::new(),
         };
-        let acts = live.exchange.incoming(m, now, self.p.clock.now_ms());
-        self.apply(peer, acts)
+        let acts = exchange.incoming(m, now, self.p.clock.now_ms());
+        self.apply(peer, addr, acts, ctl)
     }
 
     /// Carries out what the CoAP layer asked for; returns the datagrams.
-    fn apply(&self, peer: &mut Peer, acts: Vec<Act>) -> Vec<Vec<u8>> {
-        let Phase::Live(live) = &mut peer.phase else {
-            return Vec::new();
-        };
+    fn apply(
+        &self,
+        peer: &mut Peer,
+        addr: SocketAddr,
+        acts: Vec<Act>,
+        ctl: &mpsc::Sender<Ctl>,
+    ) -> Vec<Vec<u8>> {
+        let Peer { tls, phase, .. } = peer;
+        let m = self.p.metrics.coap();
         for a in acts {
-            if let Some(bytes) = self.act(&live.device, a) {
-                peer.tls.write(&bytes);
+            match (a, &*phase) {
+                (Act::Est(req), Phase::Live(l)) => self.est(addr, req, vec![l.leaf.clone()], ctl),
+                (Act::Est(req), Phase::Enrolling(e)) => self.est(addr, req, e.chain.clone(), ctl),
+                (a, Phase::Live(l)) => {
+                    if let Some(bytes) = self.act(&l.device, a) {
+                        tls.write(&bytes);
+                    }
+                }
+                (Act::Send(bytes), _) => {
+                    tls.write(&bytes);
+                }
+                (Act::Refused(why), _) => m.refused(why),
+                (Act::Answered(code), _) => m.answered(&code),
+                _ => {}
             }
         }
-        peer.tls.take_outbound().into()
+        tls.take_outbound().into()
+    }
+
+    /// Runs an EST-coaps request through the enrolment service; the answer
+    /// comes back to the task.
+    fn est(&self, addr: SocketAddr, req: EstRequest, chain: Vec<Vec<u8>>, ctl: &mpsc::Sender<Ctl>) {
+        let (enrollment, pki, metrics, ctl) = (
+            self.p.enrollment.clone(),
+            self.p.pki.clone(),
+            self.p.metrics.clone(),
+            ctl.clone(),
+        );
+        tokio::spawn(async move {
+            let answer = crate::est::answer(&enrollment, &pki, &metrics, &req, &chain).await;
+            let _ = ctl
+                .send(Ctl::Est {
+                    peer: addr,
+                    req,
+                    answer,
+                })
+                .await;
+        });
     }
 
     /// Handshake retransmissions and deadlines, notification
     /// retransmissions, idle sessions.
-    fn timers(&self, peers: &mut HashMap<SocketAddr, Peer>) -> Vec<(SocketAddr, Vec<Vec<u8>>)> {
+    fn timers(
+        &self,
+        peers: &mut HashMap<SocketAddr, Peer>,
+        ctl: &mpsc::Sender<Ctl>,
+    ) -> Vec<(SocketAddr, Vec<Vec<u8>>)> {
         let now = Instant::now();
         let b = self.p.bounds;
         let mut sends = Vec::new();
         let mut gone = Vec::new();
         for (addr, peer) in peers.iter_mut() {
             let out: Vec<Vec<u8>> = match &mut peer.phase {
-                Phase::Handshake | Phase::Admitting(_)
+                Phase::Handshake | Phase::Admitting { .. }
                     if now.duration_since(peer.started) > b.handshake_timeout =>
                 {
                     gone.push((*addr, "handshake_timeout"));
@@ -400,7 +510,15 @@ impl Coap {
                     peer.tls.handshake_timer();
                     peer.tls.take_outbound().into()
                 }
-                Phase::Admitting(_) => continue,
+                Phase::Admitting { .. } => continue,
+                Phase::Enrolling(_) => {
+                    if now.duration_since(peer.started) > ENROLLING_FOR {
+                        peer.tls.close();
+                        sends.push((*addr, peer.tls.take_outbound().into()));
+                        gone.push((*addr, "enrolment_session_over"));
+                    }
+                    continue;
+                }
                 Phase::Live(_) if now.duration_since(peer.last) > b.idle_timeout => {
                     peer.tls.close();
                     sends.push((*addr, peer.tls.take_outbound().into()));
@@ -412,7 +530,7 @@ impl Coap {
                         continue;
                     }
                     let acts = live.exchange.tick(now);
-                    self.apply(peer, acts)
+                    self.apply(peer, *addr, acts, ctl)
                 }
             };
             if !out.is_empty() {

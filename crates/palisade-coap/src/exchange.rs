@@ -12,6 +12,7 @@
 //! | `/commands`          | GET, Observe | commands, one notification each       |
 //! | `/ota`               | GET, Observe | update notices                        |
 //! | `/.well-known/core`  | GET          | the list above (RFC 6690)             |
+//! | `/.well-known/est/crts`, `sen`, `sren` | GET, POST | EST over CoAP (RFC 9148), over DTLS only |
 //!
 //! The device is who its DTLS certificate says; there is no device id in a
 //! path, so no request can reach another device's resources.
@@ -88,9 +89,56 @@ pub enum Act {
     Notified,
     /// A confirmable notification was sent again.
     Retransmitted,
+    /// An EST-coaps request for the enrolment service; the endpoint answers
+    /// it later with [`Exchange::est_answer`].
+    Est(EstRequest),
     /// A request was answered with this code (`2.04`, `4.04`, ...).
     Answered(String),
 }
+
+/// What EST over CoAP (RFC 9148) a session may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EstMode {
+    /// None (OSCORE sessions: EST-coaps is defined over DTLS).
+    Off,
+    /// A device with an operational certificate: everything, and EST.
+    Operational,
+    /// A device with a birth certificate only: EST and nothing else.
+    EnrolmentOnly,
+}
+
+/// An EST-coaps operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EstOp {
+    /// `GET /.well-known/est/crts`: the CA certificates.
+    CaCerts,
+    /// `POST /.well-known/est/sen`: enrol with a birth certificate.
+    Enroll,
+    /// `POST /.well-known/est/sren`: renew with the operational certificate.
+    Reenroll,
+}
+
+/// An EST-coaps request waiting for the enrolment service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EstRequest {
+    /// Which operation.
+    pub op: EstOp,
+    /// The CSR (DER, content-format 286) for `sen` and `sren`.
+    pub csr: Vec<u8>,
+    /// The answer is the bare certificate (Accept: 287) rather than a
+    /// certs-only CMS message (281).
+    pub pkix_cert: bool,
+    mid: u16,
+    token: Vec<u8>,
+    confirmable: bool,
+}
+
+/// application/pkcs7-mime; smime-type=certs-only (RFC 9148).
+pub const CF_CERTS_ONLY: u16 = 281;
+/// application/pkcs10.
+pub const CF_PKCS10: u16 = 286;
+/// application/pkix-cert.
+pub const CF_PKIX_CERT: u16 = 287;
 
 /// A resource a device may observe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +207,7 @@ pub struct Exchange {
     /// GETs of the blocks after the first (RFC 7959 §2.6).
     served: Option<(Watched, Bytes)>,
     bucket: palisade_mqtt::TokenBucket,
+    est: EstMode,
 }
 
 impl Exchange {
@@ -176,7 +225,14 @@ impl Exchange {
             upload: None,
             served: None,
             bucket: palisade_mqtt::TokenBucket::new(limits.rate, limits.burst, now_ms),
+            est: EstMode::Off,
         }
+    }
+
+    /// What EST over CoAP this session may use (none by default).
+    pub fn with_est(mut self, est: EstMode) -> Self {
+        self.est = est;
+        self
     }
 
     /// Whether the device observes its commands.
@@ -228,18 +284,29 @@ impl Exchange {
                     }
                     return acts;
                 }
+                let confirmable = t == MessageType::Confirmable;
+                if let Some(est) = self.est_request(method, &packet, confirmable) {
+                    match est {
+                        Ok(req) => {
+                            // Answered when the enrolment service has; a
+                            // retransmission meanwhile is dropped above.
+                            self.remember(mid, now, None);
+                            acts.push(Act::Est(req));
+                            return acts;
+                        }
+                        Err(response) => {
+                            acts.push(Act::Answered(response.header.code.to_string()));
+                            let bytes = self.frame(response, confirmable, mid);
+                            self.remember(mid, now, confirmable.then(|| bytes.clone()));
+                            acts.push(Act::Send(bytes));
+                            return acts;
+                        }
+                    }
+                }
                 let response = self.request(method, &packet, now_ms, &mut acts);
                 acts.push(Act::Answered(response.header.code.to_string()));
-                let confirmable = t == MessageType::Confirmable;
                 let bytes = self.frame(response, confirmable, mid);
-                if self.recent.len() >= RECENT {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back(Recent {
-                    mid,
-                    at: now,
-                    reply: confirmable.then(|| bytes.clone()),
-                });
+                self.remember(mid, now, confirmable.then(|| bytes.clone()));
                 acts.push(Act::Send(bytes));
             }
             (MessageType::Confirmable, _) => {
@@ -263,6 +330,98 @@ impl Exchange {
             response.header.message_id = self.mid();
         }
         encode(&response)
+    }
+
+    fn remember(&mut self, mid: u16, now: Instant, reply: Option<Vec<u8>>) {
+        if self.recent.len() >= RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Recent {
+            mid,
+            at: now,
+            reply,
+        });
+    }
+
+    /// A request to `/.well-known/est/…`: `None` if it is not one;
+    /// `Some(Err(answer))` if it is refused at once.
+    fn est_request(
+        &self,
+        method: RequestType,
+        p: &Packet,
+        confirmable: bool,
+    ) -> Option<Result<EstRequest, Packet>> {
+        let path = uri_path(p);
+        let refuse = |code| {
+            let mut r = Packet::new();
+            r.set_token(p.get_token().to_vec());
+            r.header.code = MessageClass::Response(code);
+            Err(r)
+        };
+        let Some(name) = path.strip_prefix(".well-known/est/") else {
+            // A birth certificate reaches EST and nothing else.
+            return (self.est == EstMode::EnrolmentOnly)
+                .then(|| refuse(ResponseType::Unauthorized));
+        };
+        if self.est == EstMode::Off {
+            return Some(refuse(ResponseType::NotFound));
+        }
+        let op = match (name, method) {
+            ("crts", RequestType::Get) => EstOp::CaCerts,
+            ("sen", RequestType::Post) => EstOp::Enroll,
+            ("sren", RequestType::Post) => EstOp::Reenroll,
+            ("crts" | "sen" | "sren", _) => return Some(refuse(ResponseType::MethodNotAllowed)),
+            _ => return Some(refuse(ResponseType::NotFound)),
+        };
+        if op != EstOp::CaCerts {
+            if content_format(p) != Some(CF_PKCS10) {
+                return Some(refuse(ResponseType::UnsupportedContentFormat));
+            }
+            if p.get_option(CoapOption::Block1).is_some() || p.payload.len() > self.limits.max_body
+            {
+                // A P-256 CSR is a few hundred bytes: one block.
+                return Some(refuse(ResponseType::RequestEntityTooLarge));
+            }
+        }
+        let accept = p
+            .get_first_option(CoapOption::Accept)
+            .map(|v| v.iter().take(2).fold(0u16, |a, b| (a << 8) | u16::from(*b)));
+        let pkix_cert = match accept {
+            None | Some(CF_CERTS_ONLY) => false,
+            Some(CF_PKIX_CERT) if op != EstOp::CaCerts => true,
+            Some(_) => return Some(refuse(ResponseType::NotAcceptable)),
+        };
+        Some(Ok(EstRequest {
+            op,
+            csr: p.payload.clone(),
+            pkix_cert,
+            mid: p.header.message_id,
+            token: p.get_token().to_vec(),
+            confirmable,
+        }))
+    }
+
+    /// The answer to an EST-coaps request, remembered for its
+    /// retransmissions: `body` with `format`, or an error `code`.
+    pub fn est_answer(
+        &mut self,
+        req: &EstRequest,
+        code: ResponseType,
+        format: Option<u16>,
+        body: Vec<u8>,
+    ) -> Vec<u8> {
+        let mut r = Packet::new();
+        r.set_token(req.token.clone());
+        r.header.code = MessageClass::Response(code);
+        if let Some(f) = format {
+            r.add_option(CoapOption::ContentFormat, trim(&f.to_be_bytes()));
+        }
+        r.payload = body;
+        let bytes = self.frame(r, req.confirmable, req.mid);
+        if let Some(e) = self.recent.iter_mut().find(|e| e.mid == req.mid) {
+            e.reply = req.confirmable.then(|| bytes.clone());
+        }
+        bytes
     }
 
     fn forget_old(&mut self, now: Instant) {

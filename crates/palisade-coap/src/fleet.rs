@@ -91,6 +91,8 @@ impl Coap {
             Act::Retransmitted => m.retransmission(),
             Act::Refused(why) => m.refused(why),
             Act::Answered(code) => m.answered(&code),
+            // Only a DTLS session makes these, and its task answers them.
+            Act::Est(_) => {}
         }
         None
     }

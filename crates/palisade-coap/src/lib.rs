@@ -21,6 +21,8 @@ pub mod dtls;
 pub mod edhoc;
 #[cfg(feature = "endpoint")]
 mod endpoint;
+#[cfg(feature = "endpoint")]
+mod est;
 pub mod exchange;
 #[cfg(feature = "endpoint")]
 mod fleet;

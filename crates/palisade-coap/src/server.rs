@@ -58,6 +58,10 @@ pub struct CoapParts {
     pub dtls: Arc<SwappableContext>,
     /// The server's EDHOC key and credential (the OSCORE listener's).
     pub edhoc: crate::edhoc::ServerIdentity,
+    /// The enrolment service (EST over CoAP).
+    pub enrollment: Arc<palisade_control::enroll::Enrollment>,
+    /// The CAs (EST's `crts`).
+    pub pki: Arc<palisade_control::pki::Pki>,
     /// Per-session CoAP limits.
     pub limits: Limits,
     /// Bounds on the endpoint's state.

@@ -462,3 +462,115 @@ fn a_flooding_device_is_told_to_wait() {
     }
     assert_eq!((published, limited), (3, 7));
 }
+
+#[test]
+fn est_requests_wait_for_the_service_and_only_est_reaches_a_birth_certificate() {
+    use palisade_coap::exchange::{CF_PKCS10, EstMode, EstOp};
+    let t0 = Instant::now();
+    let csr = |mid: u16, path: &str, cf: u8| {
+        let mut p = request(
+            MessageType::Confirmable,
+            RequestType::Post,
+            mid,
+            path,
+            b"\x30\x82",
+        );
+        p.add_option(CoapOption::ContentFormat, vec![1, cf]);
+        p
+    };
+    let mut x = Exchange::new(Limits::default(), 9, 0).with_est(EstMode::EnrolmentOnly);
+    // Telemetry from a birth certificate: 4.01, nothing published.
+    let acts = x.incoming(
+        &request(
+            MessageType::Confirmable,
+            RequestType::Post,
+            1,
+            "telemetry",
+            b"{}",
+        )
+        .to_bytes()
+        .unwrap(),
+        t0,
+        0,
+    );
+    assert_eq!(code(&sent(&acts)[0]), response(ResponseType::Unauthorized));
+    assert!(!acts.iter().any(|a| matches!(a, Act::Publish { .. })));
+    // sen with a CSR (286): handed to the service, no answer yet; its
+    // retransmission meanwhile is dropped; the answer is then remembered.
+    let p = csr(2, ".well-known/est/sen", (CF_PKCS10 & 0xff) as u8);
+    let acts = x.incoming(&p.to_bytes().unwrap(), t0, 0);
+    let Some(req) = acts.iter().find_map(|a| match a {
+        Act::Est(r) => Some(r.clone()),
+        _ => None,
+    }) else {
+        panic!("no EST act: {acts:?}");
+    };
+    assert_eq!(req.op, EstOp::Enroll);
+    assert!(sent(&acts).is_empty());
+    assert!(sent(&x.incoming(&p.to_bytes().unwrap(), t0, 0)).is_empty());
+    let answer = x.est_answer(&req, ResponseType::Changed, Some(281), b"pkcs7".to_vec());
+    let r = Packet::from_bytes(&answer).unwrap();
+    assert_eq!((r.header.message_id, r.get_token()), (2, p.get_token()));
+    assert_eq!(
+        sent(&x.incoming(&p.to_bytes().unwrap(), t0, 0)),
+        vec![r],
+        "the same answer again"
+    );
+    // The wrong content format, the wrong method, an unknown operation.
+    let acts = x.incoming(
+        &csr(3, ".well-known/est/sen", 50).to_bytes().unwrap(),
+        t0,
+        0,
+    );
+    assert_eq!(
+        code(&sent(&acts)[0]),
+        response(ResponseType::UnsupportedContentFormat)
+    );
+    let acts = x.incoming(
+        &request(
+            MessageType::Confirmable,
+            RequestType::Get,
+            4,
+            ".well-known/est/sen",
+            b"",
+        )
+        .to_bytes()
+        .unwrap(),
+        t0,
+        0,
+    );
+    assert_eq!(
+        code(&sent(&acts)[0]),
+        response(ResponseType::MethodNotAllowed)
+    );
+    let acts = x.incoming(
+        &request(
+            MessageType::Confirmable,
+            RequestType::Get,
+            5,
+            ".well-known/est/skg",
+            b"",
+        )
+        .to_bytes()
+        .unwrap(),
+        t0,
+        0,
+    );
+    assert_eq!(code(&sent(&acts)[0]), response(ResponseType::NotFound));
+    // Over OSCORE there is no EST.
+    let mut o = Exchange::new(Limits::default(), 9, 0);
+    let acts = o.incoming(
+        &request(
+            MessageType::Confirmable,
+            RequestType::Get,
+            6,
+            ".well-known/est/crts",
+            b"",
+        )
+        .to_bytes()
+        .unwrap(),
+        t0,
+        0,
+    );
+    assert_eq!(code(&sent(&acts)[0]), response(ResponseType::NotFound));
+}

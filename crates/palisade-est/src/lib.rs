@@ -68,9 +68,9 @@ pub fn decode_pkcs10_body(content_type: Option<&str>, body: &[u8]) -> Result<Vec
     B64.decode(&compact).map_err(|_| EstError::NotBase64)
 }
 
-/// Encodes DER certificates as a base64 certs-only CMS message (with line breaks
-/// every 64 characters, as RFC 7030 examples show).
-pub fn certs_only_base64(ders: &[&[u8]]) -> Result<String, EstError> {
+/// Encodes DER certificates as a certs-only CMS message (DER), as EST over
+/// CoAP sends it (RFC 9148, content-format 281).
+pub fn certs_only_der(ders: &[&[u8]]) -> Result<Vec<u8>, EstError> {
     let mut path = Vec::with_capacity(ders.len());
     for der in ders {
         path.push(
@@ -78,8 +78,13 @@ pub fn certs_only_base64(ders: &[&[u8]]) -> Result<String, EstError> {
         );
     }
     let ci = ContentInfo::try_from(path).map_err(|e| EstError::Encode(e.to_string()))?;
-    let der = ci.to_der().map_err(|e| EstError::Encode(e.to_string()))?;
-    Ok(wrap64(&B64.encode(der)))
+    ci.to_der().map_err(|e| EstError::Encode(e.to_string()))
+}
+
+/// Encodes DER certificates as a base64 certs-only CMS message (with line breaks
+/// every 64 characters, as RFC 7030 examples show).
+pub fn certs_only_base64(ders: &[&[u8]]) -> Result<String, EstError> {
+    Ok(wrap64(&B64.encode(certs_only_der(ders)?)))
 }
 
 /// Decodes a base64 certs-only CMS message (an EST response) into DER certificates.

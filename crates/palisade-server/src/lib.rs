@@ -325,6 +325,8 @@ impl Server {
             bus: bus.clone(),
             presence: presence.clone(),
             edhoc: edhoc_identity(&boot.dir)?,
+            enrollment: state.enrollment.clone(),
+            pki: boot.pki.clone(),
             dtls: Arc::new(palisade_coap::dtls::SwappableContext::new(dtls_context(
                 &boot.dir,
                 &boot.pki,

@@ -317,11 +317,11 @@ fn a_revoked_device_loses_its_dtls_session_within_a_second_and_cannot_come_back(
 }
 
 #[test]
-fn a_certificate_from_another_ca_is_refused_in_the_handshake() {
+fn a_certificate_from_another_ca_reaches_nothing_but_est() {
     if !peers() {
         return;
     }
-    let (dir, server, _devs) = setup(&[]);
+    let (dir, server, _devs) = setup(&["m-1"]);
     let key = dir.path().join("self.key");
     let cert = dir.path().join("self.pem");
     let o = Command::new("openssl")
@@ -348,25 +348,220 @@ fn a_certificate_from_another_ca_is_refused_in_the_handshake() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let foreign = Device { key, cert };
+    // The handshake completes (EST over CoAP takes birth certificates), but
+    // a certificate that does not chain to Palisade's CAs is no device: its
+    // telemetry is refused, and the enrolment service refuses it too.
     for tool in CLIENTS {
         let o = run_client(
             tool,
             &server,
             &foreign,
-            &["-m", "post", "-e", "{}", "-v", "6"],
+            &[
+                "-m",
+                "post",
+                "-t",
+                "50",
+                "-e",
+                "{\"firmware\":\"6.6.6\"}",
+                "-v",
+                "6",
+            ],
             "telemetry",
         );
-        assert!(codes(&o).is_empty(), "{tool}: {}", text(&o));
+        assert!(
+            codes(&o).contains(&"4.01".to_owned()),
+            "{tool}: {}",
+            text(&o)
+        );
     }
-    assert!(
-        counter(
-            &server,
-            "palisade_coap_refusals_total{reason=\"handshake\"}"
-        ) >= 2.0,
-        "{}",
-        server.metric("palisade_coap")
+    let csr = dir.path().join("x.csr");
+    let o = Command::new("openssl")
+        .args(["req", "-new", "-key"])
+        .arg(&foreign.key)
+        .args(["-subj", "/CN=m-1", "-outform", "DER", "-out"])
+        .arg(&csr)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_client(
+        "coap-client-gnutls",
+        &server,
+        &foreign,
+        &[
+            "-m",
+            "post",
+            "-t",
+            "286",
+            "-f",
+            &csr.to_string_lossy(),
+            "-v",
+            "6",
+        ],
+        ".well-known/est/sen",
     );
-    assert_eq!(counter(&server, "palisade_coap_handshakes_total"), 0.0);
+    assert!(codes(&o).contains(&"4.01".to_owned()), "{}", text(&o));
+    assert_ne!(server.device("m-1")["reported_firmware"], "6.6.6");
+    assert_eq!(counter(&server, "palisade_coap_sessions "), 0.0);
+}
+
+/// A birth identity from a factory batch: EST over CoAP (RFC 9148) with
+/// libcoap, then the operational certificate it got on the same endpoint.
+#[test]
+fn a_device_with_a_birth_certificate_enrols_over_coaps_and_renews() {
+    if !peers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("data")).unwrap();
+    server.cli_ok(&["model", "add", "meter"]);
+    let cli = |args: &[&str]| {
+        server.cli_ok(args);
+    };
+    let batch = factory_batch(&cli, dir.path(), "acme", "meter", &["M0001"], 7300);
+    let ca = batch.factory.join("ca.pem");
+    server.cli_ok(&["supplier", "add", "acme", "--ca-cert", ca.to_str().unwrap()]);
+    server.cli_ok(&["batch", "import", batch.manifest.to_str().unwrap()]);
+    let d = &batch.devices[0];
+    let birth = Device {
+        key: d.join("idevid.key"),
+        cert: d.join("idevid.pem"),
+    };
+    // The CA certificates.
+    let crts = dir.path().join("crts.p7");
+    let o = run_client(
+        "coap-client-gnutls",
+        &server,
+        &birth,
+        &["-m", "get", "-o", &crts.to_string_lossy()],
+        ".well-known/est/crts",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let printed = Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+        .arg(&crts)
+        .output()
+        .unwrap();
+    assert!(
+        text(&printed).contains("Palisade Root CA"),
+        "{}",
+        text(&printed)
+    );
+    // A new operational key and its CSR (DER, content-format 286).
+    let op_key = dir.path().join("op.key");
+    let csr = dir.path().join("op.csr");
+    let sh = |script: &str| {
+        let o = Command::new("bash")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", text(&o));
+    };
+    sh(&format!(
+        "openssl ecparam -name prime256v1 -genkey -noout -out {k} && openssl req -new -key {k} -subj /CN=ignored -outform DER -out {c}",
+        k = op_key.display(),
+        c = csr.display()
+    ));
+    let got = dir.path().join("op.p7");
+    let o = run_client(
+        "coap-client-gnutls",
+        &server,
+        &birth,
+        &[
+            "-m",
+            "post",
+            "-t",
+            "286",
+            "-f",
+            &csr.to_string_lossy(),
+            "-o",
+            &got.to_string_lossy(),
+            "-v",
+            "6",
+        ],
+        ".well-known/est/sen",
+    );
+    assert!(codes(&o).contains(&"2.04".to_owned()), "{}", text(&o));
+    let op_cert = dir.path().join("op.pem");
+    sh(&format!(
+        "openssl pkcs7 -inform DER -print_certs -in {} -out {}",
+        got.display(),
+        op_cert.display()
+    ));
+    let list: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "list", "--json"])).unwrap();
+    let issued = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["profile"] == "device")
+        .expect("an operational certificate");
+    let device = issued["device"].as_str().unwrap().to_owned();
+    // The operational certificate opens a device session on the same endpoint.
+    let op = Device {
+        key: op_key.clone(),
+        cert: op_cert.clone(),
+    };
+    let o = run_client(
+        "coap-client-openssl",
+        &server,
+        &op,
+        &[
+            "-m",
+            "post",
+            "-t",
+            "50",
+            "-e",
+            "{\"firmware\":\"1.0.0\"}",
+            "-v",
+            "6",
+        ],
+        "telemetry",
+    );
+    assert!(codes(&o).contains(&"2.04".to_owned()), "{}", text(&o));
+    assert_eq!(server.device(&device)["reported_firmware"], "1.0.0");
+    // Renewal with it (sren), the bare certificate asked for (Accept 287).
+    let renewed = dir.path().join("renewed.der");
+    let o = run_client(
+        "coap-client-gnutls",
+        &server,
+        &op,
+        &[
+            "-m",
+            "post",
+            "-t",
+            "286",
+            "-A",
+            "287",
+            "-f",
+            &csr.to_string_lossy(),
+            "-o",
+            &renewed.to_string_lossy(),
+            "-v",
+            "6",
+        ],
+        ".well-known/est/sren",
+    );
+    assert!(codes(&o).contains(&"2.04".to_owned()), "{}", text(&o));
+    let shown = Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-noout", "-subject", "-in"])
+        .arg(&renewed)
+        .output()
+        .unwrap();
+    assert!(text(&shown).contains(&device), "{}", text(&shown));
+    let certs: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["cert", "list", "--device", &device, "--json"]))
+            .unwrap();
+    assert_eq!(certs.as_array().unwrap().len(), 2, "{certs}");
+    // The birth certificate reaches nothing but EST.
+    let o = run_client(
+        "coap-client-openssl",
+        &server,
+        &birth,
+        &["-m", "post", "-t", "50", "-e", "{}", "-v", "6"],
+        "telemetry",
+    );
+    assert!(codes(&o).contains(&"4.01".to_owned()), "{}", text(&o));
 }
 
 /// One real DTLS 1.2 ClientHello, as `openssl s_client` sends it.

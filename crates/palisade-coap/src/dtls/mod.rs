@@ -4,10 +4,14 @@
 //! - Certificates only, ECDHE-ECDSA with P-256, CoAP's mandatory
 //!   `TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8` first (RFC 7252 §9.1.3.3), then
 //!   the AES-GCM suites. No PSK, no renegotiation, no compression.
-//! - The client's chain is checked by OpenSSL against every issuing CA and
-//!   root in service; revocation and the device's state are checked against
-//!   the inventory when the session is admitted (as the MQTT gateway does),
-//!   and a revoked device's live session is closed from the session registry.
+//! - The handshake takes any client certificate whose key the client proves
+//!   (as EST over HTTPS does): after it, a chain that verifies against every
+//!   issuing CA and root in service makes an operational session, admitted
+//!   against the inventory (revocation, the device's state) as the MQTT
+//!   gateway does; any other chain (a birth certificate) may only use EST
+//!   over CoAP, where the enrolment service checks it against the suppliers'
+//!   CAs and batches. A revoked device's live session is closed from the
+//!   session registry.
 //! - Spoofed-source floods meet the stateless cookie exchange
 //!   (`DTLSv1_listen`): no state is kept for a ClientHello until it comes
 //!   back with a cookie bound to its source address (HMAC-SHA256 under a
@@ -29,8 +33,9 @@ use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
     SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
-use openssl::x509::X509;
-use openssl::x509::store::X509StoreBuilder;
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509, X509StoreContext};
 use palisade_core::Clock;
 use ring::hmac;
 
@@ -99,8 +104,8 @@ impl std::fmt::Debug for Session {
 pub(crate) enum Progress {
     /// More flights to come.
     Pending,
-    /// Done: the client's certificate (DER).
-    Established(Vec<u8>),
+    /// Done: the client's chain as sent (DER, leaf first).
+    Established(Vec<Vec<u8>>),
     /// Failed (a bad certificate, a protocol error): drop the session.
     Failed(String),
 }
@@ -126,10 +131,18 @@ impl Session {
             self.stream.get_mut().inbound = datagram;
         }
         match self.stream.accept() {
-            Ok(()) => match self.stream.ssl().peer_certificate().map(|c| c.to_der()) {
-                Some(Ok(der)) => Progress::Established(der),
-                _ => Progress::Failed("no client certificate".into()),
-            },
+            Ok(()) => {
+                let ssl = self.stream.ssl();
+                let Some(Ok(leaf)) = ssl.peer_certificate().map(|c| c.to_der()) else {
+                    return Progress::Failed("no client certificate".into());
+                };
+                // On a server, OpenSSL's peer chain leaves the leaf out.
+                let mut chain = vec![leaf];
+                if let Some(rest) = ssl.peer_cert_chain() {
+                    chain.extend(rest.iter().filter_map(|c| c.to_der().ok()).take(8));
+                }
+                Progress::Established(chain)
+            }
             Err(e) if e.code() == ErrorCode::WANT_READ || e.code() == ErrorCode::WANT_WRITE => {
                 Progress::Pending
             }
@@ -175,6 +188,8 @@ impl Session {
 pub struct Context {
     ctx: SslContext,
     peer_index: Index<Ssl, SocketAddr>,
+    /// The CAs in service, which an operational chain must verify against.
+    anchors: X509Store,
 }
 
 impl std::fmt::Debug for Context {
@@ -243,8 +258,12 @@ impl Context {
         for a in anchors {
             store.add_cert(X509::from_der(a)?)?;
         }
-        b.set_verify_cert_store(store.build())?;
-        b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        // Any certificate whose key the client proves; which kind of session
+        // it gets is decided after the handshake (`operational`).
+        b.set_verify_callback(
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+            |_, _| true,
+        );
         b.set_verify_depth(4);
         let peer_index = Ssl::new_ex_index::<SocketAddr>()?;
         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
@@ -273,7 +292,26 @@ impl Context {
         Ok(Self {
             ctx: b.build(),
             peer_index,
+            anchors: store.build(),
         })
+    }
+
+    /// Whether a client's chain (leaf first) verifies against the CAs in
+    /// service: an operational certificate, not a birth one.
+    pub fn operational(&self, chain: &[Vec<u8>]) -> bool {
+        let verify = || -> Result<bool, openssl::error::ErrorStack> {
+            let Some((leaf, rest)) = chain.split_first() else {
+                return Ok(false);
+            };
+            let leaf = X509::from_der(leaf)?;
+            let mut stack = Stack::new()?;
+            for c in rest {
+                stack.push(X509::from_der(c)?)?;
+            }
+            let mut ctx = X509StoreContext::new()?;
+            ctx.init(&self.anchors, &leaf, &stack, |c| c.verify_cert())
+        };
+        verify().unwrap_or(false)
     }
 
     /// A datagram from a peer with no session: the stateless cookie check,

@@ -42,6 +42,12 @@ pub struct DemoArgs {
     /// Address of the MQTT device gateway.
     #[arg(long, default_value = "127.0.0.1:8883", value_name = "ADDR:PORT")]
     mqtt_listen: SocketAddr,
+    /// Address of the CoAP-over-DTLS device endpoint (UDP).
+    #[arg(long, default_value = "127.0.0.1:5684", value_name = "ADDR:PORT")]
+    coap_listen: SocketAddr,
+    /// Address of the CoAP listener for OSCORE and EDHOC (UDP).
+    #[arg(long, default_value = "127.0.0.1:5683", value_name = "ADDR:PORT")]
+    oscore_listen: SocketAddr,
     /// Simulated devices, over three models (at least 6).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(6..=5000))]
     devices: u32,
@@ -518,6 +524,8 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
         data_dir: dir.clone(),
         listen: args.listen,
         mqtt_listen: Some(args.mqtt_listen),
+        coap_listen: Some(args.coap_listen),
+        oscore_listen: Some(args.oscore_listen),
         ..Config::default()
     };
     config.monitoring.flow_listen = None;
