@@ -410,22 +410,13 @@ impl Server {
             Some(a) => Some(monitor::bind_flows(a).await?),
             None => None,
         };
-        let coap = match self.config.coap_listen {
-            Some(a) => Some(tokio::net::UdpSocket::bind(a).await.with_context(|| {
-                format!(
-                    "cannot listen for CoAP over DTLS on UDP {a}: is another CoAP server using the port? Choose another with --coap-listen"
-                )
-            })?),
-            None => None,
-        };
-        let oscore = match self.config.oscore_listen {
-            Some(a) => Some(tokio::net::UdpSocket::bind(a).await.with_context(|| {
-                format!(
-                    "cannot listen for CoAP with OSCORE on UDP {a}: is another CoAP server using the port? Choose another with --oscore-listen"
-                )
-            })?),
-            None => None,
-        };
+        let coap = bind_coap(self.config.coap_listen, "CoAP over DTLS", "--coap-listen").await?;
+        let oscore = bind_coap(
+            self.config.oscore_listen,
+            "CoAP with OSCORE",
+            "--oscore-listen",
+        )
+        .await?;
         Ok(Listeners {
             https,
             mqtt,
@@ -562,11 +553,10 @@ impl Server {
                 rx.clone(),
             ));
         }
-        let coap_addr = listeners
-            .coap
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()?;
+        let udp_addr =
+            |l: &Option<tokio::net::UdpSocket>| l.as_ref().map(|l| l.local_addr()).transpose();
+        let coap_addr = udp_addr(&listeners.coap)?;
+        let oscore_addr = udp_addr(&listeners.oscore)?;
         if let Some(socket) = listeners.coap {
             tracing::info!(addr = %coap_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (CoAP over DTLS)");
             tokio::spawn(self.coap.clone().run(socket, rx.clone()));
@@ -578,11 +568,6 @@ impl Server {
                 rx.clone(),
             ));
         }
-        let oscore_addr = listeners
-            .oscore
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()?;
         if let Some(socket) = listeners.oscore {
             tracing::info!(addr = %oscore_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (CoAP with OSCORE and EDHOC)");
             tokio::spawn(self.coap.clone().run_oscore(socket, rx.clone()));
@@ -800,6 +785,23 @@ async fn refresh_tuf_metadata(
             Err(e) => tracing::error!(error = %e, "could not re-sign the TUF online metadata"),
         }
     }
+}
+
+/// A CoAP listener's UDP socket, if it is on.
+async fn bind_coap(
+    addr: Option<SocketAddr>,
+    what: &str,
+    flag: &str,
+) -> anyhow::Result<Option<tokio::net::UdpSocket>> {
+    let Some(a) = addr else {
+        return Ok(None);
+    };
+    let socket = tokio::net::UdpSocket::bind(a).await.with_context(|| {
+        format!(
+            "cannot listen for {what} on UDP {a}: is another CoAP server using the port? Choose another with {flag}"
+        )
+    })?;
+    Ok(Some(socket))
 }
 
 /// The server's EDHOC identity: its key from the data directory (created on

@@ -624,6 +624,55 @@ impl ServerProc {
             .join("\n")
     }
 
+    /// The sum of the `/metrics` values on lines starting with `prefix`
+    /// (one series, or a family's).
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        self.metric(prefix)
+            .lines()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// A server with `model` and `devices` enrolled through EST with one-time
+    /// tokens (openssl keys and CSRs, curl as the EST client); returns it with
+    /// each device's key and certificate files, in `dir`.
+    pub fn with_token_fleet(
+        dir: &Path,
+        model: &str,
+        devices: &[&str],
+    ) -> (Self, Vec<(PathBuf, PathBuf)>) {
+        let server = Self::start(&dir.join("data"))
+            .unwrap_or_else(|e| panic!("starting palisade serve: {e:#}"));
+        server.cli_ok(&["model", "add", model]);
+        let list = devices
+            .iter()
+            .map(|d| enrol_with_token(&server, dir, d, model))
+            .collect();
+        (server, list)
+    }
+
+    /// Waits until device `id` is (`want`) or is not connected; returns how
+    /// long that took (polling every 5 ms).
+    pub fn wait_connected(&self, id: &str, want: bool, within: Duration) -> Duration {
+        eventually(
+            within,
+            Duration::from_millis(5),
+            &format!("{id} connected never became {want}"),
+            || self.device(id)["connected"] == want,
+        )
+    }
+
+    /// The serial of the newest certificate listed for `device`.
+    pub fn cert_serial(&self, device: &str) -> String {
+        let out = self.cli_ok(&["cert", "list", "--device", device, "--json"]);
+        let list: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("cert list: {e}: {out}"));
+        list[0]["serial"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no certificate of {device}: {out}"))
+            .to_owned()
+    }
+
     /// `palisade device show ID --json`.
     pub fn device(&self, id: &str) -> serde_json::Value {
         let out = self.cli_ok(&["device", "show", id, "--json"]);
@@ -914,6 +963,22 @@ pub fn enrol_with_token(
         .unwrap_or_else(|e| panic!("bash: {e}"));
     assert!(o.status.success(), "enrolling {device}: {}", text(&o));
     (key, cert)
+}
+
+/// Polls `ready` every `step` until it holds and returns how long that took;
+/// panics naming `what` once `within` has passed.
+pub fn eventually(
+    within: Duration,
+    step: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    while !ready() {
+        assert!(t0.elapsed() < within, "{what} (waited {within:?})");
+        std::thread::sleep(step);
+    }
+    t0.elapsed()
 }
 
 /// A process's resident memory (KiB), from `/proc/PID/status`.

@@ -24,14 +24,10 @@ struct Device {
 
 fn setup(devices: &[&str]) -> (tempfile::TempDir, ServerProc, Vec<Device>) {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(&dir.path().join("data")).unwrap();
-    server.cli_ok(&["model", "add", "meter"]);
-    let list = devices
-        .iter()
-        .map(|d| {
-            let (key, cert) = enrol_with_token(&server, dir.path(), d, "meter");
-            Device { key, cert }
-        })
+    let (server, list) = ServerProc::with_token_fleet(dir.path(), "meter", devices);
+    let list = list
+        .into_iter()
+        .map(|(key, cert)| Device { key, cert })
         .collect();
     (dir, server, list)
 }
@@ -65,14 +61,6 @@ fn codes(o: &Output) -> Vec<String> {
         .filter(|c| c.starts_with(['2', '4', '5']))
         .map(str::to_owned)
         .collect()
-}
-
-fn counter(server: &ServerProc, line_start: &str) -> f64 {
-    server
-        .metric(line_start)
-        .lines()
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -154,9 +142,9 @@ fn libcoap_clients_post_telemetry_over_dtls_with_palisade_certificates() {
     assert!(codes(&o).contains(&"2.04".to_owned()), "{}", text(&o));
     assert!(text(&o).contains("Block1:11/_/64"), "{}", text(&o));
     assert_eq!(server.device("m-1")["reported_firmware"], "2.1.0");
-    assert!(counter(&server, "palisade_coap_handshakes_total") >= 5.0);
+    assert!(server.metric_sum("palisade_coap_handshakes_total") >= 5.0);
     assert!(
-        counter(&server, "palisade_coap_requests_total{code=\"2.04\"}") >= 3.0,
+        server.metric_sum("palisade_coap_requests_total{code=\"2.04\"}") >= 3.0,
         "{}",
         server.metric("palisade_coap")
     );
@@ -176,18 +164,6 @@ fn observe(server: &ServerProc, d: &Device, secs: &str) -> Child {
     .unwrap()
 }
 
-fn wait_connected(server: &ServerProc, id: &str, want: bool) -> Duration {
-    let t0 = Instant::now();
-    while server.device(id)["connected"] != want {
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "{id} connected never became {want}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
-}
-
 #[test]
 fn commands_are_observed_delivered_block_wise_and_answered() {
     if !peers() {
@@ -196,7 +172,7 @@ fn commands_are_observed_delivered_block_wise_and_answered() {
     let (_dir, server, devs) = setup(&["m-1"]);
     let d = &devs[0];
     let watcher = observe(&server, d, "12");
-    wait_connected(&server, "m-1", true);
+    server.wait_connected("m-1", true, Duration::from_secs(15));
     let small = server.cli_ok(&["device", "command", "m-1", "reboot", "--json"]);
     let small_id = serde_json::from_str::<serde_json::Value>(&small).unwrap()["id"]
         .as_str()
@@ -245,19 +221,17 @@ fn commands_are_observed_delivered_block_wise_and_answered() {
         "acks",
     );
     assert!(codes(&o).contains(&"2.04".to_owned()), "{}", text(&o));
-    let t0 = Instant::now();
-    loop {
-        let list = server.cli_ok(&["device", "commands", "m-1", "--json"]);
-        if list.contains("rebooting") {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the answer was not recorded: {list}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(counter(&server, "palisade_coap_notifications_total") >= 2.0);
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the answer was not recorded",
+        || {
+            server
+                .cli_ok(&["device", "commands", "m-1", "--json"])
+                .contains("rebooting")
+        },
+    );
+    assert!(server.metric_sum("palisade_coap_notifications_total") >= 2.0);
 }
 
 #[test]
@@ -267,22 +241,19 @@ fn a_revoked_device_loses_its_dtls_session_within_a_second_and_cannot_come_back(
     }
     let (_dir, server, devs) = setup(&["m-1", "m-2"]);
     let mut watchers: Vec<Child> = devs.iter().map(|d| observe(&server, d, "60")).collect();
-    wait_connected(&server, "m-1", true);
-    wait_connected(&server, "m-2", true);
-    let list: serde_json::Value =
-        serde_json::from_str(&server.cli_ok(&["cert", "list", "--device", "m-1", "--json"]))
-            .unwrap();
-    let serial = list[0]["serial"].as_str().unwrap().to_owned();
+    server.wait_connected("m-1", true, Duration::from_secs(15));
+    server.wait_connected("m-2", true, Duration::from_secs(15));
+    let serial = server.cert_serial("m-1");
     let t0 = Instant::now();
     server.cli_ok(&["cert", "revoke", &serial, "--reason", "key-compromise"]);
     let cli = t0.elapsed();
-    let closed = wait_connected(&server, "m-1", false);
+    let closed = server.wait_connected("m-1", false, Duration::from_secs(15));
     eprintln!("revocation: CLI returned after {cli:?}, session closed {closed:?} later");
     assert!(
         closed < Duration::from_secs(1),
         "the DTLS session outlived the revocation by {closed:?}"
     );
-    assert!(counter(&server, "palisade_coap_sessions ") <= 1.0 + f64::EPSILON);
+    assert!(server.metric_sum("palisade_coap_sessions ") <= 1.0 + f64::EPSILON);
     // The other device is unaffected.
     assert_eq!(server.device("m-2")["connected"], true);
     let o = run_client(
@@ -401,7 +372,7 @@ fn a_certificate_from_another_ca_reaches_nothing_but_est() {
     );
     assert!(codes(&o).contains(&"4.01".to_owned()), "{}", text(&o));
     assert_ne!(server.device("m-1")["reported_firmware"], "6.6.6");
-    assert_eq!(counter(&server, "palisade_coap_sessions "), 0.0);
+    assert_eq!(server.metric_sum("palisade_coap_sessions "), 0.0);
 }
 
 /// A birth identity from a factory batch: EST over CoAP (RFC 9148) with
@@ -625,16 +596,13 @@ fn a_client_hello_flood_from_many_sources_meets_stateless_cookies() {
     // Nothing is held for them (the gauge is set at the next 100 ms tick).
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(
-        counter(&server, "palisade_coap_peers_held "),
+        server.metric_sum("palisade_coap_peers_held "),
         0.0,
         "{}",
         server.metric("palisade_coap")
     );
     assert!(
-        counter(
-            &server,
-            "palisade_coap_refusals_total{reason=\"no_cookie\"}"
-        ) >= SOURCES as f64
+        server.metric_sum("palisade_coap_refusals_total{reason=\"no_cookie\"}") >= SOURCES as f64
     );
     // A real device still gets through.
     let o = run_client(

@@ -23,12 +23,7 @@ fn peers() -> bool {
 
 fn setup(devices: &[&str]) -> (tempfile::TempDir, ServerProc, Vec<(PathBuf, PathBuf)>) {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(&dir.path().join("data")).unwrap();
-    server.cli_ok(&["model", "add", "meter"]);
-    let list = devices
-        .iter()
-        .map(|d| enrol_with_token(&server, dir.path(), d, "meter"))
-        .collect();
+    let (server, list) = ServerProc::with_token_fleet(dir.path(), "meter", devices);
     (dir, server, list)
 }
 
@@ -58,14 +53,6 @@ fn device(
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-fn counter(server: &ServerProc, line_start: &str) -> f64 {
-    server
-        .metric(line_start)
-        .lines()
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -114,18 +101,17 @@ fn edhoc_then_oscore_carries_telemetry_commands_and_answers() {
     let det = server.device("m-1");
     assert_eq!(det["reported_firmware"], "4.0.1", "{det}");
     assert_eq!(det["device"]["state"], "active");
-    let t0 = Instant::now();
-    while !server
-        .cli_ok(&["device", "commands", "m-1", "--json"])
-        .contains("rebooting")
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the answer was not recorded"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(counter(&server, "palisade_coap_edhoc_completed_total") >= 1.0);
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the answer was not recorded",
+        || {
+            server
+                .cli_ok(&["device", "commands", "m-1", "--json"])
+                .contains("rebooting")
+        },
+    );
+    assert!(server.metric_sum("palisade_coap_edhoc_completed_total") >= 1.0);
 }
 
 #[test]
@@ -193,35 +179,17 @@ fn revoking_the_certificate_drops_the_oscore_context_within_a_second() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while server.device("m-1")["connected"] != true {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "m-1 never established a context"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let list: serde_json::Value =
-        serde_json::from_str(&server.cli_ok(&["cert", "list", "--device", "m-1", "--json"]))
-            .unwrap();
-    let serial = list[0]["serial"].as_str().unwrap().to_owned();
+    server.wait_connected("m-1", true, Duration::from_secs(30));
+    let serial = server.cert_serial("m-1");
     let t0 = Instant::now();
     server.cli_ok(&["cert", "revoke", &serial]);
     let cli = t0.elapsed();
-    let t1 = Instant::now();
-    while server.device("m-1")["connected"] != false {
-        assert!(
-            t1.elapsed() < Duration::from_secs(5),
-            "the context outlived the revocation"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let gone = t1.elapsed();
+    let gone = server.wait_connected("m-1", false, Duration::from_secs(5));
     eprintln!("revocation: CLI returned after {cli:?}, OSCORE context dropped {gone:?} later");
     assert!(gone < Duration::from_secs(1), "{gone:?}");
     let _ = hold.kill();
     let _ = hold.wait();
-    assert_eq!(counter(&server, "palisade_coap_oscore_contexts "), 0.0);
+    assert_eq!(server.metric_sum("palisade_coap_oscore_contexts "), 0.0);
     // A new EDHOC run with the revoked certificate's key is refused at
     // admission; the other device is unaffected.
     let out = device(
@@ -376,18 +344,12 @@ fn replayed_and_altered_requests_are_refused_and_the_device_carries_on() {
     };
     inner.payload = inner.payload[m3_len..].to_vec();
     inner.header.message_id ^= 0x3333;
-    let before = counter(
-        &server,
-        "palisade_coap_refusals_total{reason=\"oscore_replay\"}",
-    );
+    let before = server.metric_sum("palisade_coap_refusals_total{reason=\"oscore_replay\"}");
     let (code, diag) =
         send_raw(target, &inner.to_bytes().unwrap()).expect("an answer to the replay");
     assert_eq!(code, "4.01", "{}", String::from_utf8_lossy(&diag));
     assert_eq!(
-        counter(
-            &server,
-            "palisade_coap_refusals_total{reason=\"oscore_replay\"}"
-        ),
+        server.metric_sum("palisade_coap_refusals_total{reason=\"oscore_replay\"}"),
         before + 1.0
     );
     let last = inner.to_bytes().unwrap();

@@ -19,14 +19,10 @@ struct Device {
 
 fn setup(devices: &[&str]) -> (tempfile::TempDir, ServerProc, Vec<Device>) {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(&dir.path().join("data")).unwrap();
-    server.cli_ok(&["model", "add", "cam"]);
-    let list = devices
-        .iter()
-        .map(|d| {
-            let (key, cert) = enrol_with_token(&server, dir.path(), d, "cam");
-            Device { key, cert }
-        })
+    let (server, list) = ServerProc::with_token_fleet(dir.path(), "cam", devices);
+    let list = list
+        .into_iter()
+        .map(|(key, cert)| Device { key, cert })
         .collect();
     (dir, server, list)
 }
