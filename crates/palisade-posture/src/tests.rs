@@ -349,6 +349,40 @@ fn the_legacy_bridge_fails_encrypted_protocols() {
 }
 
 #[test]
+fn the_protocol_of_the_live_session_is_the_evidence_for_encrypted_protocols() {
+    use palisade_core::Transport;
+    let mut e = exemplary();
+    for (t, says) in [
+        (Transport::MqttTls, "MQTT over mutually authenticated TLS"),
+        (Transport::CoapDtls, "CoAP over DTLS 1.2"),
+        (Transport::CoapOscore, "OSCORE"),
+    ] {
+        e.activity.transport = Some(t);
+        assert_outcome(&e, Framework::Checklist, "CL5", Outcome::Pass, says);
+        let r = result(&e, Framework::Checklist, "CL5");
+        let facts: Vec<&str> = r
+            .checks
+            .iter()
+            .flat_map(|(_, f)| f.facts.iter().map(|x| x.value.as_str()))
+            .collect();
+        assert!(
+            facts.contains(&t.as_str()),
+            "the protocol is a fact: {facts:?}"
+        );
+    }
+    // Offline, the protocol is not known, but what it reached with was.
+    e.activity.transport = None;
+    e.activity.connected = false;
+    assert_outcome(
+        &e,
+        Framework::Checklist,
+        "CL5",
+        Outcome::Pass,
+        "encrypted protocols",
+    );
+}
+
+#[test]
 fn an_open_critical_alert_or_silence_fails_monitoring() {
     let mut e = exemplary();
     e.open_alerts.critical = 1;
