@@ -344,8 +344,7 @@ impl Coap {
                         .with_est(EstMode::Operational),
                     leaf,
                 }));
-                self.p.metrics.coap().sessions(self.live(peers));
-                let peer = peers.get_mut(&addr)?;
+                self.p.metrics.coap().session_opened();
                 let mut out = Vec::new();
                 for m in early {
                     out.extend(self.coap_in(peer, addr, &m, now, ctl));
@@ -384,7 +383,6 @@ impl Coap {
                         let out = peer.tls.take_outbound().into();
                         let p = peers.remove(&addr)?;
                         self.end(&p, reason);
-                        self.p.metrics.coap().sessions(self.live(peers));
                         Some((addr, out))
                     }
                 }
@@ -409,13 +407,6 @@ impl Coap {
                 Some((addr, peer.tls.take_outbound().into()))
             }
         }
-    }
-
-    fn live(&self, peers: &HashMap<SocketAddr, Peer>) -> usize {
-        peers
-            .values()
-            .filter(|p| matches!(p.phase, Phase::Live(_)))
-            .count()
     }
 
     /// CoAP messages from a live or enrolling session's device.
@@ -550,6 +541,7 @@ impl Coap {
     /// A peer that was live is gone.
     fn end(&self, p: &Peer, why: &str) {
         if let Phase::Live(live) = &p.phase {
+            self.p.metrics.coap().session_closed();
             self.session_down(&live.device, live.sid, why);
         }
     }

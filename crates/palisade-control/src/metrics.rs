@@ -569,9 +569,14 @@ impl CoapMetrics {
         self.handshakes.inc();
     }
 
-    /// Sets the number of live sessions.
-    pub fn sessions(&self, n: usize) {
-        self.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// A live DTLS session began.
+    pub fn session_opened(&self) {
+        self.sessions.inc();
+    }
+
+    /// A live DTLS session ended (closed, revoked, idle, shut down).
+    pub fn session_closed(&self) {
+        self.sessions.dec();
     }
 
     /// Sets the number of OSCORE contexts held.

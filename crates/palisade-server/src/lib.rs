@@ -560,13 +560,6 @@ impl Server {
         if let Some(socket) = listeners.coap {
             tracing::info!(addr = %coap_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (CoAP over DTLS)");
             tokio::spawn(self.coap.clone().run(socket, rx.clone()));
-            tokio::spawn(refresh_coap_context(
-                self.coap.clone(),
-                self.boot.pki.clone(),
-                self.boot.dir.clone(),
-                st.clock.clone(),
-                rx.clone(),
-            ));
         }
         if let Some(socket) = listeners.oscore {
             tracing::info!(addr = %oscore_addr.map(|a| a.to_string()).unwrap_or_default(), "listening (CoAP with OSCORE and EDHOC)");
@@ -853,32 +846,6 @@ fn dtls_context(
         .collect();
     palisade_coap::dtls::Context::new(&dir.tls_cert(), &dir.tls_key(), &anchors, clock)
         .context("building the CoAP endpoint's DTLS context")
-}
-
-/// Rebuilds the CoAP endpoint's DTLS context when the CRL changes: new
-/// handshakes then meet a fresh cookie secret and the current anchors
-/// (revocation itself is checked against the inventory at admission, and a
-/// revoked device's live session is closed through the session registry).
-async fn refresh_coap_context(
-    coap: Arc<Coap>,
-    pki: Arc<pki::Pki>,
-    dir: DataDir,
-    clock: Arc<dyn Clock>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut changes = pki.watch_crl();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            r = changes.changed() => if r.is_err() { return },
-        }
-        match dtls_context(&dir, &pki, clock.clone()) {
-            Ok(c) => coap.dtls().replace(c),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "could not refresh the DTLS context")
-            }
-        }
-    }
 }
 
 /// Rebuilds the gateway's TLS verifier with the new CRL after each revocation, so
